@@ -1,0 +1,1 @@
+"""Golden model of mcnn: the NumPy specification the RTL is checked against."""

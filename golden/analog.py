@@ -1,0 +1,22 @@
+"""Ideal analog array: SL currents of a bit-serial slot from the cells' target conductances.
+
+The interface `read(pe, bl_bits, rows) -> currents (uA)` is the one the device/crossbar model
+of issue 3 implements with real device states; the golden datapath only ever sees the ADC codes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .device import V_READ, level_conductance_us
+
+
+class IdealArray:
+    def __init__(self, levels: np.ndarray):
+        """levels: (n_pe, n_rows, n_bl) target levels 0..7."""
+        self.levels = np.asarray(levels)
+        self.g_us = level_conductance_us(self.levels.astype(np.float32))  # (pe, row, bl)
+
+    def read(self, pe: int, bl_bits: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """bl_bits (M, n_bl) of 0/1 -> SL currents (M, len(rows)) in uA (SL clamped at 0 V)."""
+        g = self.g_us[pe, rows, :bl_bits.shape[-1]]
+        return (bl_bits.astype(np.float32) @ g.T) * np.float32(V_READ)

@@ -1,0 +1,198 @@
+"""The golden integer datapath: the specification the RTL matches bit for bit.
+
+Data flow per weight layer (docs/datapath.md has the diagram and every format):
+
+  u8 input codes --bit-serial (LSB first)--> BL pulses --array read--> SL currents
+  --ADC--> codes --shift-and-add over slots--> S (per SL) --G+ minus G- --> D (per output)
+  --sum over read groups--> A --bounded ReLU + requant--> u8 --max-pool--> next layer
+  final dense layer: A = logits --> argmax, fixed-point softmax p, delta = p - onehot.
+
+Everything after the ADC is integer arithmetic. The analog side (`array.read`) is pluggable:
+golden/analog.IdealArray here, the device/crossbar model of issue 3 later.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cnn, model
+from .adc import ADC
+from .analog import IdealArray
+from .mapping import Mapping, build_mapping, conductance_levels
+
+# ------------------------------------------------------------ fixed-point formats
+SOFTMAX_FRAC = 15         # p and delta are Q1.15: 1.0 == 1 << 15
+EXP_FRAC = 6              # exp-table index step: 1/64 nat
+EXP_TABLE_SIZE = 1024     # covers 16 nats; exp(-16) * 2**15 < 0.5, so the last entries are 0
+EXP_TABLE = np.floor(np.exp(-np.arange(EXP_TABLE_SIZE) / float(1 << EXP_FRAC)) * (1 << SOFTMAX_FRAC)
+                     + 0.5).astype(np.int64)  # u16 entries, EXP_TABLE[0] = 32768
+
+
+@dataclass
+class DatapathConfig:
+    input_bits: int = 8
+    adc_bits: int = 8
+    adc_full_scale_ua: dict[str, float] = field(default_factory=dict)  # per layer; missing = default
+
+    def adc(self, layer: str) -> ADC:
+        return ADC(self.adc_bits, self.adc_full_scale_ua.get(layer))
+
+
+# ------------------------------------------------------------ blocks
+
+def bitserial_encode(x, bits: int):
+    """Unsigned codes (...,) -> pulse enables (bits, ...) of 0/1, slot 0 = LSB."""
+    x = np.asarray(x)
+    if x.size and (x.min() < 0 or x.max() >= (1 << bits)):
+        raise ValueError(f"inputs must be in [0, {(1 << bits) - 1}] for {bits}-bit encoding, "
+                         f"got [{x.min()}, {x.max()}]")
+    k = np.arange(bits).reshape((bits,) + (1,) * x.ndim)
+    return ((x.astype(np.int64)[None] >> k) & 1).astype(np.uint8)
+
+
+def shift_add(codes, axis: int = 0):
+    """Sum over the slot axis of code_k << k (slot 0 = LSB)."""
+    codes = np.moveaxis(np.asarray(codes, dtype=np.int64), axis, -1)
+    w = np.int64(1) << np.arange(codes.shape[-1], dtype=np.int64)
+    return codes @ w
+
+
+def differential(s_rows):
+    """Interleaved SL results (..., 2*n_out) [G+, G-, G+, G-, ...] -> (..., n_out) = G+ - G-."""
+    s = np.asarray(s_rows, dtype=np.int64)
+    return s[..., 0::2] - s[..., 1::2]
+
+
+def relu_requant(acc, m: int, sh: int):
+    """Bounded ReLU + requantisation: clip(floor((A*M + 2**(sh-1)) / 2**sh), 0, 255), integer only."""
+    a = np.maximum(np.asarray(acc, dtype=np.int64), 0)
+    return np.minimum((a * m + (1 << (sh - 1))) >> sh, model.ACT_MAX)
+
+
+def maxpool(x, p: int):
+    """(N,H,W,C) integer -> (N,H//p,W//p,C) max over non-overlapping p x p windows."""
+    return cnn.pool_windows(np.asarray(x), p).max(axis=-1)
+
+
+def argmax(logits):
+    """Index of the first maximum (ties go to the lower class, as in the RTL comparator chain)."""
+    return np.asarray(logits).argmax(axis=-1)
+
+
+def softmax_params(logit_scale: float) -> tuple[int, int]:
+    """(M, shift) turning a logit difference into exp-table steps (1/64 nat)."""
+    return model.requant_params(logit_scale * (1 << EXP_FRAC))
+
+
+def softmax_fixed(logits, m: int, sh: int):
+    """Integer logits (N, K) -> p (N, K) in Q1.15 (0..32768).
+
+    d = max - z;  t = min((d*M + 2**(sh-1)) >> sh, 1023);  e = EXP_TABLE[t];
+    E = sum e;  p = (e * 2**15 + E // 2) // E.
+    """
+    z = np.asarray(logits, dtype=np.int64)
+    d = z.max(axis=-1, keepdims=True) - z
+    t = np.minimum((d * m + (1 << (sh - 1))) >> sh, EXP_TABLE_SIZE - 1)
+    e = EXP_TABLE[t]
+    tot = e.sum(axis=-1, keepdims=True)
+    return ((e << SOFTMAX_FRAC) + (tot >> 1)) // tot
+
+
+def delta(p, labels):
+    """Training error delta = p - onehot(label), Q1.15 signed."""
+    p = np.asarray(p, dtype=np.int64)
+    d = p.copy()
+    d[np.arange(len(p)), np.asarray(labels)] -= 1 << SOFTMAX_FRAC
+    return d
+
+
+# ------------------------------------------------------------ one layer through the array
+
+def read_group_sums(array, g, xin, bits: int, adc: ADC):
+    """One read group for M input vectors: xin (M, n_in) u8 -> D (M, n_out) = S(G+) - S(G-).
+
+    For each of the `bits` slots the BLs are pulsed with one bit of every input, all 2*n_out
+    SLs of the group are read and digitised, and the codes are shifted and added.
+    """
+    m, n_in = xin.shape
+    planes = bitserial_encode(xin, bits)                       # (B, M, n_in)
+    rows = slice(g.row_base, g.row_base + 2 * g.n_out)
+    cur = array.read(g.pe, planes.reshape(bits * m, n_in), rows)   # (B*M, 2*n_out) uA
+    codes = adc.convert(cur).reshape(bits, m, 2 * g.n_out)
+    return differential(shift_add(codes, axis=0))
+
+
+def layer_accumulate(array, groups, cols, bits, adc):
+    """cols (M, fan_in) -> A (M, n_out): sum of the read groups' differential sums."""
+    acc = None
+    for g in groups:
+        d = read_group_sums(array, g, cols[:, list(g.inputs)], bits, adc)
+        acc = d if acc is None else acc + d
+    return acc
+
+
+@dataclass
+class Result:
+    logits: np.ndarray          # (N, n_out) int64: FC accumulators
+    classes: np.ndarray         # (N,) argmax
+    p: np.ndarray               # (N, n_out) Q1.15 softmax
+    activations: dict           # layer name -> u8 tensor after ReLU/requant (+ pool)
+
+
+class Datapath:
+    """The golden integer datapath for a network, its integer weights and a mapping."""
+
+    def __init__(self, int_w: dict, q: model.QuantConfig, layers=cnn.YAO2020, mapping: Mapping | None = None,
+                 cfg: DatapathConfig | None = None, array=None):
+        self.layers = layers
+        self.int_w = int_w
+        self.q = q
+        self.mapping = mapping or build_mapping(layers)
+        self.cfg = cfg or DatapathConfig()
+        self.levels = conductance_levels(layers, int_w, self.mapping)
+        self.array = array if array is not None else IdealArray(self.levels)
+        self.softmax_m, self.softmax_sh = softmax_params(q.logit_scale)
+
+    def run(self, x_u8, batch: int = 250, keep=False) -> Result:
+        outs, acts = [], {}
+        for i in range(0, len(x_u8), batch):
+            lg, a = self._run_batch(x_u8[i:i + batch], keep)
+            outs.append(lg)
+            for k, v in a.items():
+                acts.setdefault(k, []).append(v)
+        logits = np.concatenate(outs)
+        return Result(logits, argmax(logits), softmax_fixed(logits, self.softmax_m, self.softmax_sh),
+                      {k: np.concatenate(v) for k, v in acts.items()})
+
+    def _run_batch(self, x_u8, keep):
+        x = np.asarray(x_u8)
+        if x.ndim != 3:
+            raise ValueError(f"images must be (N, H, W) uint8, got shape {x.shape}")
+        x = x[..., None].astype(np.int64)
+        bits, acts = self.cfg.input_bits, {}
+        for L in self.layers:
+            if isinstance(L, cnn.Conv):
+                cols = cnn.im2col(x, L.k, L.pad)
+                n, ho, wo, f = cols.shape
+                acc = layer_accumulate(self.array, self.mapping.groups[L.name], cols.reshape(-1, f),
+                                       bits, self.cfg.adc(L.name))
+                m, sh = self.q.requant[L.name]
+                x = relu_requant(acc, m, sh).reshape(n, ho, wo, -1)
+            elif isinstance(L, cnn.Pool):
+                x = maxpool(x, L.size)
+            else:
+                v = cnn.flatten_chw(x)
+                x = layer_accumulate(self.array, self.mapping.groups[L.name], v, bits, self.cfg.adc(L.name))
+            if keep:
+                acts[L.name] = x
+        return x, acts
+
+
+def accumulator_bits(layers=cnn.YAO2020, mapping=None, cfg=None) -> dict[str, int]:
+    """Signed accumulator width per weight layer: ADC bits + input bits + 1 (sign) + log2(groups)."""
+    cfg = cfg or DatapathConfig()
+    mapping = mapping or build_mapping(layers)
+    return {n: cfg.adc_bits + cfg.input_bits + 1 + math.ceil(math.log2(max(len(gs), 1)))
+            for n, gs in mapping.groups.items()}

@@ -1,0 +1,26 @@
+"""Device constants of the 1T1R cell (Yao et al. 2020): the one source of the physics numbers.
+
+Issue 3's device and crossbar models extend this file; the golden datapath, the analog model
+and the testbenches all take their numbers from here.
+"""
+V_READ = 0.2          # V, BL read pulse (Yao 2020, Methods)
+G_MIN_US = 2.5        # uS, lowest of the 8 target levels (Yao 2020, Fig. 1c)
+G_STEP_US = 2.5       # uS between adjacent levels
+N_LEVELS = 8          # levels per device -> 15 weight levels per differential pair
+G_WINDOW_US = (2.0, 20.0)  # programmable window (REFERENCE.md section 1)
+I_UNIT_UA = V_READ * G_STEP_US  # 0.5 uA: read current of one conductance step at V_READ
+
+
+def level_conductance_us(level):
+    """Target conductance (uS) of level 0..7: 2.5, 5.0, ..., 20.0 uS."""
+    return G_MIN_US + G_STEP_US * level
+
+
+def weight_to_levels(w):
+    """Integer weight -7..7 -> (level of G+, level of G-), each 0..7, with G+ - G- = w steps."""
+    import numpy as np
+    w = np.asarray(w)
+    if w.size and (w.min() < -(N_LEVELS - 1) or w.max() > N_LEVELS - 1):
+        raise ValueError(f"weights must be integers in [{-(N_LEVELS - 1)}, {N_LEVELS - 1}], "
+                         f"got range [{w.min()}, {w.max()}]")
+    return np.maximum(w, 0).astype(np.int8), np.maximum(-w, 0).astype(np.int8)

@@ -1,0 +1,38 @@
+"""Accuracy of every stage on the same test images: float, 15-level quantised, integer datapath."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import cnn, model
+from .datapath import Datapath, DatapathConfig
+from .idx import Dataset
+from .weights import Weights, dequantized
+
+# REFERENCE.md section 1 (Yao et al. 2020, Fig. 3 and text), percent on the 10k test set.
+YAO2020 = {"float": 97.99, "quantized": 96.92, "transferred": 95.07, "hybrid": 96.19}
+
+
+def evaluate(w: Weights, ds: Dataset, n: int | None = None, layers=cnn.YAO2020,
+             cfg: DatapathConfig | None = None) -> dict:
+    x, y = ds.test_images[:n], ds.test_labels[:n].astype(np.int64)
+    pf = model.predict(w.float_w, x, layers).argmax(1)
+    lq = model.predict(dequantized(w), x, layers, q=w.q)
+    pq = lq.argmax(1)
+    dp = Datapath(w.int_w, w.q, layers, cfg=cfg)
+    t0 = time.perf_counter()
+    res = dp.run(x)
+    t_int = time.perf_counter() - t0
+    pct = lambda p: float((p == y).mean() * 100)  # noqa: E731
+    return {
+        "images": int(len(x)),
+        "float": pct(pf),
+        "quantized": pct(pq),
+        "integer": pct(res.classes),
+        "agreement_integer_quantized": float((res.classes == pq).mean() * 100),
+        "logits_equal_images": int(np.all(res.logits == np.round(lq / w.q.logit_scale), axis=1).sum()),
+        "seconds_integer": round(t_int, 3),
+        "seconds_integer_10k": round(t_int * 10000 / len(x), 3),
+        "yao2020": YAO2020,
+    }

@@ -1,0 +1,137 @@
+"""IDX file reader (the MNIST container format), gzipped or raw.
+
+Every check names the file and what was expected, so a truncated download or a
+wrong file is caught at load time rather than as a shape error deep in training.
+"""
+from __future__ import annotations
+
+import gzip
+import zlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# IDX type codes -> big-endian numpy dtypes (LeCun's format description).
+_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+# The four standard names; each may also carry a ".gz" suffix.
+STANDARD_NAMES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+class IDXError(ValueError):
+    """A file is not a valid IDX file (or not the one expected)."""
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise IDXError(f"{path}: cannot read: {e.strerror or e}") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise IDXError(f"{path}: corrupt gzip stream: {e}") from e
+    return raw
+
+
+def read_idx(path: str | os.PathLike, ndim: int | None = None, dtype: int | None = None) -> np.ndarray:
+    """Read one IDX file; optionally require its number of dimensions and type code."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise IDXError(f"{path}: {len(data)} bytes, expected at least a 4-byte IDX magic number")
+    if data[0] != 0 or data[1] != 0:
+        raise IDXError(
+            f"{path}: bad magic number {data[:4].hex()}: expected 0000<type><ndim> (is this an IDX file?)"
+        )
+    tcode, nd = data[2], data[3]
+    if tcode not in _DTYPES:
+        raise IDXError(f"{path}: unknown IDX type code 0x{tcode:02x}, expected one of "
+                       + ", ".join(f"0x{k:02x}" for k in _DTYPES))
+    if dtype is not None and tcode != dtype:
+        raise IDXError(f"{path}: type code 0x{tcode:02x}, expected 0x{dtype:02x}")
+    if ndim is not None and nd != ndim:
+        raise IDXError(f"{path}: {nd} dimensions, expected {ndim}")
+    if nd == 0:
+        raise IDXError(f"{path}: 0 dimensions, expected at least 1")
+    header = 4 + 4 * nd
+    if len(data) < header:
+        raise IDXError(f"{path}: truncated header: {len(data)} bytes, expected {header}")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=nd, offset=4))
+    dt = _DTYPES[tcode]
+    expected = header + int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    if len(data) != expected:
+        raise IDXError(
+            f"{path}: {len(data)} bytes, expected {expected} for dimensions {dims} of {dt.name}"
+            + (" (truncated)" if len(data) < expected else " (trailing data)")
+        )
+    arr = np.frombuffer(data, dtype=dt, offset=header).reshape(dims)
+    return arr.astype(dt.newbyteorder("="))
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        p = directory / name
+        if p.exists():
+            return p
+    raise IDXError(f"{directory}: no file {stem} or {stem}.gz (expected the four standard IDX names: "
+                   + ", ".join(STANDARD_NAMES.values()) + ")")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train_images: np.ndarray  # (N, H, W) uint8
+    train_labels: np.ndarray  # (N,) uint8
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    directory: Path
+
+    @property
+    def n_classes(self) -> int:
+        return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+
+
+def load_dataset(directory: str | os.PathLike) -> Dataset:
+    """Load a directory holding the four standard IDX files (MNIST layout)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise IDXError(f"{directory}: not a directory (expected a directory with the four IDX files)")
+    arrs = {}
+    for key, stem in STANDARD_NAMES.items():
+        p = _find(directory, stem)
+        nd = 3 if key.endswith("images") else 1
+        arrs[key] = read_idx(p, ndim=nd, dtype=0x08)
+        arrs[key + "_path"] = p
+    for split in ("train", "test"):
+        ni, nl = len(arrs[f"{split}_images"]), len(arrs[f"{split}_labels"])
+        if ni != nl:
+            raise IDXError(f"{arrs[f'{split}_labels_path']}: {nl} labels, expected {ni} "
+                           f"(one per image of {arrs[f'{split}_images_path']})")
+    if arrs["train_images"].shape[1:] != arrs["test_images"].shape[1:]:
+        raise IDXError(f"{arrs['test_images_path']}: images of {arrs['test_images'].shape[1:]}, "
+                       f"expected {arrs['train_images'].shape[1:]} as in the training set")
+    return Dataset(arrs["train_images"], arrs["train_labels"], arrs["test_images"],
+                   arrs["test_labels"], directory)
+
+
+def default_data_dir() -> Path:
+    """The repository's vendored MNIST (data/mnist), or $MCNN_DATA if set."""
+    env = os.environ.get("MCNN_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "data" / "mnist"

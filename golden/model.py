@@ -1,0 +1,165 @@
+"""Forward and backward of the CNN in two modes: float, and the 15-level quantised model.
+
+Quantised mode works in integer units: inputs are the 8-bit pixel codes, weights the
+integers -7..7 (G+ - G- in units of one 2.5 uS conductance step), every ReLU output is
+requantised to an 8-bit code by the ratio r = M / 2**shift, exactly as the integer
+datapath does (golden/datapath.py). Gradients use the straight-through estimator, so the
+same code does quantisation-aware fine-tuning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cnn
+from .cnn import Conv, Dense, Pool
+
+W_LEVELS = 7      # weights are integers in [-7, 7]: 15 levels (Yao 2020, 8 levels per device)
+ACT_MAX = 255     # 8-bit unsigned activations / inputs
+X_SCALE = 1.0 / 255.0  # float value of one input code
+
+
+@dataclass
+class QuantConfig:
+    """Per-layer quantisation: weight scale s_w (float per weight unit) and requant (M, shift)."""
+    w_scale: dict[str, float]
+    requant: dict[str, tuple[int, int]] = field(default_factory=dict)  # conv layers only
+    logit_scale: float = 1.0  # float value of one unit of the integer FC output
+
+    def ratio(self, name: str) -> float:
+        m, sh = self.requant[name]
+        return m / float(1 << sh)
+
+    def to_json(self):
+        return {"w_scale": self.w_scale, "requant": {k: list(v) for k, v in self.requant.items()},
+                "logit_scale": self.logit_scale}
+
+    @classmethod
+    def from_json(cls, d):
+        return cls({k: float(v) for k, v in d["w_scale"].items()},
+                   {k: (int(v[0]), int(v[1])) for k, v in d["requant"].items()},
+                   float(d["logit_scale"]))
+
+
+def requant_params(r: float, m_bits: int = 16) -> tuple[int, int]:
+    """Integer (M, shift) with M < 2**m_bits and M / 2**shift closest to r."""
+    if not r > 0:
+        raise ValueError(f"requant ratio must be > 0, got {r}")
+    sh = int(np.floor(np.log2((2 ** m_bits - 1) / r)))
+    m = int(round(r * 2.0 ** sh))
+    while m >= 2 ** m_bits:
+        sh -= 1
+        m = int(round(r * 2.0 ** sh))
+    if sh < 1:
+        raise ValueError(f"requant ratio {r} too large for a {m_bits}-bit multiplier")
+    return m, sh
+
+
+def quantize_weights(w: np.ndarray, s: float) -> np.ndarray:
+    return np.clip(np.floor(w / s + 0.5), -W_LEVELS, W_LEVELS)
+
+
+def requantize(z, m: int, sh: int):
+    """ReLU + requantisation to 8 bits: clip(floor(z*M/2**sh + 1/2), 0, 255) (exact in float64)."""
+    return np.clip(np.floor((z * m + (1 << (sh - 1))) / float(1 << sh)), 0, ACT_MAX)
+
+
+def init_params(layers=cnn.YAO2020, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {}
+    for L in cnn.weight_layers(layers):
+        std = np.sqrt(2.0 / L.fan_in)
+        params[L.name] = (rng.standard_normal(cnn.weight_shape(L)) * std).astype(np.float32)
+    return params
+
+
+def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, train=False,
+            dtype=np.float32):
+    """x_u8 (N,28,28) uint8 codes -> logits (N, n_out) [float units], cache for backward.
+
+    q=None: float model (input x/255). q given: quantised model, integer-valued tensors;
+    logits are multiplied by q.logit_scale so the loss sees float-scale values.
+    """
+    x = x_u8.astype(dtype)
+    x = x[..., None] if x.ndim == 3 else x
+    if q is None:
+        x = x * dtype(X_SCALE)
+    cache = []
+    for L in layers:
+        if isinstance(L, Conv):
+            w = params[L.name]
+            wq = quantize_weights(w, q.w_scale[L.name]).astype(dtype) if q else w
+            z, cols = cnn.conv_forward(x, wq, L.pad)
+            if q is None:
+                a = np.maximum(z, 0)
+                grad = (z > 0)
+            else:
+                m, sh = q.requant[L.name]
+                a = requantize(z.astype(np.float64), m, sh).astype(dtype)
+                u = z * dtype(m / 2.0 ** sh)
+                grad = ((u > 0) & (u < ACT_MAX + 0.5)) * dtype(m / 2.0 ** sh)
+            if train:
+                cache.append(("conv", L, x.shape, cols, wq, grad))
+            x = a
+        elif isinstance(L, Pool):
+            y, idx = cnn.maxpool_forward(x, L.size)
+            if train:
+                cache.append(("pool", L, x.shape, idx))
+            x = y
+        else:
+            v = cnn.flatten_chw(x)
+            w = params[L.name]
+            wq = quantize_weights(w, q.w_scale[L.name]).astype(dtype) if q else w
+            z = v @ wq
+            if train:
+                cache.append(("dense", L, x.shape, v, wq))
+            x = z * dtype(q.logit_scale) if q else z
+    return x, cache
+
+
+def backward(dlogits, cache, q: QuantConfig | None = None):
+    grads = {}
+    d = dlogits
+    for i in range(len(cache) - 1, -1, -1):
+        kind, L = cache[i][:2]
+        if kind == "dense":
+            _, _, xshape, v, wq = cache[i]
+            if q:
+                d = d * q.logit_scale
+            gw = v.T @ d
+            d = cnn.unflatten_chw(d @ wq.T, xshape)
+            grads[L.name] = gw
+        elif kind == "pool":
+            _, _, xshape, idx = cache[i]
+            d = cnn.maxpool_backward(d, idx, L.size, xshape)
+        else:
+            _, _, xshape, cols, wq, grad = cache[i]
+            d = d * grad
+            gw, d = cnn.conv_backward(d, cols, wq, L.pad, xshape, need_dx=i > 0)
+            grads[L.name] = gw
+    # In quantised mode these are gradients w.r.t. the integer weights; the straight-through
+    # estimator hands them to the float master weights unchanged (Adam is scale invariant).
+    return grads
+
+
+def cross_entropy(logits, labels):
+    p = cnn.softmax(logits.astype(np.float64))
+    n = len(labels)
+    loss = -np.log(p[np.arange(n), labels] + 1e-12).mean()
+    d = p.copy()
+    d[np.arange(n), labels] -= 1
+    return loss, (d / n).astype(logits.dtype)
+
+
+def predict(params, x_u8, layers=cnn.YAO2020, q=None, batch=2000):
+    out = []
+    for i in range(0, len(x_u8), batch):
+        logits, _ = forward(params, x_u8[i:i + batch], layers, q,
+                            dtype=np.float64 if q else np.float32)
+        out.append(logits)
+    return np.concatenate(out)
+
+
+def accuracy(params, x_u8, labels, layers=cnn.YAO2020, q=None):
+    return float((predict(params, x_u8, layers, q).argmax(1) == labels).mean() * 100)

@@ -1,0 +1,186 @@
+"""Ex-situ training (NumPy only), calibration to 15 weight levels, quantisation-aware fine-tune.
+
+Reproducible: one seed drives initialisation, shuffling and augmentation. Training uses the
+first 55,000 training images; the last 5,000 are the validation set used for every choice
+(scale search, best epoch). The test set is only ever evaluated, never used to choose.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import cnn, model
+from .idx import Dataset
+from .model import QuantConfig
+
+N_TRAIN = 55_000  # Yao 2020: 55,000 training images; the last 5,000 validate
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 2020
+    epochs: int = 24
+    batch: int = 64
+    lr: float = 3e-3
+    shift: int = 2            # random-shift augmentation, pixels
+    qat_epochs: int = 3
+    qat_lr: float = 2e-4
+    act_percentile: float = 99.99
+
+
+class Adam:
+    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.lr, self.b1, self.b2, self.eps, self.t = lr, b1, b2, eps, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params, grads, lr=None):
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for k, g in grads.items():
+            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
+            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
+            params[k] -= (lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)).astype(params[k].dtype)
+
+
+def data_hash(ds: Dataset) -> str:
+    h = hashlib.sha256()
+    for a in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def random_shift(x, rng, s):
+    """Shift each image by an integer offset in [-s, s]^2 (zero fill)."""
+    if s == 0:
+        return x
+    n = len(x)
+    xp = np.pad(x, ((0, 0), (s, s), (s, s)))
+    win = sliding_window_view(xp, x.shape[1:], axis=(1, 2))  # (N, 2s+1, 2s+1, H, W)
+    dy, dx = rng.integers(0, 2 * s + 1, n), rng.integers(0, 2 * s + 1, n)
+    return win[np.arange(n), dy, dx]
+
+
+def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=None, xv=None, yv=None):
+    """Adam with a cosine learning rate; keeps the parameters of the best validation epoch."""
+    opt = Adam(params, lr)
+    steps = epochs * (len(x) // batch)
+    step = 0
+    best = (-1.0, {k: v.copy() for k, v in params.items()})
+    for ep in range(epochs):
+        order = rng.permutation(len(x))
+        t0, tot = time.time(), 0.0
+        for i in range(len(x) // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            xb = random_shift(x[idx], rng, shift)
+            logits, cache = model.forward(params, xb, layers, q, train=True)
+            loss, d = model.cross_entropy(logits, y[idx])
+            grads = model.backward(d, cache, q)
+            opt.step(params, grads, lr * 0.5 * (1 + np.cos(np.pi * step / steps)))
+            step += 1
+            tot += loss
+        va = model.accuracy(params, xv, yv, layers, q)
+        if log:
+            log(f"  epoch {ep + 1}/{epochs}: loss {tot / (i + 1):.4f}, val {va:.2f} %, {time.time() - t0:.1f} s")
+        if va >= best[0]:
+            best = (va, {k: v.copy() for k, v in params.items()})
+    params.update(best[1])
+    return best[0]
+
+
+def calibrate(params, x_cal, layers, w_factor: dict[str, float], percentile: float) -> QuantConfig:
+    """Weight scales s = factor * max|W| / 7; requant ratios from activation percentiles.
+
+    Activations are measured on the model with quantised weights, layer by layer, so each
+    layer's ratio accounts for the quantisation of the layers before it.
+    """
+    wl = cnn.weight_layers(layers)
+    q = QuantConfig({L.name: float(w_factor[L.name] * np.abs(params[L.name]).max() / model.W_LEVELS)
+                     for L in wl})
+    in_scale = model.X_SCALE  # float value of one unit of the current layer's input code
+    x = x_cal.astype(np.float64)[..., None]
+    for L in layers:
+        if isinstance(L, cnn.Conv):
+            wq = model.quantize_weights(params[L.name], q.w_scale[L.name])
+            z, _ = cnn.conv_forward(x, wq, L.pad)
+            zf = z * in_scale * q.w_scale[L.name]  # float pre-activation
+            pos = zf[zf > 0]
+            act_scale = float(np.percentile(pos, percentile)) / model.ACT_MAX if pos.size else 1.0
+            m, sh = model.requant_params(in_scale * q.w_scale[L.name] / act_scale)
+            q.requant[L.name] = (m, sh)
+            x = model.requantize(z, m, sh)
+            in_scale = in_scale * q.w_scale[L.name] / (m / 2.0 ** sh)
+        elif isinstance(L, cnn.Pool):
+            x, _ = cnn.maxpool_forward(x, L.size)
+        else:
+            q.logit_scale = float(in_scale * q.w_scale[L.name])
+    return q
+
+
+def scale_search(params, x_cal, xv, yv, layers, percentile, log=None):
+    """Coordinate search of the weight-scale factors (and the activation percentile) on validation."""
+    names = [L.name for L in cnn.weight_layers(layers)]
+    fac = {n: 1.0 for n in names}
+    grid = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    pct = percentile
+
+    def score(f, p):
+        q = calibrate(params, x_cal, layers, f, p)
+        return model.accuracy(params, xv, yv, layers, q)
+
+    best = score(fac, pct)
+    for _ in range(2):
+        for n in names:
+            for g in grid:
+                f = dict(fac, **{n: g})
+                s = score(f, pct)
+                if s > best:
+                    best, fac = s, f
+        for p in (99.9, 99.99, 99.999, 100.0):
+            s = score(fac, p)
+            if s > best:
+                best, pct = s, p
+    if log:
+        log(f"  scale search: factors {fac}, activation percentile {pct}: val {best:.2f} %")
+    return calibrate(params, x_cal, layers, fac, pct), fac, pct
+
+
+def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log=print):
+    """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta)."""
+    t_start = time.time()
+    rng = np.random.default_rng(cfg.seed)
+    x, y = ds.train_images[:N_TRAIN], ds.train_labels[:N_TRAIN].astype(np.int64)
+    xv, yv = ds.train_images[N_TRAIN:], ds.train_labels[N_TRAIN:].astype(np.int64)
+    params = model.init_params(layers, cfg.seed)
+    log(f"float training: {cfg.epochs} epochs, batch {cfg.batch}, Adam lr {cfg.lr} (cosine), shift +/-{cfg.shift}")
+    val_float = _epochs(params, x, y, rng, cfg.epochs, cfg.batch, cfg.lr, cfg.shift, layers,
+                        log=log, xv=xv, yv=yv)
+    float_params = {k: v.copy() for k, v in params.items()}
+    t_float = time.time() - t_start
+
+    x_cal = x[rng.choice(len(x), 5000, replace=False)]
+    q, fac, pct = scale_search(params, x_cal, xv, yv, layers, cfg.act_percentile, log)
+    val_ptq = model.accuracy(params, xv, yv, layers, q)
+    log(f"quantisation-aware fine-tune: {cfg.qat_epochs} epochs, lr {cfg.qat_lr}")
+    val_qat = _epochs(params, x, y, rng, cfg.qat_epochs, cfg.batch, cfg.qat_lr, cfg.shift, layers, q,
+                      log=log, xv=xv, yv=yv)
+    if val_qat < val_ptq:  # fine-tune must not make it worse; fall back to the calibrated weights
+        params = {k: v.copy() for k, v in float_params.items()}
+    int_w = {L.name: model.quantize_weights(params[L.name], q.w_scale[L.name]).astype(np.int8)
+             for L in cnn.weight_layers(layers)}
+    meta = {
+        "seed": cfg.seed, "epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr, "shift": cfg.shift,
+        "qat_epochs": cfg.qat_epochs, "qat_lr": cfg.qat_lr, "weight_scale_factors": fac,
+        "act_percentile": pct, "data_hash": data_hash(ds), "n_train": N_TRAIN,
+        "val_float": val_float, "val_ptq": val_ptq, "val_qat": val_qat,
+        "seconds_float": round(t_float, 1), "seconds_total": round(time.time() - t_start, 1),
+        "layers": [type(L).__name__ + ":" + L.name for L in layers],
+    }
+    return float_params, int_w, q, meta
