@@ -33,7 +33,14 @@ class ADC:
     def max_code(self) -> int:
         return (1 << self.bits) - 1
 
-    def convert(self, current_ua):
-        """Currents (uA, any shape) -> codes (uint16)."""
-        c = np.floor(np.asarray(current_ua) * (1.0 / self.lsb_ua) + 0.5)
-        return np.clip(c, 0, self.max_code).astype(np.uint16)
+    def convert(self, current_ua, dtype=np.uint16):
+        """Currents (uA, any shape) -> codes. dtype float32 keeps the (exact, integer-valued) codes
+        in floating point for the vectorised datapath; the values are identical."""
+        cur = np.asarray(current_ua)
+        ft = np.float32 if dtype == np.float32 else np.float64
+        c = np.divide(np.atleast_1d(cur), ft(self.lsb_ua), dtype=ft)  # divide: exact half-way ties
+        c += ft(0.5)
+        np.floor(c, out=c)
+        np.clip(c, 0, self.max_code, out=c)
+        c = c.reshape(cur.shape)
+        return c if dtype == np.float32 else c.astype(dtype)

@@ -15,8 +15,9 @@ class IdealArray:
         """levels: (n_pe, n_rows, n_bl) target levels 0..7."""
         self.levels = np.asarray(levels)
         self.g_us = level_conductance_us(self.levels.astype(np.float32))  # (pe, row, bl)
+        self._i_ua = self.g_us * np.float32(V_READ)  # read current of a pulsed cell, uA
 
     def read(self, pe: int, bl_bits: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """bl_bits (M, n_bl) of 0/1 -> SL currents (M, len(rows)) in uA (SL clamped at 0 V)."""
-        g = self.g_us[pe, rows, :bl_bits.shape[-1]]
-        return (bl_bits.astype(np.float32) @ g.T) * np.float32(V_READ)
+        i_cell = self._i_ua[pe, rows, :bl_bits.shape[-1]]
+        return bl_bits.astype(np.float32) @ i_cell.T

@@ -48,15 +48,29 @@ def bitserial_encode(x, bits: int):
     if x.size and (x.min() < 0 or x.max() >= (1 << bits)):
         raise ValueError(f"inputs must be in [0, {(1 << bits) - 1}] for {bits}-bit encoding, "
                          f"got [{x.min()}, {x.max()}]")
-    k = np.arange(bits).reshape((bits,) + (1,) * x.ndim)
-    return ((x.astype(np.int64)[None] >> k) & 1).astype(np.uint8)
+    dt = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint64
+    xs = x.astype(dt)
+    out = np.empty((bits,) + x.shape, dtype=np.uint8)
+    for k in range(bits):
+        np.bitwise_and(xs >> dt(k), dt(1), out=out[k], casting="unsafe")
+    return out
 
 
 def shift_add(codes, axis: int = 0):
-    """Sum over the slot axis of code_k << k (slot 0 = LSB)."""
-    codes = np.moveaxis(np.asarray(codes, dtype=np.int64), axis, -1)
-    w = np.int64(1) << np.arange(codes.shape[-1], dtype=np.int64)
-    return codes @ w
+    """Sum over the slot axis of code_k << k (slot 0 = LSB).
+
+    Integer codes give int64. float32 codes (integer-valued, as ADC.convert(dtype=float32) makes
+    them) are summed in float32, exact while the sum stays below 2**24 (16-bit S here).
+    """
+    codes = np.asarray(codes)
+    if codes.dtype == np.float32:
+        if codes.shape[axis] > 16 or (codes.size and codes.max() * 2.0 ** codes.shape[axis] >= 2 ** 24):
+            raise ValueError("float32 shift-and-add is exact only while the sum stays below 2**24")
+        w = np.float32(2.0) ** np.arange(codes.shape[axis], dtype=np.float32)
+    else:
+        codes = codes.astype(np.int64)
+        w = np.int64(1) << np.arange(codes.shape[axis], dtype=np.int64)
+    return np.tensordot(w, codes, axes=(0, axis))
 
 
 def differential(s_rows):
@@ -120,15 +134,19 @@ def read_group_sums(array, g, xin, bits: int, adc: ADC):
     planes = bitserial_encode(xin, bits)                       # (B, M, n_in)
     rows = slice(g.row_base, g.row_base + 2 * g.n_out)
     cur = array.read(g.pe, planes.reshape(bits * m, n_in), rows)   # (B*M, 2*n_out) uA
-    codes = adc.convert(cur).reshape(bits, m, 2 * g.n_out)
-    return differential(shift_add(codes, axis=0))
+    # float32 carries the integer codes exactly while S < 2**24 (8-bit ADC x 8 slots: 16 bits).
+    exact_f32 = adc.bits + bits <= 24
+    codes = adc.convert(cur, dtype=np.float32 if exact_f32 else np.int64).reshape(bits, m, 2 * g.n_out)
+    return differential(shift_add(codes, axis=0).astype(np.int64))
 
 
 def layer_accumulate(array, groups, cols, bits, adc):
     """cols (M, fan_in) -> A (M, n_out): sum of the read groups' differential sums."""
     acc = None
     for g in groups:
-        d = read_group_sums(array, g, cols[:, list(g.inputs)], bits, adc)
+        i0, n = g.inputs[0], len(g.inputs)
+        contiguous = g.inputs == tuple(range(i0, i0 + n))
+        d = read_group_sums(array, g, cols[:, i0:i0 + n] if contiguous else cols[:, list(g.inputs)], bits, adc)
         acc = d if acc is None else acc + d
     return acc
 

@@ -80,6 +80,9 @@ def build_mapping(layers=cnn.YAO2020, placement=None, n_pe=N_PE, n_rows=N_ROWS, 
         if L.name not in placement:
             raise ValueError(f"placement has no entry for layer {L.name} (keys: {sorted(placement)})")
         pes = list(placement[L.name])
+        bad = [p for p in pes if not (isinstance(p, (int, np.integer)) and 0 <= p < n_pe)]
+        if bad or not pes:
+            raise ValueError(f"{L.name}: placement PEs {pes}: PE index out of range 0..{n_pe - 1}")
         n_out = L.out_ch if isinstance(L, cnn.Conv) else L.n_out
         need = 2 * n_out
         if need > n_rows:
@@ -92,8 +95,6 @@ def build_mapping(layers=cnn.YAO2020, placement=None, n_pe=N_PE, n_rows=N_ROWS, 
                 raise ValueError(f"{L.name}: group {gi} does not fit on PEs {pes} "
                                  f"(rows used {[used[p] for p in pes]} of {n_rows})")
             pe = pes[k]
-            if not 0 <= pe < n_pe:
-                raise ValueError(f"{L.name}: PE {pe} out of range 0..{n_pe - 1}")
             gs.append(ReadGroup(L.name, gi, pe, inputs, used[pe], n_out))
             used[pe] += need
         m.groups[L.name] = gs

@@ -32,6 +32,8 @@ class TrainConfig:
     qat_epochs: int = 3
     qat_lr: float = 2e-4
     act_percentile: float = 99.99
+    n_train: int = N_TRAIN    # images [0, n_train) train, [n_train, N) validate
+    n_calib: int = 5000       # training images used to calibrate activation ranges
 
 
 class Adam:
@@ -156,8 +158,10 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta)."""
     t_start = time.time()
     rng = np.random.default_rng(cfg.seed)
-    x, y = ds.train_images[:N_TRAIN], ds.train_labels[:N_TRAIN].astype(np.int64)
-    xv, yv = ds.train_images[N_TRAIN:], ds.train_labels[N_TRAIN:].astype(np.int64)
+    if not 0 < cfg.n_train < len(ds.train_images):
+        raise ValueError(f"n_train {cfg.n_train} must leave validation images out of {len(ds.train_images)}")
+    x, y = ds.train_images[:cfg.n_train], ds.train_labels[:cfg.n_train].astype(np.int64)
+    xv, yv = ds.train_images[cfg.n_train:], ds.train_labels[cfg.n_train:].astype(np.int64)
     params = model.init_params(layers, cfg.seed)
     log(f"float training: {cfg.epochs} epochs, batch {cfg.batch}, Adam lr {cfg.lr} (cosine), shift +/-{cfg.shift}")
     val_float = _epochs(params, x, y, rng, cfg.epochs, cfg.batch, cfg.lr, cfg.shift, layers,
@@ -165,7 +169,7 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     float_params = {k: v.copy() for k, v in params.items()}
     t_float = time.time() - t_start
 
-    x_cal = x[rng.choice(len(x), 5000, replace=False)]
+    x_cal = x[rng.choice(len(x), min(cfg.n_calib, len(x)), replace=False)]
     q, fac, pct = scale_search(params, x_cal, xv, yv, layers, cfg.act_percentile, log)
     val_ptq = model.accuracy(params, xv, yv, layers, q)
     log(f"quantisation-aware fine-tune: {cfg.qat_epochs} epochs, lr {cfg.qat_lr}")
@@ -178,7 +182,7 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     meta = {
         "seed": cfg.seed, "epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr, "shift": cfg.shift,
         "qat_epochs": cfg.qat_epochs, "qat_lr": cfg.qat_lr, "weight_scale_factors": fac,
-        "act_percentile": pct, "data_hash": data_hash(ds), "n_train": N_TRAIN,
+        "act_percentile": pct, "data_hash": data_hash(ds), "n_train": cfg.n_train,
         "val_float": val_float, "val_ptq": val_ptq, "val_qat": val_qat,
         "seconds_float": round(t_float, 1), "seconds_total": round(time.time() - t_start, 1),
         "layers": [type(L).__name__ + ":" + L.name for L in layers],

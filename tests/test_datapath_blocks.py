@@ -1,0 +1,702 @@
+"""Every block of golden/datapath.py and golden/adc.py against pure-Python loop references.
+
+The references below are written independently of the code under test: explicit loops over
+elements, Python ints (or exact Fractions where rounding matters), the formulas of
+docs/datapath.md and the device numbers of REFERENCE.md section 1 (8 levels, 2.5..20 uS in
+2.5 uS steps, 0.2 V read). Nothing here calls a block to compute its own expected value.
+"""
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golden import datapath as dp
+from golden import device
+from golden.adc import ADC
+from golden.analog import IdealArray
+from golden.mapping import ReadGroup
+
+HSET = settings(max_examples=50, deadline=None)
+
+
+# ================================================================ pure-Python references
+
+def ref_bits(x, bits):
+    """Bit k of non-negative int x, by repeated halving (no shifts, no masks)."""
+    out = []
+    for _ in range(bits):
+        out.append(x % 2)
+        x //= 2
+    return out
+
+
+def ref_adc_code(current_ua, bits, lsb_ua, exact=False):
+    """code = clip(floor(I / LSB + 1/2), 0, 2**bits - 1), round half up, saturating."""
+    if exact:  # exact rational arithmetic on the float inputs (used where LSB is a power of two)
+        c = math.floor(Fraction(current_ua) / Fraction(lsb_ua) + Fraction(1, 2))
+    else:
+        c = math.floor(current_ua / lsb_ua + 0.5)
+    top = 2 ** bits - 1
+    if c < 0:
+        return 0
+    if c > top:
+        return top
+    return c
+
+
+def ref_conductance_us(level):
+    """REFERENCE.md section 1: 8 levels, 2.5 to 20 uS in 2.5 uS steps."""
+    return 2.5 + 2.5 * level
+
+
+def ref_read_group(levels, pe, row_base, n_out, xin, bits, adc_bits, lsb_ua):
+    """One read group, by hand. xin: list of M input vectors (lists of ints), input j on BL j.
+
+    For each vector, each slot k, each SL row: I = sum over cells of V_READ * G * bit;
+    code by the ADC formula; S += code * 2**k; D = S(G+) - S(G-).
+    """
+    out = []
+    for x in xin:
+        s = [0] * (2 * n_out)
+        for k in range(bits):
+            for r in range(2 * n_out):
+                row = row_base + r
+                cur = 0.0
+                for j in range(len(x)):
+                    bit = ref_bits(int(x[j]), bits)[k]
+                    cur += device.V_READ * ref_conductance_us(int(levels[pe][row][j])) * bit
+                code = ref_adc_code(cur, adc_bits, lsb_ua)
+                s[r] += code * 2 ** k
+        out.append([s[2 * o] - s[2 * o + 1] for o in range(n_out)])
+    return out
+
+
+def ref_layer_accumulate(levels, groups, cols, bits, adc_bits, lsb_ua):
+    n_out = groups[0].n_out
+    acc = [[0] * n_out for _ in cols]
+    for g in groups:
+        xin = [[row[i] for i in g.inputs] for row in cols]
+        d = ref_read_group(levels, g.pe, g.row_base, g.n_out, xin, bits, adc_bits, lsb_ua)
+        for m in range(len(cols)):
+            for o in range(n_out):
+                acc[m][o] += d[m][o]
+    return acc
+
+
+def ref_requant(a, m, sh):
+    """Bounded ReLU + round-half-up of a * m / 2**sh, exact rationals, saturate at 255."""
+    if a < 0:
+        a = 0
+    v = math.floor(Fraction(a * m, 2 ** sh) + Fraction(1, 2))
+    return min(v, 255)
+
+
+def ref_maxpool(x, p):
+    n, h, w, c = len(x), len(x[0]), len(x[0][0]), len(x[0][0][0])
+    out = []
+    for i in range(n):
+        plane = []
+        for oh in range(h // p):
+            line = []
+            for ow in range(w // p):
+                px = []
+                for ch in range(c):
+                    best = None
+                    for dh in range(p):
+                        for dw in range(p):
+                            v = x[i][oh * p + dh][ow * p + dw][ch]
+                            if best is None or v > best:
+                                best = v
+                    px.append(best)
+                line.append(px)
+            plane.append(line)
+        out.append(plane)
+    return out
+
+
+def ref_argmax(row):
+    best = 0
+    for i in range(1, len(row)):
+        if row[i] > row[best]:  # strict: ties keep the lower index
+            best = i
+    return best
+
+
+def ref_exp_table():
+    return [math.floor(math.exp(-t / 64) * 2 ** 15 + 0.5) for t in range(1024)]
+
+
+def ref_softmax_fixed(z, m, sh):
+    """docs/datapath.md: t = min(round_half_up(d*M/2**sh), 1023); e = table[t]; p = round(e*2**15/E)."""
+    table = ref_exp_table()
+    zmax = max(z)
+    e = []
+    for zi in z:
+        d = zmax - zi
+        t = math.floor(Fraction(d * m, 2 ** sh) + Fraction(1, 2))
+        e.append(table[min(t, 1023)])
+    tot = sum(e)
+    return [math.floor(Fraction(ei * 2 ** 15, tot) + Fraction(1, 2)) for ei in e]
+
+
+def float_softmax(z):
+    zmax = max(z)
+    ex = [math.exp(v - zmax) for v in z]
+    s = sum(ex)
+    return [v / s for v in ex]
+
+
+def softmax_error_bound(m, sh, logit_scale, k):
+    """Bound on |p/2**15 - softmax(z * logit_scale)|, derived below.
+
+    1. Index: t_i = round(d_i*M/2**sh) vs exact x_i = 64*s*d_i table steps. For entries below the
+       cap (d_i*M/2**sh <= 1023.5), |t_i - x_i| <= 1/2 + 1023.5 * |M/2**sh - 64 s| / (M/2**sh) =: 64*delta,
+       so e_i = 2**15 exp(-s d_i) exp(eps_i) + eta_i with |eps_i| <= delta (nats) and table rounding
+       |eta_i| <= 1/2. Capped entries (t = 1023, >= ~16 nats) read 0 while the exact value is
+       < 2**15 e**-15.98 < 1/2, so they are covered by |eta_i| <= 1/2 with eps_i = 0.
+    2. Multiplicative errors only: p~_i = q_i e^eps_i / sum_j q_j e^eps_j. The largest |p~_i - q_i|
+       is for eps_i = +delta and all others -delta: max_q [cq/(1+(c-1)q) - q], c = e^(2 delta),
+       reached at q = 1/(1+sqrt c), equals (e^delta - 1)/(e^delta + 1) = tanh(delta/2).
+    3. Additive eta: |e_i/E - e^_i/E^| = |eta_i - (e^_i/E^) sum eta_j| / E <= (1/2 + K/2) / 2**15,
+       since E >= 2**15 (the maximum has t = 0, table[0] = 2**15 exactly).
+    4. Final division rounds half up: <= 1/2 unit = 2**-16.
+    """
+    r = m / 2 ** sh
+    delta = (0.5 + 1023.5 * abs(r - 64 * logit_scale) / r) / 64
+    return math.tanh(delta / 2) + (k + 1) / 2 ** 16 + 1 / 2 ** 16
+
+
+# ================================================================ device constants used above
+
+def test_device_constants_match_reference():
+    assert device.V_READ == 0.2
+    assert device.N_LEVELS == 8
+    for lv in range(8):
+        assert device.level_conductance_us(lv) == ref_conductance_us(lv)
+    assert device.I_UNIT_UA == pytest.approx(0.5)
+
+
+# ================================================================ bitserial_encode
+
+@pytest.mark.parametrize("bits", [1, 4, 8, 12])
+def test_bitserial_encode_random(bits):
+    rng = np.random.default_rng(100 + bits)
+    x = rng.integers(0, 2 ** bits, size=(3, 5, 7))
+    x.flat[0], x.flat[1] = 0, 2 ** bits - 1
+    got = dp.bitserial_encode(x, bits)
+    assert got.shape == (bits, 3, 5, 7)
+    for idx in np.ndindex(x.shape):
+        b = ref_bits(int(x[idx]), bits)
+        for k in range(bits):
+            assert int(got[(k,) + idx]) == b[k], (idx, k)
+
+
+def test_bitserial_encode_edges():
+    zeros = dp.bitserial_encode(np.zeros(16, dtype=np.uint8), 8)
+    assert zeros.shape == (8, 16)
+    assert all(int(v) == 0 for v in zeros.ravel())
+    ones = dp.bitserial_encode(np.full(16, 255, dtype=np.uint8), 8)
+    assert all(int(v) == 1 for v in ones.ravel())
+    # slot 0 is the LSB
+    one = dp.bitserial_encode(np.array([1, 128]), 8)
+    assert [int(v) for v in one[:, 0]] == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert [int(v) for v in one[:, 1]] == [0, 0, 0, 0, 0, 0, 0, 1]
+    # an empty input is fine
+    assert dp.bitserial_encode(np.zeros((0, 3), dtype=np.int64), 8).shape == (8, 0, 3)
+
+
+@pytest.mark.parametrize("x,bits", [([0, 256], 8), ([-1, 3], 8), ([16], 4), ([2], 1), ([1 << 20], 16)])
+def test_bitserial_encode_out_of_range(x, bits):
+    with pytest.raises(ValueError):
+        dp.bitserial_encode(np.array(x), bits)
+
+
+@HSET
+@given(st.integers(1, 16).flatmap(lambda b: st.tuples(
+    st.just(b), st.lists(st.integers(0, 2 ** b - 1), min_size=1, max_size=20))))
+def test_bitserial_then_shift_add_roundtrip(case):
+    """Property: shift-and-add of the bit planes gives the input back (the slot weights are 2**k)."""
+    bits, xs = case
+    planes = dp.bitserial_encode(np.array(xs), bits)
+    for j, xv in enumerate(xs):
+        assert [int(planes[k, j]) for k in range(bits)] == ref_bits(xv, bits)
+    back = dp.shift_add(planes, axis=0)
+    assert [int(v) for v in back] == xs
+
+
+# ================================================================ ADC
+
+def test_adc_defaults():
+    a = ADC()
+    assert a.bits == 8 and a.max_code == 255
+    assert a.lsb_ua == 0.5  # one 2.5 uS step at 0.2 V
+    assert ADC(5).lsb_ua == 0.5 and ADC(5).max_code == 31
+    assert ADC(5, 10.0).lsb_ua == 10.0 / 32
+
+
+def test_adc_round_half_up_and_saturation_default():
+    a = ADC()
+    # quarter-LSB grid from -1 uA to 140 uA: every exact half point, both saturations
+    currents = [q * 0.125 for q in range(-8, 1121)]
+    got = a.convert(np.array(currents))
+    assert got.dtype == np.uint16
+    for i, cur in enumerate(currents):
+        assert int(got[i]) == ref_adc_code(cur, 8, 0.5, exact=True), cur
+    # explicit half-up points (not round-half-even)
+    assert [int(v) for v in a.convert([0.25, 0.75, 1.25, 1.2499999])] == [1, 2, 3, 2]
+    assert a.convert(np.array([-5.0, -0.2, 127.25, 127.24, 1e6])).tolist() == [0, 0, 255, 254, 255]
+    # 2-D input keeps its shape
+    assert a.convert(np.array([[0.0, 0.5], [1.0, 300.0]])).tolist() == [[0, 1], [2, 255]]
+
+
+def test_adc_scalar_current():
+    a = ADC()
+    assert int(a.convert(-5.0)) == 0
+    assert int(a.convert(0.25)) == 1
+    assert int(a.convert(1e6)) == 255
+
+
+@pytest.mark.parametrize("bits,fs", [(8, None), (5, 10.0), (16, 64.0), (3, 0.7)])
+def test_adc_float32_output_same_values(bits, fs):
+    """convert(dtype=float32) (used inside read_group_sums) gives the same code values."""
+    a = ADC(bits, fs)
+    cur = np.random.default_rng(bits).uniform(-1.0, 1.2 * (fs or 2 ** bits * 0.5), 500).astype(np.float32)
+    c16 = a.convert(cur)
+    c32 = a.convert(cur, dtype=np.float32)
+    assert c16.dtype == np.uint16 and c32.dtype == np.float32
+    assert c32.astype(np.int64).tolist() == c16.astype(np.int64).tolist()
+    assert all(float(v) == int(v) for v in c32)
+
+
+@pytest.mark.parametrize("bits,fs", [(4, 2.0), (5, 16.0), (10, 64.0), (12, 0.5)])
+def test_adc_half_points_dyadic_full_scale(bits, fs):
+    """Power-of-two LSB: the half points are exact floats, the rounding must go up."""
+    a = ADC(bits, fs)
+    lsb = fs / 2 ** bits
+    currents = [(k + 0.5) * lsb for k in range(-2, 2 ** bits + 2)] + [k * lsb for k in range(-2, 2 ** bits + 2)]
+    got = a.convert(np.array(currents))
+    for i, cur in enumerate(currents):
+        assert int(got[i]) == ref_adc_code(cur, bits, lsb, exact=True), cur
+
+
+@pytest.mark.parametrize("bits,fs", [(1, 1.0), (3, 0.7), (5, 10.0), (6, 3.0), (10, 3.0), (12, 100.0), (16, 7.0)])
+def test_adc_non_default_random(bits, fs):
+    """Non-dyadic full scale: random currents (ties within float rounding are skipped, see below)."""
+    rng = np.random.default_rng(bits * 1000 + int(fs * 10))
+    a = ADC(bits, fs)
+    assert a.max_code == 2 ** bits - 1
+    lsb = fs / 2 ** bits
+    assert a.lsb_ua == pytest.approx(lsb, rel=1e-15)
+    currents = [float(v) for v in rng.uniform(-0.2 * fs, 1.3 * fs, 400)] + [-1.0, 0.0, fs, 2 * fs]
+    got = a.convert(np.array(currents))
+    n_sat_hi = n_sat_lo = 0
+    for i, cur in enumerate(currents):
+        u = cur / lsb
+        if abs(u - math.floor(u) - 0.5) < 1e-6:
+            continue  # a tie: I/LSB vs I*(1/LSB) may differ by one ulp (see report); not a datapath issue
+        exp = ref_adc_code(cur, bits, lsb)
+        assert int(got[i]) == exp, (cur, exp, int(got[i]))
+        n_sat_hi += exp == 2 ** bits - 1
+        n_sat_lo += exp == 0
+    assert n_sat_hi > 0 and n_sat_lo > 0  # both clips exercised
+
+
+def test_adc_float32_currents():
+    """IdealArray hands float32 currents to the ADC; codes are the same as for float64."""
+    a, b = ADC(), ADC(5, 10.0)
+    vals = [0.5 * n for n in range(0, 140)]
+    for adc, lsb, bits in ((a, 0.5, 8), (b, 10.0 / 32, 5)):
+        got = adc.convert(np.array(vals, dtype=np.float32))
+        for i, v in enumerate(vals):
+            assert int(got[i]) == ref_adc_code(v, bits, lsb)
+
+
+@pytest.mark.parametrize("bits", [0, -1, 17, 32])
+def test_adc_bad_bits(bits):
+    with pytest.raises(ValueError):
+        ADC(bits)
+
+
+@pytest.mark.parametrize("fs", [0.0, -1.0])
+def test_adc_bad_full_scale(fs):
+    with pytest.raises(ValueError):
+        ADC(8, fs)
+
+
+@HSET
+@given(st.integers(1, 12), st.sampled_from([1.0, 4.0, 10.0, 64.0, 128.0]),
+       st.lists(st.floats(-10.0, 200.0, allow_nan=False), min_size=1, max_size=30))
+def test_adc_property(bits, fs, currents):
+    """Property: codes match the formula and are monotone in the current."""
+    a = ADC(bits, fs)
+    lsb = fs / 2 ** bits
+    got = a.convert(np.array(currents))
+    for i, cur in enumerate(currents):
+        u = cur / lsb
+        if abs(u - math.floor(u) - 0.5) < 1e-9 and lsb not in (1.0, 0.5, 0.25, 0.125, 2.0, 4.0, 8.0):
+            continue
+        assert int(got[i]) == ref_adc_code(cur, bits, lsb, exact=lsb in (1.0, 0.5, 0.25, 0.125, 2.0, 4.0, 8.0))
+    order = sorted(range(len(currents)), key=lambda i: currents[i])
+    for a_i, b_i in zip(order, order[1:]):
+        assert int(got[a_i]) <= int(got[b_i])
+
+
+# ================================================================ shift_add, differential
+
+def test_shift_add_axes():
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, size=(8, 5, 6))
+    # axis 0 = slots
+    got = dp.shift_add(codes, axis=0)
+    assert got.shape == (5, 6)
+    for i in range(5):
+        for j in range(6):
+            exp = 0
+            for k in range(8):
+                exp += int(codes[k, i, j]) * 2 ** k
+            assert int(got[i, j]) == exp
+    # slots on the last and a middle axis
+    c2 = rng.integers(0, 32, size=(4, 3, 11))
+    for axis in (2, -1):
+        got = dp.shift_add(c2, axis=axis)
+        for i in range(4):
+            for j in range(3):
+                assert int(got[i, j]) == sum(int(c2[i, j, k]) * 2 ** k for k in range(11))
+    got = dp.shift_add(c2, axis=1)
+    for i in range(4):
+        for j in range(11):
+            assert int(got[i, j]) == sum(int(c2[i, k, j]) * 2 ** k for k in range(3))
+
+
+def test_shift_add_float32_codes():
+    """float32 integer-valued codes (ADC.convert(dtype=float32)) add up exactly below 2**24."""
+    rng = np.random.default_rng(9)
+    codes = rng.integers(0, 256, size=(8, 50, 6))
+    got = dp.shift_add(codes.astype(np.float32), axis=0)
+    for i in range(50):
+        for j in range(6):
+            assert int(got[i, j]) == sum(int(codes[k, i, j]) * 2 ** k for k in range(8))
+    top = dp.shift_add(np.full((8, 1), 65535, dtype=np.float32), axis=0)
+    assert int(top[0]) == 65535 * 255  # 16-bit ADC, 8 slots: still < 2**24
+    with pytest.raises(ValueError):
+        dp.shift_add(np.zeros((17, 2), dtype=np.float32), axis=0)
+
+
+def test_shift_add_edges():
+    assert int(dp.shift_add(np.zeros(8, dtype=np.uint16))) == 0
+    full = np.full(8, 255, dtype=np.uint16)  # uint16 ADC codes must not wrap
+    assert int(dp.shift_add(full)) == 255 * 255
+    c16 = np.full(16, 65535, dtype=np.uint16)
+    assert int(dp.shift_add(c16)) == 65535 * 65535
+
+
+def test_differential():
+    rng = np.random.default_rng(8)
+    s = rng.integers(0, 1 << 16, size=(4, 3, 10), dtype=np.uint16)  # u16 S values, no wrap allowed
+    got = dp.differential(s)
+    assert got.shape == (4, 3, 5)
+    for i in range(4):
+        for j in range(3):
+            for o in range(5):
+                assert int(got[i, j, o]) == int(s[i, j, 2 * o]) - int(s[i, j, 2 * o + 1])
+    assert [int(v) for v in dp.differential([0, 65535, 65535, 0])] == [-65535, 65535]
+
+
+# ================================================================ relu_requant
+
+@pytest.mark.parametrize("m,sh", [(1, 1), (3, 2), (65535, 16), (41943, 20), (12345, 30), (1, 48)])
+def test_relu_requant_random(m, sh):
+    rng = np.random.default_rng(m + sh)
+    acc = [int(v) for v in rng.integers(-(1 << 21), 1 << 21, 300)]
+    acc += [0, -1, 1, (1 << 21) - 1, -(1 << 21)]
+    # values landing exactly on half points of the ratio
+    acc += [((2 * k + 1) << (sh - 1)) // m for k in range(5)] if m == 1 else []
+    got = dp.relu_requant(np.array(acc), m, sh)
+    for i, a in enumerate(acc):
+        assert int(got[i]) == ref_requant(a, m, sh), (a, m, sh)
+
+
+def test_relu_requant_edges():
+    # all zeros, negatives -> 0
+    assert [int(v) for v in dp.relu_requant(np.zeros(7, dtype=np.int64), 1000, 10)] == [0] * 7
+    assert [int(v) for v in dp.relu_requant(np.array([-1, -500, -(1 << 30)]), 65535, 8)] == [0, 0, 0]
+    # saturation at 255; exactly the threshold
+    m, sh = 1, 1  # ratio 1/2
+    got = dp.relu_requant(np.array([508, 509, 510, 511, 10 ** 9]), m, sh)
+    assert [int(v) for v in got] == [254, 255, 255, 255, 255]
+    # round half up: 1/2 -> 1, 3/2 -> 2, 5/2 -> 3 (not half-even)
+    assert [int(v) for v in dp.relu_requant(np.array([1, 3, 5, 2]), 1, 1)] == [1, 2, 3, 1]
+    # ratio 1 (m = 2**sh) is the identity below 256
+    assert [int(v) for v in dp.relu_requant(np.arange(300), 1 << 10, 10)] == list(range(256)) + [255] * 44
+
+
+@HSET
+@given(st.lists(st.integers(-(1 << 22), 1 << 22), min_size=1, max_size=30), st.integers(1, (1 << 16) - 1),
+       st.integers(1, 40))
+def test_relu_requant_property(acc, m, sh):
+    got = dp.relu_requant(np.array(acc), m, sh)
+    for i, a in enumerate(acc):
+        assert int(got[i]) == ref_requant(a, m, sh)
+
+
+# ================================================================ maxpool
+
+@pytest.mark.parametrize("shape,p", [((2, 26, 26, 8), 3), ((2, 8, 8, 12), 2), ((3, 5, 7, 2), 2),
+                                     ((1, 7, 11, 3), 3), ((2, 4, 4, 1), 4), ((1, 3, 3, 2), 1)])
+def test_maxpool(shape, p):
+    rng = np.random.default_rng(sum(shape) + p)
+    x = rng.integers(-300, 300, size=shape)
+    got = dp.maxpool(x, p)
+    exp = ref_maxpool(x.tolist(), p)
+    n, h, w, c = shape
+    assert got.shape == (n, h // p, w // p, c)
+    assert got.tolist() == exp
+
+
+def test_maxpool_26_to_8_ignores_leftover_rows():
+    """26 -> 8 with a 3x3 pool: rows/cols 24, 25 are dropped, a big value there must not leak."""
+    x = np.zeros((1, 26, 26, 1), dtype=np.int64)
+    x[0, 24:, :, 0] = 255
+    x[0, :, 24:, 0] = 255
+    x[0, 23, 23, 0] = 7
+    got = dp.maxpool(x, 3)
+    assert got.shape == (1, 8, 8, 1)
+    exp = [[0] * 8 for _ in range(8)]
+    exp[7][7] = 7
+    assert got[0, :, :, 0].tolist() == exp
+
+
+# ================================================================ argmax
+
+def test_argmax_random_and_ties():
+    rng = np.random.default_rng(11)
+    z = rng.integers(-5, 5, size=(200, 10))  # narrow range: many ties
+    got = dp.argmax(z)
+    for i in range(200):
+        assert int(got[i]) == ref_argmax(z[i].tolist())
+    assert int(dp.argmax(np.array([[3, 3, 3]]))[0]) == 0
+    assert int(dp.argmax(np.array([[1, 5, 2, 5, 5]]))[0]) == 1
+    assert int(dp.argmax(np.array([[-9, -9, -1, -1]]))[0]) == 2
+    assert int(dp.argmax(np.zeros((1, 10), dtype=np.int64))[0]) == 0
+
+
+# ================================================================ softmax_fixed, delta
+
+def test_exp_table():
+    table = ref_exp_table()
+    assert dp.EXP_TABLE.shape == (1024,)
+    assert dp.EXP_TABLE.tolist() == table
+    assert table[0] == 32768
+    assert all(table[i] >= table[i + 1] for i in range(1023))
+    assert all(v < 1 << 16 for v in table)  # u16 entries
+    first_zero = table.index(0)
+    assert first_zero == 710  # 2**15 exp(-t/64) < 1/2  <=>  t > 64 ln 2**16 = 709.78
+    assert all(v == 0 for v in table[first_zero:])
+
+
+LOGIT_SCALES = [1.0, 0.3, 0.05, 0.0123, 0.001]
+
+
+@pytest.mark.parametrize("logit_scale", LOGIT_SCALES)
+def test_softmax_fixed_vs_reference_and_float(logit_scale):
+    rng = np.random.default_rng(int(logit_scale * 1e4))
+    m, sh = dp.softmax_params(logit_scale)
+    assert 0 < m < 1 << 16 and sh >= 1
+    spread = 12.0 / logit_scale  # logit differences up to ~12 nats: all of the table is used
+    z = rng.integers(-int(spread), int(spread) + 1, size=(60, 10))
+    z[0] = 0
+    z[1] = [5, 5, 5, 5, 5, 5, 5, 5, 5, 4]
+    got = dp.softmax_fixed(z, m, sh)
+    k = z.shape[1]
+    bound = softmax_error_bound(m, sh, logit_scale, k)
+    assert bound <= 0.01
+    worst = 0.0
+    for i in range(len(z)):
+        row = [int(v) for v in z[i]]
+        p = [int(v) for v in got[i]]
+        assert p == ref_softmax_fixed(row, m, sh)
+        assert all(0 <= v <= 32768 for v in p)
+        assert abs(sum(p) - 32768) <= k / 2  # each p_i rounded by at most half a unit
+        q = float_softmax([v * logit_scale for v in row])
+        for j in range(k):
+            worst = max(worst, abs(p[j] / 2 ** 15 - q[j]))
+    assert worst <= bound, (worst, bound)
+    assert got[0].tolist() == [3277] * 10  # uniform: round(32768/10)
+
+
+@HSET
+@given(st.lists(st.integers(-(1 << 20), 1 << 20), min_size=2, max_size=12), st.sampled_from(LOGIT_SCALES))
+def test_softmax_fixed_property(z, logit_scale):
+    m, sh = dp.softmax_params(logit_scale)
+    p = [int(v) for v in dp.softmax_fixed(np.array([z]), m, sh)[0]]
+    assert p == ref_softmax_fixed(z, m, sh)
+    assert abs(sum(p) - 32768) <= len(z) / 2
+    q = float_softmax([v * logit_scale for v in z])
+    bound = softmax_error_bound(m, sh, logit_scale, len(z))
+    for j in range(len(z)):
+        assert abs(p[j] / 2 ** 15 - q[j]) <= bound
+    assert p[ref_argmax(z)] == max(p)
+
+
+def test_softmax_fixed_one_hot_for_huge_gaps():
+    m, sh = dp.softmax_params(0.05)
+    z = np.array([[0, 0, 0, 100000, 0, 0, 0, 0, 0, 0],
+                  [-(1 << 20), 1 << 20, 0, 0, 0, 0, 0, 0, 0, 0],
+                  [0, 0, 0, 0, 0, 0, 0, 0, 0, 300]])  # 300 * 0.05 = 15 nats: below one unit
+    got = dp.softmax_fixed(z, m, sh)
+    assert got[0].tolist() == [0, 0, 0, 32768, 0, 0, 0, 0, 0, 0]
+    assert got[1].tolist() == [0, 32768] + [0] * 8
+    assert got[2].tolist() == [0] * 9 + [32768]
+    # two tied winners far ahead: exactly half each
+    got = dp.softmax_fixed(np.array([[100000, 0, 100000, 0]]), m, sh)
+    assert got[0].tolist() == [16384, 0, 16384, 0]
+
+
+def test_delta():
+    rng = np.random.default_rng(12)
+    m, sh = dp.softmax_params(0.05)
+    z = rng.integers(-200, 200, size=(30, 10))
+    p = dp.softmax_fixed(z, m, sh)
+    labels = rng.integers(0, 10, 30)
+    got = dp.delta(p, labels)
+    assert got.shape == (30, 10)
+    for i in range(30):
+        for j in range(10):
+            onehot = 1 if j == int(labels[i]) else 0
+            assert int(got[i, j]) == int(p[i, j]) - onehot * 32768
+    # input p is not modified; one-hot p with the right label -> all zero
+    assert int(p[0].sum()) != 0
+    ph = np.array([[0, 32768, 0]])
+    assert dp.delta(ph, [1]).tolist() == [[0, 0, 0]]
+    assert dp.delta(ph, [0]).tolist() == [[-32768, 32768, 0]]
+    assert ph.tolist() == [[0, 32768, 0]]
+
+
+# ================================================================ read_group_sums, layer_accumulate
+
+N_PE, N_ROWS, N_BL = 8, 128, 16
+
+
+def random_levels(seed):
+    return np.random.default_rng(seed).integers(0, 8, size=(N_PE, N_ROWS, N_BL)).astype(np.int8)
+
+
+ADCS = {"default8": (ADC(), 8, 0.5),
+        # 5 bits, 10 uA full scale: LSB 0.3125 uA, codes saturate at 31 above ~9.8 uA; currents are
+        # multiples of 0.5 uA, so I/LSB = 1.6 n is never within 0.1 of a tie
+        "adc5_fs10": (ADC(5, 10.0), 5, 10.0 / 32),
+        # 5 bits, 40 uA: LSB 1.25 uA, I/LSB = 0.4 n, saturates only above ~38 uA
+        "adc5_fs40": (ADC(5, 40.0), 5, 40.0 / 32)}
+
+
+@pytest.mark.parametrize("adc_name", sorted(ADCS))
+@pytest.mark.parametrize("n_in,n_out,pe,row_base", [(16, 6, 3, 40), (9, 8, 0, 0), (5, 3, 7, 122), (1, 1, 2, 126)])
+def test_read_group_sums_random(adc_name, n_in, n_out, pe, row_base):
+    adc, adc_bits, lsb = ADCS[adc_name]
+    levels = random_levels(n_in * 100 + n_out)
+    arr = IdealArray(levels)
+    g = ReadGroup("T", 0, pe, tuple(range(n_in)), row_base, n_out)
+    rng = np.random.default_rng(n_in + pe)
+    xin = rng.integers(0, 256, size=(12, n_in))
+    xin[0] = 0
+    xin[1] = 255
+    got = dp.read_group_sums(arr, g, xin, 8, adc)
+    assert got.shape == (12, n_out)
+    exp = ref_read_group(levels.tolist(), pe, row_base, n_out, xin.tolist(), 8, adc_bits, lsb)
+    assert got.tolist() == exp
+    assert got[0].tolist() == [0] * n_out  # all-zero inputs: no pulses, no current
+
+
+def test_read_group_sums_max_fan_in():
+    """16 BLs all at level 7 on the G+ rows (and 0 on G-), inputs all 255."""
+    levels = np.zeros((N_PE, N_ROWS, N_BL), dtype=np.int8)
+    levels[1, 0:8:2, :] = 7       # G+ rows of outputs 0..3
+    levels[1, 1:8:2, :] = 0       # G- rows
+    levels[1, 6, :] = 0           # output 3: G+ at level 0 too ...
+    levels[1, 7, :] = 7           # ... and G- at 7: the most negative weight
+    arr = IdealArray(levels)
+    g = ReadGroup("T", 0, 1, tuple(range(16)), 0, 4)
+    x = np.full((2, 16), 255)
+    x[1] = 0
+    # default ADC: G+ row 16 x 0.2 V x 20 uS = 64 uA -> code 128 per slot; G- row 8 uA -> 16
+    got = dp.read_group_sums(arr, g, x, 8, ADC())
+    assert got.tolist() == [[255 * 112, 255 * 112, 255 * 112, -255 * 112], [0, 0, 0, 0]]
+    assert got.tolist() == ref_read_group(levels.tolist(), 1, 0, 4, x.tolist(), 8, 8, 0.5)
+    # 5-bit ADC, 10 uA: G+ saturates (64 uA -> 31), G- 8 uA -> floor(25.6 + .5) = 26
+    got = dp.read_group_sums(arr, g, x, 8, ADC(5, 10.0))
+    assert got.tolist() == [[255 * 5, 255 * 5, 255 * 5, -255 * 5], [0, 0, 0, 0]]
+    assert got.tolist() == ref_read_group(levels.tolist(), 1, 0, 4, x.tolist(), 8, 5, 10.0 / 32)
+
+
+def test_read_group_sums_exact_with_default_adc():
+    """Ideal cells + default ADC: D = sum_j x_j * (level+ - level-), the integer dot product."""
+    levels = random_levels(5)
+    arr = IdealArray(levels)
+    g = ReadGroup("T", 0, 4, tuple(range(16)), 20, 10)
+    x = np.random.default_rng(6).integers(0, 256, size=(10, 16))
+    got = dp.read_group_sums(arr, g, x, 8, ADC())
+    for m in range(10):
+        for o in range(10):
+            exp = 0
+            for j in range(16):
+                exp += int(x[m, j]) * (int(levels[4, 20 + 2 * o, j]) - int(levels[4, 21 + 2 * o, j]))
+            assert int(got[m, o]) == exp
+
+
+@pytest.mark.parametrize("adc_name", sorted(ADCS))
+def test_layer_accumulate(adc_name):
+    adc, adc_bits, lsb = ADCS[adc_name]
+    levels = random_levels(21)
+    arr = IdealArray(levels)
+    rng = np.random.default_rng(22)
+    fan_in, n_out = 41, 5
+    perm = [int(v) for v in rng.permutation(fan_in)]
+    groups = [ReadGroup("T", 0, 0, tuple(range(0, 16)), 0, n_out),
+              ReadGroup("T", 1, 0, tuple(range(16, 32)), 10, n_out),
+              ReadGroup("T", 2, 6, tuple(range(32, 41)), 100, n_out),
+              ReadGroup("T", 3, 5, tuple(perm[:13]), 50, n_out)]  # scattered inputs on BL 0..12
+    cols = rng.integers(0, 256, size=(9, fan_in))
+    cols[0] = 0
+    cols[1] = 255
+    got = dp.layer_accumulate(arr, groups, cols, 8, adc)
+    assert got.shape == (9, n_out)
+    exp = ref_layer_accumulate(levels.tolist(), groups, cols.tolist(), 8, adc_bits, lsb)
+    assert got.tolist() == exp
+    assert got[0].tolist() == [0] * n_out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 16), st.integers(1, 6), st.integers(1, 4), st.integers(0, 2 ** 32 - 1),
+       st.sampled_from(sorted(ADCS)), st.sampled_from([4, 8]))
+def test_read_group_sums_property(n_in, n_out, n_vec, seed, adc_name, bits):
+    adc, adc_bits, lsb = ADCS[adc_name]
+    rng = np.random.default_rng(seed)
+    levels = rng.integers(0, 8, size=(2, 2 * n_out + 3, N_BL)).astype(np.int8)
+    arr = IdealArray(levels)
+    row_base = int(rng.integers(0, 4))
+    g = ReadGroup("T", 0, 1, tuple(range(n_in)), row_base, n_out)
+    x = rng.integers(0, 2 ** bits, size=(n_vec, n_in))
+    got = dp.read_group_sums(arr, g, x, bits, adc)
+    assert got.tolist() == ref_read_group(levels.tolist(), 1, row_base, n_out, x.tolist(), bits, adc_bits, lsb)
+
+
+def test_read_group_sums_rejects_out_of_range_inputs():
+    arr = IdealArray(random_levels(1))
+    g = ReadGroup("T", 0, 0, tuple(range(4)), 0, 2)
+    with pytest.raises(ValueError):
+        dp.read_group_sums(arr, g, np.array([[0, 1, 256, 3]]), 8, ADC())
+
+
+def test_read_group_sums_wide_adc_wide_inputs():
+    levels = np.zeros((1, 2, N_BL), dtype=np.int8)
+    levels[0, 0, :] = 7                      # G+ row: 16 x 4 uA = 64 uA -> code 65535 (saturated)
+    arr = IdealArray(levels)                 # G- row: 16 x 0.5 uA = 8 uA -> code 8192
+    g = ReadGroup("T", 0, 0, tuple(range(16)), 0, 1)
+    x = np.full((1, 16), 511)
+    adc = ADC(16, 64.0)                      # LSB = 64/65536 uA
+    exp = ref_read_group(levels.tolist(), 0, 0, 1, x.tolist(), 9, 16, 64.0 / 65536)
+    assert exp == [[(65535 - 8192) * 511]]
+    assert dp.read_group_sums(arr, g, x, 9, adc).tolist() == exp
