@@ -7,10 +7,8 @@ first 55,000 training images; the last 5,000 are the validation set used for eve
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view

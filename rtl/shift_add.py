@@ -46,3 +46,7 @@ class ShiftAdd(wiring.Component):
             with m.Else():
                 m.d.comb += wr.en.eq(1)
         return m
+
+
+def default_instances():
+    return {"shift_add": ShiftAdd()}
