@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cnn
-from .cnn import Conv, Dense, Pool
+from .cnn import Conv, Pool
 
 W_LEVELS = 7      # weights are integers in [-7, 7]: 15 levels (Yao 2020, 8 levels per device)
 ACT_MAX = 255     # 8-bit unsigned activations / inputs

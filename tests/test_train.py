@@ -15,7 +15,7 @@ def small():
 
 
 def _run(ds, seed):
-    cfg = train.TrainConfig(seed=seed, epochs=2, qat_epochs=1, n_train=1200, n_calib=500)
+    cfg = train.TrainConfig(seed=seed, epochs=3, batch=16, qat_epochs=1, n_train=1200, n_calib=500)
     return train.train(ds, cfg, log=lambda s: None)
 
 
