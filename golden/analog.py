@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import V_READ, level_conductance_us
+from .device import I_Q_UA, V_READ, current_units, level_conductance_us
 
 
 class IdealArray:
@@ -15,7 +15,8 @@ class IdealArray:
         """levels: (n_pe, n_rows, n_bl) target levels 0..7."""
         self.levels = np.asarray(levels)
         self.g_us = level_conductance_us(self.levels.astype(np.float32))  # (pe, row, bl)
-        self._i_ua = self.g_us * np.float32(V_READ)  # read current of a pulsed cell, uA
+        self.i_units = current_units(self.g_us * V_READ)  # read current of a pulsed cell, I_Q units
+        self._i_ua = (self.i_units * I_Q_UA).astype(np.float32)  # exact: multiples of 2**-11 uA
 
     def read(self, pe: int, bl_bits: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """bl_bits (M, n_bl) of 0/1 -> SL currents (M, len(rows)) in uA (SL clamped at 0 V)."""

@@ -9,6 +9,17 @@ G_STEP_US = 2.5       # uS between adjacent levels
 N_LEVELS = 8          # levels per device -> 15 weight levels per differential pair
 G_WINDOW_US = (2.0, 20.0)  # programmable window (REFERENCE.md section 1)
 I_UNIT_UA = V_READ * G_STEP_US  # 0.5 uA: read current of one conductance step at V_READ
+# Cell read currents are quantised to I_Q = I_UNIT / 2**10 (~0.49 nA, far below any device
+# effect) so that SL sums are exact integers: the HDL array model of the co-simulation
+# (tb/hdl/pe_model.v) then reproduces the golden ADC codes bit for bit.
+I_Q_FRAC = 10
+I_Q_UA = I_UNIT_UA / (1 << I_Q_FRAC)
+
+
+def current_units(i_ua):
+    """Read current(s) in uA -> integer units of I_Q (round half up)."""
+    import numpy as np
+    return np.floor(np.asarray(i_ua, dtype=np.float64) / I_Q_UA + 0.5).astype(np.int64)
 
 
 def level_conductance_us(level):

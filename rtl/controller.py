@@ -1,0 +1,417 @@
+"""The controller top: the whole inference datapath of the CNN on 8 PEs, driven by mapping data.
+
+The layer sequence and every table come from the golden model (golden/cnn.py layers,
+golden/mapping.py read groups), so another CNN of the same layer kinds generates another
+controller. Per weight layer ("step"):
+
+  issuer  --patches-->  read lanes (one per PE the layer uses, in lockstep)  --D-->  accumulator
+     ^ feature-map RAM                     | PE ports (rtl/pe_board.py)             | A per position
+     |                                                                              v
+  next step's feature-map RAM  <--max-pool (read-modify-write)--  bounded ReLU + requant
+  (last step: the logits go to argmax; the result leaves on the `result` stream)
+
+A dense layer is run as a convolution whose kernel covers its whole input map (k = H = W, one
+output position): its unrolled fan-in c*H*W + h*W + w is then exactly the channel-major flatten
+of golden/cnn.py. Patches are gathered from the feature-map RAM by an address generator, one
+input per cycle (zero outside the map = padding); a group's gather (<= 17 cycles) hides under the
+previous group's pulses (8 slots x 4 cycles), so the lanes pulse back to back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden import cnn
+from golden.mapping import Mapping, build_mapping
+
+from .pe_board import PEBoardSignature
+from .read_lane import ReadLane
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+@dataclass
+class Step:
+    """One weight layer as the controller runs it (elaboration-time data)."""
+    name: str
+    in_shape: tuple            # (H, W, C) of the input feature map
+    k: int
+    pad: int
+    out_hw: tuple              # (Ho, Wo) conv output positions
+    n_out: int
+    lanes: list                # per lane: (pe, [group or None, ...]) (None: null group)
+    requant: tuple | None      # (M, sh) for conv steps; None for the final dense layer
+    pool: int = 1
+    out_shape: tuple = ()      # (H, W, C) written to the next feature map
+    taps: list = field(default_factory=list)  # per lane, per group slot: [(valid, c, kh, kw)] * n_bl
+
+
+def plan(layers=cnn.YAO2020, mapping: Mapping | None = None, requant=None, input_shape=cnn.INPUT_SHAPE,
+         n_bl=16) -> list[Step]:
+    mapping = mapping or build_mapping(layers)
+    steps, shape = [], input_shape
+    shapes = cnn.shapes(layers, input_shape)
+    for i, L in enumerate(layers):
+        if isinstance(L, cnn.Pool):
+            st = steps[-1]
+            st.pool = L.size
+            st.out_shape = shapes[i]
+            shape = shapes[i]
+            continue
+        h, w, c = shape
+        if isinstance(L, cnn.Conv):
+            k, pad, n_out = L.k, L.pad, L.out_ch
+        else:
+            if h != w:
+                raise ValueError(f"{L.name}: a dense layer runs as a square convolution; input {shape}")
+            k, pad, n_out = h, 0, L.n_out
+        groups = mapping.groups[L.name]
+        pes = []
+        for g in groups:
+            if g.pe not in pes:
+                pes.append(g.pe)
+        per = [[g for g in groups if g.pe == pe] for pe in pes]
+        depth = max(len(p) for p in per)
+        lanes = [(pe, gs + [None] * (depth - len(gs))) for pe, gs in zip(pes, per)]
+        taps = []
+        for _, gs in lanes:
+            lt = []
+            for g in gs:
+                t = [(0, 0, 0, 0)] * n_bl
+                if g is not None:
+                    for j, f in enumerate(g.inputs):
+                        t[j] = (1, f // (k * k), (f % (k * k)) // k, f % k)
+                lt.append(t)
+            taps.append(lt)
+        oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        rq = None if isinstance(L, cnn.Dense) else tuple(requant[L.name])
+        steps.append(Step(L.name, shape, k, pad, (oh, ow), n_out, lanes, rq, 1, (oh, ow, n_out), taps))
+        shape = shapes[i]
+    if steps[-1].requant is not None:
+        raise ValueError("the last weight layer must be dense (it produces the logits)")
+    return steps
+
+
+class Controller(wiring.Component):
+    """Inference controller. Ports: `image` stream (4 pixels per word, raster order), `result`
+    stream (class and logits per image), 8 PE-board ports, counters."""
+
+    def __init__(self, requant: dict, layers=cnn.YAO2020, mapping: Mapping | None = None, n_pe=8,
+                 n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24):
+        self.steps = plan(layers, mapping, requant, n_bl=n_bl)
+        self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
+        self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
+        self.n_lanes = max(len(s.lanes) for s in self.steps)
+        self.max_out = max(s.n_out for s in self.steps)
+        self.n_classes = self.steps[-1].n_out
+        self.logit_bits = logit_bits
+        h, w, c = self.steps[0].in_shape
+        self.image_pixels = h * w * c
+        self.image_words = (self.image_pixels + 3) // 4
+        self.result_layout = data.StructLayout({
+            "cls": _bits(self.n_classes),
+            "logits": data.ArrayLayout(signed(logit_bits), self.n_classes),
+        })
+        super().__init__({
+            "image": In(stream.Signature(unsigned(32))),
+            "result": Out(stream.Signature(self.result_layout)),
+            "pe": Out(PEBoardSignature(n_bl, n_adc, code_bits, n_rows)).array(n_pe),
+            "cycles": Out(32),          # cycles of the last image, image accepted -> result valid
+            "slot_reads": Out(32),      # totals since reset
+            "conv_rounds": Out(32),
+            "lane_idle": Out(32),       # lane-cycles with no group while a step runs (stalls)
+            "overrun": Out(1),          # sticky: a position finished before the previous was stored
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
+        lanes = []
+        for li in range(NL):
+            lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
+            m.submodules[f"lane{li}"] = lane
+            lanes.append(lane)
+
+        # ------------------------------------------------------------ feature maps
+        m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])
+        fms = []
+        for si, st in enumerate(steps[:-1]):
+            oh, ow, oc = st.out_shape
+            fm = Memory(shape=unsigned(8), depth=oh * ow * oc, init=[])
+            m.submodules[f"fm{si + 1}"] = fm
+            fms.append(fm)
+
+        # image loading: words in raster order; the controller starts once the image is complete
+        img_w = img.write_port()
+        load_addr = Signal(range(self.image_words + 1))
+        img_full = Signal()
+        m.d.comb += [self.image.ready.eq(~img_full), img_w.addr.eq(load_addr), img_w.data.eq(self.image.payload)]
+        with m.If(self.image.valid & self.image.ready):
+            m.d.comb += img_w.en.eq(1)
+            with m.If(load_addr == self.image_words - 1):
+                m.d.sync += [load_addr.eq(0), img_full.eq(1)]
+            with m.Else():
+                m.d.sync += load_addr.eq(load_addr + 1)
+
+        # ------------------------------------------------------------ step state
+        step = Signal(range(len(steps) + 1))
+        running = Signal()
+        ncycles = Signal(32)
+        with m.If(running):
+            m.d.sync += ncycles.eq(ncycles + 1)
+
+        # ------------------------------------------------------------ issuer (per lane gather)
+        # position counters and group slot, shared by the lanes (lockstep)
+        iss_active = Signal()
+        ho = Signal(8)
+        wo = Signal(8)
+        gi = Signal(8)
+        cmd_valid = Signal()
+        patches = [Signal(data.ArrayLayout(unsigned(8), NBL), name=f"patch{li}") for li in range(NL)]
+        fetch_done = Signal()
+
+        # read ports: one per lane on every feature map
+        img_r = [img.read_port() for _ in range(NL)]
+        fm_r = [[fm.read_port() for _ in range(NL)] for fm in fms]
+
+        # per step constant tables
+        n_groups = Array(Const(len(s.lanes[0][1]), 8) for s in steps)
+        oh_c = Array(Const(s.out_hw[0], 8) for s in steps)
+        ow_c = Array(Const(s.out_hw[1], 8) for s in steps)
+
+        jj = Signal(range(NBL + 2))   # tap being addressed this cycle
+        # address generation (combinational from step, ho, wo, gi, jj)
+        lane_addr = [Signal(16, name=f"addr{li}") for li in range(NL)]
+        lane_inb = [Signal(name=f"inb{li}") for li in range(NL)]
+        with m.Switch(step):
+            for si, st in enumerate(steps):
+                with m.Case(si):
+                    h, w, c = st.in_shape
+                    for li in range(NL):
+                        if li < len(st.lanes):
+                            tab = st.taps[li]
+                            flat = [t for g in tab for t in g]
+                            tv = Array(Const(t[0], 1) for t in flat)
+                            tc = Array(Const(t[1], 8) for t in flat)
+                            th = Array(Const(t[2], 8) for t in flat)
+                            tw = Array(Const(t[3], 8) for t in flat)
+                            idx = gi * NBL + jj
+                            y = Signal(signed(10), name=f"y{si}_{li}")
+                            x = Signal(signed(10), name=f"x{si}_{li}")
+                            m.d.comb += [y.eq(ho + th[idx] - st.pad), x.eq(wo + tw[idx] - st.pad)]
+                            m.d.comb += lane_inb[li].eq(tv[idx] & (y >= 0) & (y < h) & (x >= 0) & (x < w))
+                            m.d.comb += lane_addr[li].eq((y * w + x) * c + tc[idx])
+        for li in range(NL):
+            m.d.comb += img_r[li].addr.eq(lane_addr[li] >> 2)
+            for f in range(len(fms)):
+                m.d.comb += fm_r[f][li].addr.eq(lane_addr[li])
+        prev_inb = [Signal(name=f"pinb{li}") for li in range(NL)]
+        prev_byte = [Signal(2, name=f"pbyte{li}") for li in range(NL)]
+        for li in range(NL):
+            m.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2])]
+        rd_data = [Signal(8, name=f"rd{li}") for li in range(NL)]
+        with m.Switch(step):
+            for si in range(len(steps)):
+                with m.Case(si):
+                    for li in range(NL):
+                        if si == 0:
+                            m.d.comb += rd_data[li].eq(img_r[li].data.word_select(prev_byte[li], 8))
+                        else:
+                            m.d.comb += rd_data[li].eq(fm_r[si - 1][li].data)
+
+        # gather FSM: jj walks the taps; data of tap jj-1 arrives while jj is addressed
+        jm1 = Signal(range(NBL))
+        m.d.comb += jm1.eq(jj - 1)
+        with m.If(iss_active & ~fetch_done):
+            with m.If(jj <= NBL):
+                m.d.sync += jj.eq(jj + 1)
+            with m.If(jj >= 1):
+                for li in range(NL):
+                    m.d.sync += patches[li][jm1].eq(Mux(prev_inb[li], rd_data[li], 0))
+                with m.If(jj == NBL):
+                    m.d.sync += fetch_done.eq(1)
+        # hand the patches to the lanes
+        lane_ready = lanes[0].cmd.ready
+        last_gi = gi == n_groups[step] - 1
+        m.d.comb += cmd_valid.eq(iss_active & fetch_done)
+        for li, lane in enumerate(lanes):
+            m.d.comb += [lane.cmd.valid.eq(cmd_valid), lane.cmd.payload.patch.eq(patches[li]),
+                         lane.cmd.payload.tag.eq((gi == 0) | (last_gi << 1))]
+            with m.Switch(step):
+                for si, st in enumerate(steps):
+                    with m.Case(si):
+                        if li < len(st.lanes):
+                            gs = st.lanes[li][1]
+                            rbt = Array(Const(g.row_base if g else 0, 8) for g in gs)
+                            nto = Array(Const(g.n_out if g else 0, 8) for g in gs)
+                            m.d.comb += [lane.cmd.payload.row_base.eq(rbt[gi]), lane.cmd.payload.n_out.eq(nto[gi])]
+                        else:
+                            m.d.comb += lane.cmd.payload.n_out.eq(0)
+        with m.If(cmd_valid & lane_ready):
+            m.d.sync += [fetch_done.eq(0), jj.eq(0)]
+            with m.If(last_gi):
+                m.d.sync += gi.eq(0)
+                with m.If(wo == ow_c[step] - 1):
+                    m.d.sync += wo.eq(0)
+                    with m.If(ho == oh_c[step] - 1):
+                        m.d.sync += [ho.eq(0), iss_active.eq(0)]
+                    with m.Else():
+                        m.d.sync += ho.eq(ho + 1)
+                with m.Else():
+                    m.d.sync += wo.eq(wo + 1)
+            with m.Else():
+                m.d.sync += gi.eq(gi + 1)
+
+        # lanes -> PE ports, routed by the step's lane -> PE table
+        for p in range(self.n_pe):
+            with m.Switch(step):
+                for si, st in enumerate(steps):
+                    with m.Case(si):
+                        for li, (pe, _) in enumerate(st.lanes):
+                            if pe == p:
+                                lp = lanes[li].pe
+                                m.d.comb += [self.pe[p].bl.eq(lp.bl), self.pe[p].pulse.eq(lp.pulse),
+                                             self.pe[p].sh_sample.eq(lp.sh_sample),
+                                             self.pe[p].sh_bank.eq(lp.sh_bank),
+                                             self.pe[p].adc_start.eq(lp.adc_start),
+                                             self.pe[p].adc_bank.eq(lp.adc_bank),
+                                             self.pe[p].adc_sel.eq(lp.adc_sel),
+                                             lp.adc_valid.eq(self.pe[p].adc_valid),
+                                             lp.adc_codes.eq(self.pe[p].adc_codes)]
+
+        # ------------------------------------------------------------ accumulation
+        acc_bits = self.logit_bits
+        A = [Signal(signed(acc_bits), name=f"A{o}") for o in range(MO)]
+        H = [Signal(signed(acc_bits), name=f"H{o}") for o in range(MO)]   # finished position
+        hold_valid = Signal()
+        res_valid = lanes[0].res.valid
+        tag = lanes[0].res.payload.tag
+        with m.If(res_valid):
+            for o in range(MO):
+                s = sum((lane.res.payload.d[o] for lane in lanes), Const(0, signed(acc_bits)))
+                new = Mux(tag[0], s, A[o] + s)
+                m.d.sync += A[o].eq(new)
+                with m.If(tag[1]):
+                    m.d.sync += H[o].eq(new)
+            with m.If(tag[1] & hold_valid):
+                m.d.sync += self.overrun.eq(1)
+
+        # ------------------------------------------------------------ post: requant + pool / logits
+        po = Signal(range(MO + 1))        # output channel being stored
+        pho = Signal(8)
+        pwo = Signal(8)
+        post_done_step = Signal()
+        Harr = Array(H)
+        hval = Harr[po]
+        m_c = Array(Const(s.requant[0] if s.requant else 0, 16) for s in steps)
+        sh_c = Array(Const(s.requant[1] if s.requant else 1, 6) for s in steps)
+        nout_c = Array(Const(s.n_out, 8) for s in steps)
+        msh = sh_c[step]
+        relu = Mux(hval[-1], 0, hval).as_unsigned()
+        rq = Signal(unsigned(acc_bits + 16))
+        half_c = Array(Const(1 << (s.requant[1] - 1) if s.requant else 0, 48) for s in steps)
+        m.d.comb += rq.eq((relu * m_c[step] + half_c[step]) >> msh)
+        act = Signal(8)
+        m.d.comb += act.eq(Mux(rq > 255, 255, rq))
+        # pooled write: stage 1 read old value, stage 2 write max
+        fm_w = [fm.write_port() for fm in fms]
+        fm_rr = [fm.read_port() for fm in fms]
+        w_addr = Signal(16)
+        w_first = Signal()
+        w_val = Signal(8)
+        w_go = Signal()
+        logits = [Signal(signed(self.logit_bits), name=f"logit{o}") for o in range(self.n_classes)]
+        final_ready = Signal()
+        with m.Switch(step):
+            for si, st in enumerate(steps):
+                with m.Case(si):
+                    if st.requant is not None:
+                        p = st.pool
+                        oh, ow, oc = st.out_shape
+                        inwin = (pho < oh * p) & (pwo < ow * p)
+                        pa = ((pho // p) * ow + (pwo // p)) * oc + po
+                        first = ((pho % p) == 0) & ((pwo % p) == 0)
+                        m.d.comb += fm_rr[si].addr.eq(pa)
+                        with m.If(hold_valid & (po < st.n_out)):
+                            m.d.sync += [w_go.eq(inwin), w_addr.eq(pa), w_first.eq(first), w_val.eq(act)]
+                        with m.Else():
+                            m.d.sync += w_go.eq(0)
+                        with m.If(w_go):
+                            old = fm_rr[si].data
+                            m.d.comb += [fm_w[si].en.eq(1), fm_w[si].addr.eq(w_addr),
+                                         fm_w[si].data.eq(Mux(w_first | (w_val > old), w_val, old))]
+                    else:
+                        with m.If(hold_valid & ~final_ready):
+                            m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
+                            m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
+        with m.If(hold_valid & (step < len(steps) - 1)):
+            with m.If(po == nout_c[step] - 1):
+                m.d.sync += [po.eq(0), hold_valid.eq(0)]
+                with m.If(pwo == ow_c[step] - 1):
+                    m.d.sync += pwo.eq(0)
+                    with m.If(pho == oh_c[step] - 1):
+                        m.d.sync += [pho.eq(0), post_done_step.eq(1)]
+                    with m.Else():
+                        m.d.sync += pho.eq(pho + 1)
+                with m.Else():
+                    m.d.sync += pwo.eq(pwo + 1)
+            with m.Else():
+                m.d.sync += po.eq(po + 1)
+
+        with m.If(res_valid & tag[1]):  # a new finished position: set wins over the clears above
+            m.d.sync += hold_valid.eq(1)
+
+        # ------------------------------------------------------------ argmax + result
+        am_i = Signal(range(self.n_classes + 1))
+        am_best = Signal(signed(self.logit_bits))
+        am_idx = Signal(_bits(self.n_classes))
+        am_busy = Signal()
+        larr = Array(logits)
+        with m.If(final_ready & ~am_busy & ~self.result.valid):
+            m.d.sync += [am_busy.eq(1), am_i.eq(1), am_best.eq(logits[0]), am_idx.eq(0)]
+        with m.If(am_busy):
+            with m.If(am_i == self.n_classes):
+                m.d.sync += [am_busy.eq(0), final_ready.eq(0), self.result.valid.eq(1),
+                             self.result.payload.cls.eq(am_idx)]
+                for o in range(self.n_classes):
+                    m.d.sync += self.result.payload.logits[o].eq(logits[o])
+            with m.Else():
+                with m.If(larr[am_i] > am_best):
+                    m.d.sync += [am_best.eq(larr[am_i]), am_idx.eq(am_i)]
+                m.d.sync += am_i.eq(am_i + 1)
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += self.result.valid.eq(0)
+
+        # ------------------------------------------------------------ step sequencing
+        lanes_busy = Signal()
+        m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
+        with m.If(~running & img_full & ~final_ready & ~am_busy):
+            m.d.sync += [running.eq(1), step.eq(0), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
+                         jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
+        with m.If(post_done_step):
+            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
+                         gi.eq(0), jj.eq(0), fetch_done.eq(0)]
+        # the last step ends when the logits are taken; the image buffer is free once C1 is done
+        with m.If(running & final_ready & ~am_busy):
+            m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0)]
+        with m.If(post_done_step & (step == 0)):
+            m.d.sync += img_full.eq(0)
+
+        # counters
+        m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
+                     self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
+        with m.If(running & iss_active & ~lanes_busy):
+            m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
+        return m
+
+
+def default_instances():
+    from golden import weights
+    w = weights.load()
+    return {"mcnn_controller": Controller(w.q.requant)}

@@ -1,0 +1,131 @@
+"""System co-simulation: the controller RTL with 8 behavioural PEs on Verilator under cocotb.
+
+The physics stays in golden/: the testbench loads every cell's read current (integer units of
+golden.device.I_Q) into the HDL array models (tb/hdl/pe_model.v) through a backdoor port, and the
+models only add and digitise. Python is never awaited per clock during inference: it feeds one
+image (196 words), then sleeps until the image buffer is free again or a result appears.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from amaranth.hdl import ClockSignal, Instance, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.device import I_Q_UA
+from rtl.controller import Controller
+
+HDL = Path(__file__).resolve().parent / "hdl"
+PE_MODEL = HDL / "pe_model.v"
+CUR_BITS = 18
+
+
+class SimTop(wiring.Component):
+    """Controller + n_pe instances of pe_model, with the models' backdoor cell-write port."""
+
+    def __init__(self, controller: Controller, adc_shift: int):
+        self.ctrl = controller
+        self.adc_shift = adc_shift
+        sig = controller.signature.members
+        super().__init__({
+            "image": sig["image"],
+            "result": sig["result"],
+            "cycles": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32), "lane_idle": Out(32),
+            "overrun": Out(1),
+            "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.ctrl
+        m.submodules.ctrl = c
+        wiring.connect(m, wiring.flipped(self.image), c.image)
+        wiring.connect(m, c.result, wiring.flipped(self.result))
+        m.d.comb += [self.cycles.eq(c.cycles), self.slot_reads.eq(c.slot_reads),
+                     self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
+                     self.overrun.eq(c.overrun)]
+        for p in range(c.n_pe):
+            pe = c.pe[p]
+            m.submodules[f"pe{p}"] = Instance(
+                "pe_model",
+                p_ROWS=c.n_rows, p_BLS=c.n_bl, p_NADC=c.n_adc, p_CODE_BITS=c.code_bits, p_CUR_BITS=CUR_BITS,
+                i_clk=ClockSignal(), i_bl=pe.bl, i_sh_sample=pe.sh_sample, i_sh_bank=pe.sh_bank,
+                i_adc_start=pe.adc_start, i_adc_bank=pe.adc_bank, i_adc_sel=pe.adc_sel,
+                i_adc_shift=self.adc_shift, o_adc_valid=pe.adc_valid, o_adc_codes=pe.adc_codes,
+                i_cfg_we=self.cfg_we & (self.cfg_pe == p), i_cfg_addr=self.cfg_addr, i_cfg_data=self.cfg_data,
+            )
+        return m
+
+
+def adc_shift_for(adc) -> int:
+    """The array model digitises with LSB = 2**shift I_Q: the golden ADC's LSB must be one of those."""
+    ratio = adc.lsb_ua / I_Q_UA
+    shift = round(ratio).bit_length() - 1
+    if abs(ratio - (1 << shift)) > 1e-9:
+        raise ValueError(f"ADC LSB {adc.lsb_ua} uA is not a power-of-two multiple of I_Q = {I_Q_UA} uA")
+    return shift
+
+
+# ------------------------------------------------------------------ cocotb side
+
+async def load_cells(dut, i_units, clk):
+    """Write every cell's read current (I_Q units), PE by PE, through the backdoor port."""
+    from cocotb.triggers import RisingEdge
+    n_pe, rows, bls = i_units.shape
+    if i_units.max() >= 1 << CUR_BITS or i_units.min() < 0:
+        raise ValueError(f"cell currents must fit {CUR_BITS} unsigned bits of I_Q")
+    dut.cfg_we.value = 1
+    for p in range(n_pe):
+        if n_pe > 1:
+            dut.cfg_pe.value = p
+        flat = i_units[p].reshape(-1)
+        for a in range(rows * bls):
+            dut.cfg_addr.value = a
+            dut.cfg_data.value = int(flat[a])
+            await RisingEdge(clk)
+    dut.cfg_we.value = 0
+
+
+def image_words(img):
+    px = [int(v) for v in img.reshape(-1)]
+    px += [0] * (-len(px) % 4)
+    return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24 for i in range(0, len(px), 4)]
+
+
+async def feed_images(dut, images, clk):
+    from cocotb.triggers import ReadOnly, RisingEdge
+    for img in images:
+        for wv in image_words(img):
+            dut.image__payload.value = wv
+            dut.image__valid.value = 1
+            while True:
+                await ReadOnly()
+                if dut.image__ready.value:
+                    await RisingEdge(clk)
+                    break
+                await RisingEdge(dut.image__ready)  # sleep until the buffer frees: no per-cycle wake-ups
+        dut.image__valid.value = 0
+        await RisingEdge(clk)
+
+
+async def collect_results(dut, n, layout, clk, on_result=None):
+    from cocotb.triggers import ReadOnly, RisingEdge
+
+    from tb.harness import unpack
+    out = []
+    dut.result__ready.value = 1
+    while len(out) < n:
+        await RisingEdge(dut.result__valid)
+        await ReadOnly()
+        raw = int(dut.result__payload.value)
+        r = unpack(layout, raw)
+        f = layout["logits"]
+        k, w = f.shape.length, f.shape.elem_shape.width
+        r["logits"] = [(((raw >> (f.offset + i * w)) & ((1 << w) - 1)) ^ (1 << (w - 1))) - (1 << (w - 1))
+                       for i in range(k)]
+        r["cycles"] = int(dut.cycles.value)
+        out.append(r)
+        if on_result:
+            on_result(r)
+    return out
