@@ -60,4 +60,5 @@ def test_controller_cosim():
     from golden.adc import ADC
     from tb.cosim import PE_MODEL, SimTop, adc_shift_for
     top = SimTop(build_controller(), adc_shift_for(ADC()))
-    harness.run_block(top, "mcnn_sim", "tb.test_controller", {"first": 0, "n": 4}, extra_sources=[PE_MODEL])
+    harness.run_block(top, "mcnn_sim", "tb.test_controller", {"first": 0, "n": 8}, extra_sources=[PE_MODEL],
+                      ports_only=True)

@@ -1,0 +1,170 @@
+"""Fixed-point softmax and training error; golden.datapath.softmax_fixed, .delta and .argmax.
+
+Per vector of K logits z (FC accumulators) and a label:
+
+    zmax = max z (argmax: first maximum)      d = zmax - z >= 0
+    t = min((d*M + 2**(sh-1)) >> sh, 1023)    e = EXP_TABLE[t]   (1024 x u16 ROM, golden's table)
+    E = sum e                                 p = (e * 2**15 + E//2) // E      (Q1.15)
+    delta = p - 2**15 * (index == label)      (Q1.15, s17)
+
+Input stream: one transfer per class, {"z": s(logit_bits), "label": class}, classes 0..K-1 in
+order (the block counts K, no framing); the label is taken from class 0's transfer (ignored in the
+others; a label >= K gives delta = p). The configuration ports M (u16) and sh are sampled with
+class 0's transfer too (sh = 0, undefined in golden, gives t = min(d*M, 1023)).
+Output stream: one transfer per class, in class order, {"index", "p", "delta", "argmax", "last"};
+`argmax` (the same in all K transfers) is golden.datapath.argmax of the vector, `last` marks
+class K-1.
+
+Sequential schedule (the block takes a new vector only after the last output has been produced;
+one vector per image, so the rate is irrelevant next to the FC layer's reads):
+  LOAD  K cycles: logits into a K-entry distributed RAM, running max (strict >, lowest index wins);
+  EXP   K+3 cycles: pipelined d -> d*M (DSP) -> round/shift/saturate -> ROM (BRAM, sync read) ->
+        e into a K-entry RAM and E += e;
+  DIV   17 cycles per class: restoring divider, 16 quotient bits (p <= 2**15 needs 16), one
+        cycle to load N = e*2**15 + E//2 (< E * 2**16, so the quotient fits 16 bits), 16 steps;
+        the 16th step writes the output register (or waits while it is full and back-pressured).
+Latency from the last logit to the first output 21 + K cycles (K=10: 31); a vector takes 19K + 3
+cycles end to end at full rate (K=10: 193).
+"""
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden.datapath import EXP_TABLE, EXP_TABLE_SIZE, SOFTMAX_FRAC
+
+Q_BITS = SOFTMAX_FRAC + 1                       # p in 0..2**15 needs 16 bits
+E_MAX = int(EXP_TABLE.max())                    # 32768 (t = 0)
+T_BITS = (EXP_TABLE_SIZE - 1).bit_length()      # 10
+
+
+def _idx(k: int) -> unsigned:
+    return unsigned(max(1, (k - 1).bit_length()))
+
+
+class Softmax(wiring.Component):
+    def __init__(self, k: int = 10, logit_bits: int = 21, m_bits: int = 16, sh_bits: int = 6):
+        if k < 1:
+            raise ValueError("softmax needs at least one logit")
+        self.k, self.logit_bits, self.m_bits, self.sh_bits = k, logit_bits, m_bits, sh_bits
+        self.e_sum_bits = (k * E_MAX).bit_length()              # E (u19 for K = 10)
+        self.in_layout = data.StructLayout({"z": signed(logit_bits), "label": _idx(k)})
+        self.out_layout = data.StructLayout({"index": _idx(k), "p": unsigned(Q_BITS),
+                                             "delta": signed(Q_BITS + 1), "argmax": _idx(k), "last": 1})
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "m": In(unsigned(m_bits)),
+            "sh": In(unsigned(sh_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        K, LB = self.k, self.logit_bits
+        EB = self.e_sum_bits
+
+        m.submodules.zmem = zmem = Memory(shape=signed(LB), depth=K, init=[])
+        m.submodules.emem = emem = Memory(shape=unsigned(Q_BITS), depth=K, init=[])
+        m.submodules.exp_rom = rom = Memory(shape=unsigned(Q_BITS), depth=EXP_TABLE_SIZE,
+                                            init=[int(v) for v in EXP_TABLE])
+        z_wr, z_rd = zmem.write_port(), zmem.read_port(domain="comb")
+        e_wr, e_rd = emem.write_port(), emem.read_port(domain="comb")
+        rom_rd = rom.read_port()                                # synchronous: block RAM
+
+        cnt = Signal(_idx(K))                  # class being loaded / divided
+        zmax = Signal(signed(LB))
+        amax = Signal(_idx(K))
+        label = Signal(_idx(K))
+        m_l = Signal(unsigned(self.m_bits))
+        sh_l = Signal(unsigned(self.sh_bits))
+        e_sum = Signal(unsigned(EB))
+
+        # EXP pipeline
+        issuing = Signal()
+        j = Signal(_idx(K))
+        v1, v2, v3 = Signal(), Signal(), Signal()
+        j1, j2, j3 = Signal(_idx(K)), Signal(_idx(K)), Signal(_idx(K))
+        d1 = Signal(unsigned(LB))
+        p2 = Signal(unsigned(LB + self.m_bits))
+
+        # divider
+        step = Signal(range(Q_BITS + 1))
+        rem = Signal(unsigned(EB))
+        qb = Signal(unsigned(Q_BITS))
+
+        z = self.i.payload.z
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.i.ready.eq(1), z_wr.addr.eq(cnt), z_wr.data.eq(z)]
+                with m.If(self.i.valid):
+                    m.d.comb += z_wr.en.eq(1)
+                    with m.If((cnt == 0) | (z > zmax)):          # strict: ties keep the lower index
+                        m.d.sync += [zmax.eq(z), amax.eq(cnt)]
+                    with m.If(cnt == 0):
+                        m.d.sync += [label.eq(self.i.payload.label), m_l.eq(self.m), sh_l.eq(self.sh)]
+                    with m.If(cnt == K - 1):
+                        m.d.sync += [cnt.eq(0), e_sum.eq(0), j.eq(0), issuing.eq(1)]
+                        m.next = "EXP"
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+
+            with m.State("EXP"):
+                # stage 0: issue class j, d = zmax - z[j] (>= 0, fits LB unsigned bits)
+                m.d.comb += z_rd.addr.eq(j)
+                m.d.sync += [v1.eq(issuing), j1.eq(j), d1.eq((zmax - z_rd.data)[:LB])]
+                with m.If(issuing):
+                    with m.If(j == K - 1):
+                        m.d.sync += issuing.eq(0)
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                # stage 1: multiply
+                m.d.sync += [v2.eq(v1), j2.eq(j1), p2.eq(d1 * m_l)]
+                # stage 2: round half up, shift, saturate -> table index (ROM address)
+                half = Signal(unsigned(LB + self.m_bits + 1))
+                m.d.comb += half.eq((p2 >> (sh_l - 1)[:self.sh_bits]) + 1)
+                t = Mux(sh_l == 0, p2, half >> 1)
+                m.d.comb += rom_rd.addr.eq(Mux(t > EXP_TABLE_SIZE - 1, EXP_TABLE_SIZE - 1, t))
+                m.d.sync += [v3.eq(v2), j3.eq(j2)]
+                # stage 3: e = EXP_TABLE[t]
+                m.d.comb += [e_wr.addr.eq(j3), e_wr.data.eq(rom_rd.data)]
+                with m.If(v3):
+                    m.d.comb += e_wr.en.eq(1)
+                    m.d.sync += e_sum.eq(e_sum + rom_rd.data)
+                    with m.If(j3 == K - 1):
+                        m.d.sync += [cnt.eq(0), step.eq(0)]
+                        m.next = "DIV"
+
+            with m.State("DIV"):
+                m.d.comb += e_rd.addr.eq(cnt)
+                rem2 = Cat(qb[-1], rem)                             # (rem << 1) | next numerator bit
+                ge = rem2 >= e_sum
+                rem_next = Mux(ge, rem2 - e_sum, rem2)
+                q = Cat(ge, qb[:-1])
+                with m.If(step == 0):
+                    num = Signal(unsigned(EB + Q_BITS))
+                    m.d.comb += num.eq((e_rd.data << SOFTMAX_FRAC) + (e_sum >> 1))
+                    m.d.sync += [rem.eq(num[Q_BITS:]), qb.eq(num[:Q_BITS]), step.eq(1)]
+                with m.Elif(step < Q_BITS):
+                    m.d.sync += [rem.eq(rem_next), qb.eq(q), step.eq(step + 1)]
+                with m.Elif(~self.o.valid | self.o.ready):
+                    hit = Mux(label == cnt, 1 << SOFTMAX_FRAC, 0)
+                    m.d.sync += [self.o.valid.eq(1),
+                                 self.o.payload.index.eq(cnt),
+                                 self.o.payload.p.eq(q),
+                                 self.o.payload.delta.eq(q - hit),
+                                 self.o.payload.argmax.eq(amax),
+                                 self.o.payload.last.eq(cnt == K - 1),
+                                 step.eq(0)]
+                    with m.If(cnt == K - 1):
+                        m.d.sync += cnt.eq(0)
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.d.sync += cnt.eq(cnt + 1)
+        return m
+
+
+def default_instances():
+    return {"softmax": Softmax()}

@@ -1,0 +1,203 @@
+"""Threshold update engine (rtl/update_engine.py) against golden.update.
+
+Every batch: golden.update.accumulate -> weight_update(M, sh) -> threshold(th) -> commands(mapping)
+is the expected command list, followed by the engine's end-of-batch marker. Batches: random
+(sizes 1, 7, 100 and the maximum), extreme (all V = 255 with delta at the most negative s17 /
+Q1.15 value, or the most positive, for max_batch images: the accumulator bound), all-zero inputs,
+extreme (M, sh, th) settings; deltas and V in random order within each image.
+"""
+import random
+
+import numpy as np
+import pytest
+
+from tb import harness
+
+# ------------------------------------------------------------------ shared set-up
+
+MAPPINGS = {
+    "yao2020": {},
+    # small dense layer: BL groups of 8, ragged last group, PEs listed out of order (3, 1, 2)
+    "small": dict(layers=[["Dense", "FC", 36, 3]], placement={"FC": [3, 1, 2]}, n_pe=4, n_rows=16, n_bl=8),
+}
+
+
+def make_mapping(name):
+    from golden import cnn
+    from golden.mapping import build_mapping
+    spec = MAPPINGS[name]
+    if not spec:
+        return build_mapping()
+    layers = tuple(getattr(cnn, kind)(*args) for kind, *args in spec["layers"])
+    return build_mapping(layers=layers, placement={k: tuple(v) for k, v in spec["placement"].items()},
+                         n_pe=spec["n_pe"], n_rows=spec["n_rows"], n_bl=spec["n_bl"])
+
+
+def make_block(p):
+    from rtl.update_engine import UpdateEngine, fc_groups
+    mp = make_mapping(p["mapping"])
+    groups, n_out = fc_groups(mp)
+    return UpdateEngine(groups, n_out, n_pe=mp.n_pe, n_rows=mp.n_rows, n_bl=mp.n_bl, **p["block"]), mp
+
+
+# ------------------------------------------------------------------ cocotb side
+try:
+    import cocotb
+except ImportError:  # collected by pytest without cocotb's simulator context
+    cocotb = None
+
+if cocotb is not None:
+    from cocotb.triggers import RisingEdge
+
+    def make_batch(kind, size, n_in, n_out, blk, nrng):
+        dmin, dmax = -(1 << (blk.delta_bits - 1)), (1 << (blk.delta_bits - 1)) - 1
+        vmax = (1 << blk.v_bits) - 1
+        if kind == "random":
+            v = nrng.integers(0, vmax + 1, (size, n_in))
+            v[nrng.random((size, n_in)) < 0.3] = 0                       # ReLU zeros
+            # softmax-like deltas: p - onehot in Q1.15, plus a few full-range s17 values
+            logits = nrng.normal(0, 3, (size, n_out))
+            pr = np.exp(logits - logits.max(1, keepdims=True))
+            pr = np.floor(pr / pr.sum(1, keepdims=True) * 32768 + 0.5).astype(np.int64)
+            pr[np.arange(size), nrng.integers(0, n_out, size)] -= 32768
+            wild = nrng.random((size, n_out)) < 0.05
+            pr[wild] = nrng.integers(dmin, dmax + 1, int(wild.sum()))
+            return v, pr
+        if kind == "zeros":
+            return np.zeros((size, n_in), np.int64), nrng.integers(dmin, dmax + 1, (size, n_out))
+        d = {"ext_neg": dmin, "ext_pos": dmax, "q115_neg": -32768}[kind]
+        return np.full((size, n_in), vmax, np.int64), np.full((size, n_out), d, np.int64)
+
+    def v_items(vb, b, rng, op):
+        """One image's V items: in order, in random order, or sparse (zeros skipped, some values split
+        into two consecutive items of the same index, which add up: back-to-back updates of one word)."""
+        n_in = len(vb)
+        if b % 3 == 0:
+            return [{"op": op, "index": mi, "value": int(vb[mi])} for mi in range(n_in)]
+        order = rng.sample(range(n_in), n_in)
+        if b % 3 == 1:
+            return [{"op": op, "index": mi, "value": int(vb[mi])} for mi in order]
+        out = []
+        for mi in order:
+            x = int(vb[mi])
+            if x and rng.random() < 0.3:
+                a = rng.randint(0, x)
+                out += [{"op": op, "index": mi, "value": a}, {"op": op, "index": mi, "value": x - a}]
+            elif x:
+                out.append({"op": op, "index": mi, "value": x})
+        return out
+
+    def pick_params(kind, acc, th, rng, blk):
+        from golden.model import requant_params
+        if kind == "auto":  # |dI| spread around the threshold
+            scale = max(1.0, 3 * float(np.std(acc)) or float(np.abs(acc).max()))
+            return (*requant_params(rng.uniform(1.0, 4.0) * max(th, 1) / scale, blk.mult_bits), th)
+        if kind == "max":    # largest |dI|: M = 2**16 - 1, sh = 1 (full-width d_code)
+            return (1 << blk.mult_bits) - 1, 1, th
+        if kind == "sh_max":  # largest shift: everything rounds to 0 -> only the end marker
+            return (1 << blk.mult_bits) - 1, (1 << blk.shift_bits) - 1, th
+        if kind == "m0":
+            return 0, 5, th
+        raise ValueError(kind)
+
+    @cocotb.test()
+    async def update_engine_batches(dut):
+        from golden.update import accumulate, commands, threshold, weight_update
+        p = harness.params()
+        blk, mp = make_block(p)
+        rng = random.Random(p["seed"])
+        nrng = np.random.default_rng(p["seed"])
+        await harness.start_clock_and_reset(dut)
+        src = harness.StreamSource(dut, "i", dut.clk, blk.in_layout, rng=rng)
+        sink = harness.StreamSink(dut, "o", dut.clk, blk.out_layout, rng=random.Random(5))
+        cocotb.start_soon(sink.run())
+        n_in, n_out = blk.n_in, blk.n_out
+        OP = {"delta": 0, "v": 1, "finish": 2}
+        n_cmds = n_batches = 0
+        for bi, (size, kind, pkind, th, idle, bp) in enumerate(p["batches"]):
+            size = blk.max_batch if size == "max" else size
+            src.idle, sink.bp = idle, bp
+            v, d = make_batch(kind, size, n_in, n_out, blk, nrng)
+            acc = accumulate(v, d)
+            mult, sh, th = pick_params(pkind, acc, th, rng, blk)
+            dut.mult.value, dut.shift.value, dut.th_code.value = mult, sh, th
+            items = []
+            for b in range(size):
+                items += [{"op": OP["delta"], "index": n, "value": int(d[b, n])}
+                          for n in rng.sample(range(n_out), n_out)]
+                items += v_items(v[b], b, rng, OP["v"])
+            items.append({"op": OP["finish"], "index": 0, "value": 0})
+            expected = [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
+                        for c in commands(threshold(weight_update(acc, mult, sh), th), mp)]
+            expected.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
+            start = len(sink.items)
+            await src.send(items)
+            got = (await sink.wait_for(start + len(expected)))[start:]
+            for _ in range(20):  # nothing more may come out
+                await RisingEdge(dut.clk)
+            assert len(sink.items) == start + len(expected), \
+                f"batch {bi}: {len(sink.items) - start} items out, expected {len(expected)}"
+            for i, (g, e) in enumerate(zip(got, expected)):
+                assert g == e, f"batch {bi} ({size} x {kind}, M={mult} sh={sh} th={th}) item {i}: got {g}, expected {e}"
+            n_cmds += len(expected) - 1
+            n_batches += 1
+            dut._log.info(f"batch {bi}: {size} images {kind}, M={mult} sh={sh} th={th}, idle {idle} bp {bp}: "
+                          f"{len(expected) - 1} commands, max |acc| {int(np.abs(acc).max())}")
+        dut._log.info(f"{n_batches} batches, {n_cmds} commands compared")
+
+    @cocotb.test()
+    async def update_engine_overflow(dut):
+        """max_batch + 1 images: the end marker flags overflow (and the next batch is exact again)."""
+        p = harness.params()
+        if not p.get("overflow"):
+            return
+        from golden.update import accumulate, commands, threshold, weight_update
+        blk, mp = make_block(p)
+        rng = random.Random(p["seed"] + 1)
+        nrng = np.random.default_rng(p["seed"] + 1)
+        await harness.start_clock_and_reset(dut)
+        src = harness.StreamSource(dut, "i", dut.clk, blk.in_layout, idle=p["idle"], rng=rng)
+        sink = harness.StreamSink(dut, "o", dut.clk, blk.out_layout, backpressure=p["bp"], rng=random.Random(6))
+        cocotb.start_soon(sink.run())
+        for size, flag in ((blk.max_batch + 1, 1), (3, 0)):
+            v, d = make_batch("random", size, blk.n_in, blk.n_out, blk, nrng)
+            mult, sh, th = pick_params("auto", accumulate(v, d), 15, rng, blk)
+            dut.mult.value, dut.shift.value, dut.th_code.value = mult, sh, th
+            items = []
+            for b in range(size):
+                items += [{"op": 0, "index": n, "value": int(d[b, n])} for n in range(blk.n_out)]
+                items += [{"op": 1, "index": mi, "value": int(v[b, mi])} for mi in range(blk.n_in)]
+            start = len(sink.items)
+            await src.send(items + [{"op": 2, "index": 0, "value": 0}])
+            while not (len(sink.items) > start and sink.items[-1]["end"]):
+                await RisingEdge(dut.clk)
+            got = sink.items[start:]
+            assert got[-1]["overflow"] == flag, f"{size} images: overflow {got[-1]['overflow']}, expected {flag}"
+            if not flag:
+                exp = commands(threshold(weight_update(accumulate(v, d), mult, sh), th), mp)
+                assert [(g["m"], g["n"], g["d_code"]) for g in got[:-1]] == [(c.m, c.n, c.d_code) for c in exp]
+
+
+# ------------------------------------------------------------------ pytest side
+# (batch size, data, (M, sh) choice, th_code, idle on i, back-pressure on o)
+B_YAO = [[1, "random", "auto", 15, 0, 0], [7, "random", "auto", 15, 0.3, 0.4], [100, "random", "auto", 15, 0, 0],
+         ["max", "ext_neg", "max", 15, 0, 0], ["max", "ext_pos", "max", 15, 0.2, 0.5],
+         [100, "q115_neg", "auto", 15, 0, 0.3], [3, "zeros", "auto", 0, 0, 0], [5, "random", "auto", 0, 0.5, 0.2],
+         [4, "random", "sh_max", 15, 0, 0], [2, "random", "m0", 15, 0, 0], [3, "random", "auto", (1 << 16) - 1, 0, 0],
+         [20, "random", "auto", 30, 0.3, 0.6]]
+B_SMALL = [[1, "random", "auto", 15, 0.2, 0.3], [4, "random", "auto", 15, 0.2, 0.3],
+           ["max", "ext_neg", "max", 15, 0.2, 0.3], ["max", "ext_pos", "max", 15, 0, 0],
+           ["max", "random", "auto", 3, 0.2, 0.3], [2, "zeros", "auto", 0, 0.2, 0.3],
+           [3, "random", "max", 15, 0.2, 0.3], [2, "random", "sh_max", 0, 0, 0.5]]
+
+CONFIGS = [
+    dict(mapping="yao2020", block=dict(), batches=B_YAO),
+    dict(mapping="small", block=dict(max_batch=5), batches=B_SMALL, overflow=True, idle=0.2, bp=0.3),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c["mapping"])
+def test_update_engine(cfg):
+    p = dict(cfg, seed=4321)
+    blk, _ = make_block(p)
+    harness.run_block(blk, "update_engine", "tb.test_update_engine", p)
