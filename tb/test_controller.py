@@ -27,7 +27,7 @@ if cocotb is not None:
         dp = Datapath(w.int_w, w.q)
         gold = dp.run(x)
         ctrl = build_controller()
-        await harness.start_clock_and_reset(dut)
+        await harness.start_clock_and_reset(dut, start_clock=False)
         await cosim.load_cells(dut, dp.array.i_units, dut.clk)
         t0 = time.perf_counter()
         cocotb.start_soon(cosim.feed_images(dut, x, dut.clk))
@@ -61,4 +61,4 @@ def test_controller_cosim():
     from tb.cosim import PE_MODEL, SimTop, adc_shift_for
     top = SimTop(build_controller(), adc_shift_for(ADC()))
     harness.run_block(top, "mcnn_sim", "tb.test_controller", {"first": 0, "n": 8}, extra_sources=[PE_MODEL],
-                      ports_only=True)
+                      ports_only=True, hdl_clock_ns=10)
