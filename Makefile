@@ -37,8 +37,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 sim: $(STAMP)
-	@echo "make sim: golden integer datapath on $(N) test images (co-simulation of the RTL arrives with issue #5)"
 	$(BIN)/mcnn eval --n $(N) --data $(DATA)
+	$(BIN)/mcnn sim --n $(N) --data $(DATA) $(if $(WAVES),--waves,)
 
 test: $(STAMP)
 	PATH="$(VERILATOR_ROOT)/bin:$$PATH" $(BIN)/python -m pytest -n $(JOBS) -q

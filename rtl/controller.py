@@ -26,10 +26,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden import cnn
+from golden.datapath import softmax_params
 from golden.mapping import Mapping, build_mapping
 
 from .pe_board import PEBoardSignature
 from .read_lane import ReadLane
+from .softmax import Softmax
 
 
 def _bits(n: int) -> int:
@@ -102,8 +104,8 @@ class Controller(wiring.Component):
     """Inference controller. Ports: `image` stream (4 pixels per word, raster order), `result`
     stream (class and logits per image), 8 PE-board ports, counters."""
 
-    def __init__(self, requant: dict, layers=cnn.YAO2020, mapping: Mapping | None = None, n_pe=8,
-                 n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24):
+    def __init__(self, requant: dict, softmax: tuple, layers=cnn.YAO2020, mapping: Mapping | None = None,
+                 n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24):
         self.steps = plan(layers, mapping, requant, n_bl=n_bl)
         self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
@@ -111,18 +113,22 @@ class Controller(wiring.Component):
         self.max_out = max(s.n_out for s in self.steps)
         self.n_classes = self.steps[-1].n_out
         self.logit_bits = logit_bits
+        self.softmax_m, self.softmax_sh = softmax
         h, w, c = self.steps[0].in_shape
         self.image_pixels = h * w * c
-        self.image_words = (self.image_pixels + 3) // 4
+        self.image_words = (self.image_pixels + 3) // 4 + 1   # + one word carrying the label
         self.result_layout = data.StructLayout({
             "cls": _bits(self.n_classes),
             "logits": data.ArrayLayout(signed(logit_bits), self.n_classes),
+            "p": data.ArrayLayout(unsigned(16), self.n_classes),       # Q1.15
+            "delta": data.ArrayLayout(signed(17), self.n_classes),     # Q1.15, p - onehot(label)
         })
         super().__init__({
             "image": In(stream.Signature(unsigned(32))),
             "result": Out(stream.Signature(self.result_layout)),
             "pe": Out(PEBoardSignature(n_bl, n_adc, code_bits, n_rows)).array(n_pe),
-            "cycles": Out(32),          # cycles of the last image, image accepted -> result valid
+            "cycles": Out(32),          # cycles of the last image, start -> logits ready
+            "timestamp": Out(32),       # free-running cycle counter (throughput = result spacing)
             "slot_reads": Out(32),      # totals since reset
             "conv_rounds": Out(32),
             "lane_idle": Out(32),       # lane-cycles with no group while a step runs (stalls)
@@ -152,8 +158,12 @@ class Controller(wiring.Component):
         load_addr = Signal(range(self.image_words + 1))
         img_full = Signal()
         m.d.comb += [self.image.ready.eq(~img_full), img_w.addr.eq(load_addr), img_w.data.eq(self.image.payload)]
+        label_in = Signal(8)
+        label = Signal(8)
         with m.If(self.image.valid & self.image.ready):
             m.d.comb += img_w.en.eq(1)
+            with m.If(load_addr == self.image_words - 1):
+                m.d.sync += label_in.eq(self.image.payload[:8])
             with m.If(load_addr == self.image_words - 1):
                 m.d.sync += [load_addr.eq(0), img_full.eq(1)]
             with m.Else():
@@ -163,6 +173,7 @@ class Controller(wiring.Component):
         step = Signal(range(len(steps) + 1))
         running = Signal()
         ncycles = Signal(32)
+        m.d.sync += self.timestamp.eq(self.timestamp + 1)
         with m.If(running):
             m.d.sync += ncycles.eq(ncycles + 1)
 
@@ -367,38 +378,46 @@ class Controller(wiring.Component):
         with m.If(res_valid & tag[1]):  # a new finished position: set wins over the clears above
             m.d.sync += hold_valid.eq(1)
 
-        # ------------------------------------------------------------ argmax + result
-        am_i = Signal(range(self.n_classes + 1))
-        am_best = Signal(signed(self.logit_bits))
-        am_idx = Signal(_bits(self.n_classes))
-        am_busy = Signal()
+        # ------------------------------------------------------------ softmax, delta, argmax, result
+        # rtl/softmax.py: K logits in (label from the image's last word), (index, p, delta, argmax) out.
+        K = self.n_classes
+        m.submodules.softmax = sm = Softmax(K, self.logit_bits)
+        m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh)]
+        am_busy = Signal()       # logits being fed / outputs being collected
+        sm_i = Signal(range(K + 1))
         larr = Array(logits)
+        m.d.comb += [sm.i.valid.eq(am_busy & (sm_i < K)), sm.i.payload.z.eq(larr[sm_i]),
+                     sm.i.payload.label.eq(label)]
         with m.If(final_ready & ~am_busy & ~self.result.valid):
-            m.d.sync += [am_busy.eq(1), am_i.eq(1), am_best.eq(logits[0]), am_idx.eq(0)]
-        with m.If(am_busy):
-            with m.If(am_i == self.n_classes):
+            m.d.sync += [am_busy.eq(1), sm_i.eq(0)]
+        with m.If(sm.i.valid & sm.i.ready):
+            m.d.sync += sm_i.eq(sm_i + 1)
+        m.d.comb += sm.o.ready.eq(~self.result.valid)
+        with m.If(sm.o.valid & sm.o.ready):
+            with m.Switch(sm.o.payload.index):
+                for o in range(K):
+                    with m.Case(o):
+                        m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
+                                     self.result.payload.delta[o].eq(sm.o.payload.delta)]
+            with m.If(sm.o.payload.last):
                 m.d.sync += [am_busy.eq(0), final_ready.eq(0), self.result.valid.eq(1),
-                             self.result.payload.cls.eq(am_idx)]
-                for o in range(self.n_classes):
+                             self.result.payload.cls.eq(sm.o.payload.argmax)]
+                for o in range(K):
                     m.d.sync += self.result.payload.logits[o].eq(logits[o])
-            with m.Else():
-                with m.If(larr[am_i] > am_best):
-                    m.d.sync += [am_best.eq(larr[am_i]), am_idx.eq(am_i)]
-                m.d.sync += am_i.eq(am_i + 1)
         with m.If(self.result.valid & self.result.ready):
             m.d.sync += self.result.valid.eq(0)
 
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()
         m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        with m.If(~running & img_full & ~final_ready & ~am_busy):
-            m.d.sync += [running.eq(1), step.eq(0), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
+        with m.If(~running & img_full):  # the softmax of the previous image may still be running
+            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
                          jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
         with m.If(post_done_step):
             m.d.sync += [post_done_step.eq(0), step.eq(step + 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
                          gi.eq(0), jj.eq(0), fetch_done.eq(0)]
         # the last step ends when the logits are taken; the image buffer is free once C1 is done
-        with m.If(running & final_ready & ~am_busy):
+        with m.If(running & final_ready):
             m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0)]
         with m.If(post_done_step & (step == 0)):
             m.d.sync += img_full.eq(0)
@@ -414,4 +433,4 @@ class Controller(wiring.Component):
 def default_instances():
     from golden import weights
     w = weights.load()
-    return {"mcnn_controller": Controller(w.q.requant)}
+    return {"mcnn_controller": Controller(w.q.requant, softmax_params(w.q.logit_scale))}

@@ -42,6 +42,8 @@ def cmd_eval(args):
     w = weights.load(args.weights)
     ds = _dataset(args)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
+    if args.stages == "all":
+        return _eval_all(args, w, ds, cfg)
     r = evaluate(w, ds, args.n, cfg=cfg)
     if args.json:
         print(json.dumps(r))
@@ -55,6 +57,39 @@ def cmd_eval(args):
     print(f"integer vs quantised: {r['agreement_integer_quantized']:.2f} % same prediction, "
           f"{r['logits_equal_images']}/{r['images']} images with identical logits")
     print(f"integer datapath: {r['seconds_integer']:.2f} s ({r['seconds_integer_10k']:.2f} s per 10k images)")
+
+
+def _eval_all(args, w, ds, cfg):
+    from golden.devices import preset
+    from golden.evaluate import evaluate_stages
+    from golden.report import StageOptions, format_table, plots, to_json
+
+    overrides = {}
+    if args.read_noise:
+        overrides["read_noise_rel"] = args.read_noise
+    preset(args.device, **overrides)   # unknown preset -> ValueError (exit 2)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    n_train = args.n_train
+    opt = StageOptions(device=args.device, overrides=overrides, mode=args.mode, n_train=n_train,
+                       iterations=args.iterations if args.iterations is not None else n_train // 100,
+                       rep_iterations=args.rep_iterations, record_every=args.record_every,
+                       adc_bits=args.adc_bits, age_hours=args.age_hours, keep_arrays=args.plots is not None)
+    if args.eta is not None:
+        opt.eta = args.eta
+    seeds = range(args.seed0, args.seed0 + args.seeds)
+    log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+    basic, st = evaluate_stages(w, ds, seeds, opt, jobs=args.jobs, n=args.n, cfg=cfg, log=log)
+    files = plots(st, args.plots) if args.plots is not None else []
+    if args.json:
+        d = to_json(st, basic)
+        d["plots"] = files
+        print(json.dumps(d))
+        return
+    print(f"MNIST test images: {basic['images']}, training images: {n_train} (weights {args.weights})")
+    print(format_table(basic, st))
+    for f in files:
+        print(f"wrote {f}")
 
 
 def cmd_bench(args):
@@ -72,6 +107,11 @@ def cmd_bench(args):
     print(json.dumps({"images": len(x), "golden_images_per_s": round(len(x) / dt, 1),
                       "seconds_integer_10k": round(dt * 10000 / len(x), 3),
                       "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}))
+
+
+def cmd_board(args):
+    from sw.board import print_result, run
+    print_result(run(args), args.json)
 
 
 def main(argv=None):
@@ -99,20 +139,47 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
     p.add_argument("--adc-bits", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--stages", choices=("ideal", "all"), default="ideal",
+                   help="ideal: float / 15-level / integer datapath (default); all: + weight transfer through "
+                        "the device model, hybrid training, replicated convolver groups, over --seeds device seeds")
+    p.add_argument("--seeds", type=int, default=5, help="number of device seeds for --stages all (default 5)")
+    p.add_argument("--seed0", type=int, default=0, help="first device seed (default 0)")
+    p.add_argument("--device", default="yao2020",
+                   help="device preset: yao2020 (default), bennett2019, bennett2019-linear, li2018, ideal")
+    p.add_argument("--mode", choices=("closed", "open"), default="closed",
+                   help="hybrid-training programming: closed-loop write-verify (default) or open-loop pulses")
+    p.add_argument("--eta", type=float, default=None, help="hybrid-training learning rate (default: the selected one)")
+    p.add_argument("--iterations", type=int, default=None, help="hybrid-training iterations (default: one epoch)")
+    p.add_argument("--rep-iterations", type=int, default=300,
+                   help="iterations of the replicated-group training (default 300 = 100 rounds x 3 groups)")
+    p.add_argument("--n-train", type=int, default=55000, help="training images (default the first 55,000)")
+    p.add_argument("--record-every", type=int, default=50, help="record test/training error every N iterations")
+    p.add_argument("--read-noise", type=float, default=0.0, help="relative read noise per cell and read (default 0)")
+    p.add_argument("--age-hours", type=float, default=0.0, help="age the hybrid-trained board (drift), re-evaluate")
+    p.add_argument("--jobs", type=int, default=2, help="processes for the device seeds (default 2)")
+    p.add_argument("--plots", type=Path, default=None, help="directory for PNG plots (Fig. 1c, 3c-e, 3f, ED 8)")
     p.set_defaults(fn=cmd_eval)
+
+    from sw import sim
+    sim.add_parser(sub, common)
 
     p = sub.add_parser("bench", help="benchmarks, one JSON object")
     common(p)
     p.add_argument("--n", type=int, default=10000)
     p.set_defaults(fn=cmd_bench)
 
+    from sw.board import add_arguments as board_arguments
+    p = sub.add_parser("board", help="UART link to the board or its simulation: identify, status, fault injection")
+    board_arguments(p)
+    p.set_defaults(fn=cmd_board)
+
     args = ap.parse_args(argv)
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except (IDXError, WeightsError, ValueError) as e:
         print(f"mcnn {args.cmd}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

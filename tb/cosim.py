@@ -31,7 +31,7 @@ class SimTop(wiring.Component):
         super().__init__({
             "image": sig["image"],
             "result": sig["result"],
-            "cycles": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32), "lane_idle": Out(32),
+            "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32), "lane_idle": Out(32),
             "overrun": Out(1),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
         })
@@ -42,7 +42,7 @@ class SimTop(wiring.Component):
         m.submodules.ctrl = c
         wiring.connect(m, wiring.flipped(self.image), c.image)
         wiring.connect(m, c.result, wiring.flipped(self.result))
-        m.d.comb += [self.cycles.eq(c.cycles), self.slot_reads.eq(c.slot_reads),
+        m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp), self.slot_reads.eq(c.slot_reads),
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
                      self.overrun.eq(c.overrun)]
         for p in range(c.n_pe):
@@ -87,16 +87,17 @@ async def load_cells(dut, i_units, clk):
     dut.cfg_we.value = 0
 
 
-def image_words(img):
+def image_words(img, label=0):
+    """Pixels, 4 per 32-bit word (first pixel in the low byte), then one word with the label."""
     px = [int(v) for v in img.reshape(-1)]
     px += [0] * (-len(px) % 4)
-    return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24 for i in range(0, len(px), 4)]
+    return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24 for i in range(0, len(px), 4)] + [int(label)]
 
 
-async def feed_images(dut, images, clk):
+async def feed_images(dut, images, clk, labels=None):
     from cocotb.triggers import ReadOnly, RisingEdge
-    for img in images:
-        for wv in image_words(img):
+    for n, img in enumerate(images):
+        for wv in image_words(img, 0 if labels is None else labels[n]):
             dut.image__payload.value = wv
             dut.image__valid.value = 1
             while True:
@@ -120,11 +121,14 @@ async def collect_results(dut, n, layout, clk, on_result=None):
         await ReadOnly()
         raw = int(dut.result__payload.value)
         r = unpack(layout, raw)
-        f = layout["logits"]
-        k, w = f.shape.length, f.shape.elem_shape.width
-        r["logits"] = [(((raw >> (f.offset + i * w)) & ((1 << w) - 1)) ^ (1 << (w - 1))) - (1 << (w - 1))
-                       for i in range(k)]
+        for name in ("logits", "p", "delta"):
+            f = layout[name]
+            k, es = f.shape.length, f.shape.elem_shape
+            w = es.width
+            vals = [(raw >> (f.offset + i * w)) & ((1 << w) - 1) for i in range(k)]
+            r[name] = [v - (1 << w) if es.signed and v >> (w - 1) else v for v in vals]
         r["cycles"] = int(dut.cycles.value)
+        r["timestamp"] = int(dut.timestamp.value)
         out.append(r)
         if on_result:
             on_result(r)

@@ -67,7 +67,7 @@ def _fast_runner():
 
 
 def run_block(component, name: str, test_module: str, params: dict, testcase=None, waves=None, seed=None,
-              extra_sources=(), ports_only=False, hdl_clock_ns=None):
+              extra_sources=(), ports_only=False, hdl_clock_ns=None, log_to_terminal=False):
     """Build `component` as Verilog top `name` and run cocotb `test_module` on it."""
     from cocotb_tools.runner import get_results, get_runner
 
@@ -106,7 +106,7 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
                           testcase=testcase, waves=waves, seed=seed,
                           extra_env={"MCNN_TB_PARAMS": json.dumps(params),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-                          log_file=tdir / "test.log")
+                          log_file=None if log_to_terminal else tdir / "test.log")
     n, failed = get_results(results)
     assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
     assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
