@@ -93,6 +93,9 @@ def _eval_all(args, w, ds, cfg):
 
 
 def cmd_bench(args):
+    """Golden datapath on the full test set, then a co-simulation of --cosim-n images: one JSON object."""
+    import tempfile
+
     from golden import weights
     from golden.datapath import Datapath
 
@@ -104,9 +107,25 @@ def cmd_bench(args):
     t0 = time.perf_counter()
     res = dp.run(x)
     dt = time.perf_counter() - t0
-    print(json.dumps({"images": len(x), "golden_images_per_s": round(len(x) / dt, 1),
-                      "seconds_integer_10k": round(dt * 10000 / len(x), 3),
-                      "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}))
+    out = {"images": len(x), "golden_images_per_s": round(len(x) / dt, 1),
+           "seconds_integer_10k": round(dt * 10000 / len(x), 3),
+           "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}
+    if args.cosim_n:
+        from tb import sim_top
+        with tempfile.TemporaryDirectory() as td:
+            rep = Path(td) / "report.json"
+            params = {"weights": str(Path(args.weights).resolve()), "data": str(Path(args.data).resolve()),
+                      "n": args.cosim_n, "report": str(rep), "progress": False}
+            try:
+                sim_top.run(w, params)
+            except AssertionError:
+                if not rep.exists():
+                    raise
+            r = json.loads(rep.read_text())
+        out.update({k: r[k] for k in ("cosim_images_per_s", "cycles_per_image", "bound_cycles_per_image",
+                                      "measured_over_bound", "bitexact_images", "mismatched_images")})
+        out["cosim_images"] = r["images"]
+    print(json.dumps(out))
 
 
 def cmd_board(args):
@@ -165,7 +184,8 @@ def main(argv=None):
 
     p = sub.add_parser("bench", help="benchmarks, one JSON object")
     common(p)
-    p.add_argument("--n", type=int, default=10000)
+    p.add_argument("--n", type=int, default=10000, help="images for the golden datapath")
+    p.add_argument("--cosim-n", type=int, default=300, help="images for the RTL co-simulation (0: skip)")
     p.set_defaults(fn=cmd_bench)
 
     from sw.board import add_arguments as board_arguments

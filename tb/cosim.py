@@ -31,7 +31,8 @@ class SimTop(wiring.Component):
         super().__init__({
             "image": sig["image"],
             "result": sig["result"],
-            "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32), "lane_idle": Out(32),
+            "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32),
+            "lane_idle": Out(32),
             "overrun": Out(1),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
         })
@@ -42,7 +43,8 @@ class SimTop(wiring.Component):
         m.submodules.ctrl = c
         wiring.connect(m, wiring.flipped(self.image), c.image)
         wiring.connect(m, c.result, wiring.flipped(self.result))
-        m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp), self.slot_reads.eq(c.slot_reads),
+        m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp),
+                     self.slot_reads.eq(c.slot_reads),
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
                      self.overrun.eq(c.overrun)]
         for p in range(c.n_pe):
