@@ -32,6 +32,7 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .read_lane import ReadLane
 from .softmax import Softmax
+from .write_verify import WriteVerify
 
 
 def _bits(n: int) -> int:
@@ -117,6 +118,7 @@ class Controller(wiring.Component):
         h, w, c = self.steps[0].in_shape
         self.image_pixels = h * w * c
         self.image_words = (self.image_pixels + 3) // 4 + 1   # + one word carrying the label
+        self.wv = WriteVerify(n_pe, n_rows, n_bl)
         self.result_layout = data.StructLayout({
             "cls": _bits(self.n_classes),
             "logits": data.ArrayLayout(signed(logit_bits), self.n_classes),
@@ -127,6 +129,12 @@ class Controller(wiring.Component):
             "image": In(stream.Signature(unsigned(32))),
             "result": Out(stream.Signature(self.result_layout)),
             "pe": Out(PEBoardSignature(n_bl, n_adc, code_bits, n_rows)).array(n_pe),
+            # programming: cell commands in, per-cell results out (rtl/write_verify.py); the
+            # request/response pair goes to the PE board's programming drivers and verify ADC
+            "prog": In(stream.Signature(self.wv.cmd_layout)),
+            "prog_res": Out(stream.Signature(self.wv.res_layout)),
+            "prog_req": Out(stream.Signature(self.wv.req_layout)),
+            "prog_rsp": In(stream.Signature(self.wv.rsp_layout)),
             "cycles": Out(32),          # cycles of the last image, start -> logits ready
             "timestamp": Out(32),       # free-running cycle counter (throughput = result spacing)
             "slot_reads": Out(32),      # totals since reset
@@ -143,6 +151,13 @@ class Controller(wiring.Component):
             lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
             m.submodules[f"lane{li}"] = lane
             lanes.append(lane)
+
+        # ------------------------------------------------------------ programming path
+        m.submodules.write_verify = wv = self.wv
+        wiring.connect(m, wiring.flipped(self.prog), wv.cmd)
+        wiring.connect(m, wv.res, wiring.flipped(self.prog_res))
+        wiring.connect(m, wv.req, wiring.flipped(self.prog_req))
+        wiring.connect(m, wiring.flipped(self.prog_rsp), wv.rsp)
 
         # ------------------------------------------------------------ feature maps
         m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])

@@ -31,6 +31,7 @@ class SimTop(wiring.Component):
         super().__init__({
             "image": sig["image"],
             "result": sig["result"],
+            "prog": sig["prog"], "prog_res": sig["prog_res"], "prog_req": sig["prog_req"], "prog_rsp": sig["prog_rsp"],
             "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32),
             "lane_idle": Out(32),
             "overrun": Out(1),
@@ -43,6 +44,10 @@ class SimTop(wiring.Component):
         m.submodules.ctrl = c
         wiring.connect(m, wiring.flipped(self.image), c.image)
         wiring.connect(m, c.result, wiring.flipped(self.result))
+        wiring.connect(m, wiring.flipped(self.prog), c.prog)
+        wiring.connect(m, c.prog_res, wiring.flipped(self.prog_res))
+        wiring.connect(m, c.prog_req, wiring.flipped(self.prog_req))
+        wiring.connect(m, wiring.flipped(self.prog_rsp), c.prog_rsp)
         m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp),
                      self.slot_reads.eq(c.slot_reads),
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
@@ -135,3 +140,78 @@ async def collect_results(dut, n, layout, clk, on_result=None):
         if on_result:
             on_result(r)
     return out
+
+
+async def program_cells(dut, clk, cells, backend, on_result=None):
+    """Transfer through the RTL write-verify sequencer: `cells` = [(pe, row, bl, target_code)].
+
+    The controller issues verify reads and SET/RESET pulses on prog_req; `backend` (the golden
+    device physics) answers: backend.begin(pe, row, bl) when a cell starts, .read() -> verify code,
+    .pulse(direction), .end(ok, pulses) -> the cell's new read current in I_Q units, which is
+    written into the HDL array model so that inference sees the programmed cell. Python follows
+    the programming cycle by cycle (a few hundred thousand cycles for a whole board); inference
+    never does.
+    """
+    from cocotb.triggers import ReadOnly, RisingEdge
+
+    from tb.harness import pack, unpack
+    ctrl_layouts = backend.layouts
+    n = len(cells)
+    results = []
+    sent = 0
+    rsp_queue = []
+    cfg_write = None
+    current = None
+    dut.prog_req__ready.value = 1
+    dut.prog_res__ready.value = 1
+    while len(results) < n:
+        # drive this cycle's inputs
+        if sent < n:
+            pe, row, bl, tgt = cells[sent]
+            dut.prog__payload.value = pack(ctrl_layouts["cmd"], pe=pe, row=row, bl=bl, target=tgt)
+            dut.prog__valid.value = 1
+        else:
+            dut.prog__valid.value = 0
+        if rsp_queue:
+            dut.prog_rsp__payload.value = pack(ctrl_layouts["rsp"], code=rsp_queue[0])
+            dut.prog_rsp__valid.value = 1
+        else:
+            dut.prog_rsp__valid.value = 0
+        if cfg_write is not None:
+            dut.cfg_we.value, dut.cfg_pe.value = 1, cfg_write[0]
+            dut.cfg_addr.value, dut.cfg_data.value = cfg_write[1], cfg_write[2]
+            cfg_write = None
+        else:
+            dut.cfg_we.value = 0
+        await ReadOnly()
+        if sent < n and dut.prog__ready.value:
+            sent += 1
+        if rsp_queue and dut.prog_rsp__ready.value:
+            rsp_queue.pop(0)
+        if dut.prog_res__valid.value:
+            r = unpack(ctrl_layouts["res"], int(dut.prog_res__payload.value))
+            units = backend.end(bool(r["ok"]), r["pulses"])
+            cfg_write = (r["pe"], r["row"] * 16 + r["bl"], units)
+            current = None
+            results.append(r)
+            if on_result:
+                on_result(r)
+        if dut.prog_req__valid.value:
+            q = unpack(ctrl_layouts["req"], int(dut.prog_req__payload.value))
+            addr = (q["pe"], q["row"], q["bl"])
+            if current != addr:
+                backend.begin(*addr)
+                current = addr
+            if q["op"] == 2:   # READ
+                rsp_queue.append(backend.read())
+            else:              # SET = 0, RESET = 1 (golden.write_verify.Pulse)
+                backend.pulse(q["op"])
+        await RisingEdge(clk)
+    if cfg_write is not None:
+        dut.cfg_we.value, dut.cfg_pe.value = 1, cfg_write[0]
+        dut.cfg_addr.value, dut.cfg_data.value = cfg_write[1], cfg_write[2]
+        await RisingEdge(clk)
+    dut.cfg_we.value = 0
+    dut.prog__valid.value = 0
+    dut.prog_rsp__valid.value = 0
+    return results
