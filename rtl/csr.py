@@ -1,0 +1,337 @@
+"""Control/status registers: register classes, a map builder, an Amaranth CSR bank, host constants.
+
+amaranth-soc is not available, so this is a small self-contained mechanism:
+
+* **Registers** are small classes (amaranth-soc gpio.py style). A register has a name, a width
+  (1..32 bits), an access mode and a reset value, and its docstring is its documentation::
+
+      class Scratch(Register, access="rw"):
+          "Free 32-bit register for the host (link tests)."
+
+      class NPe(Register, access="ro", const=True):
+          "Number of processing elements."
+
+      Scratch(), NPe(reset=8), Register("mode", width=2, access="rw", doc="...")
+
+  Access modes: ``ro`` (read-only; a hardware input port, or a constant with ``const=True``),
+  ``rw`` (read/write storage; an output port), ``w1c`` (sticky bits: hardware sets them through
+  the ``<name>_set`` input port, the host clears a bit by writing 1 to it; an output port too).
+  The name is the class name in snake_case unless given.
+
+* **Blocks** group registers (``Block("link", [...], windows={...})``); ``build_map(blocks)`` places
+  the blocks one after another, each aligned to a power of two at least its size, and assigns one
+  32-bit word address per register. Register names in the map are ``<block>_<register>``.
+  The controller adds its own blocks later: ``build_map([link_block(), *controller_blocks])``.
+  A *window* is a named run of consecutive registers of a block (the link's IDENTIFY and STATUS
+  commands read theirs).
+
+* **CsrBank** is the hardware: a CSR bus in (``CsrBus``: address, read/write strobes, write data;
+  read data one cycle after the read strobe; ``r_ok``/``w_ok`` tell combinationally whether the
+  address is readable/writable), register fields out (``bank.regs.<name>``).
+
+* **Host constants**: ``render_host_module(map)`` is the text of ``sw/csr_map.py``;
+  ``python -m rtl.csr`` (re)writes it from ``project_map()``, ``python -m rtl.csr --check`` fails
+  if it is out of date (tests/test_link_host.py checks this too).
+
+The map hash (``CsrMap.hash``) is the CRC-32 of the names, addresses, widths and access modes
+(not the reset values, so elaboration parameters do not change it); it is readable on the device
+(``link_map_hash``) and the host driver compares it with the generated constants.
+"""
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+ACCESS = ("ro", "rw", "w1c")
+DATA_WIDTH = 32
+ROOT = Path(__file__).resolve().parent.parent
+HOST_MODULE = ROOT / "sw" / "csr_map.py"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+class Register:
+    """One CSR (see the module docstring). Subclass with class keywords or instantiate directly."""
+    access: str = "rw"
+    width: int = DATA_WIDTH
+    reset: int = 0
+    const: bool = False
+    doc: str = ""
+
+    def __init_subclass__(cls, access=None, width=None, reset=None, const=None, **kw):
+        super().__init_subclass__(**kw)
+        if access is not None:
+            cls.access = access
+        if width is not None:
+            cls.width = width
+        if reset is not None:
+            cls.reset = reset
+        if const is not None:
+            cls.const = const
+        cls.doc = " ".join((cls.__doc__ or "").split())
+
+    def __init__(self, name: str | None = None, *, access=None, width=None, reset=None, const=None,
+                 doc=None):
+        self.name = name if name is not None else _snake(type(self).__name__)
+        self.access = access if access is not None else type(self).access
+        self.width = width if width is not None else type(self).width
+        self.reset = reset if reset is not None else type(self).reset
+        self.const = const if const is not None else type(self).const
+        self.doc = doc if doc is not None else type(self).doc
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(f"register name {self.name!r}: lower-case identifier expected")
+        if self.access not in ACCESS:
+            raise ValueError(f"register {self.name}: access {self.access!r} not in {ACCESS}")
+        if not 1 <= self.width <= DATA_WIDTH:
+            raise ValueError(f"register {self.name}: width {self.width} not in 1..{DATA_WIDTH}")
+        if not 0 <= self.reset < (1 << self.width):
+            raise ValueError(f"register {self.name}: reset {self.reset:#x} does not fit {self.width} bits")
+        if self.const and self.access != "ro":
+            raise ValueError(f"register {self.name}: only ro registers can be constants")
+
+    def __repr__(self):
+        const = " const" if self.const else ""
+        return f"<Register {self.name} {self.access}{const} w{self.width} reset={self.reset:#x}>"
+
+
+@dataclass
+class Block:
+    """A named group of registers, placed contiguously. windows: {window: (first_reg, last_reg)}."""
+    name: str
+    registers: list
+    doc: str = ""
+    windows: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        names = [r.name for r in self.registers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"block {self.name}: duplicate register names {sorted(dup)}")
+        if not self.registers:
+            raise ValueError(f"block {self.name}: no registers")
+        for w, (a, b) in self.windows.items():
+            if a not in names or b not in names or names.index(a) > names.index(b):
+                raise ValueError(f"block {self.name}: window {w} ({a}..{b}) is not a run of its registers")
+
+
+@dataclass(frozen=True)
+class MappedRegister:
+    name: str       # <block>_<register>
+    addr: int       # word address
+    block: str
+    reg: Register
+
+    @property
+    def access(self):
+        return self.reg.access
+
+    @property
+    def width(self):
+        return self.reg.width
+
+
+@dataclass
+class CsrMap:
+    registers: list            # [MappedRegister], by address
+    blocks: dict               # block name -> (base, size)
+    windows: dict              # "<block>_<window>" -> (addr, count)
+    size: int                  # address space in words (power of two)
+
+    @property
+    def addr_width(self) -> int:
+        return max(1, (self.size - 1).bit_length())
+
+    def __getitem__(self, name) -> MappedRegister:
+        for r in self.registers:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def hash(self) -> int:
+        desc = [(r.name, r.addr, r.width, r.access, r.reg.const) for r in self.registers]
+        return zlib.crc32(json.dumps(desc).encode())
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def build_map(blocks, base: int = 0) -> CsrMap:
+    """Assign addresses: blocks in order, each aligned to a power of two >= its size."""
+    regs, bmap, windows = [], {}, {}
+    addr = base
+    for b in blocks:
+        if b.name in bmap:
+            raise ValueError(f"block {b.name!r} twice in the map")
+        size = _pow2(len(b.registers))
+        addr = (addr + size - 1) // size * size
+        bmap[b.name] = (addr, size)
+        names = [r.name for r in b.registers]
+        for i, r in enumerate(b.registers):
+            regs.append(MappedRegister(f"{b.name}_{r.name}", addr + i, b.name, r))
+        for w, (first, last) in b.windows.items():
+            windows[f"{b.name}_{w}"] = (addr + names.index(first), names.index(last) - names.index(first) + 1)
+        addr += size
+    full = [r.name for r in regs]
+    if len(set(full)) != len(full):
+        raise ValueError("duplicate register names across blocks")
+    return CsrMap(regs, bmap, windows, _pow2(max(addr, 2)))
+
+
+# ------------------------------------------------------------------ hardware
+
+class CsrBus(wiring.Signature):
+    """CSR bus, from the master's side. One access per strobe; r_data is valid the cycle after
+    r_stb. r_ok / w_ok: the current address holds a readable / writable register (combinational)."""
+
+    def __init__(self, addr_width: int):
+        self.addr_width = addr_width
+        super().__init__({
+            "addr": Out(addr_width),
+            "r_stb": Out(1),
+            "r_data": In(DATA_WIDTH),
+            "r_ok": In(1),
+            "w_stb": Out(1),
+            "w_data": Out(DATA_WIDTH),
+            "w_ok": In(1),
+        })
+
+
+def field_signature(csr_map: CsrMap) -> wiring.Signature:
+    """Register fields as seen from the bank: rw/w1c values out, ro values and w1c set bits in."""
+    members = {}
+    for r in csr_map.registers:
+        if r.access in ("rw", "w1c"):
+            members[r.name] = Out(r.width, init=r.reg.reset)
+        if r.access == "w1c":
+            members[f"{r.name}_set"] = In(r.width)
+        if r.access == "ro" and not r.reg.const:
+            members[r.name] = In(r.width)
+    return wiring.Signature(members)
+
+
+class CsrBank(wiring.Component):
+    """Registers of `csr_map` behind a CsrBus. Writes to read-only or unmapped addresses are ignored
+    (the bus master checks w_ok first and reports the error); reads of unmapped addresses give 0."""
+
+    def __init__(self, csr_map: CsrMap):
+        self.map = csr_map
+        super().__init__({"bus": In(CsrBus(csr_map.addr_width)), "regs": Out(field_signature(csr_map))})
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        r_value = Signal(DATA_WIDTH)
+        with m.Switch(bus.addr):
+            for r in self.map.registers:
+                with m.Case(r.addr):
+                    m.d.comb += bus.r_ok.eq(1)
+                    if r.access != "ro":
+                        m.d.comb += bus.w_ok.eq(1)
+                    m.d.comb += r_value.eq(r.reg.reset if r.reg.const else getattr(self.regs, r.name))
+        with m.If(bus.r_stb):
+            m.d.sync += bus.r_data.eq(r_value)
+        for r in self.map.registers:
+            f = getattr(self.regs, r.name, None)
+            hit = bus.w_stb & (bus.addr == r.addr)
+            if r.access == "rw":
+                with m.If(hit):
+                    m.d.sync += f.eq(bus.w_data[:r.width])
+            elif r.access == "w1c":
+                s = getattr(self.regs, f"{r.name}_set")
+                with m.If(hit):
+                    m.d.sync += f.eq((f & ~bus.w_data[:r.width]) | s)
+                with m.Else():
+                    m.d.sync += f.eq(f | s)
+        return m
+
+
+# ------------------------------------------------------------------ host constants
+
+def project_map() -> CsrMap:
+    """The CSR map of the design with default parameters. The controller top will add its blocks
+    here (with_map_hash([link_block(), *controller_blocks()])), the same list LinkTop gets."""
+    from rtl.link import link_block, with_map_hash
+    return with_map_hash([link_block()])
+
+
+def render_host_module(csr_map: CsrMap) -> str:
+    lines = [
+        '"""CSR map of the mcnn design (host constants).',
+        "",
+        "GENERATED by `python -m rtl.csr` from rtl.csr.project_map() -- do not edit by hand;",
+        "tests/test_link_host.py fails when this file is out of date.",
+        '"""',
+        "from typing import NamedTuple",
+        "",
+        "",
+        "class Reg(NamedTuple):",
+        "    name: str",
+        "    addr: int",
+        "    width: int",
+        "    access: str  # ro | rw | w1c",
+        "    reset: int",
+        "    const: bool",
+        "    doc: str",
+        "",
+        "",
+        f"MAP_HASH = {csr_map.hash:#010x}",
+        f"ADDR_WIDTH = {csr_map.addr_width}",
+        f"SIZE = {csr_map.size}",
+        "",
+        "# word addresses",
+    ]
+    for r in csr_map.registers:
+        lines.append(f"{r.name.upper()} = {r.addr:#06x}")
+    lines += ["", "REGISTERS = {"]
+    for r in csr_map.registers:
+        lines.append(f"    {r.name!r}: Reg({r.name!r}, {r.addr:#06x}, {r.width}, {r.access!r}, {r.reg.reset:#x}, "
+                     f"{r.reg.const},")
+        doc = textwrap.wrap(r.reg.doc, 90, drop_whitespace=False) or [""]
+        for i, part in enumerate(doc):
+            end = ")," if i == len(doc) - 1 else ""
+            lines.append(f"        {part!r}{end}")
+    lines += ["}", "", "BLOCKS = {"]
+    for b, (base, size) in csr_map.blocks.items():
+        lines.append(f"    {b!r}: ({base:#06x}, {size}),")
+    lines += ["}", "", "# named runs of registers: (first address, count)", "WINDOWS = {"]
+    for w, (a, n) in csr_map.windows.items():
+        lines.append(f"    {w!r}: ({a:#06x}, {n}),")
+    lines += ["}", "", "BY_ADDR = {r.addr: r for r in REGISTERS.values()}", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="write sw/csr_map.py from the CSR map")
+    ap.add_argument("--check", action="store_true", help="only check that the file is up to date")
+    ap.add_argument("--out", type=Path, default=HOST_MODULE)
+    args = ap.parse_args(argv)
+    text = render_host_module(project_map())
+    if args.check:
+        ok = args.out.exists() and args.out.read_text() == text
+        print(f"{args.out}: {'up to date' if ok else 'OUT OF DATE (run python -m rtl.csr)'}")
+        return 0 if ok else 1
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def default_instances():
+    return {"csr_bank": CsrBank(project_map())}
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

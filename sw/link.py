@@ -1,0 +1,349 @@
+"""Host side of the UART link protocol (docs/link.md): frames, parsing, retries, errors.
+
+Frame (both directions; all multi-byte fields little-endian):
+
+    A5 5A | SEQ | CODE | LEN_L LEN_H | HCHK | PAYLOAD (LEN bytes) | CRC0 CRC1 CRC2 CRC3
+            '----- header -----'
+    HCHK = zlib.crc32(header) & 0xFF           (rejects a corrupted LEN before it is trusted)
+    CRC  = zlib.crc32(header + HCHK + PAYLOAD)  (CRC-32/ISO-HDLC, the same as the RTL's)
+
+CODE is the command (bit 7 clear) in a request and 0x80 | status in a response; a response
+carries the SEQ of its request. The host keeps one command outstanding (stop-and-wait), retries a
+command with the *same* SEQ after a timeout or a NACK(CRC), and the device answers a repeated
+frame (same SEQ and CRC as the frame it executed last) from its replay buffer instead of executing
+it again. The CRCs are computed with the standard library (zlib), never by hand.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+SYNC = b"\xA5\x5A"
+HEADER_BYTES = 4
+OVERHEAD = len(SYNC) + HEADER_BYTES + 1 + 4   # 11 bytes around the payload
+MAX_LEN = 0xFFFF
+RESPONSE = 0x80
+
+
+class Cmd(enum.IntEnum):
+    PING = 0x01        # payload: any bytes (<= max_payload, max_response) -> response: the same bytes
+    IDENTIFY = 0x02    # no payload -> the link_identify CSR window, u32 words
+    STATUS = 0x03      # no payload -> the link_status CSR window, u32 words
+    RESET = 0x04       # payload u32 flags (RESET_*) -> empty
+    CSR_READ = 0x10    # payload u16 addr, u16 count -> count u32 words
+    CSR_WRITE = 0x11   # payload u16 addr, u16 reserved (0), count u32 words -> empty
+    STREAM = 0x20      # payload n >= 1 u32 words -> controller command stream; response: its words
+
+
+class Status(enum.IntEnum):
+    OK = 0x00
+    CRC = 0x01           # the device received a frame with a valid header but a wrong CRC-32
+    TOO_LONG = 0x02      # LEN > the device's max_payload
+    UNKNOWN_CMD = 0x03
+    BAD_LENGTH = 0x04    # payload length not valid for the command
+    BAD_ARG = 0x05       # an argument out of range (count 0 or too large, reserved bits set)
+    BAD_ADDR = 0x06      # CSR address not mapped
+    READ_ONLY = 0x07     # CSR write to a read-only register
+    TIMEOUT = 0x08       # the controller did not take / answer a STREAM command in time
+    OVERFLOW = 0x09      # the controller's response did not fit the device's response buffer
+
+
+# sticky bits of the link_flags register (w1c) and the link's event counters, in register order
+FLAG_BITS = ("crc_error", "framing_error", "dropped_frame", "dup_frame", "stream_timeout",
+             "stream_overflow", "uart_break", "stream_discard")
+COUNTERS = ("crc_errors", "framing_errors", "dropped_frames", "dup_frames", "executed", "stream_discards")
+
+RESET_CONTROLLER = 1 << 0   # pulse the controller's soft reset
+RESET_COUNTERS = 1 << 1     # clear the link's error counters (the `executed` counter included)
+RESET_FLAGS_MASK = RESET_CONTROLLER | RESET_COUNTERS
+
+
+def hchk(header: bytes) -> int:
+    return zlib.crc32(header) & 0xFF
+
+
+def build_frame(seq: int, code: int, payload: bytes = b"") -> bytes:
+    payload = bytes(payload)
+    if len(payload) > MAX_LEN:
+        raise ValueError(f"payload of {len(payload)} bytes > {MAX_LEN}")
+    head = struct.pack("<BBH", seq & 0xFF, code & 0xFF, len(payload))
+    body = head + bytes([hchk(head)]) + payload
+    return SYNC + body + struct.pack("<I", zlib.crc32(body))
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    code: int
+    payload: bytes
+    crc: int
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.code & RESPONSE)
+
+    @property
+    def status(self) -> int:
+        return self.code & 0x7F
+
+
+@dataclass(frozen=True)
+class ParseError:
+    kind: str   # "header" (HCHK mismatch), "too_long", "crc"
+
+
+class FrameParser:
+    """Incremental frame parser with resynchronisation: after any error it rescans from the byte
+    after the rejected sync, so a frame hidden behind garbage or a false sync is still found."""
+
+    def __init__(self, max_len: int = MAX_LEN):
+        self.max_len = max_len
+        self.buf = bytearray()
+        self.garbage = 0
+
+    def feed(self, data: bytes) -> list:
+        self.buf += data
+        out = []
+        buf = self.buf
+        while True:
+            i = buf.find(SYNC)
+            if i < 0:
+                keep = 1 if buf[-1:] == SYNC[:1] else 0
+                self.garbage += len(buf) - keep
+                del buf[:len(buf) - keep]
+                return out
+            if i:
+                self.garbage += i
+                del buf[:i]
+            if len(buf) < 7:
+                return out
+            head = bytes(buf[2:6])
+            if hchk(head) != buf[6]:
+                out.append(ParseError("header"))
+                del buf[:1]
+                continue
+            seq, code, n = struct.unpack("<BBH", head)
+            if n > self.max_len:
+                out.append(ParseError("too_long"))
+                del buf[:1]
+                continue
+            total = 7 + n + 4
+            if len(buf) < total:
+                return out
+            crc = struct.unpack_from("<I", buf, 7 + n)[0]
+            if zlib.crc32(bytes(buf[2:7 + n])) != crc:
+                out.append(ParseError("crc"))
+                del buf[:1]
+                continue
+            out.append(Frame(seq, code, bytes(buf[7:7 + n]), crc))
+            del buf[:total]
+
+    def abort_partial(self) -> list:
+        """Give up a frame still waiting for bytes (after a timeout): rescan past its sync."""
+        if self.buf[:2] == SYNC:
+            del self.buf[:1]
+            return self.feed(b"")
+        return []
+
+
+# ------------------------------------------------------------------ errors
+
+class LinkError(Exception):
+    """Base of every error of the link layer."""
+
+
+class LinkTimeout(LinkError):
+    """No valid response after all attempts (device hung, disconnected or the line too noisy)."""
+
+    def __init__(self, cmd, seq, attempts, problems):
+        self.cmd, self.seq, self.attempts, self.problems = cmd, seq, attempts, dict(problems)
+        what = ", ".join(f"{n} x {k}" for k, n in sorted(self.problems.items())) or "nothing received"
+        super().__init__(f"{_name(cmd)} (seq {seq}): no valid response after {attempts} attempts ({what})")
+
+
+class ProtocolError(LinkError):
+    """A response that passed its CRC but does not fit the command (wrong payload size, ...)."""
+
+
+class DeviceError(LinkError):
+    """The device executed (or refused) the command and answered with an error status."""
+    status = None
+
+    def __init__(self, cmd, seq, status, detail=""):
+        self.cmd, self.seq = cmd, seq
+        self.status = status
+        name = Status(status).name if status in Status._value2member_map_ else f"status {status:#04x}"
+        super().__init__(f"{_name(cmd)} (seq {seq}) refused by the device: {name}"
+                         + (f" -- {detail}" if detail else ""))
+
+
+class FrameTooLong(DeviceError):
+    pass
+
+
+class UnknownCommand(DeviceError):
+    pass
+
+
+class BadLength(DeviceError):
+    pass
+
+
+class BadArgument(DeviceError):
+    pass
+
+
+class BadAddress(DeviceError):
+    pass
+
+
+class ReadOnlyRegister(DeviceError):
+    pass
+
+
+class DeviceTimeout(DeviceError):
+    pass
+
+
+class ResponseOverflow(DeviceError):
+    pass
+
+
+_DEVICE_ERRORS = {Status.TOO_LONG: FrameTooLong, Status.UNKNOWN_CMD: UnknownCommand, Status.BAD_LENGTH: BadLength,
+                  Status.BAD_ARG: BadArgument, Status.BAD_ADDR: BadAddress, Status.READ_ONLY: ReadOnlyRegister,
+                  Status.TIMEOUT: DeviceTimeout, Status.OVERFLOW: ResponseOverflow}
+
+
+def device_error(cmd, seq, status, detail="") -> DeviceError:
+    return _DEVICE_ERRORS.get(status, DeviceError)(cmd, seq, status, detail)
+
+
+def _name(cmd) -> str:
+    try:
+        return Cmd(cmd).name
+    except ValueError:
+        return f"command {int(cmd):#04x}"
+
+
+# ------------------------------------------------------------------ the host end of the link
+
+@dataclass
+class LinkStats:
+    commands: int = 0        # transact() calls
+    attempts: int = 0        # frames written (first tries + retries)
+    retries: int = 0
+    ok: int = 0
+    device_errors: int = 0   # commands answered with an error status
+    failed: int = 0          # commands that raised LinkTimeout
+    problems: Counter = field(default_factory=Counter)   # timeout, nack_crc, rx_crc, rx_header, ...
+    stale: int = 0           # valid responses to an older SEQ (late or replayed), ignored
+    echoes: int = 0          # valid *request* frames read back (a loop-back), ignored
+
+    def as_dict(self):
+        d = {k: v for k, v in self.__dict__.items() if k != "problems"}
+        d["problems"] = dict(self.problems)
+        return d
+
+
+class Link:
+    """Stop-and-wait command/response over a byte transport, with retries.
+
+    transact(cmd, payload) returns the response payload of a successful command, raises a
+    DeviceError subclass when the device answers with an error status (not retried: the device
+    executed or deliberately refused the command), and LinkTimeout when no valid response came
+    after 1 + retries attempts. A retry repeats the frame byte for byte (same SEQ), so the device
+    replays its answer instead of executing the command twice.
+
+    NACK(CRC) and NACK(TOO_LONG) are transmission errors (the frame was corrupted on the way) and
+    are retried; TOO_LONG on every attempt raises FrameTooLong (the frame really is too long).
+
+    on_attempt(outcome) is called after every attempt with one of "ok", "device_error",
+    "timeout", "nack_crc", "nack_too_long" (fault-injection statistics use it).
+    """
+
+    def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
+                 max_response: int = MAX_LEN, on_attempt=None):
+        self.transport = transport
+        self.timeout = timeout
+        self.retries = retries
+        self.seq = (os.urandom(1)[0] if seq is None else seq) & 0xFF
+        self.parser = FrameParser(max_response)
+        self.max_payload = None       # the device's, once known (Controller.open sets it)
+        self.stats = LinkStats()
+        self.on_attempt = on_attempt
+
+    def _attempt_done(self, outcome):
+        if self.on_attempt is not None:
+            self.on_attempt(outcome)
+
+    def transact(self, cmd, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+        seq = self.seq
+        self.seq = (seq + 1) & 0xFF
+        if self.max_payload is not None and len(payload) > self.max_payload:
+            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
+                               f"{self.max_payload} (not sent)")
+        frame = build_frame(seq, cmd, payload)
+        timeout = self.timeout if timeout is None else timeout
+        st = self.stats
+        st.commands += 1
+        problems = Counter()
+        for attempt in range(self.retries + 1):
+            if attempt:
+                st.retries += 1
+                for ev in self.parser.abort_partial():
+                    self._note(ev, problems)
+            st.attempts += 1
+            self.transport.write(frame)
+            outcome = self._await(seq, cmd, timeout, problems)
+            if isinstance(outcome, Frame):
+                if outcome.status == Status.OK:
+                    st.ok += 1
+                    self._attempt_done("ok")
+                    return outcome.payload
+                st.device_errors += 1
+                self._attempt_done("device_error")
+                raise device_error(cmd, seq, outcome.status)
+            problems[outcome] += 1
+            st.problems[outcome] += 1
+            self._attempt_done(outcome)
+        st.failed += 1
+        if problems["nack_too_long"] == self.retries + 1:
+            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{len(payload)} bytes, {self.retries + 1} attempts")
+        raise LinkTimeout(cmd, seq, self.retries + 1, problems)
+
+    def _note(self, ev, problems):
+        if isinstance(ev, ParseError):
+            problems[f"rx_{ev.kind}"] += 1
+            self.stats.problems[f"rx_{ev.kind}"] += 1
+            return None
+        if not ev.is_response:
+            self.stats.echoes += 1
+            return None
+        return ev
+
+    def _await(self, seq, cmd, timeout, problems):
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            data = self.transport.read(remaining)
+            if not data:
+                return "timeout"
+            for ev in self.parser.feed(data):
+                fr = self._note(ev, problems)
+                if fr is None:
+                    continue
+                if fr.seq != seq:
+                    self.stats.stale += 1
+                    continue
+                if fr.status == Status.CRC:
+                    return "nack_crc"
+                if fr.status == Status.TOO_LONG:   # our LEN was corrupted on the way (or is too long)
+                    return "nack_too_long"
+                return fr

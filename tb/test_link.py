@@ -1,0 +1,387 @@
+"""Link layer (rtl/link.py: LinkTop = UART + framer + command decoder + CSR bank) in co-simulation.
+
+Golden reference: sw/devmodel.DeviceModel -- for the same bytes in, the RTL must send the same
+bytes out (responses, NACKs, replayed responses) and keep the same counters. One Verilator
+build (tb/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
+
+  frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG,
+                      header errors, truncation with and without the inter-byte timeout,
+                      garbage, SEQ reuse, a hung controller (TIMEOUT), response overflow
+  random_bytes_never_wedge
+                      hypothesis: random and adversarial byte streams into the frame decoder;
+                      afterwards a valid frame is always answered, and the RTL equals the model
+  sim_transport_driver
+                      the unmodified host driver (sw/driver.py) in a thread over SimTransport:
+                      identify, CSRs by name, streams, device errors, a fault-injection session
+                      (undetected must be 0), a hung controller and a hung device
+  pty_serial          pyserial (SerialTransport) on a pseudo-terminal whose master is bit-banged
+                      onto the UART pins: driver operations, a line break and a framing error,
+                      faults, a hung device
+Then the CLI's co-simulated session (`mcnn board --sim faults --device cosim`) on the same build.
+"""
+import json
+import random
+import struct
+
+from tb import harness
+from tb.link_cosim import TB_PARAMS
+
+try:
+    import cocotb
+except ImportError:
+    cocotb = None
+
+FAULT_FRAMES_SIM = 200
+FAULT_FRAMES_PTY = 30
+
+
+def model(**kw):
+    from sw.devmodel import DeviceModel
+    p = TB_PARAMS
+    return DeviceModel(max_payload=p["max_payload"], max_response=p["max_response"],
+                       params={"byte_timeout": p["byte_timeout"], "stream_timeout": p["stream_timeout"]}, **kw)
+
+
+def frame(seq, cmd, payload=b""):
+    from sw.link import build_frame
+    return build_frame(seq, cmd, payload)
+
+
+def _too_long(seq, n):
+    """A PING header announcing n bytes (valid HCHK), then a few bytes."""
+    from sw.link import SYNC, hchk
+    head = struct.pack("<BBH", seq, 0x01, n)
+    return SYNC + head + bytes([hchk(head)]) + b"\x00" * 8
+
+
+if cocotb is not None:
+    from tb import link_cosim as lc
+
+    @cocotb.test()
+    async def frames_vs_model(dut):
+        from sw import csr_map
+        from sw.devmodel import complement_echo
+        from sw.link import Cmd, FrameParser, Status
+        await lc.start(dut)
+        soft = []
+
+        async def count_soft_resets():
+            from cocotb.triggers import RisingEdge
+            while True:
+                await RisingEdge(dut.soft_reset)
+                soft.append(1)
+        cocotb.start_soon(count_soft_resets())
+
+        drv = lc.ByteDriver(dut)
+        mdl = model()
+        rng = random.Random(7)
+        seq = [0]
+        log = []
+
+        async def step(data, what, idle=False, expect=None):
+            got = await drv.send(data)
+            want = mdl.feed(data)
+            if idle:
+                got += await drv.wait(TB_PARAMS["byte_timeout"] + 50)
+                want += mdl.idle()
+            assert got == want, f"{what}: RTL sent {got.hex()}, model {want.hex()}"
+            frames = [f for f in FrameParser().feed(got) if hasattr(f, "seq")]
+            if expect is not None:
+                assert frames and frames[-1].status == expect, f"{what}: {frames} (expected {expect!r})"
+            log.append(what)
+            return frames
+
+        def f(cmd, payload=b"", s=None):
+            if s is None:
+                s = seq[0]
+                seq[0] = (seq[0] + 1) & 0xFF
+            return frame(s, cmd, payload)
+
+        def csr_rd(addr, n=1):
+            return struct.pack("<HH", addr, n)
+
+        mp, mr = TB_PARAMS["max_payload"], TB_PARAMS["max_response"]
+        for n in (0, 1, 3, 4, 5, 127, mr):
+            await step(f(Cmd.PING, bytes(rng.randrange(256) for _ in range(n))), f"ping {n}", expect=Status.OK)
+        await step(f(Cmd.PING, bytes(mr + 4)), "ping > max_response", expect=Status.BAD_LENGTH)
+        fr = await step(f(Cmd.IDENTIFY), "identify", expect=Status.OK)
+        ident = struct.unpack("<10I", fr[-1].payload)
+        assert ident[0] == csr_map.REGISTERS["link_id"].reset and ident[2] == csr_map.MAP_HASH
+        assert ident[8:] == (mp, mr)
+        await step(f(Cmd.STATUS), "status", expect=Status.OK)
+        await step(f(Cmd.IDENTIFY, b"\x00"), "identify with payload", expect=Status.BAD_LENGTH)
+        await step(f(Cmd.STATUS, b"\x00" * 4), "status with payload", expect=Status.BAD_LENGTH)
+        # CSRs
+        sa = csr_map.LINK_SCRATCH
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 0xDEADBEEF)), "write scratch", expect=Status.OK)
+        fr = await step(f(Cmd.CSR_READ, csr_rd(sa)), "read scratch", expect=Status.OK)
+        assert fr[-1].payload == struct.pack("<I", 0xDEADBEEF)
+        await step(f(Cmd.CSR_READ, csr_rd(0, len(csr_map.REGISTERS))), "read all", expect=Status.OK)
+        await step(f(Cmd.CSR_READ, csr_rd(0, mr // 4)), "read into unmapped", expect=Status.BAD_ADDR)
+        await step(f(Cmd.CSR_READ, csr_rd(0, mr // 4 + 1)), "read too many", expect=Status.BAD_ARG)
+        await step(f(Cmd.CSR_READ, csr_rd(0, 0)), "read count 0", expect=Status.BAD_ARG)
+        await step(f(Cmd.CSR_READ, csr_rd(0xFFFF)), "read 0xffff", expect=Status.BAD_ADDR)
+        await step(f(Cmd.CSR_READ, csr_rd(csr_map.SIZE)), "read map size", expect=Status.BAD_ADDR)
+        await step(f(Cmd.CSR_READ, b"\x00" * 3), "read short", expect=Status.BAD_LENGTH)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHII", sa, 0, 1, 2)), "write scratch+ro", expect=Status.READ_ONLY)
+        await step(f(Cmd.CSR_READ, csr_rd(sa)), "scratch unchanged", expect=Status.OK)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_ID, 0, 1)), "write id", expect=Status.READ_ONLY)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", 0x7FFF, 0, 1)), "write unmapped", expect=Status.BAD_ADDR)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", sa, 1, 1)), "write reserved", expect=Status.BAD_ARG)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HH", sa, 0)), "write no data", expect=Status.BAD_LENGTH)
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 1) + b"\x00"), "write odd", expect=Status.BAD_LENGTH)
+        # streams (complement echo)
+        for n in (1, 2, 8, mr // 4):
+            words = [rng.randrange(1 << 32) for _ in range(n)]
+            fr = await step(f(Cmd.STREAM, struct.pack(f"<{n}I", *words)), f"stream {n}", expect=Status.OK)
+            assert list(struct.unpack(f"<{n}I", fr[-1].payload)) == [(~w) & 0xFFFFFFFF for w in words]
+        await step(f(Cmd.STREAM, bytes(4 * (mr // 4 + 1))), "stream overflow", expect=Status.OVERFLOW)
+        await step(f(Cmd.STREAM), "stream empty", expect=Status.BAD_LENGTH)
+        await step(f(Cmd.STREAM, b"\x00" * 6), "stream odd", expect=Status.BAD_LENGTH)
+        dut.hang.value = 1
+        mdl.stream = lambda words: None
+        await step(f(Cmd.STREAM, bytes(8)), "stream hung controller", expect=Status.TIMEOUT)
+        dut.hang.value = 0
+        mdl.stream = complement_echo
+        # unknown commands, reset
+        for c in (0x00, 0x7F, 0x55, 0x12):
+            await step(f(c, b"abc"), f"unknown {c:#x}", expect=Status.UNKNOWN_CMD)
+        await step(f(Cmd.RESET, b"\x01"), "reset short", expect=Status.BAD_LENGTH)
+        await step(f(Cmd.RESET, struct.pack("<I", 4)), "reset reserved bit", expect=Status.BAD_ARG)
+        n_soft = len(soft)
+        await step(f(Cmd.RESET, struct.pack("<I", 1)), "soft reset", expect=Status.OK)
+        assert len(soft) == n_soft + 1, "soft_reset pulse missing"
+        # duplicates: replayed, not executed
+        d = f(Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 0x11111111))
+        await step(d, "write A", expect=Status.OK)
+        await step(d, "write A again (replay)", expect=Status.OK)
+        bad = bytearray(d)
+        bad[9] ^= 0x10
+        await step(bytes(bad), "write A with a bit flip", expect=Status.CRC)
+        await step(d, "write A replayed after a CRC NACK", expect=Status.OK)
+        await step(d + d + d, "write A three times", expect=Status.OK)
+        assert mdl.counters["dup_frames"] == 5
+        s = seq[0] - 1
+        await step(frame(s, Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 0x22222222)), "same seq, new frame",
+                   expect=Status.OK)
+        fr = await step(f(Cmd.CSR_READ, csr_rd(sa)), "read scratch", expect=Status.OK)
+        assert fr[-1].payload == struct.pack("<I", 0x22222222)
+        # framing faults
+        g = f(Cmd.PING, b"hello")
+        await step(b"\x00\xff\xa5\xa5\x13" + g, "garbage before a frame", expect=Status.OK)
+        h = bytearray(f(Cmd.PING, b"x"))
+        h[4] ^= 1                                    # LEN corrupted -> HCHK mismatch, dropped at once
+        await step(bytes(h) + f(Cmd.PING, b"after"), "header error then a frame", expect=Status.OK)
+        await step(_too_long(99, mp + 1), "LEN above max_payload", expect=Status.TOO_LONG)
+        t = f(Cmd.PING, b"truncated")
+        await step(t[:-3], "truncated frame + inter-byte timeout", idle=True)
+        await step(f(Cmd.PING, b"next"), "frame after the timeout", expect=Status.OK)
+        await step(t[:12] + f(Cmd.PING, b"swallowed"), "truncated frame then a frame")
+        await step(f(Cmd.PING, b"retry"), "the retry", idle=True)
+        await step(b"\xa5", "lone sync byte + timeout", idle=True)
+        await step(b"\xa5\x5a\x01", "partial header + timeout", idle=True)
+        # flags (w1c): clear two bits, the rest stay
+        await step(f(Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_FLAGS, 0, 0b101)), "clear flags 0,2",
+                   expect=Status.OK)
+        fr = await step(f(Cmd.STATUS), "status after faults", expect=Status.OK)
+        st = struct.unpack("<8I", fr[-1].payload)
+        assert st[1] & 0b101 == 0 and st[1] & 0b1010 == 0b1010, f"flags {st[1]:#x}"
+        await step(f(Cmd.RESET, struct.pack("<I", 2)), "clear counters", expect=Status.OK)
+        fr = await step(f(Cmd.STATUS), "status after clear", expect=Status.OK)
+        assert struct.unpack("<8I", fr[-1].payload)[2:] == (0, 0, 0, 0, 1, 0)
+        dut._log.info(f"{len(log)} steps, RTL == model; counters {mdl.counters}")
+
+    @cocotb.test()
+    async def random_bytes_never_wedge(dut):
+        """hypothesis: any byte stream, then a quiet line, then a valid frame -> answered; RTL == model."""
+        import warnings
+
+        from cocotb.task import bridge, resume
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+        from hypothesis.errors import HypothesisSideeffectWarning
+        warnings.filterwarnings("ignore", category=HypothesisSideeffectWarning)
+
+        from sw.link import Cmd, FrameParser, Status
+        await lc.start(dut)
+        drv = lc.ByteDriver(dut)
+        stats = {"examples": 0, "bytes": 0, "responses": 0}
+
+        @resume
+        async def run(data: bytes):
+            await lc.reset(dut, 2)
+            mdl = model()
+            got = await drv.send(data)
+            want = mdl.feed(data)
+            got += await drv.wait(TB_PARAMS["byte_timeout"] + 50)
+            want += mdl.idle()
+            ping = frame(0x42, Cmd.PING, b"alive?")
+            got_p = await drv.send(ping)
+            want_p = mdl.feed(ping)
+            got_s = await drv.send(frame(0x43, Cmd.STATUS))
+            want_s = mdl.feed(frame(0x43, Cmd.STATUS))
+            return got, want, got_p, want_p, got_s, want_s
+
+        frames = st.builds(lambda s, c, p: frame(s, c, p), st.integers(0, 255),
+                           st.sampled_from([Cmd.PING, Cmd.IDENTIFY, Cmd.STATUS, Cmd.STREAM, 0x33]),
+                           st.binary(max_size=24))
+
+        def mangle(fr_, how, i):
+            b = bytearray(fr_)
+            i %= len(b)
+            if how == 0:
+                b[i] ^= 1 << (i % 8)
+            elif how == 1:
+                del b[i:]
+            elif how == 2:
+                del b[i]
+            return bytes(b)
+
+        chunk = st.one_of(
+            st.binary(min_size=1, max_size=64),
+            st.just(b"\xa5\x5a"),
+            frames,
+            st.builds(mangle, frames, st.integers(0, 2), st.integers(0, 1000)),
+        )
+
+        @bridge
+        def prop():
+            @settings(max_examples=120, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(st.lists(chunk, max_size=12))
+            def check(chunks):
+                data = b"".join(chunks)
+                got, want, got_p, want_p, got_s, want_s = run(data)
+                assert got == want, f"garbage phase: RTL {got.hex()} != model {want.hex()}"
+                fr = [x for x in FrameParser().feed(got_p) if hasattr(x, "seq")]
+                assert fr and fr[-1].seq == 0x42 and fr[-1].status == Status.OK and fr[-1].payload == b"alive?", \
+                    f"wedged: no answer to a valid frame after {data.hex()}"
+                assert got_p == want_p
+                assert got_s == want_s, "counters differ from the model"
+                stats["examples"] += 1
+                stats["bytes"] += len(data)
+                stats["responses"] += len([x for x in FrameParser().feed(got) if hasattr(x, "seq")])
+            check()
+
+        await prop()
+        dut._log.info(f"hypothesis: {stats}")
+
+    @cocotb.test()
+    async def sim_transport_driver(dut):
+        await lc.start(dut)
+
+        def host(tr, bridge):
+            from sw import csr_map
+            from sw.driver import Controller
+            from sw.faults import run_session
+            from sw.link import (BadAddress, BadLength, Cmd, DeviceTimeout, LinkTimeout, ReadOnlyRegister, Status,
+                                 UnknownCommand)
+            from sw.transport import FaultyTransport
+            c = Controller(tr, timeout=10.0).open()
+            info = c.identify()
+            assert info["id"] == 0x4D434E4E and info["n_pe"] == 8 and info["rows"] == 128 and info["bls"] == 16
+            assert info["input_bits"] == 8 and info["adc_bits"] == 8
+            assert (info["max_payload"], info["max_response"]) == (TB_PARAMS["max_payload"], TB_PARAMS["max_response"])
+            c.write_csr("link_scratch", 0xCAFEF00D)
+            assert c.read_csr("LINK_SCRATCH") == 0xCAFEF00D
+            assert c.read_csr("link_byte_timeout") == TB_PARAMS["byte_timeout"]
+            assert c.read_csr(0, 3)[0] == info["id"]
+            assert c.stream_command([1, 2, 3]) == [0xFFFFFFFE, 0xFFFFFFFD, 0xFFFFFFFC]
+            for exc, fn in [(ReadOnlyRegister, lambda: c.write_csr("link_id", 5, check=False)),
+                            (BadAddress, lambda: c.read_csr(csr_map.SIZE + 3)),
+                            (UnknownCommand, lambda: c.link.transact(0x66)),
+                            (BadLength, lambda: c.link.transact(Cmd.STATUS, b"x"))]:
+                try:
+                    fn()
+                    raise AssertionError(f"{exc.__name__} not raised")
+                except exc as e:
+                    assert "refused by the device" in str(e) and Status(e.status).name in str(e)
+            c.reset(controller=True, counters=True)
+            assert c.status()["executed"] == 1
+            # a fault-injection session over the same link
+            faulty = FaultyTransport(tr, seed=11, rate=0.25, hang_max=8)
+            fc = Controller(faulty, timeout=10.0, retries=5, seq=200)
+            r = run_session(fc, faulty, FAULT_FRAMES_SIM, seed=11, source="cosim")
+            assert r["undetected"] == 0, r
+            assert r["injected"] > 0 and r["retried"] > 0
+            c.write_csr("link_scratch", 0xCAFEF00D)
+            # hung controller: the device answers TIMEOUT
+            c.write_csr("link_stream_timeout", 500)
+            bridge.hang = 1
+            try:
+                c.stream_command([7])
+                raise AssertionError("no DeviceTimeout")
+            except DeviceTimeout as e:
+                assert "TIMEOUT" in str(e)
+            bridge.hang = 0
+            c.write_csr("link_stream_timeout", TB_PARAMS["stream_timeout"])
+            assert c.stream_command([7]) == [0xFFFFFFF8]
+            # hung device: nothing comes back, the host's own timeout ends each attempt
+            bridge.mute = True
+            c.link.timeout, c.link.retries = 0.2, 2
+            try:
+                c.read_csr("link_scratch")
+                raise AssertionError("no LinkTimeout")
+            except LinkTimeout as e:
+                assert "CSR_READ" in str(e) and "3 attempts" in str(e) and e.problems.get("timeout") == 3
+            bridge.mute = False
+            c.link.timeout, c.link.retries = 10.0, 4
+            assert c.read_csr("link_scratch") == 0xCAFEF00D
+            return r
+
+        r = await lc.with_sim_transport(dut, host)
+        dut._log.info("fault session over SimTransport: " + json.dumps({k: r[k] for k in (
+            "frames", "injected", "detected", "masked", "retried", "failed", "undetected", "seconds")}))
+
+    @cocotb.test()
+    async def pty_serial(dut):
+        await lc.start(dut)
+
+        def host(path, bridge):
+            from sw.driver import Controller
+            from sw.faults import run_session
+            from sw.link import LinkTimeout
+            from sw.transport import FaultyTransport, SerialTransport
+            c = Controller(SerialTransport(path), timeout=2.0).open()
+            assert c.info["max_payload"] == TB_PARAMS["max_payload"]
+            c.write_csr("link_scratch", 0x5EED)
+            assert c.read_csr("link_scratch") == 0x5EED
+            assert c.stream_command(list(range(10))) == [(~w) & 0xFFFFFFFF for w in range(10)]
+            assert c.ping(bytes(range(100))) == bytes(range(100))
+            s0 = c.status()
+            bridge.line += [("break", 25), ("bad_stop", 0x5A)]   # the bridge sends these before later bytes
+            s1 = c.status()
+            assert s1["framing_errors"] - s0["framing_errors"] == 2, (s0, s1)
+            assert s1["flags"] & 0b1000010 == 0b1000010        # framing_error, uart_break
+            faulty = FaultyTransport(SerialTransport(path), seed=5, rate=0.2, hang_max=3)
+            fc = Controller(faulty, timeout=0.25, retries=5, seq=100)
+            r = run_session(fc, faulty, FAULT_FRAMES_PTY, seed=5, source="cosim-uart")
+            assert r["undetected"] == 0, r
+            bridge.mute = True
+            c.link.timeout, c.link.retries = 0.2, 1
+            try:
+                c.identify()
+                raise AssertionError("no LinkTimeout")
+            except LinkTimeout as e:
+                assert "IDENTIFY" in str(e)
+            bridge.mute = False
+            c.link.timeout, c.link.retries = 2.0, 4
+            assert c.identify() == c.info
+            return r
+
+        r = await lc.with_pty(dut, host)
+        dut._log.info("fault session over the pty/UART: " + json.dumps({k: r[k] for k in (
+            "frames", "injected", "detected", "masked", "retried", "failed", "undetected", "seconds")}))
+
+
+# ------------------------------------------------------------------ pytest side
+
+def test_link(capsys):
+    from sw.cli import main
+    from tb.link_cosim import LinkTb
+    harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.test_link", dict(TB_PARAMS))
+    # the CLI's co-simulated fault session, same build
+    assert main(["board", "--sim", "faults", "--device", "cosim", "--frames", "60", "--seed", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["source"] == "cosim" and r["frames"] == 60 and r["undetected"] == 0
+    assert r["injected"] > 0 and r["injected"] == r["detected"] + r["masked"]

@@ -1,0 +1,355 @@
+"""Host side of the link, pure Python: frames, parser resynchronisation, retries, device model,
+driver, fault injection (undetected must be 0), the serial backend over a pty, the CSR map
+builder and the generated sw/csr_map.py. (The RTL against the same model: tb/test_link.py.)"""
+import json
+import os
+import struct
+import threading
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sw import csr_map
+from sw.devmodel import DeviceModel
+from sw.driver import Controller, MapMismatch
+from sw.faults import model_session
+from sw.link import (SYNC, BadAddress, BadArgument, BadLength, Cmd, DeviceTimeout, Frame, FrameParser, FrameTooLong,
+                     LinkTimeout, ParseError, ReadOnlyRegister, ResponseOverflow, Status, UnknownCommand,
+                     build_frame, hchk)
+from sw.transport import FAULT_KINDS, FaultyTransport, ModelTransport, SerialTransport, Transport
+
+HSET = settings(max_examples=200, deadline=None)
+
+
+def frames_of(events):
+    return [e for e in events if isinstance(e, Frame)]
+
+
+# ------------------------------------------------------------------ frame format
+
+def test_frame_layout_and_crc():
+    f = build_frame(0x12, Cmd.CSR_READ, b"\x0a\x00\x01\x00")
+    assert f[:2] == SYNC == b"\xa5\x5a"
+    assert f[2:6] == bytes([0x12, 0x10, 4, 0])
+    assert f[6] == zlib.crc32(f[2:6]) & 0xFF == hchk(f[2:6])
+    assert struct.unpack("<I", f[-4:])[0] == zlib.crc32(f[2:-4])
+    assert len(f) == 11 + 4
+    (fr,) = FrameParser().feed(f)
+    assert (fr.seq, fr.code, fr.payload, fr.is_response) == (0x12, 0x10, b"\x0a\x00\x01\x00", False)
+
+
+@HSET
+@given(st.lists(st.tuples(st.binary(max_size=40), st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300)),
+                max_size=8),
+       st.lists(st.integers(1, 64), max_size=10))
+def test_parser_finds_every_frame_behind_any_garbage(items, cuts):
+    """Garbage (anything, including sync bytes and false headers) between frames never hides a frame:
+    the parser rescans after every rejected candidate; abort_partial() releases a false candidate
+    that waits for bytes which never come."""
+    stream, sent = b"", []
+    for garbage, seq, code, payload in items:
+        f = build_frame(seq, code, payload)
+        stream += garbage + f
+        sent.append((seq, code, payload))
+    p = FrameParser()
+    got, pos = [], 0
+    for c in cuts + [len(stream)]:          # arbitrary chunking
+        got += frames_of(p.feed(stream[pos:pos + c]))
+        pos += c
+    got += frames_of(p.feed(stream[pos:]))
+    for _ in range(len(stream) + 1):
+        got += frames_of(p.abort_partial())
+    # every sent frame is found, in order (garbage may add extra valid frames only with ~2^-40 odds)
+    it = iter((g.seq, g.code, g.payload) for g in got)
+    assert all(any(x == s for x in it) for s in sent)
+
+
+@HSET
+@given(st.binary(min_size=1, max_size=200), st.integers(0, 7), st.data())
+def test_any_single_corruption_is_detected(payload, bit, data):
+    f = bytearray(build_frame(7, Cmd.PING, payload))
+    i = data.draw(st.integers(2, len(f) - 1))
+    f[i] ^= 1 << bit
+    assert not frames_of(FrameParser().feed(bytes(f)) + FrameParser().abort_partial())
+
+
+# ------------------------------------------------------------------ device model semantics
+
+def transact(m, seq, cmd, payload=b""):
+    (fr,) = frames_of(FrameParser().feed(m.feed(build_frame(seq, cmd, payload))))
+    assert fr.seq == seq and fr.is_response
+    return fr
+
+
+def test_model_duplicate_is_replayed_not_executed():
+    m = DeviceModel()
+    f = build_frame(5, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 42))
+    r1 = m.feed(f)
+    assert m.counters["executed"] == 1
+    assert m.feed(f) == r1 and m.counters["executed"] == 1 and m.counters["dup_frames"] == 1
+    bad = bytearray(f)
+    bad[-1] ^= 1
+    nack = frames_of(FrameParser().feed(m.feed(bytes(bad))))[0]
+    assert nack.status == Status.CRC and m.counters["crc_errors"] == 1
+    assert m.feed(f) == r1 and m.counters["executed"] == 1        # the record survives a NACK
+    # same SEQ, different frame: executed
+    transact(m, 5, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 43))
+    assert m.counters["executed"] == 2 and m.values["link_scratch"] == 43
+
+
+def test_model_errors():
+    m = DeviceModel(max_payload=64, max_response=32, stream=lambda w: list(w) * 3)
+    assert transact(m, 1, 0x70).status == Status.UNKNOWN_CMD
+    assert transact(m, 2, Cmd.CSR_READ, struct.pack("<HH", csr_map.SIZE, 1)).status == Status.BAD_ADDR
+    assert transact(m, 3, Cmd.CSR_READ, struct.pack("<HH", 0, 9)).status == Status.BAD_ARG
+    assert transact(m, 4, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_ID, 0, 1)).status == Status.READ_ONLY
+    assert transact(m, 5, Cmd.STREAM, bytes(12)).status == Status.OVERFLOW
+    assert transact(m, 6, Cmd.PING, bytes(40)).status == Status.BAD_LENGTH
+    (fr,) = frames_of(FrameParser().feed(m.feed(build_frame(7, Cmd.PING, bytes(65)))))
+    assert fr.status == Status.TOO_LONG and m.counters["dropped_frames"] == 1
+    m.stream = lambda w: None
+    assert transact(m, 8, Cmd.STREAM, bytes(4)).status == Status.TIMEOUT
+    flags = transact(m, 9, Cmd.STATUS).payload
+    assert struct.unpack("<8I", flags)[1] & (1 << 4)              # stream_timeout flag
+
+
+def test_model_truncated_frame_and_timeout():
+    m = DeviceModel()
+    f = build_frame(1, Cmd.PING, b"abc")
+    assert m.feed(f[:-2]) == b""
+    m.idle()
+    assert m.counters["dropped_frames"] == 1
+    assert frames_of(FrameParser().feed(m.feed(f)))[0].payload == b"abc"
+
+
+# ------------------------------------------------------------------ link retries and errors
+
+class Scripted(Transport):
+    """Device model behind a transport that loses chosen responses / requests."""
+
+    def __init__(self, model, lose_responses=(), lose_requests=()):
+        self.inner = ModelTransport(model)
+        self.lose_resp, self.lose_req = set(lose_responses), set(lose_requests)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes not in self.lose_req:
+            self.inner.write(data)
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        return b"" if self.writes in self.lose_resp else data
+
+
+def test_lost_response_is_retried_and_replayed():
+    m = DeviceModel()
+    c = Controller(Scripted(m, lose_responses={1, 2}), retries=3, timeout=0.1)
+    c.write_csr("link_scratch", 99)
+    assert m.values["link_scratch"] == 99
+    assert m.counters["executed"] == 1 and m.counters["dup_frames"] == 2
+    assert c.link.stats.retries == 2 and c.link.stats.problems["timeout"] == 2
+
+
+def test_link_timeout_names_the_command():
+    c = Controller(Scripted(DeviceModel(), lose_requests=set(range(1, 10))), retries=2, timeout=0.05)
+    with pytest.raises(LinkTimeout) as e:
+        c.read_csr("link_scratch")
+    assert "CSR_READ" in str(e.value) and "3 attempts" in str(e.value) and "3 x timeout" in str(e.value)
+    assert e.value.attempts == 3
+
+
+def test_device_errors_raise_typed_exceptions():
+    c = Controller.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: None)).open()
+    for exc, fn in [(UnknownCommand, lambda: c.link.transact(0x7A)),
+                    (BadAddress, lambda: c.read_csr(0x3FF)),
+                    (BadArgument, lambda: c.read_csr(0, 0)),
+                    (ReadOnlyRegister, lambda: c.write_csr("link_version", 1, check=False)),
+                    (BadLength, lambda: c.link.transact(Cmd.IDENTIFY, b"x")),
+                    (DeviceTimeout, lambda: c.stream_command([1]))]:
+        with pytest.raises(exc) as e:
+            fn()
+        assert "refused by the device" in str(e.value)
+    with pytest.raises(FrameTooLong):
+        c.ping(bytes(65))                     # refused on the host: the device's max_payload is known
+    c2 = Controller.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: [0] * 9))
+    with pytest.raises(ResponseOverflow):
+        c2.stream_command([1])
+    with pytest.raises(FrameTooLong):         # max_payload unknown: TOO_LONG on every attempt
+        c2.ping(bytes(100))
+
+
+def test_driver_validation_and_names():
+    c = Controller.model().open()
+    c.write_csr("LINK_SCRATCH", 0xFFFFFFFF)
+    assert c.read_csr(csr_map.LINK_SCRATCH) == 0xFFFFFFFF
+    with pytest.raises(ValueError):
+        c.write_csr("link_scratch", 1 << 32)
+    with pytest.raises(ValueError):
+        c.write_csr("link_id", 1)
+    with pytest.raises(KeyError):
+        c.read_csr("no_such_register")
+    info = c.identify()
+    assert info["map_hash"] == csr_map.MAP_HASH and info["n_pe"] == 8 and info["rows"] == 128
+    assert set(c.status()) == {"ctrl_status", "flags", "crc_errors", "framing_errors", "dropped_frames",
+                               "dup_frames", "executed", "stream_discards"}
+    c.reset(controller=True, counters=True)
+    assert c.status()["executed"] == 1
+
+
+def test_map_mismatch():
+    m = DeviceModel()
+    m.values["link_map_hash"] ^= 1
+    with pytest.raises(MapMismatch, match="regenerate"):
+        Controller.model(model=m).open()
+    m = DeviceModel()
+    m.values["link_id"] = 0x12345678
+    with pytest.raises(MapMismatch, match="not an mcnn device"):
+        Controller.model(model=m).open()
+
+
+# ------------------------------------------------------------------ fault injection
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fault_session_mixed(seed):
+    r = model_session(3000, seed=seed, rate=0.3)
+    assert r["undetected"] == 0, r["failures"]
+    assert r["injected"] > 1000 and r["injected"] == r["detected"] + r["masked"]
+    assert r["succeeded"] + r["failed"] == 3000 and r["failed"] < 0.03 * 3000
+    lo, hi = r["executed_bounds"]
+    assert lo <= r["executed_growth"] <= hi
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_fault_session_each_kind(kind):
+    from sw.driver import Controller
+    from sw.faults import run_session
+    faulty = FaultyTransport(ModelTransport(DeviceModel()), seed=17, rate=0.1 if kind == "hang" else 0.25,
+                             kinds=[kind], hang_max=4)
+    r = run_session(Controller(faulty, retries=8, seq=3), faulty, 600, seed=17)
+    assert r["undetected"] == 0 and r["failed"] <= 3, r     # a failure: 9 faulted attempts in a row
+    assert r["injected_by_kind"].get(kind, 0) > 50
+    if kind == "repeat_frame":                   # answered from the replay record, never re-executed
+        assert r["masked"] > 0 and r["device_counters"]["dup_frames"] >= r["injected_by_kind"][kind]
+
+
+def test_hung_device_fails_cleanly():
+    faulty = FaultyTransport(ModelTransport(DeviceModel()), seed=1, rate=0.0)
+    c = Controller(faulty, retries=3, timeout=0.05).open()
+    faulty.hang_left = 10
+    with pytest.raises(LinkTimeout, match=r"4 attempts \(4 x timeout\)"):
+        c.identify()
+    faulty.hang_left = 0
+    assert c.identify()["id"] == 0x4D434E4E
+
+
+def test_cli_board_faults_json(capsys):
+    from sw.cli import main
+    assert main(["board", "--sim", "faults", "--frames", "400", "--seed", "9", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for k in ("frames", "injected", "detected", "retried", "failed", "undetected"):
+        assert isinstance(r[k], int), k
+    assert r["source"] == "model" and r["frames"] == 400 and r["undetected"] == 0
+
+
+def test_cli_board_identify_and_errors(capsys):
+    from sw.cli import main
+    assert main(["board", "--sim", "identify"]) == 0
+    out = capsys.readouterr().out
+    assert "0x4d434e4e" in out and "n_pe" in out
+    assert main(["board", "--port", "/dev/nonexistent-mcnn-port"]) == 2
+    assert "nonexistent-mcnn-port" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ serial backend over a pty
+
+def test_serial_transport_over_pty():
+    """pyserial on a pty slave; the model device serves the master in a thread."""
+    import select
+    import tty
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    m = DeviceModel()
+    stop = threading.Event()
+
+    def device():
+        while not stop.is_set():
+            r, _, _ = select.select([master], [], [], 0.01)
+            if r:
+                out = m.feed(os.read(master, 4096))
+            else:
+                out = m.idle()
+            if out:
+                os.write(master, out)
+
+    th = threading.Thread(target=device, daemon=True)
+    th.start()
+    try:
+        c = Controller(SerialTransport(os.ttyname(slave)), timeout=1.0).open()
+        c.write_csr("link_scratch", 0xABCD)
+        assert c.read_csr("link_scratch") == 0xABCD
+        assert c.stream_command([5, 6]) == [0xFFFFFFFA, 0xFFFFFFF9]
+        assert c.ping(bytes(range(256)) * 4) == bytes(range(256)) * 4
+        c.close()
+    finally:
+        stop.set()
+        th.join()
+        os.close(slave)
+        os.close(master)
+
+
+# ------------------------------------------------------------------ CSR map builder and generated constants
+
+def test_generated_csr_map_is_up_to_date():
+    from rtl.csr import HOST_MODULE, project_map, render_host_module
+    assert HOST_MODULE.read_text() == render_host_module(project_map()), \
+        "sw/csr_map.py is out of date: run `python -m rtl.csr`"
+
+
+def test_map_builder_and_extra_blocks():
+    from rtl import csr
+    from rtl.link import LinkTop, link_block, with_map_hash
+    ctrl = csr.Block("ctrl", [csr.Register("mode", width=2, doc="m"), csr.Register("busy", access="ro"),
+                              csr.Register("irq", access="w1c", width=4)], windows={"state": ("busy", "irq")})
+    cmap = with_map_hash([link_block(), ctrl])
+    assert cmap["ctrl_mode"].addr == 32 and cmap["ctrl_irq"].addr == 34 and cmap.windows["ctrl_state"] == (33, 2)
+    assert cmap.hash != with_map_hash([link_block()]).hash
+    assert cmap["link_map_hash"].reg.reset == cmap.hash
+    text = csr.render_host_module(cmap)
+    ns = {}
+    exec(text, ns)
+    assert ns["CTRL_MODE"] == 32 and ns["REGISTERS"]["ctrl_irq"].access == "w1c" and ns["MAP_HASH"] == cmap.hash
+    # the seam for the controller top: its registers come out of LinkTop as `regs`
+    top = LinkTop(divisor=8, max_payload=64, max_response=64, blocks=[ctrl])
+    assert set(top.regs.signature.members) == {"ctrl_mode", "ctrl_busy", "ctrl_irq", "ctrl_irq_set"}
+    from amaranth.back import verilog
+    assert "regs__ctrl_mode" in verilog.convert(top, name="link_top_ctrl", emit_src=False)
+    with pytest.raises(ValueError):
+        csr.Block("x", [csr.Register("a"), csr.Register("a")])
+    with pytest.raises(ValueError):
+        csr.Register("b", width=4, reset=16)
+    with pytest.raises(ValueError):
+        csr.Register("c", access="rw", const=True)
+    with pytest.raises(ValueError):
+        csr.build_map([ctrl, ctrl])
+
+
+def test_default_instances_elaborate():
+    from rtl import csr, link, uart
+    from tb.harness import to_verilog
+    for mod in (csr, link, uart):
+        for name, comp in mod.default_instances().items():
+            assert f"module {name}(" in to_verilog(comp, name)
+
+
+def test_parse_error_kinds():
+    f = bytearray(build_frame(1, Cmd.PING, b"xyz"))
+    f[3] ^= 0x40                                     # header byte -> HCHK mismatch
+    assert ParseError("header") in FrameParser().feed(bytes(f))
+    g = bytearray(build_frame(1, Cmd.PING, b"xyz"))
+    g[8] ^= 1                                        # payload -> CRC
+    assert ParseError("crc") in FrameParser().feed(bytes(g))
+    head = struct.pack("<BBH", 1, 0x81, 500)
+    assert ParseError("too_long") in FrameParser(max_len=100).feed(SYNC + head + bytes([hchk(head)]))
