@@ -32,6 +32,9 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .read_lane import ReadLane
 from .softmax import Softmax
+from .pair_programmer import PairProgrammer
+from .update_engine import Op as UpdOp
+from .update_engine import UpdateEngine, fc_groups
 from .write_verify import WriteVerify
 
 
@@ -106,7 +109,8 @@ class Controller(wiring.Component):
     stream (class and logits per image), 8 PE-board ports, counters."""
 
     def __init__(self, requant: dict, softmax: tuple, layers=cnn.YAO2020, mapping: Mapping | None = None,
-                 n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24):
+                 n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24,
+                 window_codes=(25, 200)):
         self.steps = plan(layers, mapping, requant, n_bl=n_bl)
         self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
@@ -119,6 +123,11 @@ class Controller(wiring.Component):
         self.image_pixels = h * w * c
         self.image_words = (self.image_pixels + 3) // 4 + 1   # + one word carrying the label
         self.wv = WriteVerify(n_pe, n_rows, n_bl)
+        mapping = mapping or build_mapping(layers)
+        fcg, fco = fc_groups(mapping, self.steps[-1].name)
+        self.upd = UpdateEngine(fcg, fco, n_pe=n_pe, n_rows=n_rows, n_bl=n_bl)
+        self.pp = PairProgrammer(self.upd.out_layout, self.wv.cmd_layout, self.wv.res_layout, n_pe, n_rows, n_bl,
+                                 lo=window_codes[0], hi=window_codes[1], margin=5)
         self.result_layout = data.StructLayout({
             "cls": _bits(self.n_classes),
             "logits": data.ArrayLayout(signed(logit_bits), self.n_classes),
@@ -135,6 +144,16 @@ class Controller(wiring.Component):
             "prog_res": Out(stream.Signature(self.wv.res_layout)),
             "prog_req": Out(stream.Signature(self.wv.req_layout)),
             "prog_rsp": In(stream.Signature(self.wv.rsp_layout)),
+            # hybrid training (in fabric): with `train` set, every image's delta and FC input V go
+            # to the update engine; `upd_finish` ends a batch; the commands go through the pair
+            # programmer (verify reads on vread_req/vread_rsp) to the write-verify sequencer;
+            # `upd_done` says the batch's programming is over
+            "train": In(1),
+            "eta_m": In(16), "eta_sh": In(6), "th_code": In(16, init=15),
+            "upd_finish": In(stream.Signature(1)),
+            "upd_done": Out(stream.Signature(1)),
+            "vread_req": Out(stream.Signature(self.pp.rd_layout)),
+            "vread_rsp": In(stream.Signature(data.StructLayout({"code": code_bits}))),
             "cycles": Out(32),          # cycles of the last image, start -> logits ready
             "timestamp": Out(32),       # free-running cycle counter (throughput = result spacing)
             "slot_reads": Out(32),      # totals since reset
@@ -154,8 +173,21 @@ class Controller(wiring.Component):
 
         # ------------------------------------------------------------ programming path
         m.submodules.write_verify = wv = self.wv
-        wiring.connect(m, wiring.flipped(self.prog), wv.cmd)
+        m.submodules.update_engine = upd = self.upd
+        m.submodules.pair_programmer = pp = self.pp
+        # write-verify commands: the pair programmer (training) has priority over host commands
+        with m.If(pp.wv_cmd.valid):
+            m.d.comb += [wv.cmd.valid.eq(1), wv.cmd.payload.eq(pp.wv_cmd.payload), pp.wv_cmd.ready.eq(wv.cmd.ready)]
+        with m.Else():
+            m.d.comb += [wv.cmd.valid.eq(self.prog.valid), wv.cmd.payload.eq(self.prog.payload),
+                         self.prog.ready.eq(wv.cmd.ready)]
         wiring.connect(m, wv.res, wiring.flipped(self.prog_res))
+        m.d.comb += [pp.wv_res.eq(wv.res.payload), pp.wv_res_fire.eq(wv.res.valid & wv.res.ready)]
+        wiring.connect(m, pp.rd_req, wiring.flipped(self.vread_req))
+        wiring.connect(m, wiring.flipped(self.vread_rsp), pp.rd_rsp)
+        wiring.connect(m, upd.o, pp.cmd)
+        m.d.comb += [upd.mult.eq(self.eta_m), upd.shift.eq(self.eta_sh), upd.th_code.eq(self.th_code),
+                     self.upd_done.valid.eq(pp.done.valid), pp.done.ready.eq(self.upd_done.ready)]
         wiring.connect(m, wv.req, wiring.flipped(self.prog_req))
         wiring.connect(m, wiring.flipped(self.prog_rsp), wv.rsp)
 
@@ -403,7 +435,8 @@ class Controller(wiring.Component):
         larr = Array(logits)
         m.d.comb += [sm.i.valid.eq(am_busy & (sm_i < K)), sm.i.payload.z.eq(larr[sm_i]),
                      sm.i.payload.label.eq(label)]
-        with m.If(final_ready & ~am_busy & ~self.result.valid):
+        feed_busy = Signal()
+        with m.If(final_ready & ~am_busy & ~self.result.valid & ~feed_busy):
             m.d.sync += [am_busy.eq(1), sm_i.eq(0)]
         with m.If(sm.i.valid & sm.i.ready):
             m.d.sync += sm_i.eq(sm_i + 1)
@@ -421,6 +454,54 @@ class Controller(wiring.Component):
                     m.d.sync += self.result.payload.logits[o].eq(logits[o])
         with m.If(self.result.valid & self.result.ready):
             m.d.sync += self.result.valid.eq(0)
+
+        # ------------------------------------------------------------ training feeder
+        # after an image's softmax: its 10 deltas, then its 192 FC inputs V (read from the last
+        # feature map, channel-major index m -> HWC address), into the update engine
+        H2, W2, C2 = steps[-1].in_shape
+        n_in = H2 * W2 * C2
+        vaddr = Memory(shape=unsigned(16), depth=n_in,
+                       init=[((mm % (H2 * W2)) // W2 * W2 + mm % W2) * C2 + mm // (H2 * W2) for mm in range(n_in)])
+        m.submodules.vaddr = vaddr
+        va_r = vaddr.read_port(domain="comb")
+        fmv = fms[-1].read_port()
+        fidx = Signal(range(max(n_in, K) + 2))
+        vph = Signal()              # 0: deltas, 1: V values
+        vdat_ok = Signal()          # fmv.data holds V[fidx - 1]
+        darr = Array(self.result.payload.delta[o] for o in range(K))
+        with m.If(sm.o.valid & sm.o.ready & sm.o.payload.last & self.train):
+            m.d.sync += [feed_busy.eq(1), fidx.eq(0), vph.eq(0), vdat_ok.eq(0)]
+        m.d.comb += [va_r.addr.eq(fidx), fmv.addr.eq(va_r.data)]
+        fin_pending = Signal()
+        with m.If(self.upd_finish.valid & ~fin_pending):
+            m.d.sync += fin_pending.eq(1)
+        m.d.comb += self.upd_finish.ready.eq(~fin_pending)
+        with m.If(feed_busy & ~vph):
+            m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.DELTA), upd.i.payload.index.eq(fidx),
+                         upd.i.payload.value.eq(darr[fidx])]
+            with m.If(upd.i.ready):
+                with m.If(fidx == K - 1):
+                    m.d.sync += [vph.eq(1), fidx.eq(0)]
+                with m.Else():
+                    m.d.sync += fidx.eq(fidx + 1)
+        with m.Elif(feed_busy & vph):
+            # the V RAM read takes a cycle: present V[fidx] once the address has settled
+            m.d.comb += fmv.en.eq(~vdat_ok | upd.i.ready)
+            with m.If(~vdat_ok):
+                m.d.sync += vdat_ok.eq(1)
+            with m.Else():
+                m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.V), upd.i.payload.index.eq(fidx),
+                             upd.i.payload.value.eq(fmv.data)]
+                with m.If(upd.i.ready):
+                    m.d.sync += vdat_ok.eq(0)
+                    with m.If(fidx == n_in - 1):
+                        m.d.sync += feed_busy.eq(0)
+                    with m.Else():
+                        m.d.sync += fidx.eq(fidx + 1)
+        with m.Elif(fin_pending):
+            m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.FINISH)]
+            with m.If(upd.i.ready):
+                m.d.sync += fin_pending.eq(0)
 
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()

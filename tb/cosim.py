@@ -32,6 +32,9 @@ class SimTop(wiring.Component):
             "image": sig["image"],
             "result": sig["result"],
             "prog": sig["prog"], "prog_res": sig["prog_res"], "prog_req": sig["prog_req"], "prog_rsp": sig["prog_rsp"],
+            "train": sig["train"], "eta_m": sig["eta_m"], "eta_sh": sig["eta_sh"], "th_code": sig["th_code"],
+            "upd_finish": sig["upd_finish"], "upd_done": sig["upd_done"],
+            "vread_req": sig["vread_req"], "vread_rsp": sig["vread_rsp"],
             "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32),
             "lane_idle": Out(32),
             "overrun": Out(1),
@@ -48,6 +51,12 @@ class SimTop(wiring.Component):
         wiring.connect(m, c.prog_res, wiring.flipped(self.prog_res))
         wiring.connect(m, c.prog_req, wiring.flipped(self.prog_req))
         wiring.connect(m, wiring.flipped(self.prog_rsp), c.prog_rsp)
+        wiring.connect(m, wiring.flipped(self.upd_finish), c.upd_finish)
+        wiring.connect(m, c.upd_done, wiring.flipped(self.upd_done))
+        wiring.connect(m, c.vread_req, wiring.flipped(self.vread_req))
+        wiring.connect(m, wiring.flipped(self.vread_rsp), c.vread_rsp)
+        m.d.comb += [c.train.eq(self.train), c.eta_m.eq(self.eta_m), c.eta_sh.eq(self.eta_sh),
+                     c.th_code.eq(self.th_code)]
         m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp),
                      self.slot_reads.eq(c.slot_reads),
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
@@ -142,41 +151,41 @@ async def collect_results(dut, n, layout, clk, on_result=None):
     return out
 
 
-async def program_cells(dut, clk, cells, backend, on_result=None):
-    """Transfer through the RTL write-verify sequencer: `cells` = [(pe, row, bl, target_code)].
+async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_result=None):
+    """Programming through the RTL: the write-verify sequencer (and, in training, the pair
+    programmer) issue verify reads and SET/RESET pulses; `backend` (the golden device physics)
+    answers them cycle by cycle.
 
-    The controller issues verify reads and SET/RESET pulses on prog_req; `backend` (the golden
-    device physics) answers: backend.begin(pe, row, bl) when a cell starts, .read() -> verify code,
-    .pulse(direction), .end(ok, pulses) -> the cell's new read current in I_Q units, which is
-    written into the HDL array model so that inference sees the programmed cell. Python follows
-    the programming cycle by cycle (a few hundred thousand cycles for a whole board); inference
-    never does.
+    cells: host commands [(pe, row, bl, target_code)] sent on `prog` (the weight transfer).
+    until_done: also wait for the end of a training batch's programming (`upd_done`).
+    backend: .begin(pe, row, bl) when a write-verify cell starts, .read() -> verify code,
+    .pulse(direction), .end(ok, pulses) -> the cell's new read current in I_Q units (written into
+    the HDL array model so inference sees it), .vread(pe, row, bl) -> verify code of a pair read.
+    Python follows programming cycle by cycle (a few hundred thousand cycles for a board);
+    inference never does.
     """
     from cocotb.triggers import ReadOnly, RisingEdge
 
     from tb.harness import pack, unpack
-    ctrl_layouts = backend.layouts
+    L = backend.layouts
     n = len(cells)
-    results = []
-    sent = 0
-    rsp_queue = []
-    cfg_write = None
-    current = None
+    results, sent, rsp_queue, vrsp_queue = [], 0, [], []
+    cfg_write, current, done = None, None, not until_done
     dut.prog_req__ready.value = 1
     dut.prog_res__ready.value = 1
-    while len(results) < n:
-        # drive this cycle's inputs
+    dut.vread_req__ready.value = 1
+    dut.upd_done__ready.value = 1
+    while len(results) < n or not done or cfg_write is not None:
         if sent < n:
             pe, row, bl, tgt = cells[sent]
-            dut.prog__payload.value = pack(ctrl_layouts["cmd"], pe=pe, row=row, bl=bl, target=tgt)
-            dut.prog__valid.value = 1
-        else:
-            dut.prog__valid.value = 0
+            dut.prog__payload.value = pack(L["cmd"], pe=pe, row=row, bl=bl, target=tgt)
+        dut.prog__valid.value = int(sent < n)
         if rsp_queue:
-            dut.prog_rsp__payload.value = pack(ctrl_layouts["rsp"], code=rsp_queue[0])
-            dut.prog_rsp__valid.value = 1
-        else:
-            dut.prog_rsp__valid.value = 0
+            dut.prog_rsp__payload.value = pack(L["rsp"], code=rsp_queue[0])
+        dut.prog_rsp__valid.value = int(bool(rsp_queue))
+        if vrsp_queue:
+            dut.vread_rsp__payload.value = vrsp_queue[0]
+        dut.vread_rsp__valid.value = int(bool(vrsp_queue))
         if cfg_write is not None:
             dut.cfg_we.value, dut.cfg_pe.value = 1, cfg_write[0]
             dut.cfg_addr.value, dut.cfg_data.value = cfg_write[1], cfg_write[2]
@@ -188,16 +197,23 @@ async def program_cells(dut, clk, cells, backend, on_result=None):
             sent += 1
         if rsp_queue and dut.prog_rsp__ready.value:
             rsp_queue.pop(0)
+        if vrsp_queue and dut.vread_rsp__ready.value:
+            vrsp_queue.pop(0)
+        if until_done and dut.upd_done__valid.value:
+            done = True
         if dut.prog_res__valid.value:
-            r = unpack(ctrl_layouts["res"], int(dut.prog_res__payload.value))
+            r = unpack(L["res"], int(dut.prog_res__payload.value))
             units = backend.end(bool(r["ok"]), r["pulses"])
             cfg_write = (r["pe"], r["row"] * 16 + r["bl"], units)
             current = None
             results.append(r)
             if on_result:
                 on_result(r)
+        if dut.vread_req__valid.value:
+            q = unpack(L["vread"], int(dut.vread_req__payload.value))
+            vrsp_queue.append(backend.vread(q["pe"], q["row"], q["bl"]))
         if dut.prog_req__valid.value:
-            q = unpack(ctrl_layouts["req"], int(dut.prog_req__payload.value))
+            q = unpack(L["req"], int(dut.prog_req__payload.value))
             addr = (q["pe"], q["row"], q["bl"])
             if current != addr:
                 backend.begin(*addr)
@@ -207,11 +223,38 @@ async def program_cells(dut, clk, cells, backend, on_result=None):
             else:              # SET = 0, RESET = 1 (golden.write_verify.Pulse)
                 backend.pulse(q["op"])
         await RisingEdge(clk)
-    if cfg_write is not None:
-        dut.cfg_we.value, dut.cfg_pe.value = 1, cfg_write[0]
-        dut.cfg_addr.value, dut.cfg_data.value = cfg_write[1], cfg_write[2]
-        await RisingEdge(clk)
     dut.cfg_we.value = 0
     dut.prog__valid.value = 0
     dut.prog_rsp__valid.value = 0
+    dut.vread_rsp__valid.value = 0
     return results
+
+
+class CrossbarBackend:
+    """Serves the RTL's programming requests from a golden.crossbar.Crossbar (the physics)."""
+
+    def __init__(self, xb, ctrl):
+        self.xb = xb
+        self.layouts = {"cmd": ctrl.wv.cmd_layout, "rsp": ctrl.wv.rsp_layout, "res": ctrl.wv.res_layout,
+                        "req": ctrl.wv.req_layout, "vread": ctrl.pp.rd_layout}
+        self.session = None
+
+    def begin(self, pe, row, bl):
+        self.session = self.xb.cell_session(pe, row, bl)
+
+    def read(self):
+        return self.session.read()
+
+    def pulse(self, op):
+        from golden.write_verify import Pulse
+        self.session.pulse(Pulse(op))
+
+    def end(self, ok, pulses):
+        from golden.device import V_READ, current_units
+        s = self.session
+        s.end(ok, pulses)
+        self.session = None
+        return int(current_units(self.xb.g[s.idx] * V_READ))
+
+    def vread(self, pe, row, bl):
+        return self.xb.verify_read(pe, row, bl)

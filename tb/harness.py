@@ -25,7 +25,8 @@ SIM_BUILD = ROOT / "sim_build"
 # Amaranth's Verilog is width-clean by construction but trips these Verilator lints.
 VERILATOR_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-UNOPTFLAT",
                      "-Wno-CASEINCOMPLETE", "-Wno-PINCONNECTEMPTY", "-Wno-DECLFILENAME", "-Wno-UNDRIVEN",
-                     "-Wno-PROCASSINIT", "-Wno-SYNCASYNCNET", "-Wno-GENUNNAMED", "-Wno-VARHIDDEN"]
+                     "-Wno-PROCASSINIT", "-Wno-SYNCASYNCNET", "-Wno-GENUNNAMED", "-Wno-VARHIDDEN",
+                     "-Wno-ALWNEVER"]
 
 
 def verilator_env():

@@ -1,0 +1,180 @@
+"""Pair programmer: turns the update engine's commands into write-verify targets on the G+/G- pair.
+
+Golden counterpart: golden.hybrid.PairProgrammer.apply in closed-loop mode (the rule is documented
+there). Per command (pe, row_pos, bl, d_code):
+  read c+ (row_pos) and c- (row_pos + 1) on the verify path (`rd_req` / `rd_rsp`);
+  d > 0: lower G- ("down") and raise G+ ("up"); d < 0: the other way round;
+  room_down = max(c_down - lo, 0), room_up = max(hi - c_up, 0) (0 for a blocked cell);
+  a = min(|d|, room_down), b = min(|d| - a, room_up), moved between the two devices when a part
+  is within the verify margin, parts <= margin dropped;
+  write-verify commands: down -> c_down - a, then up -> c_up + b (`wv_cmd`).
+A cell whose write-verify fails is blocked for good (`wv_res` is watched; one bit per cell).
+The update engine's end-of-batch marker passes through on `done` once every command before it is
+finished, so the host knows when an iteration's programming is over.
+"""
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+class PairProgrammer(wiring.Component):
+    def __init__(self, cmd_layout, wv_cmd_layout, wv_res_layout, n_pe=8, n_rows=128, n_bl=16, code_bits=8,
+                 lo=25, hi=200, margin=5):
+        self.n_pe, self.n_rows, self.n_bl, self.code_bits = n_pe, n_rows, n_bl, code_bits
+        self.lo, self.hi, self.margin = lo, hi, margin
+        self.rd_layout = data.StructLayout({"pe": _bits(n_pe), "row": _bits(n_rows), "bl": _bits(n_bl)})
+        super().__init__({
+            "cmd": In(stream.Signature(cmd_layout)),
+            "rd_req": Out(stream.Signature(self.rd_layout)),
+            "rd_rsp": In(stream.Signature(data.StructLayout({"code": code_bits}))),
+            "wv_cmd": Out(stream.Signature(wv_cmd_layout)),
+            "wv_res": In(wv_res_layout),       # observed (valid & ready) by the owner
+            "wv_res_fire": In(1),
+            "done": Out(stream.Signature(data.StructLayout({"overflow": 1}))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cb = self.code_bits
+        ncell = self.n_pe * self.n_rows * self.n_bl
+        m.submodules.blocked = blk = Memory(shape=1, depth=ncell, init=[])
+        blk_w = blk.write_port()
+        blk_r = blk.read_port(domain="comb")
+
+        def cell_addr(pe, row, bl):
+            return (pe * self.n_rows + row) * self.n_bl + bl
+
+        # a failed write-verify blocks its cell
+        r = self.wv_res
+        with m.If(self.wv_res_fire & ~r.ok):
+            m.d.comb += [blk_w.en.eq(1), blk_w.addr.eq(cell_addr(r.pe, r.row, r.bl)), blk_w.data.eq(1)]
+
+        c = Signal.like(self.cmd.payload)
+        cp = Signal(cb)
+        cn = Signal(cb)
+        need = Signal(unsigned(cb + 2))
+        a = Signal(signed(cb + 4))
+        b = Signal(signed(cb + 4))
+        down_row = Signal.like(c.row_pos)
+        up_row = Signal.like(c.row_pos)
+        c_down = Signal(cb)
+        c_up = Signal(cb)
+        pending = Signal(range(2 ** 16))   # write-verify commands issued, results not yet seen
+        with m.If(self.wv_cmd.valid & self.wv_cmd.ready & ~self.wv_res_fire):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(~(self.wv_cmd.valid & self.wv_cmd.ready) & self.wv_res_fire):
+            m.d.sync += pending.eq(pending - 1)
+
+        m.d.comb += self.busy.eq(pending != 0)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += c.eq(self.cmd.payload)
+                    with m.If(self.cmd.payload.end):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "READ_POS"
+            with m.State("READ_POS"):
+                m.d.comb += [self.rd_req.valid.eq(1), self.rd_req.payload.pe.eq(c.pe),
+                             self.rd_req.payload.row.eq(c.row_pos), self.rd_req.payload.bl.eq(c.bl)]
+                with m.If(self.rd_req.ready):
+                    m.next = "WAIT_POS"
+            with m.State("WAIT_POS"):
+                m.d.comb += self.rd_rsp.ready.eq(1)
+                with m.If(self.rd_rsp.valid):
+                    m.d.sync += cp.eq(self.rd_rsp.payload.code)
+                    m.next = "READ_NEG"
+            with m.State("READ_NEG"):
+                m.d.comb += [self.rd_req.valid.eq(1), self.rd_req.payload.pe.eq(c.pe),
+                             self.rd_req.payload.row.eq(c.row_pos + 1), self.rd_req.payload.bl.eq(c.bl)]
+                with m.If(self.rd_req.ready):
+                    m.next = "WAIT_NEG"
+            with m.State("WAIT_NEG"):
+                m.d.comb += self.rd_rsp.ready.eq(1)
+                with m.If(self.rd_rsp.valid):
+                    m.d.sync += cn.eq(self.rd_rsp.payload.code)
+                    m.next = "ORIENT"
+            with m.State("ORIENT"):
+                pos_d = c.d_code > 0
+                absd = Mux(c.d_code < 0, -c.d_code, c.d_code)
+                m.d.sync += [
+                    # both rooms together are < 2**(cb+1): any larger need gives the same split
+                    need.eq(Mux(absd > 2 ** (cb + 1), 2 ** (cb + 1), absd)),
+                    down_row.eq(Mux(pos_d, c.row_pos + 1, c.row_pos)),
+                    up_row.eq(Mux(pos_d, c.row_pos, c.row_pos + 1)),
+                    c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
+                ]
+                m.next = "BLOCK_DOWN"
+            # rooms: blocked cells have none (the blocked RAM is read asynchronously)
+            room_d = Signal(signed(cb + 3))
+            room_u = Signal(signed(cb + 3))
+            bd = Signal()
+            with m.State("BLOCK_DOWN"):
+                m.d.comb += blk_r.addr.eq(cell_addr(c.pe, down_row, c.bl))
+                m.d.sync += bd.eq(blk_r.data)
+                m.next = "BLOCK_UP"
+            bu = Signal()
+            with m.State("BLOCK_UP"):
+                m.d.comb += blk_r.addr.eq(cell_addr(c.pe, up_row, c.bl))
+                m.d.sync += bu.eq(blk_r.data)
+                m.next = "SPLIT"
+            with m.State("SPLIT"):
+                rd = Mux(bd | (c_down < self.lo), 0, c_down - self.lo)
+                ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
+                m.d.comb += [room_d.eq(rd), room_u.eq(ru)]
+                a0 = Mux(need < room_d, need, room_d)
+                rest = need - a0
+                b0 = Mux(rest < room_u, rest, room_u)
+                # golden: if 0 < a <= res_d and a + b <= room_u: a, b = 0, a + b
+                a1 = Signal(signed(cb + 4))
+                b1 = Signal(signed(cb + 4))
+                with m.If((a0 > 0) & (a0 <= self.margin) & (a0 + b0 <= room_u)):
+                    m.d.comb += [a1.eq(0), b1.eq(a0 + b0)]
+                with m.Else():
+                    m.d.comb += [a1.eq(a0), b1.eq(b0)]
+                # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
+                a2 = Signal(signed(cb + 4))
+                b2 = Signal(signed(cb + 4))
+                with m.If((b1 > 0) & (b1 <= self.margin) & (a1 + b1 <= room_d)):
+                    m.d.comb += [a2.eq(a1 + b1), b2.eq(0)]
+                with m.Else():
+                    m.d.comb += [a2.eq(a1), b2.eq(b1)]
+                m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
+                m.next = "PROG_DOWN"
+            with m.State("PROG_DOWN"):
+                with m.If(a == 0):
+                    m.next = "PROG_UP"
+                with m.Else():
+                    m.d.comb += [self.wv_cmd.valid.eq(1), self.wv_cmd.payload.pe.eq(c.pe),
+                                 self.wv_cmd.payload.row.eq(down_row), self.wv_cmd.payload.bl.eq(c.bl),
+                                 self.wv_cmd.payload.target.eq(c_down - a)]
+                    with m.If(self.wv_cmd.ready):
+                        m.next = "PROG_UP"
+            with m.State("PROG_UP"):
+                with m.If(b == 0):
+                    m.next = "WAIT_WV"
+                with m.Else():
+                    m.d.comb += [self.wv_cmd.valid.eq(1), self.wv_cmd.payload.pe.eq(c.pe),
+                                 self.wv_cmd.payload.row.eq(up_row), self.wv_cmd.payload.bl.eq(c.bl),
+                                 self.wv_cmd.payload.target.eq(c_up + b)]
+                    with m.If(self.wv_cmd.ready):
+                        m.next = "WAIT_WV"
+            with m.State("WAIT_WV"):
+                # the next command's reads must see this one's programming: wait for its results
+                with m.If((pending == 0) | ((pending == 1) & self.wv_res_fire)):
+                    m.next = "IDLE"
+            with m.State("DRAIN"):
+                with m.If((pending == 0) | ((pending == 1) & self.wv_res_fire)):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [self.done.valid.eq(1), self.done.payload.overflow.eq(c.overflow)]
+                with m.If(self.done.ready):
+                    m.next = "IDLE"
+        return m
