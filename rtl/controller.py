@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -160,6 +160,7 @@ class Controller(wiring.Component):
             "conv_rounds": Out(32),
             "lane_idle": Out(32),       # lane-cycles with no group while a step runs (stalls)
             "overrun": Out(1),          # sticky: a position finished before the previous was stored
+            "status": Out(8),           # training path state (status register): see elaborate
         })
 
     def elaborate(self, platform):
@@ -473,6 +474,10 @@ class Controller(wiring.Component):
             m.d.sync += [feed_busy.eq(1), fidx.eq(0), vph.eq(0), vdat_ok.eq(0)]
         m.d.comb += [va_r.addr.eq(fidx), fmv.addr.eq(va_r.data)]
         fin_pending = Signal()
+        # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
+        # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
+        m.d.comb += self.status.eq(Cat(feed_busy, vph, fin_pending, upd.i.ready, upd.o.valid, pp.busy, pp.cmd.ready,
+                                       am_busy))
         with m.If(self.upd_finish.valid & ~fin_pending):
             m.d.sync += fin_pending.eq(1)
         m.d.comb += self.upd_finish.ready.eq(~fin_pending)

@@ -50,9 +50,14 @@ class PairProgrammer(wiring.Component):
         def cell_addr(pe, row, bl):
             return (pe * self.n_rows + row) * self.n_bl + bl
 
+        # results of this block's own commands (host transfers share the sequencer but never run
+        # at the same time as a training batch's programming: they are not counted or blocked)
+        pending = Signal(range(2 ** 16))   # write-verify commands issued, results not yet seen
+        mine = Signal()
+        m.d.comb += mine.eq(self.wv_res_fire & (pending != 0))
         # a failed write-verify blocks its cell
         r = self.wv_res
-        with m.If(self.wv_res_fire & ~r.ok):
+        with m.If(mine & ~r.ok):
             m.d.comb += [blk_w.en.eq(1), blk_w.addr.eq(cell_addr(r.pe, r.row, r.bl)), blk_w.data.eq(1)]
 
         c = Signal.like(self.cmd.payload)
@@ -65,10 +70,9 @@ class PairProgrammer(wiring.Component):
         up_row = Signal.like(c.row_pos)
         c_down = Signal(cb)
         c_up = Signal(cb)
-        pending = Signal(range(2 ** 16))   # write-verify commands issued, results not yet seen
-        with m.If(self.wv_cmd.valid & self.wv_cmd.ready & ~self.wv_res_fire):
+        with m.If(self.wv_cmd.valid & self.wv_cmd.ready & ~mine):
             m.d.sync += pending.eq(pending + 1)
-        with m.Elif(~(self.wv_cmd.valid & self.wv_cmd.ready) & self.wv_res_fire):
+        with m.Elif(~(self.wv_cmd.valid & self.wv_cmd.ready) & mine):
             m.d.sync += pending.eq(pending - 1)
 
         m.d.comb += self.busy.eq(pending != 0)
@@ -168,10 +172,10 @@ class PairProgrammer(wiring.Component):
                         m.next = "WAIT_WV"
             with m.State("WAIT_WV"):
                 # the next command's reads must see this one's programming: wait for its results
-                with m.If((pending == 0) | ((pending == 1) & self.wv_res_fire)):
+                with m.If((pending == 0) | ((pending == 1) & mine)):
                     m.next = "IDLE"
             with m.State("DRAIN"):
-                with m.If((pending == 0) | ((pending == 1) & self.wv_res_fire)):
+                with m.If((pending == 0) | ((pending == 1) & mine)):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.done.valid.eq(1), self.done.payload.overflow.eq(c.overflow)]

@@ -11,6 +11,10 @@ def add_parser(sub, common):
     p = sub.add_parser("sim", help="co-simulate the controller RTL with 8 behavioural PEs (the main job)")
     common(p)
     p.add_argument("--n", type=int, default=1000, help="test images (default 1000; 10000 for all)")
+    p.add_argument("--device", default="yao2020",
+                   help="device preset of the PEs (golden/devices.py), or 'ideal' (exact target levels)")
+    p.add_argument("--seed", type=int, default=0, help="device seed of the board")
+    p.add_argument("--iterations", type=int, default=10, help="hybrid-training iterations (batches of 100)")
     p.add_argument("--report", type=Path, default=Path("build/sim_report.json"))
     p.add_argument("--waves", action="store_true", help="write an FST waveform (slow)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -25,7 +29,8 @@ def cmd_sim(args):
     if args.report.exists():
         args.report.unlink()
     params = {"weights": str(Path(args.weights).resolve()), "data": str(Path(args.data).resolve()),
-              "n": args.n, "report": str(args.report.resolve()), "progress": sys.stderr.isatty()}
+              "n": args.n, "report": str(args.report.resolve()), "progress": sys.stderr.isatty(),
+              "device": args.device, "seed": args.seed, "iterations": args.iterations}
     print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True)
     try:
         sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves)
@@ -36,18 +41,40 @@ def cmd_sim(args):
     r = json.loads(args.report.read_text())
     if args.json:
         print(json.dumps(r))
-        return 0 if r["mismatched_images"] == 0 else 1
-    print(f"\n{'':=<72}\nmcnn sim: {r['images']} MNIST test images through the controller RTL ({r['device']})")
-    print(f"  accuracy, RTL            {r['accuracy_rtl']:.2f} %   (golden integer datapath "
-          f"{r['accuracy_golden']:.2f} %)")
-    print(f"  bit-exact with golden    {r['bitexact_images']}/{r['images']} images "
-          f"(logits, class, softmax p, delta)")
-    print(f"  cycles per image         {r['cycles_per_image']:.0f}  (array bound {r['bound_cycles_per_image']}, "
-          f"ratio {r['measured_over_bound']:.4f})")
-    print(f"  co-simulation            {r['cosim_images_per_s']:.1f} images/s "
-          f"(golden model {r['golden_images_per_s']:.0f} images/s)")
-    c = r["counters"]
-    print(f"  counters                 {c['slot_reads']} slot reads, {c['adc_conversions']} ADC conversions, "
-          f"{c['lane_idle_cycles']} idle lane cycles, overrun {c['overrun']}")
-    print(f"  report                   {args.report}")
-    return 0 if r["mismatched_images"] == 0 else 1
+        return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
+    print(f"\n{'':=<76}\nmcnn sim: the controller RTL on 8 behavioural PEs, device {r['device']}, "
+          f"{r['images']} MNIST test images")
+    st = r["stages"]
+    if "transfer" in st:
+        t = st["transfer"]
+        print(f"  transfer (RTL write-verify)  {t['cells']} cells, {t['failed_cells']} failed, pulses mean "
+              f"{t['pulses_mean']:.1f} max {t['pulses_max']}; conductances equal golden: "
+              f"{t['conductances_equal_golden']}")
+    if "inference" in st:
+        i = st["inference"]
+        print(f"  accuracy, RTL                {i['accuracy_rtl']:.2f} %   (golden {i['accuracy_golden']:.2f} %), "
+              f"bit-exact {i['bitexact_images']}/{r['images']} (logits, class, p, delta)")
+    if "hybrid" in st:
+        tr = st["hybrid"]["trace"]
+        errs = " ".join(f"{e['train_error_batch']:.0f}" for e in tr)
+        print(f"  hybrid training (RTL)        {len(tr)} iterations, batch train error % {errs}; "
+              f"{sum(e['cells_programmed'] for e in tr)} cells programmed, golden-equal "
+              f"{all(e['conductances_equal_golden'] for e in tr)}")
+    if "inference_after_hybrid" in st:
+        i = st["inference_after_hybrid"]
+        print(f"  accuracy after hybrid, RTL   {i['accuracy_rtl']:.2f} %   (golden {i['accuracy_golden']:.2f} %), "
+              f"bit-exact {i['bitexact_images']}/{r['images']}")
+    if "cycles_per_image" in r:
+        print(f"  cycles per image             {r['cycles_per_image']:.0f}  (array bound "
+              f"{r['bound_cycles_per_image']}, ratio {r['measured_over_bound']:.4f})")
+        print(f"  co-simulation                {r['cosim_images_per_s']:.1f} images/s "
+              f"(golden model {r['golden_images_per_s']:.0f} images/s)")
+    if "counters" in r:
+        c = r["counters"]
+        print(f"  counters                     {c['slot_reads']} slot reads, {c['adc_conversions']} ADC conversions, "
+              f"{c['lane_idle_cycles']} idle lane cycles, overrun {c['overrun']}"
+              + (f", {c['pulses']} SET/RESET pulses, {c['verify_reads']} verify reads" if "pulses" in c else ""))
+    if "error" in r:
+        print(f"  ERROR: {r['error']}")
+    print(f"  report                       {args.report}")
+    return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1

@@ -36,7 +36,7 @@ class SimTop(wiring.Component):
             "upd_finish": sig["upd_finish"], "upd_done": sig["upd_done"],
             "vread_req": sig["vread_req"], "vread_rsp": sig["vread_rsp"],
             "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32),
-            "lane_idle": Out(32),
+            "lane_idle": Out(32), "status": Out(8),
             "overrun": Out(1),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
         })
@@ -59,7 +59,7 @@ class SimTop(wiring.Component):
                      c.th_code.eq(self.th_code)]
         m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp),
                      self.slot_reads.eq(c.slot_reads),
-                     self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle),
+                     self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle), self.status.eq(c.status),
                      self.overrun.eq(c.overrun)]
         for p in range(c.n_pe):
             pe = c.pe[p]
@@ -151,7 +151,7 @@ async def collect_results(dut, n, layout, clk, on_result=None):
     return out
 
 
-async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_result=None):
+async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_result=None, max_idle=300_000):
     """Programming through the RTL: the write-verify sequencer (and, in training, the pair
     programmer) issue verify reads and SET/RESET pulses; `backend` (the golden device physics)
     answers them cycle by cycle.
@@ -175,7 +175,13 @@ async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_re
     dut.prog_res__ready.value = 1
     dut.vread_req__ready.value = 1
     dut.upd_done__ready.value = 1
+    idle = 0
     while len(results) < n or not done or cfg_write is not None:
+        idle += 1
+        if idle > max_idle:
+            raise TimeoutError(f"programming stalled for {max_idle} cycles: {len(results)}/{n} host cells done, "
+                               f"batch done {done}, prog_req {dut.prog_req__valid.value}, vread_req "
+                               f"{dut.vread_req__valid.value}, prog ready {dut.prog__ready.value}, status {int(dut.status.value):08b}")
         if sent < n:
             pe, row, bl, tgt = cells[sent]
             dut.prog__payload.value = pack(L["cmd"], pe=pe, row=row, bl=bl, target=tgt)
@@ -201,6 +207,8 @@ async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_re
             vrsp_queue.pop(0)
         if until_done and dut.upd_done__valid.value:
             done = True
+        if dut.prog_res__valid.value or dut.vread_req__valid.value or dut.prog_req__valid.value:
+            idle = 0
         if dut.prog_res__valid.value:
             r = unpack(L["res"], int(dut.prog_res__payload.value))
             units = backend.end(bool(r["ok"]), r["pulses"])

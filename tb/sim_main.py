@@ -1,84 +1,201 @@
 """cocotb session behind `make sim` / `mcnn sim`: the controller RTL and 8 behavioural PEs.
 
-Stages: cells programmed (conductances from golden/: ideal levels, or a device model's transfer),
-inference on N test images through the RTL, compared image by image with the golden integer
-datapath on the same cells; a JSON report with accuracy, agreement, cycles per image against the
-array bound, images per second and the controller's counters.
+Stages, each checked against the golden model run on an identical copy of the board:
+  1. transfer  every mapped cell programmed through the RTL write-verify sequencer, the device
+               physics (golden/crossbar.py) answering its reads and pulses: per-cell results and
+               every programmed conductance must equal golden's closed loop on the copy;
+  2. inference N test images through the RTL on the programmed cells (logits, class, p, delta);
+  3. hybrid    training iterations in fabric (batch of 100 training images: V and delta feed the
+               update engine, threshold rule, pair programmer, write-verify), against golden.update
+               + golden.hybrid.PairProgrammer on the copy; conductances compared after each;
+  4. inference again, after training.
+With --device ideal, cells hold their exact target levels and stages 1 and 3 are skipped.
 """
 import json
 import time
 
 import cocotb
+import cocotb.triggers
 import numpy as np
 
 from tb import cosim, harness
 
 
+def _same_result(r, g):
+    return (r["logits"] == g[0].tolist() and r["cls"] == int(g[1]) and r["p"] == g[2].tolist()
+            and r["delta"] == g[3].tolist())
+
+
+async def _infer(dut, ctrl, x, y, desc, progress):
+    from tqdm import tqdm
+    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress)
+    t0 = time.perf_counter()
+    cocotb.start_soon(cosim.feed_images(dut, x, dut.clk, labels=y))
+    res = await cosim.collect_results(dut, len(x), ctrl.result_layout, dut.clk, on_result=lambda r: bar.update(1))
+    await cocotb.triggers.RisingEdge(dut.clk)  # leave the read-only phase
+    bar.close()
+    return res, time.perf_counter() - t0
+
+
+def _golden(dp, x, y):
+    from golden.datapath import delta
+    g = dp.run(x, keep=True)
+    return g, delta(g.p, y)
+
+
+def _compare(res, g, d):
+    return [i for i, r in enumerate(res) if not _same_result(r, (g.logits[i], g.classes[i], g.p[i], d[i]))]
+
+
 @cocotb.test()
 async def session(dut):
-    from tqdm import tqdm
+    p = harness.params()
+    report = {"images": p["n"], "device": p.get("device", "ideal"), "stages": {}}
+    try:
+        await _session(dut, p, report)
+    except Exception as e:
+        report["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        with open(p["report"], "w") as f:
+            json.dump(report, f, indent=2)
 
-    from golden import weights
-    from golden.datapath import Datapath, delta
+
+async def _session(dut, p, report):
+    from cocotb.triggers import RisingEdge
+
+    from golden import cnn, weights
+    from golden.crossbar import Crossbar
+    from golden.datapath import Datapath
+    from golden.hybrid import ETA_DEFAULT, PairProgrammer
     from golden.idx import load_dataset
+    from golden.mapping import build_mapping
     from golden.perf import bound_cycles_per_image
+    from golden.transfer import plan
+    from golden.update import accumulate, commands, eta_params, threshold, weight_update
+    from golden.write_verify import level_target_code
     from tb.sim_top import build_controller, cells_for
 
-    p = harness.params()
+    progress = p.get("progress", True)
     w = weights.load(p["weights"])
     ds = load_dataset(p["data"])
     n = min(p["n"], len(ds.test_images))
     x, y = ds.test_images[:n], ds.test_labels[:n].astype(np.int64)
-    array, transfer_info = cells_for(w, p)
+    ctrl = build_controller(w)
+    mapping = build_mapping()
+    report["images"] = n
+    await harness.start_clock_and_reset(dut, start_clock=False)
+    dut.train.value = 0
+    dut.th_code.value = 15
+
+    if p.get("device", "ideal") == "ideal":
+        array, _ = cells_for(w, p)
+        await cosim.load_cells(dut, array.i_units, dut.clk)
+    else:
+        # ---------------------------------------------------------------- 1. transfer
+        xb = Crossbar(p["device"], seed=p.get("seed", 0))
+        gold_xb = xb.copy()
+        await cosim.load_cells(dut, xb.i_units(), dut.clk)
+        pl = plan(mapping, w.int_w)
+        cells = [(int(a), int(b), int(c), level_target_code(int(lv)))
+                 for a, b, c, lv in zip(pl.pe, pl.row, pl.bl, pl.level)]
+        from tqdm import tqdm
+        bar = tqdm(total=len(cells), desc="transfer (RTL write-verify)", unit="cell", disable=not progress)
+        t0 = time.perf_counter()
+        res = await cosim.serve_programming(dut, dut.clk, cosim.CrossbarBackend(xb, ctrl), cells,
+                                            on_result=lambda r: bar.update(1))
+        bar.close()
+        t_tr = time.perf_counter() - t0
+        gres = [gold_xb.program_cell(*c) for c in cells]
+        bad = [i for i, (r, g) in enumerate(zip(res, gres))
+               if (bool(r["ok"]), r["pulses"], r["final_code"]) != (g.ok, g.pulses, g.final_code)]
+        same_g = bool(np.array_equal(xb.g, gold_xb.g))
+        report["stages"]["transfer"] = {
+            "cells": len(cells), "failed_cells": int(sum(not r["ok"] for r in res)),
+            "pulses_mean": float(np.mean([r["pulses"] for r in res])),
+            "pulses_max": int(max(r["pulses"] for r in res)),
+            "cells_differing_from_golden": len(bad), "conductances_equal_golden": same_g,
+            "seconds": round(t_tr, 1)}
+        assert not bad and same_g, f"transfer differs from golden: {len(bad)} cells, conductances equal {same_g}"
+        array = xb
+
+    # -------------------------------------------------------------------- 2. inference
     dp = Datapath(w.int_w, w.q, array=array)
     t0 = time.perf_counter()
-    gold = dp.run(x)
+    g, gd = _golden(dp, x, y)
     t_golden = time.perf_counter() - t0
-    gdelta = delta(gold.p, y)
-    ctrl = build_controller(w)
-
-    await harness.start_clock_and_reset(dut, start_clock=False)
-    t0 = time.perf_counter()
-    await cosim.load_cells(dut, array.i_units, dut.clk)
-    t_load = time.perf_counter() - t0
-
-    bar = tqdm(total=n, desc="inference (RTL)", unit="img", disable=not p.get("progress", True))
-    t0 = time.perf_counter()
-    cocotb.start_soon(cosim.feed_images(dut, x, dut.clk, labels=y))
-    res = await cosim.collect_results(dut, n, ctrl.result_layout, dut.clk, on_result=lambda r: bar.update(1))
-    t_inf = time.perf_counter() - t0
-    bar.close()
-
-    mism = []
-    for i, r in enumerate(res):
-        if not (r["logits"] == gold.logits[i].tolist() and r["cls"] == int(gold.classes[i])
-                and r["p"] == gold.p[i].tolist() and r["delta"] == gdelta[i].tolist()):
-            mism.append(i)
+    res, t_inf = await _infer(dut, ctrl, x, y, "inference (RTL)", progress)
+    mism = _compare(res, g, gd)
     cls = np.array([r["cls"] for r in res])
     ts = np.array([r["timestamp"] for r in res])
     period = float(np.diff(ts).mean()) if n > 1 else float(res[0]["cycles"])
     bound = bound_cycles_per_image()
-    report = {
-        "images": n,
-        "device": p.get("device", "ideal"),
-        "accuracy_rtl": float((cls == y).mean() * 100),
-        "accuracy_golden": float((gold.classes == y).mean() * 100),
-        "bitexact_images": n - len(mism),
-        "mismatched_images": len(mism),
-        "mismatched_indices": mism[:20],
-        "cycles_per_image": round(period, 1),
-        "cycles_first_image": int(res[0]["cycles"]),
-        "bound_cycles_per_image": bound["cycles"],
-        "bound_per_layer": bound["per_layer"],
+    report["stages"]["inference"] = {
+        "accuracy_rtl": float((cls == y).mean() * 100), "accuracy_golden": float((g.classes == y).mean() * 100),
+        "bitexact_images": n - len(mism), "mismatched_images": len(mism)}
+    report.update({
+        "accuracy_rtl": report["stages"]["inference"]["accuracy_rtl"],
+        "accuracy_golden": report["stages"]["inference"]["accuracy_golden"],
+        "bitexact_images": n - len(mism), "mismatched_images": len(mism), "mismatched_indices": mism[:20],
+        "cycles_per_image": round(period, 1), "cycles_first_image": int(res[0]["cycles"]),
+        "bound_cycles_per_image": bound["cycles"], "bound_per_layer": bound["per_layer"],
         "measured_over_bound": round(period / bound["cycles"], 4),
-        "cosim_images_per_s": round(n / t_inf, 2),
-        "golden_images_per_s": round(n / t_golden, 1),
-        "seconds_cell_load": round(t_load, 2),
-        "counters": {"slot_reads": int(dut.slot_reads.value), "adc_conversion_rounds": int(dut.conv_rounds.value),
-                     "adc_conversions": int(dut.conv_rounds.value) * 32, "lane_idle_cycles": int(dut.lane_idle.value),
-                     "overrun": int(dut.overrun.value)},
-        "transfer": transfer_info,
-    }
-    with open(p["report"], "w") as f:
-        json.dump(report, f, indent=2)
+        "cosim_images_per_s": round(n / t_inf, 2), "golden_images_per_s": round(n / t_golden, 1)})
     assert not mism, f"{len(mism)} images differ from the golden datapath: {mism[:10]}"
+
+    # -------------------------------------------------------------------- 3. hybrid training
+    iters = p.get("iterations", 0) if p.get("device", "ideal") != "ideal" else 0
+    if iters:
+        eta_m, eta_sh = eta_params(p.get("eta") or ETA_DEFAULT, w.q)
+        dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
+        backend = cosim.CrossbarBackend(xb, ctrl)
+        pp_gold = PairProgrammer(gold_xb, "closed")
+        rng = np.random.default_rng(p.get("seed", 0) + 7)
+        order = rng.permutation(55000)
+        trace = []
+        fc = cnn.weight_layers()[-1].name
+        for it in range(iters):
+            idx = order[it * 100:(it + 1) * 100]
+            xt, yt = ds.train_images[idx], ds.train_labels[idx].astype(np.int64)
+            # golden on the copy: V, delta, update, threshold, pair programming
+            gdp = Datapath(w.int_w, w.q, array=gold_xb)
+            gg, ggd = _golden(gdp, xt, yt)
+            v = cnn.flatten_chw(gg.activations[cnn.YAO2020[-2].name])
+            cmds = commands(threshold(weight_update(accumulate(v, ggd), eta_m, eta_sh)), mapping, fc)
+            dut.train.value = 1
+            res, _ = await _infer(dut, ctrl, xt, yt, f"hybrid iteration {it + 1}/{iters}", False)
+            bad_fw = _compare(res, gg, ggd)
+            dut.train.value = 0
+            dut.upd_finish__valid.value = 1
+            dut.upd_finish__payload.value = 0
+            await RisingEdge(dut.clk)
+            dut.upd_finish__valid.value = 0
+            pres = await cosim.serve_programming(dut, dut.clk, backend, until_done=True)
+            for cmd in cmds:
+                pp_gold.apply(cmd, it)
+            same = bool(np.array_equal(xb.g, gold_xb.g))
+            trace.append({"iteration": it + 1, "train_error_batch": float((np.array([r["cls"] for r in res]) != yt)
+                                                                          .mean() * 100),
+                          "commands": len(cmds), "cells_programmed": len(pres),
+                          "forward_mismatches": len(bad_fw), "conductances_equal_golden": same})
+            assert not bad_fw and same, f"hybrid iteration {it + 1} differs from golden: {trace[-1]}"
+        report["stages"]["hybrid"] = {"iterations": iters, "trace": trace}
+        # ---------------------------------------------------------------- 4. inference after training
+        dp = Datapath(w.int_w, w.q, array=xb)
+        g, gd = _golden(dp, x, y)
+        res, _ = await _infer(dut, ctrl, x, y, "inference after hybrid training (RTL)", progress)
+        mism2 = _compare(res, g, gd)
+        cls = np.array([r["cls"] for r in res])
+        report["stages"]["inference_after_hybrid"] = {
+            "accuracy_rtl": float((cls == y).mean() * 100), "accuracy_golden": float((g.classes == y).mean() * 100),
+            "bitexact_images": n - len(mism2), "mismatched_images": len(mism2)}
+        report["bitexact_images"] += n - len(mism2)
+        report["mismatched_images"] += len(mism2)
+        assert not mism2, f"{len(mism2)} images differ from golden after training"
+
+    report["counters"] = {
+        "slot_reads": int(dut.slot_reads.value), "adc_conversion_rounds": int(dut.conv_rounds.value),
+        "adc_conversions": int(dut.conv_rounds.value) * 32, "lane_idle_cycles": int(dut.lane_idle.value),
+        "overrun": int(dut.overrun.value)}
+    if p.get("device", "ideal") != "ideal":
+        report["counters"].update({k: int(v) for k, v in xb.counters.items()})
