@@ -36,3 +36,15 @@ def evaluate(w: Weights, ds: Dataset, n: int | None = None, layers=cnn.YAO2020,
         "seconds_integer_10k": round(t_int * 10000 / len(x), 3),
         "yao2020": YAO2020,
     }
+
+
+def evaluate_stages(w: Weights, ds: Dataset, seeds=range(5), opt=None, jobs: int = 1, n: int | None = None,
+                    cfg: DatapathConfig | None = None, log=None) -> tuple[dict, dict]:
+    """The full table (`mcnn eval --stages all`): the ideal stages of `evaluate` plus every device
+    stage of golden/report.py (transfer, hybrid training, replicated groups) over the device seeds."""
+    from .report import StageOptions, limit_blas_threads, run_stages
+    limit_blas_threads(1)
+    opt = opt or StageOptions()
+    opt.n_test = n
+    basic = evaluate(w, ds, n, cfg=cfg)
+    return basic, run_stages(w, ds, seeds, opt, jobs=jobs, log=log)

@@ -77,6 +77,9 @@ def _eval_all(args, w, ds, cfg):
                        adc_bits=args.adc_bits, age_hours=args.age_hours, keep_arrays=args.plots is not None)
     if args.eta is not None:
         opt.eta = args.eta
+    if args.rep_eta is not None:
+        opt.rep_eta = args.rep_eta
+    opt.rep_update = args.rep_update
     seeds = range(args.seed0, args.seed0 + args.seeds)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     basic, st = evaluate_stages(w, ds, seeds, opt, jobs=args.jobs, n=args.n, cfg=cfg, log=log)
@@ -153,7 +156,8 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy table: float, 15-level, integer datapath (beside Yao 2020)")
+    p = sub.add_parser("eval", help="accuracy table beside Yao 2020: float, 15-level, integer datapath; "
+                                    "--stages all: + transfer, hybrid training, replicated groups on the device model")
     common(p)
     p.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
     p.add_argument("--adc-bits", type=int, default=8)
@@ -170,7 +174,10 @@ def main(argv=None):
     p.add_argument("--eta", type=float, default=None, help="hybrid-training learning rate (default: the selected one)")
     p.add_argument("--iterations", type=int, default=None, help="hybrid-training iterations (default: one epoch)")
     p.add_argument("--rep-iterations", type=int, default=300,
-                   help="iterations of the replicated-group training (default 300 = 100 rounds x 3 groups)")
+                   help="batches of the replicated-group training (default 300 = 100 rounds x 3 groups)")
+    p.add_argument("--rep-eta", type=float, default=None, help="learning rate of the replicated-group training")
+    p.add_argument("--rep-update", choices=("round", "batch"), default="round",
+                   help="replicated groups: one programming step per round of 3 batches (default) or per batch")
     p.add_argument("--n-train", type=int, default=55000, help="training images (default the first 55,000)")
     p.add_argument("--record-every", type=int, default=50, help="record test/training error every N iterations")
     p.add_argument("--read-noise", type=float, default=0.0, help="relative read noise per cell and read (default 0)")
@@ -192,6 +199,9 @@ def main(argv=None):
     p = sub.add_parser("board", help="UART link to the board or its simulation: identify, status, fault injection")
     board_arguments(p)
     p.set_defaults(fn=cmd_board)
+
+    from sw import synth
+    synth.add_parser(sub)
 
     args = ap.parse_args(argv)
     try:
