@@ -181,7 +181,8 @@ async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_re
         if idle > max_idle:
             raise TimeoutError(f"programming stalled for {max_idle} cycles: {len(results)}/{n} host cells done, "
                                f"batch done {done}, prog_req {dut.prog_req__valid.value}, vread_req "
-                               f"{dut.vread_req__valid.value}, prog ready {dut.prog__ready.value}, status {int(dut.status.value):08b}")
+                               f"{dut.vread_req__valid.value}, prog ready {dut.prog__ready.value}, "
+                               f"status {int(dut.status.value):08b}")
         if sent < n:
             pe, row, bl, tgt = cells[sent]
             dut.prog__payload.value = pack(L["cmd"], pe=pe, row=row, bl=bl, target=tgt)
