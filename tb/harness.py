@@ -97,7 +97,8 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
             vfile.write_text(src)
         kw = dict(sources=sources, hdl_toplevel=top, build_dir=bdir,
                   build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else [])
-                  + (["--timing", "-Wno-TIMESCALEMOD"] if hdl_clock_ns else []),
+                  + (["--timing", "-Wno-TIMESCALEMOD"] if hdl_clock_ns else [])
+                  + (["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"] if ports_only else []),
                   waves=waves, always=False, log_file=bdir / "build.log",
                   timescale=("1ns", "1ps") if hdl_clock_ns else None)
         runner.build(**kw)
