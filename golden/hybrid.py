@@ -51,7 +51,8 @@ from .replicate import conv_layers
 from .write_verify import VERIFY_LSB_NA
 
 ETA_DEFAULT = 0.01          # main experiment, chosen by select_eta (docs/devices.md)
-ETA_REP_DEFAULT = 0.007     # replicated groups, chosen by select_eta(replicated=True)
+ETA_REP_DEFAULT = 0.01      # replicated groups (round, clip 30), chosen by select_eta(replicated=True)
+REP_CLIP_CODE = 2 * update.TH_CODE   # replicated groups: update clipping at 30 codes (1.2 weight steps)
 N_TRAIN = 55_000            # Yao 2020: the first 55,000 training images train
 N_VAL = 5_000               # the last 5,000 of the training file validate (choices only)
 
@@ -219,6 +220,17 @@ class PairProgrammer:
 
 # ------------------------------------------------------------------ training
 
+def clip_update(d, clip_code: int):
+    """Update clipping: if the largest |dI| exceeds clip_code, scale the whole update by
+    clip_code / max|dI| (integer, truncated towards zero) - before the threshold rule, so a step
+    never moves a pair by more than clip_code and small entries of a huge update drop out."""
+    d = np.asarray(d, dtype=np.int64)
+    mx = int(np.abs(d).max()) if d.size else 0
+    if mx <= clip_code:
+        return d
+    return np.sign(d) * ((np.abs(d) * int(clip_code)) // mx)
+
+
 @dataclass
 class HybridConfig:
     eta: float = ETA_DEFAULT
@@ -227,7 +239,7 @@ class HybridConfig:
     iterations: int = N_TRAIN // 100     # one epoch: 550
     mode: str = "closed"
     record_every: int = 50
-    order_seed: int = 0
+    clip_code: int | None = None         # update clipping (replicated groups: REP_CLIP_CODE)
 
 
 @dataclass
@@ -269,7 +281,10 @@ class HybridTrainer:
             dl = delta(softmax_fixed(logits, self.sm_m, self.sm_sh), yb)
             a = update.accumulate(vb, dl)
             acc = a if acc is None else acc + a
-        d = update.threshold(update.weight_update(acc, self.m, self.sh), self.cfg.th_code)
+        d = update.weight_update(acc, self.m, self.sh)
+        if self.cfg.clip_code:
+            d = clip_update(d, self.cfg.clip_code)
+        d = update.threshold(d, self.cfg.th_code)
         cmds = update.commands(d, self.mapping, self.layer)
         p0 = self.prog.stats.pulses
         for c in cmds:
@@ -347,7 +362,7 @@ def replicated_batches(sources: dict, labels, order, groups, update_mode: str = 
 
 def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001, 1002, 1003), device="yao2020",
                iterations: int | None = None, replicated: bool = False, update_mode: str = "round",
-               orders: int = 1, log=print) -> dict:
+               orders: int = 1, clip_code: int | None = None, log=print) -> dict:
     """Pick eta on the training/validation split. Per device seed (disjoint from the evaluation
     seeds 0..) one board is transferred; every candidate trains the FC layer from that same
     transferred state on images 0..54,999 and is scored by the error on the validation images
@@ -387,7 +402,8 @@ def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001,
                 b = xb.copy()
                 for g in groups:
                     src[g].xb = b   # read-noise mode recomputes through the board being trained
-                t = HybridTrainer(b, maps["G1"], w.q, HybridConfig(eta=e, iterations=iterations, record_every=0))
+                t = HybridTrainer(b, maps["G1"], w.q, HybridConfig(eta=e, iterations=iterations, record_every=0,
+                                                                   clip_code=clip_code))
                 if replicated:
                     t.run(replicated_batches(src, y_all, order, groups, update_mode))
                 else:
@@ -401,6 +417,7 @@ def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001,
     best = min(mean, key=mean.get)
     return {"candidates": list(candidates), "seeds": list(seeds), "replicated": replicated,
             "update_mode": update_mode if replicated else "batch", "iterations": iterations, "orders": orders,
+            "clip_code": clip_code,
             "validation_error_before": before, "validation_error": {str(e): v for e, v in detail.items()},
             "mean": {str(e): m for e, m in mean.items()}, "best": best}
 
@@ -420,13 +437,15 @@ def main(argv=None):
     ap.add_argument("--replicated", action="store_true", help="select eta of the replicated-groups training")
     ap.add_argument("--update-mode", choices=("round", "batch"), default="round")
     ap.add_argument("--orders", type=int, default=1, help="batch orders per seed")
+    ap.add_argument("--clip", type=int, default=None, help="update clipping, codes (replicated: 30)")
     args = ap.parse_args(argv)
     from .report import limit_blas_threads
     limit_blas_threads(1)
     w = weights.load()
     ds = load_dataset(default_data_dir())
     r = select_eta(w, ds, tuple(args.candidates), tuple(args.seeds), args.device, replicated=args.replicated,
-                   update_mode=args.update_mode, orders=args.orders, log=lambda s: print(s, flush=True))
+                   update_mode=args.update_mode, orders=args.orders, clip_code=args.clip,
+                   log=lambda s: print(s, flush=True))
     print(json.dumps(r))
 
 

@@ -29,8 +29,8 @@ from . import cnn
 from .crossbar import Crossbar
 from .datapath import DatapathConfig
 from .devices import preset
-from .hybrid import (ETA_DEFAULT, ETA_REP_DEFAULT, N_TRAIN, FeatureSource, HybridConfig, HybridTrainer, batch_order,
-                     error_pct, fc_inputs, replicated_batches, replicated_schedule)
+from .hybrid import (ETA_DEFAULT, ETA_REP_DEFAULT, N_TRAIN, REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer,
+                     batch_order, error_pct, fc_inputs, replicated_batches, replicated_schedule)
 from .replicate import group_mappings, split_forward
 from .transfer import format_failures, transfer
 
@@ -71,6 +71,7 @@ class StageOptions:
     rep_iterations: int = 300                      # replicated training batches (Yao: 100 rounds x 3 batches)
     rep_eta: float = ETA_REP_DEFAULT
     rep_update: str = "round"                      # "round" (one step per 3 batches) or "batch" (per batch)
+    rep_clip: int | None = REP_CLIP_CODE           # update clipping of the replicated training (codes)
     record_every: int = 50
     n_train: int = N_TRAIN
     n_test: int | None = None
@@ -135,7 +136,8 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
 
     # replicated convolvers: batches to G1, G2, G3 in turn, shared FC, on the original board
     tr_ = HybridTrainer(xb, maps[g1], w.q, HybridConfig(eta=opt.rep_eta, iterations=opt.rep_iterations,
-                                                        mode=opt.mode, record_every=0), dcfg=dcfg)
+                                                        mode=opt.mode, record_every=0, clip_code=opt.rep_clip),
+                        dcfg=dcfg)
     rep_trace = tr_.run(replicated_batches(train_src, ytr, rep_order, opt.groups, opt.rep_update))
     groups_after = [error_pct(xb, fcg, test_src[g](all_te), yte, dcfg) for g in opt.groups]
     if split_te is not None and not test_src[g1].cached:
@@ -269,7 +271,8 @@ def format_table(basic: dict | None, st: dict) -> str:
     o = st["options"]
     lines = [f"device {st['device']}, seeds {st['seeds']}, {o['mode']}-loop programming, Th 1.5 uS, batch 100; "
              f"main: eta {o['eta']:g}, {o['iterations']} iterations; replicated: eta {o['rep_eta']:g}, "
-             f"{o['rep_iterations']} batches, one update per {o['rep_update']}"]
+             f"{o['rep_iterations']} batches, one update per {o['rep_update']}"
+             + (f", clip {o['rep_clip']} codes" if o.get("rep_clip") else "")]
 
     def row(label, mine, yao):
         lines.append(f"{label:<40}{mine:>28}{yao:>18}")

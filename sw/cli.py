@@ -80,6 +80,8 @@ def _eval_all(args, w, ds, cfg):
     if args.rep_eta is not None:
         opt.rep_eta = args.rep_eta
     opt.rep_update = args.rep_update
+    if args.rep_clip is not None:
+        opt.rep_clip = args.rep_clip or None
     seeds = range(args.seed0, args.seed0 + args.seeds)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     basic, st = evaluate_stages(w, ds, seeds, opt, jobs=args.jobs, n=args.n, cfg=cfg, log=log)
@@ -178,6 +180,8 @@ def main(argv=None):
     p.add_argument("--rep-eta", type=float, default=None, help="learning rate of the replicated-group training")
     p.add_argument("--rep-update", choices=("round", "batch"), default="round",
                    help="replicated groups: one programming step per round of 3 batches (default) or per batch")
+    p.add_argument("--rep-clip", type=int, default=None,
+                   help="replicated groups: update clipping in 20 nA codes (default 30; 0 = off)")
     p.add_argument("--n-train", type=int, default=55000, help="training images (default the first 55,000)")
     p.add_argument("--record-every", type=int, default=50, help="record test/training error every N iterations")
     p.add_argument("--read-noise", type=float, default=0.0, help="relative read noise per cell and read (default 0)")

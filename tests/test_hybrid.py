@@ -6,7 +6,7 @@ from golden import update, weights
 from golden.crossbar import Crossbar
 from golden.datapath import delta, softmax_fixed, softmax_params
 from golden.hybrid import (HybridConfig, HybridTrainer, PairProgrammer, batch_order, error_pct, fc_inputs, fc_logits,
-                           nominal_pulses, replicated_batches)
+                           clip_update, nominal_pulses, replicated_batches)
 from golden.idx import default_data_dir, load_dataset
 from golden.mapping import build_mapping
 from golden.transfer import transfer
@@ -166,3 +166,13 @@ def test_replicated_batches_schedule():
     assert len(rounds) == 2 and [p[0][0][0] for p in rounds[1]] == ["G1", "G2", "G3"]
     with pytest.raises(ValueError):
         list(replicated_batches(src, labels, order, ("G1",), "nope"))
+
+
+def test_clip_update():
+    d = np.array([[0, 14, -15, 60], [-120, 30, 1, -7]])
+    c = clip_update(d, 30)
+    assert np.abs(c).max() == 30 and c[1, 0] == -30 and c[0, 3] == 15
+    assert np.all(np.sign(c) * np.sign(d) >= 0) and np.all(np.abs(c) <= np.abs(d))
+    assert np.array_equal(update.threshold(c), [[0, 0, 0, 15], [-30, 0, 0, 0]])   # small entries drop out
+    small = np.array([[3, -29, 30]])
+    assert np.array_equal(clip_update(small, 30), small)

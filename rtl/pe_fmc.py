@@ -1,0 +1,219 @@
+"""PE-board PHY: the 8 logical PE ports (rtl/pe_board.py) over one narrow bus on the FMC connector.
+
+Why a PHY. A PE port is the macro core's full-rate interface: per clock cycle 23 signals go out
+(BL enables, pulse, S&H, ADC start/bank/MUX select) and 257 come back (adc_valid and the 32 ADC
+codes of 8 bits). Eight PEs are 2,240 signals; the ZC706's FMC HPC connector carries 68
+single-ended LA lines (+ 4 M2C clock lines). So the controller cannot run at the port's rate over
+the connector; it runs *ticked*: its `sync` logic is enabled (EnableInserter) once per tick, and
+between two ticks this PHY moves one controller cycle's worth of PE traffic over the bus.
+
+One tick (the controller is frozen in between, so its PE outputs are stable):
+
+  CAPTURE  register every PE's outputs (the "down word" of that PE)
+  WRITE    for each PE p and beat b: we=1, addr={p, b}, wdata = bits [b*DW, (b+1)*DW) of p's down word
+  APPLY    apply=1 for one cycle: the board acts on the written words at once (BL drivers, pulse,
+           S&H sample, start of conversions)
+  WAIT     `ready_guard` cycles (the round trip of registered pins, so a `ready` left over from
+           the previous tick is not taken), then until the board raises `ready` (its pulse and
+           conversions are done; the board drops `ready` within a cycle of seeing `apply`)
+  READ     for each PE that was *requested* (one of `request` members set in its down word, by
+           default adc_start) and each beat b: re=1, addr={p, b}; the board answers each read, in
+           order, with rvalid and rdata (any latency, pipelined); the answers fill p's "up word"
+           (adc_valid, adc_codes, ... in signature order, the same packing as the down word)
+  TICK     tick=1: the controller takes one step and from then on sees the new up words
+           (PEs that were not requested read as all zeros: adc_valid = 0)
+
+This preserves the port's cycle semantics (rtl/read_lane.py: codes of an adc_start at cycle t
+arrive with adc_valid at t+1) at the tick rate. A tick takes 1 + n_pe*dn_beats + 1 + wait
++ k*up_beats + latency + 1 cycles for k requested PEs (default parameters: ~33 cycles with the
+two lanes the Yao CNN uses in parallel, ~12 with none). The BL pulse width, S&H and ADC timing are
+the board's (50 ns pulses in Yao 2020), not a number of ticks.
+
+The packing is generic over the PE signature: a member added to rtl/pe_board.py (e.g. the
+programming path) is carried without changing this file, with more beats if needed.
+Pin-level mapping onto the FMC HPC LA lines: constraints/zc706.py.
+"""
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe_board import PEBoardSignature
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def port_widths(pe_sig: wiring.Signature) -> tuple[int, int]:
+    """(down width, up width) of one PE port: sums of its Out / In member widths."""
+    dn = sum(Shape.cast(m.shape).width for _, m in pe_sig.members.items() if m.flow == Out)
+    up = sum(Shape.cast(m.shape).width for _, m in pe_sig.members.items() if m.flow == In)
+    return dn, up
+
+
+class FmcBusSignature(wiring.Signature):
+    """The PE-board bus as the FPGA sees it (Out: FPGA -> board)."""
+
+    def __init__(self, addr_bits=7, dn_width=24, up_width=32):
+        super().__init__({
+            "addr": Out(addr_bits),     # {pe, beat}: beat in the low bits
+            "we": Out(1),
+            "wdata": Out(dn_width),
+            "apply": Out(1),
+            "re": Out(1),
+            "rdata": In(up_width),
+            "rvalid": In(1),
+            "ready": In(1),
+        })
+
+
+class PeFmcPhy(wiring.Component):
+    def __init__(self, pe_sig: wiring.Signature | None = None, n_pe=8, dn_width=24, up_width=32,
+                 request=("adc_start",), ready_guard=0):
+        self.ready_guard = ready_guard
+        self.pe_sig = pe_sig or PEBoardSignature()
+        self.n_pe, self.dn_width, self.up_width = n_pe, dn_width, up_width
+        self.request = [r for r in request if r in self.pe_sig.members]
+        if not self.request:
+            raise ValueError(f"none of the request members {request} is in the PE signature")
+        self.dn_bits, self.up_bits = port_widths(self.pe_sig)
+        self.dn_beats = _ceil(self.dn_bits, dn_width)
+        self.up_beats = _ceil(self.up_bits, up_width)
+        self.pe_bits = _bits(n_pe)
+        self.beat_bits = _bits(max(self.dn_beats, self.up_beats))
+        self.addr_bits = self.pe_bits + self.beat_bits
+        super().__init__({
+            # the controller's PE ports, seen from the other side
+            "pe": In(self.pe_sig).array(n_pe),
+            "fmc": Out(FmcBusSignature(self.addr_bits, dn_width, up_width)),
+            "tick": Out(1),             # clock enable of the controller: one step
+            "ticks": Out(32),           # ticks since reset
+        })
+
+    def _down(self, port):
+        return Cat(*[getattr(port, n) for n, m in self.pe_sig.members.items() if m.flow == Out])
+
+    def _up_members(self, port):
+        return [getattr(port, n) for n, m in self.pe_sig.members.items() if m.flow == In]
+
+    def elaborate(self, platform):
+        m = Module()
+        N, DB, UB = self.n_pe, self.dn_beats, self.up_beats
+        DW, UW = self.dn_width, self.up_width
+        fmc = self.fmc
+
+        down = [Signal(DB * DW, name=f"down{p}") for p in range(N)]
+        req = Signal(N)
+        up_next = [Signal(UB * UW, name=f"up_next{p}") for p in range(N)]
+        up_cur = [Signal(UB * UW, name=f"up_cur{p}") for p in range(N)]
+        for p in range(N):
+            m.d.comb += Cat(*self._up_members(self.pe[p])).eq(up_cur[p])
+
+        # request flags of the captured words: position of each request member in the down word
+        offs, pos = {}, 0
+        for n, mem in self.pe_sig.members.items():
+            if mem.flow == Out:
+                offs[n] = pos
+                pos += len(getattr(self.pe[0], n))
+        for p in range(N):
+            m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in self.request]).any())
+
+        wp = Signal(range(N))           # write pointer {pe, beat}
+        wb = Signal(self.beat_bits)
+        # read issue / capture pointers walk the requested PEs only
+        ip = Signal(range(N + 1))
+        ib = Signal(self.beat_bits)
+        cp = Signal(range(N + 1))
+        cb = Signal(self.beat_bits)
+
+        def next_req(after):
+            """First requested PE > after (N if none), as a priority chain."""
+            r = Const(N, range(N + 1))
+            for q in reversed(range(1, N)):     # (PE 0 is never after another)
+                r = _mux(req[q] & (after < q), q, r, N)
+            return r
+
+        def first_req():
+            r = Const(N, range(N + 1))
+            for q in reversed(range(N)):
+                r = _mux(req[q], q, r, N)
+            return r
+
+        guard = Signal(range(self.ready_guard + 2))
+        with m.FSM():
+            with m.State("CAPTURE"):
+                for p in range(N):
+                    m.d.sync += down[p].eq(self._down(self.pe[p]))
+                m.d.sync += [wp.eq(0), wb.eq(0)]
+                m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(Cat(wb, wp[:self.pe_bits]))]
+                with m.Switch(Cat(wb, wp[:self.pe_bits])):
+                    for p in range(N):
+                        for b in range(DB):
+                            with m.Case(b | (p << self.beat_bits)):
+                                m.d.comb += fmc.wdata.eq(down[p].word_select(b, DW))
+                with m.If(wb == DB - 1):
+                    m.d.sync += wb.eq(0)
+                    with m.If(wp == N - 1):
+                        m.next = "APPLY"
+                    with m.Else():
+                        m.d.sync += wp.eq(wp + 1)
+                with m.Else():
+                    m.d.sync += wb.eq(wb + 1)
+            with m.State("APPLY"):
+                m.d.comb += fmc.apply.eq(1)
+                for p in range(N):
+                    m.d.sync += up_next[p].eq(0)
+                f = first_req()
+                m.d.sync += [ip.eq(f), ib.eq(0), cp.eq(f), cb.eq(0), guard.eq(self.ready_guard)]
+                m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(guard != 0):
+                    m.d.sync += guard.eq(guard - 1)
+                with m.Elif(fmc.ready):
+                    with m.If(cp == N):
+                        m.next = "TICK"
+                    with m.Else():
+                        m.next = "READ"
+            with m.State("READ"):
+                # issue
+                with m.If(ip != N):
+                    m.d.comb += [fmc.re.eq(1), fmc.addr.eq(Cat(ib, ip[:self.pe_bits]))]
+                    with m.If(ib == UB - 1):
+                        m.d.sync += [ib.eq(0), ip.eq(next_req(ip))]
+                    with m.Else():
+                        m.d.sync += ib.eq(ib + 1)
+                # capture, in issue order
+                with m.If(fmc.rvalid & (cp != N)):
+                    with m.Switch(Cat(cb, cp[:self.pe_bits])):
+                        for p in range(N):
+                            for b in range(UB):
+                                with m.Case(b | (p << self.beat_bits)):
+                                    m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
+                    with m.If(cb == UB - 1):
+                        nxt = next_req(cp)
+                        m.d.sync += [cb.eq(0), cp.eq(nxt)]
+                        with m.If(nxt == N):
+                            m.next = "TICK"
+                    with m.Else():
+                        m.d.sync += cb.eq(cb + 1)
+            with m.State("TICK"):
+                m.d.comb += self.tick.eq(1)
+                for p in range(N):
+                    m.d.sync += up_cur[p].eq(up_next[p])
+                m.d.sync += self.ticks.eq(self.ticks + 1)
+                m.next = "CAPTURE"
+        return m
+
+
+def _mux(c, a, b, n):
+    return Mux(c, Const(a, range(n + 1)), b)
+
+
+def default_instances():
+    return {"pe_fmc_phy": PeFmcPhy()}

