@@ -35,6 +35,12 @@ crossbar every time features are asked for (slower, exact).
 eta: chosen by `select_eta` on the training/validation split (train on images 0..54,999, score the
 validation images 55,000..59,999 of the training file, device seeds disjoint from the evaluation
 seeds); never on the test set. The result is ETA_DEFAULT (docs/devices.md has the table).
+
+Replicated convolver groups (golden/replicate.py) share the FC: `replicated_batches` sends batch i
+to group i mod 3; by default equation 1 is summed over a round (one batch per group) before the
+threshold and one programming pass, with update clipping (`clip_update`, 30 codes) - per-batch
+steps let the groups' conflicting needs drive the shared FC into oscillation (docs/devices.md).
+ETA_REP_DEFAULT was selected the same way for that schedule.
 """
 from __future__ import annotations
 

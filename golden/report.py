@@ -313,6 +313,8 @@ def format_table(basic: dict | None, st: dict) -> str:
                  f"{st['transfer_failed']} cell(s) failed to verify over all seeds")
     if st["transfer_failures"]:
         lines.append(format_failures(st["transfer_failures"], limit=50))
+        if len(st["transfer_failures"]) > 50:
+            lines.append("  (all of them, with layer, level, codes, pulses and state: --json transfer_failures)")
     hf = sum(r["hybrid_stats"]["main"]["failed"] + r["hybrid_stats"]["replicated"]["failed"] for r in st["per_seed"])
     lines.append(f"hybrid training: {hf} programming operation(s) failed to verify over all seeds"
                  + (" (listed in --json: per_seed[].hybrid_stats)" if hf else ""))
