@@ -24,9 +24,10 @@ One tick (the controller is frozen in between, so its PE outputs are stable):
            (PEs that were not requested read as all zeros: adc_valid = 0)
 
 This preserves the port's cycle semantics (rtl/read_lane.py: codes of an adc_start at cycle t
-arrive with adc_valid at t+1) at the tick rate. A tick takes 1 + n_pe*dn_beats + 1 + wait
-+ k*up_beats + latency + 1 cycles for k requested PEs (default parameters: ~33 cycles with the
-two lanes the Yao CNN uses in parallel, ~12 with none). The BL pulse width, S&H and ADC timing are
+arrive with adc_valid at t+1) at the tick rate. A tick takes 1 + n_pe*dn_beats + 1 + max(guard,
+wait) + k*up_beats + latency + 1 cycles for k requested PEs: with the board top's registered pins
+(ready_guard 4) and a board that answers at once, 16 cycles without conversions and ~37 with the
+two lanes the Yao CNN converts on in parallel. The BL pulse width, S&H and ADC timing are
 the board's (50 ns pulses in Yao 2020), not a number of ticks.
 
 The packing is generic over the PE signature: a member added to rtl/pe_board.py (e.g. the
