@@ -107,6 +107,7 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     results = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=bdir, test_dir=tdir,
                           testcase=testcase, waves=waves, seed=seed,
                           extra_env={"MCNN_TB_PARAMS": json.dumps(params),
+                                     **({"COCOTB_LOG_LEVEL": "WARNING"} if log_to_terminal else {}),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
                           log_file=None if log_to_terminal else tdir / "test.log")
     n, failed = get_results(results)
