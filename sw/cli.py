@@ -119,8 +119,8 @@ def cmd_bench(args):
         from tb import sim_top
         with tempfile.TemporaryDirectory() as td:
             rep = Path(td) / "report.json"
-            params = {"weights": str(Path(args.weights).resolve()), "data": str(Path(args.data).resolve()),
-                      "n": args.cosim_n, "report": str(rep), "progress": False}
+            params = sim_top.session_params(args.weights, args.data, args.cosim_n, rep, progress=False,
+                                            device="ideal")
             try:
                 sim_top.run(w, params)
             except AssertionError:

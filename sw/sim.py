@@ -28,9 +28,8 @@ def cmd_sim(args):
     args.report.parent.mkdir(parents=True, exist_ok=True)
     if args.report.exists():
         args.report.unlink()
-    params = {"weights": str(Path(args.weights).resolve()), "data": str(Path(args.data).resolve()),
-              "n": args.n, "report": str(args.report.resolve()), "progress": sys.stderr.isatty(),
-              "device": args.device, "seed": args.seed, "iterations": args.iterations}
+    params = sim_top.session_params(args.weights, args.data, args.n, args.report, progress=sys.stderr.isatty(),
+                                    device=args.device, seed=args.seed, iterations=args.iterations)
     print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True)
     try:
         sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves)

@@ -74,7 +74,7 @@ async def _session(dut, p, report):
     from golden.transfer import plan
     from golden.update import accumulate, commands, eta_params, threshold, weight_update
     from golden.write_verify import level_target_code
-    from tb.sim_top import build_controller, cells_for
+    from tb.sim_top import build_controller
 
     progress = p.get("progress", True)
     w = weights.load(p["weights"])
@@ -89,7 +89,7 @@ async def _session(dut, p, report):
     dut.th_code.value = 15
 
     if p.get("device", "ideal") == "ideal":
-        array, _ = cells_for(w, p)
+        array = Datapath(w.int_w, w.q).array   # the golden model's ideal board: exact target levels
         await cosim.load_cells(dut, array.i_units, dut.clk)
     else:
         # ---------------------------------------------------------------- 1. transfer

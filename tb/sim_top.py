@@ -1,7 +1,6 @@
 """Construction shared by the system co-simulation entry points (tests, `mcnn sim`, `mcnn bench`)."""
 from __future__ import annotations
 
-from golden import cnn
 from golden.adc import ADC
 from golden.datapath import softmax_params
 
@@ -16,12 +15,11 @@ def sim_top(w):
     return SimTop(build_controller(w), adc_shift_for(ADC()))
 
 
-def cells_for(w, p):
-    """The cells' read currents for this run: ideal target levels (default), or a device preset."""
-    from golden.analog import IdealArray
-    from golden.mapping import build_mapping, conductance_levels
-    levels = conductance_levels(cnn.YAO2020, w.int_w, build_mapping())
-    return IdealArray(levels), {"mode": "ideal levels"}
+def session_params(weights, data, n, report, **kw) -> dict:
+    """Parameters of a tb/sim_main.py session (make sim, make bench, the tests)."""
+    from pathlib import Path
+    return {"weights": str(Path(weights).resolve()), "data": str(Path(data).resolve()), "n": n,
+            "report": str(Path(report).resolve()), **kw}
 
 
 def run(w, params, log_to_terminal=False, waves=False):

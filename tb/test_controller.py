@@ -6,22 +6,15 @@ import json
 
 import pytest
 
-from tb import harness
 
-
-def _run(tmp_path, **params):
+def _run(tmp_path, n, **params):
     from golden import weights
     from golden.idx import default_data_dir
     from golden.weights import DEFAULT_WEIGHTS
-    from tb.sim_top import run
+    from tb.sim_top import run, session_params
     rep = tmp_path / "report.json"
-    p = {"weights": str(DEFAULT_WEIGHTS), "data": str(default_data_dir()), "report": str(rep), "progress": False}
-    p.update(params)
-    try:
-        run(weights.load(), p)
-    finally:
-        r = json.loads(rep.read_text()) if rep.exists() else {}
-    return r
+    run(weights.load(), session_params(DEFAULT_WEIGHTS, default_data_dir(), n, rep, progress=False, **params))
+    return json.loads(rep.read_text())
 
 
 def test_inference_ideal(tmp_path):
@@ -43,5 +36,3 @@ def test_transfer_and_hybrid(tmp_path, eta):
     assert sum(e["cells_programmed"] for e in tr) > 0
     assert r["mismatched_images"] == 0
 
-
-_ = harness
