@@ -35,7 +35,7 @@ from .softmax import Softmax
 from .pair_programmer import PairProgrammer
 from .update_engine import Op as UpdOp
 from .update_engine import UpdateEngine, fc_groups
-from .write_verify import WriteVerify
+from .write_verify import ReqOp, WriteVerify
 
 
 def _bits(n: int) -> int:
@@ -160,6 +160,10 @@ class Controller(wiring.Component):
             "conv_rounds": Out(32),
             "lane_idle": Out(32),       # lane-cycles with no group while a step runs (stalls)
             "overrun": Out(1),          # sticky: a position finished before the previous was stored
+            "set_pulses": Out(32),      # programming totals since reset: SET / RESET pulses sent to the
+            "reset_pulses": Out(32),    # PE board, verify reads (write-verify reads + the pair
+            "verify_reads": Out(32),    # programmer's conductance reads)
+            "busy": Out(1),             # an image, a result or training work is in flight
             "status": Out(8),           # training path state (status register): see elaborate
         })
 
@@ -524,6 +528,17 @@ class Controller(wiring.Component):
             m.d.sync += img_full.eq(0)
 
         # counters
+        with m.If(self.prog_req.valid & self.prog_req.ready):
+            with m.Switch(self.prog_req.payload.op):
+                with m.Case(ReqOp.SET):
+                    m.d.sync += self.set_pulses.eq(self.set_pulses + 1)
+                with m.Case(ReqOp.RESET):
+                    m.d.sync += self.reset_pulses.eq(self.reset_pulses + 1)
+        n_vr = (self.prog_req.valid & self.prog_req.ready & (self.prog_req.payload.op == ReqOp.READ)) + \
+            (self.vread_req.valid & self.vread_req.ready)
+        m.d.sync += self.verify_reads.eq(self.verify_reads + n_vr)
+        m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
+                                 fin_pending | pp.busy | ~wv.cmd.ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
                      self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
         with m.If(running & iss_active & ~lanes_busy):

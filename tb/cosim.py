@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import ClockSignal, Instance, Module
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import stream
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,30 +40,71 @@ class SimTop(wiring.Component):
             "vread_req": sig["vread_req"], "vread_rsp": sig["vread_rsp"],
             "cycles": Out(32), "timestamp": Out(32), "slot_reads": Out(32), "conv_rounds": Out(32),
             "lane_idle": Out(32), "status": Out(8),
+            "set_pulses": Out(32), "reset_pulses": Out(32), "verify_reads": Out(32), "busy": Out(1),
             "overrun": Out(1),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
+            # simulation-only image loader: a whole image (its controller words) in one wide
+            # write, fed to the controller's image stream in HDL, so Python wakes once per image
+            "img_burst": In(32 * controller.image_words), "img_go": In(1), "img_busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         c = self.ctrl
         m.submodules.ctrl = c
-        wiring.connect(m, wiring.flipped(self.image), c.image)
-        wiring.connect(m, c.result, wiring.flipped(self.result))
-        wiring.connect(m, wiring.flipped(self.prog), c.prog)
-        wiring.connect(m, c.prog_res, wiring.flipped(self.prog_res))
-        wiring.connect(m, c.prog_req, wiring.flipped(self.prog_req))
-        wiring.connect(m, wiring.flipped(self.prog_rsp), c.prog_rsp)
-        wiring.connect(m, wiring.flipped(self.upd_finish), c.upd_finish)
-        wiring.connect(m, c.upd_done, wiring.flipped(self.upd_done))
-        wiring.connect(m, c.vread_req, wiring.flipped(self.vread_req))
-        wiring.connect(m, wiring.flipped(self.vread_rsp), c.vread_rsp)
-        m.d.comb += [c.train.eq(self.train), c.eta_m.eq(self.eta_m), c.eta_sh.eq(self.eta_sh),
+        # Every input from Python reaches the controller through a register or a small FIFO.
+        # Verilator re-evaluates all logic that depends combinationally on top-level inputs at
+        # every eval (its "ico" phase, twice per clock here); Amaranth computes each register's
+        # next state combinationally, so without this boundary most of the controller would be
+        # recomputed on every eval. The FIFOs add latency, never change a transfer.
+        def through_fifo(src, dst, name):
+            fifo = SyncFIFO(width=len(Value.cast(src.payload)), depth=2)
+            m.submodules[f"fifo_{name}"] = fifo
+            m.d.comb += [fifo.w_data.eq(src.payload), fifo.w_en.eq(src.valid), src.ready.eq(fifo.w_rdy),
+                         dst.payload.eq(fifo.r_data), dst.valid.eq(fifo.r_rdy), fifo.r_en.eq(dst.ready)]
+
+        # image words: from the burst loader while it holds an image, else from the image port.
+        # The burst is a one-row memory: its write is clocked logic, not a wide next-state mux.
+        nw = c.image_words
+        burst = Memory(shape=unsigned(32 * nw), depth=2, init=[])   # depth 1 has a 0-bit address
+        m.submodules.img_burst_mem = burst
+        bw, br = burst.write_port(), burst.read_port(domain="comb")
+        idx = Signal(range(nw))
+        go = Signal()
+        m.d.sync += go.eq(self.img_go)
+        m.d.comb += [bw.addr.eq(0), br.addr.eq(0), bw.data.eq(self.img_burst), bw.en.eq(self.img_go & ~self.img_busy)]
+        port_img = stream.Signature(unsigned(32)).create()
+        through_fifo(self.image, port_img, "image")
+        with m.If(go & ~self.img_busy):
+            m.d.sync += [idx.eq(0), self.img_busy.eq(1)]
+        with m.If(self.img_busy):
+            m.d.comb += [c.image.valid.eq(1), c.image.payload.eq(br.data.word_select(idx, 32))]
+            with m.If(c.image.ready):
+                m.d.sync += idx.eq(idx + 1)
+                with m.If(idx == nw - 1):
+                    m.d.sync += self.img_busy.eq(0)
+        with m.Else():
+            wiring.connect(m, port_img, c.image)
+        through_fifo(c.result, self.result, "result")
+        through_fifo(self.prog, c.prog, "prog")
+        through_fifo(c.prog_res, self.prog_res, "prog_res")
+        through_fifo(c.prog_req, self.prog_req, "prog_req")
+        through_fifo(self.prog_rsp, c.prog_rsp, "prog_rsp")
+        through_fifo(self.upd_finish, c.upd_finish, "upd_finish")
+        through_fifo(c.upd_done, self.upd_done, "upd_done")
+        through_fifo(c.vread_req, self.vread_req, "vread_req")
+        through_fifo(self.vread_rsp, c.vread_rsp, "vread_rsp")
+        m.d.sync += [c.train.eq(self.train), c.eta_m.eq(self.eta_m), c.eta_sh.eq(self.eta_sh),
                      c.th_code.eq(self.th_code)]
         m.d.comb += [self.cycles.eq(c.cycles), self.timestamp.eq(c.timestamp),
                      self.slot_reads.eq(c.slot_reads),
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle), self.status.eq(c.status),
-                     self.overrun.eq(c.overrun)]
+                     self.overrun.eq(c.overrun), self.set_pulses.eq(c.set_pulses),
+                     self.reset_pulses.eq(c.reset_pulses), self.verify_reads.eq(c.verify_reads), self.busy.eq(c.busy)]
+        cfg_we = Signal(c.n_pe)
+        cfg_addr, cfg_data = Signal.like(self.cfg_addr), Signal.like(self.cfg_data)
+        m.d.sync += [cfg_we.eq(Mux(self.cfg_we, 1 << self.cfg_pe, 0)), cfg_addr.eq(self.cfg_addr),
+                     cfg_data.eq(self.cfg_data)]
         for p in range(c.n_pe):
             pe = c.pe[p]
             m.submodules[f"pe{p}"] = Instance(
@@ -69,7 +113,7 @@ class SimTop(wiring.Component):
                 i_clk=ClockSignal(), i_bl=pe.bl, i_sh_sample=pe.sh_sample, i_sh_bank=pe.sh_bank,
                 i_adc_start=pe.adc_start, i_adc_bank=pe.adc_bank, i_adc_sel=pe.adc_sel,
                 i_adc_shift=self.adc_shift, o_adc_valid=pe.adc_valid, o_adc_codes=pe.adc_codes,
-                i_cfg_we=self.cfg_we & (self.cfg_pe == p), i_cfg_addr=self.cfg_addr, i_cfg_data=self.cfg_data,
+                i_cfg_we=cfg_we[p], i_cfg_addr=cfg_addr, i_cfg_data=cfg_data,
             )
         return m
 
@@ -111,6 +155,24 @@ def image_words(img, label=0):
 
 
 async def feed_images(dut, images, clk, labels=None):
+    """Hand each image to SimTop's burst loader in one write (Python wakes 3 times per image)."""
+    from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+    for n, img in enumerate(images):
+        words = image_words(img, 0 if labels is None else labels[n])
+        await ReadOnly()
+        if dut.img_busy.value:
+            await FallingEdge(dut.img_busy)    # the loader is free again
+        else:
+            await RisingEdge(clk)              # leave the read-only phase
+        dut.img_burst.value = sum(w << (32 * i) for i, w in enumerate(words))
+        dut.img_go.value = 1
+        await RisingEdge(clk)
+        dut.img_go.value = 0
+        await RisingEdge(dut.img_busy)         # taken: busy rises the cycle after go
+
+
+async def feed_image_words(dut, images, clk, labels=None):
+    """The same through the controller's image stream port, one word per wake-up."""
     from cocotb.triggers import ReadOnly, RisingEdge
     for n, img in enumerate(images):
         for wv in image_words(img, 0 if labels is None else labels[n]):

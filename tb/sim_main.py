@@ -196,6 +196,13 @@ async def _session(dut, p, report):
     report["counters"] = {
         "slot_reads": int(dut.slot_reads.value), "adc_conversion_rounds": int(dut.conv_rounds.value),
         "adc_conversions": int(dut.conv_rounds.value) * 32, "lane_idle_cycles": int(dut.lane_idle.value),
-        "overrun": int(dut.overrun.value)}
+        "overrun": int(dut.overrun.value), "set_pulses": int(dut.set_pulses.value),
+        "reset_pulses": int(dut.reset_pulses.value), "verify_reads": int(dut.verify_reads.value)}
     if p.get("device", "ideal") != "ideal":
-        report["counters"].update({k: int(v) for k, v in xb.counters.items()})
+        # the golden crossbar's own counts (programmed by golden alone) against the RTL's counters
+        c = report["counters"]
+        c.update({f"golden_{k}": int(v) for k, v in gold_xb.counters.items()})
+        c["counters_match_golden"] = (c["set_pulses"] + c["reset_pulses"] == c["golden_pulses"]
+                                      and c["verify_reads"] == c["golden_verify_reads"])
+        assert c["counters_match_golden"], (f"RTL pulses {c['set_pulses']} + {c['reset_pulses']}, verify reads "
+                                            f"{c['verify_reads']}; golden {c['golden_pulses']}, {c['golden_verify_reads']}")

@@ -25,26 +25,44 @@ module pe_model #(
     input  wire [15:0]                cfg_addr,    // row * BLS + bl
     input  wire [CUR_BITS-1:0]        cfg_data
 );
+    // For speed the sums come from per-row lookup tables, one per half of the BLs: lut[row][h][pat]
+    // = sum of the row's currents on the BLs of half h selected by pat. A conversion of a row is then
+    // two lookups instead of BLS conditional adds; a cell write updates the 2**HB entries that
+    // contain its BL (with the difference to the old current, modulo 2**SUM_BITS: sums are >= 0).
+    localparam HB = BLS / 2;
+    localparam SUM_BITS = CUR_BITS + 5;
+    localparam AW = $clog2(ROWS * BLS);
     reg [CUR_BITS-1:0] cur [0:ROWS*BLS-1];
+    reg [SUM_BITS-1:0] lut [0:ROWS*2*(1<<HB)-1];
     reg [BLS-1:0] held [0:1];
-    integer a, j, row;
-    reg [CUR_BITS+4:0] sum;
-    reg [CUR_BITS+4:0] code;
+    integer a, k, row, half, bit_;
+    reg [SUM_BITS-1:0] sum, delta;
+    reg [SUM_BITS-1:0] code;
+    reg [BLS-1:0] pat;
     initial begin
+        if (BLS % 2 != 0 || HB > 10) $fatal(1, "pe_model: BLS must be even and <= 20");
         for (a = 0; a < ROWS*BLS; a = a + 1) cur[a] = 0;
+        for (a = 0; a < ROWS*2*(1<<HB); a = a + 1) lut[a] = 0;
         held[0] = 0; held[1] = 0; adc_valid = 0; adc_codes = 0;
     end
     always @(posedge clk) begin
-        if (cfg_we) cur[cfg_addr[$clog2(ROWS*BLS)-1:0]] <= cfg_data;
+        if (cfg_we) begin
+            row = cfg_addr[AW-1:0] / BLS;
+            half = (cfg_addr[AW-1:0] % BLS) / HB;
+            bit_ = (cfg_addr[AW-1:0] % BLS) % HB;
+            delta = {{(SUM_BITS-CUR_BITS){1'b0}}, cfg_data} - {{(SUM_BITS-CUR_BITS){1'b0}}, cur[cfg_addr[AW-1:0]]};
+            for (k = 0; k < (1 << HB); k = k + 1)
+                if ((k >> bit_) & 1) lut[(row * 2 + half) * (1 << HB) + k] = lut[(row * 2 + half) * (1 << HB) + k] + delta;
+            cur[cfg_addr[AW-1:0]] <= cfg_data;
+        end
         if (sh_sample) held[sh_bank] <= bl;
         adc_valid <= adc_start;
         if (adc_start) begin
+            pat = held[adc_bank];
             for (a = 0; a < NADC; a = a + 1) begin
                 row = a + NADC * adc_sel;
-                sum = 0;
-                for (j = 0; j < BLS; j = j + 1)
-                    if (held[adc_bank][j]) sum = sum + cur[row*BLS + j];
-                code = (adc_shift == 0) ? sum : ((sum + ({{(CUR_BITS+4){1'b0}}, 1'b1} << (adc_shift - 1))) >> adc_shift);
+                sum = lut[(row * 2) * (1 << HB) + pat[HB-1:0]] + lut[(row * 2 + 1) * (1 << HB) + pat[BLS-1:HB]];
+                code = (adc_shift == 0) ? sum : ((sum + ({{(SUM_BITS-1){1'b0}}, 1'b1} << (adc_shift - 1))) >> adc_shift);
                 if (code > (1 << CODE_BITS) - 1) code = (1 << CODE_BITS) - 1;
                 adc_codes[a*CODE_BITS +: CODE_BITS] <= code[CODE_BITS-1:0];
             end
