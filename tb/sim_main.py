@@ -204,5 +204,6 @@ async def _session(dut, p, report):
         c.update({f"golden_{k}": int(v) for k, v in gold_xb.counters.items()})
         c["counters_match_golden"] = (c["set_pulses"] + c["reset_pulses"] == c["golden_pulses"]
                                       and c["verify_reads"] == c["golden_verify_reads"])
-        assert c["counters_match_golden"], (f"RTL pulses {c['set_pulses']} + {c['reset_pulses']}, verify reads "
-                                            f"{c['verify_reads']}; golden {c['golden_pulses']}, {c['golden_verify_reads']}")
+        assert c["counters_match_golden"], (
+            f"RTL pulses {c['set_pulses']} + {c['reset_pulses']}, verify reads {c['verify_reads']}; "
+            f"golden {c['golden_pulses']}, {c['golden_verify_reads']}")
