@@ -13,12 +13,13 @@ controller. Per weight layer ("step"):
 A dense layer is run as a convolution whose kernel covers its whole input map (k = H = W, one
 output position): its unrolled fan-in c*H*W + h*W + w is then exactly the channel-major flatten
 of golden/cnn.py. Patches are gathered from the feature-map RAM by an address generator, one
-input per cycle (zero outside the map = padding); a group's gather (<= 17 cycles) hides under the
+input per cycle (zero outside the map = padding); a group's gather (23 cycles, pipelined) hides under the
 previous group's pulses (8 slots x 4 cycles), so the lanes pulse back to back.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -110,7 +111,10 @@ class Controller(wiring.Component):
 
     def __init__(self, requant: dict, softmax: tuple, layers=cnn.YAO2020, mapping: Mapping | None = None,
                  n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24,
-                 window_codes=(25, 200)):
+                 window_codes=(25, 200), replica: bool = False):
+        # replica=True: one of the convolver groups of rtl/replicated.py, which owns the shared
+        # programming path and the FC arbitration (see the ports added at the end of __init__)
+        self.replica = replica
         self.steps = plan(layers, mapping, requant, n_bl=n_bl)
         self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
@@ -134,7 +138,7 @@ class Controller(wiring.Component):
             "p": data.ArrayLayout(unsigned(16), self.n_classes),       # Q1.15
             "delta": data.ArrayLayout(signed(17), self.n_classes),     # Q1.15, p - onehot(label)
         })
-        super().__init__({
+        ports = {
             "image": In(stream.Signature(unsigned(32))),
             "result": Out(stream.Signature(self.result_layout)),
             "pe": Out(PEBoardSignature(n_bl, n_adc, code_bits, n_rows)).array(n_pe),
@@ -147,7 +151,8 @@ class Controller(wiring.Component):
             # hybrid training (in fabric): with `train` set, every image's delta and FC input V go
             # to the update engine; `upd_finish` ends a batch; the commands go through the pair
             # programmer (verify reads on vread_req/vread_rsp) to the write-verify sequencer;
-            # `upd_done` says the batch's programming is over
+            # `upd_done` says the batch's programming is over (payload 1: the batch overflowed the
+            # update engine's exact accumulation, rtl/update_engine.py)
             "train": In(1),
             "eta_m": In(16), "eta_sh": In(6), "th_code": In(16, init=15),
             "upd_finish": In(stream.Signature(1)),
@@ -165,7 +170,17 @@ class Controller(wiring.Component):
             "verify_reads": Out(32),    # programmer's conductance reads)
             "busy": Out(1),             # an image, a result or training work is in flight
             "status": Out(8),           # training path state (status register): see elaborate
-        })
+        }
+        if replica:
+            # no programming path of its own: the training feeder's stream leaves on `upd_out` (to the
+            # shared update engine); the last (dense) step runs only while `fc_gnt` (shared FC PEs)
+            for k in ("prog", "prog_res", "prog_req", "prog_rsp", "eta_m", "eta_sh", "th_code", "upd_done",
+                      "vread_req", "vread_rsp", "set_pulses", "reset_pulses", "verify_reads"):
+                del ports[k]
+            ports.update({"upd_out": Out(stream.Signature(self.upd.in_layout)), "fc_req": Out(1), "fc_gnt": In(1)})
+            for blk in (self.wv, self.upd, self.pp):   # layouts only: these blocks are not elaborated here
+                blk._MustUse__silence = True
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -177,33 +192,37 @@ class Controller(wiring.Component):
             lanes.append(lane)
 
         # ------------------------------------------------------------ programming path
-        m.submodules.write_verify = wv = self.wv
-        m.submodules.update_engine = upd = self.upd
-        m.submodules.pair_programmer = pp = self.pp
-        # write-verify commands: the pair programmer (training) has priority over host commands
-        with m.If(pp.wv_cmd.valid):
-            m.d.comb += [wv.cmd.valid.eq(1), wv.cmd.payload.eq(pp.wv_cmd.payload), pp.wv_cmd.ready.eq(wv.cmd.ready)]
-        with m.Else():
-            m.d.comb += [wv.cmd.valid.eq(self.prog.valid), wv.cmd.payload.eq(self.prog.payload),
-                         self.prog.ready.eq(wv.cmd.ready)]
-        wiring.connect(m, wv.res, wiring.flipped(self.prog_res))
-        m.d.comb += [pp.wv_res.eq(wv.res.payload), pp.wv_res_fire.eq(wv.res.valid & wv.res.ready)]
-        wiring.connect(m, pp.rd_req, wiring.flipped(self.vread_req))
-        wiring.connect(m, wiring.flipped(self.vread_rsp), pp.rd_rsp)
-        wiring.connect(m, upd.o, pp.cmd)
-        m.d.comb += [upd.mult.eq(self.eta_m), upd.shift.eq(self.eta_sh), upd.th_code.eq(self.th_code),
-                     self.upd_done.valid.eq(pp.done.valid), pp.done.ready.eq(self.upd_done.ready)]
-        wiring.connect(m, wv.req, wiring.flipped(self.prog_req))
-        wiring.connect(m, wiring.flipped(self.prog_rsp), wv.rsp)
+        if self.replica:   # the shared path is in rtl/replicated.py; stand-ins for the feeder and status
+            upd = SimpleNamespace(i=self.upd_out, o=SimpleNamespace(valid=Const(0)))
+            pp = SimpleNamespace(busy=Const(0), cmd=SimpleNamespace(ready=Const(0)))
+            wv = SimpleNamespace(cmd=SimpleNamespace(ready=Const(1)))
+        else:
+            m.submodules.write_verify = wv = self.wv
+            m.submodules.update_engine = upd = self.upd
+            m.submodules.pair_programmer = pp = self.pp
+            programming_path(m, self, wv, upd, pp)
 
         # ------------------------------------------------------------ feature maps
         m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])
-        fms = []
+        # one copy of each feature map per reader (the lanes of the step that reads it, the pooling
+        # read-modify-write, the training feeder), all written together: each copy is then 1 write +
+        # 1 read port, which maps to block RAM (3-4 read ports on one memory do not)
+        fm_copies, fm_wr = [], []      # per map: {reader: Memory}, (en, addr, data) of the shared write
         for si, st in enumerate(steps[:-1]):
             oh, ow, oc = st.out_shape
-            fm = Memory(shape=unsigned(8), depth=oh * ow * oc, init=[])
-            m.submodules[f"fm{si + 1}"] = fm
-            fms.append(fm)
+            readers = [f"l{li}" for li in range(len(steps[si + 1].lanes))] + ["rmw"]
+            if si == len(steps) - 2:
+                readers.append("v")
+            wr = (Signal(name=f"fm{si + 1}_we"), Signal(16, name=f"fm{si + 1}_wa"), Signal(8, name=f"fm{si + 1}_wd"))
+            copies = {}
+            for r in readers:
+                mem = Memory(shape=unsigned(8), depth=oh * ow * oc, init=[])
+                m.submodules[f"fm{si + 1}_{r}"] = mem
+                wp = mem.write_port()
+                m.d.comb += [wp.en.eq(wr[0]), wp.addr.eq(wr[1]), wp.data.eq(wr[2])]
+                copies[r] = mem
+            fm_copies.append(copies)
+            fm_wr.append(wr)
 
         # image loading: words in raster order; the controller starts once the image is complete
         img_w = img.write_port()
@@ -239,17 +258,39 @@ class Controller(wiring.Component):
         patches = [Signal(data.ArrayLayout(unsigned(8), NBL), name=f"patch{li}") for li in range(NL)]
         fetch_done = Signal()
 
-        # read ports: one per lane on every feature map
-        img_r = [img.read_port() for _ in range(NL)]
-        fm_r = [[fm.read_port() for _ in range(NL)] for fm in fms]
+        # read ports: one per lane of the step that reads the map, each on its own copy
+        img_r = [img.read_port() for _ in range(len(steps[0].lanes))]
+        fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
+                for f in range(len(fm_copies))]
 
         # per step constant tables
         n_groups = Array(Const(len(s.lanes[0][1]), 8) for s in steps)
         oh_c = Array(Const(s.out_hw[0], 8) for s in steps)
         ow_c = Array(Const(s.out_hw[1], 8) for s in steps)
 
-        jj = Signal(range(NBL + 2))   # tap being addressed this cycle
-        # address generation (combinational from step, ho, wo, gi, jj)
+        jj = Signal(range(NBL + 2))   # tap being issued this cycle
+        # address generation, pipelined for timing (ho, wo, gi are stable during a gather): tap jj is
+        # issued (stage 0); its table entry is registered (1), then y/x (2), y*w + x and the
+        # in-bounds flag (3), the address (4); the RAM answers at stage 5 (its output is registered
+        # right away: block RAM clock-to-out is long) and stage 6 writes the patch.
+        # 16 taps + 6 stages = 23 cycles per gather, still hidden under a group's 32 pulse cycles.
+        GL = 6
+        g_v = [Signal(name=f"gv{k}") for k in range(GL + 1)]          # tap valid per stage
+        g_j = [Signal(range(NBL), name=f"gj{k}") for k in range(GL + 1)]  # tap index per stage
+        m.d.comb += [g_v[0].eq(iss_active & ~fetch_done & (jj < NBL)), g_j[0].eq(jj)]
+        for k in range(GL):
+            m.d.sync += [g_v[k + 1].eq(g_v[k]), g_j[k + 1].eq(g_j[k])]
+        t_v = [Signal(name=f"tv{li}") for li in range(NL)]
+        t_c = [Signal(8, name=f"tc{li}") for li in range(NL)]
+        t_h = [Signal(8, name=f"th{li}") for li in range(NL)]
+        t_w = [Signal(8, name=f"tw{li}") for li in range(NL)]
+        y_v = [Signal(name=f"yv{li}") for li in range(NL)]
+        y_c = [Signal(8, name=f"yc{li}") for li in range(NL)]
+        ys = [Signal(signed(10), name=f"y{li}") for li in range(NL)]
+        xs = [Signal(signed(10), name=f"x{li}") for li in range(NL)]
+        r_inb = [Signal(name=f"rinb{li}") for li in range(NL)]
+        r_c = [Signal(8, name=f"rc{li}") for li in range(NL)]
+        r_yx = [Signal(signed(16), name=f"ryx{li}") for li in range(NL)]
         lane_addr = [Signal(16, name=f"addr{li}") for li in range(NL)]
         lane_inb = [Signal(name=f"inb{li}") for li in range(NL)]
         with m.Switch(step):
@@ -265,40 +306,52 @@ class Controller(wiring.Component):
                             th = Array(Const(t[2], 8) for t in flat)
                             tw = Array(Const(t[3], 8) for t in flat)
                             idx = gi * NBL + jj
-                            y = Signal(signed(10), name=f"y{si}_{li}")
-                            x = Signal(signed(10), name=f"x{si}_{li}")
-                            m.d.comb += [y.eq(ho + th[idx] - st.pad), x.eq(wo + tw[idx] - st.pad)]
-                            m.d.comb += lane_inb[li].eq(tv[idx] & (y >= 0) & (y < h) & (x >= 0) & (x < w))
-                            m.d.comb += lane_addr[li].eq((y * w + x) * c + tc[idx])
-        for li in range(NL):
-            m.d.comb += img_r[li].addr.eq(lane_addr[li] >> 2)
-            for f in range(len(fms)):
-                m.d.comb += fm_r[f][li].addr.eq(lane_addr[li])
+                            m.d.sync += [t_v[li].eq(tv[idx]), t_c[li].eq(tc[idx]), t_h[li].eq(th[idx]),
+                                         t_w[li].eq(tw[idx])]
+                            m.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]),
+                                         ys[li].eq(ho + t_h[li] - st.pad), xs[li].eq(wo + t_w[li] - st.pad)]
+                            m.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < h) & (xs[li] >= 0) &
+                                                      (xs[li] < w)),
+                                         r_yx[li].eq(ys[li] * w + xs[li]), r_c[li].eq(y_c[li])]
+                            m.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_yx[li] * c + r_c[li])]
+                        else:
+                            m.d.sync += [t_v[li].eq(0), y_v[li].eq(0), r_inb[li].eq(0), lane_inb[li].eq(0)]
+        for li, rp in enumerate(img_r):
+            m.d.comb += rp.addr.eq(lane_addr[li] >> 2)
+        for f in range(len(fm_r)):
+            for li, rp in enumerate(fm_r[f]):
+                m.d.comb += rp.addr.eq(lane_addr[li])
         prev_inb = [Signal(name=f"pinb{li}") for li in range(NL)]
         prev_byte = [Signal(2, name=f"pbyte{li}") for li in range(NL)]
+        q_inb = [Signal(name=f"qinb{li}") for li in range(NL)]
+        q_byte = [Signal(2, name=f"qbyte{li}") for li in range(NL)]
         for li in range(NL):
-            m.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2])]
+            m.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2]),
+                         q_inb[li].eq(prev_inb[li]), q_byte[li].eq(prev_byte[li])]
+        img_q = [Signal(32, name=f"imgq{li}") for li in range(len(img_r))]
+        m.d.sync += [q.eq(rp.data) for q, rp in zip(img_q, img_r)]
+        fm_q = [[Signal(8, name=f"fmq{f}_{li}") for li in range(len(fm_r[f]))] for f in range(len(fm_r))]
+        for f in range(len(fm_r)):
+            m.d.sync += [q.eq(rp.data) for q, rp in zip(fm_q[f], fm_r[f])]
         rd_data = [Signal(8, name=f"rd{li}") for li in range(NL)]
         with m.Switch(step):
             for si in range(len(steps)):
                 with m.Case(si):
                     for li in range(NL):
                         if si == 0:
-                            m.d.comb += rd_data[li].eq(img_r[li].data.word_select(prev_byte[li], 8))
-                        else:
-                            m.d.comb += rd_data[li].eq(fm_r[si - 1][li].data)
+                            if li < len(img_r):
+                                m.d.comb += rd_data[li].eq(img_q[li].word_select(q_byte[li], 8))
+                        elif li < len(fm_r[si - 1]):
+                            m.d.comb += rd_data[li].eq(fm_q[si - 1][li])
 
-        # gather FSM: jj walks the taps; data of tap jj-1 arrives while jj is addressed
-        jm1 = Signal(range(NBL))
-        m.d.comb += jm1.eq(jj - 1)
-        with m.If(iss_active & ~fetch_done):
-            with m.If(jj <= NBL):
-                m.d.sync += jj.eq(jj + 1)
-            with m.If(jj >= 1):
-                for li in range(NL):
-                    m.d.sync += patches[li][jm1].eq(Mux(prev_inb[li], rd_data[li], 0))
-                with m.If(jj == NBL):
-                    m.d.sync += fetch_done.eq(1)
+        # gather FSM: jj issues the taps; the data of the tap at the last stage goes into the patches
+        with m.If(g_v[0]):
+            m.d.sync += jj.eq(jj + 1)
+        with m.If(g_v[GL]):
+            for li in range(NL):
+                m.d.sync += patches[li][g_j[GL]].eq(Mux(q_inb[li], rd_data[li], 0))
+            with m.If(g_j[GL] == NBL - 1):
+                m.d.sync += fetch_done.eq(1)
         # hand the patches to the lanes
         lane_ready = lanes[0].cmd.ready
         last_gi = gi == n_groups[step] - 1
@@ -353,11 +406,17 @@ class Controller(wiring.Component):
         A = [Signal(signed(acc_bits), name=f"A{o}") for o in range(MO)]
         H = [Signal(signed(acc_bits), name=f"H{o}") for o in range(MO)]   # finished position
         hold_valid = Signal()
-        res_valid = lanes[0].res.valid
-        tag = lanes[0].res.payload.tag
+        # the lanes' sums are registered first (for timing: the lanes' D subtraction, this sum and
+        # the accumulation would be three carry chains in one cycle)
+        res_valid = Signal()
+        tag = Signal(2)
+        dsum = [Signal(signed(lanes[0].d_bits + NL.bit_length()), name=f"dsum{o}") for o in range(MO)]
+        m.d.sync += [res_valid.eq(lanes[0].res.valid), tag.eq(lanes[0].res.payload.tag)]
+        for o in range(MO):
+            m.d.sync += dsum[o].eq(sum((lane.res.payload.d[o] for lane in lanes), Const(0, signed(acc_bits))))
         with m.If(res_valid):
             for o in range(MO):
-                s = sum((lane.res.payload.d[o] for lane in lanes), Const(0, signed(acc_bits)))
+                s = dsum[o]
                 new = Mux(tag[0], s, A[o] + s)
                 m.d.sync += A[o].eq(new)
                 with m.If(tag[1]):
@@ -366,29 +425,50 @@ class Controller(wiring.Component):
                 m.d.sync += self.overrun.eq(1)
 
         # ------------------------------------------------------------ post: requant + pool / logits
+        # conv steps: for each finished position, one output channel po per cycle goes through a
+        # pipeline (for timing), stage registers q_*[k]: 0 select H[po], ReLU, pooled address; 1 multiply
+        # by M; 2 round, shift, saturate, read the pooled cell; 3 register both; 4 write max(old, act)
+        # (the first visit of a window writes).
+        # The pooled position is kept as counters (offset in the window, base addresses) instead of
+        # dividing pho, pwo by the pool size. The step ends when its last position leaves stage 4,
+        # so the next step never reads a cell that is still being written.
         po = Signal(range(MO + 1))        # output channel being stored
         pho = Signal(8)
         pwo = Signal(8)
+        prh = Signal(4)                   # pho % pool
+        prw = Signal(4)                   # pwo % pool
+        prow = Signal(16)                 # (pho // pool) * ow * oc
+        pbase = Signal(16)                # ((pho // pool) * ow + pwo // pool) * oc
         post_done_step = Signal()
         Harr = Array(H)
-        hval = Harr[po]
-        m_c = Array(Const(s.requant[0] if s.requant else 0, 16) for s in steps)
-        sh_c = Array(Const(s.requant[1] if s.requant else 1, 6) for s in steps)
         nout_c = Array(Const(s.n_out, 8) for s in steps)
-        msh = sh_c[step]
-        relu = Mux(hval[-1], 0, hval).as_unsigned()
-        rq = Signal(unsigned(acc_bits + 16))
-        half_c = Array(Const(1 << (s.requant[1] - 1) if s.requant else 0, 48) for s in steps)
-        m.d.comb += rq.eq((relu * m_c[step] + half_c[step]) >> msh)
-        act = Signal(8)
-        m.d.comb += act.eq(Mux(rq > 255, 255, rq))
-        # pooled write: stage 1 read old value, stage 2 write max
-        fm_w = [fm.write_port() for fm in fms]
-        fm_rr = [fm.read_port() for fm in fms]
-        w_addr = Signal(16)
-        w_first = Signal()
-        w_val = Signal(8)
-        w_go = Signal()
+        last_pos = Signal()               # this position is the step's last
+        m.d.comb += last_pos.eq((pwo == ow_c[step] - 1) & (pho == oh_c[step] - 1))
+        pin = Signal()                    # this position falls in a pooling window
+        post_go = Signal()                # a channel of a conv step enters the pipeline
+        m.d.comb += post_go.eq(hold_valid & (step < len(steps) - 1))
+        q_v = [Signal(name=f"qv{k}") for k in range(5)]      # per stage: valid, write, end of step
+        q_go = [Signal(name=f"qgo{k}") for k in range(5)]
+        q_end = [Signal(name=f"qend{k}") for k in range(5)]
+        q_first = [Signal(name=f"qfirst{k}") for k in range(5)]
+        q_addr = [Signal(16, name=f"qaddr{k}") for k in range(5)]
+        for k in range(1, 4):
+            m.d.sync += [q_v[k + 1].eq(q_v[k]), q_go[k + 1].eq(q_go[k]), q_end[k + 1].eq(q_end[k]),
+                         q_first[k + 1].eq(q_first[k]), q_addr[k + 1].eq(q_addr[k])]
+        m.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & (po == nout_c[step] - 1)),
+                     q_first[1].eq((prh == 0) & (prw == 0)), q_addr[1].eq(pbase + po)]
+        hval = Harr[po]
+        q_relu = Signal(acc_bits - 1)
+        q_m = Signal(16)
+        q_prod = Signal(acc_bits + 15)
+        q_act = Signal(8)
+        q_act4 = Signal(8)
+        q_old = Signal(8)                 # the pooled cell read at stage 2 (registered: RAM clock-to-out)
+        m_c = Array(Const(s.requant[0] if s.requant else 0, 16) for s in steps)
+        m.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(m_c[step])]
+        m.d.sync += q_prod.eq(q_relu * q_m)
+        fm_w = [fm_wr[f] for f in range(len(fm_copies))]
+        fm_rr = [fm_copies[f]["rmw"].read_port() for f in range(len(fm_copies))]
         logits = [Signal(signed(self.logit_bits), name=f"logit{o}") for o in range(self.n_classes)]
         final_ready = Signal()
         with m.Switch(step):
@@ -397,29 +477,42 @@ class Controller(wiring.Component):
                     if st.requant is not None:
                         p = st.pool
                         oh, ow, oc = st.out_shape
-                        inwin = (pho < oh * p) & (pwo < ow * p)
-                        pa = ((pho // p) * ow + (pwo // p)) * oc + po
-                        first = ((pho % p) == 0) & ((pwo % p) == 0)
-                        m.d.comb += fm_rr[si].addr.eq(pa)
-                        with m.If(hold_valid & (po < st.n_out)):
-                            m.d.sync += [w_go.eq(inwin), w_addr.eq(pa), w_first.eq(first), w_val.eq(act)]
-                        with m.Else():
-                            m.d.sync += w_go.eq(0)
-                        with m.If(w_go):
-                            old = fm_rr[si].data
-                            m.d.comb += [fm_w[si].en.eq(1), fm_w[si].addr.eq(w_addr),
-                                         fm_w[si].data.eq(Mux(w_first | (w_val > old), w_val, old))]
+                        m.d.comb += pin.eq((pho < oh * p) & (pwo < ow * p))
+                        # shift and rounding constant of the step: wiring and one adder
+                        rq = (q_prod + (1 << (st.requant[1] - 1))) >> st.requant[1]
+                        m.d.sync += q_act.eq(Mux(rq > 255, 255, rq))
+                        m.d.comb += fm_rr[si].addr.eq(q_addr[2])
+                        m.d.sync += [q_old.eq(fm_rr[si].data), q_act4.eq(q_act)]
+                        with m.If(q_go[4]):
+                            m.d.comb += [fm_w[si][0].eq(1), fm_w[si][1].eq(q_addr[4]),
+                                         fm_w[si][2].eq(Mux(q_first[4] | (q_act4 > q_old), q_act4, q_old))]
+                        # next position: advance the window offsets and the base addresses
+                        with m.If(post_go & (po == st.n_out - 1)):
+                            with m.If(pwo == st.out_hw[1] - 1):
+                                m.d.sync += [prw.eq(0)]
+                                with m.If(pho == st.out_hw[0] - 1):
+                                    m.d.sync += [prh.eq(0), prow.eq(0), pbase.eq(0)]
+                                with m.Elif(prh == p - 1):
+                                    m.d.sync += [prh.eq(0), prow.eq(prow + ow * oc), pbase.eq(prow + ow * oc)]
+                                with m.Else():
+                                    m.d.sync += [prh.eq(prh + 1), pbase.eq(prow)]
+                            with m.Elif(prw == p - 1):
+                                m.d.sync += [prw.eq(0), pbase.eq(pbase + oc)]
+                            with m.Else():
+                                m.d.sync += prw.eq(prw + 1)
                     else:
                         with m.If(hold_valid & ~final_ready):
                             m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
                             m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
-        with m.If(hold_valid & (step < len(steps) - 1)):
+        with m.If(q_v[4] & q_end[4]):
+            m.d.sync += post_done_step.eq(1)
+        with m.If(post_go):
             with m.If(po == nout_c[step] - 1):
                 m.d.sync += [po.eq(0), hold_valid.eq(0)]
                 with m.If(pwo == ow_c[step] - 1):
                     m.d.sync += pwo.eq(0)
                     with m.If(pho == oh_c[step] - 1):
-                        m.d.sync += [pho.eq(0), post_done_step.eq(1)]
+                        m.d.sync += pho.eq(0)
                     with m.Else():
                         m.d.sync += pho.eq(pho + 1)
                 with m.Else():
@@ -469,7 +562,7 @@ class Controller(wiring.Component):
                        init=[((mm % (H2 * W2)) // W2 * W2 + mm % W2) * C2 + mm // (H2 * W2) for mm in range(n_in)])
         m.submodules.vaddr = vaddr
         va_r = vaddr.read_port(domain="comb")
-        fmv = fms[-1].read_port()
+        fmv = fm_copies[-1]["v"].read_port()
         fidx = Signal(range(max(n_in, K) + 2))
         vph = Signal()              # 0: deltas, 1: V values
         vdat_ok = Signal()          # fmv.data holds V[fidx - 1]
@@ -522,21 +615,23 @@ class Controller(wiring.Component):
             m.d.sync += [post_done_step.eq(0), step.eq(step + 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
                          gi.eq(0), jj.eq(0), fetch_done.eq(0)]
         # the last step ends when the logits are taken; the image buffer is free once C1 is done
-        with m.If(running & final_ready):
+        # (step check: final_ready stays up until the softmax has read the logits, while the next
+        # image may already have started)
+        with m.If(running & final_ready & (step == len(steps) - 1)):
             m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0)]
         with m.If(post_done_step & (step == 0)):
             m.d.sync += img_full.eq(0)
+        if self.replica:
+            # shared FC PEs (rtl/replicated.py): the last step's issuer starts once `fc_gnt` is given;
+            # `fc_req` is held from the end of the step before it until the logits are taken
+            fc_wait = Signal()
+            m.d.comb += self.fc_req.eq(running & (step == len(steps) - 1))
+            with m.If(post_done_step & (step == len(steps) - 2)):
+                m.d.sync += [iss_active.eq(0), fc_wait.eq(1)]
+            with m.If(fc_wait & self.fc_gnt):
+                m.d.sync += [iss_active.eq(1), fc_wait.eq(0)]
 
-        # counters
-        with m.If(self.prog_req.valid & self.prog_req.ready):
-            with m.Switch(self.prog_req.payload.op):
-                with m.Case(ReqOp.SET):
-                    m.d.sync += self.set_pulses.eq(self.set_pulses + 1)
-                with m.Case(ReqOp.RESET):
-                    m.d.sync += self.reset_pulses.eq(self.reset_pulses + 1)
-        n_vr = (self.prog_req.valid & self.prog_req.ready & (self.prog_req.payload.op == ReqOp.READ)) + \
-            (self.vread_req.valid & self.vread_req.ready)
-        m.d.sync += self.verify_reads.eq(self.verify_reads + n_vr)
+        # counters (the programming path's are in programming_path)
         m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
                                  fin_pending | pp.busy | ~wv.cmd.ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
@@ -544,6 +639,38 @@ class Controller(wiring.Component):
         with m.If(running & iss_active & ~lanes_busy):
             m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
         return m
+
+
+def programming_path(m, c, wv, upd, pp):
+    """The programming path's wiring between the ports of `c` (a Controller, or the replicated top
+    that shares one path among its groups) and the write-verify sequencer, update engine and pair
+    programmer; the update engine's input stream `upd.i` is left to the caller."""
+    # write-verify commands: the pair programmer (training) has priority over host commands
+    with m.If(pp.wv_cmd.valid):
+        m.d.comb += [wv.cmd.valid.eq(1), wv.cmd.payload.eq(pp.wv_cmd.payload), pp.wv_cmd.ready.eq(wv.cmd.ready)]
+    with m.Else():
+        m.d.comb += [wv.cmd.valid.eq(c.prog.valid), wv.cmd.payload.eq(c.prog.payload),
+                     c.prog.ready.eq(wv.cmd.ready)]
+    wiring.connect(m, wv.res, wiring.flipped(c.prog_res))
+    m.d.comb += [pp.wv_res.eq(wv.res.payload), pp.wv_res_fire.eq(wv.res.valid & wv.res.ready)]
+    wiring.connect(m, pp.rd_req, wiring.flipped(c.vread_req))
+    wiring.connect(m, wiring.flipped(c.vread_rsp), pp.rd_rsp)
+    wiring.connect(m, upd.o, pp.cmd)
+    m.d.comb += [upd.mult.eq(c.eta_m), upd.shift.eq(c.eta_sh), upd.th_code.eq(c.th_code),
+                 c.upd_done.valid.eq(pp.done.valid), pp.done.ready.eq(c.upd_done.ready),
+                 c.upd_done.payload.eq(pp.done.payload.overflow)]   # 1: the batch overflowed the engine
+    wiring.connect(m, wv.req, wiring.flipped(c.prog_req))
+    wiring.connect(m, wiring.flipped(c.prog_rsp), wv.rsp)
+    # counters: SET / RESET pulses, verify reads (write-verify reads + the pair programmer's reads)
+    with m.If(c.prog_req.valid & c.prog_req.ready):
+        with m.Switch(c.prog_req.payload.op):
+            with m.Case(ReqOp.SET):
+                m.d.sync += c.set_pulses.eq(c.set_pulses + 1)
+            with m.Case(ReqOp.RESET):
+                m.d.sync += c.reset_pulses.eq(c.reset_pulses + 1)
+    n_vr = (c.prog_req.valid & c.prog_req.ready & (c.prog_req.payload.op == ReqOp.READ)) + \
+        (c.vread_req.valid & c.vread_req.ready)
+    m.d.sync += c.verify_reads.eq(c.verify_reads + n_vr)
 
 
 def default_instances():

@@ -129,27 +129,41 @@ class PairProgrammer(wiring.Component):
                 m.d.comb += blk_r.addr.eq(cell_addr(c.pe, up_row, c.bl))
                 m.d.sync += bu.eq(blk_r.data)
                 m.next = "SPLIT"
+            # the split runs over 5 states (one comparison or addition chain each, for timing; a few
+            # cycles per cell next to the verify reads and programming pulses)
+            a0 = Signal(signed(cb + 4))
+            b0 = Signal(signed(cb + 4))
+            a1 = Signal(signed(cb + 4))
+            b1 = Signal(signed(cb + 4))
+            a2 = Signal(signed(cb + 4))
+            b2 = Signal(signed(cb + 4))
             with m.State("SPLIT"):
                 rd = Mux(bd | (c_down < self.lo), 0, c_down - self.lo)
                 ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
-                m.d.comb += [room_d.eq(rd), room_u.eq(ru)]
-                a0 = Mux(need < room_d, need, room_d)
+                m.d.sync += [room_d.eq(rd), room_u.eq(ru)]
+                m.next = "SPLIT_A"
+            with m.State("SPLIT_A"):
+                m.d.sync += a0.eq(Mux(need < room_d, need, room_d))
+                m.next = "SPLIT_B"
+            with m.State("SPLIT_B"):
                 rest = need - a0
-                b0 = Mux(rest < room_u, rest, room_u)
+                m.d.sync += b0.eq(Mux(rest < room_u, rest, room_u))
+                m.next = "SPLIT_C"
+            with m.State("SPLIT_C"):
                 # golden: if 0 < a <= res_d and a + b <= room_u: a, b = 0, a + b
-                a1 = Signal(signed(cb + 4))
-                b1 = Signal(signed(cb + 4))
                 with m.If((a0 > 0) & (a0 <= self.margin) & (a0 + b0 <= room_u)):
-                    m.d.comb += [a1.eq(0), b1.eq(a0 + b0)]
+                    m.d.sync += [a1.eq(0), b1.eq(a0 + b0)]
                 with m.Else():
-                    m.d.comb += [a1.eq(a0), b1.eq(b0)]
+                    m.d.sync += [a1.eq(a0), b1.eq(b0)]
+                m.next = "SPLIT_D"
+            with m.State("SPLIT_D"):
                 # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
-                a2 = Signal(signed(cb + 4))
-                b2 = Signal(signed(cb + 4))
                 with m.If((b1 > 0) & (b1 <= self.margin) & (a1 + b1 <= room_d)):
-                    m.d.comb += [a2.eq(a1 + b1), b2.eq(0)]
+                    m.d.sync += [a2.eq(a1 + b1), b2.eq(0)]
                 with m.Else():
-                    m.d.comb += [a2.eq(a1), b2.eq(b1)]
+                    m.d.sync += [a2.eq(a1), b2.eq(b1)]
+                m.next = "SPLIT_E"
+            with m.State("SPLIT_E"):
                 m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
                 m.next = "PROG_DOWN"
             with m.State("PROG_DOWN"):

@@ -129,22 +129,30 @@ class ReadLane(wiring.Component):
         codes = Array(self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A))
         acc = [Signal(self.sum_bits, name=f"acc{i}") for i in range(MR)]
         fin = [Signal(self.sum_bits, name=f"fin{i}") for i in range(MR)]
+        # for timing, a code is selected and shifted in one cycle (the row of each accumulator is
+        # registered along with rv_row_base), then added in the next
+        c_q = [Signal(self.sum_bits, name=f"cq{i}") for i in range(MR)]
+        c_en = [Signal(name=f"cen{i}") for i in range(MR)]
+        c_first, c_last = Signal(), Signal()
+        m.d.sync += [c_first.eq(rv_slot == 0), c_last.eq(rv_slot == B - 1)]
         for i in range(MR):
-            row = rv_row_base + i
+            row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
+            m.d.sync += row.eq(cv_row_base + i)
             mine = (row[_bits(A):] == rv_sel) if self.n_rows > A else Const(1)
             code = codes[row[:_bits(A)]]
-            new = Mux(rv_slot == 0, 0, acc[i]) + (code << rv_slot)
-            with m.If(self.pe.adc_valid & mine):
+            m.d.sync += [c_q[i].eq(code << rv_slot), c_en[i].eq(self.pe.adc_valid & mine)]
+            new = Mux(c_first, 0, acc[i]) + c_q[i]
+            with m.If(c_en[i]):
                 m.d.sync += acc[i].eq(new)
-                with m.If(rv_slot == B - 1):
+                with m.If(c_last):
                     m.d.sync += fin[i].eq(new)
 
-        # Differential sums leave a fixed P + 2 cycles after a group's last pulse, whatever the
+        # Differential sums leave a fixed P + 3 cycles after a group's last pulse, whatever the
         # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
-        rt = Signal(range(P + 3))
+        rt = Signal(range(P + 4))
         done_n_out = Signal.like(cur.n_out)
         with m.If(at_group_end):
-            m.d.sync += [rt.eq(P + 2), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
+            m.d.sync += [rt.eq(P + 3), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
         with m.Elif(rt != 0):
             m.d.sync += rt.eq(rt - 1)
         m.d.comb += self.res.valid.eq(rt == 1)

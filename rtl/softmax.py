@@ -18,13 +18,14 @@ class K-1.
 Sequential schedule (the block takes a new vector only after the last output has been produced;
 one vector per image, so the rate is irrelevant next to the FC layer's reads):
   LOAD  K cycles: logits into a K-entry distributed RAM, running max (strict >, lowest index wins);
-  EXP   K+3 cycles: pipelined d -> d*M (DSP) -> round/shift/saturate -> ROM (BRAM, sync read) ->
+  EXP   K+5 cycles: pipelined d -> d*M (DSP) -> shift -> round/saturate -> ROM (BRAM, sync read,
+        output registered) ->
         e into a K-entry RAM and E += e;
   DIV   17 cycles per class: restoring divider, 16 quotient bits (p <= 2**15 needs 16), one
         cycle to load N = e*2**15 + E//2 (< E * 2**16, so the quotient fits 16 bits), 16 steps;
         the 16th step writes the output register (or waits while it is full and back-pressured).
-Latency from the last logit to the first output 21 + K cycles (K=10: 31); a vector takes 19K + 3
-cycles end to end at full rate (K=10: 193).
+Latency from the last logit to the first output 23 + K cycles (K=10: 33); a vector takes 19K + 5
+cycles end to end at full rate (K=10: 195).
 """
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -86,6 +87,8 @@ class Softmax(wiring.Component):
         j1, j2, j3 = Signal(_idx(K)), Signal(_idx(K)), Signal(_idx(K))
         d1 = Signal(unsigned(LB))
         p2 = Signal(unsigned(LB + self.m_bits))
+        v2s, j2s, p2s = Signal(), Signal(_idx(K)), Signal(unsigned(LB + self.m_bits))
+        v4, j4, e4 = Signal(), Signal(_idx(K)), Signal(unsigned(Q_BITS))
 
         # divider
         step = Signal(range(Q_BITS + 1))
@@ -122,18 +125,22 @@ class Softmax(wiring.Component):
                         m.d.sync += j.eq(j + 1)
                 # stage 1: multiply
                 m.d.sync += [v2.eq(v1), j2.eq(j1), p2.eq(d1 * m_l)]
-                # stage 2: round half up, shift, saturate -> table index (ROM address)
+                # stage 2: shift by sh - 1 (registered for timing)
+                m.d.sync += [v2s.eq(v2), j2s.eq(j2), p2s.eq(Mux(sh_l == 0, p2, p2 >> (sh_l - 1)[:self.sh_bits]))]
+                # stage 2': round half up, saturate -> table index (ROM address)
                 half = Signal(unsigned(LB + self.m_bits + 1))
-                m.d.comb += half.eq((p2 >> (sh_l - 1)[:self.sh_bits]) + 1)
-                t = Mux(sh_l == 0, p2, half >> 1)
+                m.d.comb += half.eq(p2s + 1)
+                t = Mux(sh_l == 0, p2s, half >> 1)
                 m.d.comb += rom_rd.addr.eq(Mux(t > EXP_TABLE_SIZE - 1, EXP_TABLE_SIZE - 1, t))
-                m.d.sync += [v3.eq(v2), j3.eq(j2)]
-                # stage 3: e = EXP_TABLE[t]
-                m.d.comb += [e_wr.addr.eq(j3), e_wr.data.eq(rom_rd.data)]
-                with m.If(v3):
+                m.d.sync += [v3.eq(v2s), j3.eq(j2s)]
+                # stage 3: e = EXP_TABLE[t], registered (block RAM clock-to-out is long)
+                m.d.sync += [v4.eq(v3), j4.eq(j3), e4.eq(rom_rd.data)]
+                # stage 4: store e, E += e
+                m.d.comb += [e_wr.addr.eq(j4), e_wr.data.eq(e4)]
+                with m.If(v4):
                     m.d.comb += e_wr.en.eq(1)
-                    m.d.sync += e_sum.eq(e_sum + rom_rd.data)
-                    with m.If(j3 == K - 1):
+                    m.d.sync += e_sum.eq(e_sum + e4)
+                    with m.If(j4 == K - 1):
                         m.d.sync += [cnt.eq(0), step.eq(0)]
                         m.next = "DIV"
 

@@ -30,15 +30,22 @@ saturation logic is needed; beyond it the `overflow` flag of the end marker says
 dI is carried at full width: |acc * M| < 2**(acc_bits + 16 - 1), so d_code is s(acc_bits + 16)
 for any shift 0..63 (golden needs shift >= 1; shift 0 gives -acc*M here).
 
+Update clipping (golden.hybrid.clip_update, the replicated groups' training): with `clip_code`
+c != 0 at FINISH, a first scan (no output) finds mx = max |dI| over the mapped cells; if mx > c the
+second scan replaces every dI by sign(dI) * ((|dI| * c) // mx) (a restoring division of clip_bits
+cycles per cell) before the threshold rule; otherwise the commands are as without clipping.
+(golden takes mx over the whole (n_in, n_out) update: the same when every FC weight is mapped.)
+
 Timing. Accumulate: one stream item per cycle (n_out 8x17 multipliers in parallel, read-modify-
 write over 2 cycles; the RAM read port is transparent for the write, so back-to-back items of the
 same m are exact): n_out + n_in = 202 cycles per image at full rate. FINISH: the first command is
-valid 4 cycles after the FINISH transfer, then one cell per cycle through a 4-stage pipeline (RAM
-read, multiply, round + shift, threshold) stalled only by back-pressure on `o`: the end marker
-follows 1924 cycles after FINISH (1920 cells); then `n_in` cycles clear the accumulators (also
-after reset), `i` is ready again 2117 cycles after FINISH (measured, no back-pressure).
+valid 6 cycles after the FINISH transfer, then one cell per cycle through a 6-stage pipeline (RAM
+read, lane select, partial products, product, round + shift, threshold) stalled only by
+back-pressure on `o`: the end marker follows 1926 cycles after FINISH (1920 cells); then `n_in`
+cycles clear the accumulators (also after reset), `i` is ready again 2119 cycles after FINISH (no
+back-pressure; 2117 measured before the two timing stages were added).
 """
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -69,7 +76,8 @@ def fc_groups(mapping=None, layer: str = "FC"):
 class UpdateEngine(wiring.Component):
     def __init__(self, groups=None, n_out: int | None = None, n_pe: int = 8, n_rows: int = 128,
                  n_bl: int = 16, max_batch: int = 128, v_bits: int = 8, delta_bits: int = 17,
-                 mult_bits: int = 16, shift_bits: int = 6, th_bits: int = 16, th_init: int = 15):
+                 mult_bits: int = 16, shift_bits: int = 6, th_bits: int = 16, th_init: int = 15,
+                 clip_bits: int = 8):
         if groups is None:
             groups, n_out = fc_groups()
         groups = [(int(p), int(r), tuple(int(x) for x in ins)) for p, r, ins in groups]
@@ -84,6 +92,7 @@ class UpdateEngine(wiring.Component):
                                  f"{n_pe} PEs x {n_rows} rows x {n_bl} BLs")
         self.max_batch, self.v_bits, self.delta_bits = max_batch, v_bits, delta_bits
         self.mult_bits, self.shift_bits, self.th_bits = mult_bits, shift_bits, th_bits
+        self.clip_bits = clip_bits
         # exact accumulator width for max_batch images of any u(v_bits) x s(delta_bits) product
         self.acc_bits = (max_batch * ((1 << v_bits) - 1) * (1 << (delta_bits - 1))).bit_length() + 1
         self.d_bits = self.acc_bits + mult_bits
@@ -98,6 +107,7 @@ class UpdateEngine(wiring.Component):
             "mult": In(unsigned(mult_bits)),
             "shift": In(unsigned(shift_bits)),
             "th_code": In(unsigned(th_bits), init=th_init),
+            "clip_code": In(unsigned(clip_bits), init=0),     # update clipping (0: off), see the docstring
         })
 
     def elaborate(self, platform):
@@ -138,7 +148,8 @@ class UpdateEngine(wiring.Component):
 
         # ---- scan pipeline (stall on output back-pressure)
         adv = Signal()
-        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+        adv_out = Signal()
+        m.d.comb += adv_out.eq(~self.o.valid | self.o.ready)
         gi = Signal(range(max(ng, 2)))
         k = Signal(range(max(len(flat), 2)))      # flat index of (gi, j)
         kstart = Signal.like(k)                   # flat index of (gi, 0)
@@ -160,15 +171,47 @@ class UpdateEngine(wiring.Component):
         lanes = rd.data  # ArrayLayout view
         lane = Signal(acc_shape)
         m.d.comb += lane.eq(lanes[meta1.n])
+        v1b, meta1b, lane_r = Signal(), Signal(meta), Signal(acc_shape)
+        v1c, meta1c = Signal(), Signal(meta)
+        p_lo = Signal(unsigned(16 + self.mult_bits))
+        p_hi = Signal(signed(self.acc_bits - 16 + self.mult_bits + 1))
 
         x_w = max(prod_w, (1 << self.shift_bits) - 1) + 1
         one_sh = Signal(unsigned(1 << self.shift_bits))
         m.d.comb += one_sh.eq(Const(1, 1) << self.shift)
         x = Signal(signed(x_w))
         m.d.comb += x.eq(prod2 + one_sh[1:])      # + 2**(sh-1) (0 for sh = 0)
+        # update clipping (golden.hybrid.clip_update): pass 1 finds max|dI| (no output), pass 2 scales
+        # every cell by clip / max (truncated) before the threshold, a restoring division per cell
+        cb = self.clip_bits
+        clip_r = Signal(unsigned(cb))
+        pass1 = Signal()
+        mx = Signal(unsigned(self.d_bits))
+        d3abs = Signal(unsigned(self.d_bits))
+        m.d.comb += d3abs.eq(Mux(d3 < 0, -d3, d3))
+        need_div = Signal()
+        m.d.comb += need_div.eq(v3 & ~meta3.end & ~pass1 & (clip_r != 0) & (mx > clip_r))
+        div_busy, div_done = Signal(), Signal()
+        div_cnt = Signal(range(cb + 1))
+        rem = Signal(unsigned(self.d_bits + cb))
+        dvs = Signal(unsigned(self.d_bits + cb))
+        q = Signal(unsigned(cb))
+        with m.If(need_div & ~div_done & ~div_busy):
+            m.d.sync += [rem.eq(d3abs * clip_r), dvs.eq(mx << (cb - 1)), q.eq(0), div_cnt.eq(0), div_busy.eq(1)]
+        with m.If(div_busy):
+            with m.If(rem >= dvs):
+                m.d.sync += [rem.eq(rem - dvs), q.eq(Cat(Const(1, 1), q[:-1]))]
+            with m.Else():
+                m.d.sync += q.eq(Cat(Const(0, 1), q[:-1]))
+            m.d.sync += [dvs.eq(dvs >> 1), div_cnt.eq(div_cnt + 1)]
+            with m.If(div_cnt == cb - 1):
+                m.d.sync += [div_busy.eq(0), div_done.eq(1)]
+        dsel = Signal(signed(self.d_bits))
+        m.d.comb += dsel.eq(Mux(need_div, Mux(d3 < 0, -q, q), d3))
         dabs = Signal(unsigned(self.d_bits))
-        m.d.comb += dabs.eq(Mux(d3 < 0, -d3, d3))
-        keep = v3 & (meta3.end | ((d3 != 0) & (dabs >= self.th_code)))
+        m.d.comb += dabs.eq(Mux(dsel < 0, -dsel, dsel))
+        keep = v3 & ~pass1 & (meta3.end | ((dsel != 0) & (dabs >= self.th_code)))
+        m.d.comb += adv.eq(adv_out & ~(need_div & ~div_done))
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -204,7 +247,8 @@ class UpdateEngine(wiring.Component):
                             m.d.sync += [prod_b[n].eq(vval * delta[n]) for n in range(n_out)]
                         with m.Case(Op.FINISH):
                             m.d.sync += [gi.eq(0), k.eq(0), kstart.eq(0), n0.eq(0), j0.eq(0),
-                                         s0_act.eq(1), s0_end.eq(0), ovf.eq(images > self.max_batch)]
+                                         s0_act.eq(1), s0_end.eq(0), ovf.eq(images > self.max_batch),
+                                         clip_r.eq(self.clip_code), pass1.eq(self.clip_code != 0), mx.eq(0)]
                             m.next = "SCAN"
 
             with m.State("SCAN"):
@@ -227,8 +271,13 @@ class UpdateEngine(wiring.Component):
                             m.d.sync += [j0.eq(0), n0.eq(0), gi.eq(gi + 1), k.eq(k + 1), kstart.eq(k + 1)]
                         with m.Else():
                             m.d.sync += s0_end.eq(1)
-                    # S1 -> S2: lane select, multiply
-                    m.d.sync += [v2.eq(v1), meta2.eq(meta1), prod2.eq(Mux(meta1.end, 0, lane * self.mult))]
+                    # S1 -> S1b: lane select (registered for timing: block RAM clock-to-out + a 10:1 mux)
+                    m.d.sync += [v1b.eq(v1), meta1b.eq(meta1), lane_r.eq(Mux(meta1.end, 0, lane))]
+                    # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
+                    m.d.sync += [v1c.eq(v1b), meta1c.eq(meta1b), p_lo.eq(lane_r[:16] * self.mult),
+                                 p_hi.eq(lane_r[16:].as_signed() * self.mult)]
+                    # S1c -> S2: product
+                    m.d.sync += [v2.eq(v1c), meta2.eq(meta1c), prod2.eq((p_hi << 16) + p_lo)]
                     # S2 -> S3: round half up, arithmetic shift, negate
                     m.d.sync += [v3.eq(v2), meta3.eq(meta2), d3.eq(-(x >> self.shift))]
                     # S3 -> out: threshold rule, drop zero updates
@@ -236,9 +285,17 @@ class UpdateEngine(wiring.Component):
                     m.d.sync += [self.o.payload.pe.eq(meta3.pe), self.o.payload.row_pos.eq(meta3.row_pos),
                                  self.o.payload.bl.eq(meta3.bl), self.o.payload.m.eq(meta3.m),
                                  self.o.payload.n.eq(meta3.n), self.o.payload.end.eq(meta3.end),
-                                 self.o.payload.d_code.eq(Mux(meta3.end, 0, d3)),
+                                 self.o.payload.d_code.eq(Mux(meta3.end, 0, dsel)),
                                  self.o.payload.overflow.eq(meta3.end & ovf)]
-                with m.If(~s0_act & ~v1 & ~v2 & ~v3):
+                    with m.If(div_done):
+                        m.d.sync += div_done.eq(0)
+                    with m.If(pass1 & v3):
+                        with m.If(~meta3.end & (d3abs > mx)):
+                            m.d.sync += mx.eq(d3abs)
+                        with m.If(meta3.end):   # end of pass 1: scan again, clipping
+                            m.d.sync += [gi.eq(0), k.eq(0), kstart.eq(0), n0.eq(0), j0.eq(0),
+                                         s0_act.eq(1), s0_end.eq(0), pass1.eq(0)]
+                with m.If(~s0_act & ~v1 & ~v1b & ~v1c & ~v2 & ~v3):
                     m.next = "CLEAR"
         return m
 

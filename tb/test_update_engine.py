@@ -100,6 +100,10 @@ if cocotb is not None:
             return 0, 5, th
         raise ValueError(kind)
 
+    def clipped(d, clip):
+        from golden.hybrid import clip_update
+        return clip_update(d, clip) if clip else d
+
     @cocotb.test()
     async def update_engine_batches(dut):
         from golden.update import accumulate, commands, threshold, weight_update
@@ -114,13 +118,15 @@ if cocotb is not None:
         n_in, n_out = blk.n_in, blk.n_out
         OP = {"delta": 0, "v": 1, "finish": 2}
         n_cmds = n_batches = 0
-        for bi, (size, kind, pkind, th, idle, bp) in enumerate(p["batches"]):
+        for bi, (size, kind, pkind, th, idle, bp, *opt) in enumerate(p["batches"]):
+            clip = opt[0] if opt else 0     # update clipping (golden.hybrid.clip_update), 0 = off
             size = blk.max_batch if size == "max" else size
             src.idle, sink.bp = idle, bp
             v, d = make_batch(kind, size, n_in, n_out, blk, nrng)
             acc = accumulate(v, d)
             mult, sh, th = pick_params(pkind, acc, th, rng, blk)
             dut.mult.value, dut.shift.value, dut.th_code.value = mult, sh, th
+            dut.clip_code.value = clip
             items = []
             for b in range(size):
                 items += [{"op": OP["delta"], "index": n, "value": int(d[b, n])}
@@ -128,7 +134,7 @@ if cocotb is not None:
                 items += v_items(v[b], b, rng, OP["v"])
             items.append({"op": OP["finish"], "index": 0, "value": 0})
             expected = [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
-                        for c in commands(threshold(weight_update(acc, mult, sh), th), mp)]
+                        for c in commands(threshold(clipped(weight_update(acc, mult, sh), clip), th), mp)]
             expected.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
             start = len(sink.items)
             await src.send(items)
@@ -141,7 +147,8 @@ if cocotb is not None:
                 assert g == e, f"batch {bi} ({size} x {kind}, M={mult} sh={sh} th={th}) item {i}: got {g}, expected {e}"
             n_cmds += len(expected) - 1
             n_batches += 1
-            dut._log.info(f"batch {bi}: {size} images {kind}, M={mult} sh={sh} th={th}, idle {idle} bp {bp}: "
+            dut._log.info(f"batch {bi}: {size} images {kind}, M={mult} sh={sh} th={th} clip={clip}, "
+                          f"idle {idle} bp {bp}: "
                           f"{len(expected) - 1} commands, max |acc| {int(np.abs(acc).max())}")
         dut._log.info(f"{n_batches} batches, {n_cmds} commands compared")
 
@@ -184,11 +191,16 @@ B_YAO = [[1, "random", "auto", 15, 0, 0], [7, "random", "auto", 15, 0.3, 0.4], [
          ["max", "ext_neg", "max", 15, 0, 0], ["max", "ext_pos", "max", 15, 0.2, 0.5],
          [100, "q115_neg", "auto", 15, 0, 0.3], [3, "zeros", "auto", 0, 0, 0], [5, "random", "auto", 0, 0.5, 0.2],
          [4, "random", "sh_max", 15, 0, 0], [2, "random", "m0", 15, 0, 0], [3, "random", "auto", (1 << 16) - 1, 0, 0],
-         [20, "random", "auto", 30, 0.3, 0.6]]
+         [20, "random", "auto", 30, 0.3, 0.6],
+         # update clipping (7th field): 30 codes as golden's replicated training, tiny, the maximum
+         [100, "random", "auto", 15, 0, 0, 30], [7, "random", "auto", 15, 0.3, 0.4, 30],
+         ["max", "ext_neg", "max", 15, 0, 0, 255], [20, "random", "auto", 0, 0, 0.3, 1],
+         [3, "zeros", "auto", 0, 0, 0, 30]]
 B_SMALL = [[1, "random", "auto", 15, 0.2, 0.3], [4, "random", "auto", 15, 0.2, 0.3],
            ["max", "ext_neg", "max", 15, 0.2, 0.3], ["max", "ext_pos", "max", 15, 0, 0],
            ["max", "random", "auto", 3, 0.2, 0.3], [2, "zeros", "auto", 0, 0.2, 0.3],
-           [3, "random", "max", 15, 0.2, 0.3], [2, "random", "sh_max", 0, 0, 0.5]]
+           [3, "random", "max", 15, 0.2, 0.3], [2, "random", "sh_max", 0, 0, 0.5],
+           [4, "random", "auto", 3, 0.2, 0.3, 5], ["max", "random", "max", 15, 0, 0, 30]]
 
 CONFIGS = [
     dict(mapping="yao2020", block=dict(), batches=B_YAO),
