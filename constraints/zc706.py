@@ -25,11 +25,11 @@ UART therefore goes to PMOD1 (J58) through any 3.3 V USB-UART adapter: uart_rx =
 (AJ21), uart_tx = PMOD1 signal 1 (AK21). (Routing the PS UART through EMIO would need the PS7
 block and is left to a Vivado block design.)
 
-The PE-board bus (rtl/pe_fmc.py) on the FMC HPC connector: 35 outputs (forwarded clock, addr,
-we, apply, re, wdata) and 34 inputs (rdata, rvalid, ready) on the 68 LA lines plus the two M2C
-clock inputs, all single-ended LVCMOS25 (VADJ 2.5 V). Outputs take LA00_CC_P onwards in pair
-order, rdata the LA lines after them; rvalid and ready take CLK0_M2C_P / CLK1_M2C_P (inputs by
-the FMC convention). LA33_N stays spare.
+The PE-board bus (rtl/pe_fmc.py) on the FMC HPC connector: 36 outputs (forwarded clock, addr[8]
+= {port, beat} for the 8 PEs and the programming port, we, apply, re, wdata) and 34 inputs
+(rdata, rvalid, ready) on all 68 LA lines plus the two M2C clock inputs, all single-ended
+LVCMOS25 (VADJ 2.5 V). Outputs take LA00_CC_P onwards in pair order, rdata the LA lines after
+them; rvalid and ready take CLK0_M2C_P / CLK1_M2C_P (inputs by the FMC convention).
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ BOARD = {
 PMOD1 = ["AJ21", "AK21", "AB21", "AB16", "Y20", "AA20", "AC18", "AC19"]   # [L] pmod1, [P] J58
 
 # the PE-board bus of rtl/pe_fmc.py: (port, width, direction) in assignment order
-FMC_OUTPUTS = [("fmc_clk", 1), ("fmc_addr", 7), ("fmc_we", 1), ("fmc_apply", 1), ("fmc_re", 1),
+FMC_OUTPUTS = [("fmc_clk", 1), ("fmc_addr", 8), ("fmc_we", 1), ("fmc_apply", 1), ("fmc_re", 1),
                ("fmc_wdata", 24)]
 FMC_INPUTS_LA = [("fmc_rdata", 32)]
 FMC_INPUTS_CLK = {"fmc_rvalid": "CLK0_M2C_P", "fmc_ready": "CLK1_M2C_P"}

@@ -30,8 +30,9 @@ amaranth-soc is not available, so this is a small self-contained mechanism:
   address is readable/writable), register fields out (``bank.regs.<name>``).
 
 * **Host constants**: ``render_host_module(map)`` is the text of ``sw/csr_map.py``;
-  ``python -m rtl.csr`` (re)writes it from ``project_map()``, ``python -m rtl.csr --check`` fails
-  if it is out of date (tests/test_link_host.py checks this too).
+  ``python -m rtl.csr`` (re)writes it from ``project_map()`` together with ``sw/host_proto.py``
+  (the STREAM command set of rtl/host.py), ``python -m rtl.csr --check`` fails if either is out
+  of date (tests/test_link_host.py and tb/test_host.py check this too).
 
 The map hash (``CsrMap.hash``) is the CRC-32 of the names, addresses, widths and access modes
 (not the reset values, so elaboration parameters do not change it); it is readable on the device
@@ -260,10 +261,11 @@ class CsrBank(wiring.Component):
 # ------------------------------------------------------------------ host constants
 
 def project_map() -> CsrMap:
-    """The CSR map of the design with default parameters. The controller top will add its blocks
-    here (with_map_hash([link_block(), *controller_blocks()])), the same list LinkTop gets."""
+    """The CSR map of the design with default parameters: the link block and the controller's
+    blocks (rtl/host.py: controller_blocks()), the same list the board top gives LinkTop."""
+    from rtl.host import controller_blocks
     from rtl.link import link_block, with_map_hash
-    return with_map_hash([link_block()])
+    return with_map_hash([link_block(), *controller_blocks()])
 
 
 def render_host_module(csr_map: CsrMap) -> str:
@@ -318,13 +320,20 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true", help="only check that the file is up to date")
     ap.add_argument("--out", type=Path, default=HOST_MODULE)
     args = ap.parse_args(argv)
-    text = render_host_module(project_map())
+    from rtl.host import HOST_PROTO_MODULE, render_host_protocol
+    outputs = [(args.out, render_host_module(project_map()))]
+    if args.out == HOST_MODULE:     # the STREAM command set's constants (rtl/host.py) go with it
+        outputs.append((HOST_PROTO_MODULE, render_host_protocol()))
     if args.check:
-        ok = args.out.exists() and args.out.read_text() == text
-        print(f"{args.out}: {'up to date' if ok else 'OUT OF DATE (run python -m rtl.csr)'}")
-        return 0 if ok else 1
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+        bad = 0
+        for path, text in outputs:
+            ok = path.exists() and path.read_text() == text
+            bad += not ok
+            print(f"{path}: {'up to date' if ok else 'OUT OF DATE (run python -m rtl.csr)'}")
+        return 1 if bad else 0
+    for path, text in outputs:
+        path.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -34,7 +34,7 @@ The packing is generic over the PE signature: a member added to rtl/pe_board.py 
 programming path) is carried without changing this file, with more beats if needed.
 Pin-level mapping onto the FMC HPC LA lines: constraints/zc706.py.
 """
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,56 +73,81 @@ class FmcBusSignature(wiring.Signature):
 
 
 class PeFmcPhy(wiring.Component):
+    """n_pe PE ports, plus optionally one auxiliary port `aux` of another signature (the board
+    top's programming / verify-read channel, rtl/zc706_top.py: ProgPort) carried the same way as
+    port number n_pe; `aux_request` names its members whose being set makes the PHY read its up
+    word back. Each port writes / reads only its own number of beats."""
+
     def __init__(self, pe_sig: wiring.Signature | None = None, n_pe=8, dn_width=24, up_width=32,
-                 request=("adc_start",), ready_guard=0):
+                 request=("adc_start",), ready_guard=0, aux_sig: wiring.Signature | None = None, aux_request=()):
         self.ready_guard = ready_guard
         self.pe_sig = pe_sig or PEBoardSignature()
+        self.aux_sig = aux_sig
         self.n_pe, self.dn_width, self.up_width = n_pe, dn_width, up_width
         self.request = [r for r in request if r in self.pe_sig.members]
         if not self.request:
             raise ValueError(f"none of the request members {request} is in the PE signature")
+        self.aux_request = [r for r in aux_request if aux_sig is not None and r in aux_sig.members]
+        if aux_sig is not None and not self.aux_request:
+            raise ValueError(f"none of the aux request members {aux_request} is in the aux signature")
         self.dn_bits, self.up_bits = port_widths(self.pe_sig)
         self.dn_beats = _ceil(self.dn_bits, dn_width)
         self.up_beats = _ceil(self.up_bits, up_width)
-        self.pe_bits = _bits(n_pe)
-        self.beat_bits = _bits(max(self.dn_beats, self.up_beats))
+        sigs = [self.pe_sig] * n_pe + ([aux_sig] if aux_sig is not None else [])
+        self.port_beats = [(_ceil(max(1, port_widths(s)[0]), dn_width), _ceil(max(1, port_widths(s)[1]), up_width))
+                           for s in sigs]
+        self.n_ports = len(sigs)
+        self.pe_bits = _bits(self.n_ports)
+        self.beat_bits = _bits(max(max(d, u) for d, u in self.port_beats))
         self.addr_bits = self.pe_bits + self.beat_bits
-        super().__init__({
+        members = {
             # the controller's PE ports, seen from the other side
             "pe": In(self.pe_sig).array(n_pe),
             "fmc": Out(FmcBusSignature(self.addr_bits, dn_width, up_width)),
             "tick": Out(1),             # clock enable of the controller: one step
             "ticks": Out(32),           # ticks since reset
-        })
+        }
+        if aux_sig is not None:
+            members["aux"] = In(aux_sig)
+        super().__init__(members)
 
-    def _down(self, port):
-        return Cat(*[getattr(port, n) for n, m in self.pe_sig.members.items() if m.flow == Out])
+    @staticmethod
+    def _down(port, sig):
+        return Cat(*[getattr(port, n) for n, m in sig.members.items() if m.flow == Out])
 
-    def _up_members(self, port):
-        return [getattr(port, n) for n, m in self.pe_sig.members.items() if m.flow == In]
+    @staticmethod
+    def _up_members(port, sig):
+        return [getattr(port, n) for n, m in sig.members.items() if m.flow == In]
 
     def elaborate(self, platform):
         m = Module()
-        N, DB, UB = self.n_pe, self.dn_beats, self.up_beats
+        ports = [(self.pe[p], self.pe_sig, self.request) for p in range(self.n_pe)]
+        if self.aux_sig is not None:
+            ports.append((self.aux, self.aux_sig, self.aux_request))
+        N = len(ports)
+        DBs = [d for d, _ in self.port_beats]
+        UBs = [u for _, u in self.port_beats]
         DW, UW = self.dn_width, self.up_width
         fmc = self.fmc
 
-        down = [Signal(DB * DW, name=f"down{p}") for p in range(N)]
+        down = [Signal(DBs[p] * DW, name=f"down{p}") for p in range(N)]
         req = Signal(N)
-        up_next = [Signal(UB * UW, name=f"up_next{p}") for p in range(N)]
-        up_cur = [Signal(UB * UW, name=f"up_cur{p}") for p in range(N)]
-        for p in range(N):
-            m.d.comb += Cat(*self._up_members(self.pe[p])).eq(up_cur[p])
+        up_next = [Signal(UBs[p] * UW, name=f"up_next{p}") for p in range(N)]
+        up_cur = [Signal(UBs[p] * UW, name=f"up_cur{p}") for p in range(N)]
+        for p, (port, sig, _) in enumerate(ports):
+            m.d.comb += Cat(*self._up_members(port, sig)).eq(up_cur[p])
 
         # request flags of the captured words: position of each request member in the down word
-        offs, pos = {}, 0
-        for n, mem in self.pe_sig.members.items():
-            if mem.flow == Out:
-                offs[n] = pos
-                pos += len(getattr(self.pe[0], n))
-        for p in range(N):
-            m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in self.request]).any())
+        for p, (port, sig, request) in enumerate(ports):
+            offs, pos = {}, 0
+            for n, mem in sig.members.items():
+                if mem.flow == Out:
+                    offs[n] = pos
+                    pos += len(getattr(port, n))
+            m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in request]).any())
 
+        last_dn = Array(Const(d - 1, self.beat_bits) for d in DBs)
+        last_up = Array(Const(u - 1, self.beat_bits) for u in UBs + [1])
         wp = Signal(range(N))           # write pointer {pe, beat}
         wb = Signal(self.beat_bits)
         # read issue / capture pointers walk the requested PEs only
@@ -147,18 +172,18 @@ class PeFmcPhy(wiring.Component):
         guard = Signal(range(self.ready_guard + 2))
         with m.FSM():
             with m.State("CAPTURE"):
-                for p in range(N):
-                    m.d.sync += down[p].eq(self._down(self.pe[p]))
+                for p, (port, sig, _) in enumerate(ports):
+                    m.d.sync += down[p].eq(self._down(port, sig))
                 m.d.sync += [wp.eq(0), wb.eq(0)]
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [fmc.we.eq(1), fmc.addr.eq(Cat(wb, wp[:self.pe_bits]))]
                 with m.Switch(Cat(wb, wp[:self.pe_bits])):
                     for p in range(N):
-                        for b in range(DB):
+                        for b in range(DBs[p]):
                             with m.Case(b | (p << self.beat_bits)):
                                 m.d.comb += fmc.wdata.eq(down[p].word_select(b, DW))
-                with m.If(wb == DB - 1):
+                with m.If(wb == last_dn[wp]):
                     m.d.sync += wb.eq(0)
                     with m.If(wp == N - 1):
                         m.next = "APPLY"
@@ -185,7 +210,7 @@ class PeFmcPhy(wiring.Component):
                 # issue
                 with m.If(ip != N):
                     m.d.comb += [fmc.re.eq(1), fmc.addr.eq(Cat(ib, ip[:self.pe_bits]))]
-                    with m.If(ib == UB - 1):
+                    with m.If(ib == last_up[ip]):
                         m.d.sync += [ib.eq(0), ip.eq(next_req(ip))]
                     with m.Else():
                         m.d.sync += ib.eq(ib + 1)
@@ -193,10 +218,10 @@ class PeFmcPhy(wiring.Component):
                 with m.If(fmc.rvalid & (cp != N)):
                     with m.Switch(Cat(cb, cp[:self.pe_bits])):
                         for p in range(N):
-                            for b in range(UB):
+                            for b in range(UBs[p]):
                                 with m.Case(b | (p << self.beat_bits)):
                                     m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
-                    with m.If(cb == UB - 1):
+                    with m.If(cb == last_up[cp]):
                         nxt = next_req(cp)
                         m.d.sync += [cb.eq(0), cp.eq(nxt)]
                         with m.If(nxt == N):

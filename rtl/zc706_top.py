@@ -3,23 +3,26 @@
 BoardCore (portable, one `sync` domain, no vendor primitives; the design `mcnn synth` places and
 routes on an ECP5 as the timing proxy):
 
-    uart_rx/tx -- LinkTop (rtl/link.py: UART, frames, CSRs) --cmd--> image  --> Controller
-                                                          <--rsp-- result <--  (ticked: sync
-    fmc_* (registered I/O) -- PeFmcPhy (rtl/pe_fmc.py) <--- 8 PE ports ----->   enabled by `tick`)
+    uart_rx/tx -- LinkTop (rtl/link.py: UART, frames, CSRs) --cmd/rsp--> HostBridge (rtl/host.py:
+                  ctrl CSR block <-> eta, counters             STREAM command set) <-> Controller
+    fmc_* (registered I/O) -- PeFmcPhy (rtl/pe_fmc.py) <--- 8 PE ports -------------> (ticked: sync
+                              aux port <- ProgChannel <- prog_req/prog_rsp, vread   enabled by `tick`)
     led[4]: heartbeat, controller busy, link active, overrun
 
   * The controller runs under EnableInserter(tick): one controller cycle per PHY tick (see
     rtl/pe_fmc.py for why). Its streams are crossed tick-aware: a transfer to or from the
     controller happens only in a tick cycle, so both sides agree on every transfer.
-  * Link `soft_reset` resets the controller and the PHY (ResetInserter, outside the enable).
-  * cmd -> image: the 32-bit words of a STREAM command are the controller's image words (the
-    `last` flag is not used by the controller).
-  * result -> rsp: PROVISIONAL word format, to be settled with the host driver (sw/driver.py):
-    the result struct's bits (controller.result_layout: cls, logits, p, delta) LSB first in
-    ceil(bits / 32) words, `last` on the final word; cls is in the low bits of word 0.
-  * Controller ports not named here (a future `prog` path, counters) are left unconnected:
-    inputs keep their reset values, outputs are unused. The seam for them is this class.
-  * ctrl_status (CSR link_ctrl_status): bit 0 overrun, bit 1 image.ready, bit 2 result.valid.
+  * Link `soft_reset` resets the controller, the bridge and the PHY (ResetInserter, outside the
+    enable).
+  * STREAM payloads are host commands (rtl/host.py, docs/link.md): INFER / TRAIN / FINISH /
+    PROGRAM / READ / ECHO; the bridge runs under the controller's clock enable, so only the
+    link <-> bridge streams are crossed tick-aware.
+  * Every controller port is connected: learning parameters and counters to the `ctrl` CSR block,
+    the write-verify requests (prog_req/prog_rsp) and the verify reads (vread_req/vread_rsp, the
+    pair programmer's and the host READ's, arbitrated by the bridge) to the PE board through the
+    PHY's auxiliary port (ProgChannel).
+  * ctrl_status (CSR link_ctrl_status): bit 0 busy, bit 1 overrun, bit 2 host command active,
+    bit 3 a programming answer was lost, bits 8..15 the controller's training status.
 
 ZC706Top adds the board: the 200 MHz differential system clock (IBUFDS) -> MMCME2_BASE -> 100 MHz
 (BUFG) for `sync` (the UART divisor 868 assumes 100 MHz), reset = CPU_RESET button | ~MMCM
@@ -29,11 +32,12 @@ names constraints/zc706.xdc pins.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, EnableInserter, Instance, Module, ResetInserter, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .controller import Controller
+from .host import HostBridge, connect_ctrl_regs, controller_blocks
 from .link import LinkTop
 from .pe_fmc import PeFmcPhy
 
@@ -61,28 +65,86 @@ def default_controller() -> Controller:
     return Controller(w.q.requant, softmax_params(w.q.logit_scale))
 
 
+class ProgPortSignature(wiring.Signature):
+    """The programming / verify-read channel as one more PHY port (FPGA view, Out = to the board).
+
+    Per tick: req_valid + req (a write-verify request {op, pe, row, bl, width}: SET / RESET pulse or
+    verify READ) and vrd_valid + vrd (a single-cell verify read {pe, row, bl} of the pair
+    programmer or the host READ command). The board executes them before raising `ready` and
+    answers a READ with rsp_valid + rsp_code and a verify read with vrsp_valid + vrsp_code in the
+    port's up word of the same tick."""
+
+    def __init__(self, req_width, vrd_width, code_bits=8):
+        super().__init__({
+            "req_valid": Out(1), "req": Out(req_width),
+            "vrd_valid": Out(1), "vrd": Out(vrd_width),
+            "rsp_valid": In(1), "rsp_code": In(code_bits),
+            "vrsp_valid": In(1), "vrsp_code": In(code_bits),
+        })
+
+
+class ProgChannel(wiring.Component):
+    """Streams <-> ProgPortSignature, in the controller's (ticked) domain: a request is carried in
+    the tick in which it is transferred (the board takes one of each per tick: ready = 1); an
+    answer, valid for one tick in the up word, waits in a one-entry buffer until it is taken."""
+
+    def __init__(self, req_layout, rd_layout, code_bits=8):
+        self.req_layout, self.rd_layout = req_layout, rd_layout
+        code = data.StructLayout({"code": code_bits})
+        self.port_sig = ProgPortSignature(req_layout.size, rd_layout.size, code_bits)
+        super().__init__({
+            "prog_req": In(stream.Signature(req_layout)),
+            "prog_rsp": Out(stream.Signature(code)),
+            "vread_req": In(stream.Signature(rd_layout)),
+            "vread_rsp": Out(stream.Signature(code)),
+            "port": Out(self.port_sig),
+            "lost": Out(1),              # sticky: an answer arrived while the previous one was waiting
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.port
+        m.d.comb += [p.req_valid.eq(self.prog_req.valid), p.req.eq(self.prog_req.payload), self.prog_req.ready.eq(1),
+                     p.vrd_valid.eq(self.vread_req.valid), p.vrd.eq(self.vread_req.payload),
+                     self.vread_req.ready.eq(1)]
+        for valid, code, out in ((p.rsp_valid, p.rsp_code, self.prog_rsp), (p.vrsp_valid, p.vrsp_code, self.vread_rsp)):
+            with m.If(out.valid & out.ready):
+                m.d.sync += out.valid.eq(0)
+            with m.If(valid):
+                m.d.sync += [out.valid.eq(1), out.payload.code.eq(code)]
+                with m.If(out.valid & ~out.ready):
+                    m.d.sync += self.lost.eq(1)
+        return m
+
+
 class BoardCore(wiring.Component):
     def __init__(self, controller: Controller | None = None, divisor: int = SYS_CLK_HZ // 115200,
                  ready_guard: int = 4, heartbeat_bit: int = 25):
         self.ctrl = controller or default_controller()
         pe_sig = self.ctrl.signature.members["pe"].signature
-        self.phy = PeFmcPhy(pe_sig, n_pe=self.ctrl.n_pe, ready_guard=ready_guard)
+        self.bridge = HostBridge(self.ctrl)
+        self.chan = ProgChannel(self.ctrl.wv.req_layout, self.ctrl.pp.rd_layout, self.ctrl.code_bits)
+        self.phy = PeFmcPhy(pe_sig, n_pe=self.ctrl.n_pe, ready_guard=ready_guard, aux_sig=self.chan.port_sig,
+                            aux_request=("req_valid", "vrd_valid"))
         self.divisor, self.heartbeat_bit = divisor, heartbeat_bit
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "led": Out(4),
                           **fmc_ports(self.phy)})
 
     def elaborate(self, platform):
         m = Module()
-        ctrl, phy = self.ctrl, self.phy
-        m.submodules.link = link = LinkTop(divisor=self.divisor)
+        ctrl, phy, br, chan = self.ctrl, self.phy, self.bridge, self.chan
+        m.submodules.link = link = LinkTop(divisor=self.divisor, blocks=controller_blocks(ctrl))
         soft = link.soft_reset
-        m.submodules.phy = ResetInserter({"sync": soft})(phy)
-        m.submodules.ctrl = ResetInserter({"sync": soft})(EnableInserter({"sync": phy.tick})(ctrl))
         tick = phy.tick
+        m.submodules.phy = ResetInserter({"sync": soft})(phy)
+        m.submodules.ctrl = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(ctrl))
+        m.submodules.host = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(br))
+        m.submodules.prog_chan = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(chan))
 
         m.d.comb += [link.uart_rx.eq(self.uart_rx), self.uart_tx.eq(link.uart_tx)]
         for p in range(ctrl.n_pe):
             wiring.connect(m, ctrl.pe[p], phy.pe[p])
+        wiring.connect(m, chan.port, phy.aux)
 
         # FMC pins, registered both ways (the bus protocol tolerates the latency; ready_guard
         # covers the round trip before `ready` is trusted)
@@ -91,35 +153,34 @@ class BoardCore(wiring.Component):
                      self.fmc_re.eq(f.re), self.fmc_wdata.eq(f.wdata),
                      f.rdata.eq(self.fmc_rdata), f.rvalid.eq(self.fmc_rvalid), f.ready.eq(self.fmc_ready)]
 
-        # cmd words -> image stream (transfers only in tick cycles)
-        m.d.comb += [ctrl.image.payload.eq(link.cmd.payload.data), ctrl.image.valid.eq(link.cmd.valid & tick),
-                     link.cmd.ready.eq(ctrl.image.ready & tick)]
+        # link <-> host bridge: transfers only in tick cycles (the bridge runs with the controller)
+        m.d.comb += [br.cmd.payload.eq(link.cmd.payload), br.cmd.valid.eq(link.cmd.valid & tick),
+                     link.cmd.ready.eq(br.cmd.ready & tick),
+                     link.rsp.payload.eq(br.rsp.payload), link.rsp.valid.eq(br.rsp.valid & tick),
+                     br.rsp.ready.eq(link.rsp.ready & tick)]
+        # host bridge <-> controller (same clock enable: plain connections)
+        wiring.connect(m, br.image, ctrl.image)
+        wiring.connect(m, ctrl.result, br.result)
+        wiring.connect(m, br.prog, ctrl.prog)
+        wiring.connect(m, ctrl.prog_res, br.prog_res)
+        wiring.connect(m, br.upd_finish, ctrl.upd_finish)
+        wiring.connect(m, ctrl.upd_done, br.upd_done)
+        wiring.connect(m, ctrl.vread_req, br.c_vread_req)
+        wiring.connect(m, br.c_vread_rsp, ctrl.vread_rsp)
+        m.d.comb += ctrl.train.eq(br.train)
+        # the PE board's programming and verify-read channels, over the PHY's aux port
+        wiring.connect(m, ctrl.prog_req, chan.prog_req)
+        wiring.connect(m, chan.prog_rsp, ctrl.prog_rsp)
+        wiring.connect(m, br.vread_req, chan.vread_req)
+        wiring.connect(m, chan.vread_rsp, br.vread_rsp)
 
-        # result -> rsp words
-        res_bits = len(ctrl.result.payload.as_value())
-        n_words = -(-res_bits // 32)
-        held = Signal(n_words * 32)
-        widx = Signal(range(n_words + 1))
-        busy = Signal()
-        sent = Signal()
-        with m.If(~busy & ~sent & ctrl.result.valid):
-            m.d.sync += [held.eq(ctrl.result.payload.as_value()), widx.eq(0), busy.eq(1)]
-        m.d.comb += [link.rsp.valid.eq(busy), link.rsp.payload.data.eq(held.word_select(widx, 32)),
-                     link.rsp.payload.last.eq(widx == n_words - 1)]
-        with m.If(link.rsp.valid & link.rsp.ready):
-            with m.If(widx == n_words - 1):
-                m.d.sync += [busy.eq(0), sent.eq(1)]
-            with m.Else():
-                m.d.sync += widx.eq(widx + 1)
-        m.d.comb += ctrl.result.ready.eq(sent & tick)
-        with m.If(sent & tick):
-            m.d.sync += sent.eq(0)
-
-        m.d.comb += link.ctrl_status.eq(Cat(ctrl.overrun, ctrl.image.ready, ctrl.result.valid))
+        connect_ctrl_regs(m, link.regs, ctrl, br)
+        m.d.comb += link.ctrl_status.eq(ctrl.busy | (ctrl.overrun << 1) | (br.active << 2) | (chan.lost << 3)
+                                        | (ctrl.status << 8))
 
         hb = Signal(self.heartbeat_bit + 1)
         m.d.sync += hb.eq(hb + 1)
-        m.d.comb += self.led.eq(Cat(hb[-1], ~ctrl.image.ready, ~link.idle, ctrl.overrun))
+        m.d.comb += self.led.eq(Cat(hb[-1], ctrl.busy, ~link.idle, ctrl.overrun))
         return m
 
 

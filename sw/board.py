@@ -5,6 +5,15 @@
     mcnn board --sim identify|status [--device model|cosim]
     mcnn board --port /dev/ttyUSB0 [--session identify|status|faults]   a real board (pyserial)
 
+  With the controller attached (--device controller: link + host bridge + controller + 8 array
+  models co-simulated, tb/host_cosim.py, the programming physics from golden.crossbar; or --port):
+    mcnn board --sim identify|status|counters --device controller
+    mcnn board --sim program --cells "pe,row,bl,target;..." --device controller   write-verify report
+    mcnn board --sim read --cells "pe,row,bl;..." --device controller             verify-read codes
+    mcnn board --sim infer --images N --device controller       N test images (weights transferred)
+    mcnn board --sim train --images N [--eta E] --device controller   one hybrid-training batch
+    mcnn board --sim faults --device controller --frames N      fault injection incl. PROGRAM/READ
+
 The JSON of a fault session names its device in "source" (model, cosim or serial).
 """
 from __future__ import annotations
@@ -14,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-SESSIONS = ("faults", "identify", "status")
+SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
+CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 
 
 def add_arguments(p):
@@ -22,8 +32,13 @@ def add_arguments(p):
     where.add_argument("--sim", choices=SESSIONS, help="run SESSION against a simulated device")
     where.add_argument("--port", help="serial port of a board (e.g. /dev/ttyUSB0)")
     p.add_argument("--session", choices=SESSIONS, default="identify", help="session to run with --port")
-    p.add_argument("--device", choices=("model", "cosim"), default="model",
-                   help="simulated device: pure-Python model (fast, default) or the Verilated RTL")
+    p.add_argument("--device", choices=("model", "cosim", "controller"), default="model",
+                   help="simulated device: pure-Python model (fast, default), the Verilated link (cosim) or the "
+                        "Verilated link + controller + array models (controller)")
+    p.add_argument("--cells", default="", help="program/read: cells 'pe,row,bl[,target];...' (target: verify code)")
+    p.add_argument("--images", type=int, default=2, help="infer/train: number of images")
+    p.add_argument("--eta", type=float, default=None, help="train: learning rate (default 3.0 for one small batch)")
+    p.add_argument("--board-seed", type=int, default=0, help="--device controller: device seed of the simulated board")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=int, default=2020)
@@ -40,6 +55,10 @@ def run(args) -> dict:
     try:
         if args.port:
             return _serial(args)
+        if args.device == "controller":
+            return _controller(args)
+        if args.sim in CONTROLLER_SESSIONS:
+            raise ValueError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
         if args.device == "cosim":
             return _cosim(args)
         return _model(args)
@@ -75,6 +94,68 @@ def _cosim(args) -> dict:
     return r
 
 
+def parse_cells(text: str, with_target: bool) -> list:
+    cells = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        v = [int(x, 0) for x in part.split(",")]
+        if len(v) != (4 if with_target else 3) and not (not with_target and len(v) == 4):
+            raise ValueError(f"cell {part!r}: expected pe,row,bl{',target' if with_target else ''}")
+        cells.append(tuple(v))
+    if not cells:
+        raise ValueError("--cells: no cells given")
+    return cells
+
+
+def _controller(args) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from tb.host_cosim import run_host_session
+    except ImportError as e:
+        raise ValueError(f"--device controller needs the repository's tb/ package: {e}") from e
+    cfg = dict(frames=args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
+               timeout=args.timeout or 120.0, n=args.images, eta=args.eta, board_seed=args.board_seed)
+    if args.sim in ("program", "read"):
+        cfg["cells"] = parse_cells(args.cells, args.sim == "program")
+    with tempfile.TemporaryDirectory() as d:
+        r = run_host_session(args.sim, str(Path(d) / "session.json"), **cfg)
+    return r if args.sim == "faults" else {"source": "controller", **r}
+
+
+def host_session(c, cfg) -> dict:
+    """The controller sessions (identify, status, counters, program, read, infer, train) on an open
+    driver `c`; cfg: cells, n (images), eta, seed, data (dataset directory)."""
+    s = cfg["session"]
+    if s == "identify":
+        return c.parameters()
+    if s == "status":
+        return c.status()
+    if s == "counters":
+        return c.read_counters()
+    if s == "program":
+        rep = c.program_weights([tuple(x) for x in cfg["cells"]])
+        return {"results": [r._asdict() for r in rep["cells"]], "failed": len(rep["failed"]),
+                "pulses_total": rep["pulses_total"], "counters": c.read_counters()}
+    if s == "read":
+        cells = [tuple(x)[:3] for x in cfg["cells"]]
+        return {"cells": [list(x) for x in cells], "codes": c.read_conductances(cells), "counters": c.read_counters()}
+    import numpy as np
+
+    from golden.idx import default_data_dir, load_dataset
+    ds = load_dataset(cfg.get("data") or default_data_dir())
+    n = int(cfg.get("n") or 2)
+    if s == "infer":
+        r = c.infer(ds.test_images[:n], ds.test_labels[:n].astype(np.int64))
+        return {"classes": r["classes"].tolist(), "labels": ds.test_labels[:n].tolist(),
+                "logits": r["logits"].tolist(), "p": r["p"].tolist(), "counters": c.read_counters()}
+    if s == "train":
+        idx = np.random.default_rng(cfg.get("seed", 0)).permutation(55000)[:n]
+        r = c.train_fc([ds.train_images[idx]], [ds.train_labels[idx].astype(np.int64)], eta=cfg.get("eta") or 3.0)
+        return {**r, "counters": c.read_counters()}
+    raise ValueError(f"unknown controller session {s!r}")
+
+
 def _serial(args) -> dict:
     from sw.driver import Controller
     from sw.faults import run_session
@@ -85,9 +166,12 @@ def _serial(args) -> dict:
         if args.session == "faults":
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
             c = Controller(faulty, retries=args.retries, timeout=timeout)
-            return run_session(c, faulty, args.frames, args.seed, source="serial")
+            return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
         c = Controller(tr, retries=args.retries, timeout=timeout).open()
-        return {"source": "serial", **(c.identify() if args.session == "identify" else c.status())}
+        cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
+        if args.session in ("program", "read"):
+            cfg["cells"] = parse_cells(args.cells, args.session == "program")
+        return {"source": "serial", **host_session(c, cfg)}
     finally:
         tr.close()
 

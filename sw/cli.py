@@ -200,7 +200,8 @@ def main(argv=None):
     p.set_defaults(fn=cmd_bench)
 
     from sw.board import add_arguments as board_arguments
-    p = sub.add_parser("board", help="UART link to the board or its simulation: identify, status, fault injection")
+    p = sub.add_parser("board", help="the board or its simulation over the UART link: identify, status, counters, "
+                                     "program, read, infer, train, fault injection")
     board_arguments(p)
     p.set_defaults(fn=cmd_board)
 

@@ -16,9 +16,9 @@ class Reg(NamedTuple):
     doc: str
 
 
-MAP_HASH = 0x6acea2bb
-ADDR_WIDTH = 5
-SIZE = 32
+MAP_HASH = 0x46d0894a
+ADDR_WIDTH = 6
+SIZE = 64
 
 # word addresses
 LINK_ID = 0x0000
@@ -42,13 +42,32 @@ LINK_EXECUTED = 0x0011
 LINK_STREAM_DISCARDS = 0x0012
 LINK_BYTE_TIMEOUT = 0x0013
 LINK_STREAM_TIMEOUT = 0x0014
+CTRL_ETA_M = 0x0020
+CTRL_ETA_SH = 0x0021
+CTRL_TH_CODE = 0x0022
+CTRL_CYCLES = 0x0023
+CTRL_TIMESTAMP = 0x0024
+CTRL_SLOT_READS = 0x0025
+CTRL_CONV_ROUNDS = 0x0026
+CTRL_LANE_IDLE = 0x0027
+CTRL_SET_PULSES = 0x0028
+CTRL_RESET_PULSES = 0x0029
+CTRL_VERIFY_READS = 0x002a
+CTRL_HOST_READS = 0x002b
+CTRL_STATUS = 0x002c
+CTRL_OVERRUN = 0x002d
+CTRL_BUSY = 0x002e
+CTRL_IMAGE_WORDS = 0x002f
+CTRL_CLASSES = 0x0030
+CTRL_RESULT_WORDS = 0x0031
+CTRL_HOST_VERSION = 0x0032
 
 REGISTERS = {
     'link_id': Reg('link_id', 0x0000, 32, 'ro', 0x4d434e4e, True,
         "ID magic 0x4D434E4E ('MCNN')."),
     'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x10000, True,
         'Link protocol version, major << 16 | minor.'),
-    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x6acea2bb, True,
+    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x46d0894a, True,
         'CRC-32 of the CSR map (names, addresses, widths, access); equals sw/csr_map.MAP_HASH.'),
     'link_n_pe': Reg('link_n_pe', 0x0003, 8, 'ro', 0x8, True,
         'Number of processing elements (memristor arrays).'),
@@ -87,16 +106,60 @@ REGISTERS = {
         'Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it.'),
     'link_stream_timeout': Reg('link_stream_timeout', 0x0014, 32, 'rw', 0x1000000, False,
         'Cycles without progress after which a STREAM command ends with TIMEOUT.'),
+    'ctrl_eta_m': Reg('ctrl_eta_m', 0x0020, 16, 'rw', 0x0, False,
+        'Learning rate of hybrid training: multiplier M of dI = -(acc * M) >> sh '
+        '(golden.update.eta_params).'),
+    'ctrl_eta_sh': Reg('ctrl_eta_sh', 0x0021, 6, 'rw', 0x0, False,
+        'Learning rate: shift sh (>= 1 when training).'),
+    'ctrl_th_code': Reg('ctrl_th_code', 0x0022, 16, 'rw', 0xf, False,
+        'Threshold of the update rule, verify codes of 20 nA (Yao 2020: 1.5 uS = 15).'),
+    'ctrl_cycles': Reg('ctrl_cycles', 0x0023, 32, 'ro', 0x0, False,
+        'Controller cycles of the last image, start to logits.'),
+    'ctrl_timestamp': Reg('ctrl_timestamp', 0x0024, 32, 'ro', 0x0, False,
+        'Free-running controller cycle counter.'),
+    'ctrl_slot_reads': Reg('ctrl_slot_reads', 0x0025, 32, 'ro', 0x0, False,
+        'Bit-serial slot reads since reset (all lanes).'),
+    'ctrl_conv_rounds': Reg('ctrl_conv_rounds', 0x0026, 32, 'ro', 0x0, False,
+        'ADC conversion rounds since reset (32 conversions each).'),
+    'ctrl_lane_idle': Reg('ctrl_lane_idle', 0x0027, 32, 'ro', 0x0, False,
+        'Lane-cycles without a group while a step runs (stalls).'),
+    'ctrl_set_pulses': Reg('ctrl_set_pulses', 0x0028, 32, 'ro', 0x0, False,
+        'SET programming pulses sent to the PE board since reset.'),
+    'ctrl_reset_pulses': Reg('ctrl_reset_pulses', 0x0029, 32, 'ro', 0x0, False,
+        'RESET programming pulses sent to the PE board since reset.'),
+    'ctrl_verify_reads': Reg('ctrl_verify_reads', 0x002a, 32, 'ro', 0x0, False,
+        'Verify reads of the controller (write-verify and pair programmer).'),
+    'ctrl_host_reads': Reg('ctrl_host_reads', 0x002b, 32, 'ro', 0x0, False,
+        "Verify reads of the host's READ command."),
+    'ctrl_status': Reg('ctrl_status', 0x002c, 8, 'ro', 0x0, False,
+        'Training path state: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 '
+        'engine output valid, 5 pair programmer busy, 6 pair programmer command ready, 7 softmax '
+        'busy.'),
+    'ctrl_overrun': Reg('ctrl_overrun', 0x002d, 1, 'ro', 0x0, False,
+        'Sticky: a position finished before the previous was stored.'),
+    'ctrl_busy': Reg('ctrl_busy', 0x002e, 1, 'ro', 0x0, False,
+        'An image, a result or training work is in flight.'),
+    'ctrl_image_words': Reg('ctrl_image_words', 0x002f, 16, 'ro', 0xc5, True,
+        'Words of one image in INFER/TRAIN (pixel words + the label word).'),
+    'ctrl_classes': Reg('ctrl_classes', 0x0030, 8, 'ro', 0xa, True,
+        'Classes (logits) of a result.'),
+    'ctrl_result_words': Reg('ctrl_result_words', 0x0031, 16, 'ro', 0x1f, True,
+        'Words of one INFER/TRAIN result: cls, logits, p, delta.'),
+    'ctrl_host_version': Reg('ctrl_host_version', 0x0032, 32, 'ro', 0x10000, True,
+        'Version of the STREAM command set (rtl/host.py), major << 16 | minor.'),
 }
 
 BLOCKS = {
     'link': (0x0000, 32),
+    'ctrl': (0x0020, 32),
 }
 
 # named runs of registers: (first address, count)
 WINDOWS = {
     'link_identify': (0x0000, 10),
     'link_status': (0x000b, 8),
+    'ctrl_counters': (0x0023, 12),
+    'ctrl_params': (0x002f, 4),
 }
 
 BY_ADDR = {r.addr: r for r in REGISTERS.values()}

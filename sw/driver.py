@@ -8,6 +8,14 @@
         c.status()                                   # controller status word, link flags and counters
         c.stream_command([w0, w1, ...])              # -> the controller's response words
 
+    # the controller (STREAM command set of rtl/host.py, constants in sw/host_proto.py)
+        c.parameters()                               # identity + image_words, classes, result_words, ...
+        c.program_weights(cells_or_plan)             # write-verify report per cell
+        c.read_conductances([(pe, row, bl), ...])    # verify-read codes (20 nA)
+        c.infer(images, labels)                      # classes, logits, p, delta
+        c.train_fc(batches, labels, eta=0.01)        # hybrid training of the FC layer: per-batch report
+        c.read_counters()                            # cycles, pulses, verify reads, status, ...
+
 CSR names and addresses come from sw/csr_map.py, generated from the RTL's map (rtl/csr.py);
 open() checks the device's map hash against it. Every method either returns its result or
 raises a sw.link.LinkError subclass that says what failed (LinkTimeout, DeviceError subclasses,
@@ -18,7 +26,9 @@ from __future__ import annotations
 import os
 import struct
 
-from sw import csr_map
+from typing import NamedTuple
+
+from sw import csr_map, host_proto
 from sw.link import RESET_CONTROLLER, RESET_COUNTERS, Cmd, Link, LinkError, ProtocolError
 from sw.transport import ModelTransport, SerialTransport
 
@@ -28,6 +38,28 @@ VERSION_MAJOR = csr_map.REGISTERS["link_version"].reset >> 16
 
 class MapMismatch(LinkError):
     """The device is not an mcnn design, or its CSR map differs from sw/csr_map.py."""
+
+
+class HostCommandError(LinkError):
+    """The controller's host bridge answered a STREAM command with an error status (trailer)."""
+
+    def __init__(self, op, status, answered, detail=""):
+        self.op, self.status, self.answered = op, status, answered
+        sname = host_proto.STATUS_NAMES.get(status, f"status {status}")
+        oname = next((n for n, c in host_proto.OPS.items() if c == op), f"op {op:#04x}")
+        super().__init__(f"{oname}: the controller answered {sname} after {answered} items"
+                         + (f" -- {detail}" if detail else ""))
+
+
+class CellResult(NamedTuple):
+    """Write-verify result of one cell (golden.write_verify.VerifyResult + the cell)."""
+    pe: int
+    row: int
+    bl: int
+    target: int
+    ok: bool
+    pulses: int
+    final_code: int
 
 
 def _words(payload: bytes, cmd) -> list:
@@ -42,6 +74,7 @@ class Controller:
         self.transport = transport
         self.link = Link(transport, timeout=timeout, retries=retries, seq=seq, on_attempt=on_attempt)
         self.info = None
+        self._params = None
 
     @classmethod
     def serial(cls, port: str, baudrate: int = 115200, **kw):
@@ -139,10 +172,201 @@ class Controller:
                     raise ValueError(f"{r.name}: {v:#x} does not fit {r.width} bits")
         self.link.transact(Cmd.CSR_WRITE, struct.pack(f"<HH{len(values)}I", a, 0, *[v & 0xFFFFFFFF for v in values]))
 
-    def stream_command(self, words) -> list:
+    def stream_command(self, words, timeout: float | None = None) -> list:
         """Send payload words to the controller's command stream; return its response words.
         (The controller top defines what the words mean; this is the transport for them.)"""
         words = [int(w) & 0xFFFFFFFF for w in words]
         if not words:
             raise ValueError("stream_command needs at least one word")
-        return _words(self.link.transact(Cmd.STREAM, struct.pack(f"<{len(words)}I", *words)), Cmd.STREAM)
+        return _words(self.link.transact(Cmd.STREAM, struct.pack(f"<{len(words)}I", *words), timeout=timeout),
+                      Cmd.STREAM)
+
+    # ---- the controller: STREAM command set (rtl/host.py; constants sw/host_proto.py)
+    def host_command(self, op: int, items=(), count: int | None = None, timeout: float | None = None) -> list:
+        """One host-bridge command: header (op, count) + item words -> the answer words (trailer
+        checked: op echoed, status OK, `expect` answers). HostCommandError on an error status."""
+        items = [int(w) & 0xFFFFFFFF for w in items]
+        n = len(items) if count is None else count
+        hdr = host_proto.put(host_proto.HEADER["op"], op) | host_proto.put(host_proto.HEADER["count"], n)
+        words = self.stream_command([hdr, *items], timeout=timeout)
+        if not words:
+            raise ProtocolError("host command: empty response (no trailer)")
+        t = words[-1]
+        t_op, t_st, t_n = (host_proto.get(t, host_proto.TRAILER[f]) for f in ("op", "status", "count"))
+        if t_op != op:
+            raise ProtocolError(f"host command {op:#04x}: trailer op {t_op:#04x}, expected {op:#04x}")
+        if t_st != host_proto.STATUS["OK"][0]:
+            raise HostCommandError(op, t_st, t_n)
+        return words[:-1]
+
+    def _max_words(self):
+        info = self.info or {}
+        return (min(info.get("max_payload", 1024), info.get("max_response", 1024)) // 4) - 1
+
+    def parameters(self) -> dict:
+        """identify() plus the controller's design parameters (ctrl_params window): image_words,
+        classes, result_words, host_version. Checks the command set's major version."""
+        base, n = csr_map.WINDOWS["ctrl_params"]
+        words = self.read_csr(base, n)
+        p = {csr_map.BY_ADDR[base + i].name.removeprefix("ctrl_"): w for i, w in enumerate(words)}
+        if p["host_version"] >> 16 != host_proto.VERSION >> 16:
+            raise MapMismatch(f"host command set {p['host_version'] >> 16}.x, this driver speaks "
+                              f"{host_proto.VERSION >> 16}.x")
+        self._params = p
+        return {**(self.info or self.identify()), **p}
+
+    def _p(self):
+        if self._params is None:
+            self.parameters()
+        return self._params
+
+    def read_counters(self) -> dict:
+        """The controller's counters (ctrl_counters window): cycles, timestamp, slot_reads, conv_rounds,
+        lane_idle, set_pulses, reset_pulses, verify_reads, host_reads, status, overrun, busy."""
+        base, n = csr_map.WINDOWS["ctrl_counters"]
+        words = self.read_csr(base, n)
+        return {csr_map.BY_ADDR[base + i].name.removeprefix("ctrl_"): w for i, w in enumerate(words)}
+
+    def set_learning(self, eta_m: int | None = None, eta_sh: int | None = None, th_code: int | None = None):
+        """Learning parameters of hybrid training (ctrl_eta_m, ctrl_eta_sh, ctrl_th_code)."""
+        for name, v in (("ctrl_eta_m", eta_m), ("ctrl_eta_sh", eta_sh), ("ctrl_th_code", th_code)):
+            if v is not None:
+                self.write_csr(name, int(v))
+
+    @staticmethod
+    def _cell_word(pe, row, bl, target=0):
+        C = host_proto.CELL
+        try:
+            return (host_proto.put(C["pe"], int(pe)) | host_proto.put(C["row"], int(row))
+                    | host_proto.put(C["bl"], int(bl)) | host_proto.put(C["target"], int(target)))
+        except ValueError as e:
+            raise ValueError(f"cell (pe {pe}, row {row}, bl {bl}, target {target}): {e}") from None
+
+    def program_cells(self, cells, timeout: float | None = None) -> list:
+        """Closed-loop write-verify of cells [(pe, row, bl, target_code)] (target: verify code,
+        20 nA) -> [CellResult] in order (ok, pulses, final_code; ok False = failed, never skipped)."""
+        cells = [tuple(int(v) for v in c) for c in cells]
+        out = []
+        step = self._max_words()
+        for i in range(0, len(cells), step):
+            chunk = cells[i:i + step]
+            ans = self.host_command(host_proto.PROGRAM, [self._cell_word(*c) for c in chunk], timeout=timeout)
+            if len(ans) != len(chunk):
+                raise ProtocolError(f"PROGRAM: {len(ans)} results for {len(chunk)} cells")
+            R = host_proto.PROG_RES
+            for c, w in zip(chunk, ans):
+                out.append(CellResult(*c, bool(host_proto.get(w, R["ok"])), host_proto.get(w, R["pulses"]),
+                                      host_proto.get(w, R["final_code"])))
+        return out
+
+    def program_weights(self, what, int_w=None, timeout: float | None = None) -> dict:
+        """Program a golden weights/cells description: a list of cells (pe, row, bl, target_code), a
+        golden.transfer.Plan, or a golden.mapping.Mapping (+ int_w: the integer weights) -> report:
+        {"cells": [CellResult], "failed": [...], "pulses_total", "pulses_mean", "pulses_max"}."""
+        if int_w is not None:
+            from golden.transfer import plan
+            what = plan(what, int_w)
+        if hasattr(what, "level"):
+            from golden.write_verify import level_target_code
+            cells = [(int(a), int(b), int(c), level_target_code(int(lv)))
+                     for a, b, c, lv in zip(what.pe, what.row, what.bl, what.level)]
+        else:
+            cells = list(what)
+        res = self.program_cells(cells, timeout=timeout)
+        pulses = [r.pulses for r in res]
+        return {"cells": res, "failed": [r for r in res if not r.ok], "pulses_total": sum(pulses),
+                "pulses_mean": sum(pulses) / len(pulses) if pulses else 0.0, "pulses_max": max(pulses, default=0)}
+
+    def read_conductances(self, cells, timeout: float | None = None) -> list:
+        """Verify reads of cells [(pe, row, bl)] -> codes (20 nA each: the read current at 0.2 V)."""
+        cells = [tuple(int(v) for v in c[:3]) for c in cells]
+        out = []
+        step = self._max_words()
+        for i in range(0, len(cells), step):
+            chunk = cells[i:i + step]
+            ans = self.host_command(host_proto.READ, [self._cell_word(*c) for c in chunk], timeout=timeout)
+            if len(ans) != len(chunk):
+                raise ProtocolError(f"READ: {len(ans)} codes for {len(chunk)} cells")
+            out += [host_proto.get(w, host_proto.READ_RES["code"]) for w in ans]
+        return out
+
+    @staticmethod
+    def image_words(img, label=0) -> list:
+        """Pixels (u8), 4 per word, first pixel in the low byte, then the label word."""
+        px = [int(v) for v in list(getattr(img, "reshape", lambda *_: img)(-1))]
+        px += [0] * (-len(px) % 4)
+        return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24
+                for i in range(0, len(px), 4)] + [int(label) & 0xFF]
+
+    def _images(self, op, images, labels, timeout):
+        import numpy as np
+        p = self._p()
+        iw, rw, k = p["image_words"], p["result_words"], p["classes"]
+        off = host_proto.result_offsets(k)
+        labels = [0] * len(images) if labels is None else [int(v) for v in labels]
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        per = max(1, min(self._max_words() // iw, self._max_words() // rw))
+        rows = []
+        for i in range(0, len(images), per):
+            words = []
+            for img, lab in zip(images[i:i + per], labels[i:i + per]):
+                w = self.image_words(img, lab)
+                if len(w) != iw:
+                    raise ValueError(f"image of {len(w)} words, the controller takes {iw}")
+                words += w
+            n = len(words) // iw
+            ans = self.host_command(op, words, count=n, timeout=timeout)
+            if len(ans) != n * rw:
+                raise ProtocolError(f"{len(ans)} result words for {n} images, expected {n * rw}")
+            rows += [ans[j * rw:(j + 1) * rw] for j in range(n)]
+
+        def s32(v):
+            return v - (1 << 32) if v >> 31 else v
+        a = np.array(rows, dtype=np.int64).reshape(len(rows), rw)
+        sgn = np.vectorize(s32, otypes=[np.int64]) if len(rows) else (lambda x: x)
+        return {"classes": a[:, off["cls"]],
+                "logits": sgn(a[:, off["logits"]:off["logits"] + k]),
+                "p": a[:, off["p"]:off["p"] + k],
+                "delta": sgn(a[:, off["delta"]:off["delta"] + k])}
+
+    def infer(self, images, labels=None, timeout: float | None = None) -> dict:
+        """Inference of images (u8, 28x28) -> {"classes", "logits" (integer), "p" (Q1.15), "delta"
+        (Q1.15, p - onehot(label); labels default 0)} as NumPy arrays, one row per image."""
+        return self._images(host_proto.INFER, images, labels, timeout)
+
+    def finish_batch(self, timeout: float | None = None) -> dict:
+        """End a training batch: the update engine's commands are programmed (pair programmer +
+        write-verify) -> {"cells", "failed", "pulses", "flags"} once the programming is over."""
+        ans = self.host_command(host_proto.FINISH, [], count=0, timeout=timeout)
+        if len(ans) != len(host_proto.FINISH_WORDS):
+            raise ProtocolError(f"FINISH: {len(ans)} words, expected {len(host_proto.FINISH_WORDS)}")
+        return dict(zip(host_proto.FINISH_WORDS, ans))
+
+    def train_fc(self, batches, labels, eta=None, eta_params=None, th_code=None, timeout: float | None = None):
+        """Hybrid training of the FC layer in the fabric (Yao 2020): per batch, the images go through
+        the training path (TRAIN: every image's delta and FC inputs accumulate in the update
+        engine), then FINISH programs the thresholded update. eta (float, converted with
+        golden.update.eta_params on the default weights) or eta_params=(M, sh) set the learning rate.
+        -> {"batches": [per batch: images, errors, cells, failed, pulses, set_pulses, reset_pulses],
+        totals}."""
+        if eta is not None and eta_params is None:
+            from golden import weights
+            from golden.update import eta_params as _ep
+            eta_params = _ep(eta, weights.load().q)
+        if eta_params is not None:
+            self.set_learning(eta_m=eta_params[0], eta_sh=eta_params[1])
+        if th_code is not None:
+            self.set_learning(th_code=th_code)
+        report = []
+        for imgs, labs in zip(batches, labels):
+            c0 = self.read_counters()
+            r = self._images(host_proto.TRAIN, imgs, labs, timeout)
+            f = self.finish_batch(timeout=timeout)
+            c1 = self.read_counters()
+            errors = int(sum(int(a) != int(b) for a, b in zip(r["classes"], labs)))
+            report.append({"images": len(imgs), "errors": errors, **f,
+                           "set_pulses": (c1["set_pulses"] - c0["set_pulses"]) & 0xFFFFFFFF,
+                           "reset_pulses": (c1["reset_pulses"] - c0["reset_pulses"]) & 0xFFFFFFFF})
+        tot = {k: sum(b[k] for b in report) for k in ("images", "errors", "cells", "failed", "pulses")}
+        return {"batches": report, **tot}

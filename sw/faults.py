@@ -42,7 +42,26 @@ class _Wrong(Exception):
     pass
 
 
-def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model") -> dict:
+def echo_op_check(ctrl, words):
+    """STREAM check through the controller's host bridge: the ECHO command (rtl/host.py)."""
+    from sw import host_proto
+    return ctrl.host_command(host_proto.ECHO, words) == [(~w) & 0xFFFFFFFF for w in words]
+
+
+def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model", stream_check=None,
+                extra_ops: dict | None = None, final_check=None, op_weights: dict | None = None) -> dict:
+    """stream_check(ctrl, words) -> bool replaces the raw complement echo of the stream op (a device
+    with the controller attached answers STREAM through its host bridge: "echo_op" = ECHO).
+    extra_ops {name: (weight, fn(ctrl, rng))}: more commands; fn raises LinkTimeout (failed) or
+    returns False / raises ValueError for a wrong answer. final_check(ctrl) -> dict, after the
+    session with faults off; its "undetected" entry (if any) adds to undetected."""
+    if stream_check == "echo_op":
+        stream_check = echo_op_check
+    extra_ops = dict(extra_ops or {})
+    if set(extra_ops) & set(OPS):
+        raise ValueError(f"extra ops {sorted(set(extra_ops) & set(OPS))} shadow the session's own ops")
+    ops_all = OPS + list(extra_ops)
+    weights_all = [(op_weights or {}).get(o, w) for o, w in zip(OPS, WEIGHTS)] + [w for w, _ in extra_ops.values()]
     rng = random.Random(seed)
     t0 = time.perf_counter()
     faulty.enabled = False
@@ -79,7 +98,7 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model")
         raise _Wrong(f"expected {cls.__name__}")
 
     for _ in range(frames):
-        op = rng.choices(OPS, WEIGHTS)[0]
+        op = rng.choices(ops_all, weights_all)[0]
         ops[op] = ops.get(op, 0) + 1
         try:
             if op == "ping":
@@ -112,7 +131,10 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model")
                     raise _Wrong("executed counter went backwards")
             elif op == "stream":
                 words = [rng.randrange(1 << 32) for _ in range(rng.randint(1, 8))]
-                if ctrl.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
+                if stream_check is not None:
+                    if not stream_check(ctrl, words):
+                        raise _Wrong("stream (ECHO) response differs")
+                elif ctrl.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
                     raise _Wrong("stream response differs")
             elif op == "soft_reset":
                 ctrl.reset(controller=True, counters=False)
@@ -128,6 +150,13 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model")
                 expect_error(BadArgument, lambda: link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 0)))
             elif op == "bad_reset":
                 expect_error(BadArgument, lambda: link.transact(Cmd.RESET, struct.pack("<I", 0x100)))
+            elif op in extra_ops:
+                n0 = link.stats.commands
+                ok = extra_ops[op][1](ctrl, rng)
+                if link.stats.commands - n0 != 1:
+                    raise RuntimeError(f"extra op {op} must send exactly one command")
+                if ok is False:
+                    raise _Wrong(f"{op}: answer differs from the reference")
             res["succeeded"] += 1
         except LinkTimeout as e:
             res["failed"] += 1
@@ -146,6 +175,9 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model")
     grown = (e1 - e0) & 0xFFFFFFFF
     exactly_once_violations = max(0, grown - hi) + max(0, lo - grown)
     res["undetected"] += exactly_once_violations
+    final = final_check(ctrl) if final_check is not None else None
+    if final:
+        res["undetected"] += int(final.get("undetected", 0))
     device = ctrl.status()
     detected = sum(n for o, n in attempt_log if o in ("timeout", "nack_crc", "nack_too_long"))
     masked = sum(n for o, n in attempt_log if o in ("ok", "device_error"))
@@ -171,6 +203,7 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model")
         "retries": ctrl.link.retries,
         "device_params": {k: ident[k] for k in ("max_payload", "max_response")},
         "seconds": round(time.perf_counter() - t0, 3),
+        **({"final_check": final} if final is not None else {}),
         "failures": [f for f in failures if f.startswith("UNDETECTED")][:10] + failures[:5],
     }
 
@@ -185,3 +218,77 @@ def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int = 
                              seed=seed, rate=rate, hang_max=hang_max)
     ctrl = Controller(faulty, retries=retries, seq=seed & 0xFF)
     return run_session(ctrl, faulty, frames, seed, source="model")
+
+
+# ------------------------------------------------------------------ the controller attached
+
+class Uncertain(Exception):
+    pass
+
+
+def controller_ops(oracle, weights=None):
+    """Commands of the controller-attached device for run_session, checked against a golden
+    reference `oracle` that is updated only with commands the device answered:
+
+      ctrl_program   PROGRAM one cell (write-verify to a random target) -> ok, pulses, final_code = golden's
+      ctrl_read      READ 1-4 cells                                     -> verify codes = golden's
+      ctrl_counters  CSR read of the controller's counters              -> set + reset pulses = golden's total
+
+    oracle: .cells [(pe, row, bl)], .program(pe, row, bl, target) -> (ok, pulses, final_code),
+    .read(pe, row, bl) -> code, .pulses -> programming pulses so far. A PROGRAM that ends in
+    LinkTimeout may or may not have executed: the reference is then unknown and later checks are
+    skipped (reported as `uncertain`). The final check (faults off) compares the pulse counters
+    and every cell's code: a PROGRAM executed twice or lost shows up there as undetected.
+    Returns (extra_ops, final_check, op_weights): soft resets are left out (they clear the counters)."""
+    from sw.link import LinkTimeout
+    state = {"uncertain": False, "programmed": 0, "checked": 0, "reads": 0, "reads_uncertain": False}
+    w = {"ctrl_program": 3, "ctrl_read": 2, "ctrl_counters": 1, **(weights or {})}
+
+    def program(ctrl, rng):
+        pe, row, bl = rng.choice(oracle.cells)
+        target = rng.randint(30, 190)
+        try:
+            (r,) = ctrl.program_cells([(pe, row, bl, target)])
+        except LinkTimeout:
+            state["uncertain"] = True
+            raise
+        state["programmed"] += 1
+        if state["uncertain"]:
+            return True
+        state["checked"] += 1
+        return (r.ok, r.pulses, r.final_code) == tuple(oracle.program(pe, row, bl, target))
+
+    def read(ctrl, rng):
+        cells = rng.sample(oracle.cells, rng.randint(1, min(4, len(oracle.cells))))
+        try:
+            codes = ctrl.read_conductances(cells)
+        except LinkTimeout:
+            state["reads_uncertain"] = True
+            raise
+        state["reads"] += len(cells)
+        return state["uncertain"] or codes == [oracle.read(*c) for c in cells]
+
+    def counters(ctrl, rng):
+        c = ctrl.read_counters()
+        return state["uncertain"] or c["set_pulses"] + c["reset_pulses"] == oracle.pulses
+
+    def final(ctrl):
+        c = ctrl.read_counters()
+        codes = ctrl.read_conductances(oracle.cells)
+        out = {"uncertain": state["uncertain"], "programmed": state["programmed"], "program_checked": state["checked"],
+               "set_pulses": c["set_pulses"], "reset_pulses": c["reset_pulses"], "golden_pulses": oracle.pulses,
+               "verify_reads": c["verify_reads"], "host_reads": c["host_reads"], "host_reads_sent": state["reads"],
+               "host_reads_uncertain": state["reads_uncertain"],
+               "cells_compared": 0, "undetected": 0}
+        if not state["reads_uncertain"] and c["host_reads"] != state["reads"]:
+            out["undetected"] += 1          # a READ executed twice or lost
+        if not state["uncertain"]:
+            gold = [oracle.read(*x) for x in oracle.cells]
+            out["cells_compared"] = len(gold)
+            out["cells_differing"] = sum(a != b for a, b in zip(codes, gold))
+            out["undetected"] += int(out["cells_differing"] > 0)
+            out["undetected"] += int(c["set_pulses"] + c["reset_pulses"] != oracle.pulses)
+        return out
+
+    return ({"ctrl_program": (w["ctrl_program"], program), "ctrl_read": (w["ctrl_read"], read),
+             "ctrl_counters": (w["ctrl_counters"], counters)}, final, {"soft_reset": 0})

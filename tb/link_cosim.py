@@ -16,7 +16,9 @@ descriptor (which also stops simulated time) and step the clock in coarse Timer 
 link works without moving bytes.
 
 `LinkTb` is the design under test: LinkTop(bypass=True) with a complement-echo on the
-controller streams (cmd -> FIFO -> ~data -> rsp; `hang`=1 stalls it, a hung controller).
+controller streams (cmd -> FIFO -> ~data -> rsp; `hang`=1 stalls it, a hung controller). Its CSR
+map includes the controller's register blocks (rtl/host.py), their inputs at 0, so it has the
+map hash of sw/csr_map.py. (The link with the real controller behind it: tb/host_cosim.py.)
 
 This module is also the cocotb test module of `mcnn board --sim ... --device cosim`
 (run_cosim_session): its one test runs the session named in $MCNN_COSIM_SESSION.
@@ -59,7 +61,10 @@ class LinkTb(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.top = top = LinkTop(bypass=True, **self.top_params)
+        # the controller's register blocks are in the map (as on the board), their ro inputs at 0:
+        # the map hash and every address are those of sw/csr_map.py
+        from rtl.host import controller_blocks
+        m.submodules.top = top = LinkTop(bypass=True, blocks=controller_blocks(), **self.top_params)
         m.submodules.echo = fifo = SyncFIFOBuffered(width=WORD.size, depth=16)
         m.d.comb += [top.uart_rx.eq(self.uart_rx), self.uart_tx.eq(top.uart_tx), top.bypass.eq(self.bypass),
                      self.idle.eq(top.idle), top.ctrl_status.eq(self.ctrl_status), self.soft_reset.eq(top.soft_reset)]
@@ -233,7 +238,8 @@ class DirectBridge(ByteDriver):
                 self._flush()
                 self._poll(0.01)      # nothing in flight: block (simulated time stands still)
                 continue
-            quiet = quiet + 1 if (not self.inq and not self.out_valid and self.idle) else 0
+            # cycles without byte traffic: a link busy executing (a long STREAM) is hopped over
+            quiet = quiet + 1 if (not self.inq and not self.out_valid) else 0
             if len(self.out) >= 64 or (quiet >= 2):
                 self._flush()
 

@@ -18,20 +18,48 @@ def _word(p, b, k, width):
     return random.Random(hash((p, b, k))).getrandbits(width)
 
 
-@pytest.mark.parametrize("latency,seed", [(1, 0), (3, 1)])
-def test_phy_round_trip(latency, seed):
+@pytest.mark.parametrize("latency,seed,aux", [(1, 0, False), (3, 1, False), (2, 2, True)])
+def test_phy_round_trip(latency, seed, aux):
+    """aux=True: the board top's PHY, with the programming / verify-read channel as a ninth port
+    (rtl/zc706_top.py ProgPortSignature) of its own beat counts, read back only when it carries a
+    request (req_valid or vrd_valid)."""
     rng = random.Random(seed)
-    phy = PeFmcPhy()
-    N, DB, UB, DW, UW = phy.n_pe, phy.dn_beats, phy.up_beats, phy.dn_width, phy.up_width
-    out_names = [n for n, m in phy.pe_sig.members.items() if m.flow.name == "Out"]
-    in_names = [n for n, m in phy.pe_sig.members.items() if m.flow.name == "In"]
-    # the controller-side values as one integer per PE (Cat of the members, signature order)
-    down_cat = [Cat(*[getattr(phy.pe[p], n) for n in out_names]) for p in range(N)]
-    up_cat = [Cat(*[getattr(phy.pe[p], n) for n in in_names]) for p in range(N)]
+    if aux:
+        from rtl.zc706_top import ProgPortSignature
+        aux_sig = ProgPortSignature(21, 14)
+        phy = PeFmcPhy(aux_sig=aux_sig, aux_request=("req_valid", "vrd_valid"))
+    else:
+        phy = PeFmcPhy()
+    DW, UW = phy.dn_width, phy.up_width
+    ports = [(phy.pe[p], phy.pe_sig, ("adc_start",)) for p in range(phy.n_pe)]
+    if aux:
+        ports.append((phy.aux, aux_sig, ("req_valid", "vrd_valid")))
+    N = len(ports)
+    DBs = [d for d, _ in phy.port_beats]
+    UBs = [u for _, u in phy.port_beats]
+
+    def names(sig, flow):
+        return [n for n, m in sig.members.items() if m.flow.name == flow]
+    # the controller-side values as one integer per port (Cat of the members, signature order)
+    down_cat = [Cat(*[getattr(port, n) for n in names(sig, "Out")]) for port, sig, _ in ports]
+    up_cat = [Cat(*[getattr(port, n) for n in names(sig, "In")]) for port, sig, _ in ports]
     probe_dn = [Signal(len(c), name=f"pdn{p}") for p, c in enumerate(down_cat)]
     probe_up = [Signal(len(c), name=f"pup{p}") for p, c in enumerate(up_cat)]
-    req_bit = sum(len(getattr(phy.pe[0], n)) for n in out_names[:out_names.index("adc_start")])
-    n_ticks = 12
+    req_bits = []
+    for port, sig, request in ports:
+        outs = names(sig, "Out")
+        req_bits.append([sum(len(getattr(port, n)) for n in outs[:outs.index(r)]) for r in request])
+
+    def draw(p):
+        v = rng.getrandbits(len(probe_dn[p]))
+        if rng.random() >= 0.4:
+            for b in req_bits[p]:
+                v &= ~(1 << b)
+        return v
+
+    def requested(p, v):
+        return any((v >> b) & 1 for b in req_bits[p])
+    n_ticks = 16
 
     sim = Simulator(_Wrap(phy, down_cat, up_cat, probe_dn, probe_up))
     sim.add_clock(1e-8)
@@ -42,8 +70,7 @@ def test_phy_round_trip(latency, seed):
         pending = []              # [due cycle, data]
         ready_at = None
         cyc = 0
-        cur = [rng.getrandbits(len(probe_dn[p])) & ~(0 if rng.random() < 0.4 else 1 << req_bit)
-               for p in range(N)]
+        cur = [draw(p) for p in range(N)]
         expect_up = [0] * N
         ticks = 0
         while ticks < n_ticks:
@@ -64,25 +91,25 @@ def test_phy_round_trip(latency, seed):
             if apply:
                 k += 1
                 for p in range(N):
-                    word = sum(regs[(p, b)] << (b * DW) for b in range(DB)) & ((1 << len(probe_dn[p])) - 1)
-                    assert word == cur[p], f"apply {k}: PE {p} down word"
+                    word = sum(regs[(p, b)] << (b * DW) for b in range(DBs[p])) & ((1 << len(probe_dn[p])) - 1)
+                    assert word == cur[p], f"apply {k}: port {p} down word"
                 ready_at = cyc + rng.randrange(0, 4)
-                reqs = [p for p in range(N) if (cur[p] >> req_bit) & 1]
+                reqs = [p for p in range(N) if requested(p, cur[p])]
                 expect_up = [0] * N
                 for p in reqs:
-                    full = sum(_word(p, b, k, UW) << (b * UW) for b in range(UB))
+                    full = sum(_word(p, b, k, UW) << (b * UW) for b in range(UBs[p]))
                     expect_up[p] = full & ((1 << len(probe_up[p])) - 1)
             if re:
                 p, b = addr >> pb, addr & ((1 << pb) - 1)
+                assert p in reqs and b < UBs[p], f"apply {k}: read of port {p} beat {b} (requested {reqs})"
                 pending.append([cyc - 1 + latency, _word(p, b, k, UW)])
             if tick:
                 ticks += 1
                 ready_at = None
                 for p in range(N):
-                    assert ctx.get(probe_up[p]) == expect_up[p], f"tick {ticks}: PE {p} up word"
-                cur = [rng.getrandbits(len(probe_dn[p])) & ~(0 if rng.random() < 0.4 else 1 << req_bit)
-                       for p in range(N)]
-            assert cyc < 200 * n_ticks, "PHY stalled"
+                    assert ctx.get(probe_up[p]) == expect_up[p], f"tick {ticks}: port {p} up word"
+                cur = [draw(p) for p in range(N)]
+            assert cyc < 300 * n_ticks, "PHY stalled"
         assert ctx.get(phy.ticks) == n_ticks
 
     sim.add_testbench(bench)

@@ -78,6 +78,6 @@ def test_platform_class():
     p = z.ZC706Platform()
     assert p.device == "xc7z045" and p.package == "ffg900"
     bus = p.request("pe_bus", 0, dir="-")
-    assert len(bus.wdata) == 24 and len(bus.rdata) == 32 and len(bus.addr) == 7
+    assert len(bus.wdata) == 24 and len(bus.rdata) == 32 and len(bus.addr) == 8
     p.request("uart", 0, dir="-")
     p.request("clk200", 0, dir="-")

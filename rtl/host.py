@@ -1,0 +1,580 @@
+"""Host bridge: the controller's command set carried in the link's STREAM payloads, and the
+controller's CSR block.
+
+The link (rtl/link.py) moves STREAM payload words to `cmd` and collects `rsp` words; this block
+gives those words a meaning. One STREAM payload is one host command:
+
+    request   header word  op [7:0] | reserved [15:8] = 0 | count [31:16]
+              then the command's items (count x ITEM_WORDS[op] words)
+    response  the items' answers, then one trailer word  op [7:0] | status [15:8] | count [31:16]
+              (count = answers in this response); the trailer carries `last`
+
+Commands (PROTOCOL below is the one description; `python -m rtl.csr` writes sw/host_proto.py
+from it, next to sw/csr_map.py):
+
+  ECHO     n words            -> n words ~w               (link checks, fault sessions)
+  INFER    n images           -> n results                (image = 196 pixel words + label word)
+  TRAIN    n images           -> n results; with `train`  (the update engine accumulates them)
+  FINISH   count 0            -> 4 words: cells, failed, pulses, flags  (after upd_done)
+  PROGRAM  n cell words       -> n write-verify results   (ok, pulses, final_code)
+  READ     n cell words       -> n verify-read codes      (the conductance readback)
+
+A result is RESULT_WORDS = 1 + 3K words (K classes): cls, logits[K] (s32), p[K] (Q1.15), delta[K]
+(s32, Q1.15). A cell word is target [7:0] | bl [15:8] | row [23:16] | pe [31:24]; a cell outside
+the array is refused (answer REFUSED, trailer status BAD_ARG) and not executed.
+
+Status: OK; BAD_OP (unknown op: every word is dropped); BAD_LENGTH (payload does not hold `count`
+items: missing words of an image are padded with zeros so the controller is left clean, extra
+words are dropped); BAD_ARG (reserved header bits set, a refused cell).
+
+Ordering and concurrency. INFER/TRAIN load the next image while the controller still works on the
+previous one (its image buffer is free once C1 is done); PROGRAM/READ/ECHO run one item at a time
+(the write-verify sequencer and the verify channel are sequential anyway). TRAIN holds the
+controller's `train` input for the whole command, so every image's delta and FC inputs V go to the
+update engine. FINISH offers `upd_finish`, counts the pair programmer's write-verify results on
+`prog_res` and answers when `upd_done` arrives.
+
+Verify-read channel. The PE board's single-cell verify read (vread_req/vread_rsp) is shared by the
+controller's pair programmer and the host's READ command: the bridge arbitrates it, one read
+outstanding at a time, the answer routed back to whoever asked.
+
+The bridge has no notion of ticks: in the board top it runs under the controller's clock enable
+(rtl/zc706_top.py), so every transfer between the two is in the same cycles.
+"""
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from rtl import csr
+from rtl.link import WORD
+
+HOST_VERSION = 0x0001_0000       # command set 1.0 (major << 16 | minor)
+
+
+class Op(enum.IntEnum):
+    ECHO = 0x01
+    INFER = 0x10
+    TRAIN = 0x11
+    FINISH = 0x12
+    PROGRAM = 0x20
+    READ = 0x21
+
+
+class HostStatus(enum.IntEnum):
+    OK = 0
+    BAD_OP = 1
+    BAD_LENGTH = 2
+    BAD_ARG = 3
+
+
+# the one description of the command set (host constants are generated from it)
+PROTOCOL = {
+    "version": HOST_VERSION,
+    "header": {"op": (0, 8), "reserved": (8, 8), "count": (16, 16)},
+    "trailer": {"op": (0, 8), "status": (8, 8), "count": (16, 16)},
+    "ops": {
+        "ECHO": (Op.ECHO, "count words -> count words, each the complement ~w"),
+        "INFER": (Op.INFER, "count images (IMAGE_WORDS each: pixels 4 per word, low byte first, then the label "
+                            "word) -> count results (RESULT_WORDS each)"),
+        "TRAIN": (Op.TRAIN, "as INFER, with the controller's `train` input set: every image's delta and FC "
+                            "inputs go to the update engine"),
+        "FINISH": (Op.FINISH, "count 0 -> FINISH_WORDS words (cells, failed, pulses, flags) once the batch's "
+                              "programming is over (upd_done)"),
+        "PROGRAM": (Op.PROGRAM, "count cell words -> count write-verify results (PROG_RES fields)"),
+        "READ": (Op.READ, "count cell words (target ignored) -> count verify-read codes (READ_RES fields)"),
+    },
+    "status": {s.name: (int(s), d) for s, d in (
+        (HostStatus.OK, "executed"),
+        (HostStatus.BAD_OP, "unknown op; every word of the payload dropped"),
+        (HostStatus.BAD_LENGTH, "payload does not hold `count` items (a short image is padded with zeros and "
+                                "its result returned; extra words are dropped)"),
+        (HostStatus.BAD_ARG, "reserved header bits set, or a cell outside the array (answered REFUSED)"))},
+    "cell": {"target": (0, 8), "bl": (8, 8), "row": (16, 8), "pe": (24, 8)},
+    "prog_res": {"final_code": (0, 8), "pulses": (8, 16), "ok": (24, 1), "refused": (31, 1)},
+    "read_res": {"code": (0, 8), "refused": (31, 1)},
+    "finish": ("cells", "failed", "pulses", "flags"),
+    "finish_flags": {"overflow": (0, 1)},
+}
+REFUSED = 1 << 31
+
+
+def result_offsets(classes: int) -> dict:
+    """Word offsets of a result: cls, logits, p, delta (each of `classes` words but cls)."""
+    return {"cls": 0, "logits": 1, "p": 1 + classes, "delta": 1 + 2 * classes, "words": 1 + 3 * classes}
+
+
+def default_params() -> dict:
+    """Design parameters of the default controller (golden/cnn.py), without elaborating it."""
+    from golden import cnn
+    h, w, c = cnn.INPUT_SHAPE
+    classes = cnn.weight_layers()[-1].n_out
+    return {"image_words": (h * w * c + 3) // 4 + 1, "classes": classes,
+            "result_words": result_offsets(classes)["words"]}
+
+
+# ------------------------------------------------------------------ the controller's CSR block
+
+def ctrl_block(image_words=None, classes=None, result_words=None, th_code=15) -> csr.Block:
+    d = default_params()
+    image_words = d["image_words"] if image_words is None else image_words
+    classes = d["classes"] if classes is None else classes
+    result_words = d["result_words"] if result_words is None else result_words
+    R = csr.Register
+    regs = [
+        R("eta_m", width=16, doc="Learning rate of hybrid training: multiplier M of dI = -(acc * M) >> sh "
+                                 "(golden.update.eta_params)."),
+        R("eta_sh", width=6, doc="Learning rate: shift sh (>= 1 when training)."),
+        R("th_code", width=16, reset=th_code, doc="Threshold of the update rule, verify codes of 20 nA "
+                                                  "(Yao 2020: 1.5 uS = 15)."),
+        R("cycles", access="ro", doc="Controller cycles of the last image, start to logits."),
+        R("timestamp", access="ro", doc="Free-running controller cycle counter."),
+        R("slot_reads", access="ro", doc="Bit-serial slot reads since reset (all lanes)."),
+        R("conv_rounds", access="ro", doc="ADC conversion rounds since reset (32 conversions each)."),
+        R("lane_idle", access="ro", doc="Lane-cycles without a group while a step runs (stalls)."),
+        R("set_pulses", access="ro", doc="SET programming pulses sent to the PE board since reset."),
+        R("reset_pulses", access="ro", doc="RESET programming pulses sent to the PE board since reset."),
+        R("verify_reads", access="ro", doc="Verify reads of the controller (write-verify and pair programmer)."),
+        R("host_reads", access="ro", doc="Verify reads of the host's READ command."),
+        R("status", access="ro", width=8, doc="Training path state: 0 feeding, 1 feeding V, 2 finish pending, "
+                                              "3 update engine ready, 4 engine output valid, 5 pair programmer "
+                                              "busy, 6 pair programmer command ready, 7 softmax busy."),
+        R("overrun", access="ro", width=1, doc="Sticky: a position finished before the previous was stored."),
+        R("busy", access="ro", width=1, doc="An image, a result or training work is in flight."),
+        R("image_words", access="ro", const=True, width=16, reset=image_words,
+          doc="Words of one image in INFER/TRAIN (pixel words + the label word)."),
+        R("classes", access="ro", const=True, width=8, reset=classes, doc="Classes (logits) of a result."),
+        R("result_words", access="ro", const=True, width=16, reset=result_words,
+          doc="Words of one INFER/TRAIN result: cls, logits, p, delta."),
+        R("host_version", access="ro", const=True, reset=HOST_VERSION,
+          doc="Version of the STREAM command set (rtl/host.py), major << 16 | minor."),
+    ]
+    return csr.Block("ctrl", regs, doc="controller: learning parameters, counters, design parameters",
+                     windows={"counters": ("cycles", "busy"), "params": ("image_words", "host_version")})
+
+
+COUNTER_PORTS = ("cycles", "timestamp", "slot_reads", "conv_rounds", "lane_idle", "set_pulses", "reset_pulses",
+                 "verify_reads", "status", "overrun", "busy")
+
+
+def controller_blocks(ctrl=None) -> list:
+    """The register blocks the controller adds to the link's map (LinkTop(blocks=...), project_map)."""
+    if ctrl is None:
+        return [ctrl_block()]
+    return [ctrl_block(ctrl.image_words, ctrl.n_classes, result_offsets(ctrl.n_classes)["words"])]
+
+
+def connect_ctrl_regs(m, regs, ctrl, bridge):
+    """CSR fields <-> controller ports (regs = LinkTop.regs)."""
+    m.d.comb += [ctrl.eta_m.eq(regs.ctrl_eta_m), ctrl.eta_sh.eq(regs.ctrl_eta_sh), ctrl.th_code.eq(regs.ctrl_th_code),
+                 regs.ctrl_host_reads.eq(bridge.host_reads)]
+    for n in COUNTER_PORTS:
+        m.d.comb += getattr(regs, f"ctrl_{n}").eq(getattr(ctrl, n))
+
+
+# ------------------------------------------------------------------ the bridge
+
+def _field(word, name, table):
+    off, w = table[name]
+    return word[off:off + w]
+
+
+class HostBridge(wiring.Component):
+    """STREAM words <-> controller ports (see the module docstring).
+
+    Ports towards the controller are named as the controller's, seen from the other side;
+    c_vread_* face the controller's pair programmer, vread_* the PE board."""
+
+    def __init__(self, ctrl):
+        self.image_words = ctrl.image_words
+        self.n_classes = ctrl.n_classes
+        self.n_pe, self.n_rows, self.n_bl = ctrl.n_pe, ctrl.n_rows, ctrl.n_bl
+        self.result_layout = ctrl.result_layout
+        self.cmd_layout = ctrl.wv.cmd_layout
+        self.res_layout = ctrl.wv.res_layout
+        self.rd_layout = ctrl.pp.rd_layout
+        code = data.StructLayout({"code": ctrl.code_bits})
+        super().__init__({
+            "cmd": In(stream.Signature(WORD)),
+            "rsp": Out(stream.Signature(WORD)),
+            "image": Out(stream.Signature(32)),
+            "result": In(stream.Signature(self.result_layout)),
+            "prog": Out(stream.Signature(self.cmd_layout)),
+            "prog_res": In(stream.Signature(self.res_layout)),
+            "train": Out(1),
+            "upd_finish": Out(stream.Signature(1)),
+            "upd_done": In(stream.Signature(1)),
+            "c_vread_req": In(stream.Signature(self.rd_layout)),
+            "c_vread_rsp": Out(stream.Signature(code)),
+            "vread_req": Out(stream.Signature(self.rd_layout)),
+            "vread_rsp": In(stream.Signature(code)),
+            "active": Out(1),             # a command is being executed
+            "host_reads": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = PROTOCOL
+        IW, K = self.image_words, self.n_classes
+        RO = result_offsets(K)
+        RW = RO["words"]
+
+        op = Signal(8)
+        count = Signal(16)
+        status = Signal(8)
+        issued = Signal(16)
+        answered = Signal(16)
+        widx = Signal(range(IW + 1))
+        item = Signal(32)
+        item_last = Signal()
+        refused = Signal()          # the current item is refused: the out side answers REFUSED
+        in_done = Signal()          # the in side has taken the whole payload
+        fin_sent = Signal()
+        fin_got = Signal()          # upd_done seen
+        fin_idx = Signal(range(5))
+        fcells = Signal(32)
+        ffailed = Signal(32)
+        fpulses = Signal(32)
+        fflags = Signal(8)
+
+        trailer_fire = Signal()
+
+        def set_status(s):
+            with m.If(status == HostStatus.OK):
+                m.d.sync += status.eq(s)
+
+        hv_req = Signal.like(self.vread_req.payload)
+        hv_valid = Signal()
+        hv_ready = Signal()
+        hv_rsp_valid = Signal()
+        hv_rsp_ready = Signal()
+
+        # ---------------------------------------------------------------- verify-read arbiter
+        owner_host = Signal()
+        outstanding = Signal()
+        with m.If(~outstanding):
+            with m.If(self.c_vread_req.valid):
+                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(self.c_vread_req.payload),
+                             self.c_vread_req.ready.eq(self.vread_req.ready)]
+                with m.If(self.vread_req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_host.eq(0)]
+            with m.Elif(hv_valid):
+                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(hv_req),
+                             hv_ready.eq(self.vread_req.ready)]
+                with m.If(self.vread_req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_host.eq(1), self.host_reads.eq(self.host_reads + 1)]
+        with m.Else():
+            with m.If(owner_host):
+                m.d.comb += [hv_rsp_valid.eq(self.vread_rsp.valid), self.vread_rsp.ready.eq(hv_rsp_ready)]
+            with m.Else():
+                m.d.comb += [self.c_vread_rsp.valid.eq(self.vread_rsp.valid),
+                             self.vread_rsp.ready.eq(self.c_vread_rsp.ready)]
+            with m.If(self.vread_rsp.valid & self.vread_rsp.ready):
+                m.d.sync += outstanding.eq(0)
+        m.d.comb += self.c_vread_rsp.payload.eq(self.vread_rsp.payload)
+
+        # ---------------------------------------------------------------- cell word decode
+        cw = self.cmd.payload.data
+        cf = {n: _field(cw, n, P["cell"]) for n in P["cell"]}
+        cell_ok = (cf["pe"] < self.n_pe) & (cf["row"] < self.n_rows) & (cf["bl"] < self.n_bl)
+        it = {n: _field(item, n, P["cell"]) for n in P["cell"]}
+        m.d.comb += [self.prog.payload.pe.eq(it["pe"]), self.prog.payload.row.eq(it["row"]),
+                     self.prog.payload.bl.eq(it["bl"]), self.prog.payload.target.eq(it["target"]),
+                     hv_req.pe.eq(it["pe"]), hv_req.row.eq(it["row"]), hv_req.bl.eq(it["bl"])]
+
+        hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
+        is_img = (op == Op.INFER) | (op == Op.TRAIN)
+        m.d.comb += self.train.eq(op == Op.TRAIN)
+        m.d.comb += self.image.payload.eq(self.cmd.payload.data)
+
+        # ---------------------------------------------------------------- in side
+        with m.FSM(name="in_fsm") as fsm_in:
+            with m.State("HDR"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [op.eq(hdr["op"]), count.eq(hdr["count"]), status.eq(HostStatus.OK), issued.eq(0),
+                                 answered.eq(0), widx.eq(0), refused.eq(0), in_done.eq(0), fin_sent.eq(0),
+                                 fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
+                                 fflags.eq(0)]
+                    last = self.cmd.payload.last
+                    known = Const(0, 1)
+                    for o in Op:
+                        known = known | (hdr["op"] == o)
+                    with m.If(~known):
+                        m.d.sync += status.eq(HostStatus.BAD_OP)
+                        m.next = "DRAIN_OR_DONE"
+                    with m.Elif(hdr["reserved"] != 0):
+                        m.d.sync += status.eq(HostStatus.BAD_ARG)
+                        m.next = "DRAIN_OR_DONE"
+                    with m.Elif(hdr["op"] == Op.FINISH):
+                        with m.If(~last | (hdr["count"] != 0)):
+                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                            m.next = "DRAIN_OR_DONE"
+                        with m.Else():
+                            m.next = "FIN"
+                    with m.Elif(last):
+                        with m.If(hdr["count"] != 0):
+                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                        m.d.sync += in_done.eq(1)
+                        m.next = "DONE"
+                    with m.Elif(hdr["count"] == 0):
+                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                        m.next = "DRAIN"
+                    with m.Elif((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN)):
+                        m.next = "IMG"
+                    with m.Else():
+                        m.next = "CELL"
+                    # the header's own `last` decides DRAIN vs DONE for the error cases
+                    m.d.sync += item_last.eq(last)
+
+            with m.State("DRAIN_OR_DONE"):
+                with m.If(item_last):
+                    m.d.sync += in_done.eq(1)
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "DRAIN"
+
+            with m.State("DRAIN"):                  # drop words up to `last`
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid & self.cmd.payload.last):
+                    m.d.sync += in_done.eq(1)
+                    m.next = "DONE"
+
+            with m.State("IMG"):                    # image words -> controller
+                m.d.comb += [self.image.valid.eq(self.cmd.valid), self.cmd.ready.eq(self.image.ready)]
+                with m.If(self.cmd.valid & self.image.ready):
+                    end_img = widx == IW - 1
+                    m.d.sync += widx.eq(Mux(end_img, 0, widx + 1))
+                    with m.If(end_img):
+                        m.d.sync += issued.eq(issued + 1)
+                    with m.If(self.cmd.payload.last):
+                        with m.If(~end_img):
+                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                            m.next = "PAD"
+                        with m.Else():
+                            with m.If(issued + 1 != count):
+                                m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                            m.d.sync += in_done.eq(1)
+                            m.next = "DONE"
+                    with m.Elif(end_img & (issued + 1 == count)):
+                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                        m.next = "DRAIN"
+
+            with m.State("PAD"):                    # complete a short image with zero words
+                m.d.comb += [self.image.valid.eq(1), self.image.payload.eq(0)]
+                with m.If(self.image.ready):
+                    with m.If(widx == IW - 1):
+                        m.d.sync += [widx.eq(0), issued.eq(issued + 1), in_done.eq(1)]
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += widx.eq(widx + 1)
+
+            with m.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
+                with m.If(answered == issued):
+                    m.d.comb += self.cmd.ready.eq(1)
+                    with m.If(self.cmd.valid):
+                        m.d.sync += [item.eq(cw), item_last.eq(self.cmd.payload.last)]
+                        with m.If((op != Op.ECHO) & ~cell_ok):
+                            m.d.sync += refused.eq(1)
+                            set_status(HostStatus.BAD_ARG)
+                        m.next = "GO"
+
+            with m.State("GO"):
+                sent = Signal()
+                with m.If(refused | (op == Op.ECHO)):
+                    m.d.comb += sent.eq(1)
+                with m.Elif(op == Op.PROGRAM):
+                    m.d.comb += [self.prog.valid.eq(1), sent.eq(self.prog.ready)]
+                with m.Else():
+                    m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
+                with m.If(sent):
+                    m.d.sync += issued.eq(issued + 1)
+                    with m.If(item_last):
+                        with m.If(issued + 1 != count):
+                            set_status(HostStatus.BAD_LENGTH)
+                        m.d.sync += in_done.eq(1)
+                        m.next = "DONE"
+                    with m.Elif(issued + 1 == count):
+                        set_status(HostStatus.BAD_LENGTH)
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "CELL"
+
+            with m.State("FIN"):
+                m.d.comb += self.upd_finish.valid.eq(1)
+                with m.If(self.upd_finish.ready):
+                    m.d.sync += [fin_sent.eq(1), in_done.eq(1)]
+                    m.next = "DONE"
+
+            with m.State("DONE"):                   # wait for the out side's trailer
+                with m.If(trailer_fire):
+                    m.next = "HDR"
+
+        m.d.comb += self.active.eq(~fsm_in.ongoing("HDR"))
+
+        # ---------------------------------------------------------------- out side
+        trailer = Signal(32)
+        m.d.comb += trailer.eq(Cat(op, status, answered))
+        rd = self.result.payload
+        rword = Signal(32)
+        ridx = Signal(range(RW + 1))
+        with m.Switch(ridx):
+            with m.Case(0):
+                m.d.comb += rword.eq(rd.cls)
+            for i in range(K):
+                with m.Case(RO["logits"] + i):
+                    m.d.comb += rword.eq(rd.logits[i])
+                with m.Case(RO["p"] + i):
+                    m.d.comb += rword.eq(rd.p[i])
+                with m.Case(RO["delta"] + i):
+                    m.d.comb += rword.eq(rd.delta[i])
+        pres = self.prog_res.payload
+        pword = Cat(pres.final_code, pres.pulses, pres.ok)
+        fin_words = Signal(32)
+        with m.Switch(fin_idx):
+            with m.Case(0):
+                m.d.comb += fin_words.eq(fcells)
+            with m.Case(1):
+                m.d.comb += fin_words.eq(ffailed)
+            with m.Case(2):
+                m.d.comb += fin_words.eq(fpulses)
+            with m.Case(3):
+                m.d.comb += fin_words.eq(fflags)
+
+        rsp_fire = self.rsp.valid & self.rsp.ready
+        busy_in = ~fsm_in.ongoing("HDR")
+        trailer_due = Signal()
+        m.d.comb += trailer_due.eq(in_done & (answered == issued) & ((op != Op.FINISH) | ~fin_sent | (fin_idx == 4)))
+
+        with m.If(~busy_in):
+            # between commands: drain stray controller outputs (after an aborted command)
+            m.d.comb += [self.result.ready.eq(1), self.prog_res.ready.eq(1)]
+        with m.Elif(is_img & (answered != issued)):
+            m.d.comb += [self.rsp.valid.eq(self.result.valid), self.rsp.payload.data.eq(rword)]
+            with m.If(rsp_fire):
+                with m.If(ridx == RW - 1):
+                    m.d.comb += self.result.ready.eq(1)
+                    m.d.sync += [ridx.eq(0), answered.eq(answered + 1)]
+                with m.Else():
+                    m.d.sync += ridx.eq(ridx + 1)
+        with m.Elif((answered != issued) & refused):
+            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(REFUSED)]
+            with m.If(rsp_fire):
+                m.d.sync += [refused.eq(0), answered.eq(answered + 1)]
+        with m.Elif((op == Op.PROGRAM) & (answered != issued)):
+            m.d.comb += [self.rsp.valid.eq(self.prog_res.valid), self.rsp.payload.data.eq(pword),
+                         self.prog_res.ready.eq(self.rsp.ready)]
+            with m.If(rsp_fire):
+                m.d.sync += answered.eq(answered + 1)
+        with m.Elif((op == Op.READ) & (answered != issued)):
+            m.d.comb += [self.rsp.valid.eq(hv_rsp_valid), self.rsp.payload.data.eq(self.vread_rsp.payload.code),
+                         hv_rsp_ready.eq(self.rsp.ready)]
+            with m.If(rsp_fire):
+                m.d.sync += answered.eq(answered + 1)
+        with m.Elif((op == Op.ECHO) & (answered != issued)):
+            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(~item)]
+            with m.If(rsp_fire):
+                m.d.sync += answered.eq(answered + 1)
+        with m.Elif((op == Op.FINISH) & fin_sent & (fin_idx != 4)):
+            # the pair programmer's write-verify results are counted; upd_done ends the batch
+            m.d.comb += [self.prog_res.ready.eq(1)]
+            with m.If(self.prog_res.valid):
+                m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
+            with m.If(~fin_got):
+                m.d.comb += self.upd_done.ready.eq(1)
+                with m.If(self.upd_done.valid):
+                    m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
+            with m.Else():
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(fin_words)]
+                with m.If(rsp_fire):
+                    m.d.sync += fin_idx.eq(fin_idx + 1)
+                    with m.If(fin_idx == 3):
+                        m.d.sync += [answered.eq(len(P["finish"])), issued.eq(len(P["finish"]))]
+        with m.Elif(trailer_due):
+            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(trailer), self.rsp.payload.last.eq(1)]
+            m.d.comb += trailer_fire.eq(rsp_fire)
+            with m.If(rsp_fire):
+                m.d.sync += in_done.eq(0)
+        with m.Else():
+            # a command that is not answering: keep the controller's programming results flowing
+            with m.If(op != Op.PROGRAM):
+                m.d.comb += self.prog_res.ready.eq(1)
+
+        return m
+
+
+# ------------------------------------------------------------------ host constants
+
+HOST_PROTO_MODULE = csr.ROOT / "sw" / "host_proto.py"
+
+
+def render_host_protocol(params: dict | None = None) -> str:
+    """Text of sw/host_proto.py: the command set of PROTOCOL and the default design parameters."""
+    p = dict(default_params(), **(params or {}))
+    P = PROTOCOL
+    lines = [
+        '"""STREAM command set of the mcnn host bridge (host constants).',
+        "",
+        "GENERATED by `python -m rtl.csr` from rtl/host.py (PROTOCOL) -- do not edit by hand;",
+        "tb/test_host.py fails when this file is out of date.",
+        "",
+        "request  = header (op | reserved | count) + items; response = answers + trailer (op | status | count).",
+        "A field is (bit offset, width).",
+        '"""',
+        "",
+        f"VERSION = {P['version']:#010x}",
+        "",
+        "# ops: name -> code",
+    ]
+    for name, (code, _doc) in P["ops"].items():
+        lines.append(f"{name} = {int(code):#04x}")
+    lines += ["", "OPS = {"]
+    for name, (code, _doc) in P["ops"].items():
+        lines.append(f"    {name!r}: {int(code):#04x},")
+    def wrapped(text, indent):
+        import textwrap
+        parts = textwrap.wrap(text, 80, drop_whitespace=False) or [""]
+        return ("\n" + " " * indent).join(repr(x) for x in parts)
+
+    lines += ["}", "", "OP_DOCS = {"]
+    for name, (_code, doc) in P["ops"].items():
+        lines.append(f"    {name!r}: {wrapped(doc, 8)},")
+    lines += ["}", "", "# status codes of the trailer: name -> (code, meaning)", "STATUS = {"]
+    for name, (code, doc) in P["status"].items():
+        lines.append(f"    {name!r}: ({code}, {wrapped(doc, 8)}),")
+    lines += ["}", "STATUS_NAMES = {c: n for n, (c, _) in STATUS.items()}", ""]
+    for key in ("header", "trailer", "cell", "prog_res", "read_res", "finish_flags"):
+        lines.append(f"{key.upper()} = {{{', '.join(f'{n!r}: {v!r}' for n, v in P[key].items())}}}")
+    lines += [
+        f"REFUSED = {REFUSED:#010x}",
+        f"FINISH_WORDS = {tuple(P['finish'])!r}",
+        "",
+        "# default design parameters (the device reports its own in the ctrl_params CSR window)",
+        f"IMAGE_WORDS = {p['image_words']}",
+        f"CLASSES = {p['classes']}",
+        f"RESULT_WORDS = {p['result_words']}",
+        "",
+        "",
+        "def result_offsets(classes):",
+        '    """Word offsets of a result: cls, logits, p, delta (classes words each but cls)."""',
+        "    return {'cls': 0, 'logits': 1, 'p': 1 + classes, 'delta': 1 + 2 * classes, 'words': 1 + 3 * classes}",
+        "",
+        "",
+        "def get(word, field):",
+        '    """Value of field (offset, width) of a word."""',
+        "    off, width = field",
+        "    return (word >> off) & ((1 << width) - 1)",
+        "",
+        "",
+        "def put(field, value):",
+        '    """A value placed in field (offset, width); ValueError if it does not fit."""',
+        "    off, width = field",
+        "    if not 0 <= value < (1 << width):",
+        "        raise ValueError(f'{value} does not fit {width} bits')",
+        "    return value << off",
+        "",
+    ]
+    return "\n".join(lines)
