@@ -77,7 +77,9 @@ def cmd_sim(args):
         c = r["counters"]
         print(f"  counters                     {c['slot_reads']} slot reads, {c['adc_conversions']} ADC conversions, "
               f"{c['lane_idle_cycles']} idle lane cycles, overrun {c['overrun']}"
-              + (f", {c['pulses']} SET/RESET pulses, {c['verify_reads']} verify reads" if "pulses" in c else ""))
+              + (f"; {c['set_pulses']} SET + {c['reset_pulses']} RESET pulses, {c['verify_reads']} verify reads"
+                 if c.get("set_pulses", 0) + c.get("reset_pulses", 0) + c.get("verify_reads", 0) else "")
+              + (" (equal to golden)" if c.get("counters_match_golden") else ""))
     if "error" in r:
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")

@@ -107,13 +107,17 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     results = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=bdir, test_dir=tdir,
                           testcase=testcase, waves=waves, seed=seed,
                           extra_env={"MCNN_TB_PARAMS": json.dumps(params),
-                                     **({"COCOTB_LOG_LEVEL": "WARNING"} if log_to_terminal else {}),
+                                     **(QUIET_LOGS if log_to_terminal else {}),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
                           log_file=None if log_to_terminal else tdir / "test.log")
     n, failed = get_results(results)
     assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
     assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
     return n
+
+
+# on the terminal only warnings: cocotb's Python loggers and the GPI's native start-up lines
+QUIET_LOGS = {"COCOTB_LOG_LEVEL": "WARNING", "GPI_LOG_LEVEL": "WARNING"}
 
 
 def clock_wrapper(src: str, name: str, period_ns: int):
