@@ -29,7 +29,7 @@ import struct
 from typing import NamedTuple
 
 from sw import csr_map, host_proto
-from sw.link import RESET_CONTROLLER, RESET_COUNTERS, Cmd, Link, LinkError, ProtocolError
+from sw.link import RESET_CONTROLLER, RESET_COUNTERS, Cmd, Link, LinkError, LinkTimeout, ProtocolError
 from sw.transport import ModelTransport, SerialTransport
 
 ID_MAGIC = csr_map.REGISTERS["link_id"].reset
@@ -70,8 +70,9 @@ def _words(payload: bytes, cmd) -> list:
 
 class Controller:
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
-                 on_attempt=None):
+                 on_attempt=None, resolve_tries: int = 2):
         self.transport = transport
+        self.resolve_tries = resolve_tries   # STREAM commands: resolve() rounds after a LinkTimeout
         self.link = Link(transport, timeout=timeout, retries=retries, seq=seq, on_attempt=on_attempt)
         self.info = None
         self._params = None
@@ -178,8 +179,23 @@ class Controller:
         words = [int(w) & 0xFFFFFFFF for w in words]
         if not words:
             raise ValueError("stream_command needs at least one word")
-        return _words(self.link.transact(Cmd.STREAM, struct.pack(f"<{len(words)}I", *words), timeout=timeout),
-                      Cmd.STREAM)
+        try:
+            payload = self.link.transact(Cmd.STREAM, struct.pack(f"<{len(words)}I", *words), timeout=timeout)
+        except LinkTimeout:
+            # it may or may not have run (PROGRAM, TRAIN, FINISH change the array): settle it by
+            # sending the same frame again (Link.resolve) -- executed exactly once either way
+            if not self.resolve_tries:
+                raise
+            payload = self._resolve()
+        return _words(payload, Cmd.STREAM)
+
+    def _resolve(self) -> bytes:
+        for k in range(self.resolve_tries):
+            try:
+                return self.link.resolve()
+            except LinkTimeout:
+                if k == self.resolve_tries - 1:
+                    raise
 
     # ---- the controller: STREAM command set (rtl/host.py; constants sw/host_proto.py)
     def host_command(self, op: int, items=(), count: int | None = None, timeout: float | None = None) -> list:

@@ -236,9 +236,11 @@ def controller_ops(oracle, weights=None):
 
     oracle: .cells [(pe, row, bl)], .program(pe, row, bl, target) -> (ok, pulses, final_code),
     .read(pe, row, bl) -> code, .pulses -> programming pulses so far. A PROGRAM that ends in
-    LinkTimeout may or may not have executed: the reference is then unknown and later checks are
-    skipped (reported as `uncertain`). The final check (faults off) compares the pulse counters
-    and every cell's code: a PROGRAM executed twice or lost shows up there as undetected.
+    LinkTimeout may or may not have executed: the driver settles it with Link.resolve() (the same
+    frame again: executed once either way, Controller.resolve_tries times, under the same faults);
+    only if that fails too is the reference unknown and later checks skipped (`uncertain`). The
+    final check (faults off) compares the pulse counters and every cell's code: a PROGRAM executed
+    twice or lost shows up there as undetected.
     Returns (extra_ops, final_check, op_weights): soft resets are left out (they clear the counters)."""
     from sw.link import LinkTimeout
     state = {"uncertain": False, "programmed": 0, "checked": 0, "reads": 0, "reads_uncertain": False}
@@ -275,7 +277,8 @@ def controller_ops(oracle, weights=None):
     def final(ctrl):
         c = ctrl.read_counters()
         codes = ctrl.read_conductances(oracle.cells)
-        out = {"uncertain": state["uncertain"], "programmed": state["programmed"], "program_checked": state["checked"],
+        out = {"uncertain": state["uncertain"], "resolved": ctrl.link.stats.resolves, "programmed": state["programmed"],
+               "program_checked": state["checked"],
                "set_pulses": c["set_pulses"], "reset_pulses": c["reset_pulses"], "golden_pulses": oracle.pulses,
                "verify_reads": c["verify_reads"], "host_reads": c["host_reads"], "host_reads_sent": state["reads"],
                "host_reads_uncertain": state["reads_uncertain"],

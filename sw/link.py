@@ -239,7 +239,8 @@ class LinkStats:
     retries: int = 0
     ok: int = 0
     device_errors: int = 0   # commands answered with an error status
-    failed: int = 0          # commands that raised LinkTimeout
+    failed: int = 0          # commands (or resolve() calls) that raised LinkTimeout
+    resolves: int = 0        # resolve() calls: a timed-out command sent again with its SEQ
     problems: Counter = field(default_factory=Counter)   # timeout, nack_crc, rx_crc, rx_header, ...
     stale: int = 0           # valid responses to an older SEQ (late or replayed), ignored
     echoes: int = 0          # valid *request* frames read back (a loop-back), ignored
@@ -264,6 +265,11 @@ class Link:
 
     on_attempt(outcome) is called after every attempt with one of "ok", "device_error",
     "timeout", "nack_crc", "nack_too_long" (fault-injection statistics use it).
+
+    After a LinkTimeout the command may or may not have executed. resolve() settles it: it sends
+    the same frame again (same SEQ), so the device executes it if it never arrived or replays its
+    answer if it did -- exactly once either way, as long as no other frame was sent in between
+    (the device keeps the record of its last frame only; a new transact() abandons the pending one).
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
@@ -276,6 +282,7 @@ class Link:
         self.max_payload = None       # the device's, once known (Controller.open sets it)
         self.stats = LinkStats()
         self.on_attempt = on_attempt
+        self.pending = None           # (seq, cmd, frame, payload bytes, timeout) of the last LinkTimeout
 
     def _attempt_done(self, outcome):
         if self.on_attempt is not None:
@@ -287,13 +294,26 @@ class Link:
         if self.max_payload is not None and len(payload) > self.max_payload:
             raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
                                f"{self.max_payload} (not sent)")
-        frame = build_frame(seq, cmd, payload)
-        timeout = self.timeout if timeout is None else timeout
+        self.pending = None
+        self.stats.commands += 1
+        return self._exchange(seq, cmd, build_frame(seq, cmd, payload), len(payload),
+                              self.timeout if timeout is None else timeout, self.retries + 1, retry_first=False)
+
+    def resolve(self, *, timeout: float | None = None, attempts: int | None = None) -> bytes:
+        """Settle the command of the last LinkTimeout (see the class docstring): its response
+        payload, a DeviceError, or LinkTimeout again (then it is still pending)."""
+        if self.pending is None:
+            raise LinkError("resolve: no command is pending (the last one was answered or abandoned)")
+        seq, cmd, frame, n, t = self.pending
+        self.stats.resolves += 1
+        return self._exchange(seq, cmd, frame, n, t if timeout is None else timeout,
+                              self.retries + 1 if attempts is None else attempts, retry_first=True)
+
+    def _exchange(self, seq, cmd, frame, n_payload, timeout, attempts, retry_first):
         st = self.stats
-        st.commands += 1
         problems = Counter()
-        for attempt in range(self.retries + 1):
-            if attempt:
+        for attempt in range(attempts):
+            if attempt or retry_first:
                 st.retries += 1
                 for ev in self.parser.abort_partial():
                     self._note(ev, problems)
@@ -301,6 +321,7 @@ class Link:
             self.transport.write(frame)
             outcome = self._await(seq, cmd, timeout, problems)
             if isinstance(outcome, Frame):
+                self.pending = None
                 if outcome.status == Status.OK:
                     st.ok += 1
                     self._attempt_done("ok")
@@ -312,9 +333,11 @@ class Link:
             st.problems[outcome] += 1
             self._attempt_done(outcome)
         st.failed += 1
-        if problems["nack_too_long"] == self.retries + 1:
-            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{len(payload)} bytes, {self.retries + 1} attempts")
-        raise LinkTimeout(cmd, seq, self.retries + 1, problems)
+        if problems["nack_too_long"] == attempts:
+            self.pending = None
+            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{n_payload} bytes, {attempts} attempts")
+        self.pending = (seq, cmd, frame, n_payload, timeout)
+        raise LinkTimeout(cmd, seq, attempts, problems)
 
     def _note(self, ev, problems):
         if isinstance(ev, ParseError):

@@ -16,6 +16,7 @@ from sw.devmodel import DeviceModel
 from sw.driver import Controller, MapMismatch
 from sw.faults import model_session
 from sw.link import (SYNC, BadAddress, BadArgument, BadLength, Cmd, DeviceTimeout, Frame, FrameParser, FrameTooLong,
+                     LinkError,
                      LinkTimeout, ParseError, ReadOnlyRegister, ResponseOverflow, Status, UnknownCommand,
                      build_frame, hchk)
 from sw.transport import FAULT_KINDS, FaultyTransport, ModelTransport, SerialTransport, Transport
@@ -353,3 +354,47 @@ def test_parse_error_kinds():
     assert ParseError("crc") in FrameParser().feed(bytes(g))
     head = struct.pack("<BBH", 1, 0x81, 500)
     assert ParseError("too_long") in FrameParser(max_len=100).feed(SYNC + head + bytes([hchk(head)]))
+
+
+# ---------------------------------------------------------------- resolve(): exactly once after a timeout
+
+class _Cut(ModelTransport):
+    """The model device behind a line that can lose every request (`cut_tx`) or every response
+    (`cut_rx`): a command then ends in LinkTimeout, executed or not."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.cut_tx = self.cut_rx = False
+
+    def write(self, data):
+        if not self.cut_tx:
+            super().write(data)
+
+    def read(self, timeout):
+        data = super().read(timeout)
+        return b"" if self.cut_rx else data
+
+
+@pytest.mark.parametrize("lost", ["request", "response"])
+def test_resolve_executes_exactly_once(lost):
+    from sw.devmodel import DeviceModel
+    from sw.driver import Controller
+    from sw.link import LinkTimeout
+    t = _Cut(DeviceModel())
+    c = Controller(t, timeout=0.01, retries=2, resolve_tries=0)
+    c.open()
+    c.write_csr("link_scratch", 0)
+    e0 = c.read_csr("link_executed")
+    t.cut_tx, t.cut_rx = lost == "request", lost == "response"
+    with pytest.raises(LinkTimeout):
+        c.write_csr("link_scratch", 0x1234)
+    t.cut_tx = t.cut_rx = False
+    assert c.link.pending is not None
+    assert c.link.resolve() == b""          # CSR_WRITE answers with an empty payload
+    assert c.link.pending is None
+    assert c.read_csr("link_scratch") == 0x1234
+    # executed since e0 (a read counts after it is answered): that read, the write (once, whichever
+    # way it was lost), the scratch read
+    assert c.read_csr("link_executed") - e0 == 3
+    with pytest.raises(LinkError):
+        c.link.resolve()                    # nothing pending any more
