@@ -182,6 +182,29 @@ def _field(word, name, table):
     return word[off:off + w]
 
 
+class Skid(wiring.Component):
+    """Two-entry skid buffer: registered `o` (valid, payload) and registered `i.ready`, so no
+    combinational path crosses it in either direction (timing, issue 7); full throughput."""
+
+    def __init__(self, shape):
+        self.shape = shape
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        sv = Signal()
+        sd = Signal(self.shape)
+        m.d.comb += self.i.ready.eq(~sv)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(sv):
+                m.d.sync += [self.o.payload.eq(sd), self.o.valid.eq(1), sv.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~sv):
+            m.d.sync += [sd.eq(self.i.payload), sv.eq(1)]
+        return m
+
+
 class HostBridge(wiring.Component):
     """STREAM words <-> controller ports (see the module docstring).
 
@@ -218,6 +241,15 @@ class HostBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P = PROTOCOL
+        # skid buffers on the link words and the write-verify results: the link's ready, the
+        # bridge's answer logic and the controller's result handshake were one combinational chain
+        m.submodules.cmd_skid = cmd_skid = Skid(WORD)
+        m.submodules.rsp_skid = rsp_skid = Skid(WORD)
+        m.submodules.res_skid = res_skid = Skid(self.res_layout)
+        wiring.connect(m, wiring.flipped(self.cmd), cmd_skid.i)
+        wiring.connect(m, rsp_skid.o, wiring.flipped(self.rsp))
+        wiring.connect(m, wiring.flipped(self.prog_res), res_skid.i)
+        cmd, rsp, prog_res = cmd_skid.o, rsp_skid.i, res_skid.o
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
@@ -277,7 +309,7 @@ class HostBridge(wiring.Component):
         m.d.comb += self.c_vread_rsp.payload.eq(self.vread_rsp.payload)
 
         # ---------------------------------------------------------------- cell word decode
-        cw = self.cmd.payload.data
+        cw = cmd.payload.data
         cf = {n: _field(cw, n, P["cell"]) for n in P["cell"]}
         cell_ok = (cf["pe"] < self.n_pe) & (cf["row"] < self.n_rows) & (cf["bl"] < self.n_bl)
         it = {n: _field(item, n, P["cell"]) for n in P["cell"]}
@@ -288,18 +320,18 @@ class HostBridge(wiring.Component):
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
         is_img = (op == Op.INFER) | (op == Op.TRAIN)
         m.d.comb += self.train.eq(op == Op.TRAIN)
-        m.d.comb += self.image.payload.eq(self.cmd.payload.data)
+        m.d.comb += self.image.payload.eq(cmd.payload.data)
 
         # ---------------------------------------------------------------- in side
         with m.FSM(name="in_fsm") as fsm_in:
             with m.State("HDR"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid):
                     m.d.sync += [op.eq(hdr["op"]), count.eq(hdr["count"]), status.eq(HostStatus.OK), issued.eq(0),
                                  answered.eq(0), widx.eq(0), refused.eq(0), in_done.eq(0), fin_sent.eq(0),
                                  fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
                                  fflags.eq(0)]
-                    last = self.cmd.payload.last
+                    last = cmd.payload.last
                     known = Const(0, 1)
                     for o in Op:
                         known = known | (hdr["op"] == o)
@@ -338,19 +370,19 @@ class HostBridge(wiring.Component):
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):                  # drop words up to `last`
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid & self.cmd.payload.last):
+                m.d.comb += cmd.ready.eq(1)
+                with m.If(cmd.valid & cmd.payload.last):
                     m.d.sync += in_done.eq(1)
                     m.next = "DONE"
 
             with m.State("IMG"):                    # image words -> controller
-                m.d.comb += [self.image.valid.eq(self.cmd.valid), self.cmd.ready.eq(self.image.ready)]
-                with m.If(self.cmd.valid & self.image.ready):
+                m.d.comb += [self.image.valid.eq(cmd.valid), cmd.ready.eq(self.image.ready)]
+                with m.If(cmd.valid & self.image.ready):
                     end_img = widx == IW - 1
                     m.d.sync += widx.eq(Mux(end_img, 0, widx + 1))
                     with m.If(end_img):
                         m.d.sync += issued.eq(issued + 1)
-                    with m.If(self.cmd.payload.last):
+                    with m.If(cmd.payload.last):
                         with m.If(~end_img):
                             m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                             m.next = "PAD"
@@ -374,9 +406,9 @@ class HostBridge(wiring.Component):
 
             with m.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
                 with m.If(answered == issued):
-                    m.d.comb += self.cmd.ready.eq(1)
-                    with m.If(self.cmd.valid):
-                        m.d.sync += [item.eq(cw), item_last.eq(self.cmd.payload.last)]
+                    m.d.comb += cmd.ready.eq(1)
+                    with m.If(cmd.valid):
+                        m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
                         with m.If((op != Op.ECHO) & ~cell_ok):
                             m.d.sync += refused.eq(1)
                             set_status(HostStatus.BAD_ARG)
@@ -431,7 +463,7 @@ class HostBridge(wiring.Component):
                     m.d.comb += rword.eq(rd.p[i])
                 with m.Case(RO["delta"] + i):
                     m.d.comb += rword.eq(rd.delta[i])
-        pres = self.prog_res.payload
+        pres = prog_res.payload
         pword = Cat(pres.final_code, pres.pulses, pres.ok)
         fin_words = Signal(32)
         with m.Switch(fin_idx):
@@ -444,16 +476,16 @@ class HostBridge(wiring.Component):
             with m.Case(3):
                 m.d.comb += fin_words.eq(fflags)
 
-        rsp_fire = self.rsp.valid & self.rsp.ready
+        rsp_fire = rsp.valid & rsp.ready
         busy_in = ~fsm_in.ongoing("HDR")
         trailer_due = Signal()
         m.d.comb += trailer_due.eq(in_done & (answered == issued) & ((op != Op.FINISH) | ~fin_sent | (fin_idx == 4)))
 
         with m.If(~busy_in):
             # between commands: drain stray controller outputs (after an aborted command)
-            m.d.comb += [self.result.ready.eq(1), self.prog_res.ready.eq(1)]
+            m.d.comb += [self.result.ready.eq(1), prog_res.ready.eq(1)]
         with m.Elif(is_img & (answered != issued)):
-            m.d.comb += [self.rsp.valid.eq(self.result.valid), self.rsp.payload.data.eq(rword)]
+            m.d.comb += [rsp.valid.eq(self.result.valid), rsp.payload.data.eq(rword)]
             with m.If(rsp_fire):
                 with m.If(ridx == RW - 1):
                     m.d.comb += self.result.ready.eq(1)
@@ -461,47 +493,47 @@ class HostBridge(wiring.Component):
                 with m.Else():
                     m.d.sync += ridx.eq(ridx + 1)
         with m.Elif((answered != issued) & refused):
-            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(REFUSED)]
+            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(REFUSED)]
             with m.If(rsp_fire):
                 m.d.sync += [refused.eq(0), answered.eq(answered + 1)]
         with m.Elif((op == Op.PROGRAM) & (answered != issued)):
-            m.d.comb += [self.rsp.valid.eq(self.prog_res.valid), self.rsp.payload.data.eq(pword),
-                         self.prog_res.ready.eq(self.rsp.ready)]
+            m.d.comb += [rsp.valid.eq(prog_res.valid), rsp.payload.data.eq(pword),
+                         prog_res.ready.eq(rsp.ready)]
             with m.If(rsp_fire):
                 m.d.sync += answered.eq(answered + 1)
         with m.Elif((op == Op.READ) & (answered != issued)):
-            m.d.comb += [self.rsp.valid.eq(hv_rsp_valid), self.rsp.payload.data.eq(self.vread_rsp.payload.code),
-                         hv_rsp_ready.eq(self.rsp.ready)]
+            m.d.comb += [rsp.valid.eq(hv_rsp_valid), rsp.payload.data.eq(self.vread_rsp.payload.code),
+                         hv_rsp_ready.eq(rsp.ready)]
             with m.If(rsp_fire):
                 m.d.sync += answered.eq(answered + 1)
         with m.Elif((op == Op.ECHO) & (answered != issued)):
-            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(~item)]
+            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(~item)]
             with m.If(rsp_fire):
                 m.d.sync += answered.eq(answered + 1)
         with m.Elif((op == Op.FINISH) & fin_sent & (fin_idx != 4)):
             # the pair programmer's write-verify results are counted; upd_done ends the batch
-            m.d.comb += [self.prog_res.ready.eq(1)]
-            with m.If(self.prog_res.valid):
+            m.d.comb += [prog_res.ready.eq(1)]
+            with m.If(prog_res.valid):
                 m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
             with m.If(~fin_got):
                 m.d.comb += self.upd_done.ready.eq(1)
                 with m.If(self.upd_done.valid):
                     m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
             with m.Else():
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(fin_words)]
+                m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(fin_words)]
                 with m.If(rsp_fire):
                     m.d.sync += fin_idx.eq(fin_idx + 1)
                     with m.If(fin_idx == 3):
                         m.d.sync += [answered.eq(len(P["finish"])), issued.eq(len(P["finish"]))]
         with m.Elif(trailer_due):
-            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(trailer), self.rsp.payload.last.eq(1)]
+            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(trailer), rsp.payload.last.eq(1)]
             m.d.comb += trailer_fire.eq(rsp_fire)
             with m.If(rsp_fire):
                 m.d.sync += in_done.eq(0)
         with m.Else():
             # a command that is not answering: keep the controller's programming results flowing
             with m.If(op != Op.PROGRAM):
-                m.d.comb += self.prog_res.ready.eq(1)
+                m.d.comb += prog_res.ready.eq(1)
 
         return m
 

@@ -237,6 +237,9 @@ class Link(wiring.Component):
         ridx = Signal(16)
         rsp_done = Signal()
         overflow = Signal()
+        # the first payload word, kept as it arrives: EXEC decodes it from a register, not through
+        # the rx buffer's read port (timing); only commands with LEN >= 4 look at it
+        w0r = Signal(32)
 
         # one CRC engine, fed by whichever byte moves this cycle
         crc_in = Signal(8)
@@ -352,6 +355,11 @@ class Link(wiring.Component):
                 m.d.comb += [self.rx.ready.eq(1), crc_in.eq(b)]
                 with m.If(rx_take):
                     m.d.comb += rx_wr.en.eq(1 << cnt[:2])
+                    with m.If(cnt[2:] == 0):
+                        with m.Switch(cnt[:2]):
+                            for lane in range(4):
+                                with m.Case(lane):
+                                    m.d.sync += w0r[8 * lane:8 * lane + 8].eq(b)
                     m.d.sync += [timer.eq(0), crc.eq(crc_next), cnt.eq(cnt + 1)]
                     with m.If(cnt == length - 1):
                         m.d.sync += cnt.eq(0)
@@ -386,8 +394,7 @@ class Link(wiring.Component):
 
             # ---- command decoder (the rx buffer holds the checked payload)
             with m.State("EXEC"):
-                m.d.comb += rx_rd.addr.eq(0)
-                w0 = rx_rd.data
+                w0 = w0r
                 with m.Switch(code):
                     with m.Case(Cmd.PING):
                         with m.If(length > self.max_response):

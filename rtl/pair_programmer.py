@@ -45,7 +45,8 @@ class PairProgrammer(wiring.Component):
         ncell = self.n_pe * self.n_rows * self.n_bl
         m.submodules.blocked = blk = Memory(shape=1, depth=ncell, init=[])
         blk_w = blk.write_port()
-        blk_r = blk.read_port(domain="comb")
+        # synchronous read (block RAM: a 16 K x 1 asynchronous LUT-RAM was a 10-level mux tree)
+        blk_r = blk.read_port()
 
         def cell_addr(pe, row, bl):
             return (pe * self.n_rows + row) * self.n_bl + bl
@@ -56,9 +57,14 @@ class PairProgrammer(wiring.Component):
         mine = Signal()
         m.d.comb += mine.eq(self.wv_res_fire & (pending != 0))
         # a failed write-verify blocks its cell
+        # (registered: the result handshake comes from outside the block; a cycle later is safe,
+        # the cell is read again only >= 4 states after its command's results; reset_less so that
+        # a soft reset in between does not lose the write)
         r = self.wv_res
-        with m.If(mine & ~r.ok):
-            m.d.comb += [blk_w.en.eq(1), blk_w.addr.eq(cell_addr(r.pe, r.row, r.bl)), blk_w.data.eq(1)]
+        blk_we = Signal(reset_less=True)
+        blk_wa = Signal(range(ncell), reset_less=True)
+        m.d.sync += [blk_we.eq(mine & ~r.ok), blk_wa.eq(cell_addr(r.pe, r.row, r.bl))]
+        m.d.comb += [blk_w.en.eq(blk_we), blk_w.addr.eq(blk_wa), blk_w.data.eq(1)]
 
         c = Signal.like(self.cmd.payload)
         cp = Signal(cb)
@@ -116,17 +122,19 @@ class PairProgrammer(wiring.Component):
                     c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
                 ]
                 m.next = "BLOCK_DOWN"
-            # rooms: blocked cells have none (the blocked RAM is read asynchronously)
+            # rooms: blocked cells have none (the blocked RAM's data comes a cycle after its address)
             room_d = Signal(signed(cb + 3))
             room_u = Signal(signed(cb + 3))
             bd = Signal()
             with m.State("BLOCK_DOWN"):
                 m.d.comb += blk_r.addr.eq(cell_addr(c.pe, down_row, c.bl))
-                m.d.sync += bd.eq(blk_r.data)
                 m.next = "BLOCK_UP"
             bu = Signal()
             with m.State("BLOCK_UP"):
                 m.d.comb += blk_r.addr.eq(cell_addr(c.pe, up_row, c.bl))
+                m.d.sync += bd.eq(blk_r.data)
+                m.next = "BLOCK_WAIT"
+            with m.State("BLOCK_WAIT"):
                 m.d.sync += bu.eq(blk_r.data)
                 m.next = "SPLIT"
             # the split runs over 5 states (one comparison or addition chain each, for timing; a few

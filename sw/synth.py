@@ -167,8 +167,12 @@ def _workdir(name: str) -> Path:
         link.symlink_to(work.name)
     except OSError:
         pass
-    for old in CACHE.glob(f"{name}.*.*"):       # keep the five newest runs
-        if old.is_dir() and old not in sorted(CACHE.glob(f"{name}.*.*"))[-5:]:
+    # keep the five newest runs, by their start time (the name's last field; a name sorted as
+    # text put a low process id first and deleted a run's own fresh directory)
+    runs = [d for d in CACHE.glob(f"{name}.*.*") if d.is_dir() and d.name.rsplit(".", 1)[-1].isdigit()]
+    runs.sort(key=lambda d: int(d.name.rsplit(".", 1)[-1]))
+    for old in runs[:-5]:
+        if old != work:
             shutil.rmtree(old, ignore_errors=True)
     return work
 
