@@ -167,6 +167,20 @@ def controller_blocks(ctrl=None) -> list:
     return [ctrl_block(ctrl.image_words, ctrl.n_classes, result_offsets(ctrl.n_classes)["words"])]
 
 
+def connect_bridge(m, bridge, ctrl):
+    """Host bridge <-> controller streams (the board top and the co-simulation top both use this;
+    `ctrl` is the Controller or anything with its ports, e.g. tb/cosim.py's SimTop)."""
+    wiring.connect(m, bridge.image, ctrl.image)
+    wiring.connect(m, ctrl.result, bridge.result)
+    wiring.connect(m, bridge.prog, ctrl.prog)
+    wiring.connect(m, ctrl.prog_res, bridge.prog_res)
+    wiring.connect(m, bridge.upd_finish, ctrl.upd_finish)
+    wiring.connect(m, ctrl.upd_done, bridge.upd_done)
+    wiring.connect(m, ctrl.vread_req, bridge.c_vread_req)
+    wiring.connect(m, bridge.c_vread_rsp, ctrl.vread_rsp)
+    m.d.comb += ctrl.train.eq(bridge.train)
+
+
 def connect_ctrl_regs(m, regs, ctrl, bridge):
     """CSR fields <-> controller ports (regs = LinkTop.regs)."""
     m.d.comb += [ctrl.eta_m.eq(regs.ctrl_eta_m), ctrl.eta_sh.eq(regs.ctrl_eta_sh), ctrl.th_code.eq(regs.ctrl_th_code),

@@ -37,7 +37,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from .controller import Controller
-from .host import HostBridge, connect_ctrl_regs, controller_blocks
+from .host import HostBridge, connect_bridge, connect_ctrl_regs, controller_blocks
 from .link import LinkTop
 from .pe_fmc import PeFmcPhy
 
@@ -159,15 +159,7 @@ class BoardCore(wiring.Component):
                      link.rsp.payload.eq(br.rsp.payload), link.rsp.valid.eq(br.rsp.valid & tick),
                      br.rsp.ready.eq(link.rsp.ready & tick)]
         # host bridge <-> controller (same clock enable: plain connections)
-        wiring.connect(m, br.image, ctrl.image)
-        wiring.connect(m, ctrl.result, br.result)
-        wiring.connect(m, br.prog, ctrl.prog)
-        wiring.connect(m, ctrl.prog_res, br.prog_res)
-        wiring.connect(m, br.upd_finish, ctrl.upd_finish)
-        wiring.connect(m, ctrl.upd_done, br.upd_done)
-        wiring.connect(m, ctrl.vread_req, br.c_vread_req)
-        wiring.connect(m, br.c_vread_rsp, ctrl.vread_rsp)
-        m.d.comb += ctrl.train.eq(br.train)
+        connect_bridge(m, br, ctrl)
         # the PE board's programming and verify-read channels, over the PHY's aux port
         wiring.connect(m, ctrl.prog_req, chan.prog_req)
         wiring.connect(m, chan.prog_rsp, ctrl.prog_rsp)

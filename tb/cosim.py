@@ -213,6 +213,41 @@ async def collect_results(dut, n, layout, clk, on_result=None):
     return out
 
 
+def same_result(r, g) -> bool:
+    """One RTL result (collect_results) equals the golden (logits, class, p, delta) of its image."""
+    return (r["logits"] == g[0].tolist() and r["cls"] == int(g[1]) and r["p"] == g[2].tolist()
+            and r["delta"] == g[3].tolist())
+
+
+async def infer(dut, layout, x, y, desc=None, progress=False):
+    """Feed images x (labels y) and collect their results -> (results, wall seconds)."""
+    import time
+
+    import cocotb
+    from cocotb.triggers import RisingEdge
+    from tqdm import tqdm
+    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress)
+    t0 = time.perf_counter()
+    cocotb.start_soon(feed_images(dut, x, dut.clk, labels=y))
+    res = await collect_results(dut, len(x), layout, dut.clk, on_result=lambda r: bar.update(1))
+    await RisingEdge(dut.clk)  # leave the read-only phase
+    bar.close()
+    return res, time.perf_counter() - t0
+
+
+async def reported_session(body, dut, params, report):
+    """Run a cocotb session body; the JSON report (with the error, if any) is written either way."""
+    import json
+    try:
+        await body(dut, params, report)
+    except Exception as e:
+        report["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        with open(params["report"], "w") as f:
+            json.dump(report, f, indent=2)
+
+
 async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_result=None, max_idle=300_000):
     """Programming through the RTL: the write-verify sequencer (and, in training, the pair
     programmer) issue verify reads and SET/RESET pulses; `backend` (the golden device physics)

@@ -24,7 +24,7 @@ from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.host import HostBridge, connect_ctrl_regs, controller_blocks
+from rtl.host import HostBridge, connect_bridge, connect_ctrl_regs, controller_blocks
 from rtl.link import LinkTop
 
 # link parameters of the host co-simulation: full-size buffers (as the board), a stream timeout
@@ -77,15 +77,7 @@ class HostSimTop(wiring.Component):
                      link.cmd.ready.eq(br.cmd.ready & ~self.hang)]
         wiring.connect(m, br.rsp, link.rsp)
         # bridge <-> controller
-        wiring.connect(m, br.image, sim.image)
-        wiring.connect(m, sim.result, br.result)
-        wiring.connect(m, br.prog, sim.prog)
-        wiring.connect(m, sim.prog_res, br.prog_res)
-        wiring.connect(m, br.upd_finish, sim.upd_finish)
-        wiring.connect(m, sim.upd_done, br.upd_done)
-        wiring.connect(m, sim.vread_req, br.c_vread_req)
-        wiring.connect(m, br.c_vread_rsp, sim.vread_rsp)
-        m.d.comb += sim.train.eq(br.train)
+        connect_bridge(m, br, sim)
         m.d.comb += [self.mon_res_valid.eq(sim.prog_res.valid & sim.prog_res.ready),
                      self.mon_res.eq(sim.prog_res.payload)]
         # the PE board channels

@@ -20,7 +20,6 @@ ReplicatedController (rtl/replicated.py) and 8 behavioural PEs, every stage agai
              group), one programming pass per batch
   after      the inference images again on the trained board
 """
-import json
 import time
 
 import cocotb
@@ -30,17 +29,8 @@ import numpy as np
 from tb import cosim, harness
 
 
-def _same(r, g):
-    return (r["logits"] == g[0].tolist() and r["cls"] == int(g[1]) and r["p"] == g[2].tolist()
-            and r["delta"] == g[3].tolist())
-
-
 async def _infer(dut, ctrl, x, y):
-    t0 = time.perf_counter()
-    cocotb.start_soon(cosim.feed_images(dut, x, dut.clk, labels=y))
-    res = await cosim.collect_results(dut, len(x), ctrl.result_layout, dut.clk)
-    await cocotb.triggers.RisingEdge(dut.clk)
-    return res, time.perf_counter() - t0
+    return await cosim.infer(dut, ctrl.result_layout, x, y)
 
 
 def _golden_groups(maps, w, array, x, y):
@@ -62,7 +52,7 @@ def _check(res, gold, groups, expect_group):
         if r["group"] != groups.index(g):
             wrong_group.append(i)
         gr, gd = gold[g]
-        if not _same(r, (gr.logits[i], gr.classes[i], gr.p[i], gd[i])):
+        if not cosim.same_result(r, (gr.logits[i], gr.classes[i], gr.p[i], gd[i])):
             bad.append(i)
         others = [h for h in groups if h != g]
         if all(not np.array_equal(gold[h][0].logits[i], gr.logits[i]) for h in others):
@@ -74,14 +64,7 @@ def _check(res, gold, groups, expect_group):
 async def session(dut):
     p = harness.params()
     report = {"stages": {}}
-    try:
-        await _session(dut, p, report)
-    except Exception as e:
-        report["error"] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        with open(p["report"], "w") as f:
-            json.dump(report, f, indent=2)
+    await cosim.reported_session(_session, dut, p, report)
 
 
 async def _session(dut, p, report):
@@ -153,7 +136,7 @@ async def _session(dut, p, report):
         xs, ys = x[:ns], y[:ns]
         res1, _ = await _infer(dut, ctrl, xs, ys)
         g1 = {groups[0]: (gold[groups[0]][0], gold[groups[0]][1])}
-        bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not _same(
+        bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not cosim.same_result(
             r, (g1[groups[0]][0].logits[i], g1[groups[0]][0].classes[i], g1[groups[0]][0].p[i], g1[groups[0]][1][i]))]
         ts1 = np.array([r["timestamp"] for r in res1])
         single = float(np.diff(ts1).mean()) if ns > 1 else float(res1[0]["cycles"])

@@ -11,7 +11,6 @@ Stages, each checked against the golden model run on an identical copy of the bo
   4. inference again, after training.
 With --device ideal, cells hold their exact target levels and stages 1 and 3 are skipped.
 """
-import json
 import time
 
 import cocotb
@@ -21,20 +20,8 @@ import numpy as np
 from tb import cosim, harness
 
 
-def _same_result(r, g):
-    return (r["logits"] == g[0].tolist() and r["cls"] == int(g[1]) and r["p"] == g[2].tolist()
-            and r["delta"] == g[3].tolist())
-
-
 async def _infer(dut, ctrl, x, y, desc, progress):
-    from tqdm import tqdm
-    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress)
-    t0 = time.perf_counter()
-    cocotb.start_soon(cosim.feed_images(dut, x, dut.clk, labels=y))
-    res = await cosim.collect_results(dut, len(x), ctrl.result_layout, dut.clk, on_result=lambda r: bar.update(1))
-    await cocotb.triggers.RisingEdge(dut.clk)  # leave the read-only phase
-    bar.close()
-    return res, time.perf_counter() - t0
+    return await cosim.infer(dut, ctrl.result_layout, x, y, desc, progress)
 
 
 def _golden(dp, x, y):
@@ -44,21 +31,14 @@ def _golden(dp, x, y):
 
 
 def _compare(res, g, d):
-    return [i for i, r in enumerate(res) if not _same_result(r, (g.logits[i], g.classes[i], g.p[i], d[i]))]
+    return [i for i, r in enumerate(res) if not cosim.same_result(r, (g.logits[i], g.classes[i], g.p[i], d[i]))]
 
 
 @cocotb.test()
 async def session(dut):
     p = harness.params()
     report = {"images": p["n"], "device": p.get("device", "ideal"), "stages": {}}
-    try:
-        await _session(dut, p, report)
-    except Exception as e:
-        report["error"] = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        with open(p["report"], "w") as f:
-            json.dump(report, f, indent=2)
+    await cosim.reported_session(_session, dut, p, report)
 
 
 async def _session(dut, p, report):
