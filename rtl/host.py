@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -227,6 +227,8 @@ class HostBridge(wiring.Component):
 
     def __init__(self, ctrl):
         self.image_words = ctrl.image_words
+        # the item counts are updated a cycle after an image is issued (see elaborate)
+        assert self.image_words >= 2, f"image_words {self.image_words}: the bridge needs >= 2 words per image"
         self.n_classes = ctrl.n_classes
         self.n_pe, self.n_rows, self.n_bl = ctrl.n_pe, ctrl.n_rows, ctrl.n_bl
         self.result_layout = ctrl.result_layout
@@ -263,16 +265,39 @@ class HostBridge(wiring.Component):
         wiring.connect(m, wiring.flipped(self.cmd), cmd_skid.i)
         wiring.connect(m, rsp_skid.o, wiring.flipped(self.rsp))
         wiring.connect(m, wiring.flipped(self.prog_res), res_skid.i)
+        # and on the images and programming commands to the controller: their ready is the
+        # controller's logic, which then does not reach the bridge's FSM
+        m.submodules.img_skid = img_skid = Skid(32)
+        m.submodules.prog_skid = prog_skid = Skid(self.cmd_layout)
+        wiring.connect(m, img_skid.o, wiring.flipped(self.image))
+        wiring.connect(m, prog_skid.o, wiring.flipped(self.prog))
         cmd, rsp, prog_res = cmd_skid.o, rsp_skid.i, res_skid.o
+        image, prog = img_skid.i, prog_skid.i
+        # the pair programmer's verify-read requests: its FSM does not reach the arbiter's decision
+        m.submodules.vrq_skid = vrq_skid = Skid(self.rd_layout)
+        wiring.connect(m, wiring.flipped(self.c_vread_req), vrq_skid.i)
+        c_vread_req = vrq_skid.o
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
 
         op = Signal(8)
-        count = Signal(16)
         status = Signal(8)
-        issued = Signal(16)
-        answered = Signal(16)
+        answered = Signal(16)       # items answered (the trailer's count)
+        # items issued and not yet answered, with the flag `owed != 0` kept in a register, and the
+        # items left to issue with `left == 0` registered: no 16-bit compare in the handshake logic
+        owed = Signal(16)
+        owed_nz = Signal()
+        left = Signal(16)
+        at_last = Signal()          # the next item issued is the count-th
+        inc = Signal()              # an item is issued this cycle
+        dec = Signal()              # an item is answered this cycle
+        inc_r = Signal()
+        dec_r = Signal()
+        # the op decoded once, at the header, into flags
+        f = {o: Signal(name=f"is_{o.name.lower()}") for o in Op}
+        h_resv = Signal()           # header: reserved bits set
+        h_cnt0 = Signal()           # header: count == 0
         widx = Signal(range(IW + 1))
         item = Signal(32)
         item_last = Signal()
@@ -302,9 +327,9 @@ class HostBridge(wiring.Component):
         owner_host = Signal()
         outstanding = Signal()
         with m.If(~outstanding):
-            with m.If(self.c_vread_req.valid):
-                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(self.c_vread_req.payload),
-                             self.c_vread_req.ready.eq(self.vread_req.ready)]
+            with m.If(c_vread_req.valid):
+                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(c_vread_req.payload),
+                             c_vread_req.ready.eq(self.vread_req.ready)]
                 with m.If(self.vread_req.ready):
                     m.d.sync += [outstanding.eq(1), owner_host.eq(0)]
             with m.Elif(hv_valid):
@@ -327,54 +352,60 @@ class HostBridge(wiring.Component):
         cf = {n: _field(cw, n, P["cell"]) for n in P["cell"]}
         cell_ok = (cf["pe"] < self.n_pe) & (cf["row"] < self.n_rows) & (cf["bl"] < self.n_bl)
         it = {n: _field(item, n, P["cell"]) for n in P["cell"]}
-        m.d.comb += [self.prog.payload.pe.eq(it["pe"]), self.prog.payload.row.eq(it["row"]),
-                     self.prog.payload.bl.eq(it["bl"]), self.prog.payload.target.eq(it["target"]),
+        m.d.comb += [prog.payload.pe.eq(it["pe"]), prog.payload.row.eq(it["row"]),
+                     prog.payload.bl.eq(it["bl"]), prog.payload.target.eq(it["target"]),
                      hv_req.pe.eq(it["pe"]), hv_req.row.eq(it["row"]), hv_req.bl.eq(it["bl"])]
 
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
-        is_img = (op == Op.INFER) | (op == Op.TRAIN)
-        m.d.comb += self.train.eq(op == Op.TRAIN)
-        m.d.comb += self.image.payload.eq(cmd.payload.data)
+        is_img = f[Op.INFER] | f[Op.TRAIN]
+        m.d.comb += self.train.eq(f[Op.TRAIN])
+        m.d.comb += image.payload.eq(cmd.payload.data)
 
         # ---------------------------------------------------------------- in side
         with m.FSM(name="in_fsm") as fsm_in:
             with m.State("HDR"):
+                # the header is taken into registers here and decided on in DECODE, from flags
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
-                    m.d.sync += [op.eq(hdr["op"]), count.eq(hdr["count"]), status.eq(HostStatus.OK), issued.eq(0),
+                    m.d.sync += [op.eq(hdr["op"]), status.eq(HostStatus.OK), owed.eq(0), owed_nz.eq(0),
+                                 left.eq(hdr["count"] - 1), at_last.eq(hdr["count"] == 1),
                                  answered.eq(0), widx.eq(0), refused.eq(0), in_done.eq(0), fin_sent.eq(0),
                                  fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
-                                 fflags.eq(0)]
-                    last = cmd.payload.last
-                    known = Const(0, 1)
-                    for o in Op:
-                        known = known | (hdr["op"] == o)
-                    with m.If(~known):
-                        m.d.sync += status.eq(HostStatus.BAD_OP)
-                        m.next = "DRAIN_OR_DONE"
-                    with m.Elif(hdr["reserved"] != 0):
-                        m.d.sync += status.eq(HostStatus.BAD_ARG)
-                        m.next = "DRAIN_OR_DONE"
-                    with m.Elif(hdr["op"] == Op.FINISH):
-                        with m.If(~last | (hdr["count"] != 0)):
-                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                            m.next = "DRAIN_OR_DONE"
-                        with m.Else():
-                            m.next = "FIN"
-                    with m.Elif(last):
-                        with m.If(hdr["count"] != 0):
-                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                        m.d.sync += in_done.eq(1)
-                        m.next = "DONE"
-                    with m.Elif(hdr["count"] == 0):
+                                 fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
+                                 item_last.eq(cmd.payload.last)]
+                    m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
+                    m.next = "DECODE"
+
+            with m.State("DECODE"):
+                # the header's own `last` (item_last) decides DRAIN vs DONE for the error cases
+                last = item_last
+                known = Const(0, 1)
+                for o in Op:
+                    known = known | f[o]
+                with m.If(~known):
+                    m.d.sync += status.eq(HostStatus.BAD_OP)
+                    m.next = "DRAIN_OR_DONE"
+                with m.Elif(h_resv):
+                    m.d.sync += status.eq(HostStatus.BAD_ARG)
+                    m.next = "DRAIN_OR_DONE"
+                with m.Elif(f[Op.FINISH]):
+                    with m.If(~last | ~h_cnt0):
                         m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                        m.next = "DRAIN"
-                    with m.Elif((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN)):
-                        m.next = "IMG"
+                        m.next = "DRAIN_OR_DONE"
                     with m.Else():
-                        m.next = "CELL"
-                    # the header's own `last` decides DRAIN vs DONE for the error cases
-                    m.d.sync += item_last.eq(last)
+                        m.next = "FIN"
+                with m.Elif(last):
+                    with m.If(~h_cnt0):
+                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                    m.d.sync += in_done.eq(1)
+                    m.next = "DONE"
+                with m.Elif(h_cnt0):
+                    m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                    m.next = "DRAIN"
+                with m.Elif(f[Op.INFER] | f[Op.TRAIN]):
+                    m.next = "IMG"
+                with m.Else():
+                    m.next = "CELL"
 
             with m.State("DRAIN_OR_DONE"):
                 with m.If(item_last):
@@ -390,60 +421,61 @@ class HostBridge(wiring.Component):
                     m.next = "DONE"
 
             with m.State("IMG"):                    # image words -> controller
-                m.d.comb += [self.image.valid.eq(cmd.valid), cmd.ready.eq(self.image.ready)]
-                with m.If(cmd.valid & self.image.ready):
+                m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
+                with m.If(cmd.valid & image.ready):
                     end_img = widx == IW - 1
                     m.d.sync += widx.eq(Mux(end_img, 0, widx + 1))
                     with m.If(end_img):
-                        m.d.sync += issued.eq(issued + 1)
+                        m.d.comb += inc.eq(1)
                     with m.If(cmd.payload.last):
                         with m.If(~end_img):
                             m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                             m.next = "PAD"
                         with m.Else():
-                            with m.If(issued + 1 != count):
+                            with m.If(~at_last):
                                 m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                             m.d.sync += in_done.eq(1)
                             m.next = "DONE"
-                    with m.Elif(end_img & (issued + 1 == count)):
+                    with m.Elif(end_img & at_last):
                         m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                         m.next = "DRAIN"
 
             with m.State("PAD"):                    # complete a short image with zero words
-                m.d.comb += [self.image.valid.eq(1), self.image.payload.eq(0)]
-                with m.If(self.image.ready):
+                m.d.comb += [image.valid.eq(1), image.payload.eq(0)]
+                with m.If(image.ready):
                     with m.If(widx == IW - 1):
-                        m.d.sync += [widx.eq(0), issued.eq(issued + 1), in_done.eq(1)]
+                        m.d.comb += inc.eq(1)
+                        m.d.sync += [widx.eq(0), in_done.eq(1)]
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += widx.eq(widx + 1)
 
             with m.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
-                with m.If(answered == issued):
+                with m.If(~owed_nz & ~inc_r):
                     m.d.comb += cmd.ready.eq(1)
                     with m.If(cmd.valid):
                         m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
-                        with m.If((op != Op.ECHO) & ~cell_ok):
+                        with m.If(~f[Op.ECHO] & ~cell_ok):
                             m.d.sync += refused.eq(1)
                             set_status(HostStatus.BAD_ARG)
                         m.next = "GO"
 
             with m.State("GO"):
                 sent = Signal()
-                with m.If(refused | (op == Op.ECHO)):
+                with m.If(refused | f[Op.ECHO]):
                     m.d.comb += sent.eq(1)
-                with m.Elif(op == Op.PROGRAM):
-                    m.d.comb += [self.prog.valid.eq(1), sent.eq(self.prog.ready)]
+                with m.Elif(f[Op.PROGRAM]):
+                    m.d.comb += [prog.valid.eq(1), sent.eq(prog.ready)]
                 with m.Else():
                     m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
                 with m.If(sent):
-                    m.d.sync += issued.eq(issued + 1)
+                    m.d.comb += inc.eq(1)
                     with m.If(item_last):
-                        with m.If(issued + 1 != count):
+                        with m.If(~at_last):
                             set_status(HostStatus.BAD_LENGTH)
                         m.d.sync += in_done.eq(1)
                         m.next = "DONE"
-                    with m.Elif(issued + 1 == count):
+                    with m.Elif(at_last):
                         set_status(HostStatus.BAD_LENGTH)
                         m.next = "DRAIN"
                     with m.Else():
@@ -465,18 +497,15 @@ class HostBridge(wiring.Component):
         trailer = Signal(32)
         m.d.comb += trailer.eq(Cat(op, status, answered))
         rd = self.result.payload
-        rword = Signal(32)
         ridx = Signal(range(RW + 1))
-        with m.Switch(ridx):
-            with m.Case(0):
-                m.d.comb += rword.eq(rd.cls)
-            for i in range(K):
-                with m.Case(RO["logits"] + i):
-                    m.d.comb += rword.eq(rd.logits[i])
-                with m.Case(RO["p"] + i):
-                    m.d.comb += rword.eq(rd.p[i])
-                with m.Case(RO["delta"] + i):
-                    m.d.comb += rword.eq(rd.delta[i])
+
+        def word_at(i):
+            if i == 0:
+                return rd.cls
+            for name in ("logits", "p", "delta"):
+                if RO[name] <= i < RO[name] + K:
+                    return getattr(rd, name)[i - RO[name]]
+            raise AssertionError(i)
         pres = prog_res.payload
         pword = Cat(pres.final_code, pres.pulses, pres.ok)
         fin_words = Signal(32)
@@ -490,64 +519,131 @@ class HostBridge(wiring.Component):
             with m.Case(3):
                 m.d.comb += fin_words.eq(fflags)
 
-        rsp_fire = rsp.valid & rsp.ready
+        # The out side prepares each answer word into a register (PREP), offers it (SEND) and waits a
+        # cycle (SETTLE) for `rword_r` to follow `ridx`. A word takes 3 cycles instead of 1; the UART
+        # needs thousands per word, and no path now runs from the answer logic's decisions through
+        # the word multiplexers into the response skid buffer (timing, issue 7).
         busy_in = ~fsm_in.ongoing("HDR")
         trailer_due = Signal()
-        m.d.comb += trailer_due.eq(in_done & (answered == issued) & ((op != Op.FINISH) | ~fin_sent | (fin_idx == 4)))
+        m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r & (~f[Op.FINISH] | ~fin_sent | (fin_idx == 4)))
+        # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles
+        nq = (RW + 7) // 8
+        rword_q = Array(Signal(32, name=f"rword_q{j}") for j in range(nq))
+        for j in range(nq):
+            with m.Switch(ridx[:3]):
+                for i in range(8):
+                    if 8 * j + i < RW:
+                        with m.Case(i):
+                            m.d.sync += rword_q[j].eq(word_at(8 * j + i))
+        rword_r = Signal(32)
+        m.d.sync += rword_r.eq(rword_q[ridx[3:]])
+        # cycles the current result has been valid (to 2): at 2, rword_r holds its words
+        res_seen = Signal(2)
+        with m.If(~self.result.valid):
+            m.d.sync += res_seen.eq(0)
+        with m.Elif(res_seen != 2):
+            m.d.sync += res_seen.eq(res_seen + 1)
+        ridx_last = Signal()        # ridx == RW - 1
+        oword = Signal(32)
+        olast = Signal()
+        src = {n: Signal(name=f"src_{n}") for n in ("img", "ref", "prog", "read", "echo", "fin", "trl")}
+        sending = Signal()
+        settle = Signal(2)
+        # write-verify results: answers of PROGRAM (taken when their word is sent); otherwise drained,
+        # and counted during FINISH (the flags are registers: no decision chain on these handshakes)
+        drain_res = Signal()
+        m.d.sync += drain_res.eq(~f[Op.PROGRAM] | ~busy_in)
+        counting = Signal()
+        m.d.comb += counting.eq(f[Op.FINISH] & fin_sent & (fin_idx != 4))
+        m.d.comb += prog_res.ready.eq(drain_res | (sending & src["prog"] & rsp.ready))
+        with m.If(counting & prog_res.valid & drain_res):
+            m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
+        m.d.comb += self.upd_done.ready.eq(counting & ~fin_got)
+        with m.If(self.upd_done.valid & self.upd_done.ready):
+            m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
 
-        with m.If(~busy_in):
-            # between commands: drain stray controller outputs (after an aborted command)
-            m.d.comb += [self.result.ready.eq(1), prog_res.ready.eq(1)]
-        with m.Elif(is_img & (answered != issued)):
-            m.d.comb += [rsp.valid.eq(self.result.valid), rsp.payload.data.eq(rword)]
-            with m.If(rsp_fire):
-                with m.If(ridx == RW - 1):
-                    m.d.comb += self.result.ready.eq(1)
-                    m.d.sync += [ridx.eq(0), answered.eq(answered + 1)]
-                with m.Else():
-                    m.d.sync += ridx.eq(ridx + 1)
-        with m.Elif((answered != issued) & refused):
-            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(REFUSED)]
-            with m.If(rsp_fire):
-                m.d.sync += [refused.eq(0), answered.eq(answered + 1)]
-        with m.Elif((op == Op.PROGRAM) & (answered != issued)):
-            m.d.comb += [rsp.valid.eq(prog_res.valid), rsp.payload.data.eq(pword),
-                         prog_res.ready.eq(rsp.ready)]
-            with m.If(rsp_fire):
-                m.d.sync += answered.eq(answered + 1)
-        with m.Elif((op == Op.READ) & (answered != issued)):
-            m.d.comb += [rsp.valid.eq(hv_rsp_valid), rsp.payload.data.eq(self.vread_rsp.payload.code),
-                         hv_rsp_ready.eq(rsp.ready)]
-            with m.If(rsp_fire):
-                m.d.sync += answered.eq(answered + 1)
-        with m.Elif((op == Op.ECHO) & (answered != issued)):
-            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(~item)]
-            with m.If(rsp_fire):
-                m.d.sync += answered.eq(answered + 1)
-        with m.Elif((op == Op.FINISH) & fin_sent & (fin_idx != 4)):
-            # the pair programmer's write-verify results are counted; upd_done ends the batch
-            m.d.comb += [prog_res.ready.eq(1)]
-            with m.If(prog_res.valid):
-                m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
-            with m.If(~fin_got):
-                m.d.comb += self.upd_done.ready.eq(1)
-                with m.If(self.upd_done.valid):
-                    m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
-            with m.Else():
-                m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(fin_words)]
-                with m.If(rsp_fire):
+        # PICK chooses the answer's source from registered flags (they cannot change before LOAD:
+        # only SEND answers, and the in side issues only while nothing is owed or into `owed`);
+        # LOAD takes the word once the source is valid, else goes back to PICK
+        picked = Signal()
+        ready_src = {"img": self.result.valid & (res_seen == 2), "ref": 1, "prog": prog_res.valid,
+                     "read": hv_rsp_valid, "echo": 1, "fin": fin_got, "trl": 1}
+        words = {"img": rword_r, "ref": REFUSED, "prog": pword, "read": self.vread_rsp.payload.code,
+                 "echo": ~item, "fin": fin_words, "trl": trailer}
+
+        def pick(name):
+            m.d.sync += [v.eq(n == name) for n, v in src.items()]
+            m.d.sync += picked.eq(1)
+
+        with m.If(sending):
+            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(oword), rsp.payload.last.eq(olast)]
+            with m.If(rsp.ready):
+                m.d.sync += [sending.eq(0), settle.eq(2)]
+                with m.If(src["img"]):
+                    with m.If(ridx_last):
+                        m.d.comb += [self.result.ready.eq(1), dec.eq(1)]
+                        m.d.sync += [ridx.eq(0), ridx_last.eq(0), res_seen.eq(0)]
+                    with m.Else():
+                        m.d.sync += [ridx.eq(ridx + 1), ridx_last.eq(ridx == RW - 2)]
+                with m.If(src["ref"]):
+                    m.d.comb += dec.eq(1)
+                    m.d.sync += refused.eq(0)
+                with m.If(src["prog"]):
+                    m.d.comb += dec.eq(1)
+                with m.If(src["read"]):
+                    m.d.comb += [hv_rsp_ready.eq(1), dec.eq(1)]
+                with m.If(src["echo"]):
+                    m.d.comb += dec.eq(1)
+                with m.If(src["fin"]):
                     m.d.sync += fin_idx.eq(fin_idx + 1)
                     with m.If(fin_idx == 3):
-                        m.d.sync += [answered.eq(len(P["finish"])), issued.eq(len(P["finish"]))]
+                        m.d.sync += answered.eq(len(P["finish"]))
+                with m.If(src["trl"]):
+                    m.d.comb += trailer_fire.eq(1)
+                    m.d.sync += in_done.eq(0)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
+        with m.Elif(picked):                        # LOAD
+            m.d.sync += picked.eq(0)
+            any_ready = Const(0, 1)
+            oword_next = Const(0, 32)
+            for n in src:
+                any_ready = any_ready | (src[n] & ready_src[n])
+                oword_next = oword_next | Mux(src[n], words[n], 0)
+            with m.If(any_ready):
+                m.d.sync += [oword.eq(oword_next), olast.eq(src["trl"]), sending.eq(1)]
+        with m.Elif(~busy_in):                      # PICK
+            # between commands: drain stray results (after an aborted command)
+            m.d.comb += self.result.ready.eq(1)
+        with m.Elif(is_img & owed_nz):
+            pick("img")
+        with m.Elif(owed_nz & refused):
+            pick("ref")
+        with m.Elif(f[Op.PROGRAM] & owed_nz):
+            pick("prog")
+        with m.Elif(f[Op.READ] & owed_nz):
+            pick("read")
+        with m.Elif(f[Op.ECHO] & owed_nz):
+            pick("echo")
+        with m.Elif(counting):
+            # the batch's write-verify results are counted above; upd_done ends the batch
+            pick("fin")
         with m.Elif(trailer_due):
-            m.d.comb += [rsp.valid.eq(1), rsp.payload.data.eq(trailer), rsp.payload.last.eq(1)]
-            m.d.comb += trailer_fire.eq(rsp_fire)
-            with m.If(rsp_fire):
-                m.d.sync += in_done.eq(0)
-        with m.Else():
-            # a command that is not answering: keep the controller's programming results flowing
-            with m.If(op != Op.PROGRAM):
-                m.d.comb += prog_res.ready.eq(1)
+            pick("trl")
+
+        # the counts, a cycle after the event (inc_r, dec_r: the handshakes do not reach the counters'
+        # adders). The lag is covered: SEND is followed by 2 SETTLE cycles, CELL waits for ~inc_r,
+        # the trailer for ~inc_r & ~dec_r, and the next image ends >= IMAGE_WORDS cycles later.
+        # (inc and dec never fire in HDR, where the header resets the counts.)
+        m.d.sync += [inc_r.eq(inc), dec_r.eq(dec)]
+        with m.If(dec_r):
+            m.d.sync += answered.eq(answered + 1)
+        with m.If(inc_r):
+            m.d.sync += [left.eq(left - 1), at_last.eq(left == 1)]
+        with m.If(inc_r & ~dec_r):
+            m.d.sync += [owed.eq(owed + 1), owed_nz.eq(1)]
+        with m.Elif(dec_r & ~inc_r):
+            m.d.sync += [owed.eq(owed - 1), owed_nz.eq(owed != 1)]
 
         return m
 

@@ -170,6 +170,11 @@ class PeFmcPhy(wiring.Component):
             return r
 
         guard = Signal(range(self.ready_guard + 2))
+        # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
+        # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
+        tick_r = Signal()
+        m.d.sync += tick_r.eq(0)
+        m.d.comb += self.tick.eq(tick_r)
         with m.FSM():
             with m.State("CAPTURE"):
                 for p, (port, sig, _) in enumerate(ports):
@@ -204,6 +209,7 @@ class PeFmcPhy(wiring.Component):
                 with m.Elif(fmc.ready):
                     with m.If(cp == N):
                         m.next = "TICK"
+                        m.d.sync += tick_r.eq(1)
                     with m.Else():
                         m.next = "READ"
             with m.State("READ"):
@@ -226,10 +232,10 @@ class PeFmcPhy(wiring.Component):
                         m.d.sync += [cb.eq(0), cp.eq(nxt)]
                         with m.If(nxt == N):
                             m.next = "TICK"
+                            m.d.sync += tick_r.eq(1)
                     with m.Else():
                         m.d.sync += cb.eq(cb + 1)
             with m.State("TICK"):
-                m.d.comb += self.tick.eq(1)
                 for p in range(N):
                     m.d.sync += up_cur[p].eq(up_next[p])
                 m.d.sync += self.ticks.eq(self.ticks + 1)
