@@ -43,6 +43,7 @@ The bridge has no notion of ticks: in the board top it runs under the controller
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -219,6 +220,31 @@ class Skid(wiring.Component):
         return m
 
 
+class OneHotFSM:
+    """The shape of Amaranth's `m.FSM` (`State`, `next`, `ongoing`) with one flip-flop per state:
+    a state test is one signal instead of a decode of an encoded state register (the bridge's
+    in side has 10 states, and its transitions mix many conditions)."""
+
+    def __init__(self, m, states, init, name):
+        self.m = m
+        self.st = {n: Signal(init=int(n == init), name=f"{name}_{n.lower()}") for n in states}
+        self._cur = None
+
+    @contextlib.contextmanager
+    def State(self, name):
+        with self.m.If(self.st[name]):
+            self._cur = name
+            yield
+            self._cur = None
+
+    def next(self, name):
+        if name != self._cur:
+            self.m.d.sync += [self.st[self._cur].eq(0), self.st[name].eq(1)]
+
+    def ongoing(self, name):
+        return self.st[name]
+
+
 class HostBridge(wiring.Component):
     """STREAM words <-> controller ports (see the module docstring).
 
@@ -277,6 +303,9 @@ class HostBridge(wiring.Component):
         m.submodules.vrq_skid = vrq_skid = Skid(self.rd_layout)
         wiring.connect(m, wiring.flipped(self.c_vread_req), vrq_skid.i)
         c_vread_req = vrq_skid.o
+        m.submodules.vrs_skid = vrs_skid = Skid(self.c_vread_rsp.payload.shape())
+        wiring.connect(m, vrs_skid.o, wiring.flipped(self.c_vread_rsp))
+        c_vread_rsp = vrs_skid.i
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
@@ -299,6 +328,7 @@ class HostBridge(wiring.Component):
         h_resv = Signal()           # header: reserved bits set
         h_cnt0 = Signal()           # header: count == 0
         widx = Signal(range(IW + 1))
+        widx_end = Signal()         # widx == IW - 1, kept with widx
         item = Signal(32)
         item_last = Signal()
         refused = Signal()          # the current item is refused: the out side answers REFUSED
@@ -341,11 +371,11 @@ class HostBridge(wiring.Component):
             with m.If(owner_host):
                 m.d.comb += [hv_rsp_valid.eq(self.vread_rsp.valid), self.vread_rsp.ready.eq(hv_rsp_ready)]
             with m.Else():
-                m.d.comb += [self.c_vread_rsp.valid.eq(self.vread_rsp.valid),
-                             self.vread_rsp.ready.eq(self.c_vread_rsp.ready)]
+                m.d.comb += [c_vread_rsp.valid.eq(self.vread_rsp.valid),
+                             self.vread_rsp.ready.eq(c_vread_rsp.ready)]
             with m.If(self.vread_rsp.valid & self.vread_rsp.ready):
                 m.d.sync += outstanding.eq(0)
-        m.d.comb += self.c_vread_rsp.payload.eq(self.vread_rsp.payload)
+        m.d.comb += c_vread_rsp.payload.eq(self.vread_rsp.payload)
 
         # ---------------------------------------------------------------- cell word decode
         cw = cmd.payload.data
@@ -362,134 +392,136 @@ class HostBridge(wiring.Component):
         m.d.comb += image.payload.eq(cmd.payload.data)
 
         # ---------------------------------------------------------------- in side
-        with m.FSM(name="in_fsm") as fsm_in:
-            with m.State("HDR"):
-                # the header is taken into registers here and decided on in DECODE, from flags
+        # one flip-flop per state (OneHotFSM): the state tests are single signals (timing, issue 7)
+        fsm_in = OneHotFSM(m, ["HDR", "DECODE", "DRAIN_OR_DONE", "DRAIN", "IMG", "PAD", "CELL", "GO", "FIN", "DONE"],
+                           "HDR", "in")
+        with fsm_in.State("HDR"):
+            # the header is taken into registers here and decided on in DECODE, from flags
+            m.d.comb += cmd.ready.eq(1)
+            with m.If(cmd.valid):
+                m.d.sync += [op.eq(hdr["op"]), status.eq(HostStatus.OK), owed.eq(0), owed_nz.eq(0),
+                             left.eq(hdr["count"] - 1), at_last.eq(hdr["count"] == 1),
+                             answered.eq(0), widx.eq(0), widx_end.eq(0), refused.eq(0), in_done.eq(0), fin_sent.eq(0),
+                             fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
+                             fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
+                             item_last.eq(cmd.payload.last)]
+                m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
+                fsm_in.next("DECODE")
+
+        with fsm_in.State("DECODE"):
+            # the header's own `last` (item_last) decides DRAIN vs DONE for the error cases
+            last = item_last
+            known = Const(0, 1)
+            for o in Op:
+                known = known | f[o]
+            with m.If(~known):
+                m.d.sync += status.eq(HostStatus.BAD_OP)
+                fsm_in.next("DRAIN_OR_DONE")
+            with m.Elif(h_resv):
+                m.d.sync += status.eq(HostStatus.BAD_ARG)
+                fsm_in.next("DRAIN_OR_DONE")
+            with m.Elif(f[Op.FINISH]):
+                with m.If(~last | ~h_cnt0):
+                    m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                    fsm_in.next("DRAIN_OR_DONE")
+                with m.Else():
+                    fsm_in.next("FIN")
+            with m.Elif(last):
+                with m.If(~h_cnt0):
+                    m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                m.d.sync += in_done.eq(1)
+                fsm_in.next("DONE")
+            with m.Elif(h_cnt0):
+                m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                fsm_in.next("DRAIN")
+            with m.Elif(f[Op.INFER] | f[Op.TRAIN]):
+                fsm_in.next("IMG")
+            with m.Else():
+                fsm_in.next("CELL")
+
+        with fsm_in.State("DRAIN_OR_DONE"):
+            with m.If(item_last):
+                m.d.sync += in_done.eq(1)
+                fsm_in.next("DONE")
+            with m.Else():
+                fsm_in.next("DRAIN")
+
+        with fsm_in.State("DRAIN"):                  # drop words up to `last`
+            m.d.comb += cmd.ready.eq(1)
+            with m.If(cmd.valid & cmd.payload.last):
+                m.d.sync += in_done.eq(1)
+                fsm_in.next("DONE")
+
+        with fsm_in.State("IMG"):                    # image words -> controller
+            m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
+            with m.If(cmd.valid & image.ready):
+                end_img = widx_end
+                m.d.sync += [widx.eq(Mux(end_img, 0, widx + 1)), widx_end.eq(~end_img & (widx == IW - 2))]
+                with m.If(end_img):
+                    m.d.comb += inc.eq(1)
+                with m.If(cmd.payload.last):
+                    with m.If(~end_img):
+                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                        fsm_in.next("PAD")
+                    with m.Else():
+                        with m.If(~at_last):
+                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                        m.d.sync += in_done.eq(1)
+                        fsm_in.next("DONE")
+                with m.Elif(end_img & at_last):
+                    m.d.sync += status.eq(HostStatus.BAD_LENGTH)
+                    fsm_in.next("DRAIN")
+
+        with fsm_in.State("PAD"):                    # complete a short image with zero words
+            m.d.comb += [image.valid.eq(1), image.payload.eq(0)]
+            with m.If(image.ready):
+                with m.If(widx_end):
+                    m.d.comb += inc.eq(1)
+                    m.d.sync += [widx.eq(0), widx_end.eq(0), in_done.eq(1)]
+                    fsm_in.next("DONE")
+                with m.Else():
+                    m.d.sync += [widx.eq(widx + 1), widx_end.eq(widx == IW - 2)]
+
+        with fsm_in.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
+            with m.If(~owed_nz & ~inc_r):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
-                    m.d.sync += [op.eq(hdr["op"]), status.eq(HostStatus.OK), owed.eq(0), owed_nz.eq(0),
-                                 left.eq(hdr["count"] - 1), at_last.eq(hdr["count"] == 1),
-                                 answered.eq(0), widx.eq(0), refused.eq(0), in_done.eq(0), fin_sent.eq(0),
-                                 fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
-                                 fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
-                                 item_last.eq(cmd.payload.last)]
-                    m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
-                    m.next = "DECODE"
+                    m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
+                    with m.If(~f[Op.ECHO] & ~cell_ok):
+                        m.d.sync += refused.eq(1)
+                        set_status(HostStatus.BAD_ARG)
+                    fsm_in.next("GO")
 
-            with m.State("DECODE"):
-                # the header's own `last` (item_last) decides DRAIN vs DONE for the error cases
-                last = item_last
-                known = Const(0, 1)
-                for o in Op:
-                    known = known | f[o]
-                with m.If(~known):
-                    m.d.sync += status.eq(HostStatus.BAD_OP)
-                    m.next = "DRAIN_OR_DONE"
-                with m.Elif(h_resv):
-                    m.d.sync += status.eq(HostStatus.BAD_ARG)
-                    m.next = "DRAIN_OR_DONE"
-                with m.Elif(f[Op.FINISH]):
-                    with m.If(~last | ~h_cnt0):
-                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                        m.next = "DRAIN_OR_DONE"
-                    with m.Else():
-                        m.next = "FIN"
-                with m.Elif(last):
-                    with m.If(~h_cnt0):
-                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                    m.d.sync += in_done.eq(1)
-                    m.next = "DONE"
-                with m.Elif(h_cnt0):
-                    m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                    m.next = "DRAIN"
-                with m.Elif(f[Op.INFER] | f[Op.TRAIN]):
-                    m.next = "IMG"
-                with m.Else():
-                    m.next = "CELL"
-
-            with m.State("DRAIN_OR_DONE"):
+        with fsm_in.State("GO"):
+            sent = Signal()
+            with m.If(refused | f[Op.ECHO]):
+                m.d.comb += sent.eq(1)
+            with m.Elif(f[Op.PROGRAM]):
+                m.d.comb += [prog.valid.eq(1), sent.eq(prog.ready)]
+            with m.Else():
+                m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
+            with m.If(sent):
+                m.d.comb += inc.eq(1)
                 with m.If(item_last):
-                    m.d.sync += in_done.eq(1)
-                    m.next = "DONE"
-                with m.Else():
-                    m.next = "DRAIN"
-
-            with m.State("DRAIN"):                  # drop words up to `last`
-                m.d.comb += cmd.ready.eq(1)
-                with m.If(cmd.valid & cmd.payload.last):
-                    m.d.sync += in_done.eq(1)
-                    m.next = "DONE"
-
-            with m.State("IMG"):                    # image words -> controller
-                m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
-                with m.If(cmd.valid & image.ready):
-                    end_img = widx == IW - 1
-                    m.d.sync += widx.eq(Mux(end_img, 0, widx + 1))
-                    with m.If(end_img):
-                        m.d.comb += inc.eq(1)
-                    with m.If(cmd.payload.last):
-                        with m.If(~end_img):
-                            m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                            m.next = "PAD"
-                        with m.Else():
-                            with m.If(~at_last):
-                                m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                            m.d.sync += in_done.eq(1)
-                            m.next = "DONE"
-                    with m.Elif(end_img & at_last):
-                        m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                        m.next = "DRAIN"
-
-            with m.State("PAD"):                    # complete a short image with zero words
-                m.d.comb += [image.valid.eq(1), image.payload.eq(0)]
-                with m.If(image.ready):
-                    with m.If(widx == IW - 1):
-                        m.d.comb += inc.eq(1)
-                        m.d.sync += [widx.eq(0), in_done.eq(1)]
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += widx.eq(widx + 1)
-
-            with m.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
-                with m.If(~owed_nz & ~inc_r):
-                    m.d.comb += cmd.ready.eq(1)
-                    with m.If(cmd.valid):
-                        m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
-                        with m.If(~f[Op.ECHO] & ~cell_ok):
-                            m.d.sync += refused.eq(1)
-                            set_status(HostStatus.BAD_ARG)
-                        m.next = "GO"
-
-            with m.State("GO"):
-                sent = Signal()
-                with m.If(refused | f[Op.ECHO]):
-                    m.d.comb += sent.eq(1)
-                with m.Elif(f[Op.PROGRAM]):
-                    m.d.comb += [prog.valid.eq(1), sent.eq(prog.ready)]
-                with m.Else():
-                    m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
-                with m.If(sent):
-                    m.d.comb += inc.eq(1)
-                    with m.If(item_last):
-                        with m.If(~at_last):
-                            set_status(HostStatus.BAD_LENGTH)
-                        m.d.sync += in_done.eq(1)
-                        m.next = "DONE"
-                    with m.Elif(at_last):
+                    with m.If(~at_last):
                         set_status(HostStatus.BAD_LENGTH)
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "CELL"
+                    m.d.sync += in_done.eq(1)
+                    fsm_in.next("DONE")
+                with m.Elif(at_last):
+                    set_status(HostStatus.BAD_LENGTH)
+                    fsm_in.next("DRAIN")
+                with m.Else():
+                    fsm_in.next("CELL")
 
-            with m.State("FIN"):
-                m.d.comb += self.upd_finish.valid.eq(1)
-                with m.If(self.upd_finish.ready):
-                    m.d.sync += [fin_sent.eq(1), in_done.eq(1)]
-                    m.next = "DONE"
+        with fsm_in.State("FIN"):
+            m.d.comb += self.upd_finish.valid.eq(1)
+            with m.If(self.upd_finish.ready):
+                m.d.sync += [fin_sent.eq(1), in_done.eq(1)]
+                fsm_in.next("DONE")
 
-            with m.State("DONE"):                   # wait for the out side's trailer
-                with m.If(trailer_fire):
-                    m.next = "HDR"
+        with fsm_in.State("DONE"):                   # wait for the out side's trailer
+            with m.If(trailer_fire):
+                fsm_in.next("HDR")
 
         m.d.comb += self.active.eq(~fsm_in.ongoing("HDR"))
 

@@ -146,10 +146,14 @@ class PeFmcPhy(wiring.Component):
                     pos += len(getattr(port, n))
             m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in request]).any())
 
-        last_dn = Array(Const(d - 1, self.beat_bits) for d in DBs)
         last_up = Array(Const(u - 1, self.beat_bits) for u in UBs + [1])
-        wp = Signal(range(N))           # write pointer {pe, beat}
-        wb = Signal(self.beat_bits)
+        # the write phase walks every port's down beats in order: the words leave a shift register
+        # and the bus address comes from a table indexed by a beat counter (no word multiplexer or
+        # per-port compare between the captured words and the I/O registers)
+        beats = [(p, b) for p in range(N) for b in range(DBs[p])]
+        dn_all = Signal(len(beats) * DW)
+        addr_tab = Array(Const(b | (p << self.beat_bits), len(fmc.addr)) for p, b in beats)
+        wk = Signal(range(len(beats)))
         # read issue / capture pointers walk the requested PEs only
         ip = Signal(range(N + 1))
         ib = Signal(self.beat_bits)
@@ -177,25 +181,19 @@ class PeFmcPhy(wiring.Component):
         m.d.comb += self.tick.eq(tick_r)
         with m.FSM():
             with m.State("CAPTURE"):
+                dn_now = [Signal(DBs[p] * DW, name=f"dn_now{p}") for p in range(N)]
                 for p, (port, sig, _) in enumerate(ports):
-                    m.d.sync += down[p].eq(self._down(port, sig))
-                m.d.sync += [wp.eq(0), wb.eq(0)]
+                    m.d.comb += dn_now[p].eq(self._down(port, sig))
+                    m.d.sync += down[p].eq(dn_now[p])
+                m.d.sync += [dn_all.eq(Cat(*dn_now)), wk.eq(0)]
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(Cat(wb, wp[:self.pe_bits]))]
-                with m.Switch(Cat(wb, wp[:self.pe_bits])):
-                    for p in range(N):
-                        for b in range(DBs[p]):
-                            with m.Case(b | (p << self.beat_bits)):
-                                m.d.comb += fmc.wdata.eq(down[p].word_select(b, DW))
-                with m.If(wb == last_dn[wp]):
-                    m.d.sync += wb.eq(0)
-                    with m.If(wp == N - 1):
-                        m.next = "APPLY"
-                    with m.Else():
-                        m.d.sync += wp.eq(wp + 1)
+                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk]), fmc.wdata.eq(dn_all[:DW])]
+                m.d.sync += dn_all.eq(dn_all >> DW)
+                with m.If(wk == len(beats) - 1):
+                    m.next = "APPLY"
                 with m.Else():
-                    m.d.sync += wb.eq(wb + 1)
+                    m.d.sync += wk.eq(wk + 1)
             with m.State("APPLY"):
                 m.d.comb += fmc.apply.eq(1)
                 for p in range(N):
