@@ -231,17 +231,46 @@ class Controller(wiring.Component):
         m.d.comb += [self.image.ready.eq(~img_full), img_w.addr.eq(load_addr), img_w.data.eq(self.image.payload)]
         label_in = Signal(8)
         label = Signal(8)
+        load_last = Signal(init=self.image_words == 1)   # load_addr == image_words - 1, a register
         with m.If(self.image.valid & self.image.ready):
             m.d.comb += img_w.en.eq(1)
-            with m.If(load_addr == self.image_words - 1):
+            with m.If(load_last):
                 m.d.sync += label_in.eq(self.image.payload[:8])
-            with m.If(load_addr == self.image_words - 1):
-                m.d.sync += [load_addr.eq(0), img_full.eq(1)]
+            with m.If(load_last):
+                m.d.sync += [load_addr.eq(0), img_full.eq(1), load_last.eq(self.image_words == 1)]
             with m.Else():
-                m.d.sync += load_addr.eq(load_addr + 1)
+                m.d.sync += [load_addr.eq(load_addr + 1), load_last.eq(load_addr == self.image_words - 2)]
 
         # ------------------------------------------------------------ step state
         step = Signal(range(len(steps) + 1))
+        # for timing: the step also one-hot (set with `step`; a case of a step is one flip-flop),
+        # and the step's constants in registers (they follow `step` one cycle later; every use is
+        # at least two cycles after a step change: the first gather or the first position)
+        NS = len(steps)
+        step_oh = Signal(NS, init=1)
+
+        def on(si):        # Case pattern of step si on step_oh
+            return "".join("1" if b == si else "-" for b in reversed(range(NS)))
+        sc_h = Signal(8)
+        sc_w = Signal(8)
+        sc_c = Signal(8)
+        sc_wc = Signal(16)
+        sc_ng1 = Signal(8)     # groups per position - 1
+        sc_oh1 = Signal(8)     # Ho - 1, Wo - 1
+        sc_ow1 = Signal(8)
+        sc_no1 = Signal(8)     # output channels - 1, - 2
+        sc_no2 = Signal(8)
+        sc_m = Signal(16)      # requant multiplier
+        m.d.sync += [sc_h.eq(Array(Const(st.in_shape[0], 8) for st in steps)[step]),
+                     sc_w.eq(Array(Const(st.in_shape[1], 8) for st in steps)[step]),
+                     sc_c.eq(Array(Const(st.in_shape[2], 8) for st in steps)[step]),
+                     sc_wc.eq(Array(Const(st.in_shape[1] * st.in_shape[2], 16) for st in steps)[step]),
+                     sc_ng1.eq(Array(Const(len(st.lanes[0][1]) - 1, 8) for st in steps)[step]),
+                     sc_oh1.eq(Array(Const(st.out_hw[0] - 1, 8) for st in steps)[step]),
+                     sc_ow1.eq(Array(Const(st.out_hw[1] - 1, 8) for st in steps)[step]),
+                     sc_no1.eq(Array(Const(st.n_out - 1, 8) for st in steps)[step]),
+                     sc_no2.eq(Array(Const(max(st.n_out - 2, 0), 8) for st in steps)[step]),
+                     sc_m.eq(Array(Const(st.requant[0] if st.requant else 0, 16) for st in steps)[step])]
         running = Signal()
         ncycles = Signal(32)
         m.d.sync += self.timestamp.eq(self.timestamp + 1)
@@ -253,7 +282,7 @@ class Controller(wiring.Component):
         iss_active = Signal()
         ho = Signal(8)
         wo = Signal(8)
-        gi = Signal(8)
+        gi = Signal(range(max(len(st.lanes[0][1]) for st in steps)))
         cmd_valid = Signal()
         patches = [Signal(data.ArrayLayout(unsigned(8), NBL), name=f"patch{li}") for li in range(NL)]
         fetch_done = Signal()
@@ -263,16 +292,12 @@ class Controller(wiring.Component):
         fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
                 for f in range(len(fm_copies))]
 
-        # per step constant tables
-        n_groups = Array(Const(len(s.lanes[0][1]), 8) for s in steps)
-        oh_c = Array(Const(s.out_hw[0], 8) for s in steps)
-        ow_c = Array(Const(s.out_hw[1], 8) for s in steps)
-
         jj = Signal(range(NBL + 2))   # tap being issued this cycle
         # address generation, pipelined for timing (ho, wo, gi are stable during a gather): tap jj is
-        # issued (stage 0); its table entry is registered (1), then y/x (2), y*w + x and the
-        # in-bounds flag (3), the address (4); the RAM answers at stage 5 (its output is registered
-        # right away: block RAM clock-to-out is long) and stage 6 writes the patch.
+        # issued (stage 0); its table entry is registered (1), then y/x (2), y*(w*c), x*c and the
+        # in-bounds flag (3: multiplier outputs registered), the address y*w*c + x*c + c (4); the RAM
+        # answers at stage 5 (its output is registered right away: block RAM clock-to-out is long)
+        # and stage 6 writes the patch. The step's constants are registers (sc_*).
         # 16 taps + 6 stages = 23 cycles per gather, still hidden under a group's 32 pulse cycles.
         GL = 6
         g_v = [Signal(name=f"gv{k}") for k in range(GL + 1)]          # tap valid per stage
@@ -290,32 +315,38 @@ class Controller(wiring.Component):
         xs = [Signal(signed(10), name=f"x{li}") for li in range(NL)]
         r_inb = [Signal(name=f"rinb{li}") for li in range(NL)]
         r_c = [Signal(8, name=f"rc{li}") for li in range(NL)]
-        r_yx = [Signal(signed(16), name=f"ryx{li}") for li in range(NL)]
+        r_x = [Signal(signed(18), name=f"rx{li}") for li in range(NL)]        # x * c
+        r_y = [Signal(signed(18), name=f"ry{li}") for li in range(NL)]        # y * (w * c)
         lane_addr = [Signal(16, name=f"addr{li}") for li in range(NL)]
         lane_inb = [Signal(name=f"inb{li}") for li in range(NL)]
-        with m.Switch(step):
+        # (ho - pad), (wo - pad): registered (ho, wo and the step change at a group hand-over, 2 cycles
+        # before stage 2 of the next gather; so the pad comes from `step` itself, not sc_pad)
+        hop = Signal(signed(10))
+        wop = Signal(signed(10))
+        pad_now = Array(Const(st.pad, 8) for st in steps)[step]
+        m.d.sync += [hop.eq(ho - pad_now), wop.eq(wo - pad_now)]
+        # tap table index gi * NBL + jj (jj < NBL while a tap is valid: wiring when NBL is a power of 2)
+        tidx = Cat(jj[:_bits(NBL)], gi) if NBL & (NBL - 1) == 0 else gi * NBL + jj
+        # per lane: the step's table entry, an AND-OR over the steps on the one-hot step
+        for li in range(NL):
+            tabs = [[], [], [], []]
             for si, st in enumerate(steps):
-                with m.Case(si):
-                    h, w, c = st.in_shape
-                    for li in range(NL):
-                        if li < len(st.lanes):
-                            tab = st.taps[li]
-                            flat = [t for g in tab for t in g]
-                            tv = Array(Const(t[0], 1) for t in flat)
-                            tc = Array(Const(t[1], 8) for t in flat)
-                            th = Array(Const(t[2], 8) for t in flat)
-                            tw = Array(Const(t[3], 8) for t in flat)
-                            idx = gi * NBL + jj
-                            m.d.sync += [t_v[li].eq(tv[idx]), t_c[li].eq(tc[idx]), t_h[li].eq(th[idx]),
-                                         t_w[li].eq(tw[idx])]
-                            m.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]),
-                                         ys[li].eq(ho + t_h[li] - st.pad), xs[li].eq(wo + t_w[li] - st.pad)]
-                            m.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < h) & (xs[li] >= 0) &
-                                                      (xs[li] < w)),
-                                         r_yx[li].eq(ys[li] * w + xs[li]), r_c[li].eq(y_c[li])]
-                            m.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_yx[li] * c + r_c[li])]
-                        else:
-                            m.d.sync += [t_v[li].eq(0), y_v[li].eq(0), r_inb[li].eq(0), lane_inb[li].eq(0)]
+                if li < len(st.lanes):
+                    flat = [t for g in st.taps[li] for t in g]
+                    ib = _bits(len(flat))
+                    for f, w in enumerate((1, 8, 8, 8)):
+                        tab = Array(Const(t[f], w) for t in flat)
+                        tabs[f].append(Mux(step_oh[si], tab[tidx[:ib]], 0))
+            for f, dst in enumerate((t_v[li], t_c[li], t_h[li], t_w[li])):
+                v = tabs[f][0]
+                for x in tabs[f][1:]:
+                    v = v | x
+                m.d.sync += dst.eq(v)
+        for li in range(NL):
+            m.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]), ys[li].eq(hop + t_h[li]), xs[li].eq(wop + t_w[li])]
+            m.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < sc_h) & (xs[li] >= 0) & (xs[li] < sc_w)),
+                         r_y[li].eq(ys[li] * sc_wc), r_x[li].eq(xs[li] * sc_c), r_c[li].eq(y_c[li])]
+            m.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_y[li] + r_x[li] + r_c[li])]
         for li, rp in enumerate(img_r):
             m.d.comb += rp.addr.eq(lane_addr[li] >> 2)
         for f in range(len(fm_r)):
@@ -334,15 +365,20 @@ class Controller(wiring.Component):
         for f in range(len(fm_r)):
             m.d.sync += [q.eq(rp.data) for q, rp in zip(fm_q[f], fm_r[f])]
         rd_data = [Signal(8, name=f"rd{li}") for li in range(NL)]
-        with m.Switch(step):
+        # the step's source as an AND-OR on the one-hot step (no priority chain)
+        for li in range(NL):
+            srcs = []
             for si in range(len(steps)):
-                with m.Case(si):
-                    for li in range(NL):
-                        if si == 0:
-                            if li < len(img_r):
-                                m.d.comb += rd_data[li].eq(img_q[li].word_select(q_byte[li], 8))
-                        elif li < len(fm_r[si - 1]):
-                            m.d.comb += rd_data[li].eq(fm_q[si - 1][li])
+                if si == 0:
+                    if li < len(img_r):
+                        srcs.append(Mux(step_oh[si], img_q[li].word_select(q_byte[li], 8), 0))
+                elif li < len(fm_r[si - 1]):
+                    srcs.append(Mux(step_oh[si], fm_q[si - 1][li], 0))
+            if srcs:
+                acc_src = srcs[0]
+                for x in srcs[1:]:
+                    acc_src = acc_src | x
+                m.d.comb += rd_data[li].eq(acc_src)
 
         # gather FSM: jj issues the taps; the data of the tap at the last stage goes into the patches
         with m.If(g_v[0]):
@@ -352,43 +388,52 @@ class Controller(wiring.Component):
                 m.d.sync += patches[li][g_j[GL]].eq(Mux(q_inb[li], rd_data[li], 0))
             with m.If(g_j[GL] == NBL - 1):
                 m.d.sync += fetch_done.eq(1)
-        # hand the patches to the lanes
+        # hand the patches to the lanes. For timing the group's lane parameters, its tag and the
+        # "last group / column / row" flags are registers, computed from gi, wo, ho in the cycle
+        # after they change (a hand-over is >= 23 cycles after the previous one)
         lane_ready = lanes[0].cmd.ready
-        last_gi = gi == n_groups[step] - 1
+        last_gi = Signal()
+        last_wo = Signal()
+        last_ho = Signal()
+        first_gi = Signal()
+        m.d.sync += [last_gi.eq(gi == sc_ng1), last_wo.eq(wo == sc_ow1), last_ho.eq(ho == sc_oh1), first_gi.eq(gi == 0)]
         m.d.comb += cmd_valid.eq(iss_active & fetch_done)
         for li, lane in enumerate(lanes):
+            c_rb = Signal.like(lane.cmd.payload.row_base, name=f"crb{li}")
+            c_no = Signal.like(lane.cmd.payload.n_out, name=f"cno{li}")
             m.d.comb += [lane.cmd.valid.eq(cmd_valid), lane.cmd.payload.patch.eq(patches[li]),
-                         lane.cmd.payload.tag.eq((gi == 0) | (last_gi << 1))]
-            with m.Switch(step):
+                         lane.cmd.payload.tag.eq(first_gi | (last_gi << 1)),
+                         lane.cmd.payload.row_base.eq(c_rb), lane.cmd.payload.n_out.eq(c_no)]
+            with m.Switch(step_oh):
                 for si, st in enumerate(steps):
-                    with m.Case(si):
+                    with m.Case(on(si)):
                         if li < len(st.lanes):
                             gs = st.lanes[li][1]
                             rbt = Array(Const(g.row_base if g else 0, 8) for g in gs)
                             nto = Array(Const(g.n_out if g else 0, 8) for g in gs)
-                            m.d.comb += [lane.cmd.payload.row_base.eq(rbt[gi]), lane.cmd.payload.n_out.eq(nto[gi])]
+                            m.d.sync += [c_rb.eq(rbt[gi]), c_no.eq(nto[gi])]
                         else:
-                            m.d.comb += lane.cmd.payload.n_out.eq(0)
-        with m.If(cmd_valid & lane_ready):
-            m.d.sync += [fetch_done.eq(0), jj.eq(0)]
+                            m.d.sync += c_no.eq(0)
+        # the flags combined (registered too): each counter's enable is then fire & one flag
+        end_row = Signal()
+        end_all = Signal()
+        m.d.sync += [end_row.eq((gi == sc_ng1) & (wo == sc_ow1)), end_all.eq((gi == sc_ng1) & (wo == sc_ow1) & (ho == sc_oh1))]
+        fire = Signal()
+        m.d.comb += fire.eq(cmd_valid & lane_ready)
+        with m.If(fire):
+            m.d.sync += [fetch_done.eq(0), jj.eq(0), gi.eq(Mux(last_gi, 0, gi + 1))]
             with m.If(last_gi):
-                m.d.sync += gi.eq(0)
-                with m.If(wo == ow_c[step] - 1):
-                    m.d.sync += wo.eq(0)
-                    with m.If(ho == oh_c[step] - 1):
-                        m.d.sync += [ho.eq(0), iss_active.eq(0)]
-                    with m.Else():
-                        m.d.sync += ho.eq(ho + 1)
-                with m.Else():
-                    m.d.sync += wo.eq(wo + 1)
-            with m.Else():
-                m.d.sync += gi.eq(gi + 1)
+                m.d.sync += wo.eq(Mux(last_wo, 0, wo + 1))
+            with m.If(end_row):
+                m.d.sync += ho.eq(Mux(last_ho, 0, ho + 1))
+            with m.If(end_all):
+                m.d.sync += iss_active.eq(0)
 
         # lanes -> PE ports, routed by the step's lane -> PE table
         for p in range(self.n_pe):
-            with m.Switch(step):
+            with m.Switch(step_oh):
                 for si, st in enumerate(steps):
-                    with m.Case(si):
+                    with m.Case(on(si)):
                         for li, (pe, _) in enumerate(st.lanes):
                             if pe == p:
                                 lp = lanes[li].pe
@@ -414,6 +459,10 @@ class Controller(wiring.Component):
         m.d.sync += [res_valid.eq(lanes[0].res.valid), tag.eq(lanes[0].res.payload.tag)]
         for o in range(MO):
             m.d.sync += dsum[o].eq(sum((lane.res.payload.d[o] for lane in lanes), Const(0, signed(acc_bits))))
+        # the post reads H[0] and shifts H down by one channel per cycle (no MO:1 multiplexer)
+        post_go = Signal()                # a channel of a conv step enters the pipeline
+        with m.If(post_go):
+            m.d.sync += [H[o].eq(H[o + 1]) for o in range(MO - 1)]
         with m.If(res_valid):
             for o in range(MO):
                 s = dsum[o]
@@ -421,16 +470,16 @@ class Controller(wiring.Component):
                 m.d.sync += A[o].eq(new)
                 with m.If(tag[1]):
                     m.d.sync += H[o].eq(new)
-            with m.If(tag[1] & hold_valid):
-                m.d.sync += self.overrun.eq(1)
+        m.d.sync += self.overrun.eq(self.overrun | (res_valid & tag[1] & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
         # conv steps: for each finished position, one output channel po per cycle goes through a
-        # pipeline (for timing), stage registers q_*[k]: 0 select H[po], ReLU, pooled address; 1 multiply
-        # by M; 2 round, shift, saturate, read the pooled cell; 3 register both; 4 write max(old, act)
-        # (the first visit of a window writes).
+        # pipeline (for timing), stage registers q_*[k]: 0 take H[0] (H shifts down a channel per
+        # cycle), ReLU, pooled address; 1 multiply by M (two partial products); 2 their sum; 3 round,
+        # shift, saturate, read the pooled cell; 4 register both; 5 write max(old, act) (the first
+        # visit of a window writes).
         # The pooled position is kept as counters (offset in the window, base addresses) instead of
-        # dividing pho, pwo by the pool size. The step ends when its last position leaves stage 4,
+        # dividing pho, pwo by the pool size. The step ends when its last position leaves stage 5,
         # so the next step never reads a cell that is still being written.
         po = Signal(range(MO + 1))        # output channel being stored
         pho = Signal(8)
@@ -440,40 +489,50 @@ class Controller(wiring.Component):
         prow = Signal(16)                 # (pho // pool) * ow * oc
         pbase = Signal(16)                # ((pho // pool) * ow + pwo // pool) * oc
         post_done_step = Signal()
-        Harr = Array(H)
-        nout_c = Array(Const(s.n_out, 8) for s in steps)
+        # "last" flags of the position counters as registers, for timing: pwo, pho change when po
+        # wraps (>= 2 cycles apart: conv steps have >= 2 channels), po_last follows po's next value
+        if any(st.n_out < 2 for st in steps[:-1]):
+            raise ValueError("a conv step needs at least 2 output channels (post timing)")
+        last_pwo = Signal()
+        last_pho = Signal()
+        po_last = Signal()
+        m.d.sync += [last_pwo.eq(pwo == sc_ow1), last_pho.eq(pho == sc_oh1)]
         last_pos = Signal()               # this position is the step's last
-        m.d.comb += last_pos.eq((pwo == ow_c[step] - 1) & (pho == oh_c[step] - 1))
+        m.d.comb += last_pos.eq(last_pwo & last_pho)
         pin = Signal()                    # this position falls in a pooling window
-        post_go = Signal()                # a channel of a conv step enters the pipeline
-        m.d.comb += post_go.eq(hold_valid & (step < len(steps) - 1))
-        q_v = [Signal(name=f"qv{k}") for k in range(5)]      # per stage: valid, write, end of step
-        q_go = [Signal(name=f"qgo{k}") for k in range(5)]
-        q_end = [Signal(name=f"qend{k}") for k in range(5)]
-        q_first = [Signal(name=f"qfirst{k}") for k in range(5)]
-        q_addr = [Signal(16, name=f"qaddr{k}") for k in range(5)]
-        for k in range(1, 4):
+        m.d.comb += post_go.eq(hold_valid & ~step_oh[NS - 1])
+        QL = 5                            # the last stage (writes)
+        q_v = [Signal(name=f"qv{k}") for k in range(QL + 1)]      # per stage: valid, write, end of step
+        q_go = [Signal(name=f"qgo{k}") for k in range(QL + 1)]
+        q_end = [Signal(name=f"qend{k}") for k in range(QL + 1)]
+        q_first = [Signal(name=f"qfirst{k}") for k in range(QL + 1)]
+        q_addr = [Signal(16, name=f"qaddr{k}") for k in range(QL + 1)]
+        for k in range(1, QL):
             m.d.sync += [q_v[k + 1].eq(q_v[k]), q_go[k + 1].eq(q_go[k]), q_end[k + 1].eq(q_end[k]),
                          q_first[k + 1].eq(q_first[k]), q_addr[k + 1].eq(q_addr[k])]
-        m.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & (po == nout_c[step] - 1)),
+        m.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & po_last),
                      q_first[1].eq((prh == 0) & (prw == 0)), q_addr[1].eq(pbase + po)]
-        hval = Harr[po]
+        hval = H[0]
         q_relu = Signal(acc_bits - 1)
         q_m = Signal(16)
         q_prod = Signal(acc_bits + 15)
         q_act = Signal(8)
         q_act4 = Signal(8)
-        q_old = Signal(8)                 # the pooled cell read at stage 2 (registered: RAM clock-to-out)
-        m_c = Array(Const(s.requant[0] if s.requant else 0, 16) for s in steps)
-        m.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(m_c[step])]
-        m.d.sync += q_prod.eq(q_relu * q_m)
+        m.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m)]
+        # the product as two registered partial products (one DSP each), then their sum (timing)
+        SPL = 18
+        q_pl = Signal(min(acc_bits - 1, SPL) + 16)
+        q_ph = Signal(max(acc_bits - 1 - SPL, 1) + 16)
+        m.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_m if acc_bits - 1 > SPL else 0)]
+        m.d.sync += q_prod.eq(q_pl + (q_ph << SPL))
         fm_w = [fm_wr[f] for f in range(len(fm_copies))]
         fm_rr = [fm_copies[f]["rmw"].read_port() for f in range(len(fm_copies))]
+        m.d.comb += [rp.addr.eq(q_addr[3]) for rp in fm_rr]
         logits = [Signal(signed(self.logit_bits), name=f"logit{o}") for o in range(self.n_classes)]
         final_ready = Signal()
-        with m.Switch(step):
+        with m.Switch(step_oh):
             for si, st in enumerate(steps):
-                with m.Case(si):
+                with m.Case(on(si)):
                     if st.requant is not None:
                         p = st.pool
                         oh, ow, oc = st.out_shape
@@ -481,37 +540,53 @@ class Controller(wiring.Component):
                         # shift and rounding constant of the step: wiring and one adder
                         rq = (q_prod + (1 << (st.requant[1] - 1))) >> st.requant[1]
                         m.d.sync += q_act.eq(Mux(rq > 255, 255, rq))
-                        m.d.comb += fm_rr[si].addr.eq(q_addr[2])
+                        # each map's pooled cell in its own register (no step multiplexer after
+                        # the block RAM's clock-to-out)
+                        q_old = Signal(8, name=f"q_old{si}")
                         m.d.sync += [q_old.eq(fm_rr[si].data), q_act4.eq(q_act)]
-                        with m.If(q_go[4]):
-                            m.d.comb += [fm_w[si][0].eq(1), fm_w[si][1].eq(q_addr[4]),
-                                         fm_w[si][2].eq(Mux(q_first[4] | (q_act4 > q_old), q_act4, q_old))]
-                        # next position: advance the window offsets and the base addresses
-                        with m.If(post_go & (po == st.n_out - 1)):
-                            with m.If(pwo == st.out_hw[1] - 1):
-                                m.d.sync += [prw.eq(0)]
-                                with m.If(pho == st.out_hw[0] - 1):
-                                    m.d.sync += [prh.eq(0), prow.eq(0), pbase.eq(0)]
-                                with m.Elif(prh == p - 1):
-                                    m.d.sync += [prh.eq(0), prow.eq(prow + ow * oc), pbase.eq(prow + ow * oc)]
-                                with m.Else():
-                                    m.d.sync += [prh.eq(prh + 1), pbase.eq(prow)]
-                            with m.Elif(prw == p - 1):
-                                m.d.sync += [prw.eq(0), pbase.eq(pbase + oc)]
-                            with m.Else():
-                                m.d.sync += prw.eq(prw + 1)
+                        with m.If(q_go[QL]):
+                            m.d.comb += [fm_w[si][0].eq(1), fm_w[si][1].eq(q_addr[QL]),
+                                         fm_w[si][2].eq(Mux(q_first[QL] | (q_act4 > q_old), q_act4, q_old))]
                     else:
                         with m.If(hold_valid & ~final_ready):
                             m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
                             m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
-        with m.If(q_v[4] & q_end[4]):
+        # next position: advance the window offsets and the base addresses (the step's pool size
+        # and strides in registers, the "last" flags registered: a position lasts >= 2 cycles)
+        sc_p1 = Signal(4)                 # pool - 1
+        sc_prs = Signal(16)               # pooled row stride ow * oc, pooled column stride oc
+        sc_pcs = Signal(16)
+        m.d.sync += [sc_p1.eq(Array(Const(st.pool - 1, 4) for st in steps)[step]),
+                     sc_prs.eq(Array(Const(st.out_shape[1] * st.out_shape[2], 16) for st in steps)[step]),
+                     sc_pcs.eq(Array(Const(st.out_shape[2], 16) for st in steps)[step])]
+        last_prw = Signal()
+        last_prh = Signal()
+        m.d.sync += [last_prw.eq(prw == sc_p1), last_prh.eq(prh == sc_p1)]
+        prow_n = Signal(16)
+        pbase_n = Signal(16)
+        m.d.comb += [prow_n.eq(prow + sc_prs), pbase_n.eq(pbase + sc_pcs)]
+        with m.If(post_go & po_last):
+            with m.If(last_pwo):
+                m.d.sync += [prw.eq(0)]
+                with m.If(last_pho):
+                    m.d.sync += [prh.eq(0), prow.eq(0), pbase.eq(0)]
+                with m.Elif(last_prh):
+                    m.d.sync += [prh.eq(0), prow.eq(prow_n), pbase.eq(prow_n)]
+                with m.Else():
+                    m.d.sync += [prh.eq(prh + 1), pbase.eq(prow)]
+            with m.Elif(last_prw):
+                m.d.sync += [prw.eq(0), pbase.eq(pbase_n)]
+            with m.Else():
+                m.d.sync += prw.eq(prw + 1)
+        with m.If(q_v[QL] & q_end[QL]):
             m.d.sync += post_done_step.eq(1)
         with m.If(post_go):
-            with m.If(po == nout_c[step] - 1):
+            m.d.sync += po_last.eq(Mux(po_last, sc_no1 == 0, po == sc_no2))
+            with m.If(po_last):
                 m.d.sync += [po.eq(0), hold_valid.eq(0)]
-                with m.If(pwo == ow_c[step] - 1):
+                with m.If(last_pwo):
                     m.d.sync += pwo.eq(0)
-                    with m.If(pho == oh_c[step] - 1):
+                    with m.If(last_pho):
                         m.d.sync += pho.eq(0)
                     with m.Else():
                         m.d.sync += pho.eq(pho + 1)
@@ -530,14 +605,18 @@ class Controller(wiring.Component):
         m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh)]
         am_busy = Signal()       # logits being fed / outputs being collected
         sm_i = Signal(range(K + 1))
-        larr = Array(logits)
-        m.d.comb += [sm.i.valid.eq(am_busy & (sm_i < K)), sm.i.payload.z.eq(larr[sm_i]),
+        # the logits go to the softmax through a shift register (a K:1 multiplexer there was too slow)
+        sm_z = [Signal(signed(self.logit_bits), name=f"smz{o}") for o in range(K)]
+        sm_more = Signal()      # sm_i < K, a register
+        m.d.comb += [sm.i.valid.eq(am_busy & sm_more), sm.i.payload.z.eq(sm_z[0]),
                      sm.i.payload.label.eq(label)]
         feed_busy = Signal()
         with m.If(final_ready & ~am_busy & ~self.result.valid & ~feed_busy):
-            m.d.sync += [am_busy.eq(1), sm_i.eq(0)]
+            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1)]
+            m.d.sync += [z.eq(lg) for z, lg in zip(sm_z, logits)]
         with m.If(sm.i.valid & sm.i.ready):
-            m.d.sync += sm_i.eq(sm_i + 1)
+            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1)]
+            m.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(K - 1)]
         m.d.comb += sm.o.ready.eq(~self.result.valid)
         with m.If(sm.o.valid & sm.o.ready):
             with m.Switch(sm.o.payload.index):
@@ -546,12 +625,15 @@ class Controller(wiring.Component):
                         m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
                                      self.result.payload.delta[o].eq(sm.o.payload.delta)]
             with m.If(sm.o.payload.last):
-                m.d.sync += [am_busy.eq(0), final_ready.eq(0), self.result.valid.eq(1),
+                m.d.sync += [am_busy.eq(0), final_ready.eq(0),
                              self.result.payload.cls.eq(sm.o.payload.argmax)]
                 for o in range(K):
                     m.d.sync += self.result.payload.logits[o].eq(logits[o])
-        with m.If(self.result.valid & self.result.ready):
-            m.d.sync += self.result.valid.eq(0)
+        # result.valid as one expression: the consumer's ready (late, from the host bridge) enters
+        # only its last LUT (set and clear are exclusive: sm.o.ready = ~result.valid)
+        res_set = Signal()
+        m.d.comb += res_set.eq(sm.o.valid & sm.o.payload.last & ~self.result.valid)
+        m.d.sync += self.result.valid.eq(res_set | (self.result.valid & ~self.result.ready))
 
         # ------------------------------------------------------------ training feeder
         # after an image's softmax: its 10 deltas, then its 192 FC inputs V (read from the last
@@ -608,18 +690,21 @@ class Controller(wiring.Component):
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()
         m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        with m.If(~running & img_full):  # the softmax of the previous image may still be running
-            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
+        # the start is a registered pulse (for timing: it resets the issuer's counters)
+        start_go = Signal()
+        m.d.sync += start_go.eq(~running & img_full & ~start_go)
+        with m.If(start_go):  # the softmax of the previous image may still be running
+            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), step_oh.eq(1), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
                          jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
         with m.If(post_done_step):
-            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
+            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
                          gi.eq(0), jj.eq(0), fetch_done.eq(0)]
         # the last step ends when the logits are taken; the image buffer is free once C1 is done
         # (step check: final_ready stays up until the softmax has read the logits, while the next
         # image may already have started)
-        with m.If(running & final_ready & (step == len(steps) - 1)):
-            m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0)]
-        with m.If(post_done_step & (step == 0)):
+        with m.If(running & final_ready & step_oh[NS - 1]):
+            m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0), step_oh.eq(1)]
+        with m.If(post_done_step & step_oh[0]):
             m.d.sync += img_full.eq(0)
         if self.replica:
             # shared FC PEs (rtl/replicated.py): the last step's issuer starts once `fc_gnt` is given;

@@ -67,6 +67,10 @@ class PairProgrammer(wiring.Component):
         m.d.comb += [blk_w.en.eq(blk_we), blk_w.addr.eq(blk_wa), blk_w.data.eq(1)]
 
         c = Signal.like(self.cmd.payload)
+        # the blocked RAM's read address: a register loaded a state ahead (no state decode before
+        # the RAM)
+        blk_a = Signal(range(ncell))
+        m.d.comb += blk_r.addr.eq(blk_a)
         cp = Signal(cb)
         cn = Signal(cb)
         need = Signal(unsigned(cb + 2))
@@ -82,44 +86,63 @@ class PairProgrammer(wiring.Component):
             m.d.sync += pending.eq(pending - 1)
 
         m.d.comb += self.busy.eq(pending != 0)
+        # the outgoing requests (verify reads, write-verify commands) are registers: valid and
+        # payload do not depend on the state decode (timing: they cross the host bridge)
+        rd_v = Signal()
+        rd_row = Signal.like(c.row_pos)
+        m.d.comb += [self.rd_req.valid.eq(rd_v), self.rd_req.payload.pe.eq(c.pe),
+                     self.rd_req.payload.row.eq(rd_row), self.rd_req.payload.bl.eq(c.bl)]
+        wv_v = Signal()
+        wv_row = Signal.like(c.row_pos)
+        wv_tgt = Signal(cb)
+        m.d.comb += [self.wv_cmd.valid.eq(wv_v), self.wv_cmd.payload.pe.eq(c.pe),
+                     self.wv_cmd.payload.row.eq(wv_row), self.wv_cmd.payload.bl.eq(c.bl),
+                     self.wv_cmd.payload.target.eq(wv_tgt)]
+        # the handshake signals towards the update engine and the host bridge (cmd.ready,
+        # rd_rsp.ready, done.valid) are registers too, each set on entering its state
+        idle = Signal(init=1)
+        rsp_r = Signal()
+        done_v = Signal()
+        m.d.comb += [self.cmd.ready.eq(idle), self.rd_rsp.ready.eq(rsp_r),
+                     self.done.valid.eq(done_v), self.done.payload.overflow.eq(c.overflow)]
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid):
-                    m.d.sync += c.eq(self.cmd.payload)
+                    m.d.sync += [c.eq(self.cmd.payload), idle.eq(0)]
                     with m.If(self.cmd.payload.end):
                         m.next = "DRAIN"
                     with m.Else():
+                        m.d.sync += [rd_v.eq(1), rd_row.eq(self.cmd.payload.row_pos)]
                         m.next = "READ_POS"
             with m.State("READ_POS"):
-                m.d.comb += [self.rd_req.valid.eq(1), self.rd_req.payload.pe.eq(c.pe),
-                             self.rd_req.payload.row.eq(c.row_pos), self.rd_req.payload.bl.eq(c.bl)]
                 with m.If(self.rd_req.ready):
+                    m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
                     m.next = "WAIT_POS"
             with m.State("WAIT_POS"):
-                m.d.comb += self.rd_rsp.ready.eq(1)
                 with m.If(self.rd_rsp.valid):
-                    m.d.sync += cp.eq(self.rd_rsp.payload.code)
+                    m.d.sync += [cp.eq(self.rd_rsp.payload.code), rd_v.eq(1), rd_row.eq(c.row_pos + 1),
+                                 rsp_r.eq(0)]
                     m.next = "READ_NEG"
             with m.State("READ_NEG"):
-                m.d.comb += [self.rd_req.valid.eq(1), self.rd_req.payload.pe.eq(c.pe),
-                             self.rd_req.payload.row.eq(c.row_pos + 1), self.rd_req.payload.bl.eq(c.bl)]
                 with m.If(self.rd_req.ready):
+                    m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
                     m.next = "WAIT_NEG"
             with m.State("WAIT_NEG"):
-                m.d.comb += self.rd_rsp.ready.eq(1)
                 with m.If(self.rd_rsp.valid):
-                    m.d.sync += cn.eq(self.rd_rsp.payload.code)
+                    m.d.sync += [cn.eq(self.rd_rsp.payload.code), rsp_r.eq(0)]
                     m.next = "ORIENT"
             with m.State("ORIENT"):
                 pos_d = c.d_code > 0
                 absd = Mux(c.d_code < 0, -c.d_code, c.d_code)
+                # |d| > 2**(cb+1) compared on d itself, in parallel with the negation (timing)
+                big = (c.d_code > 2 ** (cb + 1)) | (c.d_code < -(2 ** (cb + 1)))
                 m.d.sync += [
                     # both rooms together are < 2**(cb+1): any larger need gives the same split
-                    need.eq(Mux(absd > 2 ** (cb + 1), 2 ** (cb + 1), absd)),
+                    need.eq(Mux(big, 2 ** (cb + 1), absd)),
                     down_row.eq(Mux(pos_d, c.row_pos + 1, c.row_pos)),
                     up_row.eq(Mux(pos_d, c.row_pos, c.row_pos + 1)),
                     c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
+                    blk_a.eq(cell_addr(c.pe, Mux(pos_d, c.row_pos + 1, c.row_pos), c.bl)),
                 ]
                 m.next = "BLOCK_DOWN"
             # rooms: blocked cells have none (the blocked RAM's data comes a cycle after its address)
@@ -127,17 +150,16 @@ class PairProgrammer(wiring.Component):
             room_u = Signal(signed(cb + 3))
             bd = Signal()
             with m.State("BLOCK_DOWN"):
-                m.d.comb += blk_r.addr.eq(cell_addr(c.pe, down_row, c.bl))
+                m.d.sync += blk_a.eq(cell_addr(c.pe, up_row, c.bl))
                 m.next = "BLOCK_UP"
             bu = Signal()
             with m.State("BLOCK_UP"):
-                m.d.comb += blk_r.addr.eq(cell_addr(c.pe, up_row, c.bl))
                 m.d.sync += bd.eq(blk_r.data)
                 m.next = "BLOCK_WAIT"
             with m.State("BLOCK_WAIT"):
                 m.d.sync += bu.eq(blk_r.data)
                 m.next = "SPLIT"
-            # the split runs over 5 states (one comparison or addition chain each, for timing; a few
+            # the split runs over 7 states (one comparison or addition chain each, for timing; a few
             # cycles per cell next to the verify reads and programming pulses)
             a0 = Signal(signed(cb + 4))
             b0 = Signal(signed(cb + 4))
@@ -150,57 +172,71 @@ class PairProgrammer(wiring.Component):
                 ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
                 m.d.sync += [room_d.eq(rd), room_u.eq(ru)]
                 m.next = "SPLIT_A"
+            rest = Signal(signed(cb + 4))
             with m.State("SPLIT_A"):
                 m.d.sync += a0.eq(Mux(need < room_d, need, room_d))
+                m.next = "SPLIT_R"
+            with m.State("SPLIT_R"):
+                m.d.sync += rest.eq(need - a0)
                 m.next = "SPLIT_B"
+            # a + b and the small-part tests get states of their own (timing): a + b is the same
+            # before and after SPLIT_C's move, so one sum serves SPLIT_C and SPLIT_D
+            ab = Signal(signed(cb + 4))
+            a_small = Signal()
             with m.State("SPLIT_B"):
-                rest = need - a0
                 m.d.sync += b0.eq(Mux(rest < room_u, rest, room_u))
+                m.next = "SPLIT_S"
+            with m.State("SPLIT_S"):
+                m.d.sync += [ab.eq(a0 + b0), a_small.eq((a0 > 0) & (a0 <= self.margin))]
                 m.next = "SPLIT_C"
+            b_small = Signal()
             with m.State("SPLIT_C"):
                 # golden: if 0 < a <= res_d and a + b <= room_u: a, b = 0, a + b
-                with m.If((a0 > 0) & (a0 <= self.margin) & (a0 + b0 <= room_u)):
-                    m.d.sync += [a1.eq(0), b1.eq(a0 + b0)]
+                with m.If(a_small & (ab <= room_u)):
+                    m.d.sync += [a1.eq(0), b1.eq(ab)]
                 with m.Else():
                     m.d.sync += [a1.eq(a0), b1.eq(b0)]
+                m.next = "SPLIT_T"
+            with m.State("SPLIT_T"):
+                m.d.sync += b_small.eq((b1 > 0) & (b1 <= self.margin))
                 m.next = "SPLIT_D"
             with m.State("SPLIT_D"):
                 # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
-                with m.If((b1 > 0) & (b1 <= self.margin) & (a1 + b1 <= room_d)):
-                    m.d.sync += [a2.eq(a1 + b1), b2.eq(0)]
+                with m.If(b_small & (ab <= room_d)):
+                    m.d.sync += [a2.eq(ab), b2.eq(0)]
                 with m.Else():
                     m.d.sync += [a2.eq(a1), b2.eq(b1)]
                 m.next = "SPLIT_E"
             with m.State("SPLIT_E"):
                 m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
+                m.next = "SPLIT_F"
+            # the write-verify commands: "down" (if a != 0) from PROG_DOWN, then "up" (if b != 0)
+            # from PROG_UP, each loaded into the registered request on entering its state
+            t_up = Signal(cb)
+            b_nz = Signal()
+            with m.State("SPLIT_F"):
+                m.d.sync += [wv_v.eq(a != 0), wv_row.eq(down_row), wv_tgt.eq(c_down - a),
+                             t_up.eq(c_up + b), b_nz.eq(b != 0)]
                 m.next = "PROG_DOWN"
             with m.State("PROG_DOWN"):
-                with m.If(a == 0):
+                with m.If(~wv_v | self.wv_cmd.ready):
+                    m.d.sync += [wv_v.eq(b_nz), wv_row.eq(up_row), wv_tgt.eq(t_up)]
                     m.next = "PROG_UP"
-                with m.Else():
-                    m.d.comb += [self.wv_cmd.valid.eq(1), self.wv_cmd.payload.pe.eq(c.pe),
-                                 self.wv_cmd.payload.row.eq(down_row), self.wv_cmd.payload.bl.eq(c.bl),
-                                 self.wv_cmd.payload.target.eq(c_down - a)]
-                    with m.If(self.wv_cmd.ready):
-                        m.next = "PROG_UP"
             with m.State("PROG_UP"):
-                with m.If(b == 0):
+                with m.If(~wv_v | self.wv_cmd.ready):
+                    m.d.sync += wv_v.eq(0)
                     m.next = "WAIT_WV"
-                with m.Else():
-                    m.d.comb += [self.wv_cmd.valid.eq(1), self.wv_cmd.payload.pe.eq(c.pe),
-                                 self.wv_cmd.payload.row.eq(up_row), self.wv_cmd.payload.bl.eq(c.bl),
-                                 self.wv_cmd.payload.target.eq(c_up + b)]
-                    with m.If(self.wv_cmd.ready):
-                        m.next = "WAIT_WV"
             with m.State("WAIT_WV"):
                 # the next command's reads must see this one's programming: wait for its results
                 with m.If((pending == 0) | ((pending == 1) & mine)):
+                    m.d.sync += idle.eq(1)
                     m.next = "IDLE"
             with m.State("DRAIN"):
                 with m.If((pending == 0) | ((pending == 1) & mine)):
+                    m.d.sync += done_v.eq(1)
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += [self.done.valid.eq(1), self.done.payload.overflow.eq(c.overflow)]
                 with m.If(self.done.ready):
+                    m.d.sync += [done_v.eq(0), idle.eq(1)]
                     m.next = "IDLE"
         return m

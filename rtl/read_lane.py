@@ -8,14 +8,16 @@ Timing (golden.perf.Timing): a slot's pulse lasts `pulse_cycles`; at its last cy
 sample-and-hold bank (slot parity) captures the SL currents. The conversions of slot k run while
 slot k+1 pulses (ping-pong S&H): one conversion round per cycle, a round converting SLs
 {32*sel + a} on the 32 ADCs at once (SL s -> ADC s % 32, MUX select s // 32); codes come back one
-cycle later and are shifted and added in parallel. So the ADCs and the BLs never wait for each
-other: a group takes exactly input_bits * pulse_cycles cycles, back to back, as long as a group
-needs at most pulse_cycles conversion rounds.
+cycle later and are shifted and added in parallel (pipelined: registered, rotated to the
+accumulators in two steps, shifted, added). So the ADCs and the BLs never wait for each other: a
+group takes exactly input_bits * pulse_cycles cycles, back to back, as long as a group needs at
+most pulse_cycles conversion rounds. Its differential sums leave pulse_cycles + 5 cycles after its
+last pulse cycle.
 
 The lane drives one PE port (rtl/pe_board.py); the controller routes it to the PE of the current
 layer.
 """
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +31,10 @@ def _bits(n: int) -> int:
 class ReadLane(wiring.Component):
     def __init__(self, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, max_out=12,
                  pulse_cycles=4, tag_bits=8):
+        if n_adc & (n_adc - 1):
+            raise ValueError("n_adc must be a power of 2")
+        if pulse_cycles < 2:
+            raise ValueError("pulse_cycles must be >= 2 (the conversion context is registered)")
         if pulse_cycles < (n_rows + n_adc - 1) // n_adc:
             raise ValueError(f"pulse_cycles {pulse_cycles} < conversion rounds {n_rows // n_adc}: "
                              f"the ADCs could not finish a slot during the next pulse")
@@ -69,10 +75,23 @@ class ReadLane(wiring.Component):
         cyc = Signal(range(P))
         m.d.comb += self.busy.eq(active)
 
-        at_group_end = active & (slot == B - 1) & (cyc == P - 1)
+        # at_group_end is a register (set the cycle before the group's last pulse cycle) so that
+        # cmd.ready, which the controller's issuer decodes, is one LUT from flip-flops
+        at_group_end = Signal()
         m.d.comb += self.cmd.ready.eq(~active | at_group_end)
-        with m.If(self.cmd.valid & self.cmd.ready):
+        # conversion rounds of the pulsed group: registers computed from `cur` (valid from the 2nd
+        # cycle of a group; the first S&H sample is at its cycle P - 1 >= 1)
+        cv_sel_first_n = Signal(sel_bits)
+        cv_sel_last_n = Signal(sel_bits)
+        # (A is a power of 2: // A as a shift; an Amaranth // is a divider cell)
+        AB0 = _bits(A)
+        m.d.sync += [cv_sel_first_n.eq(cur.row_base >> AB0),
+                     cv_sel_last_n.eq((cur.row_base + 2 * cur.n_out - 1) >> AB0)]
+        nxt_end = Signal()
+        fire = self.cmd.valid & self.cmd.ready
+        with m.If(fire):
             m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0)]
+            m.d.comb += nxt_end.eq((B == 1) & (P == 1))
         with m.Elif(active):
             with m.If(cyc == P - 1):
                 m.d.sync += cyc.eq(0)
@@ -80,8 +99,11 @@ class ReadLane(wiring.Component):
                     m.d.sync += active.eq(0)
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
+                    m.d.comb += nxt_end.eq((P == 1) & (slot == B - 2))
             with m.Else():
                 m.d.sync += cyc.eq(cyc + 1)
+                m.d.comb += nxt_end.eq((cyc == P - 2) & (slot == B - 1))
+        m.d.sync += at_group_end.eq(nxt_end)
 
         real = active & (cur.n_out != 0)
         bits = Signal(self.n_bl)
@@ -104,11 +126,9 @@ class ReadLane(wiring.Component):
         cv_sel = Signal(sel_bits)
         cv_sel_last = Signal(sel_bits)
         cv_row_base = Signal.like(cur.row_base)
-        first_row = cur.row_base
-        last_row = cur.row_base + 2 * cur.n_out - 1
         with m.If(real & (cyc == P - 1)):
             m.d.sync += [cv_active.eq(1), cv_slot.eq(slot), cv_bank.eq(slot[0]),
-                         cv_sel.eq(first_row // A), cv_sel_last.eq(last_row // A),
+                         cv_sel.eq(cv_sel_first_n), cv_sel_last.eq(cv_sel_last_n),
                          cv_row_base.eq(cur.row_base)]
         with m.Elif(cv_active):
             with m.If(cv_sel == cv_sel_last):
@@ -120,39 +140,61 @@ class ReadLane(wiring.Component):
         with m.If(cv_active):
             m.d.sync += self.conv_rounds.eq(self.conv_rounds + 1)
 
-        # Codes return one cycle later: delay the context.
+        # Codes return one cycle later (rv_*). Accumulator i takes SL row_base + i, i.e. ADC
+        # (row_base + i) % A: the codes are rotated by row_base % A. For timing the rotation is
+        # split over two registered stages (a: the codes as they arrive from the controller's
+        # routing, rotated by the low 2 bits; s: by the rest, one code per accumulator), the code
+        # is shifted in the next (c) and added in the one after.
+        AB = _bits(A)
         rv_slot = Signal.like(cv_slot)
         rv_sel = Signal.like(cv_sel)
-        rv_row_base = Signal.like(cv_row_base)
-        m.d.sync += [rv_slot.eq(cv_slot), rv_sel.eq(cv_sel), rv_row_base.eq(cv_row_base)]
+        rv_rot = Signal(AB)
+        m.d.sync += [rv_slot.eq(cv_slot), rv_sel.eq(cv_sel), rv_rot.eq(cv_row_base[:AB] if self.n_rows > 1 else 0)]
 
-        codes = Array(self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A))
+        def rotate(words, amount, lsb):     # words[k] <- words[(k + amount << lsb) % A], one Mux level per bit
+            for b in range(len(amount)):
+                n = 1 << (b + lsb)
+                words = [Mux(amount[b], words[(k + n) % A], words[k]) for k in range(A)]
+            return words
+        LO = min(2, AB)
+        a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
+        a_valid = Signal()
+        a_slot = Signal.like(cv_slot)
+        a_rot = Signal(AB - LO)
+        port = [self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A)]
+        m.d.sync += [c.eq(w) for c, w in zip(a_codes, rotate(port, rv_rot[:LO], 0))]
+        m.d.sync += [a_valid.eq(self.pe.adc_valid), a_slot.eq(rv_slot), a_rot.eq(rv_rot[LO:])]
+        codes = rotate(a_codes, a_rot, LO)
+
+        s_slot = Signal.like(cv_slot)
+        m.d.sync += s_slot.eq(a_slot)
         acc = [Signal(self.sum_bits, name=f"acc{i}") for i in range(MR)]
         fin = [Signal(self.sum_bits, name=f"fin{i}") for i in range(MR)]
-        # for timing, a code is selected and shifted in one cycle (the row of each accumulator is
-        # registered along with rv_row_base), then added in the next
         c_q = [Signal(self.sum_bits, name=f"cq{i}") for i in range(MR)]
         c_en = [Signal(name=f"cen{i}") for i in range(MR)]
         c_first, c_last = Signal(), Signal()
-        m.d.sync += [c_first.eq(rv_slot == 0), c_last.eq(rv_slot == B - 1)]
+        m.d.sync += [c_first.eq(s_slot == 0), c_last.eq(s_slot == B - 1)]
         for i in range(MR):
             row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
             m.d.sync += row.eq(cv_row_base + i)
-            mine = (row[_bits(A):] == rv_sel) if self.n_rows > A else Const(1)
-            code = codes[row[:_bits(A)]]
-            m.d.sync += [c_q[i].eq(code << rv_slot), c_en[i].eq(self.pe.adc_valid & mine)]
+            a_mine = Signal(name=f"amine{i}")
+            m.d.sync += a_mine.eq((row[AB:] == rv_sel) if self.n_rows > A else 1)
+            s_code = Signal(self.code_bits, name=f"scode{i}")
+            s_en = Signal(name=f"sen{i}")
+            m.d.sync += [s_code.eq(codes[i % A]), s_en.eq(a_valid & a_mine)]
+            m.d.sync += [c_q[i].eq(s_code << s_slot), c_en[i].eq(s_en)]
             new = Mux(c_first, 0, acc[i]) + c_q[i]
             with m.If(c_en[i]):
                 m.d.sync += acc[i].eq(new)
                 with m.If(c_last):
                     m.d.sync += fin[i].eq(new)
 
-        # Differential sums leave a fixed P + 3 cycles after a group's last pulse, whatever the
+        # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
         # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
-        rt = Signal(range(P + 4))
+        rt = Signal(range(P + 6))
         done_n_out = Signal.like(cur.n_out)
         with m.If(at_group_end):
-            m.d.sync += [rt.eq(P + 3), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
+            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
         with m.Elif(rt != 0):
             m.d.sync += rt.eq(rt - 1)
         m.d.comb += self.res.valid.eq(rt == 1)

@@ -18,9 +18,10 @@ Runtime ports (sampled at every comparison; change them only between commands): 
 clock cycles carried in SET/RESET requests; default 5 = 50 ns at 100 MHz).
 
 Timing (a PE interface that takes requests at once and answers a read in the next cycle): the
-result of a cell needing p pulses is valid 4 + 4p cycles after its command is accepted (READ,
-WAIT, CHECK, then PULSE/READ/WAIT/CHECK per pulse), one cell every 5 + 4p cycles; pulse width
-and read time of the PE interface add to that (a Yao 2020 pulse is 50 ns, a read 50 ns + ADC).
+result of a cell needing p pulses is valid 5 + 5p cycles after its command is accepted (READ,
+WAIT, COMPARE, CHECK, then PULSE/READ/WAIT/COMPARE/CHECK per pulse), one cell every 6 + 5p
+cycles; pulse width and read time of the PE interface add to that (a Yao 2020 pulse is 50 ns, a
+read 50 ns + ADC).
 """
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
@@ -66,9 +67,17 @@ class WriteVerify(wiring.Component):
         direction = Signal(ReqOp)
         ok = Signal()
 
-        diff = Signal(signed(self.code_bits + 1))
-        m.d.comb += diff.eq(code - cell.target)
-        inside = Mux(diff < 0, -diff, diff) <= self.margin
+        # for timing the window bounds and the pulse limit are registers: |code - target| <= margin
+        # is lo <= code <= hi, two parallel comparisons in COMPARE, registered for CHECK (cell and
+        # pulses change >= 2 cycles before: READ and WAIT come first; margin and max_pulses only
+        # between commands)
+        lo = Signal(signed(self.code_bits + 2))
+        hi = Signal(signed(self.code_bits + 2))
+        at_max = Signal()
+        m.d.sync += [lo.eq(cell.target - self.margin), hi.eq(cell.target + self.margin),
+                     at_max.eq(pulses == self.max_pulses)]
+        inside = Signal()
+        below = Signal()
 
         for f in ("pe", "row", "bl"):
             m.d.comb += [self.req.payload[f].eq(cell[f]), self.res.payload[f].eq(cell[f])]
@@ -90,16 +99,19 @@ class WriteVerify(wiring.Component):
                 m.d.comb += self.rsp.ready.eq(1)
                 with m.If(self.rsp.valid):
                     m.d.sync += code.eq(self.rsp.payload.code)
-                    m.next = "CHECK"
+                    m.next = "COMPARE"
+            with m.State("COMPARE"):
+                m.d.sync += [inside.eq((code >= lo) & (code <= hi)), below.eq(code < cell.target)]
+                m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(inside):
                     m.d.sync += ok.eq(1)
                     m.next = "RESULT"
-                with m.Elif(pulses == self.max_pulses):
+                with m.Elif(at_max):
                     m.d.sync += ok.eq(0)
                     m.next = "RESULT"
                 with m.Else():
-                    m.d.sync += direction.eq(Mux(diff < 0, ReqOp.SET, ReqOp.RESET))
+                    m.d.sync += direction.eq(Mux(below, ReqOp.SET, ReqOp.RESET))
                     m.next = "PULSE"
             with m.State("PULSE"):
                 m.d.comb += [self.req.valid.eq(1), self.req.payload.op.eq(direction)]
