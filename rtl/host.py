@@ -333,6 +333,8 @@ class HostBridge(wiring.Component):
         f = {o: Signal(name=f"is_{o.name.lower()}") for o in Op}
         h_resv = Signal()           # header: reserved bits set
         h_cnt0 = Signal()           # header: count == 0
+        h_known = Signal()          # header: a known op
+        is_img = Signal()           # INFER or TRAIN
         widx = Signal(range(IW + 1))
         widx_end = Signal()         # widx == IW - 1, kept with widx
         item = Signal(32)
@@ -393,7 +395,6 @@ class HostBridge(wiring.Component):
                      hv_req.pe.eq(it["pe"]), hv_req.row.eq(it["row"]), hv_req.bl.eq(it["bl"])]
 
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
-        is_img = f[Op.INFER] | f[Op.TRAIN]
         m.d.comb += self.train.eq(f[Op.TRAIN])
         m.d.comb += image.payload.eq(cmd.payload.data)
 
@@ -412,15 +413,14 @@ class HostBridge(wiring.Component):
                              fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
                              item_last.eq(cmd.payload.last)]
                 m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
+                m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in Op]).any()),
+                             is_img.eq((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN))]
                 fsm_in.next("DECODE")
 
         with fsm_in.State("DECODE"):
             # the header's own `last` (item_last) decides DRAIN vs DONE for the error cases
             last = item_last
-            known = Const(0, 1)
-            for o in Op:
-                known = known | f[o]
-            with m.If(~known):
+            with m.If(~h_known):
                 m.d.sync += status.eq(HostStatus.BAD_OP)
                 fsm_in.next("DRAIN_OR_DONE")
             with m.Elif(h_resv):
@@ -440,7 +440,7 @@ class HostBridge(wiring.Component):
             with m.Elif(h_cnt0):
                 m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                 fsm_in.next("DRAIN")
-            with m.Elif(f[Op.INFER] | f[Op.TRAIN]):
+            with m.Elif(is_img):
                 fsm_in.next("IMG")
             with m.Else():
                 fsm_in.next("CELL")
@@ -573,6 +573,10 @@ class HostBridge(wiring.Component):
                     if 8 * j + i < RW:
                         with m.Case(i):
                             m.d.sync += rword_q[j].eq(word_at(8 * j + i))
+        # trailer_due a cycle late: it only turns false when the trailer is sent, and PICK comes 3
+        # cycles after that (SEND, 2 x SETTLE)
+        trailer_due_r = Signal()
+        m.d.sync += trailer_due_r.eq(trailer_due)
         rword_r = Signal(32)
         m.d.sync += rword_r.eq(rword_q[ridx[3:]])
         # cycles the current result has been valid (to 2): at 2, rword_r holds its words
@@ -666,7 +670,7 @@ class HostBridge(wiring.Component):
         with m.Elif(counting):
             # the batch's write-verify results are counted above; upd_done ends the batch
             pick("fin")
-        with m.Elif(trailer_due):
+        with m.Elif(trailer_due_r):
             pick("trl")
 
         # the counts, a cycle after the event (inc_r, dec_r: the handshakes do not reach the counters'
