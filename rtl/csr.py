@@ -26,8 +26,9 @@ amaranth-soc is not available, so this is a small self-contained mechanism:
   commands read theirs).
 
 * **CsrBank** is the hardware: a CSR bus in (``CsrBus``: address, read/write strobes, write data;
-  read data one cycle after the read strobe; ``r_ok``/``w_ok`` tell combinationally whether the
-  address is readable/writable), register fields out (``bank.regs.<name>``).
+  read data two cycles after the read strobe; ``r_ok``/``w_ok`` tell whether the address is
+  readable/writable; the address is decoded into registers, so it must be on the bus a cycle
+  before a strobe and r_ok/w_ok lag it by a cycle), register fields out (``bank.regs.<name>``).
 
 * **Host constants**: ``render_host_module(map)`` is the text of ``sw/csr_map.py``;
   ``python -m rtl.csr`` (re)writes it from ``project_map()`` together with ``sw/host_proto.py``
@@ -47,7 +48,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -193,8 +194,11 @@ def build_map(blocks, base: int = 0) -> CsrMap:
 # ------------------------------------------------------------------ hardware
 
 class CsrBus(wiring.Signature):
-    """CSR bus, from the master's side. One access per strobe; r_data is valid the cycle after
-    r_stb. r_ok / w_ok: the current address holds a readable / writable register (combinational)."""
+    """CSR bus, from the master's side. One access per strobe; r_data is valid two cycles after
+    r_stb (and holds until the next read). The bank decodes the address into registers: the
+    address must be on the bus the cycle before a strobe as well (a read takes the register
+    selected by the previous cycle's address), and r_ok / w_ok (the address holds a readable /
+    writable register) describe the address of the previous cycle."""
 
     def __init__(self, addr_width: int):
         self.addr_width = addr_width
@@ -233,19 +237,50 @@ class CsrBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        r_value = Signal(DATA_WIDTH)
-        with m.Switch(bus.addr):
-            for r in self.map.registers:
-                with m.Case(r.addr):
-                    m.d.comb += bus.r_ok.eq(1)
-                    if r.access != "ro":
-                        m.d.comb += bus.w_ok.eq(1)
-                    m.d.comb += r_value.eq(r.reg.reset if r.reg.const else getattr(self.regs, r.name))
-        with m.If(bus.r_stb):
+        # timing: the address is decoded into registered one-hot selects (and r_ok / w_ok), so a
+        # read is an AND-OR of the selected register, not an address decode followed by a mux
+        regs = self.map.registers
+        sel = Signal(len(regs))
+        m.d.sync += [sel[i].eq(bus.addr == r.addr) for i, r in enumerate(regs)]
+
+        def lookup(addrs):
+            # a constant table per 16 addresses (one LUT4 each), then a mux over the chunks
+            lo = bus.addr[:4]
+            out = Signal()
+            with m.Switch(bus.addr[4:]):
+                for hi in range(1 << max(0, len(bus.addr) - 4)):
+                    tab = sum(1 << (a & 15) for a in addrs if a >> 4 == hi)
+                    if tab:
+                        with m.Case(hi):
+                            m.d.comb += out.eq(Const(tab, 16).bit_select(lo, 1))
+            return out
+        m.d.sync += [bus.r_ok.eq(lookup([r.addr for r in regs])),
+                     bus.w_ok.eq(lookup([r.addr for r in regs if r.access != "ro"]))]
+        terms = []
+        for i, r in enumerate(regs):
+            value = r.reg.reset if r.reg.const else getattr(self.regs, r.name)
+            if not (isinstance(value, int) and value == 0):
+                terms.append(sel[i].replicate(DATA_WIDTH) & value)
+        # two stages: OR of groups of 8 registers, registered at the strobe, then the OR of the groups
+        groups = []
+        for k in range(0, len(terms), 8):
+            g = Signal(DATA_WIDTH, name=f"r_part{k // 8}")
+            v = terms[k]
+            for t in terms[k + 1:k + 8]:
+                v = v | t
+            with m.If(bus.r_stb):
+                m.d.sync += g.eq(v)
+            groups.append(g)
+        r_stb_d = Signal()
+        m.d.sync += r_stb_d.eq(bus.r_stb)
+        r_value = Const(0, DATA_WIDTH)
+        for g in groups:
+            r_value = r_value | g
+        with m.If(r_stb_d):
             m.d.sync += bus.r_data.eq(r_value)
-        for r in self.map.registers:
+        for i, r in enumerate(regs):
             f = getattr(self.regs, r.name, None)
-            hit = bus.w_stb & (bus.addr == r.addr)
+            hit = bus.w_stb & sel[i]
             if r.access == "rw":
                 with m.If(hit):
                     m.d.sync += f.eq(bus.w_data[:r.width])

@@ -6,12 +6,27 @@ come from sw/link.py, the host end, so there is one definition of the protocol.
 
 `Link` is the core: bytes in (`rx`) and out (`tx`), a CSR bus master (`csr`), the controller
 streams `cmd` (payload words of STREAM commands, `last` on the final word) and `rsp` (the
-controller's answer words, `last` on the final one). One FSM does everything in turn:
+controller's answer words, `last` on the final one). Three FSMs work in turn, handing over with
+registered pulses/flags:
 
-    HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
-         -> CHECK -> EXEC (command) -> FINISH (record the response) -> TX (header, tx buffer, CRC)
-                  `-> replay TX of the recorded response (repeated frame)
-                  `-> NACK(CRC) TX (valid header, bad CRC; nothing recorded)
+    decoder  HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
+             -> WAIT (until the response has been sent)
+    executor IDLE -> CHECK -> EXEC (command) -> FINISH (record the response) -> TX
+                     `-> TX: replay of the recorded response (repeated frame)
+                     `-> TX: NACK(CRC) (valid header, bad CRC; nothing recorded), NACK(TOO_LONG)
+    encoder  IDLE -> HDR -> HCHK -> PAY (tx buffer) -> CRC -> DONE
+
+Timing (ECP5 ~100 MHz): the executor and the encoder are one-hot, bytes move through one-byte
+registers each way (at most a byte per two cycles: the UART needs 10 x divisor), the buffers
+are read synchronously (the encoder prefetches the next payload word), buffer writes, CSR bus
+strobes, the cmd word, rsp words (an input register), counter increments and flags are
+registered, and wide comparisons are registered flags. A command takes some cycles more than
+with the single binary-encoded FSM before (nothing measurable at 10 x 868 cycles per UART byte):
+PING copies a word per 5 cycles, the CSR checks take 3 cycles per address, a CSR read 4 per
+register, a CSR write 6; STREAM sends a cmd word per 5 cycles at most and takes a rsp word per
+2 cycles at most. Measured through the bypass ports (byte_out always ready), cycles from the
+last byte in to the last byte out, before -> now: PING 64 B 95 -> 238, IDENTIFY 85 -> 181,
+CSR_READ of 4 43 -> 91, CSR_WRITE of 1 18 -> 42.
 
 Robustness. A header whose HCHK byte does not match is dropped at once (framing error) and a
 LEN above max_payload gets a NACK(TOO_LONG) before any payload is awaited, so a corrupted length
@@ -35,6 +50,8 @@ the controller top will instantiate it with its own register blocks and attach t
 `soft_reset` and `ctrl_status`. With bypass=True it also has byte-stream ports that replace the
 UART (selected by the `bypass` input) for fast co-simulation.
 """
+from contextlib import contextmanager
+
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -161,19 +178,98 @@ def with_map_hash(blocks) -> csr.CsrMap:
 
 # ------------------------------------------------------------------ CRC-32 in RTL
 
-def crc32_byte(m, crc, byte):
-    """Next CRC-32 register (reflected, poly 0xEDB88320; init/final inversion outside) after `byte`:
-    a comb Signal (one intermediate Signal per bit step keeps the expression small)."""
-    c = crc
+def _crc32_byte_matrix():
+    """For each bit of the next CRC register: (mask of CRC bits, mask of byte bits) whose XOR it is."""
+    c = [(1 << i, 0) for i in range(32)]          # bit i of the register as (crc mask, byte mask)
     for i in range(8):
-        nxt = Signal(32, name=f"crc_step{i}")
-        fb = c[0] ^ byte[i]
-        m.d.comb += nxt.eq(Cat(c[1:], Const(0, 1)) ^ (Const(CRC_POLY, 32) & fb.replicate(32)))
-        c = nxt
+        fb = (c[0][0], c[0][1] ^ (1 << i))
+        c = [(c[j + 1][0] if j < 31 else 0, c[j + 1][1] if j < 31 else 0) for j in range(32)]
+        c = [(c[j][0] ^ fb[0], c[j][1] ^ fb[1]) if (CRC_POLY >> j) & 1 else c[j] for j in range(32)]
     return c
 
 
+_CRC_MATRIX = _crc32_byte_matrix()
+
+
+def crc32_byte(m, crc, byte):
+    """Next CRC-32 register (reflected, poly 0xEDB88320; init/final inversion outside) after `byte`:
+    a comb Signal, each bit one flat XOR of the register and byte bits it depends on (a balanced
+    tree, 2-3 LUT levels, instead of eight chained bit steps)."""
+    nxt = Signal(32, name="crc_next")
+    for j, (cm, bm) in enumerate(_CRC_MATRIX):
+        bits = [crc[i] for i in range(32) if (cm >> i) & 1] + [byte[i] for i in range(8) if (bm >> i) & 1]
+        x = bits[0]
+        for bit in bits[1:]:
+            x = x ^ bit
+        m.d.comb += nxt[j].eq(x)
+    return nxt
+
+
 # ------------------------------------------------------------------ the link core
+
+class _OneHot:
+    """A one-hot FSM: `with fsm.state(name):` is `with m.If(<the state's flip-flop>):`, `fsm.go(name)`
+    the transition (from the state whose body is being written); `fsm.finish()` builds each state
+    bit as an AND-OR of its transitions. Amaranth's FSM is binary-encoded and yosys does not
+    re-encode it (the state register has an init value): the decode put 2-3 LUT levels in front of
+    every path. The first name is the reset state."""
+
+    def __init__(self, m, prefix, names):
+        self.m = m
+        self.bit = {n: Signal(init=(i == 0), name=f"{prefix}_{n.lower()}") for i, n in enumerate(names)}
+        self.cur = None
+        self.moves = []
+
+    @contextmanager
+    def state(self, name):
+        self.cur = name
+        with self.m.If(self.bit[name]):
+            yield
+        self.cur = None
+
+    def go(self, name):
+        g = Signal(name=f"go_{self.cur.lower()}_{name.lower()}")
+        self.m.d.comb += g.eq(1)
+        self.moves.append((self.cur, name, g))
+
+    def finish(self):
+        for n, bit in self.bit.items():
+            enter = _any(g for a, b, g in self.moves if b == n)
+            leave = _any(g for a, b, g in self.moves if a == n)
+            self.m.d.sync += bit.eq(enter | (bit & ~leave))
+
+
+def _any(terms):
+    out = Const(0, 1)
+    for t in terms:
+        out = out | t
+    return out
+
+
+class _Load:
+    """Registers loaded from several places of mutually exclusive FSM branches: `load(*values)`
+    marks the branch being written; `finish()` makes each register an AND-OR of the values (one
+    short mux instead of a priority chain of one mux per place)."""
+
+    def __init__(self, m, name, targets):
+        self.m, self.name, self.targets, self.terms = m, name, targets, []
+
+    def load(self, *values):
+        g = Signal(name=f"ld_{self.name}{len(self.terms)}")
+        self.m.d.comb += g.eq(1)
+        self.terms.append((g, values))
+
+    def finish(self):
+        with self.m.If(_any(g for g, _ in self.terms)):
+            for k, t in enumerate(self.targets):
+                v = Const(0, len(t))
+                for g, values in self.terms:
+                    val = values[k]
+                    if isinstance(val, int) and val == 0:
+                        continue
+                    v = v | (g.replicate(len(t)) & val)
+                self.m.d.sync += t.eq(v)
+
 
 class Link(wiring.Component):
     def __init__(self, max_payload: int = 1024, max_response: int = 1024, addr_width: int = 5,
@@ -202,22 +298,222 @@ class Link(wiring.Component):
         })
 
     def elaborate(self, platform):
+        # Timing structure (issue 7): three small FSMs instead of one -- the decoder ("rx"), the
+        # command executor ("main") and the encoder ("tx") -- and every path between them, to the
+        # buffers, to the CSR bus and to the byte streams starts at a register:
+        #   * bytes in through a one-byte register (`ib`, ready = ~iv), bytes out from one (`ob`):
+        #     at most one byte per two cycles each way, the CRCs are fed from these registers;
+        #   * both buffers are read synchronously into a register (3 cycles from the address);
+        #     the encoder prefetches the next payload word while it sends the current one;
+        #   * buffer writes, CSR bus strobes/data, the `cmd` word, the `rsp` word (input register),
+        #     counter increments and flags are registered; wide comparisons (CRC, length, command
+        #     checks, timeouts) are registered flags, computed while the FSMs wait anyway (a loop
+        #     state is entered only once the flags of the registers it changed have settled);
+        #   * registers loaded in several branches are AND-OR loads (`_Load`), not priority chains.
         m = Module()
         rxw, txw = self.max_payload // 4, self.max_response // 4
         m.submodules.rxbuf = rxbuf = Memory(shape=32, depth=rxw, init=[])
         m.submodules.txbuf = txbuf = Memory(shape=32, depth=txw, init=[])
         rx_wr = rxbuf.write_port(granularity=8)
-        rx_rd = rxbuf.read_port(domain="comb")
+        rx_rd = rxbuf.read_port()
         tx_wr = txbuf.write_port()
-        tx_rd = txbuf.read_port(domain="comb")
+        tx_rd = txbuf.read_port()
+        aw = len(self.csr.addr)
 
+        # ---- event counters and flags: increments registered, then added
+        inc = {c: Signal(name=f"inc_{c}") for c in COUNTERS}
+        flag = {n: Signal(name=f"flag_{n}") for n in FLAG_BITS}
+        clear_counters = Signal()
+        clear_r = Signal()
+        m.d.comb += [flag["framing_error"].eq(self.phy_framing_error), flag["dropped_frame"].eq(self.phy_overrun),
+                     flag["uart_break"].eq(self.phy_break)]
+        m.d.sync += [self.flags_set.eq(Cat(*flag.values())), clear_r.eq(clear_counters)]
+        for c in COUNTERS:
+            amt = Signal(2, name=f"amt_{c}")
+            extra = 0
+            if c == "framing_errors":
+                extra = self.phy_framing_error + self.phy_break
+            elif c == "dropped_frames":
+                extra = self.phy_overrun
+            m.d.sync += amt.eq(inc[c] + extra)
+            with m.If(clear_r):
+                m.d.sync += getattr(self, c).eq(0)
+            with m.Else():
+                m.d.sync += getattr(self, c).eq(getattr(self, c) + amt)
+
+        def count_event(counter, flag_name):
+            m.d.comb += [inc[counter].eq(1), flag[flag_name].eq(1)]
+
+        # ---- input byte register
+        ib = Signal(8)
+        iv = Signal()
+        take = Signal()                     # the decoder consumes ib this cycle
+        m.d.comb += self.rx.ready.eq(~iv)
+        with m.If(take):
+            m.d.sync += iv.eq(0)
+        # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
+        ib_s0 = Signal()
+        ib_s1 = Signal()
+        ib_hchk = Signal()
+        crc = Signal(32, init=0xFFFFFFFF)
+        with m.If(self.rx.valid & ~iv):
+            m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
+                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
+
+        # ---- rx buffer: registered byte writes; synchronous read of word `ra` into `rwd`
+        rwe = Signal(4)
+        rwa = Signal(range(rxw))
+        rwb = Signal(8)
+        m.d.sync += rwe.eq(0)
+        m.d.comb += [rx_wr.addr.eq(rwa), rx_wr.data.eq(rwb.replicate(4)), rx_wr.en.eq(rwe)]
+        ra = Signal(range(rxw))
+        rq = Signal()                       # a read was issued (ra set) last cycle
+        r1 = Signal()
+        rdok = Signal()                     # rwd holds rxbuf[ra]
+        rwd = Signal(32)
+        m.d.comb += rx_rd.addr.eq(ra)
+        m.d.sync += [rq.eq(0), r1.eq(rq), rwd.eq(rx_rd.data)]
+        with m.If(r1):
+            m.d.sync += rdok.eq(1)
+
+        def rx_read(word):
+            m.d.sync += [ra.eq(word), rq.eq(1), rdok.eq(0)]
+
+        # ---- tx buffer: registered word writes
+        twe = Signal()
+        twa = Signal(range(txw))
+        twd = Signal(32)
+        m.d.sync += twe.eq(0)
+        m.d.comb += [tx_wr.addr.eq(twa), tx_wr.data.eq(twd), tx_wr.en.eq(twe)]
+
+        def tx_write(word, value):
+            m.d.sync += [twe.eq(1), twa.eq(word), twd.eq(value)]
+
+        # ---- decoder state
         seq = Signal(8)
         code = Signal(8)
         length = Signal(16)
-        crc = Signal(32, init=0xFFFFFFFF)
         rcrc = Signal(32)
-        cnt = Signal(16)
-        timer = Signal(32)
+        rcnt = Signal(16)
+        rtimer = Signal(32)
+        rx_to = Signal()
+        w0r = Signal(32)      # the first payload word, kept as it arrives (EXEC decodes it)
+        rx_pend = Signal()    # a frame (or a TOO_LONG header) waits for the executor
+        rx_long = Signal()
+        resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
+        crc_next = crc32_byte(m, crc, ib)
+        crc_clr = Signal()
+        crc_upd = Signal()
+        with m.If(crc_clr):
+            m.d.sync += crc.eq(0xFFFFFFFF)
+        with m.Elif(crc_upd):
+            m.d.sync += crc.eq(crc_next)
+        # flags of registers that change only when a byte is taken (never two cycles in a row)
+        too_long = Signal()
+        length_m1 = Signal(17)
+        m.d.sync += length_m1.eq(length - 1)
+        len0 = Signal()
+        pay_last = Signal()
+        first_word = Signal()
+        m.d.sync += [too_long.eq(length > self.max_payload), len0.eq(length == 0),
+                     pay_last.eq(rcnt == length_m1), first_word.eq(rcnt[2:] == 0)]
+        m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
+        with m.If(take):
+            m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
+
+        sync0, sync1 = SYNC[0], SYNC[1]
+        id_base, id_n = self.identify
+        st_base, st_n = self.status
+
+        def rx_timeout_drop():
+            count_event("dropped_frames", "dropped_frame")
+            rf.go("HUNT")
+
+        rf = _OneHot(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
+        if True:
+            with rf.state("HUNT"):
+                m.d.comb += self.idle.eq(~iv)
+                with m.If(iv & ib_s0):
+                    rf.go("SYNC1")
+
+            with rf.state("SYNC1"):
+                with m.If(iv):
+                    with m.If(ib_s1):
+                        m.d.comb += crc_clr.eq(1)
+                        m.d.sync += rcnt.eq(0)
+                        rf.go("HDR")
+                    with m.Elif(~ib_s0):
+                        rf.go("HUNT")
+                with m.Elif(rx_to):
+                    rf.go("HUNT")
+
+            with rf.state("HDR"):
+                with m.If(iv):
+                    m.d.comb += crc_upd.eq(1)
+                    m.d.sync += rcnt.eq(rcnt + 1)
+                    with m.Switch(rcnt[:2]):
+                        with m.Case(0):
+                            m.d.sync += seq.eq(ib)
+                        with m.Case(1):
+                            m.d.sync += code.eq(ib)
+                        with m.Case(2):
+                            m.d.sync += length[:8].eq(ib)
+                        with m.Case(3):
+                            m.d.sync += length[8:].eq(ib)
+                            rf.go("HCHK")
+                with m.Elif(rx_to):
+                    rx_timeout_drop()
+
+            with rf.state("HCHK"):
+                with m.If(iv):
+                    m.d.comb += crc_upd.eq(1)
+                    m.d.sync += rcnt.eq(0)
+                    with m.If(~ib_hchk):
+                        count_event("framing_errors", "framing_error")
+                        rf.go("HUNT")
+                    with m.Elif(too_long):
+                        count_event("dropped_frames", "dropped_frame")
+                        m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
+                        rf.go("WAIT")
+                    with m.Elif(len0):
+                        rf.go("CRC")
+                    with m.Else():
+                        rf.go("PAYLOAD")
+                with m.Elif(rx_to):
+                    rx_timeout_drop()
+
+            with rf.state("PAYLOAD"):
+                with m.If(iv):
+                    m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
+                    with m.If(first_word):
+                        with m.Switch(rcnt[:2]):
+                            for lane in range(4):
+                                with m.Case(lane):
+                                    m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
+                    m.d.comb += crc_upd.eq(1)
+                    m.d.sync += rcnt.eq(rcnt + 1)
+                    with m.If(pay_last):
+                        m.d.sync += rcnt.eq(0)
+                        rf.go("CRC")
+                with m.Elif(rx_to):
+                    rx_timeout_drop()
+
+            with rf.state("CRC"):
+                with m.If(iv):
+                    m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
+                    with m.If(rcnt[:2] == 3):
+                        m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
+                        rf.go("WAIT")
+                with m.Elif(rx_to):
+                    rx_timeout_drop()
+
+            with rf.state("WAIT"):               # the executor and the encoder have the frame
+                with m.If(resume):
+                    rf.go("HUNT")
+        rf.finish()
+        m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
+
+        # ---- executor state
         # replay record and the response being sent
         rec_valid = Signal()
         rec_seq = Signal(8)
@@ -229,363 +525,439 @@ class Link(wiring.Component):
         t_len = Signal(16)
         res_status = Signal(8)
         res_len = Signal(16)
+        tgo = Signal()        # executor -> encoder: send (t_seq, t_status, t_len)
+        tdone = Signal()      # encoder -> executor: the last byte has left
         # command execution
         addr = Signal(17)
+        cur = Signal(17)      # addr + idx: the CSR bus address
         count = Signal(16)
         idx = Signal(16)
         sidx = Signal(16)
         ridx = Signal(16)
         rsp_done = Signal()
         overflow = Signal()
-        # the first payload word, kept as it arrives: EXEC decodes it from a register, not through
-        # the rx buffer's read port (timing); only commands with LEN >= 4 look at it
-        w0r = Signal(32)
+        cf = Signal()         # STREAM: a cmd word is being fetched from the rx buffer
+        sl = Signal()         # STREAM: sidx changed last cycle
+        m.d.sync += sl.eq(0)
+        stimer = Signal(32)
+        st_to = Signal()
+        prog = Signal()       # STREAM progress this cycle (restarts the timeout)
+        # stimer >= stream_timeout in two registered halves; st_to ignores them for two cycles after
+        # progress (they still describe the timer before its restart)
+        st_hi_gt = Signal()
+        st_hi_eq = Signal()
+        st_lo_ge = Signal()
+        prog_d = Signal()
+        m.d.sync += [st_hi_gt.eq(stimer[16:] > self.stream_timeout[16:]),
+                     st_hi_eq.eq(stimer[16:] == self.stream_timeout[16:]),
+                     st_lo_ge.eq(stimer[:16] >= self.stream_timeout[:16]), prog_d.eq(prog),
+                     stimer.eq(stimer + 1), st_to.eq((st_hi_gt | (st_hi_eq & st_lo_ge)) & ~prog & ~prog_d)]
+        with m.If(prog):
+            m.d.sync += stimer.eq(0)
 
-        # one CRC engine, fed by whichever byte moves this cycle
-        crc_in = Signal(8)
-        crc_next = crc32_byte(m, crc, crc_in)
-        rx_take = self.rx.valid & self.rx.ready
-        tx_take = self.tx.valid & self.tx.ready
-        b = self.rx.payload
+        # CSR bus from registers
+        b_rstb = Signal()
+        b_wstb = Signal()
+        b_wdata = Signal(32)
+        m.d.sync += [b_rstb.eq(0), b_wstb.eq(0)]
+        m.d.comb += [self.csr.addr.eq(cur[:aw]), self.csr.r_stb.eq(b_rstb), self.csr.w_stb.eq(b_wstb),
+                     self.csr.w_data.eq(b_wdata)]
 
-        inc = {c: Signal(name=f"inc_{c}") for c in COUNTERS}
-        flag = {n: Signal(name=f"flag_{n}") for n in FLAG_BITS}
-        clear_counters = Signal()
-        in_stream = Signal()
-        m.d.comb += self.flags_set.eq(Cat(*flag.values()))
-        m.d.comb += [flag["framing_error"].eq(self.phy_framing_error), flag["dropped_frame"].eq(self.phy_overrun),
-                     flag["uart_break"].eq(self.phy_break)]
-        for c in COUNTERS:
-            extra = 0
-            if c == "framing_errors":
-                extra = self.phy_framing_error + self.phy_break
-            elif c == "dropped_frames":
-                extra = self.phy_overrun
-            with m.If(clear_counters):
-                m.d.sync += getattr(self, c).eq(0)
-            with m.Else():
-                m.d.sync += getattr(self, c).eq(getattr(self, c) + inc[c] + extra)
+        # cmd word register
+        cv = Signal()
+        cdata = Signal(32)
+        clast = Signal()
+        m.d.comb += [self.cmd.valid.eq(cv), self.cmd.payload.data.eq(cdata), self.cmd.payload.last.eq(clast)]
 
-        def count_event(counter, flag_name):
-            m.d.comb += [inc[counter].eq(1), flag[flag_name].eq(1)]
+        # registered flags; every loop state is entered one cycle after the registers they
+        # depend on last changed
+        crc_bad = Signal()
+        dup = Signal()
+        f_eq = Signal()       # idx == count
+        f_last = Signal()     # idx == count - 1
+        oob = Signal()        # cur beyond the map
+        f_bad = Signal()      # CSR address cur not readable (two cycles after cur changed)
+        m.d.sync += f_bad.eq(~self.csr.r_ok | oob)
+        rd_next = Signal()    # RD_CHECK: this address is fine and not the last: next one
+        wr_next = Signal()    # WR_CHECK: idem
+        m.d.sync += [rd_next.eq(~f_eq & self.csr.r_ok & ~oob),
+                     wr_next.eq(~f_eq & self.csr.r_ok & ~oob & self.csr.w_ok)]
+        s_eq = Signal()       # sidx == count
+        s_last = Signal()     # sidx == count - 1
+        count_m1 = Signal(17)
+        m.d.sync += count_m1.eq(count - 1)
+        s_done = Signal()     # STREAM: all cmd words sent, the last rsp word in (stays so once true)
+        m.d.sync += s_done.eq(s_eq & ~sl & ~cf & ~cv & rsp_done)
+        m.d.sync += [crc_bad.eq(rcrc != ~crc), dup.eq(rec_valid & (seq == rec_seq) & (rcrc == rec_crc)),
+                     f_eq.eq(idx == count), f_last.eq(idx == count_m1), oob.eq(cur[aw:] != 0),
+                     s_eq.eq(sidx == count), s_last.eq(sidx == count_m1)]
 
-        # controller response words outside a STREAM command: drained and counted
-        with m.If(self.rsp.valid & ~in_stream):
-            count_event("stream_discards", "stream_discard")
+        # command checks, registered (code, length and w0r are fixed long before EXEC)
+        w0 = w0r
+        x_bad = Signal()
+        x_status = Signal(8)
+        x_addr = Signal(17)
+        x_count = Signal(16)
+        kinds = ("copy", "rd", "wr", "rst", "stream")
+        xk = {k: Signal(name=f"x_{k}") for k in kinds}
+        # stage 1: predicates of code, length and w0r
+        p = {k: Signal(name=f"p_{k}") for k in ("ping", "ident", "status", "rd", "wr", "rst", "stream",
+                                                  "len_big", "len0", "len4", "len_lt8", "len_mis",
+                                                  "cnt0", "cnt_big", "rst_bad")}
+        v_ping = Signal(16)
+        v_wr = Signal(16)
+        v_stream = Signal(16)
+        m.d.sync += [p["ping"].eq(code == Cmd.PING), p["ident"].eq(code == Cmd.IDENTIFY),
+                     p["status"].eq(code == Cmd.STATUS), p["rd"].eq(code == Cmd.CSR_READ),
+                     p["wr"].eq(code == Cmd.CSR_WRITE), p["rst"].eq(code == Cmd.RESET),
+                     p["stream"].eq(code == Cmd.STREAM),
+                     p["len_big"].eq(length > self.max_response), p["len0"].eq(length == 0),
+                     p["len4"].eq(length == 4), p["len_lt8"].eq(length < 8), p["len_mis"].eq(length[:2] != 0),
+                     p["cnt0"].eq(w0[16:] == 0), p["cnt_big"].eq(w0[16:] > txw),
+                     p["rst_bad"].eq((w0 & ~RESET_FLAGS_MASK) != 0),
+                     v_ping.eq((length + 3) >> 2), v_wr.eq((length >> 2) - 1), v_stream.eq(length >> 2)]
+        # stage 2: error class, kind, address and count (registered)
+        e_unknown = Signal()
+        e_len = Signal()
+        e_arg = Signal()
+        x_addr = Signal(17)
+        x_count = Signal(16)
+        xk = {k: Signal(name=f"x_{k}") for k in ("copy", "rd", "wr", "rst", "stream")}
+        m.d.sync += [xk["copy"].eq(p["ping"]), xk["rd"].eq(p["ident"] | p["status"] | p["rd"]),
+                     xk["wr"].eq(p["wr"]), xk["rst"].eq(p["rst"]), xk["stream"].eq(p["stream"])]
+        bad_len = ((p["ping"] & p["len_big"]) | ((p["ident"] | p["status"]) & ~p["len0"]) |
+                   ((p["rd"] | p["rst"]) & ~p["len4"]) | (p["wr"] & (p["len_lt8"] | p["len_mis"])) |
+                   (p["stream"] & (p["len0"] | p["len_mis"])))
+        bad_arg = (p["rd"] & (p["cnt0"] | p["cnt_big"])) | (p["wr"] & ~p["cnt0"]) | (p["rst"] & p["rst_bad"])
+        m.d.sync += [e_unknown.eq(~(p["ping"] | p["ident"] | p["status"] | p["rd"] | p["wr"] | p["rst"] |
+                                    p["stream"])),
+                     e_len.eq(bad_len), e_arg.eq(bad_arg)]
+        with m.If(p["ping"]):
+            m.d.sync += x_count.eq(v_ping)
+        with m.Elif(p["ident"]):
+            m.d.sync += [x_addr.eq(id_base), x_count.eq(id_n)]
+        with m.Elif(p["status"]):
+            m.d.sync += [x_addr.eq(st_base), x_count.eq(st_n)]
+        with m.Elif(p["rd"]):
+            m.d.sync += [x_addr.eq(w0[:16]), x_count.eq(w0[16:])]
+        with m.Elif(p["wr"]):
+            m.d.sync += [x_addr.eq(w0[:16]), x_count.eq(v_wr)]
+        with m.Else():
+            m.d.sync += x_count.eq(v_stream)
+        # stage 3
+        x_bad = Signal()
+        x_status = Signal(8)
+        m.d.sync += x_bad.eq(e_unknown | e_len | e_arg)
+        with m.If(e_unknown):
+            m.d.sync += x_status.eq(Status.UNKNOWN_CMD)
+        with m.Elif(e_len):
+            m.d.sync += x_status.eq(Status.BAD_LENGTH)
+        with m.Else():
+            m.d.sync += x_status.eq(Status.BAD_ARG)
 
-        # rx payload write: byte lane cnt[0:2] of word cnt[2:]
-        m.d.comb += [rx_wr.addr.eq(cnt[2:]), rx_wr.data.eq(b.replicate(4))]
+        # idx / cur: one increment and one restart for all the loops (a short mux in front of them)
+        step = Signal()
+        restart = Signal()
+        with m.If(restart):
+            m.d.sync += [idx.eq(0), cur.eq(addr)]
+        with m.Elif(step):
+            m.d.sync += [idx.eq(idx + 1), cur.eq(cur + 1)]
 
-        def nack(status):
-            m.d.sync += [t_seq.eq(seq), t_status.eq(status), t_len.eq(0), cnt.eq(0), crc.eq(0xFFFFFFFF)]
-            m.next = "TX_HDR"
+        sender = _Load(m, "send", [t_seq, t_status, t_len])
+        finisher = _Load(m, "fin", [res_status, res_len])
+
+        def send(s, status, n_bytes):
+            sender.load(s, status, n_bytes)
+            m.d.sync += tgo.eq(1)
+            mf.go("TX")
 
         def finish(status, n_bytes=0):
-            m.d.sync += [res_status.eq(status), res_len.eq(n_bytes)]
-            m.next = "FINISH"
+            finisher.load(status, n_bytes)
+            mf.go("FINISH")
 
-        # idle-cycle timer of the rx states and of STREAM
-        m.d.sync += timer.eq(timer + 1)
-        rx_timeout = timer >= self.byte_timeout
+        m.d.sync += [tgo.eq(0), resume.eq(0)]
+        # controller response words outside a STREAM command: drained and counted
+        # rsp words land in a register first (ready = register empty)
+        in_stream = Signal()
+        qv = Signal()
+        qdata = Signal(32)
+        qlast = Signal()
+        qtake = Signal()
+        m.d.comb += self.rsp.ready.eq(~qv)
+        with m.If(qtake):
+            m.d.sync += qv.eq(0)
+        with m.If(self.rsp.valid & ~qv):
+            m.d.sync += [qv.eq(1), qdata.eq(self.rsp.payload.data), qlast.eq(self.rsp.payload.last)]
+        with m.If(qv & ~in_stream):
+            m.d.comb += qtake.eq(1)
+            count_event("stream_discards", "stream_discard")
 
-        # stream defaults: rsp is drained (and counted) outside STREAM
-        m.d.comb += self.rsp.ready.eq(1)
-        m.d.comb += self.cmd.payload.data.eq(rx_rd.data)
-
-        sync0, sync1 = SYNC[0], SYNC[1]
-        id_base, id_n = self.identify
-        st_base, st_n = self.status
-
-        with m.FSM():
-            with m.State("HUNT"):
-                m.d.comb += [self.idle.eq(1), self.rx.ready.eq(1)]
-                with m.If(rx_take & (b == sync0)):
-                    m.d.sync += timer.eq(0)
-                    m.next = "SYNC1"
-
-            with m.State("SYNC1"):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(rx_take):
-                    m.d.sync += timer.eq(0)
-                    with m.If(b == sync1):
-                        m.d.sync += [crc.eq(0xFFFFFFFF), cnt.eq(0)]
-                        m.next = "HDR"
-                    with m.Elif(b != sync0):
-                        m.next = "HUNT"
-                with m.Elif(rx_timeout):
-                    m.next = "HUNT"
-
-            with m.State("HDR"):
-                m.d.comb += [self.rx.ready.eq(1), crc_in.eq(b)]
-                with m.If(rx_take):
-                    m.d.sync += [timer.eq(0), crc.eq(crc_next), cnt.eq(cnt + 1)]
-                    with m.Switch(cnt[:2]):
-                        with m.Case(0):
-                            m.d.sync += seq.eq(b)
-                        with m.Case(1):
-                            m.d.sync += code.eq(b)
-                        with m.Case(2):
-                            m.d.sync += length[:8].eq(b)
-                        with m.Case(3):
-                            m.d.sync += length[8:].eq(b)
-                            m.next = "HCHK"
-                with m.Elif(rx_timeout):
-                    count_event("dropped_frames", "dropped_frame")
-                    m.next = "HUNT"
-
-            with m.State("HCHK"):
-                m.d.comb += [self.rx.ready.eq(1), crc_in.eq(b)]
-                with m.If(rx_take):
-                    m.d.sync += [timer.eq(0), crc.eq(crc_next), cnt.eq(0)]
-                    with m.If(b != ~crc[:8]):
-                        count_event("framing_errors", "framing_error")
-                        m.next = "HUNT"
-                    with m.Elif(length > self.max_payload):
-                        count_event("dropped_frames", "dropped_frame")
-                        nack(Status.TOO_LONG)
-                    with m.Elif(length == 0):
-                        m.next = "CRC"
+        mf = _OneHot(m, "main", ["IDLE", "CHECK", "EXEC", "COPY_W", "COPY", "COPY_DATA",
+                                 "RD_CHECK_W", "RD_CHECK_W2", "RD_CHECK", "RD_ISSUE", "RD_WAIT", "RD_WAIT2", "RD_STORE",
+                                 "WR_CHECK_W", "WR_CHECK_W2", "WR_CHECK", "WR_W", "WR", "WR_DATA", "WR_STB",
+                                 "STREAM_W", "STREAM", "FINISH", "TX"])
+        if True:
+            with mf.state("IDLE"):
+                with m.If(rx_pend):
+                    m.d.sync += rx_pend.eq(0)
+                    with m.If(rx_long):
+                        send(seq, Status.TOO_LONG, 0)
                     with m.Else():
-                        m.next = "PAYLOAD"
-                with m.Elif(rx_timeout):
-                    count_event("dropped_frames", "dropped_frame")
-                    m.next = "HUNT"
+                        mf.go("CHECK")
 
-            with m.State("PAYLOAD"):
-                m.d.comb += [self.rx.ready.eq(1), crc_in.eq(b)]
-                with m.If(rx_take):
-                    m.d.comb += rx_wr.en.eq(1 << cnt[:2])
-                    with m.If(cnt[2:] == 0):
-                        with m.Switch(cnt[:2]):
-                            for lane in range(4):
-                                with m.Case(lane):
-                                    m.d.sync += w0r[8 * lane:8 * lane + 8].eq(b)
-                    m.d.sync += [timer.eq(0), crc.eq(crc_next), cnt.eq(cnt + 1)]
-                    with m.If(cnt == length - 1):
-                        m.d.sync += cnt.eq(0)
-                        m.next = "CRC"
-                with m.Elif(rx_timeout):
-                    count_event("dropped_frames", "dropped_frame")
-                    m.next = "HUNT"
-
-            with m.State("CRC"):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(rx_take):
-                    m.d.sync += [timer.eq(0), rcrc.eq(Cat(rcrc[8:], b)), cnt.eq(cnt + 1)]
-                    with m.If(cnt == 3):
-                        m.next = "CHECK"
-                with m.Elif(rx_timeout):
-                    count_event("dropped_frames", "dropped_frame")
-                    m.next = "HUNT"
-
-            with m.State("CHECK"):
-                with m.If(rcrc != ~crc):
+            with mf.state("CHECK"):
+                with m.If(crc_bad):
                     count_event("crc_errors", "crc_error")
-                    nack(Status.CRC)
-                with m.Elif(rec_valid & (seq == rec_seq) & (rcrc == rec_crc)):
+                    send(seq, Status.CRC, 0)
+                with m.Elif(dup):
                     count_event("dup_frames", "dup_frame")
-                    m.d.sync += [t_seq.eq(rec_seq), t_status.eq(rec_status), t_len.eq(rec_len),
-                                 cnt.eq(0), crc.eq(0xFFFFFFFF)]
-                    m.next = "TX_HDR"          # the tx buffer still holds the recorded payload
+                    send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
                 with m.Else():
-                    m.d.sync += [rec_valid.eq(0), idx.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
-                                 overflow.eq(0), timer.eq(0)]
-                    m.next = "EXEC"
+                    m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
+                                 overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
+                    mf.go("EXEC")
 
             # ---- command decoder (the rx buffer holds the checked payload)
-            with m.State("EXEC"):
-                w0 = w0r
-                with m.Switch(code):
-                    with m.Case(Cmd.PING):
-                        with m.If(length > self.max_response):
-                            finish(Status.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += count.eq((length + 3) >> 2)
-                            m.next = "COPY"
-                    with m.Case(Cmd.IDENTIFY, Cmd.STATUS):
-                        with m.If(length != 0):
-                            finish(Status.BAD_LENGTH)
-                        with m.Else():
-                            with m.If(code == Cmd.IDENTIFY):
-                                m.d.sync += [addr.eq(id_base), count.eq(id_n)]
-                            with m.Else():
-                                m.d.sync += [addr.eq(st_base), count.eq(st_n)]
-                            m.next = "RD_CHECK"
-                    with m.Case(Cmd.CSR_READ):
-                        with m.If(length != 4):
-                            finish(Status.BAD_LENGTH)
-                        with m.Elif((w0[16:] == 0) | (w0[16:] > txw)):
-                            finish(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += [addr.eq(w0[:16]), count.eq(w0[16:])]
-                            m.next = "RD_CHECK"
-                    with m.Case(Cmd.CSR_WRITE):
-                        with m.If((length < 8) | (length[:2] != 0)):
-                            finish(Status.BAD_LENGTH)
-                        with m.Elif(w0[16:] != 0):
-                            finish(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += [addr.eq(w0[:16]), count.eq((length >> 2) - 1)]
-                            m.next = "WR_CHECK"
-                    with m.Case(Cmd.RESET):
-                        with m.If(length != 4):
-                            finish(Status.BAD_LENGTH)
-                        with m.Elif((w0 & ~RESET_FLAGS_MASK) != 0):
-                            finish(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += self.soft_reset.eq(w0[0])
-                            m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
-                            finish(Status.OK)
-                    with m.Case(Cmd.STREAM):
-                        with m.If((length == 0) | (length[:2] != 0)):
-                            finish(Status.BAD_LENGTH)
-                        with m.Else():
-                            m.d.sync += count.eq(length >> 2)
-                            m.next = "STREAM"
-                    with m.Default():
-                        finish(Status.UNKNOWN_CMD)
-
-            with m.State("COPY"):                   # PING: rx buffer -> tx buffer
-                m.d.comb += [rx_rd.addr.eq(idx), tx_wr.addr.eq(idx), tx_wr.data.eq(rx_rd.data)]
-                with m.If(idx == count):
-                    finish(Status.OK, length)
-                with m.Else():
-                    m.d.comb += tx_wr.en.eq(1)
-                    m.d.sync += idx.eq(idx + 1)
-
-            with m.State("RD_CHECK"):               # every address of the burst must be readable
-                cur = addr + idx
-                m.d.comb += self.csr.addr.eq(cur)
-                with m.If(idx == count):
-                    m.d.sync += idx.eq(0)
-                    m.next = "RD_ISSUE"
-                with m.Elif((cur >= self.map_size) | ~self.csr.r_ok):
-                    finish(Status.BAD_ADDR)
-                with m.Else():
-                    m.d.sync += idx.eq(idx + 1)
-
-            with m.State("RD_ISSUE"):
-                m.d.comb += [self.csr.addr.eq(addr + idx), self.csr.r_stb.eq(1)]
-                m.next = "RD_STORE"
-
-            with m.State("RD_STORE"):
-                m.d.comb += [tx_wr.addr.eq(idx), tx_wr.data.eq(self.csr.r_data), tx_wr.en.eq(1)]
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == count - 1):
-                    finish(Status.OK, count << 2)
-                with m.Else():
-                    m.next = "RD_ISSUE"
-
-            with m.State("WR_CHECK"):               # every address must be writable before any write
-                cur = addr + idx
-                m.d.comb += self.csr.addr.eq(cur)
-                with m.If(idx == count):
-                    m.d.sync += idx.eq(0)
-                    m.next = "WR"
-                with m.Elif((cur >= self.map_size) | ~self.csr.r_ok):
-                    finish(Status.BAD_ADDR)
-                with m.Elif(~self.csr.w_ok):
-                    finish(Status.READ_ONLY)
-                with m.Else():
-                    m.d.sync += idx.eq(idx + 1)
-
-            with m.State("WR"):
-                m.d.comb += [self.csr.addr.eq(addr + idx), rx_rd.addr.eq(idx + 1),
-                             self.csr.w_data.eq(rx_rd.data)]
-                with m.If(idx == count):
+            with mf.state("EXEC"):
+                m.d.sync += [addr.eq(x_addr), cur.eq(x_addr), count.eq(x_count), idx.eq(0)]
+                with m.If(x_bad):
+                    finish(x_status)
+                with m.Elif(xk["copy"]):
+                    mf.go("COPY_W")
+                with m.Elif(xk["rd"]):
+                    mf.go("RD_CHECK_W")
+                with m.Elif(xk["wr"]):
+                    mf.go("WR_CHECK_W")
+                with m.Elif(xk["rst"]):
+                    m.d.sync += self.soft_reset.eq(w0[0])
+                    m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
                     finish(Status.OK)
                 with m.Else():
-                    m.d.comb += self.csr.w_stb.eq(1)
-                    m.d.sync += idx.eq(idx + 1)
+                    mf.go("STREAM_W")
 
-            with m.State("STREAM"):                 # send cmd words and collect rsp words at once
+            with mf.state("COPY_W"):
+                mf.go("COPY")
+
+            with mf.state("COPY"):                   # PING: rx buffer -> tx buffer, a word per 5 cycles
+                with m.If(f_eq):
+                    finish(Status.OK, length)
+                with m.Else():
+                    rx_read(idx)
+                    mf.go("COPY_DATA")
+
+            with mf.state("COPY_DATA"):
+                with m.If(rdok):
+                    tx_write(idx, rwd)
+                    m.d.comb += step.eq(1)
+                    mf.go("COPY_W")
+
+            with mf.state("RD_CHECK_W"):
+                mf.go("RD_CHECK_W2")
+
+            with mf.state("RD_CHECK_W2"):
+                mf.go("RD_CHECK")
+
+            with mf.state("RD_CHECK"):               # every address of the burst must be readable
+                with m.If(rd_next):
+                    m.d.comb += step.eq(1)
+                    mf.go("RD_CHECK_W")
+                with m.Elif(f_eq):
+                    m.d.comb += restart.eq(1)
+                    mf.go("RD_ISSUE")
+                with m.Else():
+                    finish(Status.BAD_ADDR)
+
+            with mf.state("RD_ISSUE"):
+                m.d.sync += b_rstb.eq(1)
+                mf.go("RD_WAIT")
+
+            with mf.state("RD_WAIT"):                # the strobe is on the bus now
+                mf.go("RD_WAIT2")
+
+            with mf.state("RD_WAIT2"):               # the bank's read takes two cycles
+                mf.go("RD_STORE")
+
+            with mf.state("RD_STORE"):
+                tx_write(idx, self.csr.r_data)
+                m.d.comb += step.eq(1)
+                with m.If(f_last):
+                    finish(Status.OK, count << 2)
+                with m.Else():
+                    mf.go("RD_ISSUE")
+
+            with mf.state("WR_CHECK_W"):
+                mf.go("WR_CHECK_W2")
+
+            with mf.state("WR_CHECK_W2"):
+                mf.go("WR_CHECK")
+
+            with mf.state("WR_CHECK"):               # every address must be writable before any write
+                with m.If(wr_next):
+                    m.d.comb += step.eq(1)
+                    mf.go("WR_CHECK_W")
+                with m.Elif(f_eq):
+                    m.d.comb += restart.eq(1)
+                    mf.go("WR_W")
+                with m.Elif(f_bad):
+                    finish(Status.BAD_ADDR)
+                with m.Else():
+                    finish(Status.READ_ONLY)
+
+            with mf.state("WR_W"):
+                mf.go("WR")
+
+            with mf.state("WR"):
+                with m.If(f_eq):
+                    finish(Status.OK)
+                with m.Else():
+                    rx_read(idx + 1)
+                    mf.go("WR_DATA")
+
+            with mf.state("WR_DATA"):
+                with m.If(rdok):
+                    m.d.sync += [b_wdata.eq(rwd), b_wstb.eq(1)]
+                    mf.go("WR_STB")
+
+            with mf.state("WR_STB"):                 # the strobe is on the bus now
+                m.d.comb += step.eq(1)
+                mf.go("WR_W")
+
+            with mf.state("STREAM_W"):
+                mf.go("STREAM")
+
+            with mf.state("STREAM"):                 # send cmd words and collect rsp words at once
                 m.d.comb += in_stream.eq(1)
-                m.d.comb += [rx_rd.addr.eq(sidx), self.cmd.valid.eq(sidx != count),
-                             self.cmd.payload.last.eq(sidx == count - 1)]
-                with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [sidx.eq(sidx + 1), timer.eq(0)]
-                m.d.comb += [self.rsp.ready.eq(~rsp_done), tx_wr.addr.eq(ridx), tx_wr.data.eq(self.rsp.payload.data)]
-                with m.If(self.rsp.valid & self.rsp.ready):
-                    m.d.sync += timer.eq(0)
+                with m.If(cv & self.cmd.ready):
+                    m.d.comb += prog.eq(1)
+                    m.d.sync += cv.eq(0)
+                # fetch word sidx (s_eq / s_last lag sidx by a cycle: sl blocks that cycle)
+                with m.If(~cf & ~sl & ~s_eq):
+                    rx_read(sidx)
+                    m.d.sync += cf.eq(1)
+                with m.If(cf & rdok & ~cv):
+                    m.d.sync += [cdata.eq(rwd), clast.eq(s_last), cv.eq(1), sidx.eq(sidx + 1),
+                                 cf.eq(0), sl.eq(1)]
+                with m.If(qv & ~rsp_done):
+                    m.d.comb += qtake.eq(1)
+                    m.d.comb += prog.eq(1)
                     with m.If(ridx < txw):
-                        m.d.comb += tx_wr.en.eq(1)
+                        tx_write(ridx, qdata)
                         m.d.sync += ridx.eq(ridx + 1)
                     with m.Else():
                         m.d.sync += overflow.eq(1)
-                    with m.If(self.rsp.payload.last):
+                    with m.If(qlast):
                         m.d.sync += rsp_done.eq(1)
-                with m.If((sidx == count) & rsp_done):
+                with m.If(s_done):
                     with m.If(overflow):
                         m.d.comb += flag["stream_overflow"].eq(1)
                         finish(Status.OVERFLOW)
                     with m.Else():
                         finish(Status.OK, ridx << 2)
-                with m.Elif(timer >= self.stream_timeout):
+                with m.Elif(st_to):
                     m.d.comb += flag["stream_timeout"].eq(1)
+                    m.d.sync += cv.eq(0)            # the word on cmd is withdrawn
                     finish(Status.TIMEOUT)
 
-            with m.State("FINISH"):                 # record the response, then send it
+            with mf.state("FINISH"):                 # record the response, then send it
                 m.d.comb += inc["executed"].eq(1)
-                ok = res_status == Status.OK
-                n_bytes = ok.replicate(16) & res_len
                 m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
-                             rec_len.eq(n_bytes), t_seq.eq(seq), t_status.eq(res_status), t_len.eq(n_bytes),
-                             self.soft_reset.eq(0), cnt.eq(0), crc.eq(0xFFFFFFFF)]
-                m.next = "TX_HDR"
+                             rec_len.eq(res_len), self.soft_reset.eq(0)]
+                send(seq, res_status, res_len)     # (res_len is 0 with an error status)
 
-            # ---- encoder: A5 5A seq code len_l len_h hchk | payload | crc (LE)
-            with m.State("TX_HDR"):
-                with m.Switch(cnt[:3]):
-                    with m.Case(0):
-                        m.d.comb += self.tx.payload.eq(sync0)
-                    with m.Case(1):
-                        m.d.comb += self.tx.payload.eq(sync1)
-                    with m.Case(2):
-                        m.d.comb += self.tx.payload.eq(t_seq)
-                    with m.Case(3):
-                        m.d.comb += self.tx.payload.eq(t_status | RESPONSE)
-                    with m.Case(4):
-                        m.d.comb += self.tx.payload.eq(t_len[:8])
-                    with m.Case(5):
-                        m.d.comb += self.tx.payload.eq(t_len[8:])
-                    with m.Case(6):
-                        m.d.comb += self.tx.payload.eq(~crc[:8])
-                m.d.comb += [self.tx.valid.eq(1), crc_in.eq(self.tx.payload)]
-                with m.If(tx_take):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt >= 2):
-                        m.d.sync += crc.eq(crc_next)
-                    with m.If(cnt == 6):
-                        m.d.sync += cnt.eq(0)
-                        with m.If(t_len == 0):
-                            m.next = "TX_CRC"
-                        with m.Else():
-                            m.next = "TX_PAY"
+            with mf.state("TX"):
+                with m.If(tdone):
+                    m.d.sync += resume.eq(1)
+                    mf.go("IDLE")
 
-            with m.State("TX_PAY"):
-                m.d.comb += [tx_rd.addr.eq(cnt[2:]), self.tx.valid.eq(1), crc_in.eq(self.tx.payload)]
-                with m.Switch(cnt[:2]):
-                    for lane in range(4):
-                        with m.Case(lane):
-                            m.d.comb += self.tx.payload.eq(tx_rd.data[8 * lane:8 * lane + 8])
-                with m.If(tx_take):
-                    m.d.sync += [crc.eq(crc_next), cnt.eq(cnt + 1)]
-                    with m.If(cnt == t_len - 1):
-                        m.d.sync += cnt.eq(0)
-                        m.next = "TX_CRC"
+        mf.finish()
+        sender.finish()
+        finisher.finish()
 
-            with m.State("TX_CRC"):
-                fin = ~crc
-                with m.Switch(cnt[:2]):
-                    for lane in range(4):
-                        with m.Case(lane):
-                            m.d.comb += self.tx.payload.eq(fin[8 * lane:8 * lane + 8])
-                m.d.comb += self.tx.valid.eq(1)
-                with m.If(tx_take):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == 3):
-                        m.d.sync += [cnt.eq(0), timer.eq(0)]
-                        m.next = "HUNT"
+        # ---- encoder: A5 5A seq code len_l len_h hchk | payload | crc (LE), from the byte register
+        # `ob`; the CRC takes the byte as it leaves (a byte is loaded only when ob is empty). The
+        # header bytes, the payload word and the CRC are shifted out of registers (no byte mux).
+        ob = Signal(8)
+        ov = Signal()
+        ocrc = Signal()       # ob counts in the CRC
+        tcrc = Signal(32, init=0xFFFFFFFF)
+        tcnt = Signal(16)
+        tlast = Signal()      # tcnt == t_len - 1
+        tl0 = Signal()        # t_len == 0
+        t_len_m1 = Signal(17)
+        m.d.sync += t_len_m1.eq(t_len - 1)
+        hsr = Signal(48)      # header bytes still to send
+        tra = Signal(range(txw))
+        tpre = Signal(32)     # txbuf[tra], two cycles after tra changed
+        tw = Signal(32)       # the payload word being sent (shifted a byte at a time)
+        tcrc_next = crc32_byte(m, tcrc, ob)
+        m.d.comb += [self.tx.payload.eq(ob), self.tx.valid.eq(ov), tx_rd.addr.eq(tra)]
+        m.d.sync += [tpre.eq(tx_rd.data), tlast.eq(tcnt == t_len_m1), tl0.eq(t_len == 0), tdone.eq(0)]
+        with m.If(ov & self.tx.ready):
+            m.d.sync += ov.eq(0)
+            with m.If(ocrc):
+                m.d.sync += tcrc.eq(tcrc_next)
+
+        tcnt_clr = Signal()
+        tcnt_inc = Signal()
+        with m.If(tcnt_clr):
+            m.d.sync += tcnt.eq(0)
+        with m.Elif(tcnt_inc):
+            m.d.sync += tcnt.eq(tcnt + 1)
+        tf = _OneHot(m, "tx", ["IDLE", "HDR", "HCHK", "PAY", "CRC", "DONE"])
+        obl = _Load(m, "ob", [ob])
+        crc_lane = Signal(8)
+        m.d.comb += crc_lane.eq(~tcrc.word_select(tcnt[:2], 8))
+        with tf.state("IDLE"):
+            with m.If(tgo):
+                m.d.comb += tcnt_clr.eq(1)
+                m.d.sync += [tcrc.eq(0xFFFFFFFF), tra.eq(0),
+                             hsr.eq(Cat(Const(sync0, 8), Const(sync1, 8), t_seq, t_status | RESPONSE, t_len))]
+                tf.go("HDR")
+
+        with tf.state("HDR"):
+            with m.If(~ov):
+                obl.load(hsr[:8])
+                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2]),
+                             ]
+                m.d.comb += tcnt_inc.eq(1)
+                with m.If(tcnt[:3] == 5):
+                    tf.go("HCHK")
+
+        with tf.state("HCHK"):
+            with m.If(~ov):
+                obl.load(~tcrc[:8])
+                m.d.comb += tcnt_clr.eq(1)
+                m.d.sync += [ov.eq(1), ocrc.eq(1), tw.eq(tpre), tra.eq(1)]
+                with m.If(tl0):
+                    tf.go("CRC")
+                with m.Else():
+                    tf.go("PAY")
+
+        with tf.state("PAY"):
+            with m.If(~ov):
+                obl.load(tw[:8])
+                m.d.comb += tcnt_inc.eq(1)
+                m.d.sync += [tw.eq(tw[8:]), ov.eq(1), ocrc.eq(1)]
+                with m.If(tcnt[:2] == 3):
+                    m.d.sync += [tw.eq(tpre), tra.eq(tra + 1)]     # prefetched word; fetch the next
+                with m.If(tlast):
+                    m.d.comb += tcnt_clr.eq(1)
+                    tf.go("CRC")
+
+        with tf.state("CRC"):
+            with m.If(~ov):
+                obl.load(crc_lane)
+                m.d.comb += tcnt_inc.eq(1)
+                m.d.sync += [ov.eq(1), ocrc.eq(0)]
+                with m.If(tcnt[:2] == 3):
+                    tf.go("DONE")
+
+        with tf.state("DONE"):
+            with m.If(~ov):
+                m.d.sync += tdone.eq(1)
+                tf.go("IDLE")
+        tf.finish()
+        obl.finish()
         return m
 
 

@@ -47,6 +47,25 @@ class UartRx(wiring.Component):
         cnt = Signal(range(d))
         nbit = Signal(range(8))
         shreg = Signal(8)
+        # registered cnt == d - 1 / cnt == d // 2 - 1, computed with each new value of cnt (timing)
+        c_end = Signal()
+        c_half = Signal()
+
+        cnt_one = Signal()
+        cnt_rst = Signal()
+        run = Signal()
+        with m.If(cnt_one):
+            m.d.sync += [cnt.eq(1), c_end.eq(1 == d - 1), c_half.eq(1 == d // 2 - 1)]
+        with m.Elif(cnt_rst):
+            m.d.sync += [cnt.eq(0), c_end.eq(0 == d - 1), c_half.eq(0 == d // 2 - 1)]
+        with m.Elif(run):
+            m.d.sync += [cnt.eq(cnt + 1), c_end.eq(cnt == d - 2), c_half.eq(cnt == d // 2 - 2)]
+
+        def cnt_inc():
+            m.d.comb += run.eq(1)
+
+        def cnt_set(v):
+            m.d.comb += (cnt_one if v else cnt_rst).eq(1)
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -57,26 +76,28 @@ class UartRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~vote):
-                    m.d.sync += cnt.eq(1)
+                    cnt_set(1)
                     m.next = "START"
             with m.State("START"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == d // 2 - 1):
+                cnt_inc()
+                with m.If(c_half):
                     with m.If(vote):
                         m.next = "IDLE"            # glitch, not a start bit
                     with m.Else():
-                        m.d.sync += [cnt.eq(0), nbit.eq(0)]
+                        cnt_set(0)
+                        m.d.sync += nbit.eq(0)
                         m.next = "DATA"
             with m.State("DATA"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == d - 1):
-                    m.d.sync += [cnt.eq(0), shreg.eq(Cat(shreg[1:], vote)), nbit.eq(nbit + 1)]
+                cnt_inc()
+                with m.If(c_end):
+                    cnt_set(0)
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], vote)), nbit.eq(nbit + 1)]
                     with m.If(nbit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == d - 1):
-                    m.d.sync += cnt.eq(0)
+                cnt_inc()
+                with m.If(c_end):
+                    cnt_set(0)
                     with m.If(vote):
                         with m.If(self.o.valid & ~self.o.ready):
                             m.d.sync += self.overrun.eq(1)

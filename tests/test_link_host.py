@@ -337,6 +337,61 @@ def test_map_builder_and_extra_blocks():
         csr.build_map([ctrl, ctrl])
 
 
+def test_csr_bank_bus_timing():
+    """CsrBank decodes the address into registers: r_ok / w_ok a cycle after the address, read data
+    two cycles after the strobe (the address on the bus since the cycle before), writes with the
+    address on the bus since the cycle before the strobe; w1c set/clear; unmapped reads give 0."""
+    from amaranth.sim import Simulator
+    from rtl import csr
+    blk = csr.Block("t", [csr.Register("k", access="ro", const=True, reset=0x1234), csr.Register("rw"),
+                          csr.Register("st", access="ro"), csr.Register("fl", access="w1c", width=4),
+                          csr.Register("pad")])
+    cmap = csr.build_map([blk])        # 5 registers in 8 addresses: the last one is unmapped
+    bank = csr.CsrBank(cmap)
+    bus, regs = bank.bus, bank.regs
+    out = {}
+
+    async def tb(ctx):
+        async def at(addr):                 # address on the bus, one cycle for the decode
+            ctx.set(bus.addr, addr)
+            await ctx.tick()
+
+        async def read(addr):
+            await at(addr)
+            ok = (ctx.get(bus.r_ok), ctx.get(bus.w_ok))
+            ctx.set(bus.r_stb, 1)
+            await ctx.tick()
+            ctx.set(bus.r_stb, 0)
+            await ctx.tick()
+            return ctx.get(bus.r_data), ok
+
+        async def write(addr, value):
+            await at(addr)
+            ctx.set(bus.w_data, value)
+            ctx.set(bus.w_stb, 1)
+            await ctx.tick()
+            ctx.set(bus.w_stb, 0)
+
+        ctx.set(regs.t_st, 0xCAFE)
+        out["k"] = await read(cmap["t_k"].addr)
+        await write(cmap["t_rw"].addr, 0xDEADBEEF)
+        out["rw"] = await read(cmap["t_rw"].addr)
+        out["st"] = await read(cmap["t_st"].addr)
+        ctx.set(regs.t_fl_set, 0b0101)
+        await ctx.tick()
+        ctx.set(regs.t_fl_set, 0)
+        await write(cmap["t_fl"].addr, 0b0001)
+        out["fl"] = await read(cmap["t_fl"].addr)
+        out["none"] = await read(cmap.size - 1)
+
+    sim = Simulator(bank)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert out["k"] == (0x1234, (1, 0)) and out["rw"] == (0xDEADBEEF, (1, 1)) and out["st"] == (0xCAFE, (1, 0))
+    assert out["fl"] == (0b0100, (1, 1)) and out["none"] == (0, (0, 0))
+
+
 def test_default_instances_elaborate():
     from rtl import csr, link, uart
     from tb.harness import to_verilog
