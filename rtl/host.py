@@ -192,8 +192,11 @@ def connect_ctrl_regs(m, regs, ctrl, bridge):
     """CSR fields <-> controller ports (regs = LinkTop.regs)."""
     m.d.comb += [ctrl.eta_m.eq(regs.ctrl_eta_m), ctrl.eta_sh.eq(regs.ctrl_eta_sh), ctrl.th_code.eq(regs.ctrl_th_code),
                  regs.ctrl_host_reads.eq(bridge.host_reads)]
+    # the counters reach the CSR bank through a register: their adders and the controller's status
+    # logic end there, not in the bank's read multiplexer (timing, issue 7); a read sees them a
+    # cycle late
     for n in COUNTER_PORTS:
-        m.d.comb += getattr(regs, f"ctrl_{n}").eq(getattr(ctrl, n))
+        m.d.sync += getattr(regs, f"ctrl_{n}").eq(getattr(ctrl, n))
 
 
 # ------------------------------------------------------------------ the bridge
@@ -312,6 +315,9 @@ class HostBridge(wiring.Component):
         m.submodules.vrs_skid = vrs_skid = Skid(self.c_vread_rsp.payload.shape())
         wiring.connect(m, vrs_skid.o, wiring.flipped(self.c_vread_rsp))
         c_vread_rsp = vrs_skid.i
+        m.submodules.vrd_skid = vrd_skid = Skid(self.rd_layout)
+        wiring.connect(m, vrd_skid.o, wiring.flipped(self.vread_req))
+        vread_req = vrd_skid.i
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
@@ -355,7 +361,7 @@ class HostBridge(wiring.Component):
             with m.If(status == HostStatus.OK):
                 m.d.sync += status.eq(s)
 
-        hv_req = Signal.like(self.vread_req.payload)
+        hv_req = Signal.like(vread_req.payload)
         hv_valid = Signal()
         hv_ready = Signal()
         hv_rsp_valid = Signal()
@@ -366,14 +372,14 @@ class HostBridge(wiring.Component):
         outstanding = Signal()
         with m.If(~outstanding):
             with m.If(c_vread_req.valid):
-                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(c_vread_req.payload),
-                             c_vread_req.ready.eq(self.vread_req.ready)]
-                with m.If(self.vread_req.ready):
+                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(c_vread_req.payload),
+                             c_vread_req.ready.eq(vread_req.ready)]
+                with m.If(vread_req.ready):
                     m.d.sync += [outstanding.eq(1), owner_host.eq(0)]
             with m.Elif(hv_valid):
-                m.d.comb += [self.vread_req.valid.eq(1), self.vread_req.payload.eq(hv_req),
-                             hv_ready.eq(self.vread_req.ready)]
-                with m.If(self.vread_req.ready):
+                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(hv_req),
+                             hv_ready.eq(vread_req.ready)]
+                with m.If(vread_req.ready):
                     m.d.sync += [outstanding.eq(1), owner_host.eq(1), self.host_reads.eq(self.host_reads + 1)]
         with m.Else():
             with m.If(owner_host):
