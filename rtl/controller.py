@@ -637,7 +637,10 @@ class Controller(wiring.Component):
 
         # ------------------------------------------------------------ training feeder
         # after an image's softmax: its 10 deltas, then its 192 FC inputs V (read from the last
-        # feature map, channel-major index m -> HWC address), into the update engine
+        # feature map, channel-major index m -> HWC address), into the update engine. One item per
+        # cycle through a pipeline with one stall (`fadv`): B item (V address from the ROM into a
+        # register), C feature-map read, D RAM output register, then the registered `upd.i` with a
+        # one-entry skid buffer. `feed_busy` / `fin_pending` stay up until their last item has left `upd.i`.
         H2, W2, C2 = steps[-1].in_shape
         n_in = H2 * W2 * C2
         vaddr = Memory(shape=unsigned(16), depth=n_in,
@@ -645,14 +648,21 @@ class Controller(wiring.Component):
         m.submodules.vaddr = vaddr
         va_r = vaddr.read_port(domain="comb")
         fmv = fm_copies[-1]["v"].read_port()
+        # fidx and f_last return to 0 at the end of a feed: a feed start only sets fgen and vph
         fidx = Signal(range(max(n_in, K) + 2))
         vph = Signal()              # 0: deltas, 1: V values
-        vdat_ok = Signal()          # fmv.data holds V[fidx - 1]
-        darr = Array(self.result.payload.delta[o] for o in range(K))
-        with m.If(sm.o.valid & sm.o.ready & sm.o.payload.last & self.train):
-            m.d.sync += [feed_busy.eq(1), fidx.eq(0), vph.eq(0), vdat_ok.eq(0)]
-        m.d.comb += [va_r.addr.eq(fidx), fmv.addr.eq(va_r.data)]
+        fgen = Signal()             # items of the image still to issue
+        f_last = Signal(init=K == 1)   # fidx is the last index of its phase
+        # the deltas as the softmax hands them out (as result.payload.delta), shifted out one per
+        # DELTA item: no K:1 multiplexer on fidx
+        dsh = [Signal.like(self.result.payload.delta[o], name=f"feed_d{o}", reset_less=True) for o in range(K)]
+        with m.If(sm.o.valid & sm.o.ready):
+            with m.Switch(sm.o.payload.index):
+                for o in range(K):
+                    with m.Case(o):
+                        m.d.sync += dsh[o].eq(sm.o.payload.delta)
         fin_pending = Signal()
+        fin_sent = Signal()         # the FINISH item is in the pipeline
         # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
         # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
         m.d.comb += self.status.eq(Cat(feed_busy, vph, fin_pending, upd.i.ready, upd.o.valid, pp.busy, pp.cmd.ready,
@@ -660,32 +670,54 @@ class Controller(wiring.Component):
         with m.If(self.upd_finish.valid & ~fin_pending):
             m.d.sync += fin_pending.eq(1)
         m.d.comb += self.upd_finish.ready.eq(~fin_pending)
-        with m.If(feed_busy & ~vph):
-            m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.DELTA), upd.i.payload.index.eq(fidx),
-                         upd.i.payload.value.eq(darr[fidx])]
-            with m.If(upd.i.ready):
-                with m.If(fidx == K - 1):
-                    m.d.sync += [vph.eq(1), fidx.eq(0)]
-                with m.Else():
-                    m.d.sync += fidx.eq(fidx + 1)
-        with m.Elif(feed_busy & vph):
-            # the V RAM read takes a cycle: present V[fidx] once the address has settled
-            m.d.comb += fmv.en.eq(~vdat_ok | upd.i.ready)
-            with m.If(~vdat_ok):
-                m.d.sync += vdat_ok.eq(1)
-            with m.Else():
-                m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.V), upd.i.payload.index.eq(fidx),
-                             upd.i.payload.value.eq(fmv.data)]
-                with m.If(upd.i.ready):
-                    m.d.sync += vdat_ok.eq(0)
-                    with m.If(fidx == n_in - 1):
-                        m.d.sync += feed_busy.eq(0)
-                    with m.Else():
-                        m.d.sync += fidx.eq(fidx + 1)
-        with m.Elif(fin_pending):
-            m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.FINISH)]
-            with m.If(upd.i.ready):
-                m.d.sync += fin_pending.eq(0)
+        # the stages advance on `fadv`, a register (the output skid buffer `fsk` is empty next cycle):
+        # `upd.i.ready` only reaches the output registers
+        fadv = Signal(init=1)
+        fb, fc, fd = (Signal(self.upd.in_layout, name=f"feed_{s}", reset_less=True) for s in "bcd")  # (data)
+        fb_v, fc_v, fd_v = Signal(), Signal(), Signal()
+        fb_last, fc_last, fd_last, fo_last = Signal(), Signal(), Signal(), Signal()   # the image's last V
+        fb_va = Signal(16, reset_less=True)
+        fd_dat = Signal.like(fmv.data, reset_less=True)
+        fo = Signal(self.upd.in_layout)           # stage D's item as it leaves
+        m.d.comb += [fo.op.eq(fd.op), fo.index.eq(fd.index), fo.value.eq(Mux(fd.op == UpdOp.V, fd_dat, fd.value))]
+        fsk = Signal(self.upd.in_layout, name="feed_sk", reset_less=True)
+        fsk_v, fsk_last, fsk_v_nx = Signal(), Signal(), Signal()
+        fo_free = ~upd.i.valid | upd.i.ready
+        fpush = fadv & fd_v
+        m.d.comb += fsk_v_nx.eq(~fo_free & (fsk_v | fpush))
+        m.d.sync += [upd.i.valid.eq(~fo_free | fsk_v | fpush), fsk_v.eq(fsk_v_nx), fadv.eq(~fsk_v_nx)]
+        with m.If(fo_free):
+            m.d.sync += [upd.i.payload.eq(Mux(fsk_v, fsk.as_value(), fo.as_value())),
+                         fo_last.eq(Mux(fsk_v, fsk_last, fd_last))]
+        with m.If(~fsk_v):
+            m.d.sync += [fsk.eq(fo), fsk_last.eq(fd_last)]
+        m.d.comb += [va_r.addr.eq(fidx), fmv.addr.eq(fb_va), fmv.en.eq(fadv)]
+        with m.If(fadv):
+            m.d.sync += [fb_v.eq(0), fc_v.eq(fb_v), fc.eq(fb), fc_last.eq(fb_last),
+                         fd_v.eq(fc_v), fd.eq(fc), fd_last.eq(fc_last), fd_dat.eq(fmv.data)]
+            m.d.sync += [fb.index.eq(fidx), fb.value.eq(dsh[0]), fb_va.eq(va_r.data),
+                         fb_last.eq(fgen & vph & f_last)]
+            with m.If(fgen):
+                m.d.sync += [fb_v.eq(1), fidx.eq(Mux(f_last, 0, fidx + 1)),
+                             f_last.eq(Mux(f_last, Mux(vph, K == 1, n_in == 1),
+                                           Mux(vph, fidx == n_in - 2, fidx == K - 2)))]
+            with m.If(fgen & ~vph):
+                m.d.sync += [fb.op.eq(UpdOp.DELTA), *[a.eq(b) for a, b in zip(dsh, dsh[1:])]]
+                with m.If(f_last):
+                    m.d.sync += vph.eq(1)
+            with m.Elif(fgen):
+                m.d.sync += fb.op.eq(UpdOp.V)
+                with m.If(f_last):
+                    m.d.sync += fgen.eq(0)
+            with m.Elif(fin_pending & ~fin_sent & ~feed_busy):
+                m.d.sync += [fb_v.eq(1), fb.op.eq(UpdOp.FINISH), fin_sent.eq(1)]
+        with m.If(upd.i.valid & upd.i.ready):
+            with m.If(fo_last):
+                m.d.sync += feed_busy.eq(0)
+            with m.If(upd.i.payload.op == UpdOp.FINISH):
+                m.d.sync += [fin_pending.eq(0), fin_sent.eq(0)]
+        with m.If(sm.o.valid & sm.o.ready & sm.o.payload.last & self.train):
+            m.d.sync += [feed_busy.eq(1), fgen.eq(1), vph.eq(0)]
 
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()

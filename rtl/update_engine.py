@@ -36,14 +36,21 @@ second scan replaces every dI by sign(dI) * ((|dI| * c) // mx) (a restoring divi
 cycles per cell) before the threshold rule; otherwise the commands are as without clipping.
 (golden takes mx over the whole (n_in, n_out) update: the same when every FC weight is mapped.)
 
-Timing. Accumulate: one stream item per cycle (n_out 8x17 multipliers in parallel, read-modify-
-write over 2 cycles; the RAM read port is transparent for the write, so back-to-back items of the
-same m are exact): n_out + n_in = 202 cycles per image at full rate. FINISH: the first command is
-valid 6 cycles after the FINISH transfer, then one cell per cycle through a 6-stage pipeline (RAM
-read, lane select, partial products, product, round + shift, threshold) stalled only by
-back-pressure on `o`: the end marker follows 1926 cycles after FINISH (1920 cells); then `n_in`
-cycles clear the accumulators (also after reset), `i` is ready again 2119 cycles after FINISH (no
-back-pressure; 2117 measured before the two timing stages were added).
+Timing (measured: tb/test_update_engine.py, update_engine_latency). Every stream item is taken
+into an input register first. Accumulate: one stream item per cycle (n_out 8x17 multipliers in
+parallel; read, registered RAM output, add + write over 3 cycles; the words written in the two
+cycles a read misses are forwarded from registers, so repeated items of one m are exact):
+n_out + n_in = 202 cycles per image at full rate. FINISH: the scan starts once the last writes
+have landed; the first command is valid 16 cycles after the FINISH transfer, then one cell per
+cycle through a 12-stage pipeline (RAM read, RAM output register, lane select, partial products,
+product, + rounding constant, shift by 8 * sh[3:], shift by sh[:3], |dI|, |dI| * clip partial
+products, their sum and the threshold compare, output) stalled only by back-pressure on `o`
+(through a two-entry output skid buffer: the pipeline's enable does not wait for `o.ready`): the
+end marker follows 1936 cycles after FINISH (1920 cells); then `n_in` cycles clear the
+accumulators (also after reset), `i` is ready again 2129 cycles after FINISH (no back-pressure;
+2119 before the timing stages of issue 7 round 3). `mult`, `shift` and `th_code` (and constants
+derived from them) are registered: they take effect a cycle after they change (written while
+idle).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
@@ -118,7 +125,9 @@ class UpdateEngine(wiring.Component):
 
         m.submodules.acc = acc = Memory(shape=word, depth=n_in, init=[])
         wr = acc.write_port()
-        rd = acc.read_port(transparent_for=(wr,))
+        # not transparent: the RAM output goes into a register before any logic, and the writes of
+        # the two cycles a read misses are forwarded from registers (accumulate, below)
+        rd = acc.read_port()
         m.d.comb += rd.en.eq(0)  # (the port's enable defaults to 1): reads only where asked below
 
         # ---- elaboration-time scan tables (ROMs): flat input list, per-group pe/row_base/size
@@ -128,28 +137,76 @@ class UpdateEngine(wiring.Component):
         ng = len(self.groups)
         m.submodules.grom = grom = Memory(
             shape=data.StructLayout({"pe": _bits(self.n_pe), "row_base": _bits(self.n_rows),
-                                     "last_j": _bits(self.n_bl)}),
-            depth=ng, init=[{"pe": p, "row_base": r, "last_j": len(ins) - 1} for p, r, ins in self.groups])
+                                     "last_j": _bits(self.n_bl), "pen_j": _bits(self.n_bl)}),
+            depth=ng, init=[{"pe": p, "row_base": r, "last_j": len(ins) - 1, "pen_j": max(len(ins) - 2, 0)}
+                            for p, r, ins in self.groups])       # pen_j: last_j - 1 (unused for 1 input)
         grd = grom.read_port(domain="comb")
+        grn = grom.read_port(domain="comb")     # the next group's (its size)
 
+        # ---- runtime parameters into registers (written while idle: they take effect a cycle later)
+        prod_w = self.acc_bits + self.mult_bits + 1
+        x_w = max(prod_w, (1 << self.shift_bits) - 1) + 1
+        mult_r = Signal(unsigned(self.mult_bits))
+        sh_r = Signal(unsigned(self.shift_bits))
+        rc_r = Signal(unsigned(x_w - 1))        # 2**(sh-1), 1 for sh = 0: see S2 -> S2a
+        th1_r = Signal(unsigned(self.th_bits))  # max(th_code, 1): dI != 0 and |dI| >= th
+        one_sh = Signal(unsigned(1 << self.shift_bits))
+        m.d.comb += one_sh.eq(Const(1, 1) << self.shift)
+        m.d.sync += [mult_r.eq(self.mult), sh_r.eq(self.shift),
+                     rc_r.eq(Mux(self.shift == 0, 1, one_sh[1:])),
+                     th1_r.eq(Mux(self.th_code == 0, 1, self.th_code))]
+
+        # ---- input register: the stream item is taken into `ir` and processed in the next cycle
         p = self.i.payload
         accept = self.i.valid & self.i.ready
+        ir = Signal(self.in_layout, reset_less=True)
+        ir_v = Signal()                           # ir holds a DELTA or V item
+        ir_fin = Signal()                         # ir holds FINISH (i is not ready)
+        m.d.sync += [ir_v.eq(accept & (p.op != Op.FINISH)), ir_fin.eq(accept & (p.op == Op.FINISH))]
+        with m.If(accept):
+            m.d.sync += ir.eq(p)
+        ir_dsel = Signal(n_out)                   # ir holds the DELTA item of lane n (decoded on the way in)
+        m.d.sync += ir_dsel.eq(Mux(accept & (p.op == Op.DELTA), Const(1, n_out) << p.index, 0))
 
-        # ---- accumulate: deltas in registers, V -> products -> read-modify-write of word m
-        delta = [Signal(signed(self.delta_bits), name=f"delta{n}") for n in range(n_out)]
+        # ---- accumulate: deltas in registers, V -> products -> read (A1), RAM output register (A2),
+        # add + write (A3)
+        # (data registers are reset-less: their valid flags are reset; every image sends all its deltas)
+        delta = [Signal(signed(self.delta_bits), name=f"delta{n}", reset_less=True) for n in range(n_out)]
         vb = Signal()
         addr_b = Signal(range(n_in))
-        prod_b = [Signal(signed(self.v_bits + 1 + self.delta_bits), name=f"prod_b{n}") for n in range(n_out)]
-        vval = p.value.as_unsigned()[:self.v_bits]
+        prod_b = [Signal(signed(self.v_bits + 1 + self.delta_bits), name=f"prod_b{n}", reset_less=True)
+                  for n in range(n_out)]
+        vval = ir.value.as_unsigned()[:self.v_bits]
         m.d.sync += vb.eq(0)
+        v3a = Signal()
+        addr_3 = Signal(range(n_in))
+        prod_3 = [Signal.like(prod_b[n], name=f"prod_3{n}") for n in range(n_out)]
+        rdat = Signal(word, reset_less=True)                       # registered RAM output (accumulate and scan)
+        rd_ld = Signal()                          # rdat loads (always, but only on `adv` in SCAN)
+        m.d.comb += rd_ld.eq(1)
+        wl_v, wl_a = Signal(), Signal(range(n_in))
+        # the data written in the last cycle / the one before
+        wl_d, wl2_d = Signal(word, reset_less=True), Signal(word, reset_less=True)
+        sel1, sel2 = Signal(), Signal()           # forward wl_d / wl2_d instead of rdat
+        opnd = Signal(word)
+        m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b), *[a.eq(b) for a, b in zip(prod_3, prod_b)],
+                     sel1.eq(v3a & (addr_3 == addr_b)), sel2.eq(wl_v & (wl_a == addr_b)),
+                     wl_v.eq(wr.en), wl_a.eq(wr.addr), wl_d.eq(wr.data), wl2_d.eq(wl_d)]
+        with m.If(rd_ld):
+            m.d.sync += rdat.eq(rd.data)
+        m.d.comb += opnd.as_value().eq(Mux(sel1, wl_d.as_value(), Mux(sel2, wl2_d.as_value(), rdat.as_value())))
+        m.d.comb += [wr.addr.eq(addr_3), wr.en.eq(v3a)]
+        for n in range(n_out):
+            m.d.comb += wr.data[n].eq(opnd[n] + prod_3[n])
 
         images = Signal(range(self.max_batch + 2))
         fresh = Signal(init=1)
 
         # ---- scan pipeline (stall on output back-pressure)
-        adv = Signal()
-        adv_out = Signal()
-        m.d.comb += adv_out.eq(~self.o.valid | self.o.ready)
+        # the stages after S0 advance on `adv`, a register: its next value is computed from the
+        # skid buffer's and the division's next state (see below)
+        adv = Signal(init=1)
+        stall_div = Signal()                      # S6 holds a cell to divide whose quotient is not ready
         gi = Signal(range(max(ng, 2)))
         k = Signal(range(max(len(flat), 2)))      # flat index of (gi, j)
         kstart = Signal.like(k)                   # flat index of (gi, 0)
@@ -157,47 +214,55 @@ class UpdateEngine(wiring.Component):
         j0 = Signal(range(max(self.n_bl, 2)))
         s0_act = Signal()                         # S0 holds a pending entry (cell or end marker)
         s0_end = Signal()                         # ... which is the end marker
-        m.d.comb += [mrd.addr.eq(k), grd.addr.eq(gi)]
+        s0_run = Signal()                         # SCAN, s0_act and not s0_end: S0 issues a cell
+        # (gi, n0, j0) is at the last j of its group / the last n / in the last group: registered
+        # flags, set one step ahead, so that the scan's enables do not wait for the ROM and compares
+        j_last, n_last, g_last = Signal(), Signal(), Signal()
+        m.d.comb += [mrd.addr.eq(k), grd.addr.eq(gi), grn.addr.eq(gi + 1)]
 
         meta = data.StructLayout({"pe": _bits(self.n_pe), "row_pos": _bits(self.n_rows), "bl": _bits(self.n_bl),
                                   "m": _bits(n_in), "n": _bits(n_out), "end": 1})
-        v1, v2, v3 = Signal(), Signal(), Signal()
-        meta1, meta2, meta3 = Signal(meta), Signal(meta), Signal(meta)
-        prod_w = self.acc_bits + self.mult_bits + 1
-        prod2 = Signal(signed(prod_w))
-        d3 = Signal(signed(self.d_bits))
+        # stages after S0, each (valid, meta); see the SCAN state
+        stg = ["1", "1a", "1b", "1c", "2", "2a", "2b", "3", "4", "5", "6"]
+        V = {s: Signal(name=f"v{s}") for s in stg}
+        MT = {s: Signal(meta, name=f"meta{s}", reset_less=True) for s in stg}
+        v6, meta6 = V["6"], MT["6"]
         ovf = Signal()
 
-        lanes = rd.data  # ArrayLayout view
-        lane = Signal(acc_shape)
-        m.d.comb += lane.eq(lanes[meta1.n])
-        v1b, meta1b, lane_r = Signal(), Signal(meta), Signal(acc_shape)
-        v1c, meta1c = Signal(), Signal(meta)
-        p_lo = Signal(unsigned(16 + self.mult_bits))
-        p_hi = Signal(signed(self.acc_bits - 16 + self.mult_bits + 1))
+        lane_r = Signal(acc_shape, reset_less=True)
+        p_lo = Signal(unsigned(16 + self.mult_bits), reset_less=True)
+        p_hi = Signal(signed(self.acc_bits - 16 + self.mult_bits + 1), reset_less=True)
+        prod2 = Signal(signed(prod_w), reset_less=True)
+        x2a = Signal(signed(x_w), reset_less=True)
+        x2b = Signal(signed(x_w), reset_less=True)
+        d3, d4, d5, d6 = (Signal(signed(self.d_bits), name=f"d{i}", reset_less=True) for i in (3, 4, 5, 6))
+        a4, a5, a6 = (Signal(unsigned(self.d_bits), name=f"a{i}", reset_less=True) for i in (4, 5, 6))
+        ge6 = Signal()
+        ge5_lo, nz5_hi = Signal(), Signal()        # |dI| >= max(th, 1) in two parts (S5), or-ed in S6
+        ge_d = Signal(signed(self.th_bits + 1))
+        m.d.comb += ge_d.eq(a4[:self.th_bits] - th1_r)
 
-        x_w = max(prod_w, (1 << self.shift_bits) - 1) + 1
-        one_sh = Signal(unsigned(1 << self.shift_bits))
-        m.d.comb += one_sh.eq(Const(1, 1) << self.shift)
-        x = Signal(signed(x_w))
-        m.d.comb += x.eq(prod2 + one_sh[1:])      # + 2**(sh-1) (0 for sh = 0)
         # update clipping (golden.hybrid.clip_update): pass 1 finds max|dI| (no output), pass 2 scales
         # every cell by clip / max (truncated) before the threshold, a restoring division per cell
         cb = self.clip_bits
         clip_r = Signal(unsigned(cb))
         pass1 = Signal()
         mx = Signal(unsigned(self.d_bits))
-        d3abs = Signal(unsigned(self.d_bits))
-        m.d.comb += d3abs.eq(Mux(d3 < 0, -d3, d3))
+        clip_on = Signal()                        # pass 2, clip_r != 0 and mx > clip_r (mx is fixed then)
+        m.d.sync += clip_on.eq(~pass1 & (clip_r != 0) & (mx > clip_r))
+        nd6 = Signal()                            # S6 holds a cell to divide (pass 2 with clipping)
+        # |dI| * clip in 16 x cb partial products (S5), summed in S6
+        pc = [Signal(unsigned(16 + cb), name=f"pc{i}", reset_less=True) for i in range(-(-self.d_bits // 16))]
+        rem6 = Signal(unsigned(self.d_bits + cb), reset_less=True)
         need_div = Signal()
-        m.d.comb += need_div.eq(v3 & ~meta3.end & ~pass1 & (clip_r != 0) & (mx > clip_r))
+        m.d.comb += need_div.eq(nd6)
         div_busy, div_done = Signal(), Signal()
         div_cnt = Signal(range(cb + 1))
         rem = Signal(unsigned(self.d_bits + cb))
         dvs = Signal(unsigned(self.d_bits + cb))
         q = Signal(unsigned(cb))
         with m.If(need_div & ~div_done & ~div_busy):
-            m.d.sync += [rem.eq(d3abs * clip_r), dvs.eq(mx << (cb - 1)), q.eq(0), div_cnt.eq(0), div_busy.eq(1)]
+            m.d.sync += [rem.eq(rem6), dvs.eq(mx << (cb - 1)), q.eq(0), div_cnt.eq(0), div_busy.eq(1)]
         with m.If(div_busy):
             with m.If(rem >= dvs):
                 m.d.sync += [rem.eq(rem - dvs), q.eq(Cat(Const(1, 1), q[:-1]))]
@@ -207,96 +272,137 @@ class UpdateEngine(wiring.Component):
             with m.If(div_cnt == cb - 1):
                 m.d.sync += [div_busy.eq(0), div_done.eq(1)]
         dsel = Signal(signed(self.d_bits))
-        m.d.comb += dsel.eq(Mux(need_div, Mux(d3 < 0, -q, q), d3))
-        dabs = Signal(unsigned(self.d_bits))
-        m.d.comb += dabs.eq(Mux(dsel < 0, -dsel, dsel))
-        keep = v3 & ~pass1 & (meta3.end | ((dsel != 0) & (dabs >= self.th_code)))
-        m.d.comb += adv.eq(adv_out & ~(need_div & ~div_done))
+        m.d.comb += dsel.eq(Mux(need_div, Mux(d6 < 0, -q, q), d6))
+        # |dsel| >= max(th, 1): q when divided (q >= 0), else |d6| (compared in S5 -> S6)
+        keep = v6 & ~pass1 & (meta6.end | Mux(need_div, q >= th1_r, ge6))
 
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # output skid buffer (`sk`): the scan advances while the skid is empty (a register), so
+        # `o.ready` only reaches the output registers, not the whole pipeline's enables
+        push = Signal()                           # S6 -> out: a command or the end marker
+        pdat = Signal(self.out_layout)
+        sk_v = Signal()
+        sk = Signal(self.out_layout)
+        m.d.comb += [pdat.pe.eq(meta6.pe), pdat.row_pos.eq(meta6.row_pos), pdat.bl.eq(meta6.bl),
+                     pdat.m.eq(meta6.m), pdat.n.eq(meta6.n), pdat.end.eq(meta6.end),
+                     pdat.d_code.eq(Mux(meta6.end, 0, dsel)), pdat.overflow.eq(meta6.end & ovf)]
+        o_free = ~self.o.valid | self.o.ready
+        sk_v_nx, stall_nx = Signal(), Signal()
+        m.d.comb += [sk_v_nx.eq(~o_free & (sk_v | push)), stall_nx.eq(stall_div)]
+        with m.If(adv & V["5"] & ~MT["5"].end & clip_on):     # such a cell enters S6 (nd6 below)
+            m.d.comb += stall_nx.eq(1)
+        with m.If(div_busy & (div_cnt == cb - 1)):              # its quotient is ready (div_done)
+            m.d.comb += stall_nx.eq(0)
+        m.d.sync += [self.o.valid.eq(~o_free | sk_v | push), sk_v.eq(sk_v_nx), stall_div.eq(stall_nx),
+                     adv.eq(~sk_v_nx & ~stall_nx)]
+        with m.If(o_free):
+            m.d.sync += self.o.payload.eq(Mux(sk_v, sk.as_value(), pdat.as_value()))
+        with m.If(~sk_v):
+            m.d.sync += sk.eq(pdat)
 
-        with m.FSM(init="CLEAR"):
-            with m.State("CLEAR"):
-                clr = Signal(range(max(n_in, 2)))
-                m.d.comb += [wr.addr.eq(clr), wr.data.eq(0), wr.en.eq(1)]
-                m.d.sync += clr.eq(clr + 1)
-                with m.If(clr == n_in - 1):
-                    m.d.sync += [clr.eq(0), images.eq(0), fresh.eq(1)]
-                    m.next = "ACCUM"
+        # one-hot state registers (CLEAR -> ACCUM -> DRAIN -> SCAN [-> DRAIN -> SCAN] -> CLEAR): the
+        # enables below start at registers, not at a decoded state
+        st_clear = Signal(init=1)
+        st_accum, st_drain, st_scan = Signal(), Signal(), Signal()
 
-            with m.State("ACCUM"):
-                m.d.comb += self.i.ready.eq(1)
-                m.d.comb += [rd.addr.eq(p.index), wr.addr.eq(addr_b), wr.en.eq(vb)]
-                for n in range(n_out):
-                    m.d.comb += wr.data[n].eq(lanes[n] + prod_b[n])
-                with m.If(accept):
-                    with m.Switch(p.op):
-                        with m.Case(Op.DELTA):
-                            with m.Switch(p.index):
-                                for n in range(n_out):
-                                    with m.Case(n):
-                                        m.d.sync += delta[n].eq(p.value)
-                            with m.If(fresh):
-                                m.d.sync += fresh.eq(0)
-                                with m.If(images <= self.max_batch):
-                                    m.d.sync += images.eq(images + 1)
-                        with m.Case(Op.V):
-                            m.d.comb += rd.en.eq(1)
-                            m.d.sync += [vb.eq(1), addr_b.eq(p.index), fresh.eq(1)]
-                            m.d.sync += [prod_b[n].eq(vval * delta[n]) for n in range(n_out)]
-                        with m.Case(Op.FINISH):
-                            m.d.sync += [gi.eq(0), k.eq(0), kstart.eq(0), n0.eq(0), j0.eq(0),
-                                         s0_act.eq(1), s0_end.eq(0), ovf.eq(images > self.max_batch),
-                                         clip_r.eq(self.clip_code), pass1.eq(self.clip_code != 0), mx.eq(0)]
-                            m.next = "SCAN"
+        # CLEAR: zero the accumulators (also after reset)
+        clr = Signal(range(max(n_in, 2)))
+        with m.If(st_clear):
+            m.d.comb += [wr.addr.eq(clr), wr.data.eq(0), wr.en.eq(1)]
+            m.d.sync += clr.eq(clr + 1)
+            with m.If(clr == n_in - 1):
+                m.d.sync += [clr.eq(0), images.eq(0), fresh.eq(1), st_clear.eq(0), st_accum.eq(1)]
 
-            with m.State("SCAN"):
-                m.d.comb += rd.addr.eq(mrd.data)
-                with m.If(adv):
-                    m.d.comb += rd.en.eq(s0_act & ~s0_end)
-                    # S0 -> S1
-                    m.d.sync += [v1.eq(s0_act), meta1.pe.eq(grd.data.pe),
-                                 meta1.row_pos.eq(grd.data.row_base + 2 * n0), meta1.bl.eq(j0),
-                                 meta1.m.eq(mrd.data), meta1.n.eq(n0), meta1.end.eq(s0_end)]
-                    with m.If(s0_end):
-                        m.d.sync += [meta1.pe.eq(0), meta1.row_pos.eq(0), meta1.bl.eq(0), meta1.m.eq(0),
-                                     meta1.n.eq(0), s0_act.eq(0)]
-                    with m.Elif(s0_act):
-                        with m.If(j0 != grd.data.last_j):
-                            m.d.sync += [j0.eq(j0 + 1), k.eq(k + 1)]
-                        with m.Elif(n0 != n_out - 1):
-                            m.d.sync += [j0.eq(0), n0.eq(n0 + 1), k.eq(kstart)]
-                        with m.Elif(gi != ng - 1):
-                            m.d.sync += [j0.eq(0), n0.eq(0), gi.eq(gi + 1), k.eq(k + 1), kstart.eq(k + 1)]
-                        with m.Else():
-                            m.d.sync += s0_end.eq(1)
-                    # S1 -> S1b: lane select (registered for timing: block RAM clock-to-out + a 10:1 mux)
-                    m.d.sync += [v1b.eq(v1), meta1b.eq(meta1), lane_r.eq(Mux(meta1.end, 0, lane))]
-                    # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
-                    m.d.sync += [v1c.eq(v1b), meta1c.eq(meta1b), p_lo.eq(lane_r[:16] * self.mult),
-                                 p_hi.eq(lane_r[16:].as_signed() * self.mult)]
-                    # S1c -> S2: product
-                    m.d.sync += [v2.eq(v1c), meta2.eq(meta1c), prod2.eq((p_hi << 16) + p_lo)]
-                    # S2 -> S3: round half up, arithmetic shift, negate
-                    m.d.sync += [v3.eq(v2), meta3.eq(meta2), d3.eq(-(x >> self.shift))]
-                    # S3 -> out: threshold rule, drop zero updates
-                    m.d.sync += self.o.valid.eq(keep)
-                    m.d.sync += [self.o.payload.pe.eq(meta3.pe), self.o.payload.row_pos.eq(meta3.row_pos),
-                                 self.o.payload.bl.eq(meta3.bl), self.o.payload.m.eq(meta3.m),
-                                 self.o.payload.n.eq(meta3.n), self.o.payload.end.eq(meta3.end),
-                                 self.o.payload.d_code.eq(Mux(meta3.end, 0, dsel)),
-                                 self.o.payload.overflow.eq(meta3.end & ovf)]
-                    with m.If(div_done):
-                        m.d.sync += div_done.eq(0)
-                    with m.If(pass1 & v3):
-                        with m.If(~meta3.end & (d3abs > mx)):
-                            m.d.sync += mx.eq(d3abs)
-                        with m.If(meta3.end):   # end of pass 1: scan again, clipping
-                            m.d.sync += [gi.eq(0), k.eq(0), kstart.eq(0), n0.eq(0), j0.eq(0),
-                                         s0_act.eq(1), s0_end.eq(0), pass1.eq(0)]
-                with m.If(~s0_act & ~v1 & ~v1b & ~v1c & ~v2 & ~v3):
-                    m.next = "CLEAR"
+        # ACCUM: items only arrive (and reach `ir`) in this state
+        m.d.comb += self.i.ready.eq(st_accum & ~ir_fin)
+        m.d.comb += rd.addr.eq(Mux(st_scan, mrd.data, ir.index))
+        with m.If(ir_v):
+            with m.Switch(ir.op):
+                with m.Case(Op.DELTA):
+                    with m.If(fresh):
+                        m.d.sync += fresh.eq(0)
+                        with m.If(images <= self.max_batch):
+                            m.d.sync += images.eq(images + 1)
+                with m.Case(Op.V):
+                    m.d.comb += rd.en.eq(1)
+                    m.d.sync += [vb.eq(1), addr_b.eq(ir.index), fresh.eq(1)]
+                    m.d.sync += [prod_b[n].eq(vval * delta[n]) for n in range(n_out)]
+        for n in range(n_out):
+            with m.If(ir_dsel[n]):
+                m.d.sync += delta[n].eq(ir.value)
+        with m.If(ir_fin):
+            m.d.sync += [ovf.eq(images > self.max_batch), clip_r.eq(self.clip_code),
+                         pass1.eq(self.clip_code != 0), mx.eq(0), st_accum.eq(0), st_drain.eq(1)]
+
+        # DRAIN: the last items' writes land before the scan reads; (re)start the scan
+        with m.If(st_drain):
+            m.d.sync += [gi.eq(0), k.eq(0), kstart.eq(0), n0.eq(0), j0.eq(0), s0_act.eq(1), s0_end.eq(0),
+                         j_last.eq(len(self.groups[0][2]) == 1), n_last.eq(n_out == 1), g_last.eq(ng == 1)]
+            with m.If(~vb & ~v3a):
+                m.d.sync += [st_drain.eq(0), st_scan.eq(1), s0_run.eq(1)]
+
+        # SCAN: S0 (the scan counters) in this state; the stages after it advance on `adv` alone
+        # (they hold nothing outside SCAN)
+        with m.If(~st_scan):
+            m.d.comb += rd_ld.eq(1)
+        with m.Else():
+            m.d.comb += rd_ld.eq(adv)
+        with m.If(st_scan & adv):
+            # S0 -> S1 (RAM read)
+            m.d.sync += [V["1"].eq(s0_act), MT["1"].pe.eq(grd.data.pe),
+                         MT["1"].row_pos.eq(grd.data.row_base + 2 * n0), MT["1"].bl.eq(j0),
+                         MT["1"].m.eq(mrd.data), MT["1"].n.eq(n0), MT["1"].end.eq(s0_end)]
+            with m.If(s0_end):
+                m.d.sync += [MT["1"].pe.eq(0), MT["1"].row_pos.eq(0), MT["1"].bl.eq(0),
+                             MT["1"].m.eq(0), MT["1"].n.eq(0), s0_act.eq(0)]
+        with m.If(adv & s0_run):
+            m.d.comb += rd.en.eq(1)
+            with m.If(~j_last):
+                m.d.sync += [j0.eq(j0 + 1), k.eq(k + 1), j_last.eq(j0 == grd.data.pen_j)]
+            with m.Elif(~n_last):
+                m.d.sync += [j0.eq(0), n0.eq(n0 + 1), k.eq(kstart), j_last.eq(grd.data.last_j == 0),
+                             n_last.eq(n0 == n_out - 2)]
+            with m.Elif(~g_last):
+                m.d.sync += [j0.eq(0), n0.eq(0), gi.eq(gi + 1), k.eq(k + 1), kstart.eq(k + 1),
+                             j_last.eq(grn.data.last_j == 0), n_last.eq(n_out == 1),
+                             g_last.eq(gi == ng - 2)]
+            with m.Else():
+                m.d.sync += [s0_end.eq(1), s0_run.eq(0)]
+        with m.If(adv):
+            for a_, b_ in zip(stg[1:], stg[:-1]):
+                m.d.sync += [V[a_].eq(V[b_]), MT[a_].eq(MT[b_])]
+            # S1 -> S1a: the RAM word into `rdat` (rd_ld above)
+            # S1a -> S1b: lane select
+            m.d.sync += lane_r.eq(Mux(MT["1a"].end, 0, rdat[MT["1a"].n]))
+            # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
+            m.d.sync += [p_lo.eq(lane_r[:16] * mult_r), p_hi.eq(lane_r[16:].as_signed() * mult_r)]
+            # S1c -> S2: product
+            m.d.sync += prod2.eq((p_hi << 16) + p_lo)
+            # S2 -> S2a -> S2b -> S3: dI = -((prod + 2**(sh-1)) >> sh) = (~prod + rc) >> sh with
+            # rc = 2**sh - 2**(sh-1) (-floor(y / 2**sh) = floor((-y + 2**sh - 1) / 2**sh)); the
+            # shift in two steps of 3 bits (by 8 * sh[3:], then by sh[:3])
+            m.d.sync += x2a.eq(~prod2 + rc_r)
+            m.d.sync += x2b.eq(x2a >> Cat(Const(0, 3), sh_r[3:]))
+            m.d.sync += d3.eq(x2b >> sh_r[:3])
+            # S3 -> S4: |dI|
+            m.d.sync += [d4.eq(d3), a4.eq(Mux(d3 < 0, -d3, d3))]
+            # S4 -> S5: |dI| * clip partial products
+            m.d.sync += [d5.eq(d4), a5.eq(a4), ge5_lo.eq(~ge_d[-1]), nz5_hi.eq(a4[self.th_bits:] != 0)]
+            m.d.sync += [pc[i].eq(a4[16 * i:16 * (i + 1)] * clip_r) for i in range(len(pc))]
+            # S5 -> S6: |dI| * clip, |dI| >= max(th, 1), a cell to divide (clip_on is fixed by then)
+            m.d.sync += [d6.eq(d5), a6.eq(a5), ge6.eq(nz5_hi | ge5_lo), nd6.eq(V["5"] & ~MT["5"].end & clip_on),
+                         rem6.eq(sum(c << (16 * i) for i, c in enumerate(pc)))]
+            # S6 -> out: threshold rule, drop zero updates
+            m.d.comb += push.eq(keep)
+            with m.If(div_done):
+                m.d.sync += div_done.eq(0)
+        with m.If(st_scan & adv):
+            with m.If(pass1 & v6):
+                with m.If(~meta6.end & (a6 > mx)):
+                    m.d.sync += mx.eq(a6)
+                with m.If(meta6.end):   # end of pass 1: scan again (from DRAIN), clipping
+                    m.d.sync += [pass1.eq(0), st_scan.eq(0), st_drain.eq(1)]
+        with m.If(st_scan & ~s0_act & ~Cat(*V.values()).any()):
+            m.d.sync += [st_scan.eq(0), st_clear.eq(1)]
         return m
 
 

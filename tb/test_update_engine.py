@@ -70,21 +70,31 @@ if cocotb is not None:
 
     def v_items(vb, b, rng, op):
         """One image's V items: in order, in random order, or sparse (zeros skipped, some values split
-        into two consecutive items of the same index, which add up: back-to-back updates of one word)."""
+        into two items of the same index, which add up: back-to-back updates of one word, or two
+        updates one item apart)."""
         n_in = len(vb)
         if b % 3 == 0:
             return [{"op": op, "index": mi, "value": int(vb[mi])} for mi in range(n_in)]
         order = rng.sample(range(n_in), n_in)
         if b % 3 == 1:
             return [{"op": op, "index": mi, "value": int(vb[mi])} for mi in order]
-        out = []
+        out, later = [], None
         for mi in order:
             x = int(vb[mi])
             if x and rng.random() < 0.3:
                 a = rng.randint(0, x)
+                if later is None and rng.random() < 0.5:   # the second part after the next item
+                    out.append({"op": op, "index": mi, "value": a})
+                    later = {"op": op, "index": mi, "value": x - a}
+                    continue
                 out += [{"op": op, "index": mi, "value": a}, {"op": op, "index": mi, "value": x - a}]
             elif x:
                 out.append({"op": op, "index": mi, "value": x})
+            if later is not None and out[-1] is not later:
+                out.append(later)
+                later = None
+        if later is not None:
+            out.append(later)
         return out
 
     def pick_params(kind, acc, th, rng, blk):
@@ -185,6 +195,62 @@ if cocotb is not None:
                 assert [(g["m"], g["n"], g["d_code"]) for g in got[:-1]] == [(c.m, c.n, c.d_code) for c in exp]
 
 
+    @cocotb.test()
+    async def update_engine_latency(dut):
+        """Measured timing (the docstring's figures): one item per cycle while accumulating; cycles
+        from the FINISH transfer to the first command, to the end marker and to `i` ready again
+        (no back-pressure)."""
+        p = harness.params()
+        if not p.get("latency"):
+            return
+        blk, mp = make_block(p)
+        rng = random.Random(p["seed"] + 2)
+        nrng = np.random.default_rng(p["seed"] + 2)
+        await harness.start_clock_and_reset(dut)
+        src = harness.StreamSource(dut, "i", dut.clk, blk.in_layout, rng=rng)
+        sink = harness.StreamSink(dut, "o", dut.clk, blk.out_layout)
+        cocotb.start_soon(sink.run())
+        v, d = make_batch("random", 2, blk.n_in, blk.n_out, blk, nrng)
+        dut.mult.value, dut.shift.value, dut.th_code.value = (1 << blk.mult_bits) - 1, 1, 0   # every cell
+        dut.clip_code.value = 0
+        items = []
+        for b in range(2):
+            items += [{"op": 0, "index": n, "value": int(d[b, n])} for n in range(blk.n_out)]
+            items += [{"op": 1, "index": mi, "value": int(v[b, mi])} for mi in range(blk.n_in)]
+        items.append({"op": 2, "index": 0, "value": 0})
+        ev = {}
+        done = False
+
+        async def monitor():
+            from cocotb.triggers import ReadOnly
+            cyc = 0
+            while not done:
+                await RisingEdge(dut.clk)
+                await ReadOnly()
+                cyc += 1
+                fire = int(dut.i__valid.value) and int(dut.i__ready.value)
+                if fire:
+                    ev.setdefault("first_item", cyc)
+                    if "finish" not in ev and harness.unpack(blk.in_layout, int(dut.i__payload.value))["op"] == 2:
+                        ev["finish"] = cyc
+                if "finish" in ev and cyc > ev["finish"]:
+                    if int(dut.o__valid.value):
+                        ev.setdefault("first_cmd", cyc)
+                        if harness.unpack(blk.out_layout, int(dut.o__payload.value))["end"]:
+                            ev.setdefault("end", cyc)
+                    if int(dut.i__ready.value):
+                        ev.setdefault("ready", cyc)
+        cocotb.start_soon(monitor())
+        await src.send(items)
+        while "ready" not in ev:
+            await RisingEdge(dut.clk)
+        done = True
+        got = {"items": ev["finish"] - ev["first_item"], "first_cmd": ev["first_cmd"] - ev["finish"],
+               "end": ev["end"] - ev["finish"], "ready": ev["ready"] - ev["finish"]}
+        dut._log.info(f"latency: {got} ({len(items) - 1} items before FINISH)")
+        assert got == dict(p["latency"], items=len(items) - 1), f"measured {got}, expected {p['latency']}"
+
+
 # ------------------------------------------------------------------ pytest side
 # (batch size, data, (M, sh) choice, th_code, idle on i, back-pressure on o)
 B_YAO = [[1, "random", "auto", 15, 0, 0], [7, "random", "auto", 15, 0.3, 0.4], [100, "random", "auto", 15, 0, 0],
@@ -203,7 +269,8 @@ B_SMALL = [[1, "random", "auto", 15, 0.2, 0.3], [4, "random", "auto", 15, 0.2, 0
            [4, "random", "auto", 3, 0.2, 0.3, 5], ["max", "random", "max", 15, 0, 0, 30]]
 
 CONFIGS = [
-    dict(mapping="yao2020", block=dict(), batches=B_YAO),
+    # latency: cycles from the FINISH transfer (the docstring's figures)
+    dict(mapping="yao2020", block=dict(), batches=B_YAO, latency=dict(first_cmd=16, end=1936, ready=2129)),
     dict(mapping="small", block=dict(max_batch=5), batches=B_SMALL, overflow=True, idle=0.2, bp=0.3),
 ]
 
