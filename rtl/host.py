@@ -335,6 +335,8 @@ class HostBridge(wiring.Component):
         dec = Signal()              # an item is answered this cycle
         inc_r = Signal()
         dec_r = Signal()
+        fin_word = Signal()         # a FINISH report word is sent this cycle
+        fin_word_r = Signal()
         # the op decoded once, at the header, into flags
         f = {o: Signal(name=f"is_{o.name.lower()}") for o in Op}
         h_resv = Signal()           # header: reserved bits set
@@ -643,9 +645,8 @@ class HostBridge(wiring.Component):
                 with m.If(src["echo"]):
                     m.d.comb += dec.eq(1)
                 with m.If(src["fin"]):
+                    m.d.comb += fin_word.eq(1)
                     m.d.sync += fin_idx.eq(fin_idx + 1)
-                    with m.If(fin_idx == 3):
-                        m.d.sync += answered.eq(len(P["finish"]))
                 with m.If(src["trl"]):
                     m.d.comb += trailer_fire.eq(1)
                     m.d.sync += in_done.eq(0)
@@ -683,8 +684,8 @@ class HostBridge(wiring.Component):
         # adders). The lag is covered: SEND is followed by 2 SETTLE cycles, CELL waits for ~inc_r,
         # the trailer for ~inc_r & ~dec_r, and the next image ends >= IMAGE_WORDS cycles later.
         # (inc and dec never fire in HDR, where the header resets the counts.)
-        m.d.sync += [inc_r.eq(inc), dec_r.eq(dec)]
-        with m.If(dec_r):
+        m.d.sync += [inc_r.eq(inc), dec_r.eq(dec), fin_word_r.eq(fin_word)]
+        with m.If(dec_r | fin_word_r):          # FINISH answers its 4 words without items owed
             m.d.sync += answered.eq(answered + 1)
         with m.If(inc_r):
             m.d.sync += [left.eq(left - 1), at_last.eq(left == 1)]
