@@ -12,8 +12,11 @@ routes on an ECP5 as the timing proxy):
   * The controller runs under EnableInserter(tick): one controller cycle per PHY tick (see
     rtl/pe_fmc.py for why). Its streams are crossed tick-aware: a transfer to or from the
     controller happens only in a tick cycle, so both sides agree on every transfer.
-  * Link `soft_reset` resets the controller, the bridge and the PHY (ResetInserter, outside the
-    enable).
+  * The PHY, the controller, the bridge and the programming channel run in the `core` domain: the
+    `sync` clock, reset by one flip-flop (board reset or the link's `soft_reset`, a cycle later).
+    That reset reaches ~15,000 flip-flops: it starts at a register and nothing else resets them, so
+    a place-and-route flow can give it a global buffer (`reset_buffer`: the ECP5 timing proxy
+    puts it on a DCCA; on the ZC706 Vivado replicates the net, or a BUFG can be added there).
   * STREAM payloads are host commands (rtl/host.py, docs/link.md): INFER / TRAIN / FINISH /
     PROGRAM / READ / ECHO; the bridge runs under the controller's clock enable, so only the
     link <-> bridge streams are crossed tick-aware.
@@ -31,7 +34,8 @@ names constraints/zc706.xdc pins.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, EnableInserter, Instance, Module, ResetInserter, Signal
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, EnableInserter, Instance, Module,
+                          ResetSignal, Signal)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -119,8 +123,9 @@ class ProgChannel(wiring.Component):
 
 class BoardCore(wiring.Component):
     def __init__(self, controller: Controller | None = None, divisor: int = SYS_CLK_HZ // 115200,
-                 ready_guard: int = 4, heartbeat_bit: int = 25):
+                 ready_guard: int = 4, heartbeat_bit: int = 25, reset_buffer=None):
         self.ctrl = controller or default_controller()
+        self.reset_buffer = reset_buffer    # (module, signal) -> signal: e.g. a global buffer
         pe_sig = self.ctrl.signature.members["pe"].signature
         self.bridge = HostBridge(self.ctrl)
         self.chan = ProgChannel(self.ctrl.wv.req_layout, self.ctrl.pp.rd_layout, self.ctrl.code_bits)
@@ -134,12 +139,18 @@ class BoardCore(wiring.Component):
         m = Module()
         ctrl, phy, br, chan = self.ctrl, self.phy, self.bridge, self.chan
         m.submodules.link = link = LinkTop(divisor=self.divisor, blocks=controller_blocks(ctrl))
-        soft = link.soft_reset
         tick = phy.tick
-        m.submodules.phy = ResetInserter({"sync": soft})(phy)
-        m.submodules.ctrl = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(ctrl))
-        m.submodules.host = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(br))
-        m.submodules.prog_chan = ResetInserter({"sync": soft})(EnableInserter({"sync": tick})(chan))
+        # the `core` domain (see the module docstring): reset = one register, set by the board's
+        # reset (its init value) or the link's soft reset
+        core_rst = Signal(init=1)
+        m.d.sync += core_rst.eq(link.soft_reset)
+        rst_net = self.reset_buffer(m, core_rst) if self.reset_buffer else core_rst
+        m.domains.core = ClockDomain("core", local=True)
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(rst_net)]
+        m.submodules.phy = DomainRenamer("core")(phy)
+        m.submodules.ctrl = DomainRenamer("core")(EnableInserter({"sync": tick})(ctrl))
+        m.submodules.host = DomainRenamer("core")(EnableInserter({"sync": tick})(br))
+        m.submodules.prog_chan = DomainRenamer("core")(EnableInserter({"sync": tick})(chan))
 
         m.d.comb += [link.uart_rx.eq(self.uart_rx), self.uart_tx.eq(link.uart_tx)]
         for p in range(ctrl.n_pe):

