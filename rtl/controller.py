@@ -417,7 +417,8 @@ class Controller(wiring.Component):
         # the flags combined (registered too): each counter's enable is then fire & one flag
         end_row = Signal()
         end_all = Signal()
-        m.d.sync += [end_row.eq((gi == sc_ng1) & (wo == sc_ow1)), end_all.eq((gi == sc_ng1) & (wo == sc_ow1) & (ho == sc_oh1))]
+        m.d.sync += [end_row.eq((gi == sc_ng1) & (wo == sc_ow1)),
+                     end_all.eq((gi == sc_ng1) & (wo == sc_ow1) & (ho == sc_oh1))]
         fire = Signal()
         m.d.comb += fire.eq(cmd_valid & lane_ready)
         with m.If(fire):
@@ -429,21 +430,31 @@ class Controller(wiring.Component):
             with m.If(end_all):
                 m.d.sync += iss_active.eq(0)
 
-        # lanes -> PE ports, routed by the step's lane -> PE table
+        # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
+        # the step bits (no priority between the cases: one LUT after the lanes' registers, for
+        # timing: the PHY captures them in the cycle after the tick)
+        outs = ("bl", "pulse", "sh_sample", "sh_bank", "adc_start", "adc_bank", "adc_sel")
         for p in range(self.n_pe):
+            srcs = {}
+            for si, st in enumerate(steps):
+                for li, (pe, _) in enumerate(st.lanes):
+                    if pe == p:
+                        srcs.setdefault(li, []).append(si)
+            for n in outs:
+                terms = [Mux(Cat(*[step_oh[si] for si in sis]).any(), getattr(lanes[li].pe, n), 0)
+                         for li, sis in srcs.items()]
+                if terms:
+                    v = terms[0]
+                    for t in terms[1:]:
+                        v = v | t
+                    m.d.comb += getattr(self.pe[p], n).eq(v)
             with m.Switch(step_oh):
                 for si, st in enumerate(steps):
                     with m.Case(on(si)):
                         for li, (pe, _) in enumerate(st.lanes):
                             if pe == p:
                                 lp = lanes[li].pe
-                                m.d.comb += [self.pe[p].bl.eq(lp.bl), self.pe[p].pulse.eq(lp.pulse),
-                                             self.pe[p].sh_sample.eq(lp.sh_sample),
-                                             self.pe[p].sh_bank.eq(lp.sh_bank),
-                                             self.pe[p].adc_start.eq(lp.adc_start),
-                                             self.pe[p].adc_bank.eq(lp.adc_bank),
-                                             self.pe[p].adc_sel.eq(lp.adc_sel),
-                                             lp.adc_valid.eq(self.pe[p].adc_valid),
+                                m.d.comb += [lp.adc_valid.eq(self.pe[p].adc_valid),
                                              lp.adc_codes.eq(self.pe[p].adc_codes)]
 
         # ------------------------------------------------------------ accumulation
@@ -559,39 +570,47 @@ class Controller(wiring.Component):
         m.d.sync += [sc_p1.eq(Array(Const(st.pool - 1, 4) for st in steps)[step]),
                      sc_prs.eq(Array(Const(st.out_shape[1] * st.out_shape[2], 16) for st in steps)[step]),
                      sc_pcs.eq(Array(Const(st.out_shape[2], 16) for st in steps)[step])]
-        last_prw = Signal()
-        last_prh = Signal()
-        m.d.sync += [last_prw.eq(prw == sc_p1), last_prh.eq(prh == sc_p1)]
-        prow_n = Signal(16)
-        pbase_n = Signal(16)
-        m.d.comb += [prow_n.eq(prow + sc_prs), pbase_n.eq(pbase + sc_pcs)]
-        with m.If(post_go & po_last):
-            with m.If(last_pwo):
-                m.d.sync += [prw.eq(0)]
-                with m.If(last_pho):
-                    m.d.sync += [prh.eq(0), prow.eq(0), pbase.eq(0)]
-                with m.Elif(last_prh):
-                    m.d.sync += [prh.eq(0), prow.eq(prow_n), pbase.eq(prow_n)]
-                with m.Else():
-                    m.d.sync += [prh.eq(prh + 1), pbase.eq(prow)]
-            with m.Elif(last_prw):
-                m.d.sync += [prw.eq(0), pbase.eq(pbase_n)]
+        # the counters' values for the next position, computed into registers every cycle from
+        # the counters (a position lasts >= 2 cycles: they are ready for its last channel), so the
+        # update is a clock enable and a plain load (timing). The counters' "last" tests: register
+        # compares of the counters (c_*, valid a cycle after a change) and of the next values (n_*,
+        # used in the cycle just after the load, when c_* still describe the old values)
+        nx_pwo, nx_pho = Signal(8), Signal(8)
+        nx_prw, nx_prh = Signal(4), Signal(4)
+        nx_prow, nx_pbase = Signal(16), Signal(16)
+        adv = post_go & po_last
+        just = Signal()
+        m.d.sync += just.eq(adv)
+        e = {}
+        for n, cur_, nxt_, k in (("pwo", pwo, nx_pwo, sc_ow1), ("pho", pho, nx_pho, sc_oh1),
+                                 ("prh", prh, nx_prh, sc_p1), ("prw", prw, nx_prw, sc_p1)):
+            c_, n_ = Signal(name=f"c_{n}"), Signal(name=f"n_{n}")
+            m.d.sync += [c_.eq(cur_ == k), n_.eq(nxt_ == k)]
+            e[n] = Mux(just, n_, c_)
+        e_pwo, e_pho, e_prh, e_prw = e["pwo"], e["pho"], e["prh"], e["prw"]
+        with m.If(e_pwo):
+            m.d.sync += [nx_pwo.eq(0), nx_prw.eq(0)]
+            with m.If(e_pho):
+                m.d.sync += [nx_pho.eq(0), nx_prh.eq(0), nx_prow.eq(0), nx_pbase.eq(0)]
+            with m.Elif(e_prh):
+                m.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(0), nx_prow.eq(prow + sc_prs), nx_pbase.eq(prow + sc_prs)]
             with m.Else():
-                m.d.sync += prw.eq(prw + 1)
+                m.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(prh + 1), nx_prow.eq(prow), nx_pbase.eq(prow)]
+        with m.Else():
+            m.d.sync += [nx_pwo.eq(pwo + 1), nx_pho.eq(pho), nx_prh.eq(prh), nx_prow.eq(prow)]
+            with m.If(e_prw):
+                m.d.sync += [nx_prw.eq(0), nx_pbase.eq(pbase + sc_pcs)]
+            with m.Else():
+                m.d.sync += [nx_prw.eq(prw + 1), nx_pbase.eq(pbase)]
+        with m.If(adv):
+            m.d.sync += [pwo.eq(nx_pwo), pho.eq(nx_pho), prw.eq(nx_prw), prh.eq(nx_prh), prow.eq(nx_prow),
+                         pbase.eq(nx_pbase)]
         with m.If(q_v[QL] & q_end[QL]):
             m.d.sync += post_done_step.eq(1)
         with m.If(post_go):
             m.d.sync += po_last.eq(Mux(po_last, sc_no1 == 0, po == sc_no2))
             with m.If(po_last):
                 m.d.sync += [po.eq(0), hold_valid.eq(0)]
-                with m.If(last_pwo):
-                    m.d.sync += pwo.eq(0)
-                    with m.If(last_pho):
-                        m.d.sync += pho.eq(0)
-                    with m.Else():
-                        m.d.sync += pho.eq(pho + 1)
-                with m.Else():
-                    m.d.sync += pwo.eq(pwo + 1)
             with m.Else():
                 m.d.sync += po.eq(po + 1)
 
@@ -608,7 +627,9 @@ class Controller(wiring.Component):
         # the logits go to the softmax through a shift register (a K:1 multiplexer there was too slow)
         sm_z = [Signal(signed(self.logit_bits), name=f"smz{o}") for o in range(K)]
         sm_more = Signal()      # sm_i < K, a register
-        m.d.comb += [sm.i.valid.eq(am_busy & sm_more), sm.i.payload.z.eq(sm_z[0]),
+        # (sm_more is set with am_busy and clears after the K-th logit, before the softmax's last
+        # output clears am_busy: it is the valid by itself, a flip-flop)
+        m.d.comb += [sm.i.valid.eq(sm_more), sm.i.payload.z.eq(sm_z[0]),
                      sm.i.payload.label.eq(label)]
         feed_busy = Signal()
         with m.If(final_ready & ~am_busy & ~self.result.valid & ~feed_busy):
@@ -726,11 +747,11 @@ class Controller(wiring.Component):
         start_go = Signal()
         m.d.sync += start_go.eq(~running & img_full & ~start_go)
         with m.If(start_go):  # the softmax of the previous image may still be running
-            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), step_oh.eq(1), iss_active.eq(1), ho.eq(0), wo.eq(0), gi.eq(0),
-                         jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
+            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), step_oh.eq(1), iss_active.eq(1), ho.eq(0),
+                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
         with m.If(post_done_step):
-            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1), ho.eq(0), wo.eq(0),
-                         gi.eq(0), jj.eq(0), fetch_done.eq(0)]
+            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1), ho.eq(0),
+                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0)]
         # the last step ends when the logits are taken; the image buffer is free once C1 is done
         # (step check: final_ready stays up until the softmax has read the logits, while the next
         # image may already have started)

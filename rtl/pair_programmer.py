@@ -53,7 +53,10 @@ class PairProgrammer(wiring.Component):
 
         # results of this block's own commands (host transfers share the sequencer but never run
         # at the same time as a training batch's programming: they are not counted or blocked)
-        pending = Signal(range(2 ** 16))   # write-verify commands issued, results not yet seen
+        # write-verify commands issued, results not yet seen: at most 2 (a cell's down and up
+        # commands; WAIT_WV waits for 0 before the next cell), so a 2-bit counter whose zero/one
+        # tests are single LUTs (timing)
+        pending = Signal(range(4))
         mine = Signal()
         m.d.comb += mine.eq(self.wv_res_fire & (pending != 0))
         # a failed write-verify blocks its cell
@@ -84,8 +87,21 @@ class PairProgrammer(wiring.Component):
             m.d.sync += pending.eq(pending + 1)
         with m.Elif(~(self.wv_cmd.valid & self.wv_cmd.ready) & mine):
             m.d.sync += pending.eq(pending - 1)
+        # WAIT_WV / DRAIN: every result seen (or the last one arriving now)
+        settled = (pending == 0) | ((pending == 1) & mine)
 
         m.d.comb += self.busy.eq(pending != 0)
+        # the state is one-hot, one flip-flop per state (timing: a binary state of 25 states
+        # needed a 5-bit decode in front of every transition and register enable)
+        names = ["IDLE", "READ_POS", "WAIT_POS", "READ_NEG", "WAIT_NEG", "ORIENT", "BLOCK_DOWN",
+                 "BLOCK_UP", "BLOCK_WAIT", "SPLIT", "SPLIT_A", "SPLIT_R", "SPLIT_B", "SPLIT_S",
+                 "SPLIT_K", "SPLIT_C", "SPLIT_T", "SPLIT_D", "SPLIT_E", "SPLIT_F", "PROG_DOWN",
+                 "PROG_UP", "WAIT_WV", "DRAIN", "DONE"]
+        st = {n: Signal(init=(n == "IDLE"), name=f"st_{n.lower()}") for n in names}
+
+        def goto(frm, to):
+            m.d.sync += [st[frm].eq(0), st[to].eq(1)]
+
         # the outgoing requests (verify reads, write-verify commands) are registers: valid and
         # payload do not depend on the state decode (timing: they cross the host bridge)
         rd_v = Signal()
@@ -99,144 +115,142 @@ class PairProgrammer(wiring.Component):
                      self.wv_cmd.payload.row.eq(wv_row), self.wv_cmd.payload.bl.eq(c.bl),
                      self.wv_cmd.payload.target.eq(wv_tgt)]
         # the handshake signals towards the update engine and the host bridge (cmd.ready,
-        # rd_rsp.ready, done.valid) are registers too, each set on entering its state
-        idle = Signal(init=1)
+        # rd_rsp.ready, done.valid) are registers too: the IDLE and DONE state flip-flops, and
+        # rsp_r set on entering the WAIT states
         rsp_r = Signal()
-        done_v = Signal()
-        m.d.comb += [self.cmd.ready.eq(idle), self.rd_rsp.ready.eq(rsp_r),
-                     self.done.valid.eq(done_v), self.done.payload.overflow.eq(c.overflow)]
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.cmd.valid):
-                    m.d.sync += [c.eq(self.cmd.payload), idle.eq(0)]
-                    with m.If(self.cmd.payload.end):
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.d.sync += [rd_v.eq(1), rd_row.eq(self.cmd.payload.row_pos)]
-                        m.next = "READ_POS"
-            with m.State("READ_POS"):
-                with m.If(self.rd_req.ready):
-                    m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
-                    m.next = "WAIT_POS"
-            with m.State("WAIT_POS"):
-                with m.If(self.rd_rsp.valid):
-                    m.d.sync += [cp.eq(self.rd_rsp.payload.code), rd_v.eq(1), rd_row.eq(c.row_pos + 1),
-                                 rsp_r.eq(0)]
-                    m.next = "READ_NEG"
-            with m.State("READ_NEG"):
-                with m.If(self.rd_req.ready):
-                    m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
-                    m.next = "WAIT_NEG"
-            with m.State("WAIT_NEG"):
-                with m.If(self.rd_rsp.valid):
-                    m.d.sync += [cn.eq(self.rd_rsp.payload.code), rsp_r.eq(0)]
-                    m.next = "ORIENT"
-            with m.State("ORIENT"):
-                pos_d = c.d_code > 0
-                absd = Mux(c.d_code < 0, -c.d_code, c.d_code)
-                # |d| > 2**(cb+1) compared on d itself, in parallel with the negation (timing)
-                big = (c.d_code > 2 ** (cb + 1)) | (c.d_code < -(2 ** (cb + 1)))
-                m.d.sync += [
-                    # both rooms together are < 2**(cb+1): any larger need gives the same split
-                    need.eq(Mux(big, 2 ** (cb + 1), absd)),
-                    down_row.eq(Mux(pos_d, c.row_pos + 1, c.row_pos)),
-                    up_row.eq(Mux(pos_d, c.row_pos, c.row_pos + 1)),
-                    c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
-                    blk_a.eq(cell_addr(c.pe, Mux(pos_d, c.row_pos + 1, c.row_pos), c.bl)),
-                ]
-                m.next = "BLOCK_DOWN"
-            # rooms: blocked cells have none (the blocked RAM's data comes a cycle after its address)
-            room_d = Signal(signed(cb + 3))
-            room_u = Signal(signed(cb + 3))
-            bd = Signal()
-            with m.State("BLOCK_DOWN"):
-                m.d.sync += blk_a.eq(cell_addr(c.pe, up_row, c.bl))
-                m.next = "BLOCK_UP"
-            bu = Signal()
-            with m.State("BLOCK_UP"):
-                m.d.sync += bd.eq(blk_r.data)
-                m.next = "BLOCK_WAIT"
-            with m.State("BLOCK_WAIT"):
-                m.d.sync += bu.eq(blk_r.data)
-                m.next = "SPLIT"
-            # the split runs over 7 states (one comparison or addition chain each, for timing; a few
-            # cycles per cell next to the verify reads and programming pulses)
-            a0 = Signal(signed(cb + 4))
-            b0 = Signal(signed(cb + 4))
-            a1 = Signal(signed(cb + 4))
-            b1 = Signal(signed(cb + 4))
-            a2 = Signal(signed(cb + 4))
-            b2 = Signal(signed(cb + 4))
-            with m.State("SPLIT"):
-                rd = Mux(bd | (c_down < self.lo), 0, c_down - self.lo)
-                ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
-                m.d.sync += [room_d.eq(rd), room_u.eq(ru)]
-                m.next = "SPLIT_A"
-            rest = Signal(signed(cb + 4))
-            with m.State("SPLIT_A"):
-                m.d.sync += a0.eq(Mux(need < room_d, need, room_d))
-                m.next = "SPLIT_R"
-            with m.State("SPLIT_R"):
-                m.d.sync += rest.eq(need - a0)
-                m.next = "SPLIT_B"
-            # a + b and the small-part tests get states of their own (timing): a + b is the same
-            # before and after SPLIT_C's move, so one sum serves SPLIT_C and SPLIT_D
-            ab = Signal(signed(cb + 4))
-            a_small = Signal()
-            with m.State("SPLIT_B"):
-                m.d.sync += b0.eq(Mux(rest < room_u, rest, room_u))
-                m.next = "SPLIT_S"
-            with m.State("SPLIT_S"):
-                m.d.sync += [ab.eq(a0 + b0), a_small.eq((a0 > 0) & (a0 <= self.margin))]
-                m.next = "SPLIT_C"
-            b_small = Signal()
-            with m.State("SPLIT_C"):
-                # golden: if 0 < a <= res_d and a + b <= room_u: a, b = 0, a + b
-                with m.If(a_small & (ab <= room_u)):
-                    m.d.sync += [a1.eq(0), b1.eq(ab)]
-                with m.Else():
-                    m.d.sync += [a1.eq(a0), b1.eq(b0)]
-                m.next = "SPLIT_T"
-            with m.State("SPLIT_T"):
-                m.d.sync += b_small.eq((b1 > 0) & (b1 <= self.margin))
-                m.next = "SPLIT_D"
-            with m.State("SPLIT_D"):
-                # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
-                with m.If(b_small & (ab <= room_d)):
-                    m.d.sync += [a2.eq(ab), b2.eq(0)]
-                with m.Else():
-                    m.d.sync += [a2.eq(a1), b2.eq(b1)]
-                m.next = "SPLIT_E"
-            with m.State("SPLIT_E"):
-                m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
-                m.next = "SPLIT_F"
-            # the write-verify commands: "down" (if a != 0) from PROG_DOWN, then "up" (if b != 0)
-            # from PROG_UP, each loaded into the registered request on entering its state
-            t_up = Signal(cb)
-            b_nz = Signal()
-            with m.State("SPLIT_F"):
-                m.d.sync += [wv_v.eq(a != 0), wv_row.eq(down_row), wv_tgt.eq(c_down - a),
-                             t_up.eq(c_up + b), b_nz.eq(b != 0)]
-                m.next = "PROG_DOWN"
-            with m.State("PROG_DOWN"):
-                with m.If(~wv_v | self.wv_cmd.ready):
-                    m.d.sync += [wv_v.eq(b_nz), wv_row.eq(up_row), wv_tgt.eq(t_up)]
-                    m.next = "PROG_UP"
-            with m.State("PROG_UP"):
-                with m.If(~wv_v | self.wv_cmd.ready):
-                    m.d.sync += wv_v.eq(0)
-                    m.next = "WAIT_WV"
-            with m.State("WAIT_WV"):
-                # the next command's reads must see this one's programming: wait for its results
-                with m.If((pending == 0) | ((pending == 1) & mine)):
-                    m.d.sync += idle.eq(1)
-                    m.next = "IDLE"
-            with m.State("DRAIN"):
-                with m.If((pending == 0) | ((pending == 1) & mine)):
-                    m.d.sync += done_v.eq(1)
-                    m.next = "DONE"
-            with m.State("DONE"):
-                with m.If(self.done.ready):
-                    m.d.sync += [done_v.eq(0), idle.eq(1)]
-                    m.next = "IDLE"
+        m.d.comb += [self.cmd.ready.eq(st["IDLE"]), self.rd_rsp.ready.eq(rsp_r),
+                     self.done.valid.eq(st["DONE"]), self.done.payload.overflow.eq(c.overflow)]
+        # the command's row_pos + 1 and its end flag, registered at the command (the next states
+        # use them without an adder in front)
+        row_p1 = Signal.like(c.row_pos)
+        with m.If(st["IDLE"] & self.cmd.valid):
+            m.d.sync += [c.eq(self.cmd.payload), row_p1.eq(self.cmd.payload.row_pos + 1),
+                         rd_row.eq(self.cmd.payload.row_pos)]
+            with m.If(self.cmd.payload.end):
+                goto("IDLE", "DRAIN")
+            with m.Else():
+                m.d.sync += rd_v.eq(1)
+                goto("IDLE", "READ_POS")
+        with m.If(st["READ_POS"] & self.rd_req.ready):
+            m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
+            goto("READ_POS", "WAIT_POS")
+        with m.If(st["WAIT_POS"] & self.rd_rsp.valid):
+            m.d.sync += [cp.eq(self.rd_rsp.payload.code), rd_v.eq(1), rd_row.eq(row_p1), rsp_r.eq(0)]
+            goto("WAIT_POS", "READ_NEG")
+        with m.If(st["READ_NEG"] & self.rd_req.ready):
+            m.d.sync += [rd_v.eq(0), rsp_r.eq(1)]
+            goto("READ_NEG", "WAIT_NEG")
+        with m.If(st["WAIT_NEG"] & self.rd_rsp.valid):
+            m.d.sync += [cn.eq(self.rd_rsp.payload.code), rsp_r.eq(0)]
+            goto("WAIT_NEG", "ORIENT")
+        # the command's orientation and |d|, registered every cycle from c (c is loaded in IDLE,
+        # ORIENT comes >= 4 cycles later): ORIENT then only multiplexes registers (timing)
+        pos_d = Signal()
+        need_c = Signal.like(need)
+        absd = Mux(c.d_code < 0, -c.d_code, c.d_code)
+        # |d| > 2**(cb+1) compared on d itself, in parallel with the negation (timing)
+        big = (c.d_code > 2 ** (cb + 1)) | (c.d_code < -(2 ** (cb + 1)))
+        # both rooms together are < 2**(cb+1): any larger need gives the same split
+        m.d.sync += [pos_d.eq(c.d_code > 0), need_c.eq(Mux(big, 2 ** (cb + 1), absd))]
+        with m.If(st["ORIENT"]):
+            m.d.sync += [
+                need.eq(need_c),
+                down_row.eq(Mux(pos_d, row_p1, c.row_pos)),
+                up_row.eq(Mux(pos_d, c.row_pos, row_p1)),
+                c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
+                blk_a.eq(cell_addr(c.pe, Mux(pos_d, row_p1, c.row_pos), c.bl)),
+            ]
+            goto("ORIENT", "BLOCK_DOWN")
+        # rooms: blocked cells have none (the blocked RAM's data comes a cycle after its address)
+        room_d = Signal(signed(cb + 3))
+        room_u = Signal(signed(cb + 3))
+        bd = Signal()
+        bu = Signal()
+        with m.If(st["BLOCK_DOWN"]):
+            m.d.sync += blk_a.eq(cell_addr(c.pe, up_row, c.bl))
+            goto("BLOCK_DOWN", "BLOCK_UP")
+        with m.If(st["BLOCK_UP"]):
+            m.d.sync += bd.eq(blk_r.data)
+            goto("BLOCK_UP", "BLOCK_WAIT")
+        with m.If(st["BLOCK_WAIT"]):
+            m.d.sync += bu.eq(blk_r.data)
+            goto("BLOCK_WAIT", "SPLIT")
+        # the split runs over 9 states (one comparison or addition chain each, for timing; a few
+        # cycles per cell next to the verify reads and programming pulses)
+        a0 = Signal(signed(cb + 4))
+        b0 = Signal(signed(cb + 4))
+        a1 = Signal(signed(cb + 4))
+        b1 = Signal(signed(cb + 4))
+        a2 = Signal(signed(cb + 4))
+        b2 = Signal(signed(cb + 4))
+        with m.If(st["SPLIT"]):
+            rd = Mux(bd | (c_down < self.lo), 0, c_down - self.lo)
+            ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
+            m.d.sync += [room_d.eq(rd), room_u.eq(ru)]
+            goto("SPLIT", "SPLIT_A")
+        rest = Signal(signed(cb + 4))
+        with m.If(st["SPLIT_A"]):
+            m.d.sync += a0.eq(Mux(need < room_d, need, room_d))
+            goto("SPLIT_A", "SPLIT_R")
+        with m.If(st["SPLIT_R"]):
+            m.d.sync += rest.eq(need - a0)
+            goto("SPLIT_R", "SPLIT_B")
+        # a + b, its comparisons with the rooms and the small-part tests get states of their own
+        # (timing): a + b is the same before and after SPLIT_C's move, so one sum serves SPLIT_C
+        # and SPLIT_D
+        ab = Signal(signed(cb + 4))
+        a_small = Signal()
+        with m.If(st["SPLIT_B"]):
+            m.d.sync += b0.eq(Mux(rest < room_u, rest, room_u))
+            goto("SPLIT_B", "SPLIT_S")
+        with m.If(st["SPLIT_S"]):
+            m.d.sync += [ab.eq(a0 + b0), a_small.eq((a0 > 0) & (a0 <= self.margin))]
+            goto("SPLIT_S", "SPLIT_K")
+        ab_le_u = Signal()
+        ab_le_d = Signal()
+        with m.If(st["SPLIT_K"]):
+            m.d.sync += [ab_le_u.eq(ab <= room_u), ab_le_d.eq(ab <= room_d)]
+            goto("SPLIT_K", "SPLIT_C")
+        b_small = Signal()
+        with m.If(st["SPLIT_C"]):
+            # golden: if 0 < a <= res_d and a + b <= room_u: a, b = 0, a + b
+            with m.If(a_small & ab_le_u):
+                m.d.sync += [a1.eq(0), b1.eq(ab)]
+            with m.Else():
+                m.d.sync += [a1.eq(a0), b1.eq(b0)]
+            goto("SPLIT_C", "SPLIT_T")
+        with m.If(st["SPLIT_T"]):
+            m.d.sync += b_small.eq((b1 > 0) & (b1 <= self.margin))
+            goto("SPLIT_T", "SPLIT_D")
+        with m.If(st["SPLIT_D"]):
+            # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
+            with m.If(b_small & ab_le_d):
+                m.d.sync += [a2.eq(ab), b2.eq(0)]
+            with m.Else():
+                m.d.sync += [a2.eq(a1), b2.eq(b1)]
+            goto("SPLIT_D", "SPLIT_E")
+        with m.If(st["SPLIT_E"]):
+            m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
+            goto("SPLIT_E", "SPLIT_F")
+        # the write-verify commands: "down" (if a != 0) from PROG_DOWN, then "up" (if b != 0)
+        # from PROG_UP, each loaded into the registered request on entering its state
+        t_up = Signal(cb)
+        b_nz = Signal()
+        with m.If(st["SPLIT_F"]):
+            m.d.sync += [wv_v.eq(a != 0), wv_row.eq(down_row), wv_tgt.eq(c_down - a),
+                         t_up.eq(c_up + b), b_nz.eq(b != 0)]
+            goto("SPLIT_F", "PROG_DOWN")
+        with m.If(st["PROG_DOWN"] & (~wv_v | self.wv_cmd.ready)):
+            m.d.sync += [wv_v.eq(b_nz), wv_row.eq(up_row), wv_tgt.eq(t_up)]
+            goto("PROG_DOWN", "PROG_UP")
+        with m.If(st["PROG_UP"] & (~wv_v | self.wv_cmd.ready)):
+            m.d.sync += wv_v.eq(0)
+            goto("PROG_UP", "WAIT_WV")
+        # the next command's reads must see this one's programming: wait for its results
+        with m.If(st["WAIT_WV"] & settled):
+            goto("WAIT_WV", "IDLE")
+        with m.If(st["DRAIN"] & settled):
+            goto("DRAIN", "DONE")
+        with m.If(st["DONE"] & self.done.ready):
+            goto("DONE", "IDLE")
         return m

@@ -130,13 +130,22 @@ class PeFmcPhy(wiring.Component):
         DW, UW = self.dn_width, self.up_width
         fmc = self.fmc
 
-        down = [Signal(DBs[p] * DW, name=f"down{p}") for p in range(N)]
         req = Signal(N)
         up_next = [Signal(UBs[p] * UW, name=f"up_next{p}") for p in range(N)]
         up_cur = [Signal(UBs[p] * UW, name=f"up_cur{p}") for p in range(N)]
         for p, (port, sig, _) in enumerate(ports):
             m.d.comb += Cat(*self._up_members(port, sig)).eq(up_cur[p])
 
+        # the write phase walks every port's down beats in order: the words are captured into `cap`
+        # (data straight from the controller's PE outputs, the state only on the flip-flops' clock
+        # enable: no multiplexer after the controller's logic) and leave through the shift register
+        # `dn_all` (loaded from `cap` in the first WRITE cycle, which sends cap's first beat); the
+        # bus address comes from a table indexed by a beat counter (no word multiplexer or per-port
+        # compare between the captured words and the I/O registers)
+        beats = [(p, b) for p in range(N) for b in range(DBs[p])]
+        cap = Signal(len(beats) * DW)
+        dn_all = Signal(len(beats) * DW)
+        down = [cap[sum(DBs[:p]) * DW:sum(DBs[:p + 1]) * DW] for p in range(N)]
         # request flags of the captured words: position of each request member in the down word
         for p, (port, sig, request) in enumerate(ports):
             offs, pos = {}, 0
@@ -147,11 +156,6 @@ class PeFmcPhy(wiring.Component):
             m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in request]).any())
 
         last_up = Array(Const(u - 1, self.beat_bits) for u in UBs + [1])
-        # the write phase walks every port's down beats in order: the words leave a shift register
-        # and the bus address comes from a table indexed by a beat counter (no word multiplexer or
-        # per-port compare between the captured words and the I/O registers)
-        beats = [(p, b) for p in range(N) for b in range(DBs[p])]
-        dn_all = Signal(len(beats) * DW)
         addr_tab = Array(Const(b | (p << self.beat_bits), len(fmc.addr)) for p, b in beats)
         wk = Signal(range(len(beats)))
         # read issue / capture pointers walk the requested PEs only
@@ -173,7 +177,44 @@ class PeFmcPhy(wiring.Component):
                 r = _mux(req[q], q, r, N)
             return r
 
+        # the request order as registers, computed every cycle from the captured request flags
+        # (stable from the first WRITE cycle to the next CAPTURE; READ is >= 2 cycles later):
+        # next requested PE after each q and the first one, so READ and APPLY index a table instead
+        # of running a priority chain (timing)
+        nreq = [Signal(range(N + 1), name=f"nreq{q}") for q in range(N)]
+        nreq_end = Signal(N)      # nreq[q] == N
+        freq = Signal(range(N + 1))
+        m.d.sync += [freq.eq(first_req())]
+        for q in range(N):
+            m.d.sync += [nreq[q].eq(next_req(q)), nreq_end[q].eq(~(req >> (q + 1)).any())]
+        nreq_a = Array(nreq + [Const(N, range(N + 1))])
+        # the capture side's decisions as registers kept with its pointers (timing: the move to
+        # TICK on the last answer is then rvalid and two flip-flops): cb_last = (cb is cp's last
+        # beat), c_end = (no requested PE after cp); n_one[q] / n_end[q]: the same for nreq[q]
+        # (registers from nreq, ready in WAIT)
+        cb_last = Signal()
+        c_end = Signal()
+        one_beat = Array([Const(u == 1) for u in UBs] + [Const(1)])
+        end_a = Array([nreq_end[q] for q in range(N)] + [Const(1)])
+        n_one = Signal(N)
+        n_end = Signal(N)
+        for q in range(N):
+            m.d.sync += [n_one[q].eq(one_beat[nreq[q]]), n_end[q].eq(end_a[nreq[q]])]
+        # the capture pointers also one-hot (PE, beat): each up word's write enable is then one
+        # LUT of flip-flops instead of a compare of {cp, cb} (timing)
+        cpo = Signal(N)
+        cbo = Signal(max(UBs))
+
+        def dec(x):
+            return Cat(*[x == q for q in range(N)])
+        # nreq[q] one-hot, registered (ready in WAIT like n_one / n_end)
+        nreq_oh = [Signal(N, name=f"nreq_oh{q}") for q in range(N)]
+        m.d.sync += [nreq_oh[q].eq(dec(nreq[q])) for q in range(N)]
+
+        def sel(bits):      # bits[cp] as an AND-OR with the one-hot cpo (0 when cp == N)
+            return (cpo & bits).any()
         guard = Signal(range(self.ready_guard + 2))
+        w_first = Signal()      # the first WRITE cycle (sends from `cap`, loads `dn_all`)
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal()
@@ -184,12 +225,12 @@ class PeFmcPhy(wiring.Component):
                 dn_now = [Signal(DBs[p] * DW, name=f"dn_now{p}") for p in range(N)]
                 for p, (port, sig, _) in enumerate(ports):
                     m.d.comb += dn_now[p].eq(self._down(port, sig))
-                    m.d.sync += down[p].eq(dn_now[p])
-                m.d.sync += [dn_all.eq(Cat(*dn_now)), wk.eq(0)]
+                m.d.sync += [cap.eq(Cat(*dn_now)), wk.eq(0), w_first.eq(1)]
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk]), fmc.wdata.eq(dn_all[:DW])]
-                m.d.sync += dn_all.eq(dn_all >> DW)
+                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk]),
+                             fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))]
+                m.d.sync += [dn_all.eq(Mux(w_first, cap, dn_all) >> DW), w_first.eq(0)]
                 with m.If(wk == len(beats) - 1):
                     m.next = "APPLY"
                 with m.Else():
@@ -198,10 +239,12 @@ class PeFmcPhy(wiring.Component):
                 m.d.comb += fmc.apply.eq(1)
                 for p in range(N):
                     m.d.sync += up_next[p].eq(0)
-                f = first_req()
-                m.d.sync += [ip.eq(f), ib.eq(0), cp.eq(f), cb.eq(0), guard.eq(self.ready_guard)]
+                m.d.sync += [ip.eq(freq), ib.eq(0), cp.eq(freq), cb.eq(0), guard.eq(self.ready_guard),
+                             cpo.eq(dec(freq)), cbo.eq(1)]
                 m.next = "WAIT"
             with m.State("WAIT"):
+                # (cp is the first requested PE from APPLY on; WAIT lasts >= 1 cycle)
+                m.d.sync += [cb_last.eq(sel(Cat(*[Const(u == 1) for u in UBs]))), c_end.eq(sel(nreq_end))]
                 with m.If(guard != 0):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(fmc.ready):
@@ -215,24 +258,25 @@ class PeFmcPhy(wiring.Component):
                 with m.If(ip != N):
                     m.d.comb += [fmc.re.eq(1), fmc.addr.eq(Cat(ib, ip[:self.pe_bits]))]
                     with m.If(ib == last_up[ip]):
-                        m.d.sync += [ib.eq(0), ip.eq(next_req(ip))]
+                        m.d.sync += [ib.eq(0), ip.eq(nreq_a[ip])]
                     with m.Else():
                         m.d.sync += ib.eq(ib + 1)
-                # capture, in issue order
-                with m.If(fmc.rvalid & (cp != N)):
-                    with m.Switch(Cat(cb, cp[:self.pe_bits])):
-                        for p in range(N):
-                            for b in range(UBs[p]):
-                                with m.Case(b | (p << self.beat_bits)):
-                                    m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
-                    with m.If(cb == last_up[cp]):
-                        nxt = next_req(cp)
-                        m.d.sync += [cb.eq(0), cp.eq(nxt)]
-                        with m.If(nxt == N):
+                # capture, in issue order (cp != N throughout READ: READ is left on the last answer)
+                with m.If(fmc.rvalid):
+                    for p in range(N):
+                        for b in range(UBs[p]):
+                            with m.If(cpo[p] & cbo[b]):
+                                m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
+                    with m.If(cb_last):
+                        m.d.sync += [cb.eq(0), cp.eq(nreq_a[cp]), cpo.eq(Array(nreq_oh)[cp[:self.pe_bits]]), cbo.eq(1),
+                                     cb_last.eq(sel(n_one)), c_end.eq(sel(n_end))]
+                        with m.If(c_end):
                             m.next = "TICK"
                             m.d.sync += tick_r.eq(1)
                     with m.Else():
-                        m.d.sync += cb.eq(cb + 1)
+                        # the next beat is cp's last: cbo's bit UBs[p] - 2 for the PE p of cpo
+                        m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1),
+                                     cb_last.eq(Cat(*[cpo[p] & cbo[u - 2] for p, u in enumerate(UBs) if u >= 2]).any())]
             with m.State("TICK"):
                 for p in range(N):
                     m.d.sync += up_cur[p].eq(up_next[p])

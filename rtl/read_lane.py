@@ -17,7 +17,7 @@ last pulse cycle.
 The lane drives one PE port (rtl/pe_board.py); the controller routes it to the PE of the current
 layer.
 """
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,27 +88,34 @@ class ReadLane(wiring.Component):
         m.d.sync += [cv_sel_first_n.eq(cur.row_base >> AB0),
                      cv_sel_last_n.eq((cur.row_base + 2 * cur.n_out - 1) >> AB0)]
         nxt_end = Signal()
+        # the PE outputs come from registers (one LUT to the port, for timing: the PHY captures
+        # them a cycle after the controller's tick): `real` (active & n_out != 0) as a flip-flop,
+        # the patch as one shift register per BL (bit 0 is the bit of the slot being pulsed)
+        real = Signal()
+        psh = [Signal(B, name=f"psh{j}") for j in range(self.n_bl)]
         fire = self.cmd.valid & self.cmd.ready
         with m.If(fire):
-            m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0)]
+            m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0),
+                         real.eq(self.cmd.payload.n_out != 0)]
+            m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(self.n_bl)]
             m.d.comb += nxt_end.eq((B == 1) & (P == 1))
         with m.Elif(active):
             with m.If(cyc == P - 1):
                 m.d.sync += cyc.eq(0)
                 with m.If(slot == B - 1):
-                    m.d.sync += active.eq(0)
+                    m.d.sync += [active.eq(0), real.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
+                    m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(self.n_bl)]
                     m.d.comb += nxt_end.eq((P == 1) & (slot == B - 2))
             with m.Else():
                 m.d.sync += cyc.eq(cyc + 1)
                 m.d.comb += nxt_end.eq((cyc == P - 2) & (slot == B - 1))
         m.d.sync += at_group_end.eq(nxt_end)
 
-        real = active & (cur.n_out != 0)
         bits = Signal(self.n_bl)
         for j in range(self.n_bl):
-            m.d.comb += bits[j].eq((cur.patch[j] >> slot)[0])
+            m.d.comb += bits[j].eq(psh[j][0])
         m.d.comb += [
             self.pe.bl.eq(Mux(real, bits, 0)),
             self.pe.pulse.eq(real),

@@ -18,14 +18,14 @@ class K-1.
 Sequential schedule (the block takes a new vector only after the last output has been produced;
 one vector per image, so the rate is irrelevant next to the FC layer's reads):
   LOAD  K cycles: logits into a K-entry distributed RAM, running max (strict >, lowest index wins);
-  EXP   K+7 cycles: pipelined d -> d*M (two DSP partial products, then their sum) -> shift (two
-        stages) -> round/saturate -> ROM (BRAM, sync read, output registered) ->
+  EXP   K+8 cycles: pipelined d -> d*M (two DSP partial products, then their sum) -> shift (two
+        stages) -> zero tests (registered) -> round/saturate -> ROM (BRAM, sync read, output registered) ->
         e into a K-entry RAM and E += e;
   DIV   17 cycles per class: restoring divider, 16 quotient bits (p <= 2**15 needs 16), one
         cycle to load N = e*2**15 + E//2 (< E * 2**16, so the quotient fits 16 bits), 16 steps;
         the 16th step writes the output register (or waits while it is full and back-pressured).
-Latency from the last logit to the first output 25 + K cycles (K=10: 35); a vector takes 19K + 7
-cycles end to end at full rate (K=10: 197).
+Latency from the last logit to the first output 26 + K cycles (K=10: 36); a vector takes 19K + 8
+cycles end to end at full rate (K=10: 198).
 """
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -104,96 +104,122 @@ class Softmax(wiring.Component):
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
-        with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), z_wr.addr.eq(cnt), z_wr.data.eq(z)]
-                with m.If(self.i.valid):
-                    m.d.comb += z_wr.en.eq(1)
-                    # z > zmax as the sign of one subtraction (a carry chain, for timing)
-                    zd = Signal(signed(LB + 1))
-                    m.d.comb += zd.eq(zmax - z)
-                    with m.If((cnt == 0) | zd[-1]):              # strict: ties keep the lower index
-                        m.d.sync += [zmax.eq(z), amax.eq(cnt)]
-                    with m.If(cnt == 0):
-                        m.d.sync += [label.eq(self.i.payload.label), m_l.eq(self.m), sh_l.eq(self.sh),
-                                     sh_m1.eq(self.sh - 1), sh_0.eq(self.sh == 0)]
-                    with m.If(cnt == K - 1):
-                        m.d.sync += [cnt.eq(0), e_sum.eq(0), j.eq(0), issuing.eq(1)]
-                        m.next = "EXP"
-                    with m.Else():
-                        m.d.sync += cnt.eq(cnt + 1)
+        # the state one-hot (one flip-flop per state) and the counters' tests as registers kept
+        # with the counters (timing: the transitions are then one or two LUTs from flip-flops)
+        s_load, s_exp, s_div = Signal(init=1), Signal(), Signal()
+        cnt_0, cnt_last = Signal(init=1), Signal(init=(K == 1))     # cnt == 0, cnt == K - 1
 
-            with m.State("EXP"):
-                # stage 0: issue class j, d = zmax - z[j] (>= 0, fits LB unsigned bits)
-                m.d.sync += [v1.eq(issuing), j1.eq(j), d1.eq((zmax - z_rd.data)[:LB])]
-                with m.If(issuing):
-                    with m.If(j == K - 1):
-                        m.d.sync += issuing.eq(0)
-                    with m.Else():
-                        m.d.sync += j.eq(j + 1)
-                # stages 1a, 1b: multiply as two partial products (each one DSP, registered), then
-                # their sum (for timing: a wide product is DSPs plus an adder in one path)
-                SPL = 18
-                v1b, j1b = Signal(), Signal(_idx(K))
-                p1l = Signal(unsigned(min(LB, SPL) + self.m_bits))
-                p1h = Signal(unsigned(max(LB - SPL, 1) + self.m_bits))
-                m.d.sync += [v1b.eq(v1), j1b.eq(j1), p1l.eq(d1[:SPL] * m_l),
-                             p1h.eq(d1[SPL:] * m_l if LB > SPL else 0)]
-                m.d.sync += [v2.eq(v1b), j2.eq(j1b), p2.eq(p1l + (p1h << SPL))]
-                # stages 2a, 2b: shift by sh - 1 in two registered steps (low 3 bits, then the rest)
-                m.d.sync += [v2a.eq(v2), j2a.eq(j2), p2a.eq(Mux(sh_0, p2, p2 >> sh_m1[:3]))]
-                m.d.sync += [v2s.eq(v2a), j2s.eq(j2a), p2s.eq(Mux(sh_0, p2a, p2a >> Cat(Const(0, 3), sh_m1[3:])))]
-                # stage 2': round half up, saturate -> table index (ROM address). With sh > 0,
-                # (p2s + 1) >> 1 > TMAX iff p2s >= 2 * TMAX + 1: only the low bits need the adder
-                TMAX = EXP_TABLE_SIZE - 1
-                TB = (2 * TMAX + 1).bit_length()
-                low = p2s[:TB]
-                half = Signal(unsigned(TB + 1))
-                m.d.comb += half.eq(low + 1)
-                big = (p2s[TB:] != 0) | (low >= 2 * TMAX + 1)
-                t0 = Mux((p2s[T_BITS:] != 0), TMAX, p2s[:T_BITS])           # sh == 0: t = p2s
-                t1 = Mux(big, TMAX, half[1:])
-                m.d.comb += rom_rd.addr.eq(Mux(sh_0, t0, t1))
-                m.d.sync += [v3.eq(v2s), j3.eq(j2s)]
-                # stage 3: e = EXP_TABLE[t], registered (block RAM clock-to-out is long)
-                m.d.sync += [v4.eq(v3), j4.eq(j3), e4.eq(rom_rd.data)]
-                # stage 4: store e, E += e (v4 is 0 outside EXP: the write is outside the FSM)
-                with m.If(v4):
-                    m.d.sync += e_sum.eq(e_sum + e4)
-                    with m.If(j4 == K - 1):
-                        m.d.sync += [cnt.eq(0), step.eq(0)]
-                        m.next = "DIV"
+        def cnt_to_0():
+            m.d.sync += [cnt.eq(0), cnt_0.eq(1), cnt_last.eq(K == 1)]
 
-            with m.State("DIV"):
-                rem2 = Cat(qb[-1], rem)                             # (rem << 1) | next numerator bit
-                # rem2 >= E as the sign of rem2 - E: one carry chain for both (timing)
-                rdiff = Signal(signed(EB + 2))
-                m.d.comb += rdiff.eq(rem2 - e_sum)
-                ge = ~rdiff[-1]
-                rem_next = Mux(ge, rdiff[:EB], rem2)
-                q = Cat(ge, qb[:-1])
-                with m.If(step == 0):
-                    num = Signal(unsigned(EB + Q_BITS))
-                    m.d.comb += num.eq((e_rd.data << SOFTMAX_FRAC) + (e_sum >> 1))
-                    m.d.sync += [rem.eq(num[Q_BITS:]), qb.eq(num[:Q_BITS]), step.eq(1)]
-                with m.Elif(step < Q_BITS):
-                    m.d.sync += [rem.eq(rem_next), qb.eq(q), step.eq(step + 1)]
-                with m.Elif(~self.o.valid | self.o.ready):
-                    # delta = q - 2**15 * hit, q <= 2**15: bit 15 and the sign, no adder (timing)
-                    hit = label == cnt
-                    dl = Cat(q[:SOFTMAX_FRAC], q[SOFTMAX_FRAC] ^ hit, hit & ~q[SOFTMAX_FRAC])
-                    m.d.sync += [self.o.valid.eq(1),
-                                 self.o.payload.index.eq(cnt),
-                                 self.o.payload.p.eq(q),
-                                 self.o.payload.delta.eq(dl.as_signed()),
-                                 self.o.payload.argmax.eq(amax),
-                                 self.o.payload.last.eq(cnt == K - 1),
-                                 step.eq(0)]
-                    with m.If(cnt == K - 1):
-                        m.d.sync += cnt.eq(0)
-                        m.next = "LOAD"
-                    with m.Else():
-                        m.d.sync += cnt.eq(cnt + 1)
+        def cnt_inc():
+            m.d.sync += [cnt.eq(cnt + 1), cnt_0.eq(0), cnt_last.eq(cnt == K - 2)]
+
+        st_0, st_run, st_out = Signal(init=1), Signal(), Signal()  # step == 0, 0 < step < Q_BITS, == Q_BITS
+
+        def step_to_0():
+            m.d.sync += [step.eq(0), st_0.eq(1), st_run.eq(0), st_out.eq(0)]
+
+        with m.If(s_load):
+            m.d.comb += [self.i.ready.eq(1), z_wr.addr.eq(cnt), z_wr.data.eq(z)]
+            with m.If(self.i.valid):
+                m.d.comb += z_wr.en.eq(1)
+                # z > zmax as the sign of one subtraction (a carry chain, for timing)
+                zd = Signal(signed(LB + 1))
+                m.d.comb += zd.eq(zmax - z)
+                with m.If(cnt_0 | zd[-1]):              # strict: ties keep the lower index
+                    m.d.sync += [zmax.eq(z), amax.eq(cnt)]
+                with m.If(cnt_0):
+                    m.d.sync += [label.eq(self.i.payload.label), m_l.eq(self.m), sh_l.eq(self.sh),
+                                 sh_m1.eq(self.sh - 1), sh_0.eq(self.sh == 0)]
+                with m.If(cnt_last):
+                    cnt_to_0()
+                    m.d.sync += [e_sum.eq(0), j.eq(0), issuing.eq(1), s_load.eq(0), s_exp.eq(1)]
+                with m.Else():
+                    cnt_inc()
+
+        with m.If(s_exp):
+            # stage 0: issue class j, d = zmax - z[j] (>= 0, fits LB unsigned bits)
+            m.d.sync += [v1.eq(issuing), j1.eq(j), d1.eq((zmax - z_rd.data)[:LB])]
+            with m.If(issuing):
+                with m.If(j == K - 1):
+                    m.d.sync += issuing.eq(0)
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+            # stages 1a, 1b: multiply as two partial products (each one DSP, registered), then
+            # their sum (for timing: a wide product is DSPs plus an adder in one path)
+            SPL = 18
+            v1b, j1b = Signal(), Signal(_idx(K))
+            p1l = Signal(unsigned(min(LB, SPL) + self.m_bits))
+            p1h = Signal(unsigned(max(LB - SPL, 1) + self.m_bits))
+            m.d.sync += [v1b.eq(v1), j1b.eq(j1), p1l.eq(d1[:SPL] * m_l),
+                         p1h.eq(d1[SPL:] * m_l if LB > SPL else 0)]
+            m.d.sync += [v2.eq(v1b), j2.eq(j1b), p2.eq(p1l + (p1h << SPL))]
+            # stages 2a, 2b: shift by sh - 1 in two registered steps (low 3 bits, then the rest)
+            m.d.sync += [v2a.eq(v2), j2a.eq(j2), p2a.eq(Mux(sh_0, p2, p2 >> sh_m1[:3]))]
+            m.d.sync += [v2s.eq(v2a), j2s.eq(j2a), p2s.eq(Mux(sh_0, p2a, p2a >> Cat(Const(0, 3), sh_m1[3:])))]
+            # stage 2c: the wide zero tests of p2s, registered (timing: an OR of 26 bits before the
+            # rounding adder and a block RAM's address was too long)
+            TMAX = EXP_TABLE_SIZE - 1
+            TB = (2 * TMAX + 1).bit_length()
+            low = Signal(TB)
+            hz, hz_t = Signal(), Signal()
+            v2t, j2t = Signal(), Signal(_idx(K))
+            m.d.sync += [v2t.eq(v2s), j2t.eq(j2s), low.eq(p2s[:TB]), hz.eq(p2s[TB:] != 0),
+                         hz_t.eq(p2s[T_BITS:] != 0)]
+            # stage 2': round half up, saturate -> table index (ROM address). With sh > 0,
+            # (p2s + 1) >> 1 > TMAX iff p2s >= 2 * TMAX + 1: only the low bits need the adder
+            half = Signal(unsigned(TB + 1))
+            m.d.comb += half.eq(low + 1)
+            big = hz | (low >= 2 * TMAX + 1)
+            t0 = Mux(hz_t, TMAX, low[:T_BITS])                          # sh == 0: t = p2s
+            t1 = Mux(big, TMAX, half[1:])
+            rom_addr = Mux(sh_0, t0, t1)
+            m.d.sync += [v3.eq(v2t), j3.eq(j2t)]
+            # stage 3: e = EXP_TABLE[t], registered (block RAM clock-to-out is long)
+            m.d.sync += [v4.eq(v3), j4.eq(j3), e4.eq(rom_rd.data)]
+            # stage 4: store e, E += e (v4 is 0 outside EXP: the write is outside the FSM)
+            with m.If(v4):
+                m.d.sync += e_sum.eq(e_sum + e4)
+                with m.If(j4 == K - 1):
+                    cnt_to_0()
+                    step_to_0()
+                    m.d.sync += [s_exp.eq(0), s_div.eq(1)]
+
+        m.d.comb += rom_rd.addr.eq(rom_addr)       # outside the state: no decode before the ROM
+
+        with m.If(s_div):
+            rem2 = Cat(qb[-1], rem)                             # (rem << 1) | next numerator bit
+            # rem2 >= E as the sign of rem2 - E: one carry chain for both (timing)
+            rdiff = Signal(signed(EB + 2))
+            m.d.comb += rdiff.eq(rem2 - e_sum)
+            ge = ~rdiff[-1]
+            rem_next = Mux(ge, rdiff[:EB], rem2)
+            q = Cat(ge, qb[:-1])
+            with m.If(st_0):
+                num = Signal(unsigned(EB + Q_BITS))
+                m.d.comb += num.eq((e_rd.data << SOFTMAX_FRAC) + (e_sum >> 1))
+                m.d.sync += [rem.eq(num[Q_BITS:]), qb.eq(num[:Q_BITS]), step.eq(1), st_0.eq(0),
+                             st_run.eq(Q_BITS > 1), st_out.eq(Q_BITS == 1)]
+            with m.If(st_run):
+                m.d.sync += [rem.eq(rem_next), qb.eq(q), step.eq(step + 1), st_run.eq(step != Q_BITS - 1),
+                             st_out.eq(step == Q_BITS - 1)]
+            with m.If(st_out & (~self.o.valid | self.o.ready)):
+                # delta = q - 2**15 * hit, q <= 2**15: bit 15 and the sign, no adder (timing)
+                hit = label == cnt
+                dl = Cat(q[:SOFTMAX_FRAC], q[SOFTMAX_FRAC] ^ hit, hit & ~q[SOFTMAX_FRAC])
+                m.d.sync += [self.o.valid.eq(1),
+                             self.o.payload.index.eq(cnt),
+                             self.o.payload.p.eq(q),
+                             self.o.payload.delta.eq(dl.as_signed()),
+                             self.o.payload.argmax.eq(amax),
+                             self.o.payload.last.eq(cnt_last)]
+                step_to_0()
+                with m.If(cnt_last):
+                    cnt_to_0()
+                    m.d.sync += [s_div.eq(0), s_load.eq(1)]
+                with m.Else():
+                    cnt_inc()
         return m
 
 

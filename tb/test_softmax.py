@@ -101,8 +101,8 @@ async def _unit(dut, prefix, p, seed):
         post_util.check(got, expected, f"{prefix} phase {ph}")
         if ph == 0:
             per_vec = cyc / len(vecs)
-            assert lat == k + 25, f"{prefix}: latency {lat}"
-            assert cyc <= len(vecs) * (19 * k + 7) + 2, f"{prefix}: {cyc} cycles for {len(vecs)} vectors"
+            assert lat == k + 26, f"{prefix}: latency {lat}"
+            assert cyc <= len(vecs) * (19 * k + 8) + 2, f"{prefix}: {cyc} cycles for {len(vecs)} vectors"
         total += len(expected)
         dut._log.info(f"{prefix} {p['block']} phase {ph} (idle {idle}, bp {bp}): {len(vecs)} vectors, "
                       f"{cyc:.0f} cycles")

@@ -59,7 +59,7 @@ def test_phy_round_trip(latency, seed, aux):
 
     def requested(p, v):
         return any((v >> b) & 1 for b in req_bits[p])
-    n_ticks = 16
+    n_ticks = 48           # (random request sets: none, one, several PEs, the aux port last)
 
     sim = Simulator(_Wrap(phy, down_cat, up_cat, probe_dn, probe_up))
     sim.add_clock(1e-8)
