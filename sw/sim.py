@@ -35,7 +35,8 @@ def cmd_sim(args):
         args.report.unlink()
     params = sim_top.session_params(args.weights, args.data, args.n, args.report, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations)
-    print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True)
+    print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True,
+          file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone
     try:
         sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves)
     except AssertionError as e:
@@ -103,7 +104,7 @@ def cmd_sim_replicated(args):
                                     seed=args.seed, single=3, rounds=args.iterations // 3, batch=100,
                                     eta=ETA_REP_DEFAULT)
     print("building the replicated controller + 8 PE models for Verilator (cached after the first run) ...",
-          flush=True)
+          flush=True, file=sys.stderr if args.json else sys.stdout)
     try:
         replicated_cosim.run(w, params, log_to_terminal=not args.json, waves=args.waves)
     except AssertionError as e:
