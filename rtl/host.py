@@ -49,7 +49,6 @@ cycles): 5 cycles per answer word and 2 more per header, against thousands per w
 """
 from __future__ import annotations
 
-import contextlib
 import enum
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -57,6 +56,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl import csr
+from rtl.onehot import OneHotFSM
 from rtl.link import WORD
 
 HOST_VERSION = 0x0001_0000       # command set 1.0 (major << 16 | minor)
@@ -229,31 +229,6 @@ class Skid(wiring.Component):
         return m
 
 
-class OneHotFSM:
-    """The shape of Amaranth's `m.FSM` (`State`, `next`, `ongoing`) with one flip-flop per state:
-    a state test is one signal instead of a decode of an encoded state register (the bridge's
-    in side has 10 states, and its transitions mix many conditions)."""
-
-    def __init__(self, m, states, init, name):
-        self.m = m
-        self.st = {n: Signal(init=int(n == init), name=f"{name}_{n.lower()}") for n in states}
-        self._cur = None
-
-    @contextlib.contextmanager
-    def State(self, name):
-        with self.m.If(self.st[name]):
-            self._cur = name
-            yield
-            self._cur = None
-
-    def next(self, name):
-        if name != self._cur:
-            self.m.d.sync += [self.st[self._cur].eq(0), self.st[name].eq(1)]
-
-    def ongoing(self, name):
-        return self.st[name]
-
-
 class HostBridge(wiring.Component):
     """STREAM words <-> controller ports (see the module docstring).
 
@@ -408,9 +383,9 @@ class HostBridge(wiring.Component):
 
         # ---------------------------------------------------------------- in side
         # one flip-flop per state (OneHotFSM): the state tests are single signals (timing, issue 7)
-        fsm_in = OneHotFSM(m, ["HDR", "DECODE", "DRAIN_OR_DONE", "DRAIN", "IMG", "PAD", "CELL", "GO", "FIN", "DONE"],
-                           "HDR", "in")
-        with fsm_in.State("HDR"):
+        fsm_in = OneHotFSM(m, "in", ["HDR", "DECODE", "DRAIN_OR_DONE", "DRAIN", "IMG", "PAD", "CELL", "GO", "FIN",
+                                     "DONE"])
+        with fsm_in.state("HDR"):
             # the header is taken into registers here and decided on in DECODE, from flags
             m.d.comb += cmd.ready.eq(1)
             with m.If(cmd.valid):
@@ -423,50 +398,50 @@ class HostBridge(wiring.Component):
                 m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
                 m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in Op]).any()),
                              is_img.eq((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN))]
-                fsm_in.next("DECODE")
+                fsm_in.go("DECODE")
 
-        with fsm_in.State("DECODE"):
+        with fsm_in.state("DECODE"):
             # the header's own `last` (item_last) decides DRAIN vs DONE for the error cases
             last = item_last
             with m.If(~h_known):
                 m.d.sync += status.eq(HostStatus.BAD_OP)
-                fsm_in.next("DRAIN_OR_DONE")
+                fsm_in.go("DRAIN_OR_DONE")
             with m.Elif(h_resv):
                 m.d.sync += status.eq(HostStatus.BAD_ARG)
-                fsm_in.next("DRAIN_OR_DONE")
+                fsm_in.go("DRAIN_OR_DONE")
             with m.Elif(f[Op.FINISH]):
                 with m.If(~last | ~h_cnt0):
                     m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                    fsm_in.next("DRAIN_OR_DONE")
+                    fsm_in.go("DRAIN_OR_DONE")
                 with m.Else():
-                    fsm_in.next("FIN")
+                    fsm_in.go("FIN")
             with m.Elif(last):
                 with m.If(~h_cnt0):
                     m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                 m.d.sync += in_done.eq(1)
-                fsm_in.next("DONE")
+                fsm_in.go("DONE")
             with m.Elif(h_cnt0):
                 m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                fsm_in.next("DRAIN")
+                fsm_in.go("DRAIN")
             with m.Elif(is_img):
-                fsm_in.next("IMG")
+                fsm_in.go("IMG")
             with m.Else():
-                fsm_in.next("CELL")
+                fsm_in.go("CELL")
 
-        with fsm_in.State("DRAIN_OR_DONE"):
+        with fsm_in.state("DRAIN_OR_DONE"):
             with m.If(item_last):
                 m.d.sync += in_done.eq(1)
-                fsm_in.next("DONE")
+                fsm_in.go("DONE")
             with m.Else():
-                fsm_in.next("DRAIN")
+                fsm_in.go("DRAIN")
 
-        with fsm_in.State("DRAIN"):                  # drop words up to `last`
+        with fsm_in.state("DRAIN"):                  # drop words up to `last`
             m.d.comb += cmd.ready.eq(1)
             with m.If(cmd.valid & cmd.payload.last):
                 m.d.sync += in_done.eq(1)
-                fsm_in.next("DONE")
+                fsm_in.go("DONE")
 
-        with fsm_in.State("IMG"):                    # image words -> controller
+        with fsm_in.state("IMG"):                    # image words -> controller
             m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
             with m.If(cmd.valid & image.ready):
                 end_img = widx_end
@@ -476,27 +451,27 @@ class HostBridge(wiring.Component):
                 with m.If(cmd.payload.last):
                     with m.If(~end_img):
                         m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                        fsm_in.next("PAD")
+                        fsm_in.go("PAD")
                     with m.Else():
                         with m.If(~at_last):
                             m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                         m.d.sync += in_done.eq(1)
-                        fsm_in.next("DONE")
+                        fsm_in.go("DONE")
                 with m.Elif(end_img & at_last):
                     m.d.sync += status.eq(HostStatus.BAD_LENGTH)
-                    fsm_in.next("DRAIN")
+                    fsm_in.go("DRAIN")
 
-        with fsm_in.State("PAD"):                    # complete a short image with zero words
+        with fsm_in.state("PAD"):                    # complete a short image with zero words
             m.d.comb += [image.valid.eq(1), image.payload.eq(0)]
             with m.If(image.ready):
                 with m.If(widx_end):
                     m.d.comb += inc.eq(1)
                     m.d.sync += [widx.eq(0), widx_end.eq(0), in_done.eq(1)]
-                    fsm_in.next("DONE")
+                    fsm_in.go("DONE")
                 with m.Else():
                     m.d.sync += [widx.eq(widx + 1), widx_end.eq(widx == IW - 2)]
 
-        with fsm_in.State("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
+        with fsm_in.state("CELL"):                   # one item at a time (PROGRAM, READ, ECHO)
             with m.If(~owed_nz & ~inc_r):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
@@ -504,9 +479,9 @@ class HostBridge(wiring.Component):
                     with m.If(~f[Op.ECHO] & ~cell_ok):
                         m.d.sync += refused.eq(1)
                         set_status(HostStatus.BAD_ARG)
-                    fsm_in.next("GO")
+                    fsm_in.go("GO")
 
-        with fsm_in.State("GO"):
+        with fsm_in.state("GO"):
             sent = Signal()
             with m.If(refused | f[Op.ECHO]):
                 m.d.comb += sent.eq(1)
@@ -520,24 +495,25 @@ class HostBridge(wiring.Component):
                     with m.If(~at_last):
                         set_status(HostStatus.BAD_LENGTH)
                     m.d.sync += in_done.eq(1)
-                    fsm_in.next("DONE")
+                    fsm_in.go("DONE")
                 with m.Elif(at_last):
                     set_status(HostStatus.BAD_LENGTH)
-                    fsm_in.next("DRAIN")
+                    fsm_in.go("DRAIN")
                 with m.Else():
-                    fsm_in.next("CELL")
+                    fsm_in.go("CELL")
 
-        with fsm_in.State("FIN"):
+        with fsm_in.state("FIN"):
             m.d.comb += self.upd_finish.valid.eq(1)
             with m.If(self.upd_finish.ready):
                 m.d.sync += [fin_sent.eq(1), in_done.eq(1)]
-                fsm_in.next("DONE")
+                fsm_in.go("DONE")
 
-        with fsm_in.State("DONE"):                   # wait for the out side's trailer
+        with fsm_in.state("DONE"):                   # wait for the out side's trailer
             with m.If(trailer_fire):
-                fsm_in.next("HDR")
+                fsm_in.go("HDR")
 
-        m.d.comb += self.active.eq(~fsm_in.ongoing("HDR"))
+        fsm_in.finish()
+        m.d.comb += self.active.eq(~fsm_in.bit["HDR"])
 
         # ---------------------------------------------------------------- out side
         trailer = Signal(32)
@@ -569,7 +545,7 @@ class HostBridge(wiring.Component):
         # cycle (SETTLE) for `rword_r` to follow `ridx`. A word takes 3 cycles instead of 1; the UART
         # needs thousands per word, and no path now runs from the answer logic's decisions through
         # the word multiplexers into the response skid buffer (timing, issue 7).
-        busy_in = ~fsm_in.ongoing("HDR")
+        busy_in = ~fsm_in.bit["HDR"]
         trailer_due = Signal()
         m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r & (~f[Op.FINISH] | ~fin_sent | (fin_idx == 4)))
         # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles

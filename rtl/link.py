@@ -50,7 +50,6 @@ the controller top will instantiate it with its own register blocks and attach t
 `soft_reset` and `ctrl_status`. With bypass=True it also has byte-stream ports that replace the
 UART (selected by the `bypass` input) for fast co-simulation.
 """
-from contextlib import contextmanager
 
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
@@ -59,6 +58,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl import csr
+from rtl.onehot import OneHotFSM, any_of
 from rtl.uart import Uart
 from sw.link import COUNTERS, FLAG_BITS, RESET_COUNTERS, RESET_FLAGS_MASK, RESPONSE, SYNC, Cmd, Status
 
@@ -207,45 +207,6 @@ def crc32_byte(m, crc, byte):
 
 # ------------------------------------------------------------------ the link core
 
-class _OneHot:
-    """A one-hot FSM: `with fsm.state(name):` is `with m.If(<the state's flip-flop>):`, `fsm.go(name)`
-    the transition (from the state whose body is being written); `fsm.finish()` builds each state
-    bit as an AND-OR of its transitions. Amaranth's FSM is binary-encoded and yosys does not
-    re-encode it (the state register has an init value): the decode put 2-3 LUT levels in front of
-    every path. The first name is the reset state."""
-
-    def __init__(self, m, prefix, names):
-        self.m = m
-        self.bit = {n: Signal(init=(i == 0), name=f"{prefix}_{n.lower()}") for i, n in enumerate(names)}
-        self.cur = None
-        self.moves = []
-
-    @contextmanager
-    def state(self, name):
-        self.cur = name
-        with self.m.If(self.bit[name]):
-            yield
-        self.cur = None
-
-    def go(self, name):
-        g = Signal(name=f"go_{self.cur.lower()}_{name.lower()}")
-        self.m.d.comb += g.eq(1)
-        self.moves.append((self.cur, name, g))
-
-    def finish(self):
-        for n, bit in self.bit.items():
-            enter = _any(g for a, b, g in self.moves if b == n)
-            leave = _any(g for a, b, g in self.moves if a == n)
-            self.m.d.sync += bit.eq(enter | (bit & ~leave))
-
-
-def _any(terms):
-    out = Const(0, 1)
-    for t in terms:
-        out = out | t
-    return out
-
-
 class _Load:
     """Registers loaded from several places of mutually exclusive FSM branches: `load(*values)`
     marks the branch being written; `finish()` makes each register an AND-OR of the values (one
@@ -260,7 +221,7 @@ class _Load:
         self.terms.append((g, values))
 
     def finish(self):
-        with self.m.If(_any(g for g, _ in self.terms)):
+        with self.m.If(any_of(g for g, _ in self.terms)):
             for k, t in enumerate(self.targets):
                 v = Const(0, len(t))
                 for g, values in self.terms:
@@ -429,7 +390,7 @@ class Link(wiring.Component):
             count_event("dropped_frames", "dropped_frame")
             rf.go("HUNT")
 
-        rf = _OneHot(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
+        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
         if True:
             with rf.state("HUNT"):
                 m.d.comb += self.idle.eq(~iv)
@@ -692,7 +653,7 @@ class Link(wiring.Component):
             m.d.comb += qtake.eq(1)
             count_event("stream_discards", "stream_discard")
 
-        mf = _OneHot(m, "main", ["IDLE", "CHECK", "EXEC", "COPY_W", "COPY", "COPY_DATA",
+        mf = OneHotFSM(m, "main", ["IDLE", "CHECK", "EXEC", "COPY_W", "COPY", "COPY_DATA",
                                  "RD_CHECK_W", "RD_CHECK_W2", "RD_CHECK", "RD_ISSUE", "RD_WAIT", "RD_WAIT2", "RD_STORE",
                                  "WR_CHECK_W", "WR_CHECK_W2", "WR_CHECK", "WR_W", "WR", "WR_DATA", "WR_STB",
                                  "STREAM_W", "STREAM", "FINISH", "TX"])
@@ -903,7 +864,7 @@ class Link(wiring.Component):
             m.d.sync += tcnt.eq(0)
         with m.Elif(tcnt_inc):
             m.d.sync += tcnt.eq(tcnt + 1)
-        tf = _OneHot(m, "tx", ["IDLE", "HDR", "HCHK", "PAY", "CRC", "DONE"])
+        tf = OneHotFSM(m, "tx", ["IDLE", "HDR", "HCHK", "PAY", "CRC", "DONE"])
         obl = _Load(m, "ob", [ob])
         crc_lane = Signal(8)
         m.d.comb += crc_lane.eq(~tcrc.word_select(tcnt[:2], 8))
