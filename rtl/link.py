@@ -712,21 +712,32 @@ class Link(wiring.Component):
                     m.d.comb += step.eq(1)
                     mf.go("COPY_W")
 
-            with mf.state("RD_CHECK_W"):
-                mf.go("RD_CHECK_W2")
+            def address_check(kind, ok_next, then, fail):
+                """KIND_CHECK_W, KIND_CHECK_W2 (the bank decodes the next address into registers), then
+                KIND_CHECK: every address of the burst is checked before the first access; `fail()`
+                finishes with the status of a bad one"""
+                with mf.state(f"{kind}_CHECK_W"):
+                    mf.go(f"{kind}_CHECK_W2")
+                with mf.state(f"{kind}_CHECK_W2"):
+                    mf.go(f"{kind}_CHECK")
+                with mf.state(f"{kind}_CHECK"):
+                    with m.If(ok_next):
+                        m.d.comb += step.eq(1)
+                        mf.go(f"{kind}_CHECK_W")
+                    with m.Elif(f_eq):
+                        m.d.comb += restart.eq(1)
+                        mf.go(then)
+                    with m.Else():
+                        fail()
 
-            with mf.state("RD_CHECK_W2"):
-                mf.go("RD_CHECK")
-
-            with mf.state("RD_CHECK"):               # every address of the burst must be readable
-                with m.If(rd_next):
-                    m.d.comb += step.eq(1)
-                    mf.go("RD_CHECK_W")
-                with m.Elif(f_eq):
-                    m.d.comb += restart.eq(1)
-                    mf.go("RD_ISSUE")
-                with m.Else():
+            def write_fail():
+                with m.If(f_bad):
                     finish(Status.BAD_ADDR)
+                with m.Else():
+                    finish(Status.READ_ONLY)
+
+            address_check("RD", rd_next, "RD_ISSUE", lambda: finish(Status.BAD_ADDR))   # readable
+            address_check("WR", wr_next, "WR_W", write_fail)                            # writable
 
             with mf.state("RD_ISSUE"):
                 m.d.sync += b_rstb.eq(1)
@@ -746,23 +757,6 @@ class Link(wiring.Component):
                 with m.Else():
                     mf.go("RD_ISSUE")
 
-            with mf.state("WR_CHECK_W"):
-                mf.go("WR_CHECK_W2")
-
-            with mf.state("WR_CHECK_W2"):
-                mf.go("WR_CHECK")
-
-            with mf.state("WR_CHECK"):               # every address must be writable before any write
-                with m.If(wr_next):
-                    m.d.comb += step.eq(1)
-                    mf.go("WR_CHECK_W")
-                with m.Elif(f_eq):
-                    m.d.comb += restart.eq(1)
-                    mf.go("WR_W")
-                with m.Elif(f_bad):
-                    finish(Status.BAD_ADDR)
-                with m.Else():
-                    finish(Status.READ_ONLY)
 
             with mf.state("WR_W"):
                 mf.go("WR")
