@@ -220,6 +220,21 @@ class PeFmcPhy(wiring.Component):
         tick_r = Signal()
         m.d.sync += tick_r.eq(0)
         m.d.comb += self.tick.eq(tick_r)
+        # each up word's clock enable is one LUT of flip-flops (timing): `apply_r` (1 exactly in
+        # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
+        # (cpo x cbo, nonzero only in READ), next to rvalid
+        words = [(p, b) for p in range(N) for b in range(UBs[p])]
+        apply_r = Signal()
+        cwo = Signal(len(words))
+
+        def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
+            return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in words])
+        m.d.sync += apply_r.eq(0)
+        for k, (p, b) in enumerate(words):
+            with m.If(apply_r):
+                m.d.sync += up_next[p].word_select(b, UW).eq(0)
+            with m.Elif(fmc.rvalid & cwo[k]):
+                m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
         with m.FSM():
             with m.State("CAPTURE"):
                 dn_now = [Signal(DBs[p] * DW, name=f"dn_now{p}") for p in range(N)]
@@ -233,12 +248,11 @@ class PeFmcPhy(wiring.Component):
                 m.d.sync += [dn_all.eq(Mux(w_first, cap, dn_all) >> DW), w_first.eq(0)]
                 with m.If(wk == len(beats) - 1):
                     m.next = "APPLY"
+                    m.d.sync += apply_r.eq(1)
                 with m.Else():
                     m.d.sync += wk.eq(wk + 1)
             with m.State("APPLY"):
                 m.d.comb += fmc.apply.eq(1)
-                for p in range(N):
-                    m.d.sync += up_next[p].eq(0)
                 m.d.sync += [ip.eq(freq), ib.eq(0), cp.eq(freq), cb.eq(0), guard.eq(self.ready_guard),
                              cpo.eq(dec(freq)), cbo.eq(1)]
                 m.next = "WAIT"
@@ -253,6 +267,7 @@ class PeFmcPhy(wiring.Component):
                         m.d.sync += tick_r.eq(1)
                     with m.Else():
                         m.next = "READ"
+                        m.d.sync += cwo.eq(spread(cpo))
             with m.State("READ"):
                 # issue
                 with m.If(ip != N):
@@ -263,19 +278,18 @@ class PeFmcPhy(wiring.Component):
                         m.d.sync += ib.eq(ib + 1)
                 # capture, in issue order (cp != N throughout READ: READ is left on the last answer)
                 with m.If(fmc.rvalid):
-                    for p in range(N):
-                        for b in range(UBs[p]):
-                            with m.If(cpo[p] & cbo[b]):
-                                m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
+                    # (the word itself is captured above, on cwo)
                     with m.If(cb_last):
-                        m.d.sync += [cb.eq(0), cp.eq(nreq_a[cp]), cpo.eq(Array(nreq_oh)[cp[:self.pe_bits]]), cbo.eq(1),
+                        nxt_oh = Array(nreq_oh)[cp[:self.pe_bits]]
+                        m.d.sync += [cb.eq(0), cp.eq(nreq_a[cp]), cpo.eq(nxt_oh), cbo.eq(1),
+                                     cwo.eq(spread(nxt_oh)),
                                      cb_last.eq(sel(n_one)), c_end.eq(sel(n_end))]
                         with m.If(c_end):
                             m.next = "TICK"
-                            m.d.sync += tick_r.eq(1)
+                            m.d.sync += [tick_r.eq(1), cwo.eq(0)]
                     with m.Else():
                         # the next beat is cp's last: cbo's bit UBs[p] - 2 for the PE p of cpo
-                        m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1),
+                        m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1), cwo.eq(cwo << 1),
                                      cb_last.eq(Cat(*[cpo[p] & cbo[u - 2] for p, u in enumerate(UBs) if u >= 2]).any())]
             with m.State("TICK"):
                 for p in range(N):

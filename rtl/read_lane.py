@@ -94,10 +94,18 @@ class ReadLane(wiring.Component):
         real = Signal()
         psh = [Signal(B, name=f"psh{j}") for j in range(self.n_bl)]
         fire = self.cmd.valid & self.cmd.ready
+        # sh_r: the patch shifts in this cycle (active, cyc == P - 1, slot != B - 1), as a register
+        # set a cycle ahead, so the clock enable of the n_bl * B patch flip-flops is one LUT of
+        # flip-flops and cmd.valid (timing); P >= 2, so a shift never follows a fire or a shift
+        sh_r = Signal()
+        m.d.sync += sh_r.eq(~fire & active & (cyc == P - 2) & (slot != B - 1))
+        with m.If(fire):
+            m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(self.n_bl)]
+        with m.Elif(sh_r):
+            m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(self.n_bl)]
         with m.If(fire):
             m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0),
                          real.eq(self.cmd.payload.n_out != 0)]
-            m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(self.n_bl)]
             m.d.comb += nxt_end.eq((B == 1) & (P == 1))
         with m.Elif(active):
             with m.If(cyc == P - 1):
@@ -106,7 +114,6 @@ class ReadLane(wiring.Component):
                     m.d.sync += [active.eq(0), real.eq(0)]
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)
-                    m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(self.n_bl)]
                     m.d.comb += nxt_end.eq((P == 1) & (slot == B - 2))
             with m.Else():
                 m.d.sync += cyc.eq(cyc + 1)

@@ -57,6 +57,8 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .replica import replicas
+
 
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
@@ -167,6 +169,13 @@ class UpdateEngine(wiring.Component):
             m.d.sync += ir.eq(p)
         ir_dsel = Signal(n_out)                   # ir holds the DELTA item of lane n (decoded on the way in)
         m.d.sync += ir_dsel.eq(Mux(accept & (p.op == Op.DELTA), Const(1, n_out) << p.index, 0))
+        ir_isv = Signal()                         # ir holds a V item (decoded on the way in: RAM read enable)
+        m.d.sync += ir_isv.eq(accept & (p.op == Op.V))
+        # V's value, one copy per lane (rtl/replica.py): each multiplier's input register can sit
+        # next to it (timing: one `ir` register fanned out to n_out multipliers across the die)
+        vdup = replicas(Signal(self.v_bits), n_out, "vval")
+        with m.If(accept):
+            m.d.sync += [v.eq(p.value.as_unsigned()[:self.v_bits]) for v in vdup]
 
         # ---- accumulate: deltas in registers, V -> products -> read (A1), RAM output register (A2),
         # add + write (A3)
@@ -176,7 +185,6 @@ class UpdateEngine(wiring.Component):
         addr_b = Signal(range(n_in))
         prod_b = [Signal(signed(self.v_bits + 1 + self.delta_bits), name=f"prod_b{n}", reset_less=True)
                   for n in range(n_out)]
-        vval = ir.value.as_unsigned()[:self.v_bits]
         m.d.sync += vb.eq(0)
         v3a = Signal()
         addr_3 = Signal(range(n_in))
@@ -315,17 +323,15 @@ class UpdateEngine(wiring.Component):
         # ACCUM: items only arrive (and reach `ir`) in this state
         m.d.comb += self.i.ready.eq(st_accum & ~ir_fin)
         m.d.comb += rd.addr.eq(Mux(st_scan, mrd.data, ir.index))
-        with m.If(ir_v):
-            with m.Switch(ir.op):
-                with m.Case(Op.DELTA):
-                    with m.If(fresh):
-                        m.d.sync += fresh.eq(0)
-                        with m.If(images <= self.max_batch):
-                            m.d.sync += images.eq(images + 1)
-                with m.Case(Op.V):
-                    m.d.comb += rd.en.eq(1)
-                    m.d.sync += [vb.eq(1), addr_b.eq(ir.index), fresh.eq(1)]
-                    m.d.sync += [prod_b[n].eq(vval * delta[n]) for n in range(n_out)]
+        with m.If(ir_v & (ir.op == Op.DELTA)):
+            with m.If(fresh):
+                m.d.sync += fresh.eq(0)
+                with m.If(images <= self.max_batch):
+                    m.d.sync += images.eq(images + 1)
+        with m.If(ir_isv):
+            m.d.comb += rd.en.eq(1)
+            m.d.sync += [vb.eq(1), addr_b.eq(ir.index), fresh.eq(1)]
+            m.d.sync += [prod_b[n].eq(vdup[n] * delta[n]) for n in range(n_out)]
         for n in range(n_out):
             with m.If(ir_dsel[n]):
                 m.d.sync += delta[n].eq(ir.value)
