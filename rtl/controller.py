@@ -32,6 +32,7 @@ from golden.mapping import Mapping, build_mapping
 
 from .pe_board import PEBoardSignature
 from .read_lane import ReadLane
+from .replica import replicas
 from .softmax import Softmax
 from .pair_programmer import PairProgrammer
 from .update_engine import Op as UpdOp
@@ -448,14 +449,34 @@ class Controller(wiring.Component):
                     for t in terms[1:]:
                         v = v | t
                     m.d.comb += getattr(self.pe[p], n).eq(v)
-            with m.Switch(step_oh):
-                for si, st in enumerate(steps):
-                    with m.Case(on(si)):
-                        for li, (pe, _) in enumerate(st.lanes):
-                            if pe == p:
-                                lp = lanes[li].pe
-                                m.d.comb += [lp.adc_valid.eq(self.pe[p].adc_valid),
-                                             lp.adc_codes.eq(self.pe[p].adc_codes)]
+
+        # PE ports -> lanes: each lane's codes as an AND-OR over its source PEs, selected by registers
+        # (one per lane and PE, set from step_oh: a cycle late, and a step's first codes come >=
+        # pulse_cycles after its first issue) in `NSEL` copies, each enabling a slice of the code
+        # bits (timing: one decoded select drove every code bit of both lanes across the die)
+        NSEL = 4
+        for li in range(NL):
+            srcs = {}
+            for si, st in enumerate(steps):
+                if li < len(st.lanes):
+                    srcs.setdefault(st.lanes[li][0], []).append(si)
+            lp = lanes[li].pe
+            W = len(lp.adc_codes)
+            cut = [W * k // NSEL for k in range(NSEL + 1)]
+            valid, codes = [], [[] for _ in range(NSEL)]
+            for p, sis in srcs.items():
+                sel = replicas(Signal(), NSEL, f"lsel{li}_{p}")
+                m.d.sync += [c.eq(Cat(*[step_oh[si] for si in sis]).any()) for c in sel]
+                valid.append(sel[0] & self.pe[p].adc_valid)
+                for k in range(NSEL):
+                    codes[k].append(Mux(sel[k], self.pe[p].adc_codes[cut[k]:cut[k + 1]], 0))
+            if srcs:
+                m.d.comb += lp.adc_valid.eq(Cat(*valid).any())
+                for k in range(NSEL):
+                    v = codes[k][0]
+                    for t in codes[k][1:]:
+                        v = v | t
+                    m.d.comb += lp.adc_codes[cut[k]:cut[k + 1]].eq(v)
 
         # ------------------------------------------------------------ accumulation
         acc_bits = self.logit_bits
