@@ -285,7 +285,9 @@ class Link(wiring.Component):
         inc = {c: Signal(name=f"inc_{c}") for c in COUNTERS}
         flag = {n: Signal(name=f"flag_{n}") for n in FLAG_BITS}
         clear_counters = Signal()
-        clear_r = Signal()
+        # the counters are reset-less and cleared by clear_r, which is 1 in reset (its init): their
+        # LSR is then one flip-flop, not a LUT of the reset and the clear (timing)
+        clear_r = Signal(init=1)
         m.d.comb += [flag["framing_error"].eq(self.phy_framing_error), flag["dropped_frame"].eq(self.phy_overrun),
                      flag["uart_break"].eq(self.phy_break)]
         m.d.sync += [self.flags_set.eq(Cat(*flag.values())), clear_r.eq(clear_counters)]
@@ -297,10 +299,12 @@ class Link(wiring.Component):
             elif c == "dropped_frames":
                 extra = self.phy_overrun
             m.d.sync += amt.eq(inc[c] + extra)
+            cnt = Signal.like(getattr(self, c), name=f"cnt_{c}", reset_less=True)
+            m.d.comb += getattr(self, c).eq(cnt)
             with m.If(clear_r):
-                m.d.sync += getattr(self, c).eq(0)
+                m.d.sync += cnt.eq(0)
             with m.Else():
-                m.d.sync += getattr(self, c).eq(getattr(self, c) + amt)
+                m.d.sync += cnt.eq(cnt + amt)
 
         def count_event(counter, flag_name):
             m.d.comb += [inc[counter].eq(1), flag[flag_name].eq(1)]

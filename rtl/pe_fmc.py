@@ -39,6 +39,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe_board import PEBoardSignature
+from .replica import replicas
 
 
 def _bits(n: int) -> int:
@@ -79,8 +80,10 @@ class PeFmcPhy(wiring.Component):
     word back. Each port writes / reads only its own number of beats."""
 
     def __init__(self, pe_sig: wiring.Signature | None = None, n_pe=8, dn_width=24, up_width=32,
-                 request=("adc_start",), ready_guard=0, aux_sig: wiring.Signature | None = None, aux_request=()):
+                 request=("adc_start",), ready_guard=0, aux_sig: wiring.Signature | None = None, aux_request=(),
+                 tick_copies=0):
         self.ready_guard = ready_guard
+        self.tick_copies = tick_copies
         self.pe_sig = pe_sig or PEBoardSignature()
         self.aux_sig = aux_sig
         self.n_pe, self.dn_width, self.up_width = n_pe, dn_width, up_width
@@ -107,6 +110,9 @@ class PeFmcPhy(wiring.Component):
             "tick": Out(1),             # clock enable of the controller: one step
             "ticks": Out(32),           # ticks since reset
         }
+        if tick_copies:
+            # copies of `tick` (rtl/replica.py), one per group of far-apart enabled registers
+            members["tick_dup"] = Out(tick_copies)
         if aux_sig is not None:
             members["aux"] = In(aux_sig)
         super().__init__(members)
@@ -131,7 +137,9 @@ class PeFmcPhy(wiring.Component):
         fmc = self.fmc
 
         req = Signal(N)
-        up_next = [Signal(UBs[p] * UW, name=f"up_next{p}") for p in range(N)]
+        # (reset-less: APPLY clears them before any TICK copies them, and a clear that is not also a
+        # reset is one flip-flop on their LSR, not a LUT of both)
+        up_next = [Signal(UBs[p] * UW, name=f"up_next{p}", reset_less=True) for p in range(N)]
         up_cur = [Signal(UBs[p] * UW, name=f"up_cur{p}") for p in range(N)]
         for p, (port, sig, _) in enumerate(ports):
             m.d.comb += Cat(*self._up_members(port, sig)).eq(up_cur[p])
@@ -218,8 +226,14 @@ class PeFmcPhy(wiring.Component):
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal()
-        m.d.sync += tick_r.eq(0)
+        tick_dup = replicas(tick_r, self.tick_copies, "tick")
+
+        def set_tick(v):
+            m.d.sync += [t.eq(v) for t in [tick_r, *tick_dup]]
+        set_tick(0)
         m.d.comb += self.tick.eq(tick_r)
+        if tick_dup:
+            m.d.comb += self.tick_dup.eq(Cat(*tick_dup))
         # each up word's clock enable is one LUT of flip-flops (timing): `apply_r` (1 exactly in
         # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
         # (cpo x cbo, nonzero only in READ), next to rvalid
@@ -264,7 +278,7 @@ class PeFmcPhy(wiring.Component):
                 with m.Elif(fmc.ready):
                     with m.If(cp == N):
                         m.next = "TICK"
-                        m.d.sync += tick_r.eq(1)
+                        set_tick(1)
                     with m.Else():
                         m.next = "READ"
                         m.d.sync += cwo.eq(spread(cpo))
@@ -286,7 +300,8 @@ class PeFmcPhy(wiring.Component):
                                      cb_last.eq(sel(n_one)), c_end.eq(sel(n_end))]
                         with m.If(c_end):
                             m.next = "TICK"
-                            m.d.sync += [tick_r.eq(1), cwo.eq(0)]
+                            set_tick(1)
+                            m.d.sync += cwo.eq(0)
                     with m.Else():
                         # the next beat is cp's last: cbo's bit UBs[p] - 2 for the PE p of cpo
                         m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1), cwo.eq(cwo << 1),

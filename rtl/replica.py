@@ -6,13 +6,39 @@ same input, so the copies carry the `keep` attribute: Vivado honours it on the r
 yosys scripts of sw/synth.py turn it into a keep on the flip-flop cell (`KEEP_REPLICAS`; yosys
 merges equal flip-flops even when their wires carry `keep`). Every copy must be assigned exactly
 as the original would be, so they all hold the same value in every cycle.
+
+`EnableCopies` is `EnableInserter` with a copy of the enable per named submodule: the board core's
+controller is enabled by the PHY's `tick`, a net of ~4,600 loads across the die otherwise.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal
+from amaranth.hdl import EnableInserter, Signal
 
 
 def replicas(like: Signal, n: int, name: str) -> list[Signal]:
     """`n` copies of a register of `like`'s shape and init, named `{name}_dup{k}`."""
     return [Signal(like.shape(), name=f"{name}_dup{k}", init=like.init, reset_less=like.reset_less,
                    attrs={"keep": 1}) for k in range(n)]
+
+
+class EnableCopies(EnableInserter):
+    """EnableInserter({"sync": enable}) in which the direct submodules named in `subs` (name ->
+    signal) take their own enable signal instead (for them and everything below them); the design's
+    own statements and its other submodules take `enable`. The copies must equal `enable` in every
+    cycle (e.g. `replicas` of it) for the result to behave as EnableInserter(enable).
+    (Amaranth 0.5: overrides FragmentTransformer.map_subfragments.)"""
+
+    def __init__(self, enable, subs: dict):
+        super().__init__({"sync": enable})
+        self.subs = dict(subs)
+
+    def map_subfragments(self, fragment, new_fragment):
+        seen = set()
+        for sub, name, src_loc in fragment.subfragments:
+            en = self.subs.get(name, self.controls["sync"])
+            seen.add(name)
+            new_fragment.add_subfragment(EnableInserter({"sync": en})(sub), name, src_loc=src_loc)
+        missing = sorted(set(self.subs) - seen)
+        if missing:
+            have = sorted(n for n in seen if n)
+            raise ValueError(f"EnableCopies: no submodule named {missing}; the design has {have}")

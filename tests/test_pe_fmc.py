@@ -22,12 +22,12 @@ def _word(p, b, k, width):
 def test_phy_round_trip(latency, seed, aux):
     """aux=True: the board top's PHY, with the programming / verify-read channel as a ninth port
     (rtl/zc706_top.py ProgPortSignature) of its own beat counts, read back only when it carries a
-    request (req_valid or vrd_valid)."""
+    request (req_valid or vrd_valid), and two copies of `tick` (equal to it in every cycle)."""
     rng = random.Random(seed)
     if aux:
         from rtl.zc706_top import ProgPortSignature
         aux_sig = ProgPortSignature(21, 14)
-        phy = PeFmcPhy(aux_sig=aux_sig, aux_request=("req_valid", "vrd_valid"))
+        phy = PeFmcPhy(aux_sig=aux_sig, aux_request=("req_valid", "vrd_valid"), tick_copies=2)
     else:
         phy = PeFmcPhy()
     DW, UW = phy.dn_width, phy.up_width
@@ -82,6 +82,8 @@ def test_phy_round_trip(latency, seed, aux):
             ctx.set(phy.fmc.ready, ready_at is not None and cyc >= ready_at)
             we, addr, wdata = ctx.get(phy.fmc.we), ctx.get(phy.fmc.addr), ctx.get(phy.fmc.wdata)
             apply, re, tick = ctx.get(phy.fmc.apply), ctx.get(phy.fmc.re), ctx.get(phy.tick)
+            if phy.tick_copies:
+                assert ctx.get(phy.tick_dup) == (tick << phy.tick_copies) - tick, "tick copies differ from tick"
             await ctx.tick()
             cyc += 1
             pending = [d for d in pending if d[0] >= cyc]
