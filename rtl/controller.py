@@ -495,8 +495,13 @@ class Controller(wiring.Component):
         post_go = Signal()                # a channel of a conv step enters the pipeline
         with m.If(post_go):
             m.d.sync += [H[o].eq(H[o + 1]) for o in range(MO - 1)]
-        with m.If(res_valid):
-            for o in range(MO):
+        # res_valid in copies (rtl/replica.py), each enabling a slice of the MO accumulators
+        # (timing: one flip-flop enabled MO * acc_bits registers spread over the die)
+        NRV = min(4, MO)
+        rv_dup = replicas(res_valid, NRV, "res_valid")
+        m.d.sync += [r.eq(lanes[0].res.valid) for r in rv_dup]
+        for o in range(MO):
+            with m.If(rv_dup[o * NRV // MO]):
                 s = dsum[o]
                 new = Mux(tag[0], s, A[o] + s)
                 m.d.sync += A[o].eq(new)
@@ -579,10 +584,13 @@ class Controller(wiring.Component):
                         with m.If(q_go[QL]):
                             m.d.comb += [fm_w[si][0].eq(1), fm_w[si][1].eq(q_addr[QL]),
                                          fm_w[si][2].eq(Mux(q_first[QL] | (q_act4 > q_old), q_act4, q_old))]
-                    else:
-                        with m.If(hold_valid & ~final_ready):
-                            m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
-                            m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
+        # the FC step's logits: on its own step bit, outside the Switch's priority chain (the logit
+        # registers' clock enable is then one LUT of flip-flops and tick: timing)
+        for si, st in enumerate(steps):
+            if st.requant is None:
+                with m.If(step_oh[si] & hold_valid & ~final_ready):
+                    m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
+                    m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
         # next position: advance the window offsets and the base addresses (the step's pool size
         # and strides in registers, the "last" flags registered: a position lasts >= 2 cycles)
         sc_p1 = Signal(4)                 # pool - 1
@@ -653,7 +661,13 @@ class Controller(wiring.Component):
         m.d.comb += [sm.i.valid.eq(sm_more), sm.i.payload.z.eq(sm_z[0]),
                      sm.i.payload.label.eq(label)]
         feed_busy = Signal()
-        with m.If(final_ready & ~am_busy & ~self.result.valid & ~feed_busy):
+        # the load decided a cycle ahead (sm_go), so the logit shift register's clock enable is one
+        # LUT of flip-flops (timing). Nothing that sm_go reads can change in between: with am_busy
+        # low the softmax is idle, so final_ready, result.valid and feed_busy hold, and so do the
+        # logits (final_ready is up)
+        sm_go = Signal()
+        m.d.sync += sm_go.eq(final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go)
+        with m.If(sm_go):
             m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1)]
             m.d.sync += [z.eq(lg) for z, lg in zip(sm_z, logits)]
         with m.If(sm.i.valid & sm.i.ready):

@@ -225,7 +225,7 @@ class PeFmcPhy(wiring.Component):
         w_first = Signal()      # the first WRITE cycle (sends from `cap`, loads `dn_all`)
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
-        tick_r = Signal()
+        tick_r = Signal(attrs={"keep": 1} if self.tick_copies else {})   # (kept apart from its copies)
         tick_dup = replicas(tick_r, self.tick_copies, "tick")
 
         def set_tick(v):
