@@ -674,12 +674,18 @@ class Controller(wiring.Component):
             m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1)]
             m.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(K - 1)]
         m.d.comb += sm.o.ready.eq(~self.result.valid)
+        # the class of the next softmax output, one-hot: they come in class order from the load on
+        # (a register instead of a decode of sm.o's index: each class's result registers are then
+        # enabled by one LUT of flip-flops, for timing)
+        sm_oh = Signal(K)
+        with m.If(sm_go):
+            m.d.sync += sm_oh.eq(1)
         with m.If(sm.o.valid & sm.o.ready):
-            with m.Switch(sm.o.payload.index):
-                for o in range(K):
-                    with m.Case(o):
-                        m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
-                                     self.result.payload.delta[o].eq(sm.o.payload.delta)]
+            m.d.sync += sm_oh.eq(sm_oh.rotate_left(1))
+            for o in range(K):
+                with m.If(sm_oh[o]):
+                    m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
+                                 self.result.payload.delta[o].eq(sm.o.payload.delta)]
             with m.If(sm.o.payload.last):
                 m.d.sync += [am_busy.eq(0), final_ready.eq(0),
                              self.result.payload.cls.eq(sm.o.payload.argmax)]
@@ -713,10 +719,9 @@ class Controller(wiring.Component):
         # DELTA item: no K:1 multiplexer on fidx
         dsh = [Signal.like(self.result.payload.delta[o], name=f"feed_d{o}", reset_less=True) for o in range(K)]
         with m.If(sm.o.valid & sm.o.ready):
-            with m.Switch(sm.o.payload.index):
-                for o in range(K):
-                    with m.Case(o):
-                        m.d.sync += dsh[o].eq(sm.o.payload.delta)
+            for o in range(K):
+                with m.If(sm_oh[o]):
+                    m.d.sync += dsh[o].eq(sm.o.payload.delta)
         fin_pending = Signal()
         fin_sent = Signal()         # the FINISH item is in the pipeline
         # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,

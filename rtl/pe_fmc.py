@@ -223,6 +223,17 @@ class PeFmcPhy(wiring.Component):
             return (cpo & bits).any()
         guard = Signal(range(self.ready_guard + 2))
         w_first = Signal()      # the first WRITE cycle (sends from `cap`, loads `dn_all`)
+        # the shift of `dn_all` (hundreds of flip-flops) in NDN slices, each enabled by its own copy
+        # of "in WRITE" and selecting by its own copy of w_first (rtl/replica.py; timing: the FSM's
+        # state decode and w_first each drove every bit)
+        NDN = 4
+        wr_dup = replicas(Signal(), NDN, "phy_writing")
+        wf_dup = replicas(w_first, NDN, "phy_w_first")
+        cut = [len(dn_all) * k // NDN for k in range(NDN + 1)]
+        for k in range(NDN):
+            with m.If(wr_dup[k]):
+                m.d.sync += dn_all[cut[k]:cut[k + 1]].eq(
+                    (Mux(wf_dup[k], cap, dn_all) >> DW)[cut[k]:cut[k + 1]])
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal(attrs={"keep": 1} if self.tick_copies else {})   # (kept apart from its copies)
@@ -255,13 +266,15 @@ class PeFmcPhy(wiring.Component):
                 for p, (port, sig, _) in enumerate(ports):
                     m.d.comb += dn_now[p].eq(self._down(port, sig))
                 m.d.sync += [cap.eq(Cat(*dn_now)), wk.eq(0), w_first.eq(1)]
+                m.d.sync += [f.eq(1) for f in wr_dup + wf_dup]
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk]),
                              fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))]
-                m.d.sync += [dn_all.eq(Mux(w_first, cap, dn_all) >> DW), w_first.eq(0)]
+                m.d.sync += [w_first.eq(0), *[f.eq(0) for f in wf_dup]]
                 with m.If(wk == len(beats) - 1):
                     m.next = "APPLY"
+                    m.d.sync += [f.eq(0) for f in wr_dup]
                     m.d.sync += apply_r.eq(1)
                 with m.Else():
                     m.d.sync += wk.eq(wk + 1)

@@ -189,20 +189,25 @@ class UpdateEngine(wiring.Component):
         v3a = Signal()
         addr_3 = Signal(range(n_in))
         prod_3 = [Signal.like(prod_b[n], name=f"prod_3{n}") for n in range(n_out)]
-        rdat = Signal(word, reset_less=True)                       # registered RAM output (accumulate and scan)
+        rdat = Signal(word, reset_less=True)      # registered RAM output (the scan)
         rd_ld = Signal()                          # rdat loads (always, but only on `adv` in SCAN)
         m.d.comb += rd_ld.eq(1)
         wl_v, wl_a = Signal(), Signal(range(n_in))
-        # the data written in the last cycle / the one before
-        wl_d, wl2_d = Signal(word, reset_less=True), Signal(word, reset_less=True)
-        sel1, sel2 = Signal(), Signal()           # forward wl_d / wl2_d instead of rdat
+        # the data written in the last cycle
+        wl_d = Signal(word, reset_less=True)
+        sel1 = Signal()                           # forward wl_d instead of acc_o
+        # acc_o: the accumulator word as read, or the write of the cycle before last to the same
+        # address (which the read missed), chosen as it is registered (timing: only the forward of
+        # the last write is left between the registers and the adder)
+        acc_o = Signal(word, reset_less=True)
         opnd = Signal(word)
         m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b), *[a.eq(b) for a, b in zip(prod_3, prod_b)],
-                     sel1.eq(v3a & (addr_3 == addr_b)), sel2.eq(wl_v & (wl_a == addr_b)),
-                     wl_v.eq(wr.en), wl_a.eq(wr.addr), wl_d.eq(wr.data), wl2_d.eq(wl_d)]
+                     sel1.eq(v3a & (addr_3 == addr_b)),
+                     acc_o.eq(Mux(wl_v & (wl_a == addr_b), wl_d.as_value(), rd.data.as_value())),
+                     wl_v.eq(wr.en), wl_a.eq(wr.addr), wl_d.eq(wr.data)]
         with m.If(rd_ld):
             m.d.sync += rdat.eq(rd.data)
-        m.d.comb += opnd.as_value().eq(Mux(sel1, wl_d.as_value(), Mux(sel2, wl2_d.as_value(), rdat.as_value())))
+        m.d.comb += opnd.as_value().eq(Mux(sel1, wl_d.as_value(), acc_o.as_value()))
         m.d.comb += [wr.addr.eq(addr_3), wr.en.eq(v3a)]
         for n in range(n_out):
             m.d.comb += wr.data[n].eq(opnd[n] + prod_3[n])

@@ -167,11 +167,15 @@ class BoardCore(wiring.Component):
         wiring.connect(m, chan.port, phy.aux)
 
         # FMC pins, registered both ways (the bus protocol tolerates the latency; ready_guard
-        # covers the round trip before `ready` is trusted)
+        # covers the round trip before `ready` is trusted); the data registers are reset-less (only
+        # the strobes must be low in reset), so their flip-flops have no reset net (timing)
         f = phy.fmc
-        m.d.sync += [self.fmc_addr.eq(f.addr), self.fmc_we.eq(f.we), self.fmc_apply.eq(f.apply),
-                     self.fmc_re.eq(f.re), self.fmc_wdata.eq(f.wdata),
-                     f.rdata.eq(self.fmc_rdata), f.rvalid.eq(self.fmc_rvalid), f.ready.eq(self.fmc_ready)]
+        io_d = {n: Signal.like(getattr(self, f"fmc_{n}"), name=f"fmc_{n}_r", reset_less=True)
+                for n in ("addr", "wdata", "rdata")}
+        m.d.sync += [io_d["addr"].eq(f.addr), io_d["wdata"].eq(f.wdata), io_d["rdata"].eq(self.fmc_rdata)]
+        m.d.comb += [self.fmc_addr.eq(io_d["addr"]), self.fmc_wdata.eq(io_d["wdata"]), f.rdata.eq(io_d["rdata"])]
+        m.d.sync += [self.fmc_we.eq(f.we), self.fmc_apply.eq(f.apply), self.fmc_re.eq(f.re),
+                     f.rvalid.eq(self.fmc_rvalid), f.ready.eq(self.fmc_ready)]
 
         # link <-> host bridge: transfers only in tick cycles (the bridge runs with the controller)
         m.d.comb += [br.cmd.payload.eq(link.cmd.payload), br.cmd.valid.eq(link.cmd.valid & tick),
