@@ -234,13 +234,22 @@ class PeFmcPhy(wiring.Component):
             with m.If(wr_dup[k]):
                 m.d.sync += dn_all[cut[k]:cut[k + 1]].eq(
                     (Mux(wf_dup[k], cap, dn_all) >> DW)[cut[k]:cut[k + 1]])
+        # the down word on the bus is only looked at with `we`: driven in every state (its I/O
+        # register then needs no clear outside WRITE)
+        m.d.comb += fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal(attrs={"keep": 1} if self.tick_copies else {})   # (kept apart from its copies)
         tick_dup = replicas(tick_r, self.tick_copies, "tick")
+        # more copies, internal: the load of the up words into up_cur (in TICK), per slice of PEs
+        NUP = min(4, N)
+        cur_ld = replicas(tick_r, NUP, "phy_cur_ld")
+        for p in range(N):
+            with m.If(cur_ld[p * NUP // N]):
+                m.d.sync += up_cur[p].eq(up_next[p])
 
         def set_tick(v):
-            m.d.sync += [t.eq(v) for t in [tick_r, *tick_dup]]
+            m.d.sync += [t.eq(v) for t in [tick_r, *tick_dup, *cur_ld]]
         set_tick(0)
         m.d.comb += self.tick.eq(tick_r)
         if tick_dup:
@@ -249,14 +258,14 @@ class PeFmcPhy(wiring.Component):
         # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
         # (cpo x cbo, nonzero only in READ), next to rvalid
         words = [(p, b) for p in range(N) for b in range(UBs[p])]
-        apply_r = Signal()
+        apply_r = replicas(Signal(), NUP, "phy_apply")      # per slice of PEs, as cur_ld
         cwo = Signal(len(words))
 
         def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
             return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in words])
-        m.d.sync += apply_r.eq(0)
+        m.d.sync += [a.eq(0) for a in apply_r]
         for k, (p, b) in enumerate(words):
-            with m.If(apply_r):
+            with m.If(apply_r[p * NUP // N]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(0)
             with m.Elif(fmc.rvalid & cwo[k]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
@@ -269,13 +278,12 @@ class PeFmcPhy(wiring.Component):
                 m.d.sync += [f.eq(1) for f in wr_dup + wf_dup]
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk]),
-                             fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))]
+                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk])]
                 m.d.sync += [w_first.eq(0), *[f.eq(0) for f in wf_dup]]
                 with m.If(wk == len(beats) - 1):
                     m.next = "APPLY"
                     m.d.sync += [f.eq(0) for f in wr_dup]
-                    m.d.sync += apply_r.eq(1)
+                    m.d.sync += [a.eq(1) for a in apply_r]
                 with m.Else():
                     m.d.sync += wk.eq(wk + 1)
             with m.State("APPLY"):
@@ -320,9 +328,7 @@ class PeFmcPhy(wiring.Component):
                         m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1), cwo.eq(cwo << 1),
                                      cb_last.eq(Cat(*[cpo[p] & cbo[u - 2] for p, u in enumerate(UBs) if u >= 2]).any())]
             with m.State("TICK"):
-                for p in range(N):
-                    m.d.sync += up_cur[p].eq(up_next[p])
-                m.d.sync += self.ticks.eq(self.ticks + 1)
+                m.d.sync += self.ticks.eq(self.ticks + 1)      # (up_cur loads on cur_ld, above)
                 m.next = "CAPTURE"
         return m
 

@@ -192,7 +192,6 @@ class UpdateEngine(wiring.Component):
         rdat = Signal(word, reset_less=True)      # registered RAM output (the scan)
         rd_ld = Signal()                          # rdat loads (always, but only on `adv` in SCAN)
         m.d.comb += rd_ld.eq(1)
-        wl_v, wl_a = Signal(), Signal(range(n_in))
         # the data written in the last cycle
         wl_d = Signal(word, reset_less=True)
         sel1 = Signal()                           # forward wl_d instead of acc_o
@@ -200,11 +199,15 @@ class UpdateEngine(wiring.Component):
         # address (which the read missed), chosen as it is registered (timing: only the forward of
         # the last write is left between the registers and the adder)
         acc_o = Signal(word, reset_less=True)
+        # ... with that choice's address compare a cycle earlier still (fwd2: the write of this
+        # cycle goes to the V item in `ir`, which is in addr_b next cycle when vb is set; acc_o
+        # only counts then): the RAM's clock-to-out is then followed by one LUT
+        fwd2 = Signal()
         opnd = Signal(word)
         m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b), *[a.eq(b) for a, b in zip(prod_3, prod_b)],
-                     sel1.eq(v3a & (addr_3 == addr_b)),
-                     acc_o.eq(Mux(wl_v & (wl_a == addr_b), wl_d.as_value(), rd.data.as_value())),
-                     wl_v.eq(wr.en), wl_a.eq(wr.addr), wl_d.eq(wr.data)]
+                     sel1.eq(v3a & (addr_3 == addr_b)), fwd2.eq(wr.en & (wr.addr == ir.index)),
+                     acc_o.eq(Mux(fwd2, wl_d.as_value(), rd.data.as_value())),
+                     wl_d.eq(wr.data)]
         with m.If(rd_ld):
             m.d.sync += rdat.eq(rd.data)
         m.d.comb += opnd.as_value().eq(Mux(sel1, wl_d.as_value(), acc_o.as_value()))
