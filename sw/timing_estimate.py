@@ -11,8 +11,13 @@ figure: on this design it ran ~10 % below nextpnr's routed critical path (19.0 n
 before issue 7's third round). Use it to find and rank paths; quote nextpnr's Fmax.
 
     python -m sw.timing_estimate [NETLIST.json] [--budget NS] [--groups N] [--paths]
+    python -m sw.timing_estimate --routed [REPORT.json] [--budget NS] [--groups N]
 
 NETLIST defaults to the board core of the last `make synth` (build/synth/mcnn_board_core.ecp5/).
+`--routed` lists the same per-block / per-group figures from nextpnr's routed timing instead:
+`make synth` runs nextpnr with `--detailed-timing-report`, whose report gives the arrival time of
+every register input after routing (not its path: the group is the endpoint register and the net
+into it). That is the measured picture after a run; the estimate is the quick one before it.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "build" / "synth" / "mcnn_board_core.ecp5" / "mcnn_board_core.ecp5.json"
+DEFAULT_REPORT = DEFAULT.with_name("report.json")
+LSR_SETUP = 0.42        # nextpnr-ecp5's setup of a slice's LSR (clock enable and data: 0)
 
 CLK_TO_Q = 0.52
 SETUP = 0.1
@@ -165,13 +172,54 @@ def summary(nl: Netlist, budget: float) -> dict:
             "groups": groups}
 
 
+def routed_summary(report: dict, budget: float) -> dict:
+    """The routed arrival (+ setup) of every register input in a nextpnr --detailed-timing-report
+    JSON, worst per (cell, pin); endpoints above `budget` per block and per (register, pin, net)."""
+    if "detailed_net_timings" not in report:
+        raise ValueError("report: no detailed_net_timings; run nextpnr with --detailed-timing-report")
+    eps: dict = {}
+    for net in report["detailed_net_timings"]:
+        for e in net.get("endpoints", []):
+            a = max(e["delay"]) + (LSR_SETUP if e["port"] == "LSR" else 0.0)
+            k = (e["cell"], e["port"])
+            if a > eps.get(k, (0.0,))[0]:
+                eps[k] = (a, net["net"])
+    over = sorted(((a, c, pin, n) for (c, pin), (a, n) in eps.items() if a > budget), key=lambda x: -x[0])
+    blocks = collections.Counter(block_of(c) for _, c, _, _ in over)
+    groups: dict = {}
+    for a, c, pin, n in over:
+        g = groups.setdefault(f"{register_name(c)}.{pin} <- {n}", {"ns": round(a, 2), "endpoints": 0})
+        g["endpoints"] += 1
+    return {"endpoints": len(eps), "over_budget": len(over), "budget_ns": budget,
+            "worst_ns": round(max((v[0] for v in eps.values()), default=0.0), 2),
+            "blocks": dict(blocks.most_common()), "groups": groups}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sw.timing_estimate", description=__doc__.split("\n\n")[0])
     p.add_argument("netlist", nargs="?", type=Path, default=DEFAULT)
     p.add_argument("--budget", type=float, default=8.5, help="ns; endpoints above it are listed (default 8.5)")
     p.add_argument("--groups", type=int, default=30, help="path groups to list (default 30)")
     p.add_argument("--paths", action="store_true", help="print each group's worst path")
+    p.add_argument("--routed", nargs="?", type=Path, const=DEFAULT_REPORT, metavar="REPORT",
+                   help="list nextpnr's routed arrivals from its --detailed-timing-report JSON instead "
+                        f"(default {DEFAULT_REPORT.relative_to(ROOT)})")
     a = p.parse_args(argv)
+    if a.routed is not None:
+        if not a.routed.exists():
+            print(f"{a.routed}: no such report; run `make synth` first or name a nextpnr report", file=sys.stderr)
+            return 2
+        try:
+            s = routed_summary(json.loads(a.routed.read_text()), a.budget)
+        except ValueError as e:
+            print(f"{a.routed}: {e}", file=sys.stderr)
+            return 2
+        print(f"{s['endpoints']} routed endpoints, {s['over_budget']} above {a.budget} ns, worst {s['worst_ns']} ns")
+        for b, n in s["blocks"].items():
+            print(f"  {b:40s} {n:6d}")
+        for key, g in list(s["groups"].items())[:a.groups]:
+            print(f"{g['ns']:6.2f} ns x{g['endpoints']:4d}  {key}")
+        return 0
     if not a.netlist.exists():
         print(f"{a.netlist}: no such netlist; run `make synth` first or name a synth_ecp5 JSON", file=sys.stderr)
         return 2

@@ -63,3 +63,37 @@ def test_two_tops_need_a_name():
     doc = {"modules": {"x": {"attributes": {"top": 1}, "cells": {}}, "y": {"attributes": {"top": 1}, "cells": {}}}}
     with pytest.raises(ValueError, match="one top module"):
         te.Netlist(doc)
+
+
+def _report():
+    """A hand-made nextpnr --detailed-timing-report: arrivals (min, max) per register input."""
+    ev = "posedge clk"
+    return {"detailed_net_timings": [
+        {"driver": "ctrl.lane0.a_TRELLIS_FF_Q", "port": "Q", "net": "ctrl.lane0.a", "event": ev,
+         "endpoints": [{"cell": "ctrl.lane0.b_TRELLIS_FF_Q_3", "port": "CE", "event": ev, "delay": [9.0, 10.5]},
+                       {"cell": "ctrl.lane0.b_TRELLIS_FF_Q_4", "port": "CE", "event": ev, "delay": [8.0, 10.2]},
+                       {"cell": "phy.c_TRELLIS_FF_Q", "port": "M", "event": ev, "delay": [1.0, 2.0]}]},
+        {"driver": "phy.r_TRELLIS_FF_Q", "port": "Q", "net": "phy.r", "event": ev,
+         "endpoints": [{"cell": "phy.c_TRELLIS_FF_Q", "port": "LSR", "event": ev, "delay": [9.5, 9.7]},
+                       {"cell": "ctrl.lane0.b_TRELLIS_FF_Q_3", "port": "CE", "event": ev, "delay": [3.0, 4.0]}]},
+    ]}
+
+
+def test_routed_summary_counts_worst_arrival_per_pin():
+    s = te.routed_summary(_report(), 10.0)
+    # 4 (cell, pin) endpoints; the LSR one is 9.7 + its 0.42 ns setup = 10.12 > 10
+    assert s["endpoints"] == 4 and s["over_budget"] == 3 and s["worst_ns"] == 10.5
+    assert s["blocks"] == {"ctrl.lane0": 2, "phy": 1}
+    g = s["groups"]
+    assert g["ctrl.lane0.b.CE <- ctrl.lane0.a"] == {"ns": 10.5, "endpoints": 2}
+    assert g["phy.c.LSR <- phy.r"] == {"ns": 10.12, "endpoints": 1}
+    assert list(g)[0] == "ctrl.lane0.b.CE <- ctrl.lane0.a"      # worst first
+    assert te.routed_summary(_report(), 11.0)["over_budget"] == 0
+
+
+def test_routed_needs_the_detailed_report(tmp_path, capsys):
+    f = tmp_path / "report.json"
+    f.write_text('{"fmax": {}}')
+    assert te.main(["--routed", str(f)]) == 2
+    assert "--detailed-timing-report" in capsys.readouterr().err
+    assert te.main(["--routed", str(tmp_path / "none.json")]) == 2
