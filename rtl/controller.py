@@ -483,14 +483,18 @@ class Controller(wiring.Component):
         A = [Signal(signed(acc_bits), name=f"A{o}") for o in range(MO)]
         H = [Signal(signed(acc_bits), name=f"H{o}") for o in range(MO)]   # finished position
         hold_valid = Signal()
-        # the lanes' sums are registered first (for timing: the lanes' D subtraction, this sum and
-        # the accumulation would be three carry chains in one cycle)
+        # the lanes' differences are registered (dl), then their sum (dsum), then accumulated (for
+        # timing: the lanes' D subtraction, this sum and the accumulation are three carry chains)
         res_valid = Signal()
         tag = Signal(2)
+        rv0, tag0 = Signal(), Signal(2)
+        dl = [[Signal(signed(lanes[0].d_bits), name=f"dl{li}_{o}") for o in range(MO)] for li in range(NL)]
         dsum = [Signal(signed(lanes[0].d_bits + NL.bit_length()), name=f"dsum{o}") for o in range(MO)]
-        m.d.sync += [res_valid.eq(lanes[0].res.valid), tag.eq(lanes[0].res.payload.tag)]
+        m.d.sync += [rv0.eq(lanes[0].res.valid), tag0.eq(lanes[0].res.payload.tag),
+                     res_valid.eq(rv0), tag.eq(tag0)]
         for o in range(MO):
-            m.d.sync += dsum[o].eq(sum((lane.res.payload.d[o] for lane in lanes), Const(0, signed(acc_bits))))
+            m.d.sync += [dl[li][o].eq(lane.res.payload.d[o]) for li, lane in enumerate(lanes)]
+            m.d.sync += dsum[o].eq(sum((dl[li][o] for li in range(NL)), Const(0, signed(acc_bits))))
         # the post reads H[0] and shifts H down by one channel per cycle (no MO:1 multiplexer)
         post_go = Signal()                # a channel of a conv step enters the pipeline
         with m.If(post_go):
@@ -499,7 +503,7 @@ class Controller(wiring.Component):
         # (timing: one flip-flop enabled MO * acc_bits registers spread over the die)
         NRV = min(4, MO)
         rv_dup = replicas(res_valid, NRV, "res_valid")
-        m.d.sync += [r.eq(lanes[0].res.valid) for r in rv_dup]
+        m.d.sync += [r.eq(rv0) for r in rv_dup]
         for o in range(MO):
             with m.If(rv_dup[o * NRV // MO]):
                 s = dsum[o]
