@@ -21,8 +21,8 @@ when its first delta follows a V item). A batch without any command still gets i
 The read-group table is elaboration data (`groups`), by default
 golden.mapping.build_mapping().groups["FC"] (`fc_groups`).
 
-Accumulators: one word of `n_out` lanes per FC input m in block RAM (Memory, depth n_in, 10 x 32
-bits = 320-bit words for the default). Width: |V * delta| <= 255 * 2**16 for any s17 delta (the
+Accumulators: one word of `n_out` lanes per FC input m in block RAM (one Memory of depth n_in per
+lane, read and written together: 10 x 32 bits = 320-bit words for the default). Width: |V * delta| <= 255 * 2**16 for any s17 delta (the
 Q1.15 deltas p - onehot only span [-2**15, 2**15]), so `max_batch` images need
 bit_length(max_batch * 255 * 2**16) + 1 bits: 32 bits for max_batch = 128 (Yao 2020: batch 100;
 -128 * 255 * 2**16 = -2,139,095,040 >= -2**31). Within max_batch the sums are exact, so no
@@ -52,6 +52,8 @@ accumulators (also after reset), `i` is ready again 2129 cycles after FINISH (no
 derived from them) are registered: they take effect a cycle after they change (written while
 idle).
 """
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
@@ -125,12 +127,23 @@ class UpdateEngine(wiring.Component):
         acc_shape = signed(self.acc_bits)
         word = data.ArrayLayout(acc_shape, n_out)
 
-        m.submodules.acc = acc = Memory(shape=word, depth=n_in, init=[])
-        wr = acc.write_port()
+        # one RAM per lane (n_in x acc_bits each), written together and read together through the
+        # word-wide `wr` / `rd` below: each read port's enable, the clock enable of its read data
+        # register, is then a LUT of its own next to its RAM (timing: one enable drove the
+        # n_out * acc_bits read registers of all the RAMs across the die)
+        accs = [Memory(shape=acc_shape, depth=n_in, init=[]) for _ in range(n_out)]
+        for n, a in enumerate(accs):
+            m.submodules[f"acc{n}"] = a
+        wps = [a.write_port() for a in accs]
         # not transparent: the RAM output goes into a register before any logic, and the writes of
         # the two cycles a read misses are forwarded from registers (accumulate, below)
-        rd = acc.read_port()
-        m.d.comb += rd.en.eq(0)  # (the port's enable defaults to 1): reads only where asked below
+        rps = [a.read_port() for a in accs]
+        wr = SimpleNamespace(addr=Signal(range(n_in)), en=Signal(), data=Signal(word))
+        rd = SimpleNamespace(addr=Signal(range(n_in)), data=Signal(word))
+        rd_en_scan = Signal()     # a scan read (the accumulate's reads: on ir_isv, below)
+        for n in range(n_out):
+            m.d.comb += [wps[n].addr.eq(wr.addr), wps[n].en.eq(wr.en), wps[n].data.eq(wr.data[n]),
+                         rps[n].addr.eq(rd.addr), rd.data[n].eq(rps[n].data)]
 
         # ---- elaboration-time scan tables (ROMs): flat input list, per-group pe/row_base/size
         flat = [x for _, _, ins in self.groups for x in ins]
@@ -170,7 +183,10 @@ class UpdateEngine(wiring.Component):
         ir_dsel = Signal(n_out)                   # ir holds the DELTA item of lane n (decoded on the way in)
         m.d.sync += ir_dsel.eq(Mux(accept & (p.op == Op.DELTA), Const(1, n_out) << p.index, 0))
         ir_isv = Signal()                         # ir holds a V item (decoded on the way in: RAM read enable)
-        m.d.sync += ir_isv.eq(accept & (p.op == Op.V))
+        # and one copy per RAM for its read enable (rtl/replica.py)
+        isv_dup = replicas(ir_isv, n_out, "ir_isv")
+        m.d.sync += [v.eq(accept & (p.op == Op.V)) for v in [ir_isv, *isv_dup]]
+        m.d.comb += [rps[n].en.eq(isv_dup[n] | rd_en_scan) for n in range(n_out)]
         # V's value, one copy per lane (rtl/replica.py): each multiplier's input register can sit
         # next to it (timing: one `ir` register fanned out to n_out multipliers across the die)
         vdup = replicas(Signal(self.v_bits), n_out, "vval")
@@ -337,7 +353,6 @@ class UpdateEngine(wiring.Component):
                 with m.If(images <= self.max_batch):
                     m.d.sync += images.eq(images + 1)
         with m.If(ir_isv):
-            m.d.comb += rd.en.eq(1)
             m.d.sync += [vb.eq(1), addr_b.eq(ir.index), fresh.eq(1)]
             m.d.sync += [prod_b[n].eq(vdup[n] * delta[n]) for n in range(n_out)]
         for n in range(n_out):
@@ -369,7 +384,7 @@ class UpdateEngine(wiring.Component):
                 m.d.sync += [MT["1"].pe.eq(0), MT["1"].row_pos.eq(0), MT["1"].bl.eq(0),
                              MT["1"].m.eq(0), MT["1"].n.eq(0), s0_act.eq(0)]
         with m.If(adv & s0_run):
-            m.d.comb += rd.en.eq(1)
+            m.d.comb += rd_en_scan.eq(1)
             with m.If(~j_last):
                 m.d.sync += [j0.eq(j0 + 1), k.eq(k + 1), j_last.eq(j0 == grd.data.pen_j)]
             with m.Elif(~n_last):
