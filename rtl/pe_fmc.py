@@ -241,11 +241,10 @@ class PeFmcPhy(wiring.Component):
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal(attrs={"keep": 1} if self.tick_copies else {})   # (kept apart from its copies)
         tick_dup = replicas(tick_r, self.tick_copies, "tick")
-        # more copies, internal: the load of the up words into up_cur (in TICK), per slice of PEs
-        NUP = min(4, N)
-        cur_ld = replicas(tick_r, NUP, "phy_cur_ld")
+        # more copies, internal: the load of the up words into up_cur (in TICK), one per port
+        cur_ld = replicas(tick_r, N, "phy_cur_ld")
         for p in range(N):
-            with m.If(cur_ld[p * NUP // N]):
+            with m.If(cur_ld[p]):
                 m.d.sync += up_cur[p].eq(up_next[p])
 
         def set_tick(v):
@@ -258,14 +257,14 @@ class PeFmcPhy(wiring.Component):
         # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
         # (cpo x cbo, nonzero only in READ), next to rvalid
         words = [(p, b) for p in range(N) for b in range(UBs[p])]
-        apply_r = replicas(Signal(), NUP, "phy_apply")      # per slice of PEs, as cur_ld
+        apply_r = replicas(Signal(), N, "phy_apply")      # one per port, as cur_ld
         cwo = Signal(len(words))
 
         def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
             return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in words])
         m.d.sync += [a.eq(0) for a in apply_r]
         for k, (p, b) in enumerate(words):
-            with m.If(apply_r[p * NUP // N]):
+            with m.If(apply_r[p]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(0)
             with m.Elif(fmc.rvalid & cwo[k]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)

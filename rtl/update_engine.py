@@ -22,8 +22,9 @@ The read-group table is elaboration data (`groups`), by default
 golden.mapping.build_mapping().groups["FC"] (`fc_groups`).
 
 Accumulators: one word of `n_out` lanes per FC input m in block RAM (one Memory of depth n_in per
-lane, read and written together: 10 x 32 bits = 320-bit words for the default). Width: |V * delta| <= 255 * 2**16 for any s17 delta (the
-Q1.15 deltas p - onehot only span [-2**15, 2**15]), so `max_batch` images need
+lane, read and written together: 10 x 32 bits = 320-bit words for the default). Width:
+|V * delta| <= 255 * 2**16 for any s17 delta (the Q1.15 deltas p - onehot only span
+[-2**15, 2**15]), so `max_batch` images need
 bit_length(max_batch * 255 * 2**16) + 1 bits: 32 bits for max_batch = 128 (Yao 2020: batch 100;
 -128 * 255 * 2**16 = -2,139,095,040 >= -2**31). Within max_batch the sums are exact, so no
 saturation logic is needed; beyond it the `overflow` flag of the end marker says so.
@@ -210,7 +211,9 @@ class UpdateEngine(wiring.Component):
         m.d.comb += rd_ld.eq(1)
         # the data written in the last cycle
         wl_d = Signal(word, reset_less=True)
-        sel1 = Signal()                           # forward wl_d instead of acc_o
+        # forward wl_d instead of acc_o: one copy per lane (rtl/replica.py), each selecting its
+        # lane's acc_bits next to its RAM (timing: one flip-flop drove the whole word)
+        sel1 = replicas(Signal(), n_out, "sel1")
         # acc_o: the accumulator word as read, or the write of the cycle before last to the same
         # address (which the read missed), chosen as it is registered (timing: only the forward of
         # the last write is left between the registers and the adder)
@@ -221,12 +224,12 @@ class UpdateEngine(wiring.Component):
         fwd2 = Signal()
         opnd = Signal(word)
         m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b), *[a.eq(b) for a, b in zip(prod_3, prod_b)],
-                     sel1.eq(v3a & (addr_3 == addr_b)), fwd2.eq(wr.en & (wr.addr == ir.index)),
+                     *[c.eq(v3a & (addr_3 == addr_b)) for c in sel1], fwd2.eq(wr.en & (wr.addr == ir.index)),
                      acc_o.eq(Mux(fwd2, wl_d.as_value(), rd.data.as_value())),
                      wl_d.eq(wr.data)]
         with m.If(rd_ld):
             m.d.sync += rdat.eq(rd.data)
-        m.d.comb += opnd.as_value().eq(Mux(sel1, wl_d.as_value(), acc_o.as_value()))
+        m.d.comb += [opnd[n].eq(Mux(sel1[n], wl_d[n], acc_o[n])) for n in range(n_out)]
         m.d.comb += [wr.addr.eq(addr_3), wr.en.eq(v3a)]
         for n in range(n_out):
             m.d.comb += wr.data[n].eq(opnd[n] + prod_3[n])

@@ -196,7 +196,7 @@ class BoardCore(wiring.Component):
 
         hb = Signal(self.heartbeat_bit + 1)
         m.d.sync += hb.eq(hb + 1)
-        m.d.comb += self.led.eq(Cat(hb[-1], ctrl.busy, ~link.idle, ctrl.overrun))
+        m.d.sync += self.led.eq(Cat(hb[-1], ctrl.busy, ~link.idle, ctrl.overrun))   # (registered: pads)
         return m
 
 
