@@ -671,11 +671,17 @@ class Controller(wiring.Component):
         # logits (final_ready is up)
         sm_go = Signal()
         m.d.sync += sm_go.eq(final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go)
+        # the logit shift register's own copies of sm_more and sm_go (rtl/replica.py): its clock
+        # enable is then one LUT of its own (timing: it was built from LUTs shared with the feed)
+        sz_more, sz_go = replicas(sm_more, 1, "sz_more") + replicas(sm_go, 1, "sz_go")
+        m.d.sync += sz_go.eq(final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go)
         with m.If(sm_go):
-            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1)]
+            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1), sz_more.eq(1)]
+        with m.If(sz_go):
             m.d.sync += [z.eq(lg) for z, lg in zip(sm_z, logits)]
         with m.If(sm.i.valid & sm.i.ready):
-            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1)]
+            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1), sz_more.eq(sm_i != K - 1)]
+        with m.If(sz_more & sm.i.ready):
             m.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(K - 1)]
         m.d.comb += sm.o.ready.eq(~self.result.valid)
         # the class of the next softmax output, one-hot: they come in class order from the load on
