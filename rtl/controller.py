@@ -32,7 +32,8 @@ from golden.mapping import Mapping, build_mapping
 
 from .pe_board import PEBoardSignature
 from .read_lane import ReadLane
-from .replica import replicas
+from .onehot import any_of
+from .replica import replicas, slices
 from .softmax import Softmax
 from .pair_programmer import PairProgrammer
 from .update_engine import Op as UpdOp
@@ -435,20 +436,17 @@ class Controller(wiring.Component):
         # the step bits (no priority between the cases: one LUT after the lanes' registers, for
         # timing: the PHY captures them in the cycle after the tick)
         outs = ("bl", "pulse", "sh_sample", "sh_bank", "adc_start", "adc_bank", "adc_sel")
+        lane_pe = {}            # (lane, PE) -> the steps in which that lane drives that PE
+        for si, st in enumerate(steps):
+            for li, (pe, _) in enumerate(st.lanes):
+                lane_pe.setdefault((li, pe), []).append(si)
         for p in range(self.n_pe):
-            srcs = {}
-            for si, st in enumerate(steps):
-                for li, (pe, _) in enumerate(st.lanes):
-                    if pe == p:
-                        srcs.setdefault(li, []).append(si)
+            srcs = {li: sis for (li, q), sis in lane_pe.items() if q == p}
             for n in outs:
-                terms = [Mux(Cat(*[step_oh[si] for si in sis]).any(), getattr(lanes[li].pe, n), 0)
-                         for li, sis in srcs.items()]
-                if terms:
-                    v = terms[0]
-                    for t in terms[1:]:
-                        v = v | t
-                    m.d.comb += getattr(self.pe[p], n).eq(v)
+                if srcs:
+                    m.d.comb += getattr(self.pe[p], n).eq(any_of(
+                        Mux(Cat(*[step_oh[si] for si in sis]).any(), getattr(lanes[li].pe, n), 0)
+                        for li, sis in srcs.items()))
 
         # PE ports -> lanes: each lane's codes as an AND-OR over its source PEs, selected by registers
         # (one per lane and PE, set from step_oh: a cycle late, and a step's first codes come >=
@@ -456,27 +454,17 @@ class Controller(wiring.Component):
         # bits (timing: one decoded select drove every code bit of both lanes across the die)
         NSEL = 4
         for li in range(NL):
-            srcs = {}
-            for si, st in enumerate(steps):
-                if li < len(st.lanes):
-                    srcs.setdefault(st.lanes[li][0], []).append(si)
+            srcs = {p: sis for (lj, p), sis in lane_pe.items() if lj == li}
+            if not srcs:
+                continue
             lp = lanes[li].pe
-            W = len(lp.adc_codes)
-            cut = [W * k // NSEL for k in range(NSEL + 1)]
-            valid, codes = [], [[] for _ in range(NSEL)]
+            sel = {p: replicas(Signal(), NSEL, f"lsel{li}_{p}") for p in srcs}
             for p, sis in srcs.items():
-                sel = replicas(Signal(), NSEL, f"lsel{li}_{p}")
-                m.d.sync += [c.eq(Cat(*[step_oh[si] for si in sis]).any()) for c in sel]
-                valid.append(sel[0] & self.pe[p].adc_valid)
-                for k in range(NSEL):
-                    codes[k].append(Mux(sel[k], self.pe[p].adc_codes[cut[k]:cut[k + 1]], 0))
-            if srcs:
-                m.d.comb += lp.adc_valid.eq(Cat(*valid).any())
-                for k in range(NSEL):
-                    v = codes[k][0]
-                    for t in codes[k][1:]:
-                        v = v | t
-                    m.d.comb += lp.adc_codes[cut[k]:cut[k + 1]].eq(v)
+                m.d.sync += [c.eq(Cat(*[step_oh[si] for si in sis]).any()) for c in sel[p]]
+            m.d.comb += lp.adc_valid.eq(any_of(sel[p][0] & self.pe[p].adc_valid for p in srcs))
+            for k, (lo, hi) in enumerate(slices(len(lp.adc_codes), NSEL)):
+                m.d.comb += lp.adc_codes[lo:hi].eq(any_of(Mux(sel[p][k], self.pe[p].adc_codes[lo:hi], 0)
+                                                          for p in srcs))
 
         # ------------------------------------------------------------ accumulation
         acc_bits = self.logit_bits
@@ -670,11 +658,11 @@ class Controller(wiring.Component):
         # low the softmax is idle, so final_ready, result.valid and feed_busy hold, and so do the
         # logits (final_ready is up)
         sm_go = Signal()
-        m.d.sync += sm_go.eq(final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go)
         # the logit shift register's own copies of sm_more and sm_go (rtl/replica.py): its clock
         # enable is then one LUT of its own (timing: it was built from LUTs shared with the feed)
-        sz_more, sz_go = replicas(sm_more, 1, "sz_more") + replicas(sm_go, 1, "sz_go")
-        m.d.sync += sz_go.eq(final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go)
+        [sz_more], [sz_go] = replicas(sm_more, 1, "sz_more"), replicas(sm_go, 1, "sz_go")
+        go_next = final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go
+        m.d.sync += [sm_go.eq(go_next), sz_go.eq(go_next)]
         with m.If(sm_go):
             m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1), sz_more.eq(1)]
         with m.If(sz_go):

@@ -39,7 +39,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe_board import PEBoardSignature
-from .replica import replicas
+from .replica import replicas, slices
 
 
 def _bits(n: int) -> int:
@@ -229,17 +229,15 @@ class PeFmcPhy(wiring.Component):
         NDN = 4
         wr_dup = replicas(Signal(), NDN, "phy_writing")
         wf_dup = replicas(w_first, NDN, "phy_w_first")
-        cut = [len(dn_all) * k // NDN for k in range(NDN + 1)]
-        for k in range(NDN):
+        for k, (lo, hi) in enumerate(slices(len(dn_all), NDN)):
             with m.If(wr_dup[k]):
-                m.d.sync += dn_all[cut[k]:cut[k + 1]].eq(
-                    (Mux(wf_dup[k], cap, dn_all) >> DW)[cut[k]:cut[k + 1]])
+                m.d.sync += dn_all[lo:hi].eq((Mux(wf_dup[k], cap, dn_all) >> DW)[lo:hi])
         # the down word on the bus is only looked at with `we`: driven in every state (its I/O
         # register then needs no clear outside WRITE)
         m.d.comb += fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
-        tick_r = Signal(attrs={"keep": 1} if self.tick_copies else {})   # (kept apart from its copies)
+        tick_r = Signal(attrs={"keep": 1})   # (kept apart from its copies)
         tick_dup = replicas(tick_r, self.tick_copies, "tick")
         # more copies, internal: the load of the up words into up_cur (in TICK), one per port
         cur_ld = replicas(tick_r, N, "phy_cur_ld")

@@ -21,6 +21,11 @@ def replicas(like: Signal, n: int, name: str) -> list[Signal]:
                    attrs={"keep": 1}) for k in range(n)]
 
 
+def slices(width: int, n: int) -> list[tuple[int, int]]:
+    """`width` bits in `n` near-equal (lo, hi) slices, one per copy of the register that enables them."""
+    return [(width * k // n, width * (k + 1) // n) for k in range(n)]
+
+
 class EnableCopies(EnableInserter):
     """EnableInserter({"sync": enable}) in which the direct submodules named in `subs` (name ->
     signal) take their own enable signal instead (for them and everything below them); the design's
