@@ -8,7 +8,9 @@ nextpnr-ecp5 reports them for this design (flip-flop clock-to-q 0.52 ns, LUT4 0.
 ~0.85 ns plus a little per doubling of fan-out, carry 0.07 ns per CCU2C, DP16KD clock-to-out 5.7 ns
 without its output register, MULT18X18D ~4 ns). There is no placement, so it is a *relative*
 figure: on this design it ran ~10 % below nextpnr's routed critical path (19.0 ns against 21.6 ns
-before issue 7's third round). Use it to find and rank paths; quote nextpnr's Fmax.
+before issue 7's third round), and ~20 % below once routing dominated (8.4 ns against 10.8 ns
+after round 4): then `--routed` is the view to use. Use it to find and rank paths; quote
+nextpnr's Fmax.
 
     python -m sw.timing_estimate [NETLIST.json] [--budget NS] [--groups N] [--paths]
     python -m sw.timing_estimate --routed [REPORT.json] [--budget NS] [--groups N]
