@@ -27,23 +27,27 @@ def slices(width: int, n: int) -> list[tuple[int, int]]:
 
 
 class EnableCopies(EnableInserter):
-    """EnableInserter({"sync": enable}) in which the direct submodules named in `subs` (name ->
-    signal) take their own enable signal instead (for them and everything below them); the design's
-    own statements and its other submodules take `enable`. The copies must equal `enable` in every
-    cycle (e.g. `replicas` of it) for the result to behave as EnableInserter(enable).
+    """EnableInserter({"sync": enable}) in which the submodules named in `subs` (path -> signal)
+    take their own enable signal instead (for them and everything below them); the design's own
+    statements and its other submodules take `enable`. A path is a direct submodule's name or a
+    dotted path below one ("lane0.grp1"): a deeper path takes precedence over its parent's copy
+    there. The copies must equal `enable` in every cycle (e.g. `replicas` of it) for the result to
+    behave as EnableInserter(enable).
     (Amaranth 0.5: overrides FragmentTransformer.map_subfragments.)"""
 
-    def __init__(self, enable, subs: dict):
+    def __init__(self, enable, subs: dict, _at: str = ""):
         super().__init__({"sync": enable})
-        self.subs = dict(subs)
+        self.subs, self._at = dict(subs), _at
 
     def map_subfragments(self, fragment, new_fragment):
         seen = set()
         for sub, name, src_loc in fragment.subfragments:
             en = self.subs.get(name, self.controls["sync"])
             seen.add(name)
-            new_fragment.add_subfragment(EnableInserter({"sync": en})(sub), name, src_loc=src_loc)
-        missing = sorted(set(self.subs) - seen)
+            below = {p[len(name) + 1:]: s for p, s in self.subs.items() if name and p.startswith(name + ".")}
+            tr = EnableCopies(en, below, f"{self._at}{name}.") if below else EnableInserter({"sync": en})
+            new_fragment.add_subfragment(tr(sub), name, src_loc=src_loc)
+        missing = sorted(self._at + p for p in {p.split(".")[0] for p in self.subs} - seen)
         if missing:
-            have = sorted(n for n in seen if n)
+            have = sorted(self._at + n for n in seen if n)
             raise ValueError(f"EnableCopies: no submodule named {missing}; the design has {have}")

@@ -74,47 +74,58 @@ class _Counter(Elaboratable):
 
 
 class _Top(Elaboratable):
-    """A counter of its own, a submodule `a` with a counter, and `b` whose counter is in a
-    submodule of its own (the copy must reach below the named submodule)."""
+    """A counter of its own, a submodule `a` with a counter, and `b` with a counter of its own and
+    one in its submodule `inner` (the copy must reach below the named submodule)."""
     def __init__(self):
-        self.n, self.a, self.b_in = Signal(16), _Counter(), _Counter()
+        self.n, self.a, self.b_n, self.b_in = Signal(16), _Counter(), Signal(16), _Counter()
 
     def elaborate(self, platform):
         m = Module()
         m.d.sync += self.n.eq(self.n + 1)
         m.submodules.a = self.a
         b = Module()
+        b.d.sync += self.b_n.eq(self.b_n + 1)
         b.submodules.inner = self.b_in
         m.submodules.b = b
         return m
 
 
-def test_enable_copies_per_submodule():
+# which enable each counter follows: (top, a, b, b.inner)
+@pytest.mark.parametrize("paths, follows", [
+    (("a", "b"), ("top", "a", "b", "b")),
+    (("a", "b.inner"), ("top", "a", "top", "b.inner")),
+    (("b", "b.inner"), ("top", "top", "b", "b.inner")),
+])
+def test_enable_copies_per_submodule(paths, follows):
     """Distinct enables (not copies) make the routing visible: each counter counts the cycles of
-    its own enable."""
-    top, en, en_a, en_b = _Top(), Signal(), Signal(), Signal()
+    the enable it follows. A dotted path gives a copy below a submodule, over its parent's."""
+    top, en = _Top(), Signal(name="en")
+    ens = {p: Signal(name=p.replace(".", "_")) for p in paths}
     dut = Module()
-    dut.submodules.top = EnableCopies(en, {"a": en_a, "b": en_b})(top)
+    dut.submodules.top = EnableCopies(en, ens)(top)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     rng = random.Random(3)
-    seen = {"top": 0, "a": 0, "b": 0}
+    seen = dict.fromkeys(["top", *paths], 0)
 
     async def bench(ctx):
         for _ in range(200):
             v = {k: rng.random() < 0.5 for k in seen}
             ctx.set(en, v["top"])
-            ctx.set(en_a, v["a"])
-            ctx.set(en_b, v["b"])
+            for p in paths:
+                ctx.set(ens[p], v[p])
             await ctx.tick()
             for k in seen:
                 seen[k] += v[k]
-        assert (ctx.get(top.n), ctx.get(top.a.n), ctx.get(top.b_in.n)) == (seen["top"], seen["a"], seen["b"])
+        got = (ctx.get(top.n), ctx.get(top.a.n), ctx.get(top.b_n), ctx.get(top.b_in.n))
+        assert got == tuple(seen[f] for f in follows)
     sim.add_testbench(bench)
     sim.run()
-    assert len(set(seen.values())) == 3, "the random enables should differ"
+    assert len(set(seen.values())) == len(seen), "the random enables should differ"
 
 
 def test_enable_copies_names_checked():
     with pytest.raises(ValueError, match="no submodule named \\['c'\\]"):
         Fragment.get(EnableCopies(Signal(), {"c": Signal()})(_Top()), None)
+    with pytest.raises(ValueError, match="no submodule named \\['b.x'\\]; the design has \\['b.inner'\\]"):
+        Fragment.get(EnableCopies(Signal(), {"b.x": Signal()})(_Top()), None)
