@@ -184,12 +184,24 @@ class Controller(wiring.Component):
                 blk._MustUse__silence = True
         super().__init__(ports)
 
+    def _lane(self) -> ReadLane:
+        return ReadLane(self.n_bl, self.n_rows, self.n_adc, self.input_bits, self.code_bits, self.max_out,
+                        self.pulse_cycles)
+
+    def enable_groups(self) -> list[str]:
+        """The submodule paths that hold large groups of registers: run under a clock enable (the
+        board core's tick), each can take its own copy of it (rtl/replica.py EnableCopies)."""
+        lane = ReadLane.enable_groups_for(self.max_out)
+        return (["update_engine", *(f"update_engine.{g}" for g in self.upd.enable_groups()), "smfeed"]
+                + [f"accum{k}" for k in range(min(4, self.max_out))]
+                + [f"lane{li}{sub}" for li in range(self.n_lanes) for sub in ["", *("." + g for g in lane)]])
+
     def elaborate(self, platform):
         m = Module()
         steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
         lanes = []
         for li in range(NL):
-            lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
+            lane = self._lane()
             m.submodules[f"lane{li}"] = lane
             lanes.append(lane)
 
@@ -480,25 +492,30 @@ class Controller(wiring.Component):
         dsum = [Signal(signed(lanes[0].d_bits + NL.bit_length()), name=f"dsum{o}") for o in range(MO)]
         m.d.sync += [rv0.eq(lanes[0].res.valid), tag0.eq(lanes[0].res.payload.tag),
                      res_valid.eq(rv0), tag.eq(tag0)]
-        for o in range(MO):
-            m.d.sync += [dl[li][o].eq(lane.res.payload.d[o]) for li, lane in enumerate(lanes)]
-            m.d.sync += dsum[o].eq(sum((dl[li][o] for li in range(NL)), Const(0, signed(acc_bits))))
         # the post reads H[0] and shifts H down by one channel per cycle (no MO:1 multiplexer)
         post_go = Signal()                # a channel of a conv step enters the pipeline
-        with m.If(post_go):
-            m.d.sync += [H[o].eq(H[o + 1]) for o in range(MO - 1)]
-        # res_valid in copies (rtl/replica.py), each enabling a slice of the MO accumulators
-        # (timing: one flip-flop enabled MO * acc_bits registers spread over the die)
-        NRV = min(4, MO)
+        # res_valid and tag in copies (rtl/replica.py), one per slice of the MO channels;
+        # each slice's registers are a submodule `accum{k}`, so the board core can give it its own
+        # copy of the tick enable (timing: one flip-flop enabled MO * acc_bits registers spread
+        # over the die; the tick reached ~1,900 loads in the controller)
+        NRV = min(4, MO)        # (enable_groups names the accum{k})
         rv_dup = replicas(res_valid, NRV, "res_valid")
-        m.d.sync += [r.eq(rv0) for r in rv_dup]
-        for o in range(MO):
-            with m.If(rv_dup[o * NRV // MO]):
+        tag_dup = replicas(tag, NRV, "tag")
+        m.d.sync += [r.eq(rv0) for r in rv_dup] + [t.eq(tag0) for t in tag_dup]
+        for k, (lo, hi) in enumerate(slices(MO, NRV)):
+            m.submodules[f"accum{k}"] = ma = Module()
+            for o in range(lo, hi):
+                ma.d.sync += [dl[li][o].eq(lane.res.payload.d[o]) for li, lane in enumerate(lanes)]
+                ma.d.sync += dsum[o].eq(sum((dl[li][o] for li in range(NL)), Const(0, signed(acc_bits))))
                 s = dsum[o]
-                new = Mux(tag[0], s, A[o] + s)
-                m.d.sync += A[o].eq(new)
-                with m.If(tag[1]):
-                    m.d.sync += H[o].eq(new)
+                new = Mux(tag_dup[k][0], s, A[o] + s)
+                with ma.If(rv_dup[k]):
+                    ma.d.sync += A[o].eq(new)
+                with ma.If(rv_dup[k] & tag_dup[k][1]):      # a finished position, over the shift
+                    ma.d.sync += H[o].eq(new)
+                if o < MO - 1:
+                    with ma.Elif(post_go):
+                        ma.d.sync += H[o].eq(H[o + 1])
         m.d.sync += self.overrun.eq(self.overrun | (res_valid & tag[1] & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
@@ -658,19 +675,24 @@ class Controller(wiring.Component):
         # low the softmax is idle, so final_ready, result.valid and feed_busy hold, and so do the
         # logits (final_ready is up)
         sm_go = Signal()
-        # the logit shift register's own copies of sm_more and sm_go (rtl/replica.py): its clock
-        # enable is then one LUT of its own (timing: it was built from LUTs shared with the feed)
-        [sz_more], [sz_go] = replicas(sm_more, 1, "sz_more"), replicas(sm_go, 1, "sz_go")
+        # the logit shift register's own copies of sm_more and sm_go (rtl/replica.py), one per
+        # slice of it: each slice's clock enable is one LUT of its own flip-flops (timing: one
+        # enable net to all K * logit_bits flip-flops was the critical path). The shift register
+        # is a submodule `smfeed`, so the board core can give it its own copy of the tick enable.
+        NSZ = min(2, K)
+        sz_more, sz_go = replicas(sm_more, NSZ, "sz_more"), replicas(sm_go, NSZ, "sz_go")
         go_next = final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go
-        m.d.sync += [sm_go.eq(go_next), sz_go.eq(go_next)]
+        m.d.sync += [sm_go.eq(go_next)] + [g.eq(go_next) for g in sz_go]
         with m.If(sm_go):
-            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1), sz_more.eq(1)]
-        with m.If(sz_go):
-            m.d.sync += [z.eq(lg) for z, lg in zip(sm_z, logits)]
+            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1)] + [z.eq(1) for z in sz_more]
         with m.If(sm.i.valid & sm.i.ready):
-            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1), sz_more.eq(sm_i != K - 1)]
-        with m.If(sz_more & sm.i.ready):
-            m.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(K - 1)]
+            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1)] + [z.eq(sm_i != K - 1) for z in sz_more]
+        m.submodules.smfeed = mz = Module()
+        for k, (lo, hi) in enumerate(slices(K, NSZ)):
+            with mz.If(sz_go[k]):
+                mz.d.sync += [sm_z[o].eq(logits[o]) for o in range(lo, hi)]
+            with mz.If(sz_more[k] & sm.i.ready):
+                mz.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(lo, min(hi, K - 1))]
         m.d.comb += sm.o.ready.eq(~self.result.valid)
         # the class of the next softmax output, one-hot: they come in class order from the load on
         # (a register instead of a decode of sm.o's index: each class's result registers are then

@@ -22,6 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe_board import PEBoardSignature
+from .replica import replicas, slices
 
 
 def _bits(n: int) -> int:
@@ -30,7 +31,7 @@ def _bits(n: int) -> int:
 
 class ReadLane(wiring.Component):
     def __init__(self, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, max_out=12,
-                 pulse_cycles=4, tag_bits=8):
+                 pulse_cycles=4, tag_bits=8, acc_groups=4):
         if n_adc & (n_adc - 1):
             raise ValueError("n_adc must be a power of 2")
         if pulse_cycles < 2:
@@ -41,6 +42,7 @@ class ReadLane(wiring.Component):
         self.n_bl, self.n_rows, self.n_adc = n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.max_out = input_bits, code_bits, max_out
         self.pulse_cycles, self.tag_bits = pulse_cycles, tag_bits
+        self.acc_groups = acc_groups    # accumulator submodules grp0.. (a tick copy each, see elaborate)
         self.sum_bits = code_bits + input_bits          # S: u16
         self.d_bits = self.sum_bits + 1                 # D: s17
         self.cmd_layout = data.StructLayout({
@@ -61,6 +63,15 @@ class ReadLane(wiring.Component):
             "slot_reads": Out(32),       # counters: slots pulsed, conversion rounds
             "conv_rounds": Out(32),
         })
+
+    @staticmethod
+    def enable_groups_for(max_out: int, acc_groups: int = 4) -> list[str]:
+        """The submodules that hold the conversion side's registers (see elaborate): under a clock
+        enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
+        return ["rot"] + [f"grp{g}" for g in range(min(acc_groups, 2 * max_out))]
+
+    def enable_groups(self) -> list[str]:
+        return self.enable_groups_for(self.max_out, self.acc_groups)
 
     def elaborate(self, platform):
         m = Module()
@@ -170,38 +181,45 @@ class ReadLane(wiring.Component):
                 n = 1 << (b + lsb)
                 words = [Mux(amount[b], words[(k + n) % A], words[k]) for k in range(A)]
             return words
+        # The conversion side's registers are in submodules (the rotation `rot`, the accumulator
+        # groups `grp{g}`), so the board core can give each its own copy of the tick enable
+        # (rtl/replica.py EnableCopies; timing: one copy for the whole lane reached ~900 loads).
         LO = min(2, AB)
         a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
         a_valid = Signal()
         a_slot = Signal.like(cv_slot)
         a_rot = Signal(AB - LO)
         port = [self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A)]
-        m.d.sync += [c.eq(w) for c, w in zip(a_codes, rotate(port, rv_rot[:LO], 0))]
+        m.submodules.rot = mrot = Module()
+        mrot.d.sync += [c.eq(w) for c, w in zip(a_codes, rotate(port, rv_rot[:LO], 0))]
         m.d.sync += [a_valid.eq(self.pe.adc_valid), a_slot.eq(rv_slot), a_rot.eq(rv_rot[LO:])]
         codes = rotate(a_codes, a_rot, LO)
 
-        s_slot = Signal.like(cv_slot)
-        m.d.sync += s_slot.eq(a_slot)
         acc = [Signal(self.sum_bits, name=f"acc{i}") for i in range(MR)]
         fin = [Signal(self.sum_bits, name=f"fin{i}") for i in range(MR)]
         c_q = [Signal(self.sum_bits, name=f"cq{i}") for i in range(MR)]
         c_en = [Signal(name=f"cen{i}") for i in range(MR)]
-        c_first, c_last = Signal(), Signal()
-        m.d.sync += [c_first.eq(s_slot == 0), c_last.eq(s_slot == B - 1)]
-        for i in range(MR):
-            row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
-            m.d.sync += row.eq(cv_row_base + i)
-            a_mine = Signal(name=f"amine{i}")
-            m.d.sync += a_mine.eq((row[AB:] == rv_sel) if self.n_rows > A else 1)
-            s_code = Signal(self.code_bits, name=f"scode{i}")
-            s_en = Signal(name=f"sen{i}")
-            m.d.sync += [s_code.eq(codes[i % A]), s_en.eq(a_valid & a_mine)]
-            m.d.sync += [c_q[i].eq(s_code << s_slot), c_en[i].eq(s_en)]
-            new = Mux(c_first, 0, acc[i]) + c_q[i]
-            with m.If(c_en[i]):
-                m.d.sync += acc[i].eq(new)
-                with m.If(c_last):
-                    m.d.sync += fin[i].eq(new)
+        NG = min(self.acc_groups, MR)
+        # per group: its own copies of the slot being shifted in and of its first / last tests
+        s_slot = replicas(Signal.like(cv_slot), NG, "s_slot")
+        c_first, c_last = replicas(Signal(), NG, "c_first"), replicas(Signal(), NG, "c_last")
+        for g, (lo, hi) in enumerate(slices(MR, NG)):
+            m.submodules[f"grp{g}"] = mg = Module()
+            mg.d.sync += [s_slot[g].eq(a_slot), c_first[g].eq(s_slot[g] == 0), c_last[g].eq(s_slot[g] == B - 1)]
+            for i in range(lo, hi):
+                row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
+                mg.d.sync += row.eq(cv_row_base + i)
+                a_mine = Signal(name=f"amine{i}")
+                mg.d.sync += a_mine.eq((row[AB:] == rv_sel) if self.n_rows > A else 1)
+                s_code = Signal(self.code_bits, name=f"scode{i}")
+                s_en = Signal(name=f"sen{i}")
+                mg.d.sync += [s_code.eq(codes[i % A]), s_en.eq(a_valid & a_mine)]
+                mg.d.sync += [c_q[i].eq(s_code << s_slot[g]), c_en[i].eq(s_en)]
+                new = Mux(c_first[g], 0, acc[i]) + c_q[i]
+                with mg.If(c_en[i]):
+                    mg.d.sync += acc[i].eq(new)
+                    with mg.If(c_last[g]):
+                        mg.d.sync += fin[i].eq(new)
 
         # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
         # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.

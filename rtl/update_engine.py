@@ -60,7 +60,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .replica import replicas
+from .replica import replicas, slices
 
 
 def _bits(n: int) -> int:
@@ -89,7 +89,7 @@ class UpdateEngine(wiring.Component):
     def __init__(self, groups=None, n_out: int | None = None, n_pe: int = 8, n_rows: int = 128,
                  n_bl: int = 16, max_batch: int = 128, v_bits: int = 8, delta_bits: int = 17,
                  mult_bits: int = 16, shift_bits: int = 6, th_bits: int = 16, th_init: int = 15,
-                 clip_bits: int = 8):
+                 clip_bits: int = 8, lane_groups: int = 5):
         if groups is None:
             groups, n_out = fc_groups()
         groups = [(int(p), int(r), tuple(int(x) for x in ins)) for p, r, ins in groups]
@@ -97,6 +97,7 @@ class UpdateEngine(wiring.Component):
             raise ValueError("n_out is required with an explicit group table")
         self.groups = sorted(groups, key=lambda g: (g[0], g[1]))  # golden.update.commands order
         self.n_out, self.n_pe, self.n_rows, self.n_bl = n_out, n_pe, n_rows, n_bl
+        self.lane_groups = lane_groups      # submodules of the lanes' registers (enable_groups)
         self.n_in = max(x for g in groups for x in g[2]) + 1
         for p, r, ins in groups:
             if not (0 <= p < n_pe and 0 <= r and r + 2 * n_out <= n_rows and 0 < len(ins) <= n_bl):
@@ -121,6 +122,14 @@ class UpdateEngine(wiring.Component):
             "th_code": In(unsigned(th_bits), init=th_init),
             "clip_code": In(unsigned(clip_bits), init=0),     # update clipping (0: off), see the docstring
         })
+
+    def _lane_groups(self) -> list[tuple[int, int]]:
+        return slices(self.n_out, min(self.lane_groups, self.n_out))
+
+    def enable_groups(self) -> list[str]:
+        """The submodules that hold the lanes' accumulate registers (`lanes{g}`, a group of lanes
+        each): under a clock enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
+        return [f"lanes{g}" for g in range(len(self._lane_groups()))]
 
     def elaborate(self, platform):
         m = Module()
@@ -210,23 +219,32 @@ class UpdateEngine(wiring.Component):
         rd_ld = Signal()                          # rdat loads (always, but only on `adv` in SCAN)
         m.d.comb += rd_ld.eq(1)
         # the data written in the last cycle
-        wl_d = Signal(word, reset_less=True)
+        wl_d = [Signal(acc_shape, name=f"wl_d{n}", reset_less=True) for n in range(n_out)]
         # forward wl_d instead of acc_o: one copy per lane (rtl/replica.py), each selecting its
         # lane's acc_bits next to its RAM (timing: one flip-flop drove the whole word)
         sel1 = replicas(Signal(), n_out, "sel1")
         # acc_o: the accumulator word as read, or the write of the cycle before last to the same
         # address (which the read missed), chosen as it is registered (timing: only the forward of
         # the last write is left between the registers and the adder)
-        acc_o = Signal(word, reset_less=True)
+        acc_o = [Signal(acc_shape, name=f"acc_o{n}", reset_less=True) for n in range(n_out)]
         # ... with that choice's address compare a cycle earlier still (fwd2: the write of this
         # cycle goes to the V item in `ir`, which is in addr_b next cycle when vb is set; acc_o
         # only counts then): the RAM's clock-to-out is then followed by one LUT
-        fwd2 = Signal()
         opnd = Signal(word)
-        m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b), *[a.eq(b) for a, b in zip(prod_3, prod_b)],
-                     *[c.eq(v3a & (addr_3 == addr_b)) for c in sel1], fwd2.eq(wr.en & (wr.addr == ir.index)),
-                     acc_o.eq(Mux(fwd2, wl_d.as_value(), rd.data.as_value())),
-                     wl_d.eq(wr.data)]
+        # (fwd2 in copies, one per lane group below)
+        fwd2_dup = replicas(Signal(), len(self._lane_groups()), "fwd2")
+        m.d.sync += [v3a.eq(vb), addr_3.eq(addr_b),
+                     *[c.eq(v3a & (addr_3 == addr_b)) for c in sel1],
+                     *[f.eq(wr.en & (wr.addr == ir.index)) for f in fwd2_dup]]
+        # the lanes' registers are in submodules `lanes{g}` (a group of lanes each), so that under
+        # a clock enable (the board core's tick) each can take its own copy of it (enable_groups)
+        lane_mod = [None] * n_out
+        for g, (lo, hi) in enumerate(self._lane_groups()):
+            m.submodules[f"lanes{g}"] = mg = Module()
+            for n in range(lo, hi):
+                lane_mod[n] = mg
+                mg.d.sync += [prod_3[n].eq(prod_b[n]), acc_o[n].eq(Mux(fwd2_dup[g], wl_d[n], rd.data[n])),
+                              wl_d[n].eq(wr.data[n])]
         with m.If(rd_ld):
             m.d.sync += rdat.eq(rd.data)
         m.d.comb += [opnd[n].eq(Mux(sel1[n], wl_d[n], acc_o[n])) for n in range(n_out)]
@@ -357,10 +375,12 @@ class UpdateEngine(wiring.Component):
                     m.d.sync += images.eq(images + 1)
         with m.If(ir_isv):
             m.d.sync += [vb.eq(1), addr_b.eq(ir.index), fresh.eq(1)]
-            m.d.sync += [prod_b[n].eq(vdup[n] * delta[n]) for n in range(n_out)]
         for n in range(n_out):
-            with m.If(ir_dsel[n]):
-                m.d.sync += delta[n].eq(ir.value)
+            mg = lane_mod[n]
+            with mg.If(isv_dup[n]):
+                mg.d.sync += prod_b[n].eq(vdup[n] * delta[n])
+            with mg.If(ir_dsel[n]):
+                mg.d.sync += delta[n].eq(ir.value)
         with m.If(ir_fin):
             m.d.sync += [ovf.eq(images > self.max_batch), clip_r.eq(self.clip_code),
                          pass1.eq(self.clip_code != 0), mx.eq(0), st_accum.eq(0), st_drain.eq(1)]

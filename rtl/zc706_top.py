@@ -137,8 +137,8 @@ class BoardCore(wiring.Component):
                           **fmc_ports(self.phy)})
 
     def _tick_subs(self):
-        """The controller's submodules with a `tick` copy of their own (the largest loads)."""
-        return ["update_engine"] + [f"lane{i}" for i in range(self.ctrl.n_lanes)]
+        """The controller's submodules with a `tick` copy of their own (its large register groups)."""
+        return self.ctrl.enable_groups()
 
     def elaborate(self, platform):
         m = Module()
@@ -153,8 +153,8 @@ class BoardCore(wiring.Component):
         m.domains.core = ClockDomain("core", local=True)
         m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(rst_net)]
         m.submodules.phy = DomainRenamer("core")(phy)
-        # the enable reaches ~4,600 LUTs: the controller's largest blocks and the bridge each take
-        # a copy of their own (rtl/replica.py), the rest of the controller the original
+        # the enable reaches ~4,600 loads: the controller's large register groups and the bridge
+        # each take a copy of their own (rtl/replica.py), the rest of the controller the original
         dup = [phy.tick_dup[k] for k in range(phy.tick_copies)]
         subs = dict(zip(self._tick_subs(), dup))
         m.submodules.ctrl = DomainRenamer("core")(EnableCopies(tick, subs)(ctrl))
