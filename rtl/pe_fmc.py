@@ -20,13 +20,14 @@ One tick (the controller is frozen in between, so its PE outputs are stable):
            default adc_start) and each beat b: re=1, addr={p, b}; the board answers each read, in
            order, with rvalid and rdata (any latency, pipelined); the answers fill p's "up word"
            (adc_valid, adc_codes, ... in signature order, the same packing as the down word)
+  PRE      one cycle: the tick's flip-flops are loaded (a two-level tree, for timing)
   TICK     tick=1: the controller takes one step and from then on sees the new up words
            (PEs that were not requested read as all zeros: adc_valid = 0)
 
 This preserves the port's cycle semantics (rtl/read_lane.py: codes of an adc_start at cycle t
 arrive with adc_valid at t+1) at the tick rate. A tick takes 1 + n_pe*dn_beats + 1 + max(guard,
-wait) + k*up_beats + latency + 1 cycles for k requested PEs: with the board top's registered pins
-(ready_guard 4) and a board that answers at once, 16 cycles without conversions and ~37 with the
+wait) + k*up_beats + latency + 2 cycles for k requested PEs: with the board top's registered pins
+(ready_guard 4) and a board that answers at once, 17 cycles without conversions and ~38 with the
 two lanes the Yao CNN converts on in parallel. The BL pulse width, S&H and ADC timing are
 the board's (50 ns pulses in Yao 2020), not a number of ticks.
 
@@ -245,8 +246,15 @@ class PeFmcPhy(wiring.Component):
             with m.If(cur_ld[p]):
                 m.d.sync += up_cur[p].eq(up_next[p])
 
-        def set_tick(v):
-            m.d.sync += [t.eq(v) for t in [tick_r, *tick_dup, *cur_ld]]
+        # the tick is decided a cycle ahead (state PRE): the decision sets a few `pre` flip-flops,
+        # and each loads its share of tick_r and the copies, which can then sit next to their loads
+        # (a two-level register tree; timing: one net from the FSM to ~30 far-apart copies was ~5 ns)
+        ticks_all = [tick_r, *tick_dup, *cur_ld]
+        pre = replicas(Signal(), -(-len(ticks_all) // 8), "tick_pre")
+        m.d.sync += [t.eq(pre[k * len(pre) // len(ticks_all)]) for k, t in enumerate(ticks_all)]
+
+        def set_tick(v):        # tick = v in the cycle after the next
+            m.d.sync += [t.eq(v) for t in pre]
         set_tick(0)
         m.d.comb += self.tick.eq(tick_r)
         if tick_dup:
@@ -295,7 +303,7 @@ class PeFmcPhy(wiring.Component):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(fmc.ready):
                     with m.If(cp == N):
-                        m.next = "TICK"
+                        m.next = "PRE"
                         set_tick(1)
                     with m.Else():
                         m.next = "READ"
@@ -317,13 +325,15 @@ class PeFmcPhy(wiring.Component):
                                      cwo.eq(spread(nxt_oh)),
                                      cb_last.eq(sel(n_one)), c_end.eq(sel(n_end))]
                         with m.If(c_end):
-                            m.next = "TICK"
+                            m.next = "PRE"
                             set_tick(1)
                             m.d.sync += cwo.eq(0)
                     with m.Else():
                         # the next beat is cp's last: cbo's bit UBs[p] - 2 for the PE p of cpo
                         m.d.sync += [cb.eq(cb + 1), cbo.eq(cbo << 1), cwo.eq(cwo << 1),
                                      cb_last.eq(Cat(*[cpo[p] & cbo[u - 2] for p, u in enumerate(UBs) if u >= 2]).any())]
+            with m.State("PRE"):
+                m.next = "TICK"
             with m.State("TICK"):
                 m.d.sync += self.ticks.eq(self.ticks + 1)      # (up_cur loads on cur_ld, above)
                 m.next = "CAPTURE"
