@@ -312,11 +312,13 @@ class Controller(wiring.Component):
         # in-bounds flag (3: multiplier outputs registered), the address y*w*c + x*c + c (4); the RAM
         # answers at stage 5 (its output is registered right away: block RAM clock-to-out is long)
         # and stage 6 writes the patch. The step's constants are registers (sc_*).
-        # 16 taps + 6 stages = 23 cycles per gather, still hidden under a group's 32 pulse cycles.
+        # 16 taps + 6 stages = 23 cycles per gather (24 from a hand-over: it starts on adv_gi, below),
+        # still hidden under a group's 32 pulse cycles.
         GL = 6
         g_v = [Signal(name=f"gv{k}") for k in range(GL + 1)]          # tap valid per stage
         g_j = [Signal(range(NBL), name=f"gj{k}") for k in range(GL + 1)]  # tap index per stage
-        m.d.comb += [g_v[0].eq(iss_active & ~fetch_done & (jj < NBL)), g_j[0].eq(jj)]
+        adv_gi = Signal()       # the group counters advance (a cycle after a hand-over, below)
+        m.d.comb += [g_v[0].eq(iss_active & ~fetch_done & (jj < NBL) & ~adv_gi), g_j[0].eq(jj)]
         for k in range(GL):
             m.d.sync += [g_v[k + 1].eq(g_v[k]), g_j[k + 1].eq(g_j[k])]
         t_v = [Signal(name=f"tv{li}") for li in range(NL)]
@@ -435,14 +437,23 @@ class Controller(wiring.Component):
                      end_all.eq((gi == sc_ng1) & (wo == sc_ow1) & (ho == sc_oh1))]
         fire = Signal()
         m.d.comb += fire.eq(cmd_valid & lane_ready)
+        # the counters advance a cycle after the hand-over, on registered decisions (timing: each
+        # counter's clock enable is then one LUT of flip-flops, not the lanes' ready through the
+        # flags); the next gather starts then too (g_v[0] waits for adv_gi), still hidden under
+        # the group's 32 pulse cycles, and the flags hold in between (they follow gi, wo, ho)
+        adv_wo, adv_ho, adv_end = Signal(), Signal(), Signal()
+        m.d.sync += [adv_gi.eq(fire), adv_wo.eq(fire & last_gi), adv_ho.eq(fire & end_row),
+                     adv_end.eq(fire & end_all)]
         with m.If(fire):
-            m.d.sync += [fetch_done.eq(0), jj.eq(0), gi.eq(Mux(last_gi, 0, gi + 1))]
-            with m.If(last_gi):
-                m.d.sync += wo.eq(Mux(last_wo, 0, wo + 1))
-            with m.If(end_row):
-                m.d.sync += ho.eq(Mux(last_ho, 0, ho + 1))
-            with m.If(end_all):
-                m.d.sync += iss_active.eq(0)
+            m.d.sync += [fetch_done.eq(0), jj.eq(0)]
+        with m.If(adv_gi):
+            m.d.sync += gi.eq(Mux(last_gi, 0, gi + 1))
+        with m.If(adv_wo):
+            m.d.sync += wo.eq(Mux(last_wo, 0, wo + 1))
+        with m.If(adv_ho):
+            m.d.sync += ho.eq(Mux(last_ho, 0, ho + 1))
+        with m.If(adv_end):
+            m.d.sync += iss_active.eq(0)
 
         # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
         # the step bits (no priority between the cases: one LUT after the lanes' registers, for
