@@ -701,7 +701,11 @@ class Controller(wiring.Component):
         m.submodules.smfeed = mz = Module()
         for k, (lo, hi) in enumerate(slices(K, NSZ)):
             with mz.If(sz_go[k]):
+                # the result's logits load with the shift register: result.valid is low from the
+                # load (sm_go waits for it) until this image's last softmax output sets it, and the
+                # logits hold (timing: a load at the last output shared the handshake's enable)
                 mz.d.sync += [sm_z[o].eq(logits[o]) for o in range(lo, hi)]
+                mz.d.sync += [self.result.payload.logits[o].eq(logits[o]) for o in range(lo, hi)]
             with mz.If(sz_more[k] & sm.i.ready):
                 mz.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(lo, min(hi, K - 1))]
         m.d.comb += sm.o.ready.eq(~self.result.valid)
@@ -720,8 +724,6 @@ class Controller(wiring.Component):
             with m.If(sm.o.payload.last):
                 m.d.sync += [am_busy.eq(0), final_ready.eq(0),
                              self.result.payload.cls.eq(sm.o.payload.argmax)]
-                for o in range(K):
-                    m.d.sync += self.result.payload.logits[o].eq(logits[o])
         # result.valid as one expression: the consumer's ready (late, from the host bridge) enters
         # only its last LUT (set and clear are exclusive: sm.o.ready = ~result.valid)
         res_set = Signal()
