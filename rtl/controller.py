@@ -715,12 +715,16 @@ class Controller(wiring.Component):
         sm_oh = Signal(K)
         with m.If(sm_go):
             m.d.sync += sm_oh.eq(1)
+        # The class registers load on sm.o.valid alone: within a softmax run sm.o.ready
+        # (~result.valid) is 1 (sm_go waits for result.valid low, and only the run's last output
+        # sets it), and sm.o.valid is low outside runs (timing: the handshake's LUT was shared by
+        # all K enables, a net to K * 33 flip-flops spread over the die)
+        for o in range(K):
+            with m.If(sm.o.valid & sm_oh[o]):
+                m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
+                             self.result.payload.delta[o].eq(sm.o.payload.delta)]
         with m.If(sm.o.valid & sm.o.ready):
             m.d.sync += sm_oh.eq(sm_oh.rotate_left(1))
-            for o in range(K):
-                with m.If(sm_oh[o]):
-                    m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
-                                 self.result.payload.delta[o].eq(sm.o.payload.delta)]
             with m.If(sm.o.payload.last):
                 m.d.sync += [am_busy.eq(0), final_ready.eq(0),
                              self.result.payload.cls.eq(sm.o.payload.argmax)]
@@ -751,10 +755,9 @@ class Controller(wiring.Component):
         # the deltas as the softmax hands them out (as result.payload.delta), shifted out one per
         # DELTA item: no K:1 multiplexer on fidx
         dsh = [Signal.like(self.result.payload.delta[o], name=f"feed_d{o}", reset_less=True) for o in range(K)]
-        with m.If(sm.o.valid & sm.o.ready):
-            for o in range(K):
-                with m.If(sm_oh[o]):
-                    m.d.sync += dsh[o].eq(sm.o.payload.delta)
+        for o in range(K):
+            with m.If(sm.o.valid & sm_oh[o]):       # (on sm.o.valid alone: see the result's p, delta)
+                m.d.sync += dsh[o].eq(sm.o.payload.delta)
         fin_pending = Signal()
         fin_sent = Signal()         # the FINISH item is in the pipeline
         # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,

@@ -89,7 +89,7 @@ class UpdateEngine(wiring.Component):
     def __init__(self, groups=None, n_out: int | None = None, n_pe: int = 8, n_rows: int = 128,
                  n_bl: int = 16, max_batch: int = 128, v_bits: int = 8, delta_bits: int = 17,
                  mult_bits: int = 16, shift_bits: int = 6, th_bits: int = 16, th_init: int = 15,
-                 clip_bits: int = 8, lane_groups: int = 5):
+                 clip_bits: int = 8, lane_groups: int = 5, collision_new: bool = False):
         if groups is None:
             groups, n_out = fc_groups()
         groups = [(int(p), int(r), tuple(int(x) for x in ins)) for p, r, ins in groups]
@@ -98,6 +98,7 @@ class UpdateEngine(wiring.Component):
         self.groups = sorted(groups, key=lambda g: (g[0], g[1]))  # golden.update.commands order
         self.n_out, self.n_pe, self.n_rows, self.n_bl = n_out, n_pe, n_rows, n_bl
         self.lane_groups = lane_groups      # submodules of the lanes' registers (enable_groups)
+        self.collision_new = collision_new  # (tests) reads of an address being written return the new data
         self.n_in = max(x for g in groups for x in g[2]) + 1
         for p, r, ins in groups:
             if not (0 <= p < n_pe and 0 <= r and r + 2 * n_out <= n_rows and 0 < len(ins) <= n_bl):
@@ -141,13 +142,20 @@ class UpdateEngine(wiring.Component):
         # word-wide `wr` / `rd` below: each read port's enable, the clock enable of its read data
         # register, is then a LUT of its own next to its RAM (timing: one enable drove the
         # n_out * acc_bits read registers of all the RAMs across the die)
-        accs = [Memory(shape=acc_shape, depth=n_in, init=[]) for _ in range(n_out)]
+        # A read and a write of one address in the same cycle (a collision) can only happen in
+        # ACCUM, and there the read data is not used: the accumulate forwards the write instead
+        # (fwd2, below); the scan and the clear never read and write together. So the RAMs carry
+        # yosys' `no_rw_check`: synthesis need not make collisions return the old data (for block
+        # RAM that is a delayed write, an address compare and a multiplexer on the read data, which
+        # were on a critical path of issue 7). `collision_new` (tests) makes the simulation
+        # return the new data instead: the results are the same either way.
+        accs = [Memory(shape=acc_shape, depth=n_in, init=[], attrs={"no_rw_check": 1}) for _ in range(n_out)]
         for n, a in enumerate(accs):
             m.submodules[f"acc{n}"] = a
         wps = [a.write_port() for a in accs]
-        # not transparent: the RAM output goes into a register before any logic, and the writes of
-        # the two cycles a read misses are forwarded from registers (accumulate, below)
-        rps = [a.read_port() for a in accs]
+        # (not transparent: the RAM output goes into a register before any logic, and the writes of
+        # the two cycles a read misses are forwarded from registers, accumulate below)
+        rps = [a.read_port(transparent_for=(w,) if self.collision_new else ()) for a, w in zip(accs, wps)]
         wr = SimpleNamespace(addr=Signal(range(n_in)), en=Signal(), data=Signal(word))
         rd = SimpleNamespace(addr=Signal(range(n_in)), data=Signal(word))
         rd_en_scan = Signal()     # a scan read (the accumulate's reads: on ir_isv, below)
