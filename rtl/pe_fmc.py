@@ -240,11 +240,14 @@ class PeFmcPhy(wiring.Component):
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal(attrs={"keep": 1})   # (kept apart from its copies)
         tick_dup = replicas(tick_r, self.tick_copies, "tick")
-        # more copies, internal: the load of the up words into up_cur (in TICK), one per port
-        cur_ld = replicas(tick_r, N, "phy_cur_ld")
-        for p in range(N):
-            with m.If(cur_ld[p]):
-                m.d.sync += up_cur[p].eq(up_next[p])
+        # more copies, internal: the load of the up words into up_cur (in TICK), one per half of
+        # a port's words (`half`: port, word -> copy; a port's ~260 flip-flops spread too far)
+        halves = [(p, lo, hi) for p in range(N) for lo, hi in slices(UBs[p], min(2, UBs[p]))]
+        half = {(p, b): h for h, (p, lo, hi) in enumerate(halves) for b in range(lo, hi)}
+        cur_ld = replicas(tick_r, len(halves), "phy_cur_ld")
+        for h, (p, lo, hi) in enumerate(halves):
+            with m.If(cur_ld[h]):
+                m.d.sync += up_cur[p][lo * UW:hi * UW].eq(up_next[p][lo * UW:hi * UW])
 
         # the tick is decided a cycle ahead (state PRE): the decision sets a few `pre` flip-flops,
         # and each loads its share of tick_r and the copies, which can then sit next to their loads
@@ -263,14 +266,14 @@ class PeFmcPhy(wiring.Component):
         # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
         # (cpo x cbo, nonzero only in READ), next to rvalid
         words = [(p, b) for p in range(N) for b in range(UBs[p])]
-        apply_r = replicas(Signal(), N, "phy_apply")      # one per port, as cur_ld
+        apply_r = replicas(Signal(), len(halves), "phy_apply")      # one per half port, as cur_ld
         cwo = Signal(len(words))
 
         def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
             return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in words])
         m.d.sync += [a.eq(0) for a in apply_r]
         for k, (p, b) in enumerate(words):
-            with m.If(apply_r[p]):
+            with m.If(apply_r[half[p, b]]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(0)
             with m.Elif(fmc.rvalid & cwo[k]):
                 m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)

@@ -108,12 +108,15 @@ class ReadLane(wiring.Component):
         # sh_r: the patch shifts in this cycle (active, cyc == P - 1, slot != B - 1), as a register
         # set a cycle ahead, so the clock enable of the n_bl * B patch flip-flops is one LUT of
         # flip-flops and cmd.valid (timing); P >= 2, so a shift never follows a fire or a shift
-        sh_r = Signal()
-        m.d.sync += sh_r.eq(~fire & active & (cyc == P - 2) & (slot != B - 1))
-        with m.If(fire):
-            m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(self.n_bl)]
-        with m.Elif(sh_r):
-            m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(self.n_bl)]
+        # (in copies, one per slice of the BLs: rtl/replica.py)
+        NSH = min(4, self.n_bl)
+        sh_r = replicas(Signal(), NSH, "sh_r")
+        m.d.sync += [r.eq(~fire & active & (cyc == P - 2) & (slot != B - 1)) for r in sh_r]
+        for k, (lo, hi) in enumerate(slices(self.n_bl, NSH)):
+            with m.If(fire):
+                m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(lo, hi)]
+            with m.Elif(sh_r[k]):
+                m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(lo, hi)]
         with m.If(fire):
             m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0),
                          real.eq(self.cmd.payload.n_out != 0)]

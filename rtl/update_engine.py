@@ -224,8 +224,6 @@ class UpdateEngine(wiring.Component):
         addr_3 = Signal(range(n_in))
         prod_3 = [Signal.like(prod_b[n], name=f"prod_3{n}") for n in range(n_out)]
         rdat = Signal(word, reset_less=True)      # registered RAM output (the scan)
-        rd_ld = Signal()                          # rdat loads (always, but only on `adv` in SCAN)
-        m.d.comb += rd_ld.eq(1)
         # the data written in the last cycle
         wl_d = [Signal(acc_shape, name=f"wl_d{n}", reset_less=True) for n in range(n_out)]
         # forward wl_d instead of acc_o: one copy per lane (rtl/replica.py), each selecting its
@@ -253,8 +251,6 @@ class UpdateEngine(wiring.Component):
                 lane_mod[n] = mg
                 mg.d.sync += [prod_3[n].eq(prod_b[n]), acc_o[n].eq(Mux(fwd2_dup[g], wl_d[n], rd.data[n])),
                               wl_d[n].eq(wr.data[n])]
-        with m.If(rd_ld):
-            m.d.sync += rdat.eq(rd.data)
         m.d.comb += [opnd[n].eq(Mux(sel1[n], wl_d[n], acc_o[n])) for n in range(n_out)]
         m.d.comb += [wr.addr.eq(addr_3), wr.en.eq(v3a)]
         for n in range(n_out):
@@ -267,6 +263,10 @@ class UpdateEngine(wiring.Component):
         # the stages after S0 advance on `adv`, a register: its next value is computed from the
         # skid buffer's and the division's next state (see below)
         adv = Signal(init=1)
+        # and its copies (rtl/replica.py): N_ST for groups of the stages' registers, N_RD for
+        # slices of the RAM output register (timing: `adv` enabled ~1,000 flip-flops)
+        N_ST, N_RD = 4, min(2, n_out)
+        adv_dup = replicas(adv, N_ST + N_RD, "adv")
         stall_div = Signal()                      # S6 holds a cell to divide whose quotient is not ready
         gi = Signal(range(max(ng, 2)))
         k = Signal(range(max(len(flat), 2)))      # flat index of (gi, j)
@@ -354,7 +354,7 @@ class UpdateEngine(wiring.Component):
         with m.If(div_busy & (div_cnt == cb - 1)):              # its quotient is ready (div_done)
             m.d.comb += stall_nx.eq(0)
         m.d.sync += [self.o.valid.eq(~o_free | sk_v | push), sk_v.eq(sk_v_nx), stall_div.eq(stall_nx),
-                     adv.eq(~sk_v_nx & ~stall_nx)]
+                     *[a.eq(~sk_v_nx & ~stall_nx) for a in [adv, *adv_dup]]]
         with m.If(o_free):
             m.d.sync += self.o.payload.eq(Mux(sk_v, sk.as_value(), pdat.as_value()))
         with m.If(~sk_v):
@@ -402,10 +402,10 @@ class UpdateEngine(wiring.Component):
 
         # SCAN: S0 (the scan counters) in this state; the stages after it advance on `adv` alone
         # (they hold nothing outside SCAN)
-        with m.If(~st_scan):
-            m.d.comb += rd_ld.eq(1)
-        with m.Else():
-            m.d.comb += rd_ld.eq(adv)
+        # rdat loads always, but only on `adv` in SCAN: per slice of lanes on its own copy of adv
+        for r, (lo, hi) in enumerate(slices(n_out, N_RD)):
+            with m.If(~st_scan | adv_dup[N_ST + r]):
+                m.d.sync += [rdat[n].eq(rd.data[n]) for n in range(lo, hi)]
         with m.If(st_scan & adv):
             # S0 -> S1 (RAM read)
             m.d.sync += [V["1"].eq(s0_act), MT["1"].pe.eq(grd.data.pe),
@@ -427,16 +427,22 @@ class UpdateEngine(wiring.Component):
                              g_last.eq(gi == ng - 2)]
             with m.Else():
                 m.d.sync += [s0_end.eq(1), s0_run.eq(0)]
-        with m.If(adv):
+        # (the stages' registers in N_ST groups, each enabled by its own copy of adv)
+        with m.If(adv_dup[0]):
             for a_, b_ in zip(stg[1:], stg[:-1]):
-                m.d.sync += [V[a_].eq(V[b_]), MT[a_].eq(MT[b_])]
-            # S1 -> S1a: the RAM word into `rdat` (rd_ld above)
+                m.d.sync += V[a_].eq(V[b_])
+        with m.If(adv_dup[1]):
+            for a_, b_ in zip(stg[1:], stg[:-1]):
+                m.d.sync += MT[a_].eq(MT[b_])
+        with m.If(adv_dup[2]):
+            # S1 -> S1a: the RAM word into `rdat` (above)
             # S1a -> S1b: lane select
             m.d.sync += lane_r.eq(Mux(MT["1a"].end, 0, rdat[MT["1a"].n]))
             # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
             m.d.sync += [p_lo.eq(lane_r[:16] * mult_r), p_hi.eq(lane_r[16:].as_signed() * mult_r)]
             # S1c -> S2: product
             m.d.sync += prod2.eq((p_hi << 16) + p_lo)
+        with m.If(adv_dup[3]):
             # S2 -> S2a -> S2b -> S3: dI = -((prod + 2**(sh-1)) >> sh) = (~prod + rc) >> sh with
             # rc = 2**sh - 2**(sh-1) (-floor(y / 2**sh) = floor((-y + 2**sh - 1) / 2**sh)); the
             # shift in two steps of 3 bits (by 8 * sh[3:], then by sh[:3])
@@ -451,6 +457,7 @@ class UpdateEngine(wiring.Component):
             # S5 -> S6: |dI| * clip, |dI| >= max(th, 1), a cell to divide (clip_on is fixed by then)
             m.d.sync += [d6.eq(d5), a6.eq(a5), ge6.eq(nz5_hi | ge5_lo), nd6.eq(V["5"] & ~MT["5"].end & clip_on),
                          rem6.eq(sum(c << (16 * i) for i, c in enumerate(pc)))]
+        with m.If(adv):
             # S6 -> out: threshold rule, drop zero updates
             m.d.comb += push.eq(keep)
             with m.If(div_done):
