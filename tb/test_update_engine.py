@@ -278,7 +278,11 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c["mapping"] + ("-collision_new" if c["block"].get("collision_new") else ""))
+def _cfg_id(c):
+    return c["mapping"] + ("-collision_new" if c["block"].get("collision_new") else "")
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
 def test_update_engine(cfg):
     p = dict(cfg, seed=4321)
     blk, _ = make_block(p)
