@@ -193,7 +193,7 @@ class Controller(wiring.Component):
         board core's tick), each can take its own copy of it (rtl/replica.py EnableCopies)."""
         lane = ReadLane.enable_groups_for(self.max_out)
         return (["update_engine", *(f"update_engine.{g}" for g in self.upd.enable_groups()), "smfeed",
-                 "softmax", "pair_programmer", "write_verify", "patches"]
+                 "softmax", "pair_programmer", "write_verify", "patches", "gather", "post"]
                 + [f"accum{k}" for k in range(min(4, self.max_out))]
                 + [f"lane{li}{sub}" for li in range(self.n_lanes) for sub in ["", *("." + g for g in lane)]])
 
@@ -341,7 +341,9 @@ class Controller(wiring.Component):
         hop = Signal(signed(10))
         wop = Signal(signed(10))
         pad_now = Array(Const(st.pad, 8) for st in steps)[step]
-        m.d.sync += [hop.eq(ho - pad_now), wop.eq(wo - pad_now)]
+        # (the address pipeline's registers are a submodule, `gather`: its own copy of the board's tick)
+        m.submodules.gather = mad = Module()
+        mad.d.sync += [hop.eq(ho - pad_now), wop.eq(wo - pad_now)]
         # tap table index gi * NBL + jj (jj < NBL while a tap is valid: wiring when NBL is a power of 2)
         tidx = Cat(jj[:_bits(NBL)], gi) if NBL & (NBL - 1) == 0 else gi * NBL + jj
         # per lane: the step's table entry, an AND-OR over the steps on the one-hot step
@@ -358,12 +360,12 @@ class Controller(wiring.Component):
                 v = tabs[f][0]
                 for x in tabs[f][1:]:
                     v = v | x
-                m.d.sync += dst.eq(v)
+                mad.d.sync += dst.eq(v)
         for li in range(NL):
-            m.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]), ys[li].eq(hop + t_h[li]), xs[li].eq(wop + t_w[li])]
-            m.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < sc_h) & (xs[li] >= 0) & (xs[li] < sc_w)),
+            mad.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]), ys[li].eq(hop + t_h[li]), xs[li].eq(wop + t_w[li])]
+            mad.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < sc_h) & (xs[li] >= 0) & (xs[li] < sc_w)),
                          r_y[li].eq(ys[li] * sc_wc), r_x[li].eq(xs[li] * sc_c), r_c[li].eq(y_c[li])]
-            m.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_y[li] + r_x[li] + r_c[li])]
+            mad.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_y[li] + r_x[li] + r_c[li])]
         for li, rp in enumerate(img_r):
             m.d.comb += rp.addr.eq(lane_addr[li] >> 2)
         for f in range(len(fm_r)):
@@ -374,13 +376,13 @@ class Controller(wiring.Component):
         q_inb = [Signal(name=f"qinb{li}") for li in range(NL)]
         q_byte = [Signal(2, name=f"qbyte{li}") for li in range(NL)]
         for li in range(NL):
-            m.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2]),
+            mad.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2]),
                          q_inb[li].eq(prev_inb[li]), q_byte[li].eq(prev_byte[li])]
         img_q = [Signal(32, name=f"imgq{li}") for li in range(len(img_r))]
-        m.d.sync += [q.eq(rp.data) for q, rp in zip(img_q, img_r)]
+        mad.d.sync += [q.eq(rp.data) for q, rp in zip(img_q, img_r)]
         fm_q = [[Signal(8, name=f"fmq{f}_{li}") for li in range(len(fm_r[f]))] for f in range(len(fm_r))]
         for f in range(len(fm_r)):
-            m.d.sync += [q.eq(rp.data) for q, rp in zip(fm_q[f], fm_r[f])]
+            mad.d.sync += [q.eq(rp.data) for q, rp in zip(fm_q[f], fm_r[f])]
         rd_data = [Signal(8, name=f"rd{li}") for li in range(NL)]
         # the step's source as an AND-OR on the one-hot step (no priority chain)
         for li in range(NL):
@@ -568,24 +570,27 @@ class Controller(wiring.Component):
         q_end = [Signal(name=f"qend{k}") for k in range(QL + 1)]
         q_first = [Signal(name=f"qfirst{k}") for k in range(QL + 1)]
         q_addr = [Signal(16, name=f"qaddr{k}") for k in range(QL + 1)]
+        # (the post pipeline's and the position counters' next-value registers are a submodule,
+        # `post`: its own copy of the board's tick)
+        m.submodules.post = mp = Module()
         for k in range(1, QL):
-            m.d.sync += [q_v[k + 1].eq(q_v[k]), q_go[k + 1].eq(q_go[k]), q_end[k + 1].eq(q_end[k]),
-                         q_first[k + 1].eq(q_first[k]), q_addr[k + 1].eq(q_addr[k])]
-        m.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & po_last),
-                     q_first[1].eq((prh == 0) & (prw == 0)), q_addr[1].eq(pbase + po)]
+            mp.d.sync += [q_v[k + 1].eq(q_v[k]), q_go[k + 1].eq(q_go[k]), q_end[k + 1].eq(q_end[k]),
+                          q_first[k + 1].eq(q_first[k]), q_addr[k + 1].eq(q_addr[k])]
+        mp.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & po_last),
+                      q_first[1].eq((prh == 0) & (prw == 0)), q_addr[1].eq(pbase + po)]
         hval = H[0]
         q_relu = Signal(acc_bits - 1)
         q_m = Signal(16)
         q_prod = Signal(acc_bits + 15)
         q_act = Signal(8)
         q_act4 = Signal(8)
-        m.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m)]
+        mp.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m)]
         # the product as two registered partial products (one DSP each), then their sum (timing)
         SPL = 18
         q_pl = Signal(min(acc_bits - 1, SPL) + 16)
         q_ph = Signal(max(acc_bits - 1 - SPL, 1) + 16)
-        m.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_m if acc_bits - 1 > SPL else 0)]
-        m.d.sync += q_prod.eq(q_pl + (q_ph << SPL))
+        mp.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_m if acc_bits - 1 > SPL else 0)]
+        mp.d.sync += q_prod.eq(q_pl + (q_ph << SPL))
         fm_w = [fm_wr[f] for f in range(len(fm_copies))]
         fm_rr = [fm_copies[f]["rmw"].read_port() for f in range(len(fm_copies))]
         m.d.comb += [rp.addr.eq(q_addr[3]) for rp in fm_rr]
@@ -633,28 +638,28 @@ class Controller(wiring.Component):
         nx_prow, nx_pbase = Signal(16), Signal(16)
         adv = post_go & po_last
         just = Signal()
-        m.d.sync += just.eq(adv)
+        mp.d.sync += just.eq(adv)
         e = {}
         for n, cur_, nxt_, k in (("pwo", pwo, nx_pwo, sc_ow1), ("pho", pho, nx_pho, sc_oh1),
                                  ("prh", prh, nx_prh, sc_p1), ("prw", prw, nx_prw, sc_p1)):
             c_, n_ = Signal(name=f"c_{n}"), Signal(name=f"n_{n}")
-            m.d.sync += [c_.eq(cur_ == k), n_.eq(nxt_ == k)]
+            mp.d.sync += [c_.eq(cur_ == k), n_.eq(nxt_ == k)]
             e[n] = Mux(just, n_, c_)
         e_pwo, e_pho, e_prh, e_prw = e["pwo"], e["pho"], e["prh"], e["prw"]
-        with m.If(e_pwo):
-            m.d.sync += [nx_pwo.eq(0), nx_prw.eq(0)]
-            with m.If(e_pho):
-                m.d.sync += [nx_pho.eq(0), nx_prh.eq(0), nx_prow.eq(0), nx_pbase.eq(0)]
-            with m.Elif(e_prh):
-                m.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(0), nx_prow.eq(prow + sc_prs), nx_pbase.eq(prow + sc_prs)]
-            with m.Else():
-                m.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(prh + 1), nx_prow.eq(prow), nx_pbase.eq(prow)]
-        with m.Else():
-            m.d.sync += [nx_pwo.eq(pwo + 1), nx_pho.eq(pho), nx_prh.eq(prh), nx_prow.eq(prow)]
-            with m.If(e_prw):
-                m.d.sync += [nx_prw.eq(0), nx_pbase.eq(pbase + sc_pcs)]
-            with m.Else():
-                m.d.sync += [nx_prw.eq(prw + 1), nx_pbase.eq(pbase)]
+        with mp.If(e_pwo):
+            mp.d.sync += [nx_pwo.eq(0), nx_prw.eq(0)]
+            with mp.If(e_pho):
+                mp.d.sync += [nx_pho.eq(0), nx_prh.eq(0), nx_prow.eq(0), nx_pbase.eq(0)]
+            with mp.Elif(e_prh):
+                mp.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(0), nx_prow.eq(prow + sc_prs), nx_pbase.eq(prow + sc_prs)]
+            with mp.Else():
+                mp.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(prh + 1), nx_prow.eq(prow), nx_pbase.eq(prow)]
+        with mp.Else():
+            mp.d.sync += [nx_pwo.eq(pwo + 1), nx_pho.eq(pho), nx_prh.eq(prh), nx_prow.eq(prow)]
+            with mp.If(e_prw):
+                mp.d.sync += [nx_prw.eq(0), nx_pbase.eq(pbase + sc_pcs)]
+            with mp.Else():
+                mp.d.sync += [nx_prw.eq(prw + 1), nx_pbase.eq(pbase)]
         with m.If(adv):
             m.d.sync += [pwo.eq(nx_pwo), pho.eq(nx_pho), prw.eq(nx_prw), prh.eq(nx_prh), prow.eq(nx_prow),
                          pbase.eq(nx_pbase)]

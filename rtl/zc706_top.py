@@ -131,7 +131,7 @@ class BoardCore(wiring.Component):
         self.bridge = HostBridge(self.ctrl)
         self.chan = ProgChannel(self.ctrl.wv.req_layout, self.ctrl.pp.rd_layout, self.ctrl.code_bits)
         self.phy = PeFmcPhy(pe_sig, n_pe=self.ctrl.n_pe, ready_guard=ready_guard, aux_sig=self.chan.port_sig,
-                            aux_request=("req_valid", "vrd_valid"), tick_copies=len(self._tick_subs()) + 1)
+                            aux_request=("req_valid", "vrd_valid"), tick_copies=len(self._tick_subs()) + 2)
         self.divisor, self.heartbeat_bit = divisor, heartbeat_bit
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "led": Out(4),
                           **fmc_ports(self.phy)})
@@ -153,13 +153,15 @@ class BoardCore(wiring.Component):
         m.domains.core = ClockDomain("core", local=True)
         m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(rst_net)]
         m.submodules.phy = DomainRenamer("core")(phy)
-        # the enable reaches ~4,600 loads: the controller's large register groups and the bridge
-        # each take a copy of their own (rtl/replica.py), the rest of the controller the original
+        # the enable reaches ~4,600 loads: the controller's large register groups, the bridge and
+        # the glue here (programming channel, link crossing) each take a copy of their own
+        # (rtl/replica.py), the rest of the controller the original
         dup = [phy.tick_dup[k] for k in range(phy.tick_copies)]
         subs = dict(zip(self._tick_subs(), dup))
+        tick_host, tick_glue = dup[len(subs)], dup[len(subs) + 1]
         m.submodules.ctrl = DomainRenamer("core")(EnableCopies(tick, subs)(ctrl))
-        m.submodules.host = DomainRenamer("core")(EnableInserter({"sync": dup[-1]})(br))
-        m.submodules.prog_chan = DomainRenamer("core")(EnableInserter({"sync": tick})(chan))
+        m.submodules.host = DomainRenamer("core")(EnableInserter({"sync": tick_host})(br))
+        m.submodules.prog_chan = DomainRenamer("core")(EnableInserter({"sync": tick_glue})(chan))
 
         m.d.comb += [link.uart_rx.eq(self.uart_rx), self.uart_tx.eq(link.uart_tx)]
         for p in range(ctrl.n_pe):
@@ -178,10 +180,10 @@ class BoardCore(wiring.Component):
                      f.rvalid.eq(self.fmc_rvalid), f.ready.eq(self.fmc_ready)]
 
         # link <-> host bridge: transfers only in tick cycles (the bridge runs with the controller)
-        m.d.comb += [br.cmd.payload.eq(link.cmd.payload), br.cmd.valid.eq(link.cmd.valid & tick),
-                     link.cmd.ready.eq(br.cmd.ready & tick),
-                     link.rsp.payload.eq(br.rsp.payload), link.rsp.valid.eq(br.rsp.valid & tick),
-                     br.rsp.ready.eq(link.rsp.ready & tick)]
+        m.d.comb += [br.cmd.payload.eq(link.cmd.payload), br.cmd.valid.eq(link.cmd.valid & tick_glue),
+                     link.cmd.ready.eq(br.cmd.ready & tick_glue),
+                     link.rsp.payload.eq(br.rsp.payload), link.rsp.valid.eq(br.rsp.valid & tick_glue),
+                     br.rsp.ready.eq(link.rsp.ready & tick_glue)]
         # host bridge <-> controller (same clock enable: plain connections)
         connect_bridge(m, br, ctrl)
         # the PE board's programming and verify-read channels, over the PHY's aux port
