@@ -584,12 +584,13 @@ class Controller(wiring.Component):
         q_prod = Signal(acc_bits + 15)
         q_act = Signal(8)
         q_act4 = Signal(8)
-        mp.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m)]
+        [q_mh] = replicas(q_m, 1, "q_m")      # the second multiplier's own copy of M
+        mp.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m), q_mh.eq(sc_m)]
         # the product as two registered partial products (one DSP each), then their sum (timing)
         SPL = 18
         q_pl = Signal(min(acc_bits - 1, SPL) + 16)
         q_ph = Signal(max(acc_bits - 1 - SPL, 1) + 16)
-        mp.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_m if acc_bits - 1 > SPL else 0)]
+        mp.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_mh if acc_bits - 1 > SPL else 0)]
         mp.d.sync += q_prod.eq(q_pl + (q_ph << SPL))
         fm_w = [fm_wr[f] for f in range(len(fm_copies))]
         fm_rr = [fm_copies[f]["rmw"].read_port() for f in range(len(fm_copies))]

@@ -34,6 +34,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.datapath import EXP_TABLE, EXP_TABLE_SIZE, SOFTMAX_FRAC
 
+from .replica import replicas
+
 Q_BITS = SOFTMAX_FRAC + 1                       # p in 0..2**15 needs 16 bits
 E_MAX = int(EXP_TABLE.max())                    # 32768 (t = 0)
 T_BITS = (EXP_TABLE_SIZE - 1).bit_length()      # 10
@@ -77,6 +79,8 @@ class Softmax(wiring.Component):
         amax = Signal(_idx(K))
         label = Signal(_idx(K))
         m_l = Signal(unsigned(self.m_bits))
+        # (and a copy for the second multiplier, so each input register can sit next to its DSP)
+        [m_lh] = replicas(m_l, 1, "m_l")
         sh_l = Signal(unsigned(self.sh_bits))
         e_sum = Signal(unsigned(EB))
 
@@ -130,7 +134,7 @@ class Softmax(wiring.Component):
                 with m.If(cnt_0 | zd[-1]):              # strict: ties keep the lower index
                     m.d.sync += [zmax.eq(z), amax.eq(cnt)]
                 with m.If(cnt_0):
-                    m.d.sync += [label.eq(self.i.payload.label), m_l.eq(self.m), sh_l.eq(self.sh),
+                    m.d.sync += [label.eq(self.i.payload.label), m_l.eq(self.m), m_lh.eq(self.m), sh_l.eq(self.sh),
                                  sh_m1.eq(self.sh - 1), sh_0.eq(self.sh == 0)]
                 with m.If(cnt_last):
                     cnt_to_0()
@@ -153,7 +157,7 @@ class Softmax(wiring.Component):
             p1l = Signal(unsigned(min(LB, SPL) + self.m_bits))
             p1h = Signal(unsigned(max(LB - SPL, 1) + self.m_bits))
             m.d.sync += [v1b.eq(v1), j1b.eq(j1), p1l.eq(d1[:SPL] * m_l),
-                         p1h.eq(d1[SPL:] * m_l if LB > SPL else 0)]
+                         p1h.eq(d1[SPL:] * m_lh if LB > SPL else 0)]
             m.d.sync += [v2.eq(v1b), j2.eq(j1b), p2.eq(p1l + (p1h << SPL))]
             # stages 2a, 2b: shift by sh - 1 in two registered steps (low 3 bits, then the rest)
             m.d.sync += [v2a.eq(v2), j2a.eq(j2), p2a.eq(Mux(sh_0, p2, p2 >> sh_m1[:3]))]

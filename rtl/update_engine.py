@@ -180,12 +180,13 @@ class UpdateEngine(wiring.Component):
         prod_w = self.acc_bits + self.mult_bits + 1
         x_w = max(prod_w, (1 << self.shift_bits) - 1) + 1
         mult_r = Signal(unsigned(self.mult_bits))
+        [mult_rh] = replicas(mult_r, 1, "mult_r")    # the second multiplier's own copy (as V's)
         sh_r = Signal(unsigned(self.shift_bits))
         rc_r = Signal(unsigned(x_w - 1))        # 2**(sh-1), 1 for sh = 0: see S2 -> S2a
         th1_r = Signal(unsigned(self.th_bits))  # max(th_code, 1): dI != 0 and |dI| >= th
         one_sh = Signal(unsigned(1 << self.shift_bits))
         m.d.comb += one_sh.eq(Const(1, 1) << self.shift)
-        m.d.sync += [mult_r.eq(self.mult), sh_r.eq(self.shift),
+        m.d.sync += [mult_r.eq(self.mult), mult_rh.eq(self.mult), sh_r.eq(self.shift),
                      rc_r.eq(Mux(self.shift == 0, 1, one_sh[1:])),
                      th1_r.eq(Mux(self.th_code == 0, 1, self.th_code))]
 
@@ -439,7 +440,7 @@ class UpdateEngine(wiring.Component):
             # S1a -> S1b: lane select
             m.d.sync += lane_r.eq(Mux(MT["1a"].end, 0, rdat[MT["1a"].n]))
             # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
-            m.d.sync += [p_lo.eq(lane_r[:16] * mult_r), p_hi.eq(lane_r[16:].as_signed() * mult_r)]
+            m.d.sync += [p_lo.eq(lane_r[:16] * mult_r), p_hi.eq(lane_r[16:].as_signed() * mult_rh)]
             # S1c -> S2: product
             m.d.sync += prod2.eq((p_hi << 16) + p_lo)
         with m.If(adv_dup[3]):
