@@ -208,8 +208,12 @@ class PairProgrammer(wiring.Component):
             goto("SPLIT_S", "SPLIT_K")
         ab_le_u = Signal()
         ab_le_d = Signal()
+        # the final "part <= margin" tests as registers, computed as each candidate is (timing:
+        # SPLIT_E's compare, multiplexer and state enable were one path)
+        ab_le_m, a1_le_m, b1_le_m, a2_le_m, b2_le_m = (Signal(name=n) for n in
+                                                       ("ab_le_m", "a1_le_m", "b1_le_m", "a2_le_m", "b2_le_m"))
         with m.If(st["SPLIT_K"]):
-            m.d.sync += [ab_le_u.eq(ab <= room_u), ab_le_d.eq(ab <= room_d)]
+            m.d.sync += [ab_le_u.eq(ab <= room_u), ab_le_d.eq(ab <= room_d), ab_le_m.eq(ab <= self.margin)]
             goto("SPLIT_K", "SPLIT_C")
         b_small = Signal()
         with m.If(st["SPLIT_C"]):
@@ -220,17 +224,18 @@ class PairProgrammer(wiring.Component):
                 m.d.sync += [a1.eq(a0), b1.eq(b0)]
             goto("SPLIT_C", "SPLIT_T")
         with m.If(st["SPLIT_T"]):
-            m.d.sync += b_small.eq((b1 > 0) & (b1 <= self.margin))
+            m.d.sync += [b_small.eq((b1 > 0) & (b1 <= self.margin)),
+                         a1_le_m.eq(a1 <= self.margin), b1_le_m.eq(b1 <= self.margin)]
             goto("SPLIT_T", "SPLIT_D")
         with m.If(st["SPLIT_D"]):
             # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
             with m.If(b_small & ab_le_d):
-                m.d.sync += [a2.eq(ab), b2.eq(0)]
+                m.d.sync += [a2.eq(ab), b2.eq(0), a2_le_m.eq(ab_le_m), b2_le_m.eq(0 <= self.margin)]
             with m.Else():
-                m.d.sync += [a2.eq(a1), b2.eq(b1)]
+                m.d.sync += [a2.eq(a1), b2.eq(b1), a2_le_m.eq(a1_le_m), b2_le_m.eq(b1_le_m)]
             goto("SPLIT_D", "SPLIT_E")
         with m.If(st["SPLIT_E"]):
-            m.d.sync += [a.eq(Mux(a2 <= self.margin, 0, a2)), b.eq(Mux(b2 <= self.margin, 0, b2))]
+            m.d.sync += [a.eq(Mux(a2_le_m, 0, a2)), b.eq(Mux(b2_le_m, 0, b2))]
             goto("SPLIT_E", "SPLIT_F")
         # the write-verify commands: "down" (if a != 0) from PROG_DOWN, then "up" (if b != 0)
         # from PROG_UP, each loaded into the registered request on entering its state
