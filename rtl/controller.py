@@ -193,7 +193,7 @@ class Controller(wiring.Component):
         board core's tick), each can take its own copy of it (rtl/replica.py EnableCopies)."""
         lane = ReadLane.enable_groups_for(self.max_out)
         return (["update_engine", *(f"update_engine.{g}" for g in self.upd.enable_groups()), "smfeed",
-                 "softmax", "pair_programmer", "write_verify", "patches", "gather", "post"]
+                 "softmax", "pair_programmer", "write_verify", "gather", "post"]
                 + [f"accum{k}" for k in range(min(4, self.max_out))]
                 + [f"lane{li}{sub}" for li in range(self.n_lanes) for sub in ["", *("." + g for g in lane)]])
 
@@ -402,12 +402,9 @@ class Controller(wiring.Component):
         # gather FSM: jj issues the taps; the data of the tap at the last stage goes into the patches
         with m.If(g_v[0]):
             m.d.sync += jj.eq(jj + 1)
-        # (the patch registers are a submodule, `patches`: its own copy of the board's tick enable)
-        m.submodules.patches = mpt = Module()
-        with mpt.If(g_v[GL]):
-            for li in range(NL):
-                mpt.d.sync += patches[li][g_j[GL]].eq(Mux(q_inb[li], rd_data[li], 0))
         with m.If(g_v[GL]):
+            for li in range(NL):
+                m.d.sync += patches[li][g_j[GL]].eq(Mux(q_inb[li], rd_data[li], 0))
             with m.If(g_j[GL] == NBL - 1):
                 m.d.sync += fetch_done.eq(1)
         # hand the patches to the lanes. For timing the group's lane parameters, its tag and the
