@@ -184,10 +184,6 @@ class Controller(wiring.Component):
                 blk._MustUse__silence = True
         super().__init__(ports)
 
-    def _lane(self) -> ReadLane:
-        return ReadLane(self.n_bl, self.n_rows, self.n_adc, self.input_bits, self.code_bits, self.max_out,
-                        self.pulse_cycles)
-
     def _n_accum(self) -> int:      # channel slices of the accumulation (accum{k})
         return min(4, self.max_out)
 
@@ -205,7 +201,7 @@ class Controller(wiring.Component):
         steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
         lanes = []
         for li in range(NL):
-            lane = self._lane()
+            lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
             m.submodules[f"lane{li}"] = lane
             lanes.append(lane)
 

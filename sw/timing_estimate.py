@@ -216,25 +216,24 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(f"{a.routed}: {e}", file=sys.stderr)
             return 2
-        print(f"{s['endpoints']} routed endpoints, {s['over_budget']} above {a.budget} ns, worst {s['worst_ns']} ns")
-        for b, n in s["blocks"].items():
-            print(f"  {b:40s} {n:6d}")
-        for key, g in list(s["groups"].items())[:a.groups]:
-            print(f"{g['ns']:6.2f} ns x{g['endpoints']:4d}  {key}")
+        _print(s, "routed endpoints", a.budget, a.groups, paths=False)
         return 0
     if not a.netlist.exists():
         print(f"{a.netlist}: no such netlist; run `make synth` first or name a synth_ecp5 JSON", file=sys.stderr)
         return 2
-    s = summary(Netlist(json.loads(a.netlist.read_text())), a.budget)
-    print(f"{s['endpoints']} endpoints, {s['over_budget']} above {a.budget} ns, worst {s['worst_ns']} ns")
+    _print(summary(Netlist(json.loads(a.netlist.read_text())), a.budget), "endpoints", a.budget, a.groups, a.paths)
+    return 0
+
+
+def _print(s: dict, what: str, budget: float, groups: int, paths: bool):
+    print(f"{s['endpoints']} {what}, {s['over_budget']} above {budget} ns, worst {s['worst_ns']} ns")
     for b, n in s["blocks"].items():
         print(f"  {b:40s} {n:6d}")
-    for key, g in list(s["groups"].items())[:a.groups]:
+    for key, g in list(s["groups"].items())[:groups]:
         print(f"{g['ns']:6.2f} ns x{g['endpoints']:4d}  {key}")
-        if a.paths:
+        if paths:
             for t, typ, name in g["path"]:
                 print(f"          {t:6.2f} {typ:15s} {name}")
-    return 0
 
 
 if __name__ == "__main__":
