@@ -184,18 +184,6 @@ class Controller(wiring.Component):
                 blk._MustUse__silence = True
         super().__init__(ports)
 
-    def _n_accum(self) -> int:      # channel slices of the accumulation (accum{k})
-        return min(4, self.max_out)
-
-    def enable_groups(self) -> list[str]:
-        """The submodule paths that hold large groups of registers: run under a clock enable (the
-        board core's tick), each can take its own copy of it (rtl/replica.py EnableCopies)."""
-        lane = ReadLane.enable_groups_for(self.max_out)
-        return (["update_engine", *(f"update_engine.{g}" for g in self.upd.enable_groups()), "smfeed",
-                 "softmax", "pair_programmer", "write_verify", "gather", "post"]
-                + [f"accum{k}" for k in range(self._n_accum())]
-                + [f"lane{li}{sub}" for li in range(self.n_lanes) for sub in ["", *("." + g for g in lane)]])
-
     def elaborate(self, platform):
         m = Module()
         steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
@@ -511,7 +499,7 @@ class Controller(wiring.Component):
         # each slice's registers are a submodule `accum{k}`, so the board core can give it its own
         # copy of the tick enable (timing: one flip-flop enabled MO * acc_bits registers spread
         # over the die; the tick reached ~1,900 loads in the controller)
-        NRV = self._n_accum()
+        NRV = min(4, MO)
         rv_dup = replicas(res_valid, NRV, "res_valid")
         tag_dup = replicas(tag, NRV, "tag")
         m.d.sync += [r.eq(rv0) for r in rv_dup] + [t.eq(tag0) for t in tag_dup]

@@ -64,12 +64,6 @@ class ReadLane(wiring.Component):
             "conv_rounds": Out(32),
         })
 
-    @staticmethod
-    def enable_groups_for(max_out: int, acc_groups: int = 4) -> list[str]:
-        """The submodules that hold the conversion side's registers (see elaborate): under a clock
-        enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
-        return ["rot"] + [f"grp{g}" for g in range(min(acc_groups, 2 * max_out))]
-
     def elaborate(self, platform):
         m = Module()
         B, P, A, MO = self.input_bits, self.pulse_cycles, self.n_adc, self.max_out
@@ -183,7 +177,7 @@ class ReadLane(wiring.Component):
             return words
         # The conversion side's registers are in submodules (the rotation `rot`, the accumulator
         # groups `grp{g}`), so the board core can give each its own copy of the tick enable
-        # (rtl/replica.py EnableCopies; timing: one copy for the whole lane reached ~900 loads).
+        # (rtl/replica.py enable_groups; timing: one copy for the whole lane reached ~900 loads).
         LO = min(2, AB)
         a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
         a_valid = Signal()

@@ -7,12 +7,27 @@ yosys scripts of sw/synth.py turn it into a keep on the flip-flop cell (`KEEP_RE
 merges equal flip-flops even when their wires carry `keep`). Every copy must be assigned exactly
 as the original would be, so they all hold the same value in every cycle.
 
-`EnableCopies` is `EnableInserter` with a copy of the enable per named submodule: the board core's
-controller is enabled by the PHY's `tick`, a net of ~4,600 loads across the die otherwise.
+The stall: the board core's controller runs under a clock enable, the PHY's `tick` (a net of
+~4,600 loads across the die as one signal). This module owns how that enable is fanned out, for
+any design and from its netlist, so no block names another block's submodules for timing:
+`enable_groups(design)` walks the elaborated design and lists the submodules that hold a large
+group of registers (the rule is in its docstring); the enable's driver makes one `replicas` copy
+per group (rtl/pe_fmc.py `tick_copies`); `EnableCopies(enable, dict(zip(groups, copies)))` is
+`EnableInserter({"sync": enable})` with each group on its own copy.
+
+Why a fan-out and not a gated clock (a global clock buffer with enable: BUFGCE on the XC7Z045,
+DCCA on the ECP5 proxy): a gated clock is a second clock domain. Every PE port word, stream and
+CSR between the PHY / link (free-running `sync`) and the controller then crosses clocks: the
+Amaranth and Verilator co-simulations evaluate the gated edge as a separate event (a race of the
+enable's latch against the `sync` edge, different in the two simulators), the timing tools add
+the buffer's insertion delay as skew on each of those paths, and the portable board core would
+need a vendor primitive per target. The copies keep one clock domain: the design is cycle-for-cycle
+the one EnableInserter makes (every copy equals the enable in every cycle), and simulates as it.
 """
 from __future__ import annotations
 
-from amaranth.hdl import EnableInserter, Signal
+from amaranth.hdl import EnableInserter, Fragment, Signal
+from amaranth.hdl._ast import SignalSet
 
 
 def replicas(like: Signal, n: int, name: str) -> list[Signal]:
@@ -51,3 +66,53 @@ class EnableCopies(EnableInserter):
         if missing:
             have = sorted(self._at + n for n in seen if n)
             raise ValueError(f"EnableCopies: no submodule named {missing}; the design has {have}")
+
+
+# a register group takes its own copy of the enable from this many flip-flops (enable_groups)
+ENABLE_GROUP_FLOPS = 64
+
+
+def own_flops(fragment, domain: str = "sync") -> int:
+    """Flip-flops of `fragment`'s own statements in `domain`: the bits of the signals they assign
+    (its subfragments' not counted; memories, whose ports take the enable once each, count 0).
+    (Amaranth 0.5 internals: Fragment.statements, Statement._lhs_signals.)"""
+    sigs = SignalSet()
+    for stmt in fragment.statements.get(domain, ()):
+        sigs |= stmt._lhs_signals()
+    return sum(len(s) for s in sigs)
+
+
+def enable_groups(design, min_flops: int = ENABLE_GROUP_FLOPS, domain: str = "sync", platform=None) -> list[str]:
+    """The dotted submodule paths of `design` (an Elaboratable, elaborated here, or a Fragment) that
+    take their own copy of a clock enable of `domain` under `EnableCopies`, parents before children.
+
+    Rule, bottom-up over the subfragment tree: a submodule's load is its own flip-flops
+    (`own_flops`) plus the loads of its submodules that take no copy of their own (and every
+    flip-flop of an unnamed submodule, which EnableCopies cannot address); a submodule with a load
+    of at least `min_flops` takes a copy (then its parent does not count it), the others follow
+    their parent's enable. The design's own statements take the original enable. A copy costs one
+    flip-flop: 64 keeps groups worth it (on the round-5 controller the smallest group, the
+    write-verify sequencer, has 75 and every submodule with registers has at least that, so the
+    rule gives the 28 groups the hand-kept list named); there is no cap, the count is bounded by
+    the design's flip-flops / min_flops."""
+    out: list[str] = []
+
+    def load(frag, at):
+        n = own_flops(frag, domain)
+        for sub, name, _ in frag.subfragments:
+            if name is None:
+                n += total(sub)
+                continue
+            mark = len(out)
+            sub_load = load(sub, f"{at}{name}.")
+            if sub_load >= min_flops:
+                out.insert(mark, f"{at}{name}")
+            else:
+                n += sub_load
+        return n
+
+    def total(frag):
+        return own_flops(frag, domain) + sum(total(sub) for sub, _, _ in frag.subfragments)
+
+    load(Fragment.get(design, platform), "")
+    return out

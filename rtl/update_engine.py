@@ -97,7 +97,7 @@ class UpdateEngine(wiring.Component):
             raise ValueError("n_out is required with an explicit group table")
         self.groups = sorted(groups, key=lambda g: (g[0], g[1]))  # golden.update.commands order
         self.n_out, self.n_pe, self.n_rows, self.n_bl = n_out, n_pe, n_rows, n_bl
-        self.lane_groups = lane_groups      # submodules of the lanes' registers (enable_groups)
+        self.lane_groups = lane_groups      # submodules `lanes{g}` of the lanes' registers (elaborate)
         self.collision_new = collision_new  # (tests) reads of an address being written return the new data
         self.n_in = max(x for g in groups for x in g[2]) + 1
         for p, r, ins in groups:
@@ -126,11 +126,6 @@ class UpdateEngine(wiring.Component):
 
     def _lane_groups(self) -> list[tuple[int, int]]:
         return slices(self.n_out, min(self.lane_groups, self.n_out))
-
-    def enable_groups(self) -> list[str]:
-        """The submodules that hold the lanes' accumulate registers (`lanes{g}`, a group of lanes
-        each): under a clock enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
-        return [f"lanes{g}" for g in range(len(self._lane_groups()))]
 
     def elaborate(self, platform):
         m = Module()
@@ -244,7 +239,7 @@ class UpdateEngine(wiring.Component):
                      *[c.eq(v3a & (addr_3 == addr_b)) for c in sel1],
                      *[f.eq(wr.en & (wr.addr == ir.index)) for f in fwd2_dup]]
         # the lanes' registers are in submodules `lanes{g}` (a group of lanes each), so that under
-        # a clock enable (the board core's tick) each can take its own copy of it (enable_groups)
+        # a clock enable (the board core's tick) each can take its own copy of it (rtl/replica.py enable_groups)
         lane_mod = [None] * n_out
         for g, (lo, hi) in enumerate(self._lane_groups()):
             m.submodules[f"lanes{g}"] = mg = Module()

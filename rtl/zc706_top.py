@@ -44,7 +44,7 @@ from .controller import Controller
 from .host import HostBridge, connect_bridge, connect_ctrl_regs, controller_blocks
 from .link import LinkTop
 from .pe_fmc import PeFmcPhy
-from .replica import EnableCopies
+from .replica import EnableCopies, enable_groups
 
 SYS_CLK_HZ = 100_000_000
 
@@ -129,6 +129,9 @@ class BoardCore(wiring.Component):
         self.reset_buffer = reset_buffer    # (module, signal) -> signal: e.g. a global buffer
         pe_sig = self.ctrl.signature.members["pe"].signature
         self.bridge = HostBridge(self.ctrl)
+        # the controller's large register groups, from its netlist (rtl/replica.py enable_groups: it
+        # elaborates the controller once here; EnableCopies checks the names again in elaborate)
+        self.ctrl_groups = enable_groups(self.ctrl)
         self.chan = ProgChannel(self.ctrl.wv.req_layout, self.ctrl.pp.rd_layout, self.ctrl.code_bits)
         self.phy = PeFmcPhy(pe_sig, n_pe=self.ctrl.n_pe, ready_guard=ready_guard, aux_sig=self.chan.port_sig,
                             aux_request=("req_valid", "vrd_valid"), tick_copies=len(self._tick_names()))
@@ -138,9 +141,9 @@ class BoardCore(wiring.Component):
 
     def _tick_names(self):
         """Who takes a `tick` copy of their own (PHY tick_dup in this order): the controller's large
-        register groups (submodule paths), the host bridge, the glue here (programming channel,
-        link crossing)."""
-        return [*self.ctrl.enable_groups(), "host", "glue"]
+        register groups (submodule paths, `enable_groups`), the host bridge, the glue here
+        (programming channel, link crossing)."""
+        return [*self.ctrl_groups, "host", "glue"]
 
     def elaborate(self, platform):
         m = Module()
