@@ -31,6 +31,7 @@ from golden.datapath import softmax_params
 from golden.mapping import Mapping, build_mapping
 
 from .pe_board import PEBoardSignature
+from .accumulator import Accumulator
 from .read_lane import ReadLane
 from .onehot import any_of
 from .replica import replicas, slices
@@ -193,7 +194,7 @@ class Controller(wiring.Component):
         lane = ReadLane.enable_groups_for(self.max_out)
         return (["update_engine", *(f"update_engine.{g}" for g in self.upd.enable_groups()), "smfeed",
                  "softmax", "pair_programmer", "write_verify", "gather", "post"]
-                + [f"accum{k}" for k in range(self._n_accum())]
+                + [f"accumulator.accum{k}" for k in range(self._n_accum())]
                 + [f"lane{li}{sub}" for li in range(self.n_lanes) for sub in ["", *("." + g for g in lane)]])
 
     def elaborate(self, platform):
@@ -492,44 +493,16 @@ class Controller(wiring.Component):
                                                           for p in srcs))
 
         # ------------------------------------------------------------ accumulation
+        # rtl/accumulator.py: per position, the sum over its group slots of the lanes' D
+        m.submodules.accumulator = acc = Accumulator(NL, MO, lanes[0].d_bits, self.logit_bits, self._n_accum())
+        m.d.comb += [acc.i.valid.eq(lanes[0].res.valid), acc.i.payload.tag.eq(lanes[0].res.payload.tag)]
+        m.d.comb += [acc.i.payload.d[li].eq(lane.res.payload.d) for li, lane in enumerate(lanes)]
         acc_bits = self.logit_bits
-        A = [Signal(signed(acc_bits), name=f"A{o}") for o in range(MO)]
-        H = [Signal(signed(acc_bits), name=f"H{o}") for o in range(MO)]   # finished position
+        H = [acc.h[o] for o in range(MO)]  # the finished position; the post takes H[0] and shifts
         hold_valid = Signal()
-        # the lanes' differences are registered (dl), then their sum (dsum), then accumulated (for
-        # timing: the lanes' D subtraction, this sum and the accumulation are three carry chains)
-        res_valid = Signal()
-        tag = Signal(2)
-        rv0, tag0 = Signal(), Signal(2)
-        dl = [[Signal(signed(lanes[0].d_bits), name=f"dl{li}_{o}") for o in range(MO)] for li in range(NL)]
-        dsum = [Signal(signed(lanes[0].d_bits + NL.bit_length()), name=f"dsum{o}") for o in range(MO)]
-        m.d.sync += [rv0.eq(lanes[0].res.valid), tag0.eq(lanes[0].res.payload.tag),
-                     res_valid.eq(rv0), tag.eq(tag0)]
-        # the post reads H[0] and shifts H down by one channel per cycle (no MO:1 multiplexer)
         post_go = Signal()                # a channel of a conv step enters the pipeline
-        # res_valid and tag in copies (rtl/replica.py), one per slice of the MO channels;
-        # each slice's registers are a submodule `accum{k}`, so the board core can give it its own
-        # copy of the tick enable (timing: one flip-flop enabled MO * acc_bits registers spread
-        # over the die; the tick reached ~1,900 loads in the controller)
-        NRV = self._n_accum()
-        rv_dup = replicas(res_valid, NRV, "res_valid")
-        tag_dup = replicas(tag, NRV, "tag")
-        m.d.sync += [r.eq(rv0) for r in rv_dup] + [t.eq(tag0) for t in tag_dup]
-        for k, (lo, hi) in enumerate(slices(MO, NRV)):
-            m.submodules[f"accum{k}"] = ma = Module()
-            for o in range(lo, hi):
-                ma.d.sync += [dl[li][o].eq(lane.res.payload.d[o]) for li, lane in enumerate(lanes)]
-                ma.d.sync += dsum[o].eq(sum((dl[li][o] for li in range(NL)), Const(0, signed(acc_bits))))
-                s = dsum[o]
-                new = Mux(tag_dup[k][0], s, A[o] + s)
-                with ma.If(rv_dup[k]):
-                    ma.d.sync += A[o].eq(new)
-                with ma.If(rv_dup[k] & tag_dup[k][1]):      # a finished position, over the shift
-                    ma.d.sync += H[o].eq(new)
-                if o < MO - 1:
-                    with ma.Elif(post_go):
-                        ma.d.sync += H[o].eq(H[o + 1])
-        m.d.sync += self.overrun.eq(self.overrun | (res_valid & tag[1] & hold_valid))
+        m.d.comb += acc.shift.eq(post_go)
+        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
         # conv steps: for each finished position, one output channel po per cycle goes through a
@@ -669,7 +642,7 @@ class Controller(wiring.Component):
             with m.Else():
                 m.d.sync += po.eq(po + 1)
 
-        with m.If(res_valid & tag[1]):  # a new finished position: set wins over the clears above
+        with m.If(acc.done):  # a new finished position: set wins over the clears above
             m.d.sync += hold_valid.eq(1)
 
         # ------------------------------------------------------------ softmax, delta, argmax, result
