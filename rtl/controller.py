@@ -35,6 +35,7 @@ from .accumulator import Accumulator
 from .read_lane import ReadLane
 from .onehot import any_of
 from .replica import replicas, slices
+from .sequencer import Sequencer, step_case
 from .softmax import Softmax
 from .pair_programmer import PairProgrammer
 from .update_engine import Op as UpdOp
@@ -257,44 +258,21 @@ class Controller(wiring.Component):
                 m.d.sync += [load_addr.eq(load_addr + 1), load_last.eq(load_addr == self.image_words - 2)]
 
         # ------------------------------------------------------------ step state
-        step = Signal(range(len(steps) + 1))
-        # for timing: the step also one-hot (set with `step`; a case of a step is one flip-flop),
-        # and the step's constants in registers (they follow `step` one cycle later; every use is
-        # at least two cycles after a step change: the first gather or the first position)
+        # rtl/sequencer.py: the step (also one-hot), its constants in registers, start / advance / end
+        m.submodules.sequencer = seq = Sequencer(steps, self.replica)
+        step, step_oh, running = seq.step, seq.step_oh, seq.running
         NS = len(steps)
-        step_oh = Signal(NS, init=1)
 
         def on(si):        # Case pattern of step si on step_oh
-            return "".join("1" if b == si else "-" for b in reversed(range(NS)))
-        sc_h = Signal(8)
-        sc_w = Signal(8)
-        sc_c = Signal(8)
-        sc_wc = Signal(16)
-        sc_ng1 = Signal(8)     # groups per position - 1
-        sc_oh1 = Signal(8)     # Ho - 1, Wo - 1
-        sc_ow1 = Signal(8)
-        sc_no1 = Signal(8)     # output channels - 1, - 2
-        sc_no2 = Signal(8)
-        sc_m = Signal(16)      # requant multiplier
-        m.d.sync += [sc_h.eq(Array(Const(st.in_shape[0], 8) for st in steps)[step]),
-                     sc_w.eq(Array(Const(st.in_shape[1], 8) for st in steps)[step]),
-                     sc_c.eq(Array(Const(st.in_shape[2], 8) for st in steps)[step]),
-                     sc_wc.eq(Array(Const(st.in_shape[1] * st.in_shape[2], 16) for st in steps)[step]),
-                     sc_ng1.eq(Array(Const(len(st.lanes[0][1]) - 1, 8) for st in steps)[step]),
-                     sc_oh1.eq(Array(Const(st.out_hw[0] - 1, 8) for st in steps)[step]),
-                     sc_ow1.eq(Array(Const(st.out_hw[1] - 1, 8) for st in steps)[step]),
-                     sc_no1.eq(Array(Const(st.n_out - 1, 8) for st in steps)[step]),
-                     sc_no2.eq(Array(Const(max(st.n_out - 2, 0), 8) for st in steps)[step]),
-                     sc_m.eq(Array(Const(st.requant[0] if st.requant else 0, 16) for st in steps)[step])]
-        running = Signal()
-        ncycles = Signal(32)
-        m.d.sync += self.timestamp.eq(self.timestamp + 1)
-        with m.If(running):
-            m.d.sync += ncycles.eq(ncycles + 1)
+            return step_case(si, NS)
+        sc = seq.sc
+        sc_h, sc_w, sc_c, sc_wc, sc_ng1 = sc.h, sc.w, sc.c, sc.wc, sc.ng1
+        sc_oh1, sc_ow1, sc_no1, sc_no2, sc_m = sc.oh1, sc.ow1, sc.no1, sc.no2, sc.m
+        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(img_full)]
 
         # ------------------------------------------------------------ issuer (per lane gather)
         # position counters and group slot, shared by the lanes (lockstep)
-        iss_active = Signal()
+        iss_active = seq.issue
         ho = Signal(8)
         wo = Signal(8)
         gi = Signal(range(max(len(st.lanes[0][1]) for st in steps)))
@@ -455,8 +433,7 @@ class Controller(wiring.Component):
             m.d.sync += wo.eq(Mux(last_wo, 0, wo + 1))
         with m.If(adv_ho):
             m.d.sync += ho.eq(Mux(last_ho, 0, ho + 1))
-        with m.If(adv_end):
-            m.d.sync += iss_active.eq(0)
+        m.d.comb += seq.issue_end.eq(adv_end)
 
         # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
         # the step bits (no priority between the cases: one LUT after the lanes' registers, for
@@ -798,31 +775,18 @@ class Controller(wiring.Component):
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()
         m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        # the start is a registered pulse (for timing: it resets the issuer's counters)
-        start_go = Signal()
-        m.d.sync += start_go.eq(~running & img_full & ~start_go)
-        with m.If(start_go):  # the softmax of the previous image may still be running
-            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), step_oh.eq(1), iss_active.eq(1), ho.eq(0),
-                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
+        m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
+        with m.If(seq.start):
+            m.d.sync += label.eq(label_in)
+        with m.If(seq.restart):   # the issuer's counters restart with each step
+            m.d.sync += [ho.eq(0), wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0)]
         with m.If(post_done_step):
-            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1), ho.eq(0),
-                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0)]
-        # the last step ends when the logits are taken; the image buffer is free once C1 is done
-        # (step check: final_ready stays up until the softmax has read the logits, while the next
-        # image may already have started)
-        with m.If(running & final_ready & step_oh[NS - 1]):
-            m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0), step_oh.eq(1)]
+            m.d.sync += post_done_step.eq(0)
+        # the image buffer is free once C1 is done
         with m.If(post_done_step & step_oh[0]):
             m.d.sync += img_full.eq(0)
         if self.replica:
-            # shared FC PEs (rtl/replicated.py): the last step's issuer starts once `fc_gnt` is given;
-            # `fc_req` is held from the end of the step before it until the logits are taken
-            fc_wait = Signal()
-            m.d.comb += self.fc_req.eq(running & (step == len(steps) - 1))
-            with m.If(post_done_step & (step == len(steps) - 2)):
-                m.d.sync += [iss_active.eq(0), fc_wait.eq(1)]
-            with m.If(fc_wait & self.fc_gnt):
-                m.d.sync += [iss_active.eq(1), fc_wait.eq(0)]
+            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
         # counters (the programming path's are in programming_path)
         m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
