@@ -124,3 +124,14 @@ def conductance_levels(layers, int_w: dict, mapping: Mapping, unused_level: int 
             lv[g.pe, g.rows_pos, :len(cols)] = lp[:, cols]
             lv[g.pe, g.rows_neg, :len(cols)] = ln[:, cols]
     return lv
+
+
+def group_patch(x: np.ndarray, L, g: ReadGroup, ho: int = 0, wo: int = 0) -> np.ndarray:
+    """The inputs read group `g` of layer `L` drives on its BLs (BL j: g.inputs[j]) at output
+    position (ho, wo); x (H, W, C) is the layer's input map (zero padding outside it). A dense
+    layer has one position, its fan-in the channel-major flatten of x."""
+    if isinstance(L, cnn.Conv):
+        fan_in = cnn.im2col(x[None], L.k, L.pad)[0, ho, wo]
+    else:
+        fan_in = cnn.flatten_chw(x[None])[0]
+    return fan_in[list(g.inputs)]

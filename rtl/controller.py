@@ -31,9 +31,12 @@ from golden.datapath import softmax_params
 from golden.mapping import Mapping, build_mapping
 
 from .pe_board import PEBoardSignature
+from .accumulator import Accumulator
+from .gather import Gather
 from .read_lane import ReadLane
 from .onehot import any_of
 from .replica import replicas, slices
+from .sequencer import Sequencer, step_case
 from .softmax import Softmax
 from .pair_programmer import PairProgrammer
 from .update_engine import Op as UpdOp
@@ -244,206 +247,38 @@ class Controller(wiring.Component):
                 m.d.sync += [load_addr.eq(load_addr + 1), load_last.eq(load_addr == self.image_words - 2)]
 
         # ------------------------------------------------------------ step state
-        step = Signal(range(len(steps) + 1))
-        # for timing: the step also one-hot (set with `step`; a case of a step is one flip-flop),
-        # and the step's constants in registers (they follow `step` one cycle later; every use is
-        # at least two cycles after a step change: the first gather or the first position)
+        # rtl/sequencer.py: the step (also one-hot), its constants in registers, start / advance / end
+        m.submodules.sequencer = seq = Sequencer(steps, self.replica)
+        step, step_oh, running = seq.step, seq.step_oh, seq.running
         NS = len(steps)
-        step_oh = Signal(NS, init=1)
 
         def on(si):        # Case pattern of step si on step_oh
-            return "".join("1" if b == si else "-" for b in reversed(range(NS)))
-        sc_h = Signal(8)
-        sc_w = Signal(8)
-        sc_c = Signal(8)
-        sc_wc = Signal(16)
-        sc_ng1 = Signal(8)     # groups per position - 1
-        sc_oh1 = Signal(8)     # Ho - 1, Wo - 1
-        sc_ow1 = Signal(8)
-        sc_no1 = Signal(8)     # output channels - 1, - 2
-        sc_no2 = Signal(8)
-        sc_m = Signal(16)      # requant multiplier
-        m.d.sync += [sc_h.eq(Array(Const(st.in_shape[0], 8) for st in steps)[step]),
-                     sc_w.eq(Array(Const(st.in_shape[1], 8) for st in steps)[step]),
-                     sc_c.eq(Array(Const(st.in_shape[2], 8) for st in steps)[step]),
-                     sc_wc.eq(Array(Const(st.in_shape[1] * st.in_shape[2], 16) for st in steps)[step]),
-                     sc_ng1.eq(Array(Const(len(st.lanes[0][1]) - 1, 8) for st in steps)[step]),
-                     sc_oh1.eq(Array(Const(st.out_hw[0] - 1, 8) for st in steps)[step]),
-                     sc_ow1.eq(Array(Const(st.out_hw[1] - 1, 8) for st in steps)[step]),
-                     sc_no1.eq(Array(Const(st.n_out - 1, 8) for st in steps)[step]),
-                     sc_no2.eq(Array(Const(max(st.n_out - 2, 0), 8) for st in steps)[step]),
-                     sc_m.eq(Array(Const(st.requant[0] if st.requant else 0, 16) for st in steps)[step])]
-        running = Signal()
-        ncycles = Signal(32)
-        m.d.sync += self.timestamp.eq(self.timestamp + 1)
-        with m.If(running):
-            m.d.sync += ncycles.eq(ncycles + 1)
+            return step_case(si, NS)
+        sc = seq.sc
+        sc_oh1, sc_ow1, sc_no1, sc_no2, sc_m = sc.oh1, sc.ow1, sc.no1, sc.no2, sc.m
+        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(img_full)]
 
         # ------------------------------------------------------------ issuer (per lane gather)
-        # position counters and group slot, shared by the lanes (lockstep)
-        iss_active = Signal()
-        ho = Signal(8)
-        wo = Signal(8)
-        gi = Signal(range(max(len(st.lanes[0][1]) for st in steps)))
-        cmd_valid = Signal()
-        patches = [Signal(data.ArrayLayout(unsigned(8), NBL), name=f"patch{li}") for li in range(NL)]
-        fetch_done = Signal()
-
+        # rtl/gather.py: per position and group slot, each lane's patch from the step's input map
+        m.submodules.gather = gat = Gather(steps, NBL, self.n_rows, MO)
+        m.d.comb += [gat.step.eq(step), gat.step_oh.eq(step_oh), gat.sc.eq(sc), gat.active.eq(seq.issue),
+                     gat.restart.eq(seq.restart), seq.issue_end.eq(gat.end)]
         # read ports: one per lane of the step that reads the map, each on its own copy
         img_r = [img.read_port() for _ in range(len(steps[0].lanes))]
         fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
                 for f in range(len(fm_copies))]
-
-        jj = Signal(range(NBL + 2))   # tap being issued this cycle
-        # address generation, pipelined for timing (ho, wo, gi are stable during a gather): tap jj is
-        # issued (stage 0); its table entry is registered (1), then y/x (2), y*(w*c), x*c and the
-        # in-bounds flag (3: multiplier outputs registered), the address y*w*c + x*c + c (4); the RAM
-        # answers at stage 5 (its output is registered right away: block RAM clock-to-out is long)
-        # and stage 6 writes the patch. The step's constants are registers (sc_*).
-        # 16 taps + 6 stages = 23 cycles per gather (24 from a hand-over: it starts on adv_gi, below),
-        # still hidden under a group's 32 pulse cycles.
-        GL = 6
-        g_v = [Signal(name=f"gv{k}") for k in range(GL + 1)]          # tap valid per stage
-        g_j = [Signal(range(NBL), name=f"gj{k}") for k in range(GL + 1)]  # tap index per stage
-        adv_gi = Signal()       # the group counters advance (a cycle after a hand-over, below)
-        m.d.comb += [g_v[0].eq(iss_active & ~fetch_done & (jj < NBL) & ~adv_gi), g_j[0].eq(jj)]
-        for k in range(GL):
-            m.d.sync += [g_v[k + 1].eq(g_v[k]), g_j[k + 1].eq(g_j[k])]
-        t_v = [Signal(name=f"tv{li}") for li in range(NL)]
-        t_c = [Signal(8, name=f"tc{li}") for li in range(NL)]
-        t_h = [Signal(8, name=f"th{li}") for li in range(NL)]
-        t_w = [Signal(8, name=f"tw{li}") for li in range(NL)]
-        y_v = [Signal(name=f"yv{li}") for li in range(NL)]
-        y_c = [Signal(8, name=f"yc{li}") for li in range(NL)]
-        ys = [Signal(signed(10), name=f"y{li}") for li in range(NL)]
-        xs = [Signal(signed(10), name=f"x{li}") for li in range(NL)]
-        r_inb = [Signal(name=f"rinb{li}") for li in range(NL)]
-        r_c = [Signal(8, name=f"rc{li}") for li in range(NL)]
-        r_x = [Signal(signed(18), name=f"rx{li}") for li in range(NL)]        # x * c
-        r_y = [Signal(signed(18), name=f"ry{li}") for li in range(NL)]        # y * (w * c)
-        lane_addr = [Signal(16, name=f"addr{li}") for li in range(NL)]
-        lane_inb = [Signal(name=f"inb{li}") for li in range(NL)]
-        # (ho - pad), (wo - pad): registered (ho, wo and the step change at a group hand-over, 2 cycles
-        # before stage 2 of the next gather; so the pad comes from `step` itself, not sc_pad)
-        hop = Signal(signed(10))
-        wop = Signal(signed(10))
-        pad_now = Array(Const(st.pad, 8) for st in steps)[step]
-        # (the address pipeline's registers are a submodule, `gather`: its own copy of the board's tick)
-        m.submodules.gather = mad = Module()
-        mad.d.sync += [hop.eq(ho - pad_now), wop.eq(wo - pad_now)]
-        # tap table index gi * NBL + jj (jj < NBL while a tap is valid: wiring when NBL is a power of 2)
-        tidx = Cat(jj[:_bits(NBL)], gi) if NBL & (NBL - 1) == 0 else gi * NBL + jj
-        # per lane: the step's table entry, an AND-OR over the steps on the one-hot step
-        for li in range(NL):
-            tabs = [[], [], [], []]
-            for si, st in enumerate(steps):
-                if li < len(st.lanes):
-                    flat = [t for g in st.taps[li] for t in g]
-                    ib = _bits(len(flat))
-                    for f, w in enumerate((1, 8, 8, 8)):
-                        tab = Array(Const(t[f], w) for t in flat)
-                        tabs[f].append(Mux(step_oh[si], tab[tidx[:ib]], 0))
-            for f, dst in enumerate((t_v[li], t_c[li], t_h[li], t_w[li])):
-                v = tabs[f][0]
-                for x in tabs[f][1:]:
-                    v = v | x
-                mad.d.sync += dst.eq(v)
-        for li in range(NL):
-            mad.d.sync += [y_v[li].eq(t_v[li]), y_c[li].eq(t_c[li]), ys[li].eq(hop + t_h[li]), xs[li].eq(wop + t_w[li])]
-            mad.d.sync += [r_inb[li].eq(y_v[li] & (ys[li] >= 0) & (ys[li] < sc_h) & (xs[li] >= 0) & (xs[li] < sc_w)),
-                         r_y[li].eq(ys[li] * sc_wc), r_x[li].eq(xs[li] * sc_c), r_c[li].eq(y_c[li])]
-            mad.d.sync += [lane_inb[li].eq(r_inb[li]), lane_addr[li].eq(r_y[li] + r_x[li] + r_c[li])]
         for li, rp in enumerate(img_r):
-            m.d.comb += rp.addr.eq(lane_addr[li] >> 2)
+            m.d.comb += [rp.addr.eq(gat.addr[li] >> 2), gat.img_data[li].eq(rp.data)]
         for f in range(len(fm_r)):
             for li, rp in enumerate(fm_r[f]):
-                m.d.comb += rp.addr.eq(lane_addr[li])
-        prev_inb = [Signal(name=f"pinb{li}") for li in range(NL)]
-        prev_byte = [Signal(2, name=f"pbyte{li}") for li in range(NL)]
-        q_inb = [Signal(name=f"qinb{li}") for li in range(NL)]
-        q_byte = [Signal(2, name=f"qbyte{li}") for li in range(NL)]
-        for li in range(NL):
-            mad.d.sync += [prev_inb[li].eq(lane_inb[li]), prev_byte[li].eq(lane_addr[li][:2]),
-                         q_inb[li].eq(prev_inb[li]), q_byte[li].eq(prev_byte[li])]
-        img_q = [Signal(32, name=f"imgq{li}") for li in range(len(img_r))]
-        mad.d.sync += [q.eq(rp.data) for q, rp in zip(img_q, img_r)]
-        fm_q = [[Signal(8, name=f"fmq{f}_{li}") for li in range(len(fm_r[f]))] for f in range(len(fm_r))]
-        for f in range(len(fm_r)):
-            mad.d.sync += [q.eq(rp.data) for q, rp in zip(fm_q[f], fm_r[f])]
-        rd_data = [Signal(8, name=f"rd{li}") for li in range(NL)]
-        # the step's source as an AND-OR on the one-hot step (no priority chain)
-        for li in range(NL):
-            srcs = []
-            for si in range(len(steps)):
-                if si == 0:
-                    if li < len(img_r):
-                        srcs.append(Mux(step_oh[si], img_q[li].word_select(q_byte[li], 8), 0))
-                elif li < len(fm_r[si - 1]):
-                    srcs.append(Mux(step_oh[si], fm_q[si - 1][li], 0))
-            if srcs:
-                acc_src = srcs[0]
-                for x in srcs[1:]:
-                    acc_src = acc_src | x
-                m.d.comb += rd_data[li].eq(acc_src)
-
-        # gather FSM: jj issues the taps; the data of the tap at the last stage goes into the patches
-        with m.If(g_v[0]):
-            m.d.sync += jj.eq(jj + 1)
-        with m.If(g_v[GL]):
-            for li in range(NL):
-                m.d.sync += patches[li][g_j[GL]].eq(Mux(q_inb[li], rd_data[li], 0))
-            with m.If(g_j[GL] == NBL - 1):
-                m.d.sync += fetch_done.eq(1)
-        # hand the patches to the lanes. For timing the group's lane parameters, its tag and the
-        # "last group / column / row" flags are registers, computed from gi, wo, ho in the cycle
-        # after they change (a hand-over is >= 23 cycles after the previous one)
-        lane_ready = lanes[0].cmd.ready
-        last_gi = Signal()
-        last_wo = Signal()
-        last_ho = Signal()
-        first_gi = Signal()
-        m.d.sync += [last_gi.eq(gi == sc_ng1), last_wo.eq(wo == sc_ow1), last_ho.eq(ho == sc_oh1), first_gi.eq(gi == 0)]
-        m.d.comb += cmd_valid.eq(iss_active & fetch_done)
+                m.d.comb += [rp.addr.eq(gat.addr[li]), getattr(gat, f"fm{f}_data")[li].eq(rp.data)]
+        # the lanes take the slot in lockstep: lane 0's ready stands for all
+        m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
         for li, lane in enumerate(lanes):
-            c_rb = Signal.like(lane.cmd.payload.row_base, name=f"crb{li}")
-            c_no = Signal.like(lane.cmd.payload.n_out, name=f"cno{li}")
-            m.d.comb += [lane.cmd.valid.eq(cmd_valid), lane.cmd.payload.patch.eq(patches[li]),
-                         lane.cmd.payload.tag.eq(first_gi | (last_gi << 1)),
-                         lane.cmd.payload.row_base.eq(c_rb), lane.cmd.payload.n_out.eq(c_no)]
-            with m.Switch(step_oh):
-                for si, st in enumerate(steps):
-                    with m.Case(on(si)):
-                        if li < len(st.lanes):
-                            gs = st.lanes[li][1]
-                            rbt = Array(Const(g.row_base if g else 0, 8) for g in gs)
-                            nto = Array(Const(g.n_out if g else 0, 8) for g in gs)
-                            m.d.sync += [c_rb.eq(rbt[gi]), c_no.eq(nto[gi])]
-                        else:
-                            m.d.sync += c_no.eq(0)
-        # the flags combined (registered too): each counter's enable is then fire & one flag
-        end_row = Signal()
-        end_all = Signal()
-        m.d.sync += [end_row.eq((gi == sc_ng1) & (wo == sc_ow1)),
-                     end_all.eq((gi == sc_ng1) & (wo == sc_ow1) & (ho == sc_oh1))]
-        fire = Signal()
-        m.d.comb += fire.eq(cmd_valid & lane_ready)
-        # the counters advance a cycle after the hand-over, on registered decisions (timing: each
-        # counter's clock enable is then one LUT of flip-flops, not the lanes' ready through the
-        # flags); the next gather starts then too (g_v[0] waits for adv_gi), still hidden under
-        # the group's 32 pulse cycles, and the flags hold in between (they follow gi, wo, ho)
-        adv_wo, adv_ho, adv_end = Signal(), Signal(), Signal()
-        m.d.sync += [adv_gi.eq(fire), adv_wo.eq(fire & last_gi), adv_ho.eq(fire & end_row),
-                     adv_end.eq(fire & end_all)]
-        with m.If(fire):
-            m.d.sync += [fetch_done.eq(0), jj.eq(0)]
-        with m.If(adv_gi):
-            m.d.sync += gi.eq(Mux(last_gi, 0, gi + 1))
-        with m.If(adv_wo):
-            m.d.sync += wo.eq(Mux(last_wo, 0, wo + 1))
-        with m.If(adv_ho):
-            m.d.sync += ho.eq(Mux(last_ho, 0, ho + 1))
-        with m.If(adv_end):
-            m.d.sync += iss_active.eq(0)
+            c = gat.cmd.payload.lane[li]
+            m.d.comb += [lane.cmd.valid.eq(gat.cmd.valid), lane.cmd.payload.patch.eq(c.patch),
+                         lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
+                         lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
 
         # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
         # the step bits (no priority between the cases: one LUT after the lanes' registers, for
@@ -480,44 +315,16 @@ class Controller(wiring.Component):
                                                           for p in srcs))
 
         # ------------------------------------------------------------ accumulation
+        # rtl/accumulator.py: per position, the sum over its group slots of the lanes' D
+        m.submodules.accumulator = acc = Accumulator(NL, MO, lanes[0].d_bits, self.logit_bits)
+        m.d.comb += [acc.i.valid.eq(lanes[0].res.valid), acc.i.payload.tag.eq(lanes[0].res.payload.tag)]
+        m.d.comb += [acc.i.payload.d[li].eq(lane.res.payload.d) for li, lane in enumerate(lanes)]
         acc_bits = self.logit_bits
-        A = [Signal(signed(acc_bits), name=f"A{o}") for o in range(MO)]
-        H = [Signal(signed(acc_bits), name=f"H{o}") for o in range(MO)]   # finished position
+        H = [acc.h[o] for o in range(MO)]  # the finished position; the post takes H[0] and shifts
         hold_valid = Signal()
-        # the lanes' differences are registered (dl), then their sum (dsum), then accumulated (for
-        # timing: the lanes' D subtraction, this sum and the accumulation are three carry chains)
-        res_valid = Signal()
-        tag = Signal(2)
-        rv0, tag0 = Signal(), Signal(2)
-        dl = [[Signal(signed(lanes[0].d_bits), name=f"dl{li}_{o}") for o in range(MO)] for li in range(NL)]
-        dsum = [Signal(signed(lanes[0].d_bits + NL.bit_length()), name=f"dsum{o}") for o in range(MO)]
-        m.d.sync += [rv0.eq(lanes[0].res.valid), tag0.eq(lanes[0].res.payload.tag),
-                     res_valid.eq(rv0), tag.eq(tag0)]
-        # the post reads H[0] and shifts H down by one channel per cycle (no MO:1 multiplexer)
         post_go = Signal()                # a channel of a conv step enters the pipeline
-        # res_valid and tag in copies (rtl/replica.py), one per slice of the MO channels;
-        # each slice's registers are a submodule `accum{k}`, so the board core can give it its own
-        # copy of the tick enable (timing: one flip-flop enabled MO * acc_bits registers spread
-        # over the die; the tick reached ~1,900 loads in the controller)
-        NRV = min(4, MO)
-        rv_dup = replicas(res_valid, NRV, "res_valid")
-        tag_dup = replicas(tag, NRV, "tag")
-        m.d.sync += [r.eq(rv0) for r in rv_dup] + [t.eq(tag0) for t in tag_dup]
-        for k, (lo, hi) in enumerate(slices(MO, NRV)):
-            m.submodules[f"accum{k}"] = ma = Module()
-            for o in range(lo, hi):
-                ma.d.sync += [dl[li][o].eq(lane.res.payload.d[o]) for li, lane in enumerate(lanes)]
-                ma.d.sync += dsum[o].eq(sum((dl[li][o] for li in range(NL)), Const(0, signed(acc_bits))))
-                s = dsum[o]
-                new = Mux(tag_dup[k][0], s, A[o] + s)
-                with ma.If(rv_dup[k]):
-                    ma.d.sync += A[o].eq(new)
-                with ma.If(rv_dup[k] & tag_dup[k][1]):      # a finished position, over the shift
-                    ma.d.sync += H[o].eq(new)
-                if o < MO - 1:
-                    with ma.Elif(post_go):
-                        ma.d.sync += H[o].eq(H[o + 1])
-        m.d.sync += self.overrun.eq(self.overrun | (res_valid & tag[1] & hold_valid))
+        m.d.comb += acc.shift.eq(post_go)
+        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
         # conv steps: for each finished position, one output channel po per cycle goes through a
@@ -657,7 +464,7 @@ class Controller(wiring.Component):
             with m.Else():
                 m.d.sync += po.eq(po + 1)
 
-        with m.If(res_valid & tag[1]):  # a new finished position: set wins over the clears above
+        with m.If(acc.done):  # a new finished position: set wins over the clears above
             m.d.sync += hold_valid.eq(1)
 
         # ------------------------------------------------------------ softmax, delta, argmax, result
@@ -813,38 +620,23 @@ class Controller(wiring.Component):
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()
         m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        # the start is a registered pulse (for timing: it resets the issuer's counters)
-        start_go = Signal()
-        m.d.sync += start_go.eq(~running & img_full & ~start_go)
-        with m.If(start_go):  # the softmax of the previous image may still be running
-            m.d.sync += [running.eq(1), label.eq(label_in), step.eq(0), step_oh.eq(1), iss_active.eq(1), ho.eq(0),
-                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0), ncycles.eq(0)]
+        m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
+        with m.If(seq.start):
+            m.d.sync += label.eq(label_in)
         with m.If(post_done_step):
-            m.d.sync += [post_done_step.eq(0), step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1), ho.eq(0),
-                         wo.eq(0), gi.eq(0), jj.eq(0), fetch_done.eq(0)]
-        # the last step ends when the logits are taken; the image buffer is free once C1 is done
-        # (step check: final_ready stays up until the softmax has read the logits, while the next
-        # image may already have started)
-        with m.If(running & final_ready & step_oh[NS - 1]):
-            m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0), step_oh.eq(1)]
+            m.d.sync += post_done_step.eq(0)
+        # the image buffer is free once C1 is done
         with m.If(post_done_step & step_oh[0]):
             m.d.sync += img_full.eq(0)
         if self.replica:
-            # shared FC PEs (rtl/replicated.py): the last step's issuer starts once `fc_gnt` is given;
-            # `fc_req` is held from the end of the step before it until the logits are taken
-            fc_wait = Signal()
-            m.d.comb += self.fc_req.eq(running & (step == len(steps) - 1))
-            with m.If(post_done_step & (step == len(steps) - 2)):
-                m.d.sync += [iss_active.eq(0), fc_wait.eq(1)]
-            with m.If(fc_wait & self.fc_gnt):
-                m.d.sync += [iss_active.eq(1), fc_wait.eq(0)]
+            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
         # counters (the programming path's are in programming_path)
         m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
                                  fin_pending | pp.busy | ~wv.cmd.ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
                      self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
-        with m.If(running & iss_active & ~lanes_busy):
+        with m.If(running & seq.issue & ~lanes_busy):
             m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
         return m
 
