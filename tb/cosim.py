@@ -1,7 +1,7 @@
 """System co-simulation: the controller RTL with 8 behavioural PEs on Verilator under cocotb.
 
 The physics stays in golden/: the testbench loads every cell's read current (integer units of
-golden.device.I_Q) into the HDL array models (tb/hdl/pe_model.v) through a backdoor port, and the
+golden.cell.I_Q) into the HDL array models (tb/hdl/pe_model.v) through a backdoor port, and the
 models only add and digitise. Python is never awaited per clock during inference: it feeds one
 image (196 words), then sleeps until the image buffer is free again or a result appears.
 """
@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.device import I_Q_UA
+from golden.cell import I_Q_UA
 from rtl.controller import Controller
 
 HDL = Path(__file__).resolve().parent / "hdl"
@@ -356,7 +356,7 @@ class CrossbarBackend:
         self.session.pulse(Pulse(op))
 
     def end(self, ok, pulses):
-        from golden.device import V_READ, current_units
+        from golden.cell import V_READ, current_units
         s = self.session
         s.end(ok, pulses)
         self.session = None

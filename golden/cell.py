@@ -1,7 +1,7 @@
-"""Device constants of the 1T1R cell (Yao et al. 2020): the one source of the physics numbers.
+"""The 1T1R cell (Yao et al. 2020): read voltage, conductance levels, read-current quantisation.
 
-Issue 3's device and crossbar models extend this file; the golden datapath, the analog model
-and the testbenches all take their numbers from here.
+The one source of these physics numbers: the golden datapath, the analog and crossbar models and
+the testbenches take them from here. The device models (what a pulse does) are golden/devices.py.
 """
 V_READ = 0.2          # V, BL read pulse (Yao 2020, Methods)
 G_MIN_US = 2.5        # uS, lowest of the 8 target levels (Yao 2020, Fig. 1c)
