@@ -11,7 +11,7 @@ G_WINDOW_US = (2.0, 20.0)  # programmable window (REFERENCE.md section 1)
 I_UNIT_UA = V_READ * G_STEP_US  # 0.5 uA: read current of one conductance step at V_READ
 # Cell read currents are quantised to I_Q = I_UNIT / 2**10 (~0.49 nA, far below any device
 # effect) so that SL sums are exact integers: the HDL array model of the co-simulation
-# (tb/hdl/pe_model.v) then reproduces the golden ADC codes bit for bit.
+# (tb/cosim/hdl/pe_model.v) then reproduces the golden ADC codes bit for bit.
 I_Q_FRAC = 10
 I_Q_UA = I_UNIT_UA / (1 << I_Q_FRAC)
 

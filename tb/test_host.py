@@ -1,6 +1,6 @@
 """The whole controller driven from Python: the unmodified driver (sw/driver.py) over
 sw.transport.SimTransport -> link (bypass) -> host bridge -> controller + 8 array models
-(tb/host_cosim.py), the programming physics from golden.crossbar. Every expected value comes
+(tb/cosim/host_cosim.py), the programming physics from golden.crossbar. Every expected value comes
 from golden/ run on an identical copy of the board (same device seed, same operations):
 
   host_path      identify/parameters; inference bit-exact vs golden.datapath on a transferred
@@ -58,7 +58,7 @@ def _check_forward(r, g, d, what):
 
 
 if cocotb is not None:
-    from tb import host_cosim
+    from tb.cosim import host_cosim
 
     @cocotb.test()
     async def host_path(dut):
@@ -69,7 +69,7 @@ if cocotb is not None:
         from golden.idx import default_data_dir, load_dataset
         from golden.mapping import build_mapping
         from golden.update import accumulate, commands, eta_params, threshold, weight_update
-        from tb.link_cosim import with_sim_transport
+        from tb.cosim.link_cosim import with_sim_transport
 
         t0 = time.perf_counter()
         w, xb, gold = _board()
@@ -182,7 +182,7 @@ if cocotb is not None:
     async def noisy_session(dut):
         """Fault injection at the byte level with the controller attached (sw/faults.py)."""
         from sw.faults import controller_ops
-        from tb.link_cosim import with_sim_transport
+        from tb.cosim.link_cosim import with_sim_transport
 
         w, xb, gold = _board()
         # reset the controller (its counters) and reload the array: a fresh board for this test
@@ -221,7 +221,7 @@ if cocotb is not None:
 
 
 def test_host(tmp_path):
-    from tb import host_cosim
+    from tb.cosim import host_cosim
     rep = tmp_path / "host_report.json"
     os.environ["MCNN_HOST_REPORT"] = str(rep)
     try:

@@ -2,7 +2,7 @@
 
 Golden reference: sw/devmodel.DeviceModel -- for the same bytes in, the RTL must send the same
 bytes out (responses, NACKs, replayed responses) and keep the same counters. One Verilator
-build (tb/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
+build (tb/cosim/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
 
   frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG,
                       header errors, truncation with and without the inter-byte timeout,
@@ -24,7 +24,7 @@ import random
 import struct
 
 from tb import harness
-from tb.link_cosim import TB_PARAMS
+from tb.cosim.link_cosim import TB_PARAMS
 
 try:
     import cocotb
@@ -55,7 +55,7 @@ def _too_long(seq, n):
 
 
 if cocotb is not None:
-    from tb import link_cosim as lc
+    from tb.cosim import link_cosim as lc
 
     @cocotb.test()
     async def frames_vs_model(dut):
@@ -379,7 +379,7 @@ if cocotb is not None:
 
 def test_link(capsys):
     from sw.cli import main
-    from tb.link_cosim import LinkTb
+    from tb.cosim.link_cosim import LinkTb
     harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.test_link", dict(TB_PARAMS))
     # the CLI's co-simulated fault session, same build
     assert main(["board", "--sim", "faults", "--device", "cosim", "--frames", "60", "--seed", "3", "--json"]) == 0

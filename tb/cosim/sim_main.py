@@ -17,11 +17,12 @@ import cocotb
 import cocotb.triggers
 import numpy as np
 
-from tb import cosim, harness
+from tb import harness
+from tb.cosim import sim_top
 
 
 async def _infer(dut, ctrl, x, y, desc, progress):
-    return await cosim.infer(dut, ctrl.result_layout, x, y, desc, progress)
+    return await sim_top.infer(dut, ctrl.result_layout, x, y, desc, progress)
 
 
 def _golden(dp, x, y):
@@ -31,14 +32,14 @@ def _golden(dp, x, y):
 
 
 def _compare(res, g, d):
-    return [i for i, r in enumerate(res) if not cosim.same_result(r, (g.logits[i], g.classes[i], g.p[i], d[i]))]
+    return [i for i, r in enumerate(res) if not sim_top.same_result(r, (g.logits[i], g.classes[i], g.p[i], d[i]))]
 
 
 @cocotb.test()
 async def session(dut):
     p = harness.params()
     report = {"images": p["n"], "device": p.get("device", "ideal"), "stages": {}}
-    await cosim.reported_session(_session, dut, p, report)
+    await sim_top.reported_session(_session, dut, p, report)
 
 
 async def _session(dut, p, report):
@@ -54,7 +55,7 @@ async def _session(dut, p, report):
     from golden.transfer import plan
     from golden.update import accumulate, commands, eta_params, threshold, weight_update
     from golden.write_verify import level_target_code
-    from tb.sim_top import build_controller
+    build_controller = sim_top.build_controller
 
     progress = p.get("progress", True)
     w = weights.load(p["weights"])
@@ -70,19 +71,19 @@ async def _session(dut, p, report):
 
     if p.get("device", "ideal") == "ideal":
         array = Datapath(w.int_w, w.q).array   # the golden model's ideal board: exact target levels
-        await cosim.load_cells(dut, array.i_units, dut.clk)
+        await sim_top.load_cells(dut, array.i_units, dut.clk)
     else:
         # ---------------------------------------------------------------- 1. transfer
         xb = Crossbar(p["device"], seed=p.get("seed", 0))
         gold_xb = xb.copy()
-        await cosim.load_cells(dut, xb.i_units(), dut.clk)
+        await sim_top.load_cells(dut, xb.i_units(), dut.clk)
         pl = plan(mapping, w.int_w)
         cells = [(int(a), int(b), int(c), level_target_code(int(lv)))
                  for a, b, c, lv in zip(pl.pe, pl.row, pl.bl, pl.level)]
         from tqdm import tqdm
         bar = tqdm(total=len(cells), desc="transfer (RTL write-verify)", unit="cell", disable=not progress)
         t0 = time.perf_counter()
-        res = await cosim.serve_programming(dut, dut.clk, cosim.CrossbarBackend(xb, ctrl), cells,
+        res = await sim_top.serve_programming(dut, dut.clk, sim_top.CrossbarBackend(xb, ctrl), cells,
                                             on_result=lambda r: bar.update(1))
         bar.close()
         t_tr = time.perf_counter() - t0
@@ -128,7 +129,7 @@ async def _session(dut, p, report):
     if iters:
         eta_m, eta_sh = eta_params(p.get("eta") or ETA_DEFAULT, w.q)
         dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
-        backend = cosim.CrossbarBackend(xb, ctrl)
+        backend = sim_top.CrossbarBackend(xb, ctrl)
         pp_gold = PairProgrammer(gold_xb, "closed")
         rng = np.random.default_rng(p.get("seed", 0) + 7)
         order = rng.permutation(55000)
@@ -150,7 +151,7 @@ async def _session(dut, p, report):
             dut.upd_finish__payload.value = 0
             await RisingEdge(dut.clk)
             dut.upd_finish__valid.value = 0
-            pres = await cosim.serve_programming(dut, dut.clk, backend, until_done=True)
+            pres = await sim_top.serve_programming(dut, dut.clk, backend, until_done=True)
             for cmd in cmds:
                 pp_gold.apply(cmd, it)
             same = bool(np.array_equal(xb.g, gold_xb.g))

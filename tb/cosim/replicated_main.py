@@ -1,4 +1,4 @@
-"""cocotb session of the replicated-convolver co-simulation (tb/replicated_cosim.py): the
+"""cocotb session of the replicated-convolver co-simulation (tb/cosim/replicated_cosim.py): the
 ReplicatedController (rtl/replicated.py) and 8 behavioural PEs, every stage against golden/.
 
   board      a device-model board (golden.crossbar.Crossbar, preset `device`, seed) with the three
@@ -26,11 +26,12 @@ import cocotb
 import cocotb.triggers
 import numpy as np
 
-from tb import cosim, harness
+from tb import harness
+from tb.cosim import sim_top
 
 
 async def _infer(dut, ctrl, x, y):
-    return await cosim.infer(dut, ctrl.result_layout, x, y)
+    return await sim_top.infer(dut, ctrl.result_layout, x, y)
 
 
 def _golden_groups(maps, w, array, x, y):
@@ -52,7 +53,7 @@ def _check(res, gold, groups, expect_group):
         if r["group"] != groups.index(g):
             wrong_group.append(i)
         gr, gd = gold[g]
-        if not cosim.same_result(r, (gr.logits[i], gr.classes[i], gr.p[i], gd[i])):
+        if not sim_top.same_result(r, (gr.logits[i], gr.classes[i], gr.p[i], gd[i])):
             bad.append(i)
         others = [h for h in groups if h != g]
         if all(not np.array_equal(gold[h][0].logits[i], gr.logits[i]) for h in others):
@@ -64,7 +65,7 @@ def _check(res, gold, groups, expect_group):
 async def session(dut):
     p = harness.params()
     report = {"stages": {}}
-    await cosim.reported_session(_session, dut, p, report)
+    await sim_top.reported_session(_session, dut, p, report)
 
 
 async def _session(dut, p, report):
@@ -80,7 +81,7 @@ async def _session(dut, p, report):
     from golden.datapath import delta, softmax_fixed
     from golden.hybrid import fc_logits
     from golden.update import accumulate, eta_params, weight_update
-    from tb.replicated_cosim import build_controller
+    from tb.cosim.replicated_cosim import build_controller
 
     w = weights.load(p["weights"])
     ds = load_dataset(p["data"])
@@ -101,7 +102,7 @@ async def _session(dut, p, report):
     xb = Crossbar(p["device"], seed=p["seed"])
     tr = transfer(xb, maps, w.int_w)
     gold_xb = xb.copy()
-    await cosim.load_cells(dut, xb.i_units(), dut.clk)
+    await sim_top.load_cells(dut, xb.i_units(), dut.clk)
     report["stages"]["board"] = {"cells": int(len(tr.plan.level)), "failed_cells": len(tr.failures),
                                  "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -136,7 +137,7 @@ async def _session(dut, p, report):
         xs, ys = x[:ns], y[:ns]
         res1, _ = await _infer(dut, ctrl, xs, ys)
         g1 = {groups[0]: (gold[groups[0]][0], gold[groups[0]][1])}
-        bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not cosim.same_result(
+        bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not sim_top.same_result(
             r, (g1[groups[0]][0].logits[i], g1[groups[0]][0].classes[i], g1[groups[0]][0].p[i], g1[groups[0]][1][i]))]
         ts1 = np.array([r["timestamp"] for r in res1])
         single = float(np.diff(ts1).mean()) if ns > 1 else float(res1[0]["cycles"])
@@ -159,7 +160,7 @@ async def _session(dut, p, report):
         B = p.get("batch", 6)
         eta_m, eta_sh = eta_params(eta, w.q)
         dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
-        backend = cosim.CrossbarBackend(xb, ctrl)
+        backend = sim_top.CrossbarBackend(xb, ctrl)
         clip = p.get("clip", REP_CLIP_CODE)
         dut.clip_code.value = clip
         trainer = HybridTrainer(gold_xb, maps[groups[0]], w.q, HybridConfig(eta=eta, clip_code=clip or None))
@@ -182,7 +183,7 @@ async def _session(dut, p, report):
             await RisingEdge(dut.clk)
             dut.upd_finish__valid.value = 0
             t0 = time.perf_counter()
-            pres = await cosim.serve_programming(dut, dut.clk, backend, until_done=True)
+            pres = await sim_top.serve_programming(dut, dut.clk, backend, until_done=True)
             t_prog = time.perf_counter() - t0
             c0 = trainer.prog.stats.cells
             acc = sum(accumulate(vb, delta(softmax_fixed(fc_logits(gold_xb, trainer.fc_groups, vb), trainer.sm_m,
@@ -219,7 +220,7 @@ async def _session(dut, p, report):
             dut.upd_finish__payload.value = 0
             await RisingEdge(dut.clk)
             dut.upd_finish__valid.value = 0
-            pres = await cosim.serve_programming(dut, dut.clk, backend, until_done=True)
+            pres = await sim_top.serve_programming(dut, dut.clk, backend, until_done=True)
             c0 = trainer.prog.stats.cells
             ncmd, _ = trainer.step(v, yt)
             same = bool(np.array_equal(xb.g, gold_xb.g))

@@ -1,7 +1,7 @@
 """System co-simulation: the controller RTL with 8 behavioural PEs on Verilator under cocotb.
 
 The physics stays in golden/: the testbench loads every cell's read current (integer units of
-golden.cell.I_Q) into the HDL array models (tb/hdl/pe_model.v) through a backdoor port, and the
+golden.cell.I_Q) into the HDL array models (tb/cosim/hdl/pe_model.v) through a backdoor port, and the
 models only add and digitise. Python is never awaited per clock during inference: it feeds one
 image (196 words), then sleeps until the image buffer is free again or a result appears.
 """
@@ -16,7 +16,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.adc import ADC
 from golden.cell import I_Q_UA
+from golden.datapath import softmax_params
 from rtl.controller import Controller
 
 HDL = Path(__file__).resolve().parent / "hdl"
@@ -125,6 +127,28 @@ def adc_shift_for(adc) -> int:
     if abs(ratio - (1 << shift)) > 1e-9:
         raise ValueError(f"ADC LSB {adc.lsb_ua} uA is not a power-of-two multiple of I_Q = {I_Q_UA} uA")
     return shift
+
+
+# ------------------------------------------------------------------ build and run (tests, `mcnn sim`, `mcnn bench`)
+
+def build_controller(w):
+    return Controller(w.q.requant, softmax_params(w.q.logit_scale))
+
+
+def sim_top(w):
+    return SimTop(build_controller(w), adc_shift_for(ADC()))
+
+
+def session_params(weights, data, n, report, **kw) -> dict:
+    """Parameters of a tb/cosim/sim_main.py session (make sim, make bench, the tests)."""
+    return {"weights": str(Path(weights).resolve()), "data": str(Path(data).resolve()), "n": n,
+            "report": str(Path(report).resolve()), **kw}
+
+
+def run(w, params, log_to_terminal=False, waves=False):
+    from tb import harness
+    return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=[PE_MODEL],
+                             ports_only=True, hdl_clock_ns=10, log_to_terminal=log_to_terminal, waves=waves)
 
 
 # ------------------------------------------------------------------ cocotb side
