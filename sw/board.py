@@ -67,11 +67,11 @@ def run(args, cosim=None) -> dict:
 
 
 def _model(args) -> dict:
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.faults import model_session
     if args.sim == "faults":
         return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max)
-    c = Controller.model(retries=args.retries).open()
+    c = Board.model(retries=args.retries).open()
     return {"source": "model", **(c.identify() if args.sim == "identify" else c.status())}
 
 
@@ -121,7 +121,7 @@ def host_session(c, cfg) -> dict:
 
 
 def _serial(args) -> dict:
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.faults import run_session
     from sw.transport import FaultyTransport, SerialTransport
     tr = SerialTransport(args.port, args.baud)
@@ -129,9 +129,9 @@ def _serial(args) -> dict:
     try:
         if args.session == "faults":
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
-            c = Controller(faulty, retries=args.retries, timeout=timeout)
+            c = Board(faulty, retries=args.retries, timeout=timeout)
             return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
-        c = Controller(tr, retries=args.retries, timeout=timeout).open()
+        c = Board(tr, retries=args.retries, timeout=timeout).open()
         cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
         if args.session in ("program", "read"):
             cfg["cells"] = parse_cells(args.cells, args.session == "program")

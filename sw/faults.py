@@ -212,11 +212,11 @@ def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int = 
                   max_payload: int = 1024) -> dict:
     """The session against the pure-Python device model (instant timeouts)."""
     from sw.devmodel import DeviceModel
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.transport import FaultyTransport, ModelTransport
     faulty = FaultyTransport(ModelTransport(DeviceModel(max_payload=max_payload, max_response=max_payload)),
                              seed=seed, rate=rate, hang_max=hang_max)
-    ctrl = Controller(faulty, retries=retries, seq=seed & 0xFF)
+    ctrl = Board(faulty, retries=retries, seq=seed & 0xFF)
     return run_session(ctrl, faulty, frames, seed, source="model")
 
 
@@ -237,7 +237,7 @@ def controller_ops(oracle, weights=None):
     oracle: .cells [(pe, row, bl)], .program(pe, row, bl, target) -> (ok, pulses, final_code),
     .read(pe, row, bl) -> code, .pulses -> programming pulses so far. A PROGRAM that ends in
     LinkTimeout may or may not have executed: the driver settles it with Link.resolve() (the same
-    frame again: executed once either way, Controller.resolve_tries times, under the same faults);
+    frame again: executed once either way, Board.resolve_tries times, under the same faults);
     only if that fails too is the reference unknown and later checks skipped (`uncertain`). The
     final check (faults off) compares the pulse counters and every cell's code: a PROGRAM executed
     twice or lost shows up there as undetected.

@@ -83,10 +83,10 @@ if cocotb is not None:
 
         def host(tr, bridge):
             from sw import csr_map, host_proto
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.transport import FaultyTransport
             faulty = FaultyTransport(tr, seed=1, rate=0.0, kinds=("repeat_frame",))
-            c = Controller(faulty, timeout=120.0, retries=2).open()
+            c = Board(faulty, timeout=120.0, retries=2).open()
             # ---- identify
             p = c.parameters()
             assert p["id"] == csr_map.REGISTERS["link_id"].reset and p["map_hash"] == csr_map.MAP_HASH, \
@@ -191,14 +191,14 @@ if cocotb is not None:
         oracle = host_cosim.GoldenOracle(gold, host_cosim.FAULT_CELLS)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.faults import run_session
             from sw.transport import FaultyTransport
             # the HDL-clocked top has no reset port (tb/harness.py): the previous test's state is
             # cleared with the link's soft reset of the controller and the bridge (their counters)
-            Controller(tr, timeout=60.0).open().reset(controller=True)
+            Board(tr, timeout=60.0).open().reset(controller=True)
             faulty = FaultyTransport(tr, seed=21, rate=0.2, hang_max=3)
-            c = Controller(faulty, retries=5, timeout=60.0, seq=21)
+            c = Board(faulty, retries=5, timeout=60.0, seq=21)
             extra, final, opw = controller_ops(oracle)
             return run_session(c, faulty, FAULT_FRAMES, seed=21, source="controller", stream_check="echo_op",
                                extra_ops=extra, final_check=final, op_weights=opw)

@@ -263,17 +263,17 @@ if cocotb is not None:
         await start(dut, xb, ctrl)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             if cfg["session"] == "faults":
                 from sw.faults import controller_ops, run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                ctrl_ = Controller(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                ctrl_ = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
                 extra, final, opw = controller_ops(GoldenOracle(gold, FAULT_CELLS))
                 return run_session(ctrl_, faulty, cfg["frames"], cfg["seed"], source="controller",
                                    stream_check="echo_op", extra_ops=extra, final_check=final, op_weights=opw)
             from sw.board import host_session
-            c = Controller(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            c = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
             return host_session(c, cfg)
 
         result = await with_sim_transport(dut, host)

@@ -391,14 +391,14 @@ if cocotb is not None:
         await start(dut)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             if cfg["session"] == "faults":
                 from sw.faults import run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                ctrl = Controller(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                ctrl = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
                 return run_session(ctrl, faulty, cfg["frames"], cfg["seed"], source="cosim")
-            ctrl = Controller(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            ctrl = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
             return ctrl.identify() if cfg["session"] == "identify" else ctrl.status()
 
         result = await with_sim_transport(dut, host)
