@@ -66,11 +66,7 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
     t0 = time.perf_counter()
     faulty.enabled = False
     ctrl.open()
-    ident = dict(ctrl.info)
-    max_ping = min(ident["max_payload"], ident["max_response"])
-    scratch = {rng.randrange(1 << 32)}
-    ctrl.write_csr("link_scratch", next(iter(scratch)))
-    e0 = ctrl.read_csr("link_executed")
+    session = _Session(ctrl, rng, stream_check, extra_ops)
     st0 = ctrl.link.stats.retries, ctrl.link.stats.attempts
 
     attempt_log = []
@@ -82,81 +78,14 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
 
     ctrl.link.on_attempt = on_attempt
     faulty.enabled = True
-    res = {"succeeded": 0, "failed": 0, "undetected": 0, "expected_errors": 0}
+    res = {"succeeded": 0, "failed": 0, "undetected": 0}
     ops = {}
     failures = []
-    link = ctrl.link
-    id_base, id_n = csr_map.WINDOWS["link_identify"]
-    id_words = [ident[csr_map.BY_ADDR[id_base + i].name.removeprefix("link_")] for i in range(id_n)]
-
-    def expect_error(cls, fn):
-        try:
-            fn()
-        except cls:
-            res["expected_errors"] += 1
-            return
-        raise _Wrong(f"expected {cls.__name__}")
-
     for _ in range(frames):
         op = rng.choices(ops_all, weights_all)[0]
         ops[op] = ops.get(op, 0) + 1
         try:
-            if op == "ping":
-                n = rng.choice((0, rng.randint(1, 32), rng.randint(1, max_ping)))
-                p = bytes(rng.randrange(256) for _ in range(n))
-                if link.transact(Cmd.PING, p) != p:
-                    raise _Wrong("ping echo differs")
-            elif op == "write":
-                v = rng.randrange(1 << 32)
-                try:
-                    ctrl.write_csr("link_scratch", v)
-                except LinkTimeout:
-                    scratch.add(v)          # may or may not have been written
-                    raise
-                scratch = {v}
-            elif op == "read":
-                v = ctrl.read_csr("link_scratch")
-                if v not in scratch:
-                    raise _Wrong(f"scratch {v:#x} not in {sorted(scratch)}")
-                scratch = {v}
-            elif op == "csr_ident":
-                if ctrl.read_csr(id_base, id_n) != id_words:
-                    raise _Wrong("identity registers differ")
-            elif op == "identify":
-                if ctrl.identify() != ident:
-                    raise _Wrong("identify differs")
-            elif op == "status":
-                s = ctrl.status()
-                if s["executed"] < e0:
-                    raise _Wrong("executed counter went backwards")
-            elif op == "stream":
-                words = [rng.randrange(1 << 32) for _ in range(rng.randint(1, 8))]
-                if stream_check is not None:
-                    if not stream_check(ctrl, words):
-                        raise _Wrong("stream (ECHO) response differs")
-                elif ctrl.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
-                    raise _Wrong("stream response differs")
-            elif op == "soft_reset":
-                ctrl.reset(controller=True, counters=False)
-            elif op == "bad_cmd":
-                expect_error(UnknownCommand, lambda: link.transact(0x7E, b"\x00" * rng.randint(0, 8)))
-            elif op == "bad_addr":
-                expect_error(BadAddress, lambda: ctrl.read_csr(csr_map.SIZE + rng.randrange(100)))
-            elif op == "read_only":
-                expect_error(ReadOnlyRegister, lambda: ctrl.write_csr("link_id", 1, check=False))
-            elif op == "bad_len":
-                expect_error(BadLength, lambda: link.transact(Cmd.IDENTIFY, b"\x01"))
-            elif op == "bad_arg":
-                expect_error(BadArgument, lambda: link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 0)))
-            elif op == "bad_reset":
-                expect_error(BadArgument, lambda: link.transact(Cmd.RESET, struct.pack("<I", 0x100)))
-            elif op in extra_ops:
-                n0 = link.stats.commands
-                ok = extra_ops[op][1](ctrl, rng)
-                if link.stats.commands - n0 != 1:
-                    raise RuntimeError(f"extra op {op} must send exactly one command")
-                if ok is False:
-                    raise _Wrong(f"{op}: answer differs from the reference")
+            session.run(op)
             res["succeeded"] += 1
         except LinkTimeout as e:
             res["failed"] += 1
@@ -167,12 +96,31 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
 
     faulty.enabled = False
     ctrl.link.on_attempt = None
+    res["expected_errors"] = session.expected_errors
+    out = {"source": source, "frames": frames, **_outcome(ctrl, faulty, session, res, attempt_log, st0, final_check)}
+    final = out.pop("final_check")
+    return {
+        **out,
+        "ops": dict(sorted(ops.items())),
+        "seed": seed,
+        "rate": faulty.rate,
+        "retries": ctrl.link.retries,
+        "device_params": {k: session.ident[k] for k in ("max_payload", "max_response")},
+        "seconds": round(time.perf_counter() - t0, 3),
+        **({"final_check": final} if final is not None else {}),
+        "failures": [f for f in failures if f.startswith("UNDETECTED")][:10] + failures[:5],
+    }
+
+
+def _outcome(ctrl, faulty, session, res, attempt_log, st0, final_check) -> dict:
+    """After the session, faults off: the exactly-once check on the device's `executed` counter,
+    final_check, and the attribution of the injected faults to detected / masked."""
     retried = ctrl.link.stats.retries - st0[0]
     attempts = ctrl.link.stats.attempts - st0[1]
     e1 = ctrl.read_csr("link_executed")
     answered = res["succeeded"] + res["undetected"]
     lo, hi = 1 + answered, 1 + answered + res["failed"]
-    grown = (e1 - e0) & 0xFFFFFFFF
+    grown = (e1 - session.e0) & 0xFFFFFFFF
     exactly_once_violations = max(0, grown - hi) + max(0, lo - grown)
     res["undetected"] += exactly_once_violations
     final = final_check(ctrl) if final_check is not None else None
@@ -182,8 +130,6 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
     detected = sum(n for o, n in attempt_log if o in ("timeout", "nack_crc", "nack_too_long"))
     masked = sum(n for o, n in attempt_log if o in ("ok", "device_error"))
     return {
-        "source": source,
-        "frames": frames,
         "injected": faulty.events,
         "detected": detected,
         "masked": masked,
@@ -197,15 +143,93 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
         "executed_growth": grown,
         "executed_bounds": [lo, hi],
         "device_counters": {k: device[k] for k in ("crc_errors", "framing_errors", "dropped_frames", "dup_frames")},
-        "ops": dict(sorted(ops.items())),
-        "seed": seed,
-        "rate": faulty.rate,
-        "retries": ctrl.link.retries,
-        "device_params": {k: ident[k] for k in ("max_payload", "max_response")},
-        "seconds": round(time.perf_counter() - t0, 3),
-        **({"final_check": final} if final is not None else {}),
-        "failures": [f for f in failures if f.startswith("UNDETECTED")][:10] + failures[:5],
+        "final_check": final,
     }
+
+
+class _Session:
+    """What a session's commands are checked against (identity, scratch values, executed count at
+    the start), and the commands themselves: run(op) raises _Wrong for a wrong answer."""
+
+    def __init__(self, ctrl, rng, stream_check, extra_ops):
+        self.ctrl, self.link, self.rng = ctrl, ctrl.link, rng
+        self.stream_check, self.extra_ops = stream_check, extra_ops
+        self.ident = dict(ctrl.info)
+        self.max_ping = min(self.ident["max_payload"], self.ident["max_response"])
+        self.scratch = {rng.randrange(1 << 32)}
+        ctrl.write_csr("link_scratch", next(iter(self.scratch)))
+        self.e0 = ctrl.read_csr("link_executed")
+        self.id_base, self.id_n = csr_map.WINDOWS["link_identify"]
+        self.id_words = [self.ident[csr_map.BY_ADDR[self.id_base + i].name.removeprefix("link_")]
+                         for i in range(self.id_n)]
+        self.expected_errors = 0
+
+    def expect_error(self, cls, fn):
+        try:
+            fn()
+        except cls:
+            self.expected_errors += 1
+            return
+        raise _Wrong(f"expected {cls.__name__}")
+
+    def run(self, op):
+        ctrl, link, rng, expect_error = self.ctrl, self.link, self.rng, self.expect_error
+        if op == "ping":
+            n = rng.choice((0, rng.randint(1, 32), rng.randint(1, self.max_ping)))
+            p = bytes(rng.randrange(256) for _ in range(n))
+            if link.transact(Cmd.PING, p) != p:
+                raise _Wrong("ping echo differs")
+        elif op == "write":
+            v = rng.randrange(1 << 32)
+            try:
+                ctrl.write_csr("link_scratch", v)
+            except LinkTimeout:
+                self.scratch.add(v)          # may or may not have been written
+                raise
+            self.scratch = {v}
+        elif op == "read":
+            v = ctrl.read_csr("link_scratch")
+            if v not in self.scratch:
+                raise _Wrong(f"scratch {v:#x} not in {sorted(self.scratch)}")
+            self.scratch = {v}
+        elif op == "csr_ident":
+            if ctrl.read_csr(self.id_base, self.id_n) != self.id_words:
+                raise _Wrong("identity registers differ")
+        elif op == "identify":
+            if ctrl.identify() != self.ident:
+                raise _Wrong("identify differs")
+        elif op == "status":
+            s = ctrl.status()
+            if s["executed"] < self.e0:
+                raise _Wrong("executed counter went backwards")
+        elif op == "stream":
+            words = [rng.randrange(1 << 32) for _ in range(rng.randint(1, 8))]
+            if self.stream_check is not None:
+                if not self.stream_check(ctrl, words):
+                    raise _Wrong("stream (ECHO) response differs")
+            elif ctrl.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
+                raise _Wrong("stream response differs")
+        elif op == "soft_reset":
+            ctrl.reset(controller=True, counters=False)
+        elif op == "bad_cmd":
+            expect_error(UnknownCommand, lambda: link.transact(0x7E, b"\x00" * rng.randint(0, 8)))
+        elif op == "bad_addr":
+            expect_error(BadAddress, lambda: ctrl.read_csr(csr_map.SIZE + rng.randrange(100)))
+        elif op == "read_only":
+            expect_error(ReadOnlyRegister, lambda: ctrl.write_csr("link_id", 1, check=False))
+        elif op == "bad_len":
+            expect_error(BadLength, lambda: link.transact(Cmd.IDENTIFY, b"\x01"))
+        elif op == "bad_arg":
+            expect_error(BadArgument, lambda: link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 0)))
+        elif op == "bad_reset":
+            expect_error(BadArgument, lambda: link.transact(Cmd.RESET, struct.pack("<I", 0x100)))
+        elif op in self.extra_ops:
+            n0 = link.stats.commands
+            ok = self.extra_ops[op][1](ctrl, rng)
+            if link.stats.commands - n0 != 1:
+                raise RuntimeError(f"extra op {op} must send exactly one command")
+            if ok is False:
+                raise _Wrong(f"{op}: answer differs from the reference")
 
 
 def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int = 5, hang_max: int = 8,

@@ -360,6 +360,18 @@ async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_re
     return results
 
 
+async def finish_batch(dut, backend):
+    """End a training batch: the update engine's finish marker for one clock, then serve the
+    programming it causes until the pair programmer is done. -> the write-verify results."""
+    from cocotb.triggers import RisingEdge
+    dut.train.value = 0
+    dut.upd_finish__valid.value = 1
+    dut.upd_finish__payload.value = 0
+    await RisingEdge(dut.clk)
+    dut.upd_finish__valid.value = 0
+    return await serve_programming(dut, dut.clk, backend, until_done=True)
+
+
 class CrossbarBackend:
     """Serves the RTL's programming requests from a golden.crossbar.Crossbar (the physics)."""
 
