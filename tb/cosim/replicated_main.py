@@ -69,18 +69,10 @@ async def session(dut):
 
 
 async def _session(dut, p, report):
-    from cocotb.triggers import RisingEdge
-
-    from golden import cnn, weights
-    from golden.crossbar import Crossbar
-    from golden.hybrid import REP_CLIP_CODE, HybridConfig, HybridTrainer, fc_inputs
+    from golden import weights
     from golden.idx import load_dataset
     from golden.perf import bound_cycles_per_image
     from golden.replicate import group_mappings
-    from golden.transfer import transfer
-    from golden.datapath import delta, softmax_fixed
-    from golden.hybrid import fc_logits
-    from golden.update import accumulate, eta_params, weight_update
     from tb.cosim.replicated_cosim import build_controller
 
     w = weights.load(p["weights"])
@@ -90,14 +82,34 @@ async def _session(dut, p, report):
     ctrl = build_controller(w)
     maps = group_mappings()
     groups = list(maps)
-    G = len(groups)
     report.update({"images": n, "device": p["device"], "seed": p["seed"], "groups": groups})
     await harness.start_clock_and_reset(dut, start_clock=False)
     dut.train.value = 0
     dut.th_code.value = 15
     dut.route.value = 0
 
-    # ------------------------------------------------------------------ board
+    xb, gold_xb = await _board(dut, p, w, maps, report)
+    gold, period = await _replicated_inference(dut, ctrl, w, maps, xb, x, y, report)
+    ns = p.get("single", 0)
+    if ns:
+        await _single_group(dut, ctrl, gold[groups[0]], x[:ns], y[:ns], period, report)
+    bound = bound_cycles_per_image()
+    report.update({"cycles_per_image": round(period, 1), "bound_cycles_per_image_single": bound["cycles"],
+                   "replicated_over_single_bound": round(period / bound["cycles"], 4)})
+    if p.get("rounds", 0):
+        await _training(dut, p, w, ctrl, maps, ds, xb, gold_xb, report)
+        await _inference_after_training(dut, ctrl, w, maps, xb, x, y, report)
+
+    report["counters"] = {"slot_reads": int(dut.slot_reads.value), "lane_idle": int(dut.lane_idle.value),
+                          "overrun": int(dut.overrun.value), "set_pulses": int(dut.set_pulses.value),
+                          "reset_pulses": int(dut.reset_pulses.value), "verify_reads": int(dut.verify_reads.value)}
+
+
+async def _board(dut, p, w, maps, report):
+    """The device board: every group's conv copy and the shared FC by golden's closed-loop transfer,
+    loaded into the PE models. -> (board, golden copy)."""
+    from golden.crossbar import Crossbar
+    from golden.transfer import transfer
     t0 = time.perf_counter()
     xb = Crossbar(p["device"], seed=p["seed"])
     tr = transfer(xb, maps, w.int_w)
@@ -105,8 +117,14 @@ async def _session(dut, p, report):
     await sim_top.load_cells(dut, xb.i_units(), dut.clk)
     report["stages"]["board"] = {"cells": int(len(tr.plan.level)), "failed_cells": len(tr.failures),
                                  "seconds": round(time.perf_counter() - t0, 1)}
+    return xb, gold_xb
 
-    # ------------------------------------------------------------------ replicated inference
+
+async def _replicated_inference(dut, ctrl, w, maps, xb, x, y, report):
+    """The test images dealt round robin to the groups, each against its group's golden datapath.
+    -> (golden results per group, steady-state cycles between results)."""
+    groups = list(maps)
+    G, n = len(groups), len(x)
     gold = _golden_groups(maps, w, xb, x, y)
     res, t_inf = await _infer(dut, ctrl, x, y)
     bad, wrong_group, distinct = _check(res, gold, groups, lambda i: groups[i % G])
@@ -129,122 +147,135 @@ async def _session(dut, p, report):
     report["stages"]["inference"] = st
     report.update({"bitexact_images": st["bitexact_images"], "mismatched_images": st["mismatched_images"]})
     assert not bad and not wrong_group, f"replicated inference differs from golden: {st}"
+    return gold, period
 
-    # ------------------------------------------------------------------ single group (route = G1)
-    ns = p.get("single", 0)
-    if ns:
-        dut.route.value = 1
-        xs, ys = x[:ns], y[:ns]
-        res1, _ = await _infer(dut, ctrl, xs, ys)
-        g1 = {groups[0]: (gold[groups[0]][0], gold[groups[0]][1])}
-        bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not sim_top.same_result(
-            r, (g1[groups[0]][0].logits[i], g1[groups[0]][0].classes[i], g1[groups[0]][0].p[i], g1[groups[0]][1][i]))]
-        ts1 = np.array([r["timestamp"] for r in res1])
-        single = float(np.diff(ts1).mean()) if ns > 1 else float(res1[0]["cycles"])
-        report["stages"]["single_group"] = {"images": ns, "mismatched_images": len(bad1),
-                                            "cycles_per_image": round(single, 1)}
-        report["bitexact_images"] += ns - len(bad1)
-        report["mismatched_images"] += len(bad1)
-        report["speedup"] = round(single / period, 3)
-        report["replicated_over_single"] = round(period / single, 4)
-        dut.route.value = 0
-        assert not bad1, f"single-group inference differs from golden: {bad1}"
-    bound = bound_cycles_per_image()
-    report.update({"cycles_per_image": round(period, 1), "bound_cycles_per_image_single": bound["cycles"],
-                   "replicated_over_single_bound": round(period / bound["cycles"], 4)})
 
-    # ------------------------------------------------------------------ replicated training
-    rounds = p.get("rounds", 0)
-    if rounds:
-        eta = p["eta"]
-        B = p.get("batch", 6)
-        eta_m, eta_sh = eta_params(eta, w.q)
-        dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
-        backend = sim_top.CrossbarBackend(xb, ctrl)
-        clip = p.get("clip", REP_CLIP_CODE)
-        dut.clip_code.value = clip
-        trainer = HybridTrainer(gold_xb, maps[groups[0]], w.q, HybridConfig(eta=eta, clip_code=clip or None))
-        rng = np.random.default_rng(p["seed"] + 11)
-        trace = []
-        fc = cnn.weight_layers()[-1].name
-        for it in range(rounds):
-            idx = rng.choice(55000, size=(G, B), replace=False)   # batch g of this round -> group g
-            order = idx.T.reshape(-1)                             # interleaved: image k -> group k mod 3
-            xt, yt = ds.train_images[order], ds.train_labels[order].astype(np.int64)
-            gg = _golden_groups(maps, w, gold_xb, xt, yt)
-            parts = [(fc_inputs(gold_xb, w.int_w, w.q, maps[g], ds.train_images[idx[gi]]),
-                      ds.train_labels[idx[gi]].astype(np.int64)) for gi, g in enumerate(groups)]
-            dut.train.value = 1
-            res, _ = await _infer(dut, ctrl, xt, yt)
-            bad_fw, wg, _ = _check(res, gg, groups, lambda i: groups[i % G])
-            dut.train.value = 0
-            dut.upd_finish__valid.value = 1
-            dut.upd_finish__payload.value = 0
-            await RisingEdge(dut.clk)
-            dut.upd_finish__valid.value = 0
-            t0 = time.perf_counter()
-            pres = await sim_top.serve_programming(dut, dut.clk, backend, until_done=True)
-            t_prog = time.perf_counter() - t0
-            c0 = trainer.prog.stats.cells
-            acc = sum(accumulate(vb, delta(softmax_fixed(fc_logits(gold_xb, trainer.fc_groups, vb), trainer.sm_m,
-                                                         trainer.sm_sh), yb)) for vb, yb in parts)
-            mx = int(np.abs(weight_update(acc, trainer.m, trainer.sh)).max())   # > clip: clipping engaged
-            ncmd, _ = trainer.step(parts)
-            same = bool(np.array_equal(xb.g, gold_xb.g))
-            trace.append({"round": it + 1, "images": G * B, "max_abs_update": mx, "commands_golden": ncmd,
-                          "cells_programmed": len(pres),
-                          "cells_programmed_golden": trainer.prog.stats.cells - c0, "forward_mismatches": len(bad_fw),
-                          "wrong_group_tags": len(wg), "conductances_equal_golden": same,
-                          "programming_seconds": round(t_prog, 1)})
-            assert not bad_fw and not wg and same, f"replicated training round {it + 1} differs: {trace[-1]}"
-        report["stages"]["training"] = {"rounds": rounds, "batch_per_group": B, "eta": eta, "update": "round",
-                                        "clip": clip, "fc_layer": fc, "trace": trace}
-        dut.clip_code.value = 0
-        trainer.cfg.clip_code = None
-        # per-batch updates (golden `--rep-update batch`): batch i through group i mod 3 alone
-        # (route = that group), one programming pass per batch
-        btrace = []
-        for it in range(p.get("batch_steps", 0)):
-            gi = it % G
-            g = groups[gi]
-            ix = rng.choice(55000, size=B, replace=False)
-            xt, yt = ds.train_images[ix], ds.train_labels[ix].astype(np.int64)
-            gg = _golden_groups({g: maps[g]}, w, gold_xb, xt, yt)
-            v = fc_inputs(gold_xb, w.int_w, w.q, maps[g], xt)
-            dut.route.value = gi + 1
-            dut.train.value = 1
-            res, _ = await _infer(dut, ctrl, xt, yt)
-            bad_fw, wg, _ = _check(res, {h: gg[g] for h in groups}, groups, lambda i, g=g: g)
-            dut.train.value = 0
-            dut.upd_finish__valid.value = 1
-            dut.upd_finish__payload.value = 0
-            await RisingEdge(dut.clk)
-            dut.upd_finish__valid.value = 0
-            pres = await sim_top.serve_programming(dut, dut.clk, backend, until_done=True)
-            c0 = trainer.prog.stats.cells
-            ncmd, _ = trainer.step(v, yt)
-            same = bool(np.array_equal(xb.g, gold_xb.g))
-            btrace.append({"batch": it + 1, "group": g, "images": B, "commands_golden": ncmd,
-                           "cells_programmed": len(pres), "cells_programmed_golden": trainer.prog.stats.cells - c0,
-                           "forward_mismatches": len(bad_fw), "wrong_group_tags": len(wg),
-                           "conductances_equal_golden": same})
-            assert not bad_fw and not wg and same, f"per-batch training step {it + 1} differs: {btrace[-1]}"
-        dut.route.value = 0
-        if btrace:
-            report["stages"]["training_per_batch"] = {"batches": len(btrace), "update": "batch", "clip": 0,
-                                                      "trace": btrace}
-        # inference again on the trained board
-        gold = _golden_groups(maps, w, xb, x, y)
-        res, _ = await _infer(dut, ctrl, x, y)
-        bad2, wg2, _ = _check(res, gold, groups, lambda i: groups[i % G])
-        report["stages"]["inference_after_training"] = {
-            "bitexact_images": n - len(bad2), "mismatched_images": len(bad2),
-            "per_group_accuracy_rtl": {g: float(np.mean([res[i]["cls"] == y[i] for i in range(gi, n, G)]) * 100)
-                                       for gi, g in enumerate(groups)}}
-        report["bitexact_images"] += n - len(bad2)
-        report["mismatched_images"] += len(bad2)
-        assert not bad2 and not wg2, f"inference after training differs: {bad2}"
+async def _single_group(dut, ctrl, gold1, xs, ys, period, report):
+    """The first images all routed to G1 (route = 1): the single-network pipeline, for the throughput
+    comparison; gold1: G1's golden (results, delta)."""
+    ns = len(xs)
+    dut.route.value = 1
+    res1, _ = await _infer(dut, ctrl, xs, ys)
+    g1, d1 = gold1
+    bad1 = [i for i, r in enumerate(res1) if r["group"] != 0 or not sim_top.same_result(
+        r, (g1.logits[i], g1.classes[i], g1.p[i], d1[i]))]
+    ts1 = np.array([r["timestamp"] for r in res1])
+    single = float(np.diff(ts1).mean()) if ns > 1 else float(res1[0]["cycles"])
+    report["stages"]["single_group"] = {"images": ns, "mismatched_images": len(bad1),
+                                        "cycles_per_image": round(single, 1)}
+    report["bitexact_images"] += ns - len(bad1)
+    report["mismatched_images"] += len(bad1)
+    report["speedup"] = round(single / period, 3)
+    report["replicated_over_single"] = round(period / single, 4)
+    dut.route.value = 0
+    assert not bad1, f"single-group inference differs from golden: {bad1}"
 
-    report["counters"] = {"slot_reads": int(dut.slot_reads.value), "lane_idle": int(dut.lane_idle.value),
-                          "overrun": int(dut.overrun.value), "set_pulses": int(dut.set_pulses.value),
-                          "reset_pulses": int(dut.reset_pulses.value), "verify_reads": int(dut.verify_reads.value)}
+
+async def _training(dut, p, w, ctrl, maps, ds, xb, gold_xb, report):
+    """Replicated training against golden.hybrid.HybridTrainer on the copy: `rounds` rounds with one
+    update per round (clipped), then `batch_steps` per-batch updates without clipping."""
+    from golden.hybrid import REP_CLIP_CODE, HybridConfig, HybridTrainer
+    from golden.update import eta_params
+    groups = list(maps)
+    eta = p["eta"]
+    eta_m, eta_sh = eta_params(eta, w.q)
+    dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
+    backend = sim_top.CrossbarBackend(xb, ctrl)
+    clip = p.get("clip", REP_CLIP_CODE)
+    dut.clip_code.value = clip
+    trainer = HybridTrainer(gold_xb, maps[groups[0]], w.q, HybridConfig(eta=eta, clip_code=clip or None))
+    rng = np.random.default_rng(p["seed"] + 11)   # one stream for the rounds, then the batches
+    await _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, clip, report)
+    dut.clip_code.value = 0
+    trainer.cfg.clip_code = None
+    await _training_batches(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, report)
+
+
+async def _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, clip, report):
+    """Per round one batch per group, interleaved image by image (image k -> group k mod 3); the
+    shared update engine sums equation 1 over the round and clips."""
+    from golden import cnn
+    from golden.datapath import delta, softmax_fixed
+    from golden.hybrid import fc_inputs, fc_logits
+    from golden.update import accumulate, weight_update
+    groups = list(maps)
+    G = len(groups)
+    rounds, B = p.get("rounds", 0), p.get("batch", 6)
+    trace = []
+    fc = cnn.weight_layers()[-1].name
+    for it in range(rounds):
+        idx = rng.choice(55000, size=(G, B), replace=False)   # batch g of this round -> group g
+        order = idx.T.reshape(-1)                             # interleaved: image k -> group k mod 3
+        xt, yt = ds.train_images[order], ds.train_labels[order].astype(np.int64)
+        gg = _golden_groups(maps, w, gold_xb, xt, yt)
+        parts = [(fc_inputs(gold_xb, w.int_w, w.q, maps[g], ds.train_images[idx[gi]]),
+                  ds.train_labels[idx[gi]].astype(np.int64)) for gi, g in enumerate(groups)]
+        dut.train.value = 1
+        res, _ = await _infer(dut, ctrl, xt, yt)
+        bad_fw, wg, _ = _check(res, gg, groups, lambda i: groups[i % G])
+        t0 = time.perf_counter()
+        pres = await sim_top.finish_batch(dut, backend)
+        t_prog = time.perf_counter() - t0
+        c0 = trainer.prog.stats.cells
+        acc = sum(accumulate(vb, delta(softmax_fixed(fc_logits(gold_xb, trainer.fc_groups, vb), trainer.sm_m,
+                                                     trainer.sm_sh), yb)) for vb, yb in parts)
+        mx = int(np.abs(weight_update(acc, trainer.m, trainer.sh)).max())   # > clip: clipping engaged
+        ncmd, _ = trainer.step(parts)
+        same = bool(np.array_equal(xb.g, gold_xb.g))
+        trace.append({"round": it + 1, "images": G * B, "max_abs_update": mx, "commands_golden": ncmd,
+                      "cells_programmed": len(pres),
+                      "cells_programmed_golden": trainer.prog.stats.cells - c0, "forward_mismatches": len(bad_fw),
+                      "wrong_group_tags": len(wg), "conductances_equal_golden": same,
+                      "programming_seconds": round(t_prog, 1)})
+        assert not bad_fw and not wg and same, f"replicated training round {it + 1} differs: {trace[-1]}"
+    report["stages"]["training"] = {"rounds": rounds, "batch_per_group": B, "eta": p["eta"], "update": "round",
+                                    "clip": clip, "fc_layer": fc, "trace": trace}
+
+
+async def _training_batches(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, report):
+    """Per-batch updates (golden `--rep-update batch`): batch i through group i mod 3 alone (route =
+    that group), one programming pass per batch."""
+    from golden.hybrid import fc_inputs
+    groups = list(maps)
+    G, B = len(groups), p.get("batch", 6)
+    btrace = []
+    for it in range(p.get("batch_steps", 0)):
+        gi = it % G
+        g = groups[gi]
+        ix = rng.choice(55000, size=B, replace=False)
+        xt, yt = ds.train_images[ix], ds.train_labels[ix].astype(np.int64)
+        gg = _golden_groups({g: maps[g]}, w, gold_xb, xt, yt)
+        v = fc_inputs(gold_xb, w.int_w, w.q, maps[g], xt)
+        dut.route.value = gi + 1
+        dut.train.value = 1
+        res, _ = await _infer(dut, ctrl, xt, yt)
+        bad_fw, wg, _ = _check(res, {h: gg[g] for h in groups}, groups, lambda i, g=g: g)
+        pres = await sim_top.finish_batch(dut, backend)
+        c0 = trainer.prog.stats.cells
+        ncmd, _ = trainer.step(v, yt)
+        same = bool(np.array_equal(xb.g, gold_xb.g))
+        btrace.append({"batch": it + 1, "group": g, "images": B, "commands_golden": ncmd,
+                       "cells_programmed": len(pres), "cells_programmed_golden": trainer.prog.stats.cells - c0,
+                       "forward_mismatches": len(bad_fw), "wrong_group_tags": len(wg),
+                       "conductances_equal_golden": same})
+        assert not bad_fw and not wg and same, f"per-batch training step {it + 1} differs: {btrace[-1]}"
+    dut.route.value = 0
+    if btrace:
+        report["stages"]["training_per_batch"] = {"batches": len(btrace), "update": "batch", "clip": 0,
+                                                  "trace": btrace}
+
+
+async def _inference_after_training(dut, ctrl, w, maps, xb, x, y, report):
+    """The test images again, on the trained board."""
+    groups = list(maps)
+    G, n = len(groups), len(x)
+    gold = _golden_groups(maps, w, xb, x, y)
+    res, _ = await _infer(dut, ctrl, x, y)
+    bad2, wg2, _ = _check(res, gold, groups, lambda i: groups[i % G])
+    report["stages"]["inference_after_training"] = {
+        "bitexact_images": n - len(bad2), "mismatched_images": len(bad2),
+        "per_group_accuracy_rtl": {g: float(np.mean([res[i]["cls"] == y[i] for i in range(gi, n, G)]) * 100)
+                                   for gi, g in enumerate(groups)}}
+    report["bitexact_images"] += n - len(bad2)
+    report["mismatched_images"] += len(bad2)
+    assert not bad2 and not wg2, f"inference after training differs: {bad2}"
