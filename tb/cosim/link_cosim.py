@@ -396,10 +396,10 @@ if cocotb is not None:
                 from sw.faults import run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                ctrl = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
-                return run_session(ctrl, faulty, cfg["frames"], cfg["seed"], source="cosim")
-            ctrl = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
-            return ctrl.identify() if cfg["session"] == "identify" else ctrl.status()
+                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                return run_session(board, faulty, cfg["frames"], cfg["seed"], source="cosim")
+            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            return board.identify() if cfg["session"] == "identify" else board.status()
 
         result = await with_sim_transport(dut, host)
         with open(cfg["out"], "w") as f:
