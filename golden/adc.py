@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .device import I_UNIT_UA
+from .cell import I_UNIT_UA
 
 
 @dataclass(frozen=True)

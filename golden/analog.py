@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import I_Q_UA, V_READ, current_units, level_conductance_us
+from .cell import I_Q_UA, V_READ, current_units, level_conductance_us
 
 
 class IdealArray:

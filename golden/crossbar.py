@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .device import I_Q_UA, V_READ, current_units
+from .cell import I_Q_UA, V_READ, current_units
 from .devices import NA_PER_US, RESET, SET, DeviceParams, draw_cells, make_stepper, preset
 from .mapping import N_BL, N_PE, N_ROWS
 from .write_verify import VERIFY_ADC, VERIFY_LSB_NA, VerifyResult, write_verify
@@ -72,7 +72,7 @@ class Crossbar:
 
     def currents_ua(self) -> np.ndarray:
         """Read current of every cell (uA, float32), what an inference read sums: G * V_READ
-        quantised to I_Q (golden.device), so SL sums are exact and the co-simulation's HDL array
+        quantised to I_Q (golden.cell), so SL sums are exact and the co-simulation's HDL array
         model reproduces them bit for bit."""
         if self._cur is None:
             self._cur = (self.i_units() * I_Q_UA).astype(np.float32)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .device import V_READ
+from .cell import V_READ
 
 SET, RESET = 0, 1          # == golden.write_verify.Pulse values
 NA_PER_US = V_READ * 1000.0  # nA of read current per uS of conductance (200)

@@ -9,10 +9,7 @@ from . import cnn, model
 from .datapath import Datapath, DatapathConfig
 from .idx import Dataset
 from .weights import Weights, dequantized
-
-# REFERENCE.md section 1 (Yao et al. 2020, Fig. 3 and text), percent on the 10k test set.
-YAO2020 = {"float": 97.99, "quantized": 96.92, "transferred": 95.07, "hybrid": 96.19}
-
+from .yao2020 import YAO2020
 
 def evaluate(w: Weights, ds: Dataset, n: int | None = None, layers=cnn.YAO2020,
              cfg: DatapathConfig | None = None) -> dict:
@@ -42,7 +39,8 @@ def evaluate_stages(w: Weights, ds: Dataset, seeds=range(5), opt=None, jobs: int
                     cfg: DatapathConfig | None = None, log=None) -> tuple[dict, dict]:
     """The full table (`mcnn eval --stages all`): the ideal stages of `evaluate` plus every device
     stage of golden/report.py (transfer, hybrid training, replicated groups) over the device seeds."""
-    from .report import StageOptions, limit_blas_threads, run_stages
+    from .blas import limit_blas_threads
+    from .report import StageOptions, run_stages
     limit_blas_threads(1)
     opt = opt or StageOptions()
     opt.n_test = n

@@ -445,7 +445,7 @@ def main(argv=None):
     ap.add_argument("--orders", type=int, default=1, help="batch orders per seed")
     ap.add_argument("--clip", type=int, default=None, help="update clipping, codes (replicated: 30)")
     args = ap.parse_args(argv)
-    from .report import limit_blas_threads
+    from .blas import limit_blas_threads
     limit_blas_threads(1)
     w = weights.load()
     ds = load_dataset(default_data_dir())

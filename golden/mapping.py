@@ -113,7 +113,7 @@ def conductance_levels(layers, int_w: dict, mapping: Mapping, unused_level: int 
 
     Cells the mapping does not use keep `unused_level`.
     """
-    from .device import weight_to_levels
+    from .cell import weight_to_levels
     lv = np.full((mapping.n_pe, mapping.n_rows, mapping.n_bl), unused_level, dtype=np.int8)
     by_name = {L.name: L for L in layers}
     for name, gs in mapping.groups.items():

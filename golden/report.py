@@ -16,8 +16,6 @@ Mean and s.d. over seeds of every number; plots of Fig. 3f, Fig. 3c-e and Fig. 1
 """
 from __future__ import annotations
 
-import ctypes
-import glob
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cnn
+from .blas import limit_blas_threads
 from .crossbar import Crossbar
 from .datapath import DatapathConfig
 from .devices import preset
@@ -33,33 +32,7 @@ from .hybrid import (ETA_DEFAULT, ETA_REP_DEFAULT, N_TRAIN, REP_CLIP_CODE, Featu
                      batch_order, error_pct, fc_inputs, replicated_batches, replicated_schedule)
 from .replicate import group_mappings, split_forward
 from .transfer import format_failures, transfer
-
-# REFERENCE.md section 1 (Yao 2020): percent accuracies, and error rates of the groups.
-YAO_GROUPS_BEFORE = [4.79, 6.60, 6.20]
-YAO_GROUPS_AFTER = [3.41, 4.86, 3.86]
-YAO_SPLIT = (93.86, 95.83)
-YAO_TRAIN_ERROR = (4.82, 3.21)
-
-
-def limit_blas_threads(n: int = 1) -> bool:
-    """Limit OpenBLAS threads of the running NumPy (small matrices; threads only contend on a
-    loaded 2-core machine). Best effort: returns False if the library is not found."""
-    import numpy
-    base = Path(numpy.__file__).resolve().parent.parent
-    for lib in glob.glob(str(base / "numpy.libs" / "libscipy_openblas*.so*")) + \
-            glob.glob(str(base / "numpy" / ".libs" / "libscipy_openblas*.so*")):
-        try:
-            h = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                    "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            f = getattr(h, sym, None)
-            if f is not None:
-                f(int(n))
-                return True
-    return False
-
+from .yao2020 import YAO2020, YAO_GROUPS_AFTER, YAO_GROUPS_BEFORE, YAO_SPLIT, YAO_TRAIN_ERROR
 
 @dataclass
 class StageOptions:
@@ -267,7 +240,6 @@ def aggregate(per: list, opt: StageOptions, seconds: float) -> dict:
 
 def format_table(basic: dict | None, st: dict) -> str:
     """The accuracy table beside Yao 2020's (REFERENCE.md section 1)."""
-    from .evaluate import YAO2020
     o = st["options"]
     lines = [f"device {st['device']}, seeds {st['seeds']}, {o['mode']}-loop programming, Th 1.5 uS, batch 100; "
              f"main: eta {o['eta']:g}, {o['iterations']} iterations; replicated: eta {o['rep_eta']:g}, "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cnn
-from .device import weight_to_levels
+from .cell import weight_to_levels
 from .devices import NA_PER_US, STUCK_NAMES
 from .mapping import Mapping, unrolled_weights
 from .write_verify import VERIFY_LSB_NA, level_target_code

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import model
 from .datapath import SOFTMAX_FRAC
-from .device import G_STEP_US, V_READ
+from .cell import G_STEP_US, V_READ
 from .write_verify import VERIFY_LSB_NA
 
 TH_NA = 300                          # Yao 2020: Th = 1.5 uS (0.3 uA at 0.2 V)

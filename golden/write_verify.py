@@ -15,7 +15,7 @@ import enum
 from dataclasses import dataclass
 
 from .adc import ADC
-from .device import G_MIN_US, G_STEP_US, V_READ
+from .cell import G_MIN_US, G_STEP_US, V_READ
 
 VERIFY_ADC = ADC(bits=8, full_scale_ua=5.12)   # 20 nA per code
 VERIFY_LSB_NA = 20

@@ -1,12 +1,12 @@
 """`mcnn board`: talk to the board over UART, or to its simulation.
 
     mcnn board --sim faults --frames N [--json]   fault-injection session, pure-Python device model
-    mcnn board --sim faults --device cosim ...    the same against the Verilated RTL (tb/link_cosim.py)
+    mcnn board --sim faults --device cosim ...    the same against the Verilated RTL (tb/cosim/link_cosim.py)
     mcnn board --sim identify|status [--device model|cosim]
     mcnn board --port /dev/ttyUSB0 [--session identify|status|faults]   a real board (pyserial)
 
   With the controller attached (--device controller: link + host bridge + controller + 8 array
-  models co-simulated, tb/host_cosim.py, the programming physics from golden.crossbar; or --port):
+  models co-simulated, tb/cosim/host_cosim.py, the programming physics from golden.crossbar; or --port):
     mcnn board --sim identify|status|counters --device controller
     mcnn board --sim program --cells "pe,row,bl,target;..." --device controller   write-verify report
     mcnn board --sim read --cells "pe,row,bl;..." --device controller             verify-read codes
@@ -19,12 +19,10 @@ The JSON of a fault session names its device in "source" (model, cosim or serial
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
-from pathlib import Path
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
+COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
 
 
 def add_arguments(p):
@@ -50,17 +48,17 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def run(args) -> dict:
+def run(args, cosim=None) -> dict:
+    """Run the session of `args`. `cosim(args)`: the co-simulated devices (COSIM_DEVICES), which live
+    in tb/ (tb.cosim.commands.board); sw/cli.py passes it in."""
     from sw.link import LinkError
     try:
         if args.port:
             return _serial(args)
-        if args.device == "controller":
-            return _controller(args)
-        if args.sim in CONTROLLER_SESSIONS:
+        if args.device != "controller" and args.sim in CONTROLLER_SESSIONS:
             raise ValueError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
-        if args.device == "cosim":
-            return _cosim(args)
+        if args.device in COSIM_DEVICES:
+            return cosim(args)
         return _model(args)
     except LinkError as e:
         raise ValueError(str(e)) from e   # the CLI reports ValueErrors as clean errors (exit 2)
@@ -69,29 +67,12 @@ def run(args) -> dict:
 
 
 def _model(args) -> dict:
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.faults import model_session
     if args.sim == "faults":
         return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max)
-    c = Controller.model(retries=args.retries).open()
+    c = Board.model(retries=args.retries).open()
     return {"source": "model", **(c.identify() if args.sim == "identify" else c.status())}
-
-
-def _cosim(args) -> dict:
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        from tb.link_cosim import run_cosim_session
-    except ImportError as e:
-        raise ValueError(f"--device cosim needs the repository's tb/ package: {e}") from e
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "session.json"
-        r = run_cosim_session(args.sim, str(out), frames=args.frames, seed=args.seed, rate=args.rate,
-                              retries=args.retries, hang_max=args.hang_max, timeout=args.timeout or 10.0)
-    if args.sim != "faults":
-        r = {"source": "cosim", **r}
-    return r
 
 
 def parse_cells(text: str, with_target: bool) -> list:
@@ -104,23 +85,6 @@ def parse_cells(text: str, with_target: bool) -> list:
     if not cells:
         raise ValueError("--cells: no cells given")
     return cells
-
-
-def _controller(args) -> dict:
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    try:
-        from tb.host_cosim import run_host_session
-    except ImportError as e:
-        raise ValueError(f"--device controller needs the repository's tb/ package: {e}") from e
-    cfg = dict(frames=args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
-               timeout=args.timeout or 120.0, n=args.images, eta=args.eta, board_seed=args.board_seed)
-    if args.sim in ("program", "read"):
-        cfg["cells"] = parse_cells(args.cells, args.sim == "program")
-    with tempfile.TemporaryDirectory() as d:
-        r = run_host_session(args.sim, str(Path(d) / "session.json"), **cfg)
-    return r if args.sim == "faults" else {"source": "controller", **r}
 
 
 def host_session(c, cfg) -> dict:
@@ -157,7 +121,7 @@ def host_session(c, cfg) -> dict:
 
 
 def _serial(args) -> dict:
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.faults import run_session
     from sw.transport import FaultyTransport, SerialTransport
     tr = SerialTransport(args.port, args.baud)
@@ -165,9 +129,9 @@ def _serial(args) -> dict:
     try:
         if args.session == "faults":
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
-            c = Controller(faulty, retries=args.retries, timeout=timeout)
+            c = Board(faulty, retries=args.retries, timeout=timeout)
             return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
-        c = Controller(tr, retries=args.retries, timeout=timeout).open()
+        c = Board(tr, retries=args.retries, timeout=timeout).open()
         cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
         if args.session in ("program", "read"):
             cfg["cells"] = parse_cells(args.cells, args.session == "program")

@@ -99,8 +99,6 @@ def _eval_all(args, w, ds, cfg):
 
 def cmd_bench(args):
     """Golden datapath on the full test set, then a co-simulation of --cosim-n images: one JSON object."""
-    import tempfile
-
     from golden import weights
     from golden.datapath import Datapath
 
@@ -116,26 +114,31 @@ def cmd_bench(args):
            "seconds_integer_10k": round(dt * 10000 / len(x), 3),
            "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}
     if args.cosim_n:
-        from tb import sim_top
-        with tempfile.TemporaryDirectory() as td:
-            rep = Path(td) / "report.json"
-            params = sim_top.session_params(args.weights, args.data, args.cosim_n, rep, progress=False,
-                                            device="ideal")
-            try:
-                sim_top.run(w, params)
-            except AssertionError:
-                if not rep.exists():
-                    raise
-            r = json.loads(rep.read_text())
-        out.update({k: r[k] for k in ("cosim_images_per_s", "cycles_per_image", "bound_cycles_per_image",
-                                      "measured_over_bound", "bitexact_images", "mismatched_images")})
-        out["cosim_images"] = r["images"]
+        out.update(_cosim().bench(w, args.weights, args.data, args.cosim_n))
     print(json.dumps(out))
 
 
+def cmd_sim(args):
+    return _cosim().sim(args)
+
+
 def cmd_board(args):
-    from sw.board import print_result, run
-    print_result(run(args), args.json)
+    from sw.board import COSIM_DEVICES, print_result, run
+    cosim = _cosim().board if not args.port and args.device in COSIM_DEVICES else None
+    print_result(run(args, cosim), args.json)
+
+
+def _cosim():
+    """tb/cosim/commands.py, the co-simulation behind `mcnn sim`, `bench` and `board --sim --device
+    cosim|controller`: the one place where sw/ reaches tb/."""
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from tb.cosim import commands
+    except ImportError as e:
+        raise ValueError(f"the co-simulation needs the repository's tb/ package: {e}") from e
+    return commands
 
 
 def main(argv=None):
@@ -190,8 +193,20 @@ def main(argv=None):
     p.add_argument("--plots", type=Path, default=None, help="directory for PNG plots (Fig. 1c, 3c-e, 3f, ED 8)")
     p.set_defaults(fn=cmd_eval)
 
-    from sw import sim
-    sim.add_parser(sub, common)
+    p = sub.add_parser("sim", help="co-simulate the controller RTL with 8 behavioural PEs (the main job)")
+    common(p)
+    p.add_argument("--n", type=int, default=1000, help="test images (default 1000; 10000 for all)")
+    p.add_argument("--device", default="yao2020",
+                   help="device preset of the PEs (golden/devices.py), or 'ideal' (exact target levels)")
+    p.add_argument("--seed", type=int, default=0, help="device seed of the board")
+    p.add_argument("--iterations", type=int, default=10, help="hybrid-training iterations (batches of 100)")
+    p.add_argument("--report", type=Path, default=Path("build/sim_report.json"))
+    p.add_argument("--waves", action="store_true", help="write an FST waveform (slow)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--replicated", action="store_true",
+                   help="the replicated-convolver controller (rtl/replicated.py): three groups, shared FC; "
+                        "--iterations batches of replicated training (rounds of 3, update per round, clip 30 codes)")
+    p.set_defaults(fn=cmd_sim)
 
     p = sub.add_parser("bench", help="benchmarks, one JSON object")
     common(p)

@@ -1,7 +1,8 @@
-"""Host driver of the mcnn controller: Controller over a link transport (docs/link.md).
+"""Host driver of the mcnn board: `Board`, the device (link + controller RTL)
+over a link transport (docs/link.md).
 
-    from sw.driver import Controller
-    with Controller.serial("/dev/ttyUSB0") as c:     # or Controller(SimTransport(...)), Controller.model()
+    from sw.driver import Board
+    with Board.serial("/dev/ttyUSB0") as c:          # or Board(SimTransport(...)), Board.model()
         c.identify()                                 # {'id': 0x4D434E4E, 'version': ..., 'n_pe': 8, ...}
         c.write_csr("link_scratch", 0x1234)
         c.read_csr("link_scratch")                   # -> 0x1234
@@ -68,7 +69,9 @@ def _words(payload: bytes, cmd) -> list:
     return list(struct.unpack(f"<{len(payload) // 4}I", payload))
 
 
-class Controller:
+class Board:
+    """The board seen from the host: the commands of docs/link.md over `transport`."""
+
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
                  on_attempt=None, resolve_tries: int = 2):
         self.transport = transport

@@ -1,6 +1,6 @@
 """Fault-injection session: `mcnn board --sim faults` (and the co-simulated and serial variants).
 
-run_session(ctrl, faulty, frames) runs `frames` random commands through a FaultyTransport and
+run_session(board, faulty, frames) runs `frames` random commands through a FaultyTransport and
 checks every result against what the device must answer:
 
   ping        random payload (0..max_payload bytes)      -> the same bytes
@@ -42,18 +42,18 @@ class _Wrong(Exception):
     pass
 
 
-def echo_op_check(ctrl, words):
+def echo_op_check(board, words):
     """STREAM check through the controller's host bridge: the ECHO command (rtl/host.py)."""
     from sw import host_proto
-    return ctrl.host_command(host_proto.ECHO, words) == [(~w) & 0xFFFFFFFF for w in words]
+    return board.host_command(host_proto.ECHO, words) == [(~w) & 0xFFFFFFFF for w in words]
 
 
-def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model", stream_check=None,
+def run_session(board, faulty, frames: int, seed: int = 0, source: str = "model", stream_check=None,
                 extra_ops: dict | None = None, final_check=None, op_weights: dict | None = None) -> dict:
-    """stream_check(ctrl, words) -> bool replaces the raw complement echo of the stream op (a device
+    """stream_check(board, words) -> bool replaces the raw complement echo of the stream op (a device
     with the controller attached answers STREAM through its host bridge: "echo_op" = ECHO).
-    extra_ops {name: (weight, fn(ctrl, rng))}: more commands; fn raises LinkTimeout (failed) or
-    returns False / raises ValueError for a wrong answer. final_check(ctrl) -> dict, after the
+    extra_ops {name: (weight, fn(board, rng))}: more commands; fn raises LinkTimeout (failed) or
+    returns False / raises ValueError for a wrong answer. final_check(board) -> dict, after the
     session with faults off; its "undetected" entry (if any) adds to undetected."""
     if stream_check == "echo_op":
         stream_check = echo_op_check
@@ -65,13 +65,9 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
     rng = random.Random(seed)
     t0 = time.perf_counter()
     faulty.enabled = False
-    ctrl.open()
-    ident = dict(ctrl.info)
-    max_ping = min(ident["max_payload"], ident["max_response"])
-    scratch = {rng.randrange(1 << 32)}
-    ctrl.write_csr("link_scratch", next(iter(scratch)))
-    e0 = ctrl.read_csr("link_executed")
-    st0 = ctrl.link.stats.retries, ctrl.link.stats.attempts
+    board.open()
+    session = _Session(board, rng, stream_check, extra_ops)
+    st0 = board.link.stats.retries, board.link.stats.attempts
 
     attempt_log = []
     last_events = [faulty.events]
@@ -80,83 +76,16 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
         attempt_log.append((outcome, faulty.events - last_events[0]))
         last_events[0] = faulty.events
 
-    ctrl.link.on_attempt = on_attempt
+    board.link.on_attempt = on_attempt
     faulty.enabled = True
-    res = {"succeeded": 0, "failed": 0, "undetected": 0, "expected_errors": 0}
+    res = {"succeeded": 0, "failed": 0, "undetected": 0}
     ops = {}
     failures = []
-    link = ctrl.link
-    id_base, id_n = csr_map.WINDOWS["link_identify"]
-    id_words = [ident[csr_map.BY_ADDR[id_base + i].name.removeprefix("link_")] for i in range(id_n)]
-
-    def expect_error(cls, fn):
-        try:
-            fn()
-        except cls:
-            res["expected_errors"] += 1
-            return
-        raise _Wrong(f"expected {cls.__name__}")
-
     for _ in range(frames):
         op = rng.choices(ops_all, weights_all)[0]
         ops[op] = ops.get(op, 0) + 1
         try:
-            if op == "ping":
-                n = rng.choice((0, rng.randint(1, 32), rng.randint(1, max_ping)))
-                p = bytes(rng.randrange(256) for _ in range(n))
-                if link.transact(Cmd.PING, p) != p:
-                    raise _Wrong("ping echo differs")
-            elif op == "write":
-                v = rng.randrange(1 << 32)
-                try:
-                    ctrl.write_csr("link_scratch", v)
-                except LinkTimeout:
-                    scratch.add(v)          # may or may not have been written
-                    raise
-                scratch = {v}
-            elif op == "read":
-                v = ctrl.read_csr("link_scratch")
-                if v not in scratch:
-                    raise _Wrong(f"scratch {v:#x} not in {sorted(scratch)}")
-                scratch = {v}
-            elif op == "csr_ident":
-                if ctrl.read_csr(id_base, id_n) != id_words:
-                    raise _Wrong("identity registers differ")
-            elif op == "identify":
-                if ctrl.identify() != ident:
-                    raise _Wrong("identify differs")
-            elif op == "status":
-                s = ctrl.status()
-                if s["executed"] < e0:
-                    raise _Wrong("executed counter went backwards")
-            elif op == "stream":
-                words = [rng.randrange(1 << 32) for _ in range(rng.randint(1, 8))]
-                if stream_check is not None:
-                    if not stream_check(ctrl, words):
-                        raise _Wrong("stream (ECHO) response differs")
-                elif ctrl.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
-                    raise _Wrong("stream response differs")
-            elif op == "soft_reset":
-                ctrl.reset(controller=True, counters=False)
-            elif op == "bad_cmd":
-                expect_error(UnknownCommand, lambda: link.transact(0x7E, b"\x00" * rng.randint(0, 8)))
-            elif op == "bad_addr":
-                expect_error(BadAddress, lambda: ctrl.read_csr(csr_map.SIZE + rng.randrange(100)))
-            elif op == "read_only":
-                expect_error(ReadOnlyRegister, lambda: ctrl.write_csr("link_id", 1, check=False))
-            elif op == "bad_len":
-                expect_error(BadLength, lambda: link.transact(Cmd.IDENTIFY, b"\x01"))
-            elif op == "bad_arg":
-                expect_error(BadArgument, lambda: link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 0)))
-            elif op == "bad_reset":
-                expect_error(BadArgument, lambda: link.transact(Cmd.RESET, struct.pack("<I", 0x100)))
-            elif op in extra_ops:
-                n0 = link.stats.commands
-                ok = extra_ops[op][1](ctrl, rng)
-                if link.stats.commands - n0 != 1:
-                    raise RuntimeError(f"extra op {op} must send exactly one command")
-                if ok is False:
-                    raise _Wrong(f"{op}: answer differs from the reference")
+            session.run(op)
             res["succeeded"] += 1
         except LinkTimeout as e:
             res["failed"] += 1
@@ -166,24 +95,41 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
             failures.append(f"UNDETECTED {op}: {e}")
 
     faulty.enabled = False
-    ctrl.link.on_attempt = None
-    retried = ctrl.link.stats.retries - st0[0]
-    attempts = ctrl.link.stats.attempts - st0[1]
-    e1 = ctrl.read_csr("link_executed")
+    board.link.on_attempt = None
+    res["expected_errors"] = session.expected_errors
+    out = {"source": source, "frames": frames, **_outcome(board, faulty, session, res, attempt_log, st0, final_check)}
+    final = out.pop("final_check")
+    return {
+        **out,
+        "ops": dict(sorted(ops.items())),
+        "seed": seed,
+        "rate": faulty.rate,
+        "retries": board.link.retries,
+        "device_params": {k: session.ident[k] for k in ("max_payload", "max_response")},
+        "seconds": round(time.perf_counter() - t0, 3),
+        **({"final_check": final} if final is not None else {}),
+        "failures": [f for f in failures if f.startswith("UNDETECTED")][:10] + failures[:5],
+    }
+
+
+def _outcome(board, faulty, session, res, attempt_log, st0, final_check) -> dict:
+    """After the session, faults off: the exactly-once check on the device's `executed` counter,
+    final_check, and the attribution of the injected faults to detected / masked."""
+    retried = board.link.stats.retries - st0[0]
+    attempts = board.link.stats.attempts - st0[1]
+    e1 = board.read_csr("link_executed")
     answered = res["succeeded"] + res["undetected"]
     lo, hi = 1 + answered, 1 + answered + res["failed"]
-    grown = (e1 - e0) & 0xFFFFFFFF
+    grown = (e1 - session.e0) & 0xFFFFFFFF
     exactly_once_violations = max(0, grown - hi) + max(0, lo - grown)
     res["undetected"] += exactly_once_violations
-    final = final_check(ctrl) if final_check is not None else None
+    final = final_check(board) if final_check is not None else None
     if final:
         res["undetected"] += int(final.get("undetected", 0))
-    device = ctrl.status()
+    device = board.status()
     detected = sum(n for o, n in attempt_log if o in ("timeout", "nack_crc", "nack_too_long"))
     masked = sum(n for o, n in attempt_log if o in ("ok", "device_error"))
     return {
-        "source": source,
-        "frames": frames,
         "injected": faulty.events,
         "detected": detected,
         "masked": masked,
@@ -197,27 +143,105 @@ def run_session(ctrl, faulty, frames: int, seed: int = 0, source: str = "model",
         "executed_growth": grown,
         "executed_bounds": [lo, hi],
         "device_counters": {k: device[k] for k in ("crc_errors", "framing_errors", "dropped_frames", "dup_frames")},
-        "ops": dict(sorted(ops.items())),
-        "seed": seed,
-        "rate": faulty.rate,
-        "retries": ctrl.link.retries,
-        "device_params": {k: ident[k] for k in ("max_payload", "max_response")},
-        "seconds": round(time.perf_counter() - t0, 3),
-        **({"final_check": final} if final is not None else {}),
-        "failures": [f for f in failures if f.startswith("UNDETECTED")][:10] + failures[:5],
+        "final_check": final,
     }
+
+
+class _Session:
+    """What a session's commands are checked against (identity, scratch values, executed count at
+    the start), and the commands themselves: run(op) raises _Wrong for a wrong answer."""
+
+    def __init__(self, board, rng, stream_check, extra_ops):
+        self.board, self.link, self.rng = board, board.link, rng
+        self.stream_check, self.extra_ops = stream_check, extra_ops
+        self.ident = dict(board.info)
+        self.max_ping = min(self.ident["max_payload"], self.ident["max_response"])
+        self.scratch = {rng.randrange(1 << 32)}
+        board.write_csr("link_scratch", next(iter(self.scratch)))
+        self.e0 = board.read_csr("link_executed")
+        self.id_base, self.id_n = csr_map.WINDOWS["link_identify"]
+        self.id_words = [self.ident[csr_map.BY_ADDR[self.id_base + i].name.removeprefix("link_")]
+                         for i in range(self.id_n)]
+        self.expected_errors = 0
+
+    def expect_error(self, cls, fn):
+        try:
+            fn()
+        except cls:
+            self.expected_errors += 1
+            return
+        raise _Wrong(f"expected {cls.__name__}")
+
+    def run(self, op):
+        board, link, rng, expect_error = self.board, self.link, self.rng, self.expect_error
+        if op == "ping":
+            n = rng.choice((0, rng.randint(1, 32), rng.randint(1, self.max_ping)))
+            p = bytes(rng.randrange(256) for _ in range(n))
+            if link.transact(Cmd.PING, p) != p:
+                raise _Wrong("ping echo differs")
+        elif op == "write":
+            v = rng.randrange(1 << 32)
+            try:
+                board.write_csr("link_scratch", v)
+            except LinkTimeout:
+                self.scratch.add(v)          # may or may not have been written
+                raise
+            self.scratch = {v}
+        elif op == "read":
+            v = board.read_csr("link_scratch")
+            if v not in self.scratch:
+                raise _Wrong(f"scratch {v:#x} not in {sorted(self.scratch)}")
+            self.scratch = {v}
+        elif op == "csr_ident":
+            if board.read_csr(self.id_base, self.id_n) != self.id_words:
+                raise _Wrong("identity registers differ")
+        elif op == "identify":
+            if board.identify() != self.ident:
+                raise _Wrong("identify differs")
+        elif op == "status":
+            s = board.status()
+            if s["executed"] < self.e0:
+                raise _Wrong("executed counter went backwards")
+        elif op == "stream":
+            words = [rng.randrange(1 << 32) for _ in range(rng.randint(1, 8))]
+            if self.stream_check is not None:
+                if not self.stream_check(board, words):
+                    raise _Wrong("stream (ECHO) response differs")
+            elif board.stream_command(words) != [(~w) & 0xFFFFFFFF for w in words]:
+                raise _Wrong("stream response differs")
+        elif op == "soft_reset":
+            board.reset(controller=True, counters=False)
+        elif op == "bad_cmd":
+            expect_error(UnknownCommand, lambda: link.transact(0x7E, b"\x00" * rng.randint(0, 8)))
+        elif op == "bad_addr":
+            expect_error(BadAddress, lambda: board.read_csr(csr_map.SIZE + rng.randrange(100)))
+        elif op == "read_only":
+            expect_error(ReadOnlyRegister, lambda: board.write_csr("link_id", 1, check=False))
+        elif op == "bad_len":
+            expect_error(BadLength, lambda: link.transact(Cmd.IDENTIFY, b"\x01"))
+        elif op == "bad_arg":
+            expect_error(BadArgument, lambda: link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 0)))
+        elif op == "bad_reset":
+            expect_error(BadArgument, lambda: link.transact(Cmd.RESET, struct.pack("<I", 0x100)))
+        elif op in self.extra_ops:
+            n0 = link.stats.commands
+            ok = self.extra_ops[op][1](board, rng)
+            if link.stats.commands - n0 != 1:
+                raise RuntimeError(f"extra op {op} must send exactly one command")
+            if ok is False:
+                raise _Wrong(f"{op}: answer differs from the reference")
 
 
 def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int = 5, hang_max: int = 8,
                   max_payload: int = 1024) -> dict:
     """The session against the pure-Python device model (instant timeouts)."""
     from sw.devmodel import DeviceModel
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.transport import FaultyTransport, ModelTransport
     faulty = FaultyTransport(ModelTransport(DeviceModel(max_payload=max_payload, max_response=max_payload)),
                              seed=seed, rate=rate, hang_max=hang_max)
-    ctrl = Controller(faulty, retries=retries, seq=seed & 0xFF)
-    return run_session(ctrl, faulty, frames, seed, source="model")
+    board = Board(faulty, retries=retries, seq=seed & 0xFF)
+    return run_session(board, faulty, frames, seed, source="model")
 
 
 # ------------------------------------------------------------------ the controller attached
@@ -237,7 +261,7 @@ def controller_ops(oracle, weights=None):
     oracle: .cells [(pe, row, bl)], .program(pe, row, bl, target) -> (ok, pulses, final_code),
     .read(pe, row, bl) -> code, .pulses -> programming pulses so far. A PROGRAM that ends in
     LinkTimeout may or may not have executed: the driver settles it with Link.resolve() (the same
-    frame again: executed once either way, Controller.resolve_tries times, under the same faults);
+    frame again: executed once either way, Board.resolve_tries times, under the same faults);
     only if that fails too is the reference unknown and later checks skipped (`uncertain`). The
     final check (faults off) compares the pulse counters and every cell's code: a PROGRAM executed
     twice or lost shows up there as undetected.
@@ -246,11 +270,11 @@ def controller_ops(oracle, weights=None):
     state = {"uncertain": False, "programmed": 0, "checked": 0, "reads": 0, "reads_uncertain": False}
     w = {"ctrl_program": 3, "ctrl_read": 2, "ctrl_counters": 1, **(weights or {})}
 
-    def program(ctrl, rng):
+    def program(board, rng):
         pe, row, bl = rng.choice(oracle.cells)
         target = rng.randint(30, 190)
         try:
-            (r,) = ctrl.program_cells([(pe, row, bl, target)])
+            (r,) = board.program_cells([(pe, row, bl, target)])
         except LinkTimeout:
             state["uncertain"] = True
             raise
@@ -260,25 +284,25 @@ def controller_ops(oracle, weights=None):
         state["checked"] += 1
         return (r.ok, r.pulses, r.final_code) == tuple(oracle.program(pe, row, bl, target))
 
-    def read(ctrl, rng):
+    def read(board, rng):
         cells = rng.sample(oracle.cells, rng.randint(1, min(4, len(oracle.cells))))
         try:
-            codes = ctrl.read_conductances(cells)
+            codes = board.read_conductances(cells)
         except LinkTimeout:
             state["reads_uncertain"] = True
             raise
         state["reads"] += len(cells)
         return state["uncertain"] or codes == [oracle.read(*c) for c in cells]
 
-    def counters(ctrl, rng):
-        c = ctrl.read_counters()
+    def counters(board, rng):
+        c = board.read_counters()
         return state["uncertain"] or c["set_pulses"] + c["reset_pulses"] == oracle.pulses
 
-    def final(ctrl):
-        c = ctrl.read_counters()
-        codes = ctrl.read_conductances(oracle.cells)
-        out = {"uncertain": state["uncertain"], "resolved": ctrl.link.stats.resolves, "programmed": state["programmed"],
-               "program_checked": state["checked"],
+    def final(board):
+        c = board.read_counters()
+        codes = board.read_conductances(oracle.cells)
+        out = {"uncertain": state["uncertain"], "resolved": board.link.stats.resolves,
+               "programmed": state["programmed"], "program_checked": state["checked"],
                "set_pulses": c["set_pulses"], "reset_pulses": c["reset_pulses"], "golden_pulses": oracle.pulses,
                "verify_reads": c["verify_reads"], "host_reads": c["host_reads"], "host_reads_sent": state["reads"],
                "host_reads_uncertain": state["reads_uncertain"],

@@ -6,7 +6,7 @@ is idle (nothing more can come) may return b"" early -- the simulation transport
 simulated timeout costs no wall-clock time.
 
   SerialTransport  pyserial, for the board (or a pseudo-terminal in the co-simulation tests)
-  SimTransport     a socket to the co-simulated link (tb/link_cosim.py); the bytes go straight
+  SimTransport     a socket to the co-simulated link (tb/cosim/link_cosim.py); the bytes go straight
                    into the link's byte stream, bypassing the UART PHY
   ModelTransport   the pure-Python device model (sw/devmodel.py), in-process and instant
   FaultyTransport  wraps any of them and injects seeded faults in both directions
@@ -93,7 +93,7 @@ class MsgReader:
 
 
 class SimTransport(Transport):
-    """Socket to a co-simulated link (the simulation side is tb/link_cosim.py)."""
+    """Socket to a co-simulated link (the simulation side is tb/cosim/link_cosim.py)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock

@@ -1,4 +1,4 @@
-"""End-to-end co-simulation of the controller on 8 behavioural PEs (tb/sim_main.py), bit-exact
+"""End-to-end co-simulation of the controller on 8 behavioural PEs (tb/cosim/sim_main.py), bit-exact
 against the golden model: inference on ideal cells; then, on a yao2020 board, the weight transfer
 through the RTL write-verify sequencer, inference, hybrid-training iterations in fabric (update
 engine, threshold rule, pair programmer) and inference again, every stage compared with golden."""
@@ -11,7 +11,7 @@ def _run(tmp_path, n, **params):
     from golden import weights
     from golden.idx import default_data_dir
     from golden.weights import DEFAULT_WEIGHTS
-    from tb.sim_top import run, session_params
+    from tb.cosim.sim_top import run, session_params
     rep = tmp_path / "report.json"
     run(weights.load(), session_params(DEFAULT_WEIGHTS, default_data_dir(), n, rep, progress=False, **params))
     return json.loads(rep.read_text())

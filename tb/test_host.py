@@ -1,6 +1,6 @@
 """The whole controller driven from Python: the unmodified driver (sw/driver.py) over
 sw.transport.SimTransport -> link (bypass) -> host bridge -> controller + 8 array models
-(tb/host_cosim.py), the programming physics from golden.crossbar. Every expected value comes
+(tb/cosim/host_cosim.py), the programming physics from golden.crossbar. Every expected value comes
 from golden/ run on an identical copy of the board (same device seed, same operations):
 
   host_path      identify/parameters; inference bit-exact vs golden.datapath on a transferred
@@ -58,7 +58,7 @@ def _check_forward(r, g, d, what):
 
 
 if cocotb is not None:
-    from tb import host_cosim
+    from tb.cosim import host_cosim
 
     @cocotb.test()
     async def host_path(dut):
@@ -69,7 +69,7 @@ if cocotb is not None:
         from golden.idx import default_data_dir, load_dataset
         from golden.mapping import build_mapping
         from golden.update import accumulate, commands, eta_params, threshold, weight_update
-        from tb.link_cosim import with_sim_transport
+        from tb.cosim.link_cosim import with_sim_transport
 
         t0 = time.perf_counter()
         w, xb, gold = _board()
@@ -83,10 +83,10 @@ if cocotb is not None:
 
         def host(tr, bridge):
             from sw import csr_map, host_proto
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.transport import FaultyTransport
             faulty = FaultyTransport(tr, seed=1, rate=0.0, kinds=("repeat_frame",))
-            c = Controller(faulty, timeout=120.0, retries=2).open()
+            c = Board(faulty, timeout=120.0, retries=2).open()
             # ---- identify
             p = c.parameters()
             assert p["id"] == csr_map.REGISTERS["link_id"].reset and p["map_hash"] == csr_map.MAP_HASH, \
@@ -182,7 +182,7 @@ if cocotb is not None:
     async def noisy_session(dut):
         """Fault injection at the byte level with the controller attached (sw/faults.py)."""
         from sw.faults import controller_ops
-        from tb.link_cosim import with_sim_transport
+        from tb.cosim.link_cosim import with_sim_transport
 
         w, xb, gold = _board()
         # reset the controller (its counters) and reload the array: a fresh board for this test
@@ -191,14 +191,14 @@ if cocotb is not None:
         oracle = host_cosim.GoldenOracle(gold, host_cosim.FAULT_CELLS)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.faults import run_session
             from sw.transport import FaultyTransport
             # the HDL-clocked top has no reset port (tb/harness.py): the previous test's state is
             # cleared with the link's soft reset of the controller and the bridge (their counters)
-            Controller(tr, timeout=60.0).open().reset(controller=True)
+            Board(tr, timeout=60.0).open().reset(controller=True)
             faulty = FaultyTransport(tr, seed=21, rate=0.2, hang_max=3)
-            c = Controller(faulty, retries=5, timeout=60.0, seq=21)
+            c = Board(faulty, retries=5, timeout=60.0, seq=21)
             extra, final, opw = controller_ops(oracle)
             return run_session(c, faulty, FAULT_FRAMES, seed=21, source="controller", stream_check="echo_op",
                                extra_ops=extra, final_check=final, op_weights=opw)
@@ -221,7 +221,7 @@ if cocotb is not None:
 
 
 def test_host(tmp_path):
-    from tb import host_cosim
+    from tb.cosim import host_cosim
     rep = tmp_path / "host_report.json"
     os.environ["MCNN_HOST_REPORT"] = str(rep)
     try:

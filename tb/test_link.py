@@ -2,7 +2,7 @@
 
 Golden reference: sw/devmodel.DeviceModel -- for the same bytes in, the RTL must send the same
 bytes out (responses, NACKs, replayed responses) and keep the same counters. One Verilator
-build (tb/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
+build (tb/cosim/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
 
   frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG,
                       header errors, truncation with and without the inter-byte timeout,
@@ -24,7 +24,7 @@ import random
 import struct
 
 from tb import harness
-from tb.link_cosim import TB_PARAMS
+from tb.cosim.link_cosim import TB_PARAMS
 
 try:
     import cocotb
@@ -55,7 +55,7 @@ def _too_long(seq, n):
 
 
 if cocotb is not None:
-    from tb import link_cosim as lc
+    from tb.cosim import link_cosim as lc
 
     @cocotb.test()
     async def frames_vs_model(dut):
@@ -273,12 +273,12 @@ if cocotb is not None:
 
         def host(tr, bridge):
             from sw import csr_map
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.faults import run_session
             from sw.link import (BadAddress, BadLength, Cmd, DeviceTimeout, LinkTimeout, ReadOnlyRegister, Status,
                                  UnknownCommand)
             from sw.transport import FaultyTransport
-            c = Controller(tr, timeout=10.0).open()
+            c = Board(tr, timeout=10.0).open()
             info = c.identify()
             assert info["id"] == 0x4D434E4E and info["n_pe"] == 8 and info["rows"] == 128 and info["bls"] == 16
             assert info["input_bits"] == 8 and info["adc_bits"] == 8
@@ -301,7 +301,7 @@ if cocotb is not None:
             assert c.status()["executed"] == 1
             # a fault-injection session over the same link
             faulty = FaultyTransport(tr, seed=11, rate=0.25, hang_max=8)
-            fc = Controller(faulty, timeout=10.0, retries=5, seq=200)
+            fc = Board(faulty, timeout=10.0, retries=5, seq=200)
             r = run_session(fc, faulty, FAULT_FRAMES_SIM, seed=11, source="cosim")
             assert r["undetected"] == 0, r
             assert r["injected"] > 0 and r["retried"] > 0
@@ -339,11 +339,11 @@ if cocotb is not None:
         await lc.start(dut)
 
         def host(path, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             from sw.faults import run_session
             from sw.link import LinkTimeout
             from sw.transport import FaultyTransport, SerialTransport
-            c = Controller(SerialTransport(path), timeout=2.0).open()
+            c = Board(SerialTransport(path), timeout=2.0).open()
             assert c.info["max_payload"] == TB_PARAMS["max_payload"]
             c.write_csr("link_scratch", 0x5EED)
             assert c.read_csr("link_scratch") == 0x5EED
@@ -355,7 +355,7 @@ if cocotb is not None:
             assert s1["framing_errors"] - s0["framing_errors"] == 2, (s0, s1)
             assert s1["flags"] & 0b1000010 == 0b1000010        # framing_error, uart_break
             faulty = FaultyTransport(SerialTransport(path), seed=5, rate=0.2, hang_max=3)
-            fc = Controller(faulty, timeout=0.25, retries=5, seq=100)
+            fc = Board(faulty, timeout=0.25, retries=5, seq=100)
             r = run_session(fc, faulty, FAULT_FRAMES_PTY, seed=5, source="cosim-uart")
             assert r["undetected"] == 0, r
             bridge.mute = True
@@ -379,7 +379,7 @@ if cocotb is not None:
 
 def test_link(capsys):
     from sw.cli import main
-    from tb.link_cosim import LinkTb
+    from tb.cosim.link_cosim import LinkTb
     harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.test_link", dict(TB_PARAMS))
     # the CLI's co-simulated fault session, same build
     assert main(["board", "--sim", "faults", "--device", "cosim", "--frames", "60", "--seed", "3", "--json"]) == 0

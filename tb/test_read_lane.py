@@ -1,4 +1,4 @@
-"""Read lane (rtl/read_lane.py) on one behavioural PE (tb/hdl/pe_model.v) against
+"""Read lane (rtl/read_lane.py) on one behavioural PE (tb/cosim/hdl/pe_model.v) against
 golden.datapath.read_group_sums on golden.analog.IdealArray: groups back to back, any row base."""
 import random
 
@@ -48,7 +48,7 @@ if cocotb is not None:
         from golden.datapath import read_group_sums
         from golden.mapping import ReadGroup
         from rtl.read_lane import ReadLane
-        from tb.cosim import load_cells
+        from tb.cosim.sim_top import load_cells
         p = harness.params()
         lane = ReadLane(max_out=p["max_out"])
         rng = np.random.default_rng(p["seed"])
@@ -95,6 +95,6 @@ if cocotb is not None:
 @pytest.mark.parametrize("idle", [0.0, 0.5])
 def test_read_lane(idle):
     from rtl.read_lane import ReadLane
-    from tb.cosim import PE_MODEL
+    from tb.cosim.sim_top import PE_MODEL
     harness.run_block(LaneTop(ReadLane(max_out=12)), "lane_top", "tb.test_read_lane",
                       {"max_out": 12, "seed": 7, "groups": 40, "idle": idle}, extra_sources=[PE_MODEL])

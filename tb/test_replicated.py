@@ -1,4 +1,4 @@
-"""Co-simulation of the replicated-convolver controller (rtl/replicated.py, tb/replicated_main.py)
+"""Co-simulation of the replicated-convolver controller (rtl/replicated.py, tb/cosim/replicated_main.py)
 on a yao2020 device board whose three conv groups hold different cells: replicated inference
 (every image bit-exact with its group's golden datapath, results in image order), the result
 spacing against the single-group pipeline (route = G1), a short replicated training run bit-exact
@@ -11,8 +11,8 @@ def test_replicated(tmp_path):
     from golden import weights
     from golden.idx import default_data_dir
     from golden.weights import DEFAULT_WEIGHTS
-    from tb.replicated_cosim import run
-    from tb.sim_top import session_params
+    from tb.cosim.replicated_cosim import run
+    from tb.cosim.sim_top import session_params
     rep = tmp_path / "report.json"
     run(weights.load(), session_params(DEFAULT_WEIGHTS, default_data_dir(), 12, rep, device="yao2020", seed=3,
                                        single=3, rounds=2, batch=4, eta=0.3, batch_steps=3))

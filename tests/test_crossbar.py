@@ -6,7 +6,7 @@ from golden import weights
 from golden.analog import IdealArray
 from golden.crossbar import Crossbar
 from golden.datapath import Datapath
-from golden.device import level_conductance_us
+from golden.cell import level_conductance_us
 from golden.devices import RESET, SET
 from golden.idx import default_data_dir, load_dataset
 from golden.mapping import build_mapping, conductance_levels

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golden import datapath as dp
-from golden import device
+from golden import cell
 from golden.adc import ADC
 from golden.analog import IdealArray
 from golden.mapping import ReadGroup
@@ -67,7 +67,7 @@ def ref_read_group(levels, pe, row_base, n_out, xin, bits, adc_bits, lsb_ua):
                 cur = 0.0
                 for j in range(len(x)):
                     bit = ref_bits(int(x[j]), bits)[k]
-                    cur += device.V_READ * ref_conductance_us(int(levels[pe][row][j])) * bit
+                    cur += cell.V_READ * ref_conductance_us(int(levels[pe][row][j])) * bit
                 code = ref_adc_code(cur, adc_bits, lsb_ua)
                 s[r] += code * 2 ** k
         out.append([s[2 * o] - s[2 * o + 1] for o in range(n_out)])
@@ -172,11 +172,11 @@ def softmax_error_bound(m, sh, logit_scale, k):
 # ================================================================ device constants used above
 
 def test_device_constants_match_reference():
-    assert device.V_READ == 0.2
-    assert device.N_LEVELS == 8
+    assert cell.V_READ == 0.2
+    assert cell.N_LEVELS == 8
     for lv in range(8):
-        assert device.level_conductance_us(lv) == ref_conductance_us(lv)
-    assert device.I_UNIT_UA == pytest.approx(0.5)
+        assert cell.level_conductance_us(lv) == ref_conductance_us(lv)
+    assert cell.I_UNIT_UA == pytest.approx(0.5)
 
 
 # ================================================================ bitserial_encode

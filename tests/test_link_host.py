@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sw import csr_map
 from sw.devmodel import DeviceModel
-from sw.driver import Controller, MapMismatch
+from sw.driver import Board, MapMismatch
 from sw.faults import model_session
 from sw.link import (SYNC, BadAddress, BadArgument, BadLength, Cmd, DeviceTimeout, Frame, FrameParser, FrameTooLong,
                      LinkError,
@@ -147,7 +147,7 @@ class Scripted(Transport):
 
 def test_lost_response_is_retried_and_replayed():
     m = DeviceModel()
-    c = Controller(Scripted(m, lose_responses={1, 2}), retries=3, timeout=0.1)
+    c = Board(Scripted(m, lose_responses={1, 2}), retries=3, timeout=0.1)
     c.write_csr("link_scratch", 99)
     assert m.values["link_scratch"] == 99
     assert m.counters["executed"] == 1 and m.counters["dup_frames"] == 2
@@ -155,7 +155,7 @@ def test_lost_response_is_retried_and_replayed():
 
 
 def test_link_timeout_names_the_command():
-    c = Controller(Scripted(DeviceModel(), lose_requests=set(range(1, 10))), retries=2, timeout=0.05)
+    c = Board(Scripted(DeviceModel(), lose_requests=set(range(1, 10))), retries=2, timeout=0.05)
     with pytest.raises(LinkTimeout) as e:
         c.read_csr("link_scratch")
     assert "CSR_READ" in str(e.value) and "3 attempts" in str(e.value) and "3 x timeout" in str(e.value)
@@ -163,7 +163,7 @@ def test_link_timeout_names_the_command():
 
 
 def test_device_errors_raise_typed_exceptions():
-    c = Controller.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: None)).open()
+    c = Board.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: None)).open()
     for exc, fn in [(UnknownCommand, lambda: c.link.transact(0x7A)),
                     (BadAddress, lambda: c.read_csr(0x3FF)),
                     (BadArgument, lambda: c.read_csr(0, 0)),
@@ -175,7 +175,7 @@ def test_device_errors_raise_typed_exceptions():
         assert "refused by the device" in str(e.value)
     with pytest.raises(FrameTooLong):
         c.ping(bytes(65))                     # refused on the host: the device's max_payload is known
-    c2 = Controller.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: [0] * 9))
+    c2 = Board.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: [0] * 9))
     with pytest.raises(ResponseOverflow):
         c2.stream_command([1])
     with pytest.raises(FrameTooLong):         # max_payload unknown: TOO_LONG on every attempt
@@ -183,7 +183,7 @@ def test_device_errors_raise_typed_exceptions():
 
 
 def test_driver_validation_and_names():
-    c = Controller.model().open()
+    c = Board.model().open()
     c.write_csr("LINK_SCRATCH", 0xFFFFFFFF)
     assert c.read_csr(csr_map.LINK_SCRATCH) == 0xFFFFFFFF
     with pytest.raises(ValueError):
@@ -204,11 +204,11 @@ def test_map_mismatch():
     m = DeviceModel()
     m.values["link_map_hash"] ^= 1
     with pytest.raises(MapMismatch, match="regenerate"):
-        Controller.model(model=m).open()
+        Board.model(model=m).open()
     m = DeviceModel()
     m.values["link_id"] = 0x12345678
     with pytest.raises(MapMismatch, match="not an mcnn device"):
-        Controller.model(model=m).open()
+        Board.model(model=m).open()
 
 
 # ------------------------------------------------------------------ fault injection
@@ -225,11 +225,11 @@ def test_fault_session_mixed(seed):
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_fault_session_each_kind(kind):
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.faults import run_session
     faulty = FaultyTransport(ModelTransport(DeviceModel()), seed=17, rate=0.1 if kind == "hang" else 0.25,
                              kinds=[kind], hang_max=4)
-    r = run_session(Controller(faulty, retries=8, seq=3), faulty, 600, seed=17)
+    r = run_session(Board(faulty, retries=8, seq=3), faulty, 600, seed=17)
     assert r["undetected"] == 0 and r["failed"] <= 3, r     # a failure: 9 faulted attempts in a row
     assert r["injected_by_kind"].get(kind, 0) > 50
     if kind == "repeat_frame":                   # answered from the replay record, never re-executed
@@ -238,7 +238,7 @@ def test_fault_session_each_kind(kind):
 
 def test_hung_device_fails_cleanly():
     faulty = FaultyTransport(ModelTransport(DeviceModel()), seed=1, rate=0.0)
-    c = Controller(faulty, retries=3, timeout=0.05).open()
+    c = Board(faulty, retries=3, timeout=0.05).open()
     faulty.hang_left = 10
     with pytest.raises(LinkTimeout, match=r"4 attempts \(4 x timeout\)"):
         c.identify()
@@ -288,7 +288,7 @@ def test_serial_transport_over_pty():
     th = threading.Thread(target=device, daemon=True)
     th.start()
     try:
-        c = Controller(SerialTransport(os.ttyname(slave)), timeout=1.0).open()
+        c = Board(SerialTransport(os.ttyname(slave)), timeout=1.0).open()
         c.write_csr("link_scratch", 0xABCD)
         assert c.read_csr("link_scratch") == 0xABCD
         assert c.stream_command([5, 6]) == [0xFFFFFFFA, 0xFFFFFFF9]
@@ -433,10 +433,10 @@ class _Cut(ModelTransport):
 @pytest.mark.parametrize("lost", ["request", "response"])
 def test_resolve_executes_exactly_once(lost):
     from sw.devmodel import DeviceModel
-    from sw.driver import Controller
+    from sw.driver import Board
     from sw.link import LinkTimeout
     t = _Cut(DeviceModel())
-    c = Controller(t, timeout=0.01, retries=2, resolve_tries=0)
+    c = Board(t, timeout=0.01, retries=2, resolve_tries=0)
     c.open()
     c.write_csr("link_scratch", 0)
     e0 = c.read_csr("link_executed")

@@ -46,7 +46,7 @@ def test_float_requant_equals_integer_requant(z, m, sh):
 
 
 def test_weight_to_levels():
-    from golden.device import weight_to_levels
+    from golden.cell import weight_to_levels
     w = np.arange(-7, 8)
     lp, ln = weight_to_levels(w)
     np.testing.assert_array_equal(lp.astype(int) - ln.astype(int), w)

@@ -1,7 +1,7 @@
 """System co-simulation: the controller RTL with 8 behavioural PEs on Verilator under cocotb.
 
 The physics stays in golden/: the testbench loads every cell's read current (integer units of
-golden.device.I_Q) into the HDL array models (tb/hdl/pe_model.v) through a backdoor port, and the
+golden.cell.I_Q) into the HDL array models (tb/cosim/hdl/pe_model.v) through a backdoor port, and the
 models only add and digitise. Python is never awaited per clock during inference: it feeds one
 image (196 words), then sleeps until the image buffer is free again or a result appears.
 """
@@ -16,7 +16,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.device import I_Q_UA
+from golden.adc import ADC
+from golden.cell import I_Q_UA
+from golden.datapath import softmax_params
 from rtl.controller import Controller
 
 HDL = Path(__file__).resolve().parent / "hdl"
@@ -125,6 +127,28 @@ def adc_shift_for(adc) -> int:
     if abs(ratio - (1 << shift)) > 1e-9:
         raise ValueError(f"ADC LSB {adc.lsb_ua} uA is not a power-of-two multiple of I_Q = {I_Q_UA} uA")
     return shift
+
+
+# ------------------------------------------------------------------ build and run (tests, `mcnn sim`, `mcnn bench`)
+
+def build_controller(w):
+    return Controller(w.q.requant, softmax_params(w.q.logit_scale))
+
+
+def sim_top(w):
+    return SimTop(build_controller(w), adc_shift_for(ADC()))
+
+
+def session_params(weights, data, n, report, **kw) -> dict:
+    """Parameters of a tb/cosim/sim_main.py session (make sim, make bench, the tests)."""
+    return {"weights": str(Path(weights).resolve()), "data": str(Path(data).resolve()), "n": n,
+            "report": str(Path(report).resolve()), **kw}
+
+
+def run(w, params, log_to_terminal=False, waves=False):
+    from tb import harness
+    return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=[PE_MODEL],
+                             ports_only=True, hdl_clock_ns=10, log_to_terminal=log_to_terminal, waves=waves)
 
 
 # ------------------------------------------------------------------ cocotb side
@@ -336,6 +360,18 @@ async def serve_programming(dut, clk, backend, cells=(), until_done=False, on_re
     return results
 
 
+async def finish_batch(dut, backend):
+    """End a training batch: the update engine's finish marker for one clock, then serve the
+    programming it causes until the pair programmer is done. -> the write-verify results."""
+    from cocotb.triggers import RisingEdge
+    dut.train.value = 0
+    dut.upd_finish__valid.value = 1
+    dut.upd_finish__payload.value = 0
+    await RisingEdge(dut.clk)
+    dut.upd_finish__valid.value = 0
+    return await serve_programming(dut, dut.clk, backend, until_done=True)
+
+
 class CrossbarBackend:
     """Serves the RTL's programming requests from a golden.crossbar.Crossbar (the physics)."""
 
@@ -356,7 +392,7 @@ class CrossbarBackend:
         self.session.pulse(Pulse(op))
 
     def end(self, ok, pulses):
-        from golden.device import V_READ, current_units
+        from golden.cell import V_READ, current_units
         s = self.session
         s.end(ok, pulses)
         self.session = None

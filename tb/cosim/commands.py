@@ -1,34 +1,26 @@
-"""`mcnn sim`: the main job. The controller RTL drives 8 behavioural PEs on Verilator (cocotb),
-checked image by image against the golden integer datapath; prints and writes a JSON report."""
+"""The co-simulation behind the CLI (sw/cli.py dispatches here; the only way sw/ reaches tb/).
+
+  `mcnn sim`                    the main job: the controller RTL drives 8 behavioural PEs on Verilator
+                                (cocotb), checked image by image against the golden integer datapath;
+                                prints and writes a JSON report (sim_main.py)
+  `mcnn sim --replicated`       the same with the replicated-convolver controller (replicated_main.py)
+  `mcnn bench` (--cosim-n)      a co-simulation of N images on ideal cells, its throughput figures
+  `mcnn board --sim ... --device cosim|controller`   the driver's sessions against the Verilated link
+                                (link_cosim.py) or link + host bridge + controller (host_cosim.py)
+"""
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 
-def add_parser(sub, common):
-    p = sub.add_parser("sim", help="co-simulate the controller RTL with 8 behavioural PEs (the main job)")
-    common(p)
-    p.add_argument("--n", type=int, default=1000, help="test images (default 1000; 10000 for all)")
-    p.add_argument("--device", default="yao2020",
-                   help="device preset of the PEs (golden/devices.py), or 'ideal' (exact target levels)")
-    p.add_argument("--seed", type=int, default=0, help="device seed of the board")
-    p.add_argument("--iterations", type=int, default=10, help="hybrid-training iterations (batches of 100)")
-    p.add_argument("--report", type=Path, default=Path("build/sim_report.json"))
-    p.add_argument("--waves", action="store_true", help="write an FST waveform (slow)")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--replicated", action="store_true",
-                   help="the replicated-convolver controller (rtl/replicated.py): three groups, shared FC; "
-                        "--iterations batches of replicated training (rounds of 3, update per round, clip 30 codes)")
-    p.set_defaults(fn=cmd_sim)
-
-
-def cmd_sim(args):
+def sim(args):
     if getattr(args, "replicated", False):
-        return cmd_sim_replicated(args)
+        return sim_replicated(args)
     from golden import weights
-    from tb import sim_top
+    from tb.cosim import sim_top
     w = weights.load(args.weights)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     if args.report.exists():
@@ -87,11 +79,11 @@ def cmd_sim(args):
     return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
 
 
-def cmd_sim_replicated(args):
-    """`mcnn sim --replicated`: tb/replicated_main.py (three groups on a device board)."""
+def sim_replicated(args):
+    """`mcnn sim --replicated`: tb/cosim/replicated_main.py (three groups on a device board)."""
     from golden import weights
     from golden.hybrid import ETA_REP_DEFAULT
-    from tb import replicated_cosim, sim_top
+    from tb.cosim import replicated_cosim, sim_top
     if args.device == "ideal":
         print("mcnn sim --replicated: needs a device preset (the groups' boards come from golden's transfer)",
               file=sys.stderr)
@@ -144,3 +136,53 @@ def cmd_sim_replicated(args):
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")
     return 0 if ok else 1
+
+
+def bench(w, weights, data, n: int) -> dict:
+    """`mcnn bench`: co-simulate n test images on ideal cells; the report's throughput figures."""
+    from tb.cosim import sim_top
+    with tempfile.TemporaryDirectory() as td:
+        rep = Path(td) / "report.json"
+        params = sim_top.session_params(weights, data, n, rep, progress=False, device="ideal")
+        try:
+            sim_top.run(w, params)
+        except AssertionError:
+            if not rep.exists():
+                raise
+        r = json.loads(rep.read_text())
+    out = {k: r[k] for k in ("cosim_images_per_s", "cycles_per_image", "bound_cycles_per_image",
+                             "measured_over_bound", "bitexact_images", "mismatched_images")}
+    out["cosim_images"] = r["images"]
+    return out
+
+
+def board(args) -> dict:
+    """`mcnn board --sim SESSION --device cosim|controller`: the session against the co-simulated
+    link (tb/cosim/link_cosim.py) or link + host bridge + controller + array models
+    (tb/cosim/host_cosim.py); sw.board.run calls it inside its error handling."""
+    if args.device == "controller":
+        return _controller(args)
+    return _link(args)
+
+
+def _link(args) -> dict:
+    from tb.cosim.link_cosim import run_cosim_session
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "session.json"
+        r = run_cosim_session(args.sim, str(out), frames=args.frames, seed=args.seed, rate=args.rate,
+                              retries=args.retries, hang_max=args.hang_max, timeout=args.timeout or 10.0)
+    if args.sim != "faults":
+        r = {"source": "cosim", **r}
+    return r
+
+
+def _controller(args) -> dict:
+    from sw.board import parse_cells
+    from tb.cosim.host_cosim import run_host_session
+    cfg = dict(frames=args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
+               timeout=args.timeout or 120.0, n=args.images, eta=args.eta, board_seed=args.board_seed)
+    if args.sim in ("program", "read"):
+        cfg["cells"] = parse_cells(args.cells, args.sim == "program")
+    with tempfile.TemporaryDirectory() as d:
+        r = run_host_session(args.sim, str(Path(d) / "session.json"), **cfg)
+    return r if args.sim == "faults" else {"source": "controller", **r}

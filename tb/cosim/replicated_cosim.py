@@ -1,14 +1,14 @@
 """Co-simulation of the replicated-convolver controller (rtl/replicated.py) with the 8 PE array
-models: tb/cosim.py's SimTop around it, plus the `route` port (round robin or one group).
+models: tb/cosim/sim_top.py's SimTop around it, plus the `route` port (round robin or one group).
 
-pytest / CLI side: `run(w, params)` builds and runs the cocotb session tb/replicated_main.py.
+pytest / CLI side: `run(w, params)` builds and runs the cocotb session tb/cosim/replicated_main.py.
 """
 from __future__ import annotations
 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from tb.cosim import SimTop
+from tb.cosim.sim_top import SimTop
 
 
 class RepSimTop(SimTop):
@@ -43,12 +43,12 @@ def build_controller(w):
 
 def sim_top(w):
     from golden.adc import ADC
-    from tb.cosim import adc_shift_for
+    from tb.cosim.sim_top import adc_shift_for
     return RepSimTop(build_controller(w), adc_shift_for(ADC()))
 
 
 def run(w, params, log_to_terminal=False, waves=False):
     from tb import harness
-    from tb.cosim import PE_MODEL
-    return harness.run_block(sim_top(w), "mcnn_rep_sim", "tb.replicated_main", params, extra_sources=[PE_MODEL],
+    from tb.cosim.sim_top import PE_MODEL
+    return harness.run_block(sim_top(w), "mcnn_rep_sim", "tb.cosim.replicated_main", params, extra_sources=[PE_MODEL],
                              ports_only=True, hdl_clock_ns=10, log_to_terminal=log_to_terminal, waves=waves)

@@ -18,7 +18,7 @@ link works without moving bytes.
 `LinkTb` is the design under test: LinkTop(bypass=True) with a complement-echo on the
 controller streams (cmd -> FIFO -> ~data -> rsp; `hang`=1 stalls it, a hung controller). Its CSR
 map includes the controller's register blocks (rtl/host.py), their inputs at 0, so it has the
-map hash of sw/csr_map.py. (The link with the real controller behind it: tb/host_cosim.py.)
+map hash of sw/csr_map.py. (The link with the real controller behind it: tb/cosim/host_cosim.py.)
 
 This module is also the cocotb test module of `mcnn board --sim ... --device cosim`
 (run_cosim_session): its one test runs the session named in $MCNN_COSIM_SESSION.
@@ -391,15 +391,15 @@ if cocotb is not None:
         await start(dut)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             if cfg["session"] == "faults":
                 from sw.faults import run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                ctrl = Controller(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
-                return run_session(ctrl, faulty, cfg["frames"], cfg["seed"], source="cosim")
-            ctrl = Controller(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
-            return ctrl.identify() if cfg["session"] == "identify" else ctrl.status()
+                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                return run_session(board, faulty, cfg["frames"], cfg["seed"], source="cosim")
+            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            return board.identify() if cfg["session"] == "identify" else board.status()
 
         result = await with_sim_transport(dut, host)
         with open(cfg["out"], "w") as f:
@@ -413,7 +413,7 @@ def run_cosim_session(session: str, out_path: str, **cfg) -> dict:
     old = os.environ.get(SESSION_ENV)
     os.environ[SESSION_ENV] = json.dumps(cfg)
     try:
-        harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.link_cosim", dict(TB_PARAMS, cli=session),
+        harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.cosim.link_cosim", dict(TB_PARAMS, cli=session),
                           testcase="session")
     finally:
         if old is None:

@@ -1,7 +1,7 @@
-"""Device constants of the 1T1R cell (Yao et al. 2020): the one source of the physics numbers.
+"""The 1T1R cell (Yao et al. 2020): read voltage, conductance levels, read-current quantisation.
 
-Issue 3's device and crossbar models extend this file; the golden datapath, the analog model
-and the testbenches all take their numbers from here.
+The one source of these physics numbers: the golden datapath, the analog and crossbar models and
+the testbenches take them from here. The device models (what a pulse does) are golden/devices.py.
 """
 V_READ = 0.2          # V, BL read pulse (Yao 2020, Methods)
 G_MIN_US = 2.5        # uS, lowest of the 8 target levels (Yao 2020, Fig. 1c)
@@ -11,7 +11,7 @@ G_WINDOW_US = (2.0, 20.0)  # programmable window (REFERENCE.md section 1)
 I_UNIT_UA = V_READ * G_STEP_US  # 0.5 uA: read current of one conductance step at V_READ
 # Cell read currents are quantised to I_Q = I_UNIT / 2**10 (~0.49 nA, far below any device
 # effect) so that SL sums are exact integers: the HDL array model of the co-simulation
-# (tb/hdl/pe_model.v) then reproduces the golden ADC codes bit for bit.
+# (tb/cosim/hdl/pe_model.v) then reproduces the golden ADC codes bit for bit.
 I_Q_FRAC = 10
 I_Q_UA = I_UNIT_UA / (1 << I_Q_FRAC)
 

@@ -1,13 +1,13 @@
 """Co-simulation of the host path: the unmodified driver (sw/driver.py) drives the whole controller.
 
 Verilated top (`HostSimTop`): LinkTop in bypass mode (the link's byte streams straight from
-sw.transport.SimTransport, as tb/link_cosim.py) + the host bridge (rtl/host.py) + tb/cosim.py's
+sw.transport.SimTransport, as tb/cosim/link_cosim.py) + the host bridge (rtl/host.py) + tb/cosim/sim_top.py's
 SimTop (the controller with 8 pe_model array models). The controller's CSR block is in the
 link's map, so the driver sees the design as on the board.
 
 The programming physics stays in golden/: the controller's write-verify requests (prog_req /
 prog_rsp) and the bridge's verify reads (vread_req / vread_rsp: the pair programmer's and the
-host READ command's) are answered by tb/cosim.py's CrossbarBackend (golden.crossbar); each
+host READ command's) are answered by tb/cosim/sim_top.py's CrossbarBackend (golden.crossbar); each
 finished cell's new read current is written into the array model through the backdoor port, so
 inference sees it. `ProgrammingServer` does this; it wakes only when a request appears, so
 inference and idle stretches cost no Python per clock.
@@ -35,7 +35,7 @@ PERIOD_NS = 10
 
 class HostSimTop(wiring.Component):
     def __init__(self, controller, adc_shift: int, **link_params):
-        from tb.cosim import CUR_BITS, SimTop
+        from tb.cosim.sim_top import CUR_BITS, SimTop
         self.ctrl = controller
         self.sim = SimTop(controller, adc_shift)
         self.bridge = HostBridge(controller)
@@ -96,8 +96,7 @@ class HostSimTop(wiring.Component):
 def build_top(w=None):
     from golden import weights
     from golden.adc import ADC
-    from tb.cosim import adc_shift_for
-    from tb.sim_top import build_controller
+    from tb.cosim.sim_top import adc_shift_for, build_controller
     w = w or weights.load()
     return HostSimTop(build_controller(w), adc_shift_for(ADC()))
 
@@ -107,7 +106,7 @@ def build_top(w=None):
 class ProgrammingServer:
     """Answers the PE board's programming requests and verify reads from golden physics.
 
-    backend: tb.cosim.CrossbarBackend. Runs as a cocotb coroutine: sleeps until prog_req or
+    backend: tb.cosim.sim_top.CrossbarBackend. Runs as a cocotb coroutine: sleeps until prog_req or
     vread_req rises, then follows the requests cycle by cycle until the channels have been quiet
     for `quiet` cycles. Counts the requests it served (tests compare them with the CSR counters)."""
 
@@ -190,7 +189,7 @@ async def start(dut, xb, ctrl):
     currents into the array models, start the programming server."""
     import cocotb
 
-    from tb import cosim
+    from tb.cosim import sim_top
     from tb.harness import start_clock_and_reset
     dut.bypass.value = 1
     dut.hang.value = 0
@@ -201,8 +200,8 @@ async def start(dut, xb, ctrl):
     dut.prog_rsp__valid.value = 0
     dut.vread_rsp__valid.value = 0
     await start_clock_and_reset(dut, start_clock=False)
-    await cosim.load_cells(dut, xb.i_units(), dut.clk)
-    be = cosim.CrossbarBackend(xb, ctrl)
+    await sim_top.load_cells(dut, xb.i_units(), dut.clk)
+    be = sim_top.CrossbarBackend(xb, ctrl)
     be.n_bl = ctrl.n_bl
     server = ProgrammingServer(dut, be)
     cocotb.start_soon(server.run())
@@ -212,7 +211,7 @@ async def start(dut, xb, ctrl):
 def run_block(params: dict, testcase=None, test_module="tb.test_host"):
     """Build (cached) and run a cocotb module against HostSimTop."""
     from tb import harness
-    from tb.cosim import PE_MODEL
+    from tb.cosim.sim_top import PE_MODEL
     return harness.run_block(build_top(), "mcnn_host", test_module, params, testcase=testcase,
                              extra_sources=[PE_MODEL], ports_only=True, hdl_clock_ns=PERIOD_NS)
 
@@ -251,7 +250,7 @@ if cocotb is not None:
         """The session named in $MCNN_HOST_SESSION, the driver over SimTransport; JSON to cfg['out']."""
         cfg = json.loads(os.environ[SESSION_ENV])
         from golden.crossbar import Crossbar
-        from tb.link_cosim import with_sim_transport
+        from tb.cosim.link_cosim import with_sim_transport
         from golden import weights
         w = weights.load()
         xb = Crossbar(cfg.get("device_model", "yao2020"), seed=cfg.get("board_seed", 0))
@@ -264,17 +263,17 @@ if cocotb is not None:
         await start(dut, xb, ctrl)
 
         def host(tr, bridge):
-            from sw.driver import Controller
+            from sw.driver import Board
             if cfg["session"] == "faults":
                 from sw.faults import controller_ops, run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                ctrl_ = Controller(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
                 extra, final, opw = controller_ops(GoldenOracle(gold, FAULT_CELLS))
-                return run_session(ctrl_, faulty, cfg["frames"], cfg["seed"], source="controller",
+                return run_session(board, faulty, cfg["frames"], cfg["seed"], source="controller",
                                    stream_check="echo_op", extra_ops=extra, final_check=final, op_weights=opw)
             from sw.board import host_session
-            c = Controller(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            c = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
             return host_session(c, cfg)
 
         result = await with_sim_transport(dut, host)
@@ -288,7 +287,7 @@ def run_host_session(session: str, out_path: str, **cfg) -> dict:
     old = os.environ.get(SESSION_ENV)
     os.environ[SESSION_ENV] = json.dumps(cfg)
     try:
-        run_block({"cli": session}, testcase="session", test_module="tb.host_cosim")
+        run_block({"cli": session}, testcase="session", test_module="tb.cosim.host_cosim")
     finally:
         if old is None:
             os.environ.pop(SESSION_ENV, None)
