@@ -176,7 +176,7 @@ def controller_blocks(ctrl=None) -> list:
 
 def connect_bridge(m, bridge, ctrl):
     """Host bridge <-> controller streams (the board top and the co-simulation top both use this;
-    `ctrl` is the Controller or anything with its ports, e.g. tb/cosim.py's SimTop)."""
+    `ctrl` is the Controller or anything with its ports, e.g. tb/cosim/sim_top.py's SimTop)."""
     wiring.connect(m, bridge.image, ctrl.image)
     wiring.connect(m, ctrl.result, bridge.result)
     wiring.connect(m, bridge.prog, ctrl.prog)

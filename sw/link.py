@@ -279,7 +279,7 @@ class Link:
         self.retries = retries
         self.seq = (os.urandom(1)[0] if seq is None else seq) & 0xFF
         self.parser = FrameParser(max_response)
-        self.max_payload = None       # the device's, once known (Controller.open sets it)
+        self.max_payload = None       # the device's, once known (Board.open sets it)
         self.stats = LinkStats()
         self.on_attempt = on_attempt
         self.pending = None           # (seq, cmd, frame, payload bytes, timeout) of the last LinkTimeout
