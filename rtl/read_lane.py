@@ -21,6 +21,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .bitserial_encoder import BitserialEncoder
 from .pe_board import PEBoardSignature
 from .replica import replicas, slices
 
@@ -45,12 +46,8 @@ class ReadLane(wiring.Component):
         self.acc_groups = acc_groups    # accumulator submodules grp0.. (a tick copy each, see elaborate)
         self.sum_bits = code_bits + input_bits          # S: u16
         self.d_bits = self.sum_bits + 1                 # D: s17
-        self.cmd_layout = data.StructLayout({
-            "patch": data.ArrayLayout(unsigned(input_bits), n_bl),
-            "row_base": _bits(n_rows),
-            "n_out": _bits(max_out + 1),                # 0: a null group (no pulse, D = 0)
-            "tag": tag_bits,
-        })
+        self._enc = BitserialEncoder(n_bl, n_rows, input_bits, max_out, pulse_cycles, tag_bits)
+        self.cmd_layout = self._enc.cmd_layout
         self.res_layout = data.StructLayout({
             "d": data.ArrayLayout(signed(self.d_bits), max_out),
             "tag": tag_bits,
@@ -77,71 +74,18 @@ class ReadLane(wiring.Component):
         sel_bits = _bits(self.n_rows // A)
 
         # ---------------------------------------------------------------- pulse side
-        cur = Signal(self.cmd_layout)
-        active = Signal()             # a group is being pulsed
-        slot = Signal(range(B))
-        cyc = Signal(range(P))
-        m.d.comb += self.busy.eq(active)
-
-        # at_group_end is a register (set the cycle before the group's last pulse cycle) so that
-        # cmd.ready, which the controller's issuer decodes, is one LUT from flip-flops
-        at_group_end = Signal()
-        m.d.comb += self.cmd.ready.eq(~active | at_group_end)
-        # conversion rounds of the pulsed group: registers computed from `cur` (valid from the 2nd
-        # cycle of a group; the first S&H sample is at its cycle P - 1 >= 1)
+        m.submodules.bitserial_encoder = enc = self._enc
+        wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
+        m.d.comb += [self.pe.bl.eq(enc.bl), self.pe.pulse.eq(enc.pulse), self.pe.sh_sample.eq(enc.sh_sample),
+                     self.pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
+        # conversion rounds of the pulsed group: registers computed from the group (valid from the
+        # 2nd cycle of a group; the first S&H sample is at its cycle P - 1 >= 1)
         cv_sel_first_n = Signal(sel_bits)
         cv_sel_last_n = Signal(sel_bits)
         # (A is a power of 2: // A as a shift; an Amaranth // is a divider cell)
         AB0 = _bits(A)
-        m.d.sync += [cv_sel_first_n.eq(cur.row_base >> AB0),
-                     cv_sel_last_n.eq((cur.row_base + 2 * cur.n_out - 1) >> AB0)]
-        nxt_end = Signal()
-        # the PE outputs come from registers (one LUT to the port, for timing: the PHY captures
-        # them a cycle after the controller's tick): `real` (active & n_out != 0) as a flip-flop,
-        # the patch as one shift register per BL (bit 0 is the bit of the slot being pulsed)
-        real = Signal()
-        psh = [Signal(B, name=f"psh{j}") for j in range(self.n_bl)]
-        fire = self.cmd.valid & self.cmd.ready
-        # sh_r: the patch shifts in this cycle (active, cyc == P - 1, slot != B - 1), as a register
-        # set a cycle ahead, so the clock enable of the n_bl * B patch flip-flops is one LUT of
-        # flip-flops and cmd.valid (timing); P >= 2, so a shift never follows a fire or a shift
-        # (in copies, one per slice of the BLs: rtl/replica.py)
-        NSH = min(4, self.n_bl)
-        sh_r = replicas(Signal(), NSH, "sh_r")
-        m.d.sync += [r.eq(~fire & active & (cyc == P - 2) & (slot != B - 1)) for r in sh_r]
-        for k, (lo, hi) in enumerate(slices(self.n_bl, NSH)):
-            with m.If(fire):
-                m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(lo, hi)]
-            with m.Elif(sh_r[k]):
-                m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(lo, hi)]
-        with m.If(fire):
-            m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0),
-                         real.eq(self.cmd.payload.n_out != 0)]
-            m.d.comb += nxt_end.eq((B == 1) & (P == 1))
-        with m.Elif(active):
-            with m.If(cyc == P - 1):
-                m.d.sync += cyc.eq(0)
-                with m.If(slot == B - 1):
-                    m.d.sync += [active.eq(0), real.eq(0)]
-                with m.Else():
-                    m.d.sync += slot.eq(slot + 1)
-                    m.d.comb += nxt_end.eq((P == 1) & (slot == B - 2))
-            with m.Else():
-                m.d.sync += cyc.eq(cyc + 1)
-                m.d.comb += nxt_end.eq((cyc == P - 2) & (slot == B - 1))
-        m.d.sync += at_group_end.eq(nxt_end)
-
-        bits = Signal(self.n_bl)
-        for j in range(self.n_bl):
-            m.d.comb += bits[j].eq(psh[j][0])
-        m.d.comb += [
-            self.pe.bl.eq(Mux(real, bits, 0)),
-            self.pe.pulse.eq(real),
-            self.pe.sh_sample.eq(real & (cyc == P - 1)),
-            self.pe.sh_bank.eq(slot[0]),
-        ]
-        with m.If(real & (cyc == P - 1)):
-            m.d.sync += self.slot_reads.eq(self.slot_reads + 1)
+        m.d.sync += [cv_sel_first_n.eq(enc.row_base >> AB0),
+                     cv_sel_last_n.eq((enc.row_base + 2 * enc.n_out - 1) >> AB0)]
 
         # ---------------------------------------------------------------- conversion side
         # Context of the slot being converted, latched when its S&H sample is taken.
@@ -150,11 +94,11 @@ class ReadLane(wiring.Component):
         cv_bank = Signal()
         cv_sel = Signal(sel_bits)
         cv_sel_last = Signal(sel_bits)
-        cv_row_base = Signal.like(cur.row_base)
-        with m.If(real & (cyc == P - 1)):
-            m.d.sync += [cv_active.eq(1), cv_slot.eq(slot), cv_bank.eq(slot[0]),
+        cv_row_base = Signal.like(enc.row_base)
+        with m.If(enc.sample):
+            m.d.sync += [cv_active.eq(1), cv_slot.eq(enc.slot), cv_bank.eq(enc.slot[0]),
                          cv_sel.eq(cv_sel_first_n), cv_sel_last.eq(cv_sel_last_n),
-                         cv_row_base.eq(cur.row_base)]
+                         cv_row_base.eq(enc.row_base)]
         with m.Elif(cv_active):
             with m.If(cv_sel == cv_sel_last):
                 m.d.sync += cv_active.eq(0)
@@ -224,9 +168,9 @@ class ReadLane(wiring.Component):
         # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
         # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
         rt = Signal(range(P + 6))
-        done_n_out = Signal.like(cur.n_out)
-        with m.If(at_group_end):
-            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
+        done_n_out = Signal.like(enc.n_out)
+        with m.If(enc.group_end):
+            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(enc.tag), done_n_out.eq(enc.n_out)]
         with m.Elif(rt != 0):
             m.d.sync += rt.eq(rt - 1)
         m.d.comb += self.res.valid.eq(rt == 1)
