@@ -17,10 +17,11 @@ last pulse cycle.
 The lane drives one PE port (rtl/pe_board.py); the controller routes it to the PE of the current
 layer.
 """
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .adc_sequencer import AdcSequencer
 from .bitserial_encoder import BitserialEncoder
 from .pe_board import PEBoardSignature
 from .replica import replicas, slices
@@ -47,6 +48,7 @@ class ReadLane(wiring.Component):
         self.sum_bits = code_bits + input_bits          # S: u16
         self.d_bits = self.sum_bits + 1                 # D: s17
         self._enc = BitserialEncoder(n_bl, n_rows, input_bits, max_out, pulse_cycles, tag_bits)
+        self._seq = AdcSequencer(n_rows, n_adc, input_bits, max_out)
         self.cmd_layout = self._enc.cmd_layout
         self.res_layout = data.StructLayout({
             "d": data.ArrayLayout(signed(self.d_bits), max_out),
@@ -71,55 +73,25 @@ class ReadLane(wiring.Component):
         m = Module()
         B, P, A, MO = self.input_bits, self.pulse_cycles, self.n_adc, self.max_out
         MR = 2 * MO
-        sel_bits = _bits(self.n_rows // A)
 
         # ---------------------------------------------------------------- pulse side
         m.submodules.bitserial_encoder = enc = self._enc
         wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
         m.d.comb += [self.pe.bl.eq(enc.bl), self.pe.pulse.eq(enc.pulse), self.pe.sh_sample.eq(enc.sh_sample),
                      self.pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
-        # conversion rounds of the pulsed group: registers computed from the group (valid from the
-        # 2nd cycle of a group; the first S&H sample is at its cycle P - 1 >= 1)
-        cv_sel_first_n = Signal(sel_bits)
-        cv_sel_last_n = Signal(sel_bits)
-        # (A is a power of 2: // A as a shift; an Amaranth // is a divider cell)
-        AB0 = _bits(A)
-        m.d.sync += [cv_sel_first_n.eq(enc.row_base >> AB0),
-                     cv_sel_last_n.eq((enc.row_base + 2 * enc.n_out - 1) >> AB0)]
-
         # ---------------------------------------------------------------- conversion side
-        # Context of the slot being converted, latched when its S&H sample is taken.
-        cv_active = Signal()
-        cv_slot = Signal(range(B))
-        cv_bank = Signal()
-        cv_sel = Signal(sel_bits)
-        cv_sel_last = Signal(sel_bits)
-        cv_row_base = Signal.like(enc.row_base)
-        with m.If(enc.sample):
-            m.d.sync += [cv_active.eq(1), cv_slot.eq(enc.slot), cv_bank.eq(enc.slot[0]),
-                         cv_sel.eq(cv_sel_first_n), cv_sel_last.eq(cv_sel_last_n),
-                         cv_row_base.eq(enc.row_base)]
-        with m.Elif(cv_active):
-            with m.If(cv_sel == cv_sel_last):
-                m.d.sync += cv_active.eq(0)
-            with m.Else():
-                m.d.sync += cv_sel.eq(cv_sel + 1)
-        m.d.comb += [self.pe.adc_start.eq(cv_active), self.pe.adc_bank.eq(cv_bank),
-                     self.pe.adc_sel.eq(cv_sel)]
-        with m.If(cv_active):
-            m.d.sync += self.conv_rounds.eq(self.conv_rounds + 1)
+        m.submodules.adc_sequencer = seq = self._seq
+        m.d.comb += [seq.sample.eq(enc.sample), seq.slot.eq(enc.slot), seq.row_base.eq(enc.row_base),
+                     seq.n_out.eq(enc.n_out)]
+        m.d.comb += [self.pe.adc_start.eq(seq.adc_start), self.pe.adc_bank.eq(seq.adc_bank),
+                     self.pe.adc_sel.eq(seq.adc_sel), self.conv_rounds.eq(seq.conv_rounds)]
+        rv_slot, rv_sel, rv_rot, cv_row_base = seq.rv_slot, seq.rv_sel, seq.rv_rot, seq.cv_row_base
 
-        # Codes return one cycle later (rv_*). Accumulator i takes SL row_base + i, i.e. ADC
-        # (row_base + i) % A: the codes are rotated by row_base % A. For timing the rotation is
-        # split over two registered stages (a: the codes as they arrive from the controller's
-        # routing, rotated by the low 2 bits; s: by the rest, one code per accumulator), the code
-        # is shifted in the next (c) and added in the one after.
+        # Accumulator i takes SL row_base + i, i.e. ADC (row_base + i) % A: the codes are rotated
+        # by row_base % A. For timing the rotation is split over two registered stages (a: the
+        # codes as they arrive from the controller's routing, rotated by the low 2 bits; s: by the
+        # rest, one code per accumulator), the code is shifted in the next (c) and added in the one after.
         AB = _bits(A)
-        rv_slot = Signal.like(cv_slot)
-        rv_sel = Signal.like(cv_sel)
-        rv_rot = Signal(AB)
-        m.d.sync += [rv_slot.eq(cv_slot), rv_sel.eq(cv_sel), rv_rot.eq(cv_row_base[:AB] if self.n_rows > 1 else 0)]
-
         def rotate(words, amount, lsb):     # words[k] <- words[(k + amount << lsb) % A], one Mux level per bit
             for b in range(len(amount)):
                 n = 1 << (b + lsb)
@@ -131,7 +103,7 @@ class ReadLane(wiring.Component):
         LO = min(2, AB)
         a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
         a_valid = Signal()
-        a_slot = Signal.like(cv_slot)
+        a_slot = Signal.like(rv_slot)
         a_rot = Signal(AB - LO)
         port = [self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A)]
         m.submodules.rot = mrot = Module()
@@ -145,7 +117,7 @@ class ReadLane(wiring.Component):
         c_en = [Signal(name=f"cen{i}") for i in range(MR)]
         NG = min(self.acc_groups, MR)
         # per group: its own copies of the slot being shifted in and of its first / last tests
-        s_slot = replicas(Signal.like(cv_slot), NG, "s_slot")
+        s_slot = replicas(Signal.like(rv_slot), NG, "s_slot")
         c_first, c_last = replicas(Signal(), NG, "c_first"), replicas(Signal(), NG, "c_last")
         for g, (lo, hi) in enumerate(slices(MR, NG)):
             m.submodules[f"grp{g}"] = mg = Module()
