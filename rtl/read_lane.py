@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from .adc_sequencer import AdcSequencer
 from .bitserial_encoder import BitserialEncoder
 from .pe_board import PEBoardSignature
-from .replica import replicas, slices
+from .shift_add import ShiftAdd
 
 
 def _bits(n: int) -> int:
@@ -49,6 +49,7 @@ class ReadLane(wiring.Component):
         self.d_bits = self.sum_bits + 1                 # D: s17
         self._enc = BitserialEncoder(n_bl, n_rows, input_bits, max_out, pulse_cycles, tag_bits)
         self._seq = AdcSequencer(n_rows, n_adc, input_bits, max_out)
+        self._sa = ShiftAdd(n_rows, n_adc, input_bits, code_bits, max_out, acc_groups)
         self.cmd_layout = self._enc.cmd_layout
         self.res_layout = data.StructLayout({
             "d": data.ArrayLayout(signed(self.d_bits), max_out),
@@ -67,12 +68,11 @@ class ReadLane(wiring.Component):
     def enable_groups_for(max_out: int, acc_groups: int = 4) -> list[str]:
         """The submodules that hold the conversion side's registers (see elaborate): under a clock
         enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
-        return ["rot"] + [f"grp{g}" for g in range(min(acc_groups, 2 * max_out))]
+        return [f"shift_add.{g}" for g in ShiftAdd.enable_groups_for(max_out, acc_groups)]
 
     def elaborate(self, platform):
         m = Module()
-        B, P, A, MO = self.input_bits, self.pulse_cycles, self.n_adc, self.max_out
-        MR = 2 * MO
+        P, MO = self.pulse_cycles, self.max_out
 
         # ---------------------------------------------------------------- pulse side
         m.submodules.bitserial_encoder = enc = self._enc
@@ -85,57 +85,12 @@ class ReadLane(wiring.Component):
                      seq.n_out.eq(enc.n_out)]
         m.d.comb += [self.pe.adc_start.eq(seq.adc_start), self.pe.adc_bank.eq(seq.adc_bank),
                      self.pe.adc_sel.eq(seq.adc_sel), self.conv_rounds.eq(seq.conv_rounds)]
-        rv_slot, rv_sel, rv_rot, cv_row_base = seq.rv_slot, seq.rv_sel, seq.rv_rot, seq.cv_row_base
 
-        # Accumulator i takes SL row_base + i, i.e. ADC (row_base + i) % A: the codes are rotated
-        # by row_base % A. For timing the rotation is split over two registered stages (a: the
-        # codes as they arrive from the controller's routing, rotated by the low 2 bits; s: by the
-        # rest, one code per accumulator), the code is shifted in the next (c) and added in the one after.
-        AB = _bits(A)
-        def rotate(words, amount, lsb):     # words[k] <- words[(k + amount << lsb) % A], one Mux level per bit
-            for b in range(len(amount)):
-                n = 1 << (b + lsb)
-                words = [Mux(amount[b], words[(k + n) % A], words[k]) for k in range(A)]
-            return words
-        # The conversion side's registers are in submodules (the rotation `rot`, the accumulator
-        # groups `grp{g}`), so the board core can give each its own copy of the tick enable
-        # (rtl/replica.py EnableCopies; timing: one copy for the whole lane reached ~900 loads).
-        LO = min(2, AB)
-        a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
-        a_valid = Signal()
-        a_slot = Signal.like(rv_slot)
-        a_rot = Signal(AB - LO)
-        port = [self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A)]
-        m.submodules.rot = mrot = Module()
-        mrot.d.sync += [c.eq(w) for c, w in zip(a_codes, rotate(port, rv_rot[:LO], 0))]
-        m.d.sync += [a_valid.eq(self.pe.adc_valid), a_slot.eq(rv_slot), a_rot.eq(rv_rot[LO:])]
-        codes = rotate(a_codes, a_rot, LO)
-
-        acc = [Signal(self.sum_bits, name=f"acc{i}") for i in range(MR)]
-        fin = [Signal(self.sum_bits, name=f"fin{i}") for i in range(MR)]
-        c_q = [Signal(self.sum_bits, name=f"cq{i}") for i in range(MR)]
-        c_en = [Signal(name=f"cen{i}") for i in range(MR)]
-        NG = min(self.acc_groups, MR)
-        # per group: its own copies of the slot being shifted in and of its first / last tests
-        s_slot = replicas(Signal.like(rv_slot), NG, "s_slot")
-        c_first, c_last = replicas(Signal(), NG, "c_first"), replicas(Signal(), NG, "c_last")
-        for g, (lo, hi) in enumerate(slices(MR, NG)):
-            m.submodules[f"grp{g}"] = mg = Module()
-            mg.d.sync += [s_slot[g].eq(a_slot), c_first[g].eq(s_slot[g] == 0), c_last[g].eq(s_slot[g] == B - 1)]
-            for i in range(lo, hi):
-                row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
-                mg.d.sync += row.eq(cv_row_base + i)
-                a_mine = Signal(name=f"amine{i}")
-                mg.d.sync += a_mine.eq((row[AB:] == rv_sel) if self.n_rows > A else 1)
-                s_code = Signal(self.code_bits, name=f"scode{i}")
-                s_en = Signal(name=f"sen{i}")
-                mg.d.sync += [s_code.eq(codes[i % A]), s_en.eq(a_valid & a_mine)]
-                mg.d.sync += [c_q[i].eq(s_code << s_slot[g]), c_en[i].eq(s_en)]
-                new = Mux(c_first[g], 0, acc[i]) + c_q[i]
-                with mg.If(c_en[i]):
-                    mg.d.sync += acc[i].eq(new)
-                    with mg.If(c_last[g]):
-                        mg.d.sync += fin[i].eq(new)
+        m.submodules.shift_add = sa = self._sa
+        m.d.comb += [sa.adc_valid.eq(self.pe.adc_valid), sa.adc_codes.eq(self.pe.adc_codes),
+                     sa.rv_slot.eq(seq.rv_slot), sa.rv_sel.eq(seq.rv_sel), sa.rv_rot.eq(seq.rv_rot),
+                     sa.cv_row_base.eq(seq.cv_row_base)]
+        fin = sa.fin
 
         # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
         # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
