@@ -14,8 +14,8 @@ late past the next same-parity sample would read the wrong bank and mismatch. Ed
 row_base 0, the last rows (row_base + 2 n_out = 128), a group straddling two MUX inputs with
 max fan-in (n_out = 12), null groups.
 
-Mutation seen caught: cv_bank latched as ~slot[0] (the other S&H bank converted) -> rv_slot
-assertion.
+Mutation seen caught: cv_bank latched as ~slot[0] (the other S&H bank converted) -> "conversion
+of S&H bank 1, which holds no sample yet".
 """
 import random
 
@@ -95,6 +95,7 @@ if cocotb is not None:
             if int(dut.adc_start.value):
                 starts += 1
                 b, sel = int(dut.adc_bank.value), int(dut.adc_sel.value)
+                assert b in last_sampled, f"conversion of S&H bank {b}, which holds no sample yet"
                 codes = adc.convert(bank[b][sel * A:(sel + 1) * A])
                 pending = (codes, last_sampled[b])
             if c is not None and c[2] and groups[c[0]][1] != 0:   # the S&H captures at the edge
