@@ -14,47 +14,44 @@ group takes exactly input_bits * pulse_cycles cycles, back to back, as long as a
 most pulse_cycles conversion rounds. Its differential sums leave pulse_cycles + 5 cycles after its
 last pulse cycle.
 
+Units, one file each: rtl/bitserial_encoder.py (the pulse side: BL pulses, S&H sample),
+rtl/adc_sequencer.py (conversion rounds: MUX select, ADC start, the codes' context),
+rtl/shift_add.py (S per SL, pipelined), rtl/differential.py (D, released at the fixed latency).
+
 The lane drives one PE port (rtl/pe_board.py); the controller routes it to the PE of the current
 layer.
 """
-from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .adc_sequencer import AdcSequencer
 from .bitserial_encoder import BitserialEncoder
+from .differential import Differential
 from .pe_board import PEBoardSignature
 from .shift_add import ShiftAdd
 
 
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
 class ReadLane(wiring.Component):
+    """bitserial_encoder -> (PE: BLs, S&H) ; adc_sequencer -> (PE: MUX, ADCs) -> shift_add -> differential"""
+
     def __init__(self, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, max_out=12,
                  pulse_cycles=4, tag_bits=8, acc_groups=4):
         if n_adc & (n_adc - 1):
             raise ValueError("n_adc must be a power of 2")
-        if pulse_cycles < 2:
-            raise ValueError("pulse_cycles must be >= 2 (the conversion context is registered)")
         if pulse_cycles < (n_rows + n_adc - 1) // n_adc:
             raise ValueError(f"pulse_cycles {pulse_cycles} < conversion rounds {n_rows // n_adc}: "
                              f"the ADCs could not finish a slot during the next pulse")
         self.n_bl, self.n_rows, self.n_adc = n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.max_out = input_bits, code_bits, max_out
         self.pulse_cycles, self.tag_bits = pulse_cycles, tag_bits
-        self.acc_groups = acc_groups    # accumulator submodules grp0.. (a tick copy each, see elaborate)
-        self.sum_bits = code_bits + input_bits          # S: u16
-        self.d_bits = self.sum_bits + 1                 # D: s17
+        self.acc_groups = acc_groups    # accumulator submodules of shift_add (a tick copy each)
         self._enc = BitserialEncoder(n_bl, n_rows, input_bits, max_out, pulse_cycles, tag_bits)
         self._seq = AdcSequencer(n_rows, n_adc, input_bits, max_out)
         self._sa = ShiftAdd(n_rows, n_adc, input_bits, code_bits, max_out, acc_groups)
-        self.cmd_layout = self._enc.cmd_layout
-        self.res_layout = data.StructLayout({
-            "d": data.ArrayLayout(signed(self.d_bits), max_out),
-            "tag": tag_bits,
-        })
+        self._diff = Differential(self._sa.sum_bits, max_out, pulse_cycles, tag_bits)
+        self.sum_bits, self.d_bits = self._sa.sum_bits, self._diff.d_bits     # S: u16, D: s17
+        self.cmd_layout, self.res_layout = self._enc.cmd_layout, self._diff.res_layout
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout)),
             "res": Out(stream.Signature(self.res_layout)),  # ready ignored: the consumer always accepts
@@ -66,43 +63,27 @@ class ReadLane(wiring.Component):
 
     @staticmethod
     def enable_groups_for(max_out: int, acc_groups: int = 4) -> list[str]:
-        """The submodules that hold the conversion side's registers (see elaborate): under a clock
-        enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
+        """The submodules that hold the conversion side's registers (rtl/shift_add.py): under a
+        clock enable, each can take its own copy of it (rtl/replica.py EnableCopies)."""
         return [f"shift_add.{g}" for g in ShiftAdd.enable_groups_for(max_out, acc_groups)]
 
     def elaborate(self, platform):
         m = Module()
-        P, MO = self.pulse_cycles, self.max_out
-
-        # ---------------------------------------------------------------- pulse side
         m.submodules.bitserial_encoder = enc = self._enc
-        wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
-        m.d.comb += [self.pe.bl.eq(enc.bl), self.pe.pulse.eq(enc.pulse), self.pe.sh_sample.eq(enc.sh_sample),
-                     self.pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
-        # ---------------------------------------------------------------- conversion side
         m.submodules.adc_sequencer = seq = self._seq
+        m.submodules.shift_add = sa = self._sa
+        m.submodules.differential = diff = self._diff
+        pe = self.pe
+        wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
+        m.d.comb += [pe.bl.eq(enc.bl), pe.pulse.eq(enc.pulse), pe.sh_sample.eq(enc.sh_sample),
+                     pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
         m.d.comb += [seq.sample.eq(enc.sample), seq.slot.eq(enc.slot), seq.row_base.eq(enc.row_base),
                      seq.n_out.eq(enc.n_out)]
-        m.d.comb += [self.pe.adc_start.eq(seq.adc_start), self.pe.adc_bank.eq(seq.adc_bank),
-                     self.pe.adc_sel.eq(seq.adc_sel), self.conv_rounds.eq(seq.conv_rounds)]
-
-        m.submodules.shift_add = sa = self._sa
-        m.d.comb += [sa.adc_valid.eq(self.pe.adc_valid), sa.adc_codes.eq(self.pe.adc_codes),
-                     sa.rv_slot.eq(seq.rv_slot), sa.rv_sel.eq(seq.rv_sel), sa.rv_rot.eq(seq.rv_rot),
-                     sa.cv_row_base.eq(seq.cv_row_base)]
-        fin = sa.fin
-
-        # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
-        # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
-        rt = Signal(range(P + 6))
-        done_n_out = Signal.like(enc.n_out)
-        with m.If(enc.group_end):
-            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(enc.tag), done_n_out.eq(enc.n_out)]
-        with m.Elif(rt != 0):
-            m.d.sync += rt.eq(rt - 1)
-        m.d.comb += self.res.valid.eq(rt == 1)
-        for o in range(MO):
-            d = Signal(signed(self.d_bits), name=f"d{o}")
-            m.d.comb += d.eq(Mux(o < done_n_out, fin[2 * o] - fin[2 * o + 1], 0))
-            m.d.comb += self.res.payload.d[o].eq(d)
+        m.d.comb += [pe.adc_start.eq(seq.adc_start), pe.adc_bank.eq(seq.adc_bank), pe.adc_sel.eq(seq.adc_sel),
+                     self.conv_rounds.eq(seq.conv_rounds)]
+        m.d.comb += [sa.adc_valid.eq(pe.adc_valid), sa.adc_codes.eq(pe.adc_codes), sa.rv_slot.eq(seq.rv_slot),
+                     sa.rv_sel.eq(seq.rv_sel), sa.rv_rot.eq(seq.rv_rot), sa.cv_row_base.eq(seq.cv_row_base)]
+        m.d.comb += [diff.group_end.eq(enc.group_end), diff.tag.eq(enc.tag), diff.n_out.eq(enc.n_out),
+                     diff.s.eq(sa.fin)]
+        wiring.connect(m, diff.res, wiring.flipped(self.res))
         return m
