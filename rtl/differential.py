@@ -1,19 +1,17 @@
-"""Differential pair subtraction: D = S(G+ row) - S(G- row) per output, signed.
+"""Differential sums of a read group: D[o] = S[2o] - S[2o+1], released at a fixed latency.
 
-Golden counterpart: golden.datapath.differential. A weight is G+ - G- on two adjacent SL rows,
-G+ on the even row 2o and G- on the odd row 2o+1 of a read group (golden/mapping.py). The input
-is rtl/shift_add.py's output stream (one S per row, rows of a read in ascending order, so each
-G+ row is immediately followed by its G- row); the G+ sum is held until its G- partner arrives
-and one D leaves per pair, tagged with the pair index `pair` = row >> 1 (the absolute pair on
-the PE; rtl/group_accumulator.py turns it into the output index of the read).
+Golden counterpart: golden.datapath.differential (a weight is G+ - G- on two adjacent SLs, G+ on
+the even row 2o and G- on the odd row 2o+1 of the group, golden/mapping.py); outputs o >= n_out
+of the group are 0. The result leaves a fixed pulse_cycles + 5 cycles after the group's last
+pulse cycle (`group_end`), whatever the number of conversion rounds (<= pulse_cycles) or a null
+group: lanes in lockstep deliver together.
 
-  i  In  stream {sum: u(sum_bits), row}      = ShiftAdd.out_layout
-  o  Out stream {d: s(sum_bits + 1), pair}
-
-Throughput: one input per cycle (one D per two inputs). Latency: D is valid the cycle after the
-G- row is accepted (one output register).
+  group_end, tag, n_out  In   from rtl/bitserial_encoder.py: the group's last cycle, its tag and size
+  s                      In   2 * max_out x u(sum_bits): the group's sums (rtl/shift_add.py `fin`)
+  res                    Out  stream {d: max_out x s(sum_bits + 1), tag}; valid for one cycle,
+                              ready ignored (the consumer always accepts)
 """
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,31 +21,33 @@ def _bits(n: int) -> int:
 
 
 class Differential(wiring.Component):
-    def __init__(self, sum_bits: int = 16, rows: int = 128):
-        if rows < 2 or rows % 2:
-            raise ValueError(f"rows must be even and >= 2, got {rows}")
-        self.sum_bits, self.rows = sum_bits, rows
-        self.d_bits = sum_bits + 1
-        self.in_layout = data.StructLayout({"sum": sum_bits, "row": _bits(rows)})
-        self.out_layout = data.StructLayout({"d": signed(self.d_bits), "pair": _bits(rows // 2)})
+    def __init__(self, sum_bits=16, max_out=12, pulse_cycles=4, tag_bits=8):
+        self.sum_bits, self.max_out, self.pulse_cycles = sum_bits, max_out, pulse_cycles
+        self.d_bits = sum_bits + 1                      # D: s17
+        self.res_layout = data.StructLayout({
+            "d": data.ArrayLayout(signed(self.d_bits), max_out),
+            "tag": tag_bits,
+        })
         super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
+            "group_end": In(1), "tag": In(tag_bits), "n_out": In(_bits(max_out + 1)),
+            "s": In(data.ArrayLayout(unsigned(sum_bits), 2 * max_out)),
+            "res": Out(stream.Signature(self.res_layout)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        pos = Signal(self.sum_bits)       # S of the G+ row waiting for its G- row
-        p = self.i.payload
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(p.row[0]):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.d.eq(pos - p.sum),
-                             self.o.payload.pair.eq(p.row >> 1)]
-            with m.Else():
-                m.d.sync += pos.eq(p.sum)
+        P = self.pulse_cycles
+        rt = Signal(range(P + 6))
+        done_n_out = Signal.like(self.n_out)
+        with m.If(self.group_end):
+            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(self.tag), done_n_out.eq(self.n_out)]
+        with m.Elif(rt != 0):
+            m.d.sync += rt.eq(rt - 1)
+        m.d.comb += self.res.valid.eq(rt == 1)
+        for o in range(self.max_out):
+            d = Signal(signed(self.d_bits), name=f"d{o}")
+            m.d.comb += d.eq(Mux(o < done_n_out, self.s[2 * o] - self.s[2 * o + 1], 0))
+            m.d.comb += self.res.payload.d[o].eq(d)
         return m
 
 

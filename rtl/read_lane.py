@@ -14,47 +14,44 @@ group takes exactly input_bits * pulse_cycles cycles, back to back, as long as a
 most pulse_cycles conversion rounds. Its differential sums leave pulse_cycles + 5 cycles after its
 last pulse cycle.
 
+Units, one file each: rtl/bitserial_encoder.py (the pulse side: BL pulses, S&H sample),
+rtl/adc_sequencer.py (conversion rounds: MUX select, ADC start, the codes' context),
+rtl/shift_add.py (S per SL, pipelined), rtl/differential.py (D, released at the fixed latency).
+
 The lane drives one PE port (rtl/pe_board.py); the controller routes it to the PE of the current
 layer.
 """
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .adc_sequencer import AdcSequencer
+from .bitserial_encoder import BitserialEncoder
+from .differential import Differential
 from .pe_board import PEBoardSignature
-from .replica import replicas, slices
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
+from .shift_add import ShiftAdd
 
 
 class ReadLane(wiring.Component):
+    """bitserial_encoder -> (PE: BLs, S&H) ; adc_sequencer -> (PE: MUX, ADCs) -> shift_add -> differential"""
+
     def __init__(self, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, max_out=12,
                  pulse_cycles=4, tag_bits=8, acc_groups=4):
         if n_adc & (n_adc - 1):
             raise ValueError("n_adc must be a power of 2")
-        if pulse_cycles < 2:
-            raise ValueError("pulse_cycles must be >= 2 (the conversion context is registered)")
         if pulse_cycles < (n_rows + n_adc - 1) // n_adc:
             raise ValueError(f"pulse_cycles {pulse_cycles} < conversion rounds {n_rows // n_adc}: "
                              f"the ADCs could not finish a slot during the next pulse")
         self.n_bl, self.n_rows, self.n_adc = n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.max_out = input_bits, code_bits, max_out
         self.pulse_cycles, self.tag_bits = pulse_cycles, tag_bits
-        self.acc_groups = acc_groups    # accumulator submodules grp0.. (a tick copy each, see elaborate)
-        self.sum_bits = code_bits + input_bits          # S: u16
-        self.d_bits = self.sum_bits + 1                 # D: s17
-        self.cmd_layout = data.StructLayout({
-            "patch": data.ArrayLayout(unsigned(input_bits), n_bl),
-            "row_base": _bits(n_rows),
-            "n_out": _bits(max_out + 1),                # 0: a null group (no pulse, D = 0)
-            "tag": tag_bits,
-        })
-        self.res_layout = data.StructLayout({
-            "d": data.ArrayLayout(signed(self.d_bits), max_out),
-            "tag": tag_bits,
-        })
+        self.acc_groups = acc_groups    # accumulator submodules of shift_add (a tick copy each)
+        self._enc = BitserialEncoder(n_bl, n_rows, input_bits, max_out, pulse_cycles, tag_bits)
+        self._seq = AdcSequencer(n_rows, n_adc, input_bits, max_out)
+        self._sa = ShiftAdd(n_rows, n_adc, input_bits, code_bits, max_out, acc_groups)
+        self._diff = Differential(self._sa.sum_bits, max_out, pulse_cycles, tag_bits)
+        self.sum_bits, self.d_bits = self._sa.sum_bits, self._diff.d_bits     # S: u16, D: s17
+        self.cmd_layout, self.res_layout = self._enc.cmd_layout, self._diff.res_layout
         super().__init__({
             "cmd": In(stream.Signature(self.cmd_layout)),
             "res": Out(stream.Signature(self.res_layout)),  # ready ignored: the consumer always accepts
@@ -66,166 +63,21 @@ class ReadLane(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        B, P, A, MO = self.input_bits, self.pulse_cycles, self.n_adc, self.max_out
-        MR = 2 * MO
-        sel_bits = _bits(self.n_rows // A)
-
-        # ---------------------------------------------------------------- pulse side
-        cur = Signal(self.cmd_layout)
-        active = Signal()             # a group is being pulsed
-        slot = Signal(range(B))
-        cyc = Signal(range(P))
-        m.d.comb += self.busy.eq(active)
-
-        # at_group_end is a register (set the cycle before the group's last pulse cycle) so that
-        # cmd.ready, which the controller's issuer decodes, is one LUT from flip-flops
-        at_group_end = Signal()
-        m.d.comb += self.cmd.ready.eq(~active | at_group_end)
-        # conversion rounds of the pulsed group: registers computed from `cur` (valid from the 2nd
-        # cycle of a group; the first S&H sample is at its cycle P - 1 >= 1)
-        cv_sel_first_n = Signal(sel_bits)
-        cv_sel_last_n = Signal(sel_bits)
-        # (A is a power of 2: // A as a shift; an Amaranth // is a divider cell)
-        AB0 = _bits(A)
-        m.d.sync += [cv_sel_first_n.eq(cur.row_base >> AB0),
-                     cv_sel_last_n.eq((cur.row_base + 2 * cur.n_out - 1) >> AB0)]
-        nxt_end = Signal()
-        # the PE outputs come from registers (one LUT to the port, for timing: the PHY captures
-        # them a cycle after the controller's tick): `real` (active & n_out != 0) as a flip-flop,
-        # the patch as one shift register per BL (bit 0 is the bit of the slot being pulsed)
-        real = Signal()
-        psh = [Signal(B, name=f"psh{j}") for j in range(self.n_bl)]
-        fire = self.cmd.valid & self.cmd.ready
-        # sh_r: the patch shifts in this cycle (active, cyc == P - 1, slot != B - 1), as a register
-        # set a cycle ahead, so the clock enable of the n_bl * B patch flip-flops is one LUT of
-        # flip-flops and cmd.valid (timing); P >= 2, so a shift never follows a fire or a shift
-        # (in copies, one per slice of the BLs: rtl/replica.py)
-        NSH = min(4, self.n_bl)
-        sh_r = replicas(Signal(), NSH, "sh_r")
-        m.d.sync += [r.eq(~fire & active & (cyc == P - 2) & (slot != B - 1)) for r in sh_r]
-        for k, (lo, hi) in enumerate(slices(self.n_bl, NSH)):
-            with m.If(fire):
-                m.d.sync += [psh[j].eq(self.cmd.payload.patch[j]) for j in range(lo, hi)]
-            with m.Elif(sh_r[k]):
-                m.d.sync += [psh[j].eq(psh[j] >> 1) for j in range(lo, hi)]
-        with m.If(fire):
-            m.d.sync += [cur.eq(self.cmd.payload), active.eq(1), slot.eq(0), cyc.eq(0),
-                         real.eq(self.cmd.payload.n_out != 0)]
-            m.d.comb += nxt_end.eq((B == 1) & (P == 1))
-        with m.Elif(active):
-            with m.If(cyc == P - 1):
-                m.d.sync += cyc.eq(0)
-                with m.If(slot == B - 1):
-                    m.d.sync += [active.eq(0), real.eq(0)]
-                with m.Else():
-                    m.d.sync += slot.eq(slot + 1)
-                    m.d.comb += nxt_end.eq((P == 1) & (slot == B - 2))
-            with m.Else():
-                m.d.sync += cyc.eq(cyc + 1)
-                m.d.comb += nxt_end.eq((cyc == P - 2) & (slot == B - 1))
-        m.d.sync += at_group_end.eq(nxt_end)
-
-        bits = Signal(self.n_bl)
-        for j in range(self.n_bl):
-            m.d.comb += bits[j].eq(psh[j][0])
-        m.d.comb += [
-            self.pe.bl.eq(Mux(real, bits, 0)),
-            self.pe.pulse.eq(real),
-            self.pe.sh_sample.eq(real & (cyc == P - 1)),
-            self.pe.sh_bank.eq(slot[0]),
-        ]
-        with m.If(real & (cyc == P - 1)):
-            m.d.sync += self.slot_reads.eq(self.slot_reads + 1)
-
-        # ---------------------------------------------------------------- conversion side
-        # Context of the slot being converted, latched when its S&H sample is taken.
-        cv_active = Signal()
-        cv_slot = Signal(range(B))
-        cv_bank = Signal()
-        cv_sel = Signal(sel_bits)
-        cv_sel_last = Signal(sel_bits)
-        cv_row_base = Signal.like(cur.row_base)
-        with m.If(real & (cyc == P - 1)):
-            m.d.sync += [cv_active.eq(1), cv_slot.eq(slot), cv_bank.eq(slot[0]),
-                         cv_sel.eq(cv_sel_first_n), cv_sel_last.eq(cv_sel_last_n),
-                         cv_row_base.eq(cur.row_base)]
-        with m.Elif(cv_active):
-            with m.If(cv_sel == cv_sel_last):
-                m.d.sync += cv_active.eq(0)
-            with m.Else():
-                m.d.sync += cv_sel.eq(cv_sel + 1)
-        m.d.comb += [self.pe.adc_start.eq(cv_active), self.pe.adc_bank.eq(cv_bank),
-                     self.pe.adc_sel.eq(cv_sel)]
-        with m.If(cv_active):
-            m.d.sync += self.conv_rounds.eq(self.conv_rounds + 1)
-
-        # Codes return one cycle later (rv_*). Accumulator i takes SL row_base + i, i.e. ADC
-        # (row_base + i) % A: the codes are rotated by row_base % A. For timing the rotation is
-        # split over two registered stages (a: the codes as they arrive from the controller's
-        # routing, rotated by the low 2 bits; s: by the rest, one code per accumulator), the code
-        # is shifted in the next (c) and added in the one after.
-        AB = _bits(A)
-        rv_slot = Signal.like(cv_slot)
-        rv_sel = Signal.like(cv_sel)
-        rv_rot = Signal(AB)
-        m.d.sync += [rv_slot.eq(cv_slot), rv_sel.eq(cv_sel), rv_rot.eq(cv_row_base[:AB] if self.n_rows > 1 else 0)]
-
-        def rotate(words, amount, lsb):     # words[k] <- words[(k + amount << lsb) % A], one Mux level per bit
-            for b in range(len(amount)):
-                n = 1 << (b + lsb)
-                words = [Mux(amount[b], words[(k + n) % A], words[k]) for k in range(A)]
-            return words
-        # The conversion side's registers are in submodules (the rotation `rot`, the accumulator
-        # groups `grp{g}`), so the board core can give each its own copy of the tick enable
-        # (rtl/replica.py enable_groups; timing: one copy for the whole lane reached ~900 loads).
-        LO = min(2, AB)
-        a_codes = [Signal(self.code_bits, name=f"acode{a}") for a in range(A)]
-        a_valid = Signal()
-        a_slot = Signal.like(cv_slot)
-        a_rot = Signal(AB - LO)
-        port = [self.pe.adc_codes.word_select(a, self.code_bits) for a in range(A)]
-        m.submodules.rot = mrot = Module()
-        mrot.d.sync += [c.eq(w) for c, w in zip(a_codes, rotate(port, rv_rot[:LO], 0))]
-        m.d.sync += [a_valid.eq(self.pe.adc_valid), a_slot.eq(rv_slot), a_rot.eq(rv_rot[LO:])]
-        codes = rotate(a_codes, a_rot, LO)
-
-        acc = [Signal(self.sum_bits, name=f"acc{i}") for i in range(MR)]
-        fin = [Signal(self.sum_bits, name=f"fin{i}") for i in range(MR)]
-        c_q = [Signal(self.sum_bits, name=f"cq{i}") for i in range(MR)]
-        c_en = [Signal(name=f"cen{i}") for i in range(MR)]
-        NG = min(self.acc_groups, MR)
-        # per group: its own copies of the slot being shifted in and of its first / last tests
-        s_slot = replicas(Signal.like(cv_slot), NG, "s_slot")
-        c_first, c_last = replicas(Signal(), NG, "c_first"), replicas(Signal(), NG, "c_last")
-        for g, (lo, hi) in enumerate(slices(MR, NG)):
-            m.submodules[f"grp{g}"] = mg = Module()
-            mg.d.sync += [s_slot[g].eq(a_slot), c_first[g].eq(s_slot[g] == 0), c_last[g].eq(s_slot[g] == B - 1)]
-            for i in range(lo, hi):
-                row = Signal(range(self.n_rows + MR), name=f"rvrow{i}")
-                mg.d.sync += row.eq(cv_row_base + i)
-                a_mine = Signal(name=f"amine{i}")
-                mg.d.sync += a_mine.eq((row[AB:] == rv_sel) if self.n_rows > A else 1)
-                s_code = Signal(self.code_bits, name=f"scode{i}")
-                s_en = Signal(name=f"sen{i}")
-                mg.d.sync += [s_code.eq(codes[i % A]), s_en.eq(a_valid & a_mine)]
-                mg.d.sync += [c_q[i].eq(s_code << s_slot[g]), c_en[i].eq(s_en)]
-                new = Mux(c_first[g], 0, acc[i]) + c_q[i]
-                with mg.If(c_en[i]):
-                    mg.d.sync += acc[i].eq(new)
-                    with mg.If(c_last[g]):
-                        mg.d.sync += fin[i].eq(new)
-
-        # Differential sums leave a fixed P + 5 cycles after a group's last pulse, whatever the
-        # number of conversion rounds (<= P) or a null group: lanes in lockstep deliver together.
-        rt = Signal(range(P + 6))
-        done_n_out = Signal.like(cur.n_out)
-        with m.If(at_group_end):
-            m.d.sync += [rt.eq(P + 5), self.res.payload.tag.eq(cur.tag), done_n_out.eq(cur.n_out)]
-        with m.Elif(rt != 0):
-            m.d.sync += rt.eq(rt - 1)
-        m.d.comb += self.res.valid.eq(rt == 1)
-        for o in range(MO):
-            d = Signal(signed(self.d_bits), name=f"d{o}")
-            m.d.comb += d.eq(Mux(o < done_n_out, fin[2 * o] - fin[2 * o + 1], 0))
-            m.d.comb += self.res.payload.d[o].eq(d)
+        m.submodules.bitserial_encoder = enc = self._enc
+        m.submodules.adc_sequencer = seq = self._seq
+        m.submodules.shift_add = sa = self._sa
+        m.submodules.differential = diff = self._diff
+        pe = self.pe
+        wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
+        m.d.comb += [pe.bl.eq(enc.bl), pe.pulse.eq(enc.pulse), pe.sh_sample.eq(enc.sh_sample),
+                     pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
+        m.d.comb += [seq.sample.eq(enc.sample), seq.slot.eq(enc.slot), seq.row_base.eq(enc.row_base),
+                     seq.n_out.eq(enc.n_out)]
+        m.d.comb += [pe.adc_start.eq(seq.adc_start), pe.adc_bank.eq(seq.adc_bank), pe.adc_sel.eq(seq.adc_sel),
+                     self.conv_rounds.eq(seq.conv_rounds)]
+        m.d.comb += [sa.adc_valid.eq(pe.adc_valid), sa.adc_codes.eq(pe.adc_codes), sa.rv_slot.eq(seq.rv_slot),
+                     sa.rv_sel.eq(seq.rv_sel), sa.rv_rot.eq(seq.rv_rot), sa.cv_row_base.eq(seq.cv_row_base)]
+        m.d.comb += [diff.group_end.eq(enc.group_end), diff.tag.eq(enc.tag), diff.n_out.eq(enc.n_out),
+                     diff.s.eq(sa.fin)]
+        wiring.connect(m, diff.res, wiring.flipped(self.res))
         return m
