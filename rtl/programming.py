@@ -107,6 +107,19 @@ class ProgrammingPath(wiring.Component):
         return m
 
 
+def connect_programming(m, c, pg):
+    """Wire the programming path `pg` (a ProgrammingPath) to the ports of the same names of `c` (a
+    Controller, or rtl/replicated.py's top, which shares one path among its groups); the update
+    engine's input `pg.upd_i` and `clip_code` are left to the caller."""
+    for name in ("prog_res", "prog_req", "vread_req", "upd_done"):
+        wiring.connect(m, getattr(pg, name), wiring.flipped(getattr(c, name)))
+    for name in ("prog", "prog_rsp", "vread_rsp"):
+        wiring.connect(m, wiring.flipped(getattr(c, name)), getattr(pg, name))
+    m.d.comb += [pg.eta_m.eq(c.eta_m), pg.eta_sh.eq(c.eta_sh), pg.th_code.eq(c.th_code),
+                 c.set_pulses.eq(pg.set_pulses), c.reset_pulses.eq(pg.reset_pulses),
+                 c.verify_reads.eq(pg.verify_reads)]
+
+
 def default_instances():
     from .update_engine import fc_groups
     return {"mcnn_programming": ProgrammingPath(*fc_groups())}
