@@ -7,8 +7,10 @@ controller. Per weight layer ("step"):
   issuer  --patches-->  read lanes (one per PE the layer uses, in lockstep)  --D-->  accumulator
      ^ feature-map RAM                     | PE ports (rtl/pe_board.py)             | A per position
      |                                                                              v
-  next step's feature-map RAM  <--max-pool (read-modify-write)--  bounded ReLU + requant
-  (last step: the logits go to argmax; the result leaves on the `result` stream)
+  next step's feature-map RAM  <--  post (rtl/post.py: bounded ReLU + requant + max-pool, read-modify-write)
+  (last step: the logits go to the result stage, rtl/result.py: softmax, argmax, delta -> `result` stream;
+   training: the feeder, rtl/feeder.py, hands deltas and FC inputs V to the programming path,
+   rtl/programming.py: update engine -> pair programmer -> write-verify -> PE programming ports)
 
 A dense layer is run as a convolution whose kernel covers its whole input map (k = H = W, one
 output position): its unrolled fan-in c*H*W + h*W + w is then exactly the channel-major flatten
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,11 +39,11 @@ from .read_lane import ReadLane
 from .onehot import any_of
 from .replica import replicas, slices
 from .sequencer import Sequencer, step_case
-from .softmax import Softmax
-from .pair_programmer import PairProgrammer
-from .update_engine import Op as UpdOp
-from .update_engine import UpdateEngine, fc_groups
-from .write_verify import ReqOp, WriteVerify
+from .post import Post
+from .result import ResultStage, result_layout
+from .feeder import Feeder
+from .programming import ProgrammingPath, connect_programming
+from .update_engine import fc_groups
 
 
 def _bits(n: int) -> int:
@@ -131,18 +133,12 @@ class Controller(wiring.Component):
         h, w, c = self.steps[0].in_shape
         self.image_pixels = h * w * c
         self.image_words = (self.image_pixels + 3) // 4 + 1   # + one word carrying the label
-        self.wv = WriteVerify(n_pe, n_rows, n_bl)
         mapping = mapping or build_mapping(layers)
-        fcg, fco = fc_groups(mapping, self.steps[-1].name)
-        self.upd = UpdateEngine(fcg, fco, n_pe=n_pe, n_rows=n_rows, n_bl=n_bl)
-        self.pp = PairProgrammer(self.upd.out_layout, self.wv.cmd_layout, self.wv.res_layout, n_pe, n_rows, n_bl,
-                                 lo=window_codes[0], hi=window_codes[1], margin=5)
-        self.result_layout = data.StructLayout({
-            "cls": _bits(self.n_classes),
-            "logits": data.ArrayLayout(signed(logit_bits), self.n_classes),
-            "p": data.ArrayLayout(unsigned(16), self.n_classes),       # Q1.15
-            "delta": data.ArrayLayout(signed(17), self.n_classes),     # Q1.15, p - onehot(label)
-        })
+        # the programming path (rtl/programming.py); its blocks' layouts shape the ports below
+        self.programming = ProgrammingPath(*fc_groups(mapping, self.steps[-1].name), n_pe=n_pe, n_rows=n_rows,
+                                           n_bl=n_bl, code_bits=code_bits, window_codes=window_codes)
+        self.wv, self.upd, self.pp = self.programming.wv, self.programming.upd, self.programming.pp
+        self.result_layout = result_layout(self.n_classes, logit_bits)
         ports = {
             "image": In(stream.Signature(unsigned(32))),
             "result": Out(stream.Signature(self.result_layout)),
@@ -183,8 +179,7 @@ class Controller(wiring.Component):
                       "vread_req", "vread_rsp", "set_pulses", "reset_pulses", "verify_reads"):
                 del ports[k]
             ports.update({"upd_out": Out(stream.Signature(self.upd.in_layout)), "fc_req": Out(1), "fc_gnt": In(1)})
-            for blk in (self.wv, self.upd, self.pp):   # layouts only: these blocks are not elaborated here
-                blk._MustUse__silence = True
+            self.programming.silence()     # layouts only: not elaborated here
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -197,15 +192,15 @@ class Controller(wiring.Component):
             lanes.append(lane)
 
         # ------------------------------------------------------------ programming path
-        if self.replica:   # the shared path is in rtl/replicated.py; stand-ins for the feeder and status
-            upd = SimpleNamespace(i=self.upd_out, o=SimpleNamespace(valid=Const(0)))
-            pp = SimpleNamespace(busy=Const(0), cmd=SimpleNamespace(ready=Const(0)))
-            wv = SimpleNamespace(cmd=SimpleNamespace(ready=Const(1)))
+        if self.replica:   # the shared path is in rtl/replicated.py: the feeder's stream leaves on upd_out
+            upd_i = wiring.flipped(self.upd_out)
+            prog_status = dict(engine_valid=Const(0), pp_busy=Const(0), pp_cmd_ready=Const(0), wv_ready=Const(1))
         else:
-            m.submodules.write_verify = wv = self.wv
-            m.submodules.update_engine = upd = self.upd
-            m.submodules.pair_programmer = pp = self.pp
-            programming_path(m, self, wv, upd, pp)
+            m.submodules.programming = pg = self.programming
+            connect_programming(m, self, pg)
+            upd_i = pg.upd_i
+            prog_status = {k: getattr(pg, k) for k in ("engine_valid", "pp_busy", "pp_cmd_ready", "wv_ready")}
+        ps = SimpleNamespace(**prog_status)
 
         # ------------------------------------------------------------ feature maps
         m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])
@@ -327,295 +322,50 @@ class Controller(wiring.Component):
         m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
-        # conv steps: for each finished position, one output channel po per cycle goes through a
-        # pipeline (for timing), stage registers q_*[k]: 0 take H[0] (H shifts down a channel per
-        # cycle), ReLU, pooled address; 1 multiply by M (two partial products); 2 their sum; 3 round,
-        # shift, saturate, read the pooled cell; 4 register both; 5 write max(old, act) (the first
-        # visit of a window writes).
-        # The pooled position is kept as counters (offset in the window, base addresses) instead of
-        # dividing pho, pwo by the pool size. The step ends when its last position leaves stage 5,
-        # so the next step never reads a cell that is still being written.
-        po = Signal(range(MO + 1))        # output channel being stored
-        pho = Signal(8)
-        pwo = Signal(8)
-        prh = Signal(4)                   # pho % pool
-        prw = Signal(4)                   # pwo % pool
-        prow = Signal(16)                 # (pho // pool) * ow * oc
-        pbase = Signal(16)                # ((pho // pool) * ow + pwo // pool) * oc
-        post_done_step = Signal()
-        # "last" flags of the position counters as registers, for timing: pwo, pho change when po
-        # wraps (>= 2 cycles apart: conv steps have >= 2 channels), po_last follows po's next value
-        if any(st.n_out < 2 for st in steps[:-1]):
-            raise ValueError("a conv step needs at least 2 output channels (post timing)")
-        last_pwo = Signal()
-        last_pho = Signal()
-        po_last = Signal()
-        m.d.sync += [last_pwo.eq(pwo == sc_ow1), last_pho.eq(pho == sc_oh1)]
-        last_pos = Signal()               # this position is the step's last
-        m.d.comb += last_pos.eq(last_pwo & last_pho)
-        pin = Signal()                    # this position falls in a pooling window
+        # rtl/post.py: conv steps, per finished position one channel per cycle (H shifts down),
+        # bounded ReLU + requant + max-pool into the next feature map; `post.done` ends the step
+        m.submodules.post = post = Post(steps, acc_bits)
+        m.d.comb += [post.go.eq(post_go), post.h0.eq(H[0]), post.step.eq(step), post.step_oh.eq(step_oh),
+                     post.oh1.eq(sc_oh1), post.ow1.eq(sc_ow1), post.no1.eq(sc_no1), post.no2.eq(sc_no2),
+                     post.m.eq(sc_m)]
         m.d.comb += post_go.eq(hold_valid & ~step_oh[NS - 1])
-        QL = 5                            # the last stage (writes)
-        q_v = [Signal(name=f"qv{k}") for k in range(QL + 1)]      # per stage: valid, write, end of step
-        q_go = [Signal(name=f"qgo{k}") for k in range(QL + 1)]
-        q_end = [Signal(name=f"qend{k}") for k in range(QL + 1)]
-        q_first = [Signal(name=f"qfirst{k}") for k in range(QL + 1)]
-        q_addr = [Signal(16, name=f"qaddr{k}") for k in range(QL + 1)]
-        # (the post pipeline's and the position counters' next-value registers are a submodule,
-        # `post`: its own copy of the board's tick)
-        m.submodules.post = mp = Module()
-        for k in range(1, QL):
-            mp.d.sync += [q_v[k + 1].eq(q_v[k]), q_go[k + 1].eq(q_go[k]), q_end[k + 1].eq(q_end[k]),
-                          q_first[k + 1].eq(q_first[k]), q_addr[k + 1].eq(q_addr[k])]
-        mp.d.sync += [q_v[1].eq(post_go), q_go[1].eq(post_go & pin), q_end[1].eq(last_pos & po_last),
-                      q_first[1].eq((prh == 0) & (prw == 0)), q_addr[1].eq(pbase + po)]
-        hval = H[0]
-        q_relu = Signal(acc_bits - 1)
-        q_m = Signal(16)
-        q_prod = Signal(acc_bits + 15)
-        q_act = Signal(8)
-        q_act4 = Signal(8)
-        [q_mh] = replicas(q_m, 1, "q_m")      # the second multiplier's own copy of M
-        mp.d.sync += [q_relu.eq(Mux(hval[-1], 0, hval[:-1])), q_m.eq(sc_m), q_mh.eq(sc_m)]
-        # the product as two registered partial products (one DSP each), then their sum (timing)
-        SPL = 18
-        q_pl = Signal(min(acc_bits - 1, SPL) + 16)
-        q_ph = Signal(max(acc_bits - 1 - SPL, 1) + 16)
-        mp.d.sync += [q_pl.eq(q_relu[:SPL] * q_m), q_ph.eq(q_relu[SPL:] * q_mh if acc_bits - 1 > SPL else 0)]
-        mp.d.sync += q_prod.eq(q_pl + (q_ph << SPL))
-        fm_w = [fm_wr[f] for f in range(len(fm_copies))]
-        fm_rr = [fm_copies[f]["rmw"].read_port() for f in range(len(fm_copies))]
-        m.d.comb += [rp.addr.eq(q_addr[3]) for rp in fm_rr]
-        logits = [Signal(signed(self.logit_bits), name=f"logit{o}") for o in range(self.n_classes)]
-        final_ready = Signal()
-        with m.Switch(step_oh):
-            for si, st in enumerate(steps):
-                with m.Case(on(si)):
-                    if st.requant is not None:
-                        p = st.pool
-                        oh, ow, oc = st.out_shape
-                        m.d.comb += pin.eq((pho < oh * p) & (pwo < ow * p))
-                        # shift and rounding constant of the step: wiring and one adder
-                        rq = (q_prod + (1 << (st.requant[1] - 1))) >> st.requant[1]
-                        m.d.sync += q_act.eq(Mux(rq > 255, 255, rq))
-                        # each map's pooled cell in its own register (no step multiplexer after
-                        # the block RAM's clock-to-out)
-                        q_old = Signal(8, name=f"q_old{si}")
-                        m.d.sync += [q_old.eq(fm_rr[si].data), q_act4.eq(q_act)]
-                        with m.If(q_go[QL]):
-                            m.d.comb += [fm_w[si][0].eq(1), fm_w[si][1].eq(q_addr[QL]),
-                                         fm_w[si][2].eq(Mux(q_first[QL] | (q_act4 > q_old), q_act4, q_old))]
-        # the FC step's logits: on its own step bit, outside the Switch's priority chain (the logit
-        # registers' clock enable is then one LUT of flip-flops and tick: timing)
-        for si, st in enumerate(steps):
-            if st.requant is None:
-                with m.If(step_oh[si] & hold_valid & ~final_ready):
-                    m.d.sync += [lg.eq(h) for lg, h in zip(logits, H[:self.n_classes])]
-                    m.d.sync += [final_ready.eq(1), hold_valid.eq(0)]
-        # next position: advance the window offsets and the base addresses (the step's pool size
-        # and strides in registers, the "last" flags registered: a position lasts >= 2 cycles)
-        sc_p1 = Signal(4)                 # pool - 1
-        sc_prs = Signal(16)               # pooled row stride ow * oc, pooled column stride oc
-        sc_pcs = Signal(16)
-        m.d.sync += [sc_p1.eq(Array(Const(st.pool - 1, 4) for st in steps)[step]),
-                     sc_prs.eq(Array(Const(st.out_shape[1] * st.out_shape[2], 16) for st in steps)[step]),
-                     sc_pcs.eq(Array(Const(st.out_shape[2], 16) for st in steps)[step])]
-        # the counters' values for the next position, computed into registers every cycle from
-        # the counters (a position lasts >= 2 cycles: they are ready for its last channel), so the
-        # update is a clock enable and a plain load (timing). The counters' "last" tests: register
-        # compares of the counters (c_*, valid a cycle after a change) and of the next values (n_*,
-        # used in the cycle just after the load, when c_* still describe the old values)
-        nx_pwo, nx_pho = Signal(8), Signal(8)
-        nx_prw, nx_prh = Signal(4), Signal(4)
-        nx_prow, nx_pbase = Signal(16), Signal(16)
-        adv = post_go & po_last
-        just = Signal()
-        mp.d.sync += just.eq(adv)
-        e = {}
-        for n, cur_, nxt_, k in (("pwo", pwo, nx_pwo, sc_ow1), ("pho", pho, nx_pho, sc_oh1),
-                                 ("prh", prh, nx_prh, sc_p1), ("prw", prw, nx_prw, sc_p1)):
-            c_, n_ = Signal(name=f"c_{n}"), Signal(name=f"n_{n}")
-            mp.d.sync += [c_.eq(cur_ == k), n_.eq(nxt_ == k)]
-            e[n] = Mux(just, n_, c_)
-        e_pwo, e_pho, e_prh, e_prw = e["pwo"], e["pho"], e["prh"], e["prw"]
-        with mp.If(e_pwo):
-            mp.d.sync += [nx_pwo.eq(0), nx_prw.eq(0)]
-            with mp.If(e_pho):
-                mp.d.sync += [nx_pho.eq(0), nx_prh.eq(0), nx_prow.eq(0), nx_pbase.eq(0)]
-            with mp.Elif(e_prh):
-                mp.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(0), nx_prow.eq(prow + sc_prs), nx_pbase.eq(prow + sc_prs)]
-            with mp.Else():
-                mp.d.sync += [nx_pho.eq(pho + 1), nx_prh.eq(prh + 1), nx_prow.eq(prow), nx_pbase.eq(prow)]
-        with mp.Else():
-            mp.d.sync += [nx_pwo.eq(pwo + 1), nx_pho.eq(pho), nx_prh.eq(prh), nx_prow.eq(prow)]
-            with mp.If(e_prw):
-                mp.d.sync += [nx_prw.eq(0), nx_pbase.eq(pbase + sc_pcs)]
-            with mp.Else():
-                mp.d.sync += [nx_prw.eq(prw + 1), nx_pbase.eq(pbase)]
-        with m.If(adv):
-            m.d.sync += [pwo.eq(nx_pwo), pho.eq(nx_pho), prw.eq(nx_prw), prh.eq(nx_prh), prow.eq(nx_prow),
-                         pbase.eq(nx_pbase)]
-        with m.If(q_v[QL] & q_end[QL]):
-            m.d.sync += post_done_step.eq(1)
-        with m.If(post_go):
-            m.d.sync += po_last.eq(Mux(po_last, sc_no1 == 0, po == sc_no2))
-            with m.If(po_last):
-                m.d.sync += [po.eq(0), hold_valid.eq(0)]
-            with m.Else():
-                m.d.sync += po.eq(po + 1)
-
+        post_done_step = post.done
+        for si, (fw, fr) in enumerate(zip(fm_wr, post.rd)):
+            rp = fm_copies[si]["rmw"].read_port()
+            m.d.comb += [fw[0].eq(post.wr[si].en), fw[1].eq(post.wr[si].addr), fw[2].eq(post.wr[si].data),
+                         rp.addr.eq(fr.addr), fr.data.eq(rp.data)]
+        with m.If(post_go & post.last):     # the position's last channel
+            m.d.sync += hold_valid.eq(0)
+        # the FC step's logits to the result stage (rtl/result.py: softmax, argmax, delta, result)
+        K = self.n_classes
+        m.submodules.result = rs = ResultStage(K, self.logit_bits, (self.softmax_m, self.softmax_sh))
+        final_ready, am_busy = rs.held, rs.busy
+        m.d.comb += [rs.i.valid.eq(step_oh[NS - 1] & hold_valid), *[rs.i.payload[o].eq(H[o]) for o in range(K)]]
+        with m.If(rs.i.valid & rs.i.ready):
+            m.d.sync += hold_valid.eq(0)
         with m.If(acc.done):  # a new finished position: set wins over the clears above
             m.d.sync += hold_valid.eq(1)
 
-        # ------------------------------------------------------------ softmax, delta, argmax, result
-        # rtl/softmax.py: K logits in (label from the image's last word), (index, p, delta, argmax) out.
-        K = self.n_classes
-        m.submodules.softmax = sm = Softmax(K, self.logit_bits)
-        m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh)]
-        am_busy = Signal()       # logits being fed / outputs being collected
-        sm_i = Signal(range(K + 1))
-        # the logits go to the softmax through a shift register (a K:1 multiplexer there was too slow)
-        sm_z = [Signal(signed(self.logit_bits), name=f"smz{o}") for o in range(K)]
-        sm_more = Signal()      # sm_i < K, a register
-        # (sm_more is set with am_busy and clears after the K-th logit, before the softmax's last
-        # output clears am_busy: it is the valid by itself, a flip-flop)
-        m.d.comb += [sm.i.valid.eq(sm_more), sm.i.payload.z.eq(sm_z[0]),
-                     sm.i.payload.label.eq(label)]
-        feed_busy = Signal()
-        # the load decided a cycle ahead (sm_go), so the logit shift register's clock enable is one
-        # LUT of flip-flops (timing). Nothing that sm_go reads can change in between: with am_busy
-        # low the softmax is idle, so final_ready, result.valid and feed_busy hold, and so do the
-        # logits (final_ready is up)
-        sm_go = Signal()
-        # the logit shift register's own copies of sm_more and sm_go (rtl/replica.py), one per
-        # slice of it: each slice's clock enable is one LUT of its own flip-flops (timing: one
-        # enable net to all K * logit_bits flip-flops was the critical path). The shift register
-        # is a submodule `smfeed`, so the board core can give it its own copy of the tick enable.
-        NSZ = min(2, K)
-        sz_more, sz_go = replicas(sm_more, NSZ, "sz_more"), replicas(sm_go, NSZ, "sz_go")
-        go_next = final_ready & ~am_busy & ~self.result.valid & ~feed_busy & ~sm_go
-        m.d.sync += [sm_go.eq(go_next)] + [g.eq(go_next) for g in sz_go]
-        with m.If(sm_go):
-            m.d.sync += [am_busy.eq(1), sm_i.eq(0), sm_more.eq(1)] + [z.eq(1) for z in sz_more]
-        with m.If(sm.i.valid & sm.i.ready):
-            m.d.sync += [sm_i.eq(sm_i + 1), sm_more.eq(sm_i != K - 1)] + [z.eq(sm_i != K - 1) for z in sz_more]
-        m.submodules.smfeed = mz = Module()
-        for k, (lo, hi) in enumerate(slices(K, NSZ)):
-            with mz.If(sz_go[k]):
-                # the result's logits load with the shift register: result.valid is low from the
-                # load (sm_go waits for it) until this image's last softmax output sets it, and the
-                # logits hold (timing: a load at the last output shared the handshake's enable)
-                mz.d.sync += [sm_z[o].eq(logits[o]) for o in range(lo, hi)]
-                mz.d.sync += [self.result.payload.logits[o].eq(logits[o]) for o in range(lo, hi)]
-            with mz.If(sz_more[k] & sm.i.ready):
-                mz.d.sync += [sm_z[o].eq(sm_z[o + 1]) for o in range(lo, min(hi, K - 1))]
-        m.d.comb += sm.o.ready.eq(~self.result.valid)
-        # the class of the next softmax output, one-hot: they come in class order from the load on
-        # (a register instead of a decode of sm.o's index: each class's result registers are then
-        # enabled by one LUT of flip-flops, for timing)
-        sm_oh = Signal(K)
-        with m.If(sm_go):
-            m.d.sync += sm_oh.eq(1)
-        # The class registers load on sm.o.valid alone: within a softmax run sm.o.ready
-        # (~result.valid) is 1 (sm_go waits for result.valid low, and only the run's last output
-        # sets it), and sm.o.valid is low outside runs (timing: the handshake's LUT was shared by
-        # all K enables, a net to K * 33 flip-flops spread over the die)
-        for o in range(K):
-            with m.If(sm.o.valid & sm_oh[o]):
-                m.d.sync += [self.result.payload.p[o].eq(sm.o.payload.p),
-                             self.result.payload.delta[o].eq(sm.o.payload.delta)]
-        with m.If(sm.o.valid & sm.o.ready):
-            m.d.sync += sm_oh.eq(sm_oh.rotate_left(1))
-            with m.If(sm.o.payload.last):
-                m.d.sync += [am_busy.eq(0), final_ready.eq(0),
-                             self.result.payload.cls.eq(sm.o.payload.argmax)]
-        # result.valid as one expression: the consumer's ready (late, from the host bridge) enters
-        # only its last LUT (set and clear are exclusive: sm.o.ready = ~result.valid)
-        res_set = Signal()
-        m.d.comb += res_set.eq(sm.o.valid & sm.o.payload.last & ~self.result.valid)
-        m.d.sync += self.result.valid.eq(res_set | (self.result.valid & ~self.result.ready))
+        # ------------------------------------------------------------ result
+        m.d.comb += rs.label.eq(label)
+        wiring.connect(m, rs.result, wiring.flipped(self.result))
 
         # ------------------------------------------------------------ training feeder
-        # after an image's softmax: its 10 deltas, then its 192 FC inputs V (read from the last
-        # feature map, channel-major index m -> HWC address), into the update engine. One item per
-        # cycle through a pipeline with one stall (`fadv`): B item (V address from the ROM into a
-        # register), C feature-map read, D RAM output register, then the registered `upd.i` with a
-        # one-entry skid buffer. `feed_busy` / `fin_pending` stay up until their last item has left `upd.i`.
-        H2, W2, C2 = steps[-1].in_shape
-        n_in = H2 * W2 * C2
-        vaddr = Memory(shape=unsigned(16), depth=n_in,
-                       init=[((mm % (H2 * W2)) // W2 * W2 + mm % W2) * C2 + mm // (H2 * W2) for mm in range(n_in)])
-        m.submodules.vaddr = vaddr
-        va_r = vaddr.read_port(domain="comb")
+        # rtl/feeder.py: after an image's softmax (with `train`), its deltas and FC inputs V into the
+        # update engine; FINISH items for `upd_finish`
+        m.submodules.feeder = fdr = Feeder(K, steps[-1].in_shape, self.upd.in_layout,
+                                           delta_bits=len(self.result.payload.delta[0]))
+        feed_busy, fin_pending = fdr.busy, fdr.fin_pending
+        m.d.comb += rs.feed_busy.eq(feed_busy)
         fmv = fm_copies[-1]["v"].read_port()
-        # fidx and f_last return to 0 at the end of a feed: a feed start only sets fgen and vph
-        fidx = Signal(range(max(n_in, K) + 2))
-        vph = Signal()              # 0: deltas, 1: V values
-        fgen = Signal()             # items of the image still to issue
-        f_last = Signal(init=K == 1)   # fidx is the last index of its phase
-        # the deltas as the softmax hands them out (as result.payload.delta), shifted out one per
-        # DELTA item: no K:1 multiplexer on fidx
-        dsh = [Signal.like(self.result.payload.delta[o], name=f"feed_d{o}", reset_less=True) for o in range(K)]
-        for o in range(K):
-            with m.If(sm.o.valid & sm_oh[o]):       # (on sm.o.valid alone: see the result's p, delta)
-                m.d.sync += dsh[o].eq(sm.o.payload.delta)
-        fin_pending = Signal()
-        fin_sent = Signal()         # the FINISH item is in the pipeline
+        m.d.comb += [fmv.addr.eq(fdr.fm_addr), fmv.en.eq(fdr.fm_en), fdr.fm_data.eq(fmv.data),
+                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train)]
+        wiring.connect(m, wiring.flipped(self.upd_finish), fdr.finish)
+        wiring.connect(m, fdr.o, upd_i)
         # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
         # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
-        m.d.comb += self.status.eq(Cat(feed_busy, vph, fin_pending, upd.i.ready, upd.o.valid, pp.busy, pp.cmd.ready,
-                                       am_busy))
-        with m.If(self.upd_finish.valid & ~fin_pending):
-            m.d.sync += fin_pending.eq(1)
-        m.d.comb += self.upd_finish.ready.eq(~fin_pending)
-        # the stages advance on `fadv`, a register (the output skid buffer `fsk` is empty next cycle):
-        # `upd.i.ready` only reaches the output registers
-        fadv = Signal(init=1)
-        fb, fc, fd = (Signal(self.upd.in_layout, name=f"feed_{s}", reset_less=True) for s in "bcd")  # (data)
-        fb_v, fc_v, fd_v = Signal(), Signal(), Signal()
-        fb_last, fc_last, fd_last, fo_last = Signal(), Signal(), Signal(), Signal()   # the image's last V
-        fb_va = Signal(16, reset_less=True)
-        fd_dat = Signal.like(fmv.data, reset_less=True)
-        fo = Signal(self.upd.in_layout)           # stage D's item as it leaves
-        m.d.comb += [fo.op.eq(fd.op), fo.index.eq(fd.index), fo.value.eq(Mux(fd.op == UpdOp.V, fd_dat, fd.value))]
-        fsk = Signal(self.upd.in_layout, name="feed_sk", reset_less=True)
-        fsk_v, fsk_last, fsk_v_nx = Signal(), Signal(), Signal()
-        fo_free = ~upd.i.valid | upd.i.ready
-        fpush = fadv & fd_v
-        m.d.comb += fsk_v_nx.eq(~fo_free & (fsk_v | fpush))
-        m.d.sync += [upd.i.valid.eq(~fo_free | fsk_v | fpush), fsk_v.eq(fsk_v_nx), fadv.eq(~fsk_v_nx)]
-        with m.If(fo_free):
-            m.d.sync += [upd.i.payload.eq(Mux(fsk_v, fsk.as_value(), fo.as_value())),
-                         fo_last.eq(Mux(fsk_v, fsk_last, fd_last))]
-        with m.If(~fsk_v):
-            m.d.sync += [fsk.eq(fo), fsk_last.eq(fd_last)]
-        m.d.comb += [va_r.addr.eq(fidx), fmv.addr.eq(fb_va), fmv.en.eq(fadv)]
-        with m.If(fadv):
-            m.d.sync += [fb_v.eq(0), fc_v.eq(fb_v), fc.eq(fb), fc_last.eq(fb_last),
-                         fd_v.eq(fc_v), fd.eq(fc), fd_last.eq(fc_last), fd_dat.eq(fmv.data)]
-            m.d.sync += [fb.index.eq(fidx), fb.value.eq(dsh[0]), fb_va.eq(va_r.data),
-                         fb_last.eq(fgen & vph & f_last)]
-            with m.If(fgen):
-                m.d.sync += [fb_v.eq(1), fidx.eq(Mux(f_last, 0, fidx + 1)),
-                             f_last.eq(Mux(f_last, Mux(vph, K == 1, n_in == 1),
-                                           Mux(vph, fidx == n_in - 2, fidx == K - 2)))]
-            with m.If(fgen & ~vph):
-                m.d.sync += [fb.op.eq(UpdOp.DELTA), *[a.eq(b) for a, b in zip(dsh, dsh[1:])]]
-                with m.If(f_last):
-                    m.d.sync += vph.eq(1)
-            with m.Elif(fgen):
-                m.d.sync += fb.op.eq(UpdOp.V)
-                with m.If(f_last):
-                    m.d.sync += fgen.eq(0)
-            with m.Elif(fin_pending & ~fin_sent & ~feed_busy):
-                m.d.sync += [fb_v.eq(1), fb.op.eq(UpdOp.FINISH), fin_sent.eq(1)]
-        with m.If(upd.i.valid & upd.i.ready):
-            with m.If(fo_last):
-                m.d.sync += feed_busy.eq(0)
-            with m.If(upd.i.payload.op == UpdOp.FINISH):
-                m.d.sync += [fin_pending.eq(0), fin_sent.eq(0)]
-        with m.If(sm.o.valid & sm.o.ready & sm.o.payload.last & self.train):
-            m.d.sync += [feed_busy.eq(1), fgen.eq(1), vph.eq(0)]
+        m.d.comb += self.status.eq(Cat(feed_busy, fdr.v_phase, fin_pending, fdr.o.ready, ps.engine_valid,
+                                       ps.pp_busy, ps.pp_cmd_ready, am_busy))
 
         # ------------------------------------------------------------ step sequencing
         lanes_busy = Signal()
@@ -623,54 +373,20 @@ class Controller(wiring.Component):
         m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
         with m.If(seq.start):
             m.d.sync += label.eq(label_in)
-        with m.If(post_done_step):
-            m.d.sync += post_done_step.eq(0)
         # the image buffer is free once C1 is done
         with m.If(post_done_step & step_oh[0]):
             m.d.sync += img_full.eq(0)
         if self.replica:
             m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
-        # counters (the programming path's are in programming_path)
+        # counters (the programming path's are in rtl/programming.py)
         m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
-                                 fin_pending | pp.busy | ~wv.cmd.ready)
+                                 fin_pending | ps.pp_busy | ~ps.wv_ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
                      self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
         with m.If(running & seq.issue & ~lanes_busy):
             m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
         return m
-
-
-def programming_path(m, c, wv, upd, pp):
-    """The programming path's wiring between the ports of `c` (a Controller, or the replicated top
-    that shares one path among its groups) and the write-verify sequencer, update engine and pair
-    programmer; the update engine's input stream `upd.i` is left to the caller."""
-    # write-verify commands: the pair programmer (training) has priority over host commands
-    with m.If(pp.wv_cmd.valid):
-        m.d.comb += [wv.cmd.valid.eq(1), wv.cmd.payload.eq(pp.wv_cmd.payload), pp.wv_cmd.ready.eq(wv.cmd.ready)]
-    with m.Else():
-        m.d.comb += [wv.cmd.valid.eq(c.prog.valid), wv.cmd.payload.eq(c.prog.payload),
-                     c.prog.ready.eq(wv.cmd.ready)]
-    wiring.connect(m, wv.res, wiring.flipped(c.prog_res))
-    m.d.comb += [pp.wv_res.eq(wv.res.payload), pp.wv_res_fire.eq(wv.res.valid & wv.res.ready)]
-    wiring.connect(m, pp.rd_req, wiring.flipped(c.vread_req))
-    wiring.connect(m, wiring.flipped(c.vread_rsp), pp.rd_rsp)
-    wiring.connect(m, upd.o, pp.cmd)
-    m.d.comb += [upd.mult.eq(c.eta_m), upd.shift.eq(c.eta_sh), upd.th_code.eq(c.th_code),
-                 c.upd_done.valid.eq(pp.done.valid), pp.done.ready.eq(c.upd_done.ready),
-                 c.upd_done.payload.eq(pp.done.payload.overflow)]   # 1: the batch overflowed the engine
-    wiring.connect(m, wv.req, wiring.flipped(c.prog_req))
-    wiring.connect(m, wiring.flipped(c.prog_rsp), wv.rsp)
-    # counters: SET / RESET pulses, verify reads (write-verify reads + the pair programmer's reads)
-    with m.If(c.prog_req.valid & c.prog_req.ready):
-        with m.Switch(c.prog_req.payload.op):
-            with m.Case(ReqOp.SET):
-                m.d.sync += c.set_pulses.eq(c.set_pulses + 1)
-            with m.Case(ReqOp.RESET):
-                m.d.sync += c.reset_pulses.eq(c.reset_pulses + 1)
-    n_vr = (c.prog_req.valid & c.prog_req.ready & (c.prog_req.payload.op == ReqOp.READ)) + \
-        (c.vread_req.valid & c.vread_req.ready)
-    m.d.sync += c.verify_reads.eq(c.verify_reads + n_vr)
 
 
 def default_instances():

@@ -35,12 +35,11 @@ from golden import cnn
 from golden.datapath import softmax_params
 from golden.replicate import group_mappings
 
-from .controller import Controller, programming_path
-from .pair_programmer import PairProgrammer
+from .controller import Controller
 from .pe_board import PEBoardSignature
+from .programming import ProgrammingPath, connect_programming
 from .update_engine import Op as UpdOp
-from .update_engine import UpdateEngine, fc_groups
-from .write_verify import WriteVerify
+from .update_engine import fc_groups
 
 
 class ReplicatedController(wiring.Component):
@@ -77,10 +76,10 @@ class ReplicatedController(wiring.Component):
         for g in self.group_names[1:]:
             if fc_groups(mappings[g], fc_name) != (fcg, fco):
                 raise ValueError(f"group {g}: the FC read groups differ (the FC layer must be shared)")
-        self.wv = WriteVerify(n_pe, n_rows, n_bl)
-        self.upd = UpdateEngine(fcg, fco, n_pe=n_pe, n_rows=n_rows, n_bl=n_bl, max_batch=max_batch)
-        self.pp = PairProgrammer(self.upd.out_layout, self.wv.cmd_layout, self.wv.res_layout, n_pe, n_rows, n_bl,
-                                 lo=window_codes[0], hi=window_codes[1], margin=5)
+        # the shared programming path (rtl/programming.py); its blocks' layouts shape the ports below
+        self.programming = ProgrammingPath(fcg, fco, n_pe=n_pe, n_rows=n_rows, n_bl=n_bl, code_bits=code_bits,
+                                           window_codes=window_codes, max_batch=max_batch)
+        self.wv, self.upd, self.pp = self.programming.wv, self.programming.upd, self.programming.pp
         self.ctrl_result_layout = c0.result_layout
         self.result_layout = data.StructLayout({**c0.result_layout.members,
                                                 "group": max(1, (self.n_groups - 1).bit_length())})
@@ -200,23 +199,22 @@ class ReplicatedController(wiring.Component):
                         m.d.comb += getattr(c.pe[p], name).eq(getattr(top, name))
 
         # ------------------------------------------------------------ shared programming path
-        m.submodules.write_verify = wv = self.wv
-        m.submodules.update_engine = upd = self.upd
-        m.submodules.pair_programmer = pp = self.pp
-        programming_path(m, self, wv, upd, pp)
-        m.d.comb += upd.clip_code.eq(self.clip_code)
+        m.submodules.programming = pg = self.programming
+        connect_programming(m, self, pg)
+        m.d.comb += pg.clip_code.eq(self.clip_code)
+        upd_i = pg.upd_i
         # the groups' feeders: one image (its deltas, then its V up to the last index) at a time
         flock = Signal()
         fown = Signal(range(G))
         ffirst = Signal(range(G))
         fvalid = Cat(c.upd_out.valid for c in cs)
-        last_item = (upd.i.payload.op == UpdOp.V) & (upd.i.payload.index == upd.n_in - 1)
+        last_item = (upd_i.payload.op == UpdOp.V) & (upd_i.payload.index == self.upd.n_in - 1)
         with m.If(flock):
-            m.d.comb += [upd.i.valid.eq(fvalid.bit_select(fown, 1)),
-                         upd.i.payload.eq(Array(c.upd_out.payload for c in cs)[fown])]
+            m.d.comb += [upd_i.valid.eq(fvalid.bit_select(fown, 1)),
+                         upd_i.payload.eq(Array(c.upd_out.payload for c in cs)[fown])]
             for gi, c in enumerate(cs):
-                m.d.comb += c.upd_out.ready.eq(upd.i.ready & (fown == gi))
-            with m.If(upd.i.valid & upd.i.ready & last_item):
+                m.d.comb += c.upd_out.ready.eq(upd_i.ready & (fown == gi))
+            with m.If(upd_i.valid & upd_i.ready & last_item):
                 m.d.sync += flock.eq(0)
         with m.Else():
             with m.Switch(ffirst):
@@ -232,8 +230,8 @@ class ReplicatedController(wiring.Component):
             m.d.sync += fin_pending.eq(1)
         m.d.comb += self.upd_finish.ready.eq(~fin_pending)
         with m.If(fin_pending & ~flock & ~fvalid.any()):
-            m.d.comb += [upd.i.valid.eq(1), upd.i.payload.op.eq(UpdOp.FINISH)]
-            with m.If(upd.i.ready):
+            m.d.comb += [upd_i.valid.eq(1), upd_i.payload.op.eq(UpdOp.FINISH)]
+            with m.If(upd_i.ready):
                 m.d.sync += fin_pending.eq(0)
 
         # ------------------------------------------------------------ counters, status
@@ -243,10 +241,11 @@ class ReplicatedController(wiring.Component):
                      self.lane_idle.eq(sum(c.lane_idle for c in cs)),
                      self.overrun.eq(Cat(c.overrun for c in cs).any())]
         feeding = flock | fvalid.any() | Cat(c.status[0] for c in cs).any()
-        m.d.comb += self.status.eq(Cat(feeding, Cat(c.status[1] for c in cs).any(), fin_pending, upd.i.ready,
-                                       upd.o.valid, pp.busy, pp.cmd.ready, Cat(c.status[7] for c in cs).any()))
-        m.d.comb += self.busy.eq(Cat(c.busy for c in cs).any() | self.result.valid | fin_pending | flock | pp.busy |
-                                 ~wv.cmd.ready)
+        m.d.comb += self.status.eq(Cat(feeding, Cat(c.status[1] for c in cs).any(), fin_pending, upd_i.ready,
+                                       pg.engine_valid, pg.pp_busy, pg.pp_cmd_ready,
+                                       Cat(c.status[7] for c in cs).any()))
+        m.d.comb += self.busy.eq(Cat(c.busy for c in cs).any() | self.result.valid | fin_pending | flock | pg.pp_busy |
+                                 ~pg.wv_ready)
         return m
 
 

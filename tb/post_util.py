@@ -1,4 +1,4 @@
-"""Helpers shared by the post-processing block tests (relu_requant, maxpool, argmax, softmax).
+"""Helpers shared by block tests of several instances in one build (softmax, feeder, result).
 
 Verilator builds dominate the test time (~20 s each on a loaded 2-core machine, the simulations
 take seconds), so each test file builds ONE Verilog top, `Bundle`, holding one instance of the

@@ -1,4 +1,6 @@
-"""Fixed-point softmax + delta (rtl/softmax.py) against golden.datapath.softmax_fixed, .delta, .argmax."""
+"""Fixed-point softmax + delta + argmax (rtl/softmax.py; the argmax the system runs) against
+golden.datapath.softmax_fixed, .delta, .argmax: the argmax of every vector, with ties (all equal,
+tied maxima at random positions: the lowest index wins), increasing and decreasing vectors."""
 import random
 
 import numpy as np
@@ -43,7 +45,8 @@ def vectors(blk, rng, nrng, n_random):
         add(z, label=(j + 1) % k)
     z = nrng.integers(lo, 0, k)                               # all negative
     add(z)
-    add(np.full(k, lo) + np.arange(k))                        # max width, small gaps
+    add(np.full(k, lo) + np.arange(k))                        # max width, small gaps (increasing: the last wins)
+    add(hi - np.arange(k))                                    # decreasing: the first wins
     if k > 1:
         for _ in range(2 * k):                                # tied maxima: argmax lowest, equal p
             z = nrng.integers(lo // 2, hi // 2, k)
