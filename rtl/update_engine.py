@@ -48,10 +48,9 @@ product, + rounding constant, shift by 8 * sh[3:], shift by sh[:3], |dI|, |dI| *
 products, their sum and the threshold compare, output) stalled only by back-pressure on `o`
 (through a two-entry output skid buffer: the pipeline's enable does not wait for `o.ready`): the
 end marker follows 1936 cycles after FINISH (1920 cells); then `n_in` cycles clear the
-accumulators (also after reset), `i` is ready again 2129 cycles after FINISH (no back-pressure;
-2119 before the timing stages of issue 7 round 3). `mult`, `shift` and `th_code` (and constants
-derived from them) are registered: they take effect a cycle after they change (written while
-idle).
+accumulators (also after reset), `i` is ready again 2129 cycles after FINISH (no back-pressure).
+`mult`, `shift` and `th_code` (and constants derived from them) are registered: they take effect a
+cycle after they change (written while idle).
 """
 from types import SimpleNamespace
 
