@@ -12,6 +12,8 @@ A cell whose write-verify fails is blocked for good (`wv_res` is watched; one bi
 The update engine's end-of-batch marker passes through on `done` once every command before it is
 finished, so the host knows when an iteration's programming is over.
 """
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -41,16 +43,37 @@ class PairProgrammer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cb = self.code_bits
+        s = SimpleNamespace()       # the signals the sections below share
+        # the state is one-hot, one flip-flop per state (timing: a binary state of 25 states
+        # needed a 5-bit decode in front of every transition and register enable)
+        names = ["IDLE", "READ_POS", "WAIT_POS", "READ_NEG", "WAIT_NEG", "ORIENT", "BLOCK_DOWN",
+                 "BLOCK_UP", "BLOCK_WAIT", "SPLIT", "SPLIT_A", "SPLIT_R", "SPLIT_B", "SPLIT_S",
+                 "SPLIT_K", "SPLIT_C", "SPLIT_T", "SPLIT_D", "SPLIT_E", "SPLIT_F", "PROG_DOWN",
+                 "PROG_UP", "WAIT_WV", "DRAIN", "DONE"]
+        s.c = Signal.like(self.cmd.payload)         # the command (loaded in IDLE)
+        self._blocked(m, s)
+        s.st = st = {n: Signal(init=(n == "IDLE"), name=f"st_{n.lower()}") for n in names}
+
+        def goto(frm, to):
+            m.d.sync += [st[frm].eq(0), st[to].eq(1)]
+        s.goto = goto
+        self._requests(m, s)
+        self._read(m, s)
+        self._split(m, s)
+        self._program(m, s)
+        return m
+
+    def _cell_addr(self, pe, row, bl):
+        return (pe * self.n_rows + row) * self.n_bl + bl
+
+    def _blocked(self, m, s):
+        """The blocked-cell RAM, written on failed write-verify results, and the count of this
+        block's write-verify commands whose results are pending."""
         ncell = self.n_pe * self.n_rows * self.n_bl
         m.submodules.blocked = blk = Memory(shape=1, depth=ncell, init=[])
         blk_w = blk.write_port()
         # synchronous read (block RAM: a 16 K x 1 asynchronous LUT-RAM was a 10-level mux tree)
         blk_r = blk.read_port()
-
-        def cell_addr(pe, row, bl):
-            return (pe * self.n_rows + row) * self.n_bl + bl
-
         # results of this block's own commands (host transfers share the sequencer but never run
         # at the same time as a training batch's programming: they are not counted or blocked)
         # write-verify commands issued, results not yet seen: at most 2 (a cell's down and up
@@ -66,42 +89,24 @@ class PairProgrammer(wiring.Component):
         r = self.wv_res
         blk_we = Signal(reset_less=True)
         blk_wa = Signal(range(ncell), reset_less=True)
-        m.d.sync += [blk_we.eq(mine & ~r.ok), blk_wa.eq(cell_addr(r.pe, r.row, r.bl))]
+        m.d.sync += [blk_we.eq(mine & ~r.ok), blk_wa.eq(self._cell_addr(r.pe, r.row, r.bl))]
         m.d.comb += [blk_w.en.eq(blk_we), blk_w.addr.eq(blk_wa), blk_w.data.eq(1)]
-
-        c = Signal.like(self.cmd.payload)
         # the blocked RAM's read address: a register loaded a state ahead (no state decode before
         # the RAM)
         blk_a = Signal(range(ncell))
         m.d.comb += blk_r.addr.eq(blk_a)
-        cp = Signal(cb)
-        cn = Signal(cb)
-        need = Signal(unsigned(cb + 2))
-        a = Signal(signed(cb + 4))
-        b = Signal(signed(cb + 4))
-        down_row = Signal.like(c.row_pos)
-        up_row = Signal.like(c.row_pos)
-        c_down = Signal(cb)
-        c_up = Signal(cb)
         with m.If(self.wv_cmd.valid & self.wv_cmd.ready & ~mine):
             m.d.sync += pending.eq(pending + 1)
         with m.Elif(~(self.wv_cmd.valid & self.wv_cmd.ready) & mine):
             m.d.sync += pending.eq(pending - 1)
         # WAIT_WV / DRAIN: every result seen (or the last one arriving now)
-        settled = (pending == 0) | ((pending == 1) & mine)
-
+        s.settled = (pending == 0) | ((pending == 1) & mine)
         m.d.comb += self.busy.eq(pending != 0)
-        # the state is one-hot, one flip-flop per state (timing: a binary state of 25 states
-        # needed a 5-bit decode in front of every transition and register enable)
-        names = ["IDLE", "READ_POS", "WAIT_POS", "READ_NEG", "WAIT_NEG", "ORIENT", "BLOCK_DOWN",
-                 "BLOCK_UP", "BLOCK_WAIT", "SPLIT", "SPLIT_A", "SPLIT_R", "SPLIT_B", "SPLIT_S",
-                 "SPLIT_K", "SPLIT_C", "SPLIT_T", "SPLIT_D", "SPLIT_E", "SPLIT_F", "PROG_DOWN",
-                 "PROG_UP", "WAIT_WV", "DRAIN", "DONE"]
-        st = {n: Signal(init=(n == "IDLE"), name=f"st_{n.lower()}") for n in names}
+        s.blk_r, s.blk_a = blk_r, blk_a
 
-        def goto(frm, to):
-            m.d.sync += [st[frm].eq(0), st[to].eq(1)]
-
+    def _requests(self, m, s):
+        """The outgoing requests and the handshakes, all registers."""
+        c, st = s.c, s.st
         # the outgoing requests (verify reads, write-verify commands) are registers: valid and
         # payload do not depend on the state decode (timing: they cross the host bridge)
         rd_v = Signal()
@@ -110,7 +115,7 @@ class PairProgrammer(wiring.Component):
                      self.rd_req.payload.row.eq(rd_row), self.rd_req.payload.bl.eq(c.bl)]
         wv_v = Signal()
         wv_row = Signal.like(c.row_pos)
-        wv_tgt = Signal(cb)
+        wv_tgt = Signal(self.code_bits)
         m.d.comb += [self.wv_cmd.valid.eq(wv_v), self.wv_cmd.payload.pe.eq(c.pe),
                      self.wv_cmd.payload.row.eq(wv_row), self.wv_cmd.payload.bl.eq(c.bl),
                      self.wv_cmd.payload.target.eq(wv_tgt)]
@@ -120,6 +125,15 @@ class PairProgrammer(wiring.Component):
         rsp_r = Signal()
         m.d.comb += [self.cmd.ready.eq(st["IDLE"]), self.rd_rsp.ready.eq(rsp_r),
                      self.done.valid.eq(st["DONE"]), self.done.payload.overflow.eq(c.overflow)]
+        s.rd_v, s.rd_row, s.wv_v, s.wv_row, s.wv_tgt, s.rsp_r = rd_v, rd_row, wv_v, wv_row, wv_tgt, rsp_r
+
+    def _read(self, m, s):
+        """IDLE .. BLOCK_WAIT: take a command, read c+ and c- on the verify path, orient the pair
+        (down / up) and look up whether its cells are blocked."""
+        cb, c, st, goto, rd_v, rd_row, rsp_r = self.code_bits, s.c, s.st, s.goto, s.rd_v, s.rd_row, s.rsp_r
+        blk_r, blk_a = s.blk_r, s.blk_a
+        cp = Signal(cb)
+        cn = Signal(cb)
         # the command's row_pos + 1 and its end flag, registered at the command (the next states
         # use them without an adder in front)
         row_p1 = Signal.like(c.row_pos)
@@ -145,6 +159,11 @@ class PairProgrammer(wiring.Component):
             goto("WAIT_NEG", "ORIENT")
         # the command's orientation and |d|, registered every cycle from c (c is loaded in IDLE,
         # ORIENT comes >= 4 cycles later): ORIENT then only multiplexes registers (timing)
+        need = Signal(unsigned(cb + 2))
+        down_row = Signal.like(c.row_pos)
+        up_row = Signal.like(c.row_pos)
+        c_down = Signal(cb)
+        c_up = Signal(cb)
         pos_d = Signal()
         need_c = Signal.like(need)
         absd = Mux(c.d_code < 0, -c.d_code, c.d_code)
@@ -158,16 +177,14 @@ class PairProgrammer(wiring.Component):
                 down_row.eq(Mux(pos_d, row_p1, c.row_pos)),
                 up_row.eq(Mux(pos_d, c.row_pos, row_p1)),
                 c_down.eq(Mux(pos_d, cn, cp)), c_up.eq(Mux(pos_d, cp, cn)),
-                blk_a.eq(cell_addr(c.pe, Mux(pos_d, row_p1, c.row_pos), c.bl)),
+                blk_a.eq(self._cell_addr(c.pe, Mux(pos_d, row_p1, c.row_pos), c.bl)),
             ]
             goto("ORIENT", "BLOCK_DOWN")
-        # rooms: blocked cells have none (the blocked RAM's data comes a cycle after its address)
-        room_d = Signal(signed(cb + 3))
-        room_u = Signal(signed(cb + 3))
+        # blocked cells have no room (the blocked RAM's data comes a cycle after its address)
         bd = Signal()
         bu = Signal()
         with m.If(st["BLOCK_DOWN"]):
-            m.d.sync += blk_a.eq(cell_addr(c.pe, up_row, c.bl))
+            m.d.sync += blk_a.eq(self._cell_addr(c.pe, up_row, c.bl))
             goto("BLOCK_DOWN", "BLOCK_UP")
         with m.If(st["BLOCK_UP"]):
             m.d.sync += bd.eq(blk_r.data)
@@ -175,8 +192,17 @@ class PairProgrammer(wiring.Component):
         with m.If(st["BLOCK_WAIT"]):
             m.d.sync += bu.eq(blk_r.data)
             goto("BLOCK_WAIT", "SPLIT")
+        s.need, s.down_row, s.up_row, s.c_down, s.c_up, s.bd, s.bu = need, down_row, up_row, c_down, c_up, bd, bu
+
+    def _split(self, m, s):
+        """SPLIT .. SPLIT_E: the rooms and the split of |d| into a (down) and b (up), golden's rule."""
+        cb, st, goto, need, c_down, c_up = self.code_bits, s.st, s.goto, s.need, s.c_down, s.c_up
         # the split runs over 9 states (one comparison or addition chain each, for timing; a few
         # cycles per cell next to the verify reads and programming pulses)
+        room_d = Signal(signed(cb + 3))
+        room_u = Signal(signed(cb + 3))
+        a = Signal(signed(cb + 4))
+        b = Signal(signed(cb + 4))
         a0 = Signal(signed(cb + 4))
         b0 = Signal(signed(cb + 4))
         a1 = Signal(signed(cb + 4))
@@ -184,8 +210,8 @@ class PairProgrammer(wiring.Component):
         a2 = Signal(signed(cb + 4))
         b2 = Signal(signed(cb + 4))
         with m.If(st["SPLIT"]):
-            rd = Mux(bd | (c_down < self.lo), 0, c_down - self.lo)
-            ru = Mux(bu | (c_up > self.hi), 0, self.hi - c_up)
+            rd = Mux(s.bd | (c_down < self.lo), 0, c_down - self.lo)
+            ru = Mux(s.bu | (c_up > self.hi), 0, self.hi - c_up)
             m.d.sync += [room_d.eq(rd), room_u.eq(ru)]
             goto("SPLIT", "SPLIT_A")
         rest = Signal(signed(cb + 4))
@@ -237,25 +263,30 @@ class PairProgrammer(wiring.Component):
         with m.If(st["SPLIT_E"]):
             m.d.sync += [a.eq(Mux(a2_le_m, 0, a2)), b.eq(Mux(b2_le_m, 0, b2))]
             goto("SPLIT_E", "SPLIT_F")
+        s.a, s.b = a, b
+
+    def _program(self, m, s):
+        """SPLIT_F .. DONE: the write-verify commands of the cell, the wait for their results, and
+        the end-of-batch marker."""
+        st, goto, wv_v, wv_row, wv_tgt = s.st, s.goto, s.wv_v, s.wv_row, s.wv_tgt
         # the write-verify commands: "down" (if a != 0) from PROG_DOWN, then "up" (if b != 0)
         # from PROG_UP, each loaded into the registered request on entering its state
-        t_up = Signal(cb)
+        t_up = Signal(self.code_bits)
         b_nz = Signal()
         with m.If(st["SPLIT_F"]):
-            m.d.sync += [wv_v.eq(a != 0), wv_row.eq(down_row), wv_tgt.eq(c_down - a),
-                         t_up.eq(c_up + b), b_nz.eq(b != 0)]
+            m.d.sync += [wv_v.eq(s.a != 0), wv_row.eq(s.down_row), wv_tgt.eq(s.c_down - s.a),
+                         t_up.eq(s.c_up + s.b), b_nz.eq(s.b != 0)]
             goto("SPLIT_F", "PROG_DOWN")
         with m.If(st["PROG_DOWN"] & (~wv_v | self.wv_cmd.ready)):
-            m.d.sync += [wv_v.eq(b_nz), wv_row.eq(up_row), wv_tgt.eq(t_up)]
+            m.d.sync += [wv_v.eq(b_nz), wv_row.eq(s.up_row), wv_tgt.eq(t_up)]
             goto("PROG_DOWN", "PROG_UP")
         with m.If(st["PROG_UP"] & (~wv_v | self.wv_cmd.ready)):
             m.d.sync += wv_v.eq(0)
             goto("PROG_UP", "WAIT_WV")
         # the next command's reads must see this one's programming: wait for its results
-        with m.If(st["WAIT_WV"] & settled):
+        with m.If(st["WAIT_WV"] & s.settled):
             goto("WAIT_WV", "IDLE")
-        with m.If(st["DRAIN"] & settled):
+        with m.If(st["DRAIN"] & s.settled):
             goto("DRAIN", "DONE")
         with m.If(st["DONE"] & self.done.ready):
             goto("DONE", "IDLE")
-        return m

@@ -35,6 +35,8 @@ The packing is generic over the PE signature: a member added to rtl/pe_board.py 
 programming path) is carried without changing this file, with more beats if needed.
 Pin-level mapping onto the FMC HPC LA lines: constraints/zc706.py.
 """
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -128,23 +130,34 @@ class PeFmcPhy(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ports = [(self.pe[p], self.pe_sig, self.request) for p in range(self.n_pe)]
+        s = SimpleNamespace()       # the signals and tables the sections below share
+        s.ports = [(self.pe[p], self.pe_sig, self.request) for p in range(self.n_pe)]
         if self.aux_sig is not None:
-            ports.append((self.aux, self.aux_sig, self.aux_request))
-        N = len(ports)
-        DBs = [d for d, _ in self.port_beats]
-        UBs = [u for _, u in self.port_beats]
-        DW, UW = self.dn_width, self.up_width
-        fmc = self.fmc
+            s.ports.append((self.aux, self.aux_sig, self.aux_request))
+        s.N = len(s.ports)
+        s.DBs = [d for d, _ in self.port_beats]
+        s.UBs = [u for _, u in self.port_beats]
+        self._up_words(m, s)
+        self._write_path(m, s)
+        self._request_order(m, s)
+        self._tick(m, s)
+        self._fsm(m, s)
+        return m
 
-        req = Signal(N)
+    def _up_words(self, m, s):
+        """The up words: `up_next` filled by the READ phase, `up_cur` what the controller sees."""
+        N, UW = s.N, self.up_width
+        s.req = Signal(N)
         # (reset-less: APPLY clears them before any TICK copies them, and a clear that is not also a
         # reset is one flip-flop on their LSR, not a LUT of both)
-        up_next = [Signal(UBs[p] * UW, name=f"up_next{p}", reset_less=True) for p in range(N)]
-        up_cur = [Signal(UBs[p] * UW, name=f"up_cur{p}") for p in range(N)]
-        for p, (port, sig, _) in enumerate(ports):
-            m.d.comb += Cat(*self._up_members(port, sig)).eq(up_cur[p])
+        s.up_next = [Signal(s.UBs[p] * UW, name=f"up_next{p}", reset_less=True) for p in range(N)]
+        s.up_cur = [Signal(s.UBs[p] * UW, name=f"up_cur{p}") for p in range(N)]
+        for p, (port, sig, _) in enumerate(s.ports):
+            m.d.comb += Cat(*self._up_members(port, sig)).eq(s.up_cur[p])
 
+    def _write_path(self, m, s):
+        """The down words: captured into `cap`, sent beat by beat through the shift register `dn_all`."""
+        N, DBs, DW, fmc = s.N, s.DBs, self.dn_width, self.fmc
         # the write phase walks every port's down beats in order: the words are captured into `cap`
         # (data straight from the controller's PE outputs, the state only on the flip-flops' clock
         # enable: no multiplexer after the controller's logic) and leave through the shift register
@@ -156,22 +169,26 @@ class PeFmcPhy(wiring.Component):
         dn_all = Signal(len(beats) * DW)
         down = [cap[sum(DBs[:p]) * DW:sum(DBs[:p + 1]) * DW] for p in range(N)]
         # request flags of the captured words: position of each request member in the down word
-        for p, (port, sig, request) in enumerate(ports):
+        for p, (port, sig, request) in enumerate(s.ports):
             offs, pos = {}, 0
             for n, mem in sig.members.items():
                 if mem.flow == Out:
                     offs[n] = pos
                     pos += len(getattr(port, n))
-            m.d.comb += req[p].eq(Cat(*[down[p][offs[r]] for r in request]).any())
+            m.d.comb += s.req[p].eq(Cat(*[down[p][offs[r]] for r in request]).any())
+        s.last_up = Array(Const(u - 1, self.beat_bits) for u in s.UBs + [1])
+        s.addr_tab = Array(Const(b | (p << self.beat_bits), len(fmc.addr)) for p, b in beats)
+        s.wk = Signal(range(len(beats)))
+        s.beats, s.cap, s.dn_all = beats, cap, dn_all
 
-        last_up = Array(Const(u - 1, self.beat_bits) for u in UBs + [1])
-        addr_tab = Array(Const(b | (p << self.beat_bits), len(fmc.addr)) for p, b in beats)
-        wk = Signal(range(len(beats)))
+    def _request_order(self, m, s):
+        """The read phase's pointers and the request order as registers."""
+        N, UBs, req = s.N, s.UBs, s.req
         # read issue / capture pointers walk the requested PEs only
-        ip = Signal(range(N + 1))
-        ib = Signal(self.beat_bits)
-        cp = Signal(range(N + 1))
-        cb = Signal(self.beat_bits)
+        s.ip = Signal(range(N + 1))
+        s.ib = Signal(self.beat_bits)
+        s.cp = Signal(range(N + 1))
+        s.cb = Signal(self.beat_bits)
 
         def next_req(after):
             """First requested PE > after (N if none), as a priority chain."""
@@ -196,13 +213,13 @@ class PeFmcPhy(wiring.Component):
         m.d.sync += [freq.eq(first_req())]
         for q in range(N):
             m.d.sync += [nreq[q].eq(next_req(q)), nreq_end[q].eq(~(req >> (q + 1)).any())]
-        nreq_a = Array(nreq + [Const(N, range(N + 1))])
+        s.nreq_a = Array(nreq + [Const(N, range(N + 1))])
         # the capture side's decisions as registers kept with its pointers (timing: the move to
         # TICK on the last answer is then rvalid and two flip-flops): cb_last = (cb is cp's last
         # beat), c_end = (no requested PE after cp); n_one[q] / n_end[q]: the same for nreq[q]
         # (registers from nreq, ready in WAIT)
-        cb_last = Signal()
-        c_end = Signal()
+        s.cb_last = Signal()
+        s.c_end = Signal()
         one_beat = Array([Const(u == 1) for u in UBs] + [Const(1)])
         end_a = Array([nreq_end[q] for q in range(N)] + [Const(1)])
         n_one = Signal(N)
@@ -211,31 +228,34 @@ class PeFmcPhy(wiring.Component):
             m.d.sync += [n_one[q].eq(one_beat[nreq[q]]), n_end[q].eq(end_a[nreq[q]])]
         # the capture pointers also one-hot (PE, beat): each up word's write enable is then one
         # LUT of flip-flops instead of a compare of {cp, cb} (timing)
-        cpo = Signal(N)
-        cbo = Signal(max(UBs))
-
-        def dec(x):
-            return Cat(*[x == q for q in range(N)])
+        s.cpo = Signal(N)
+        s.cbo = Signal(max(UBs))
         # nreq[q] one-hot, registered (ready in WAIT like n_one / n_end)
         nreq_oh = [Signal(N, name=f"nreq_oh{q}") for q in range(N)]
-        m.d.sync += [nreq_oh[q].eq(dec(nreq[q])) for q in range(N)]
+        m.d.sync += [nreq_oh[q].eq(self._dec(nreq[q], N)) for q in range(N)]
+        s.nreq_end, s.freq, s.n_one, s.n_end, s.nreq_oh = nreq_end, freq, n_one, n_end, nreq_oh
 
-        def sel(bits):      # bits[cp] as an AND-OR with the one-hot cpo (0 when cp == N)
-            return (cpo & bits).any()
-        guard = Signal(range(self.ready_guard + 2))
-        w_first = Signal()      # the first WRITE cycle (sends from `cap`, loads `dn_all`)
+    @staticmethod
+    def _dec(x, N):
+        return Cat(*[x == q for q in range(N)])
+
+    def _tick(self, m, s):
+        """The shift of `dn_all`, the tick and its copies, the loads of the up words."""
+        N, UBs, DW, UW, cap, dn_all = s.N, s.UBs, self.dn_width, self.up_width, s.cap, s.dn_all
+        s.guard = Signal(range(self.ready_guard + 2))
+        s.w_first = w_first = Signal()      # the first WRITE cycle (sends from `cap`, loads `dn_all`)
         # the shift of `dn_all` (hundreds of flip-flops) in NDN slices, each enabled by its own copy
         # of "in WRITE" and selecting by its own copy of w_first (rtl/replica.py; timing: the FSM's
         # state decode and w_first each drove every bit)
         NDN = 4
-        wr_dup = replicas(Signal(), NDN, "phy_writing")
-        wf_dup = replicas(w_first, NDN, "phy_w_first")
+        s.wr_dup = wr_dup = replicas(Signal(), NDN, "phy_writing")
+        s.wf_dup = wf_dup = replicas(w_first, NDN, "phy_w_first")
         for k, (lo, hi) in enumerate(slices(len(dn_all), NDN)):
             with m.If(wr_dup[k]):
                 m.d.sync += dn_all[lo:hi].eq((Mux(wf_dup[k], cap, dn_all) >> DW)[lo:hi])
         # the down word on the bus is only looked at with `we`: driven in every state (its I/O
         # register then needs no clear outside WRITE)
-        m.d.comb += fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))
+        m.d.comb += self.fmc.wdata.eq(Mux(w_first, cap[:DW], dn_all[:DW]))
         # `tick` enables every register of the controller: a flip-flop of its own (1 exactly in TICK)
         # instead of a decode of the state, so the clock enable's wide fan-out starts at a register
         tick_r = Signal(attrs={"keep": 1})   # (kept apart from its copies)
@@ -247,11 +267,11 @@ class PeFmcPhy(wiring.Component):
         cur_ld = replicas(tick_r, len(halves), "phy_cur_ld")
         for h, (p, lo, hi) in enumerate(halves):
             with m.If(cur_ld[h]):
-                m.d.sync += up_cur[p][lo * UW:hi * UW].eq(up_next[p][lo * UW:hi * UW])
+                m.d.sync += s.up_cur[p][lo * UW:hi * UW].eq(s.up_next[p][lo * UW:hi * UW])
 
         # the tick is decided a cycle ahead (state PRE): the decision sets a few `pre` flip-flops,
         # and each loads its share of tick_r and the copies, which can then sit next to their loads
-        # (a two-level register tree; timing: one net from the FSM to ~30 far-apart copies was ~5 ns)
+        # (a two-level register tree: one net from the FSM to every copy was too slow)
         ticks_all = [tick_r, *tick_dup, *cur_ld]
         pre = replicas(Signal(), -(-len(ticks_all) // 8), "tick_pre")
         m.d.sync += [t.eq(pre[k * len(pre) // len(ticks_all)]) for k, t in enumerate(ticks_all)]
@@ -259,55 +279,65 @@ class PeFmcPhy(wiring.Component):
         def set_tick(v):        # tick = v in the cycle after the next
             m.d.sync += [t.eq(v) for t in pre]
         set_tick(0)
+        s.set_tick = set_tick
         m.d.comb += self.tick.eq(tick_r)
         if tick_dup:
             m.d.comb += self.tick_dup.eq(Cat(*tick_dup))
         # each up word's clock enable is one LUT of flip-flops (timing): `apply_r` (1 exactly in
         # APPLY, which clears up_next) and `cwo`, the capture pointer one-hot over all up words
         # (cpo x cbo, nonzero only in READ), next to rvalid
-        words = [(p, b) for p in range(N) for b in range(UBs[p])]
-        apply_r = replicas(Signal(), len(halves), "phy_apply")      # one per half port, as cur_ld
-        cwo = Signal(len(words))
-
-        def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
-            return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in words])
+        s.words = words = [(p, b) for p in range(N) for b in range(UBs[p])]
+        s.apply_r = apply_r = replicas(Signal(), len(halves), "phy_apply")      # one per half port, as cur_ld
+        s.cwo = cwo = Signal(len(words))
         m.d.sync += [a.eq(0) for a in apply_r]
         for k, (p, b) in enumerate(words):
             with m.If(apply_r[half[p, b]]):
-                m.d.sync += up_next[p].word_select(b, UW).eq(0)
-            with m.Elif(fmc.rvalid & cwo[k]):
-                m.d.sync += up_next[p].word_select(b, UW).eq(fmc.rdata)
+                m.d.sync += s.up_next[p].word_select(b, UW).eq(0)
+            with m.Elif(self.fmc.rvalid & cwo[k]):
+                m.d.sync += s.up_next[p].word_select(b, UW).eq(self.fmc.rdata)
+
+    def _fsm(self, m, s):
+        """The tick's phases: CAPTURE, WRITE, APPLY, WAIT, READ, PRE, TICK (see the module docstring)."""
+        N, UBs, DBs, DW, fmc = s.N, s.UBs, s.DBs, self.dn_width, self.fmc
+        ip, ib, cp, cb, cpo, cbo, cwo, cb_last = s.ip, s.ib, s.cp, s.cb, s.cpo, s.cbo, s.cwo, s.cb_last
+        wk, w_first, wr_dup, wf_dup, guard = s.wk, s.w_first, s.wr_dup, s.wf_dup, s.guard
+
+        def sel(bits):      # bits[cp] as an AND-OR with the one-hot cpo (0 when cp == N)
+            return (cpo & bits).any()
+
+        def spread(pe_oh):      # one-hot PE -> one-hot word (the PE's first up word)
+            return Cat(*[pe_oh[p] if b == 0 else Const(0) for p, b in s.words])
         with m.FSM():
             with m.State("CAPTURE"):
                 dn_now = [Signal(DBs[p] * DW, name=f"dn_now{p}") for p in range(N)]
-                for p, (port, sig, _) in enumerate(ports):
+                for p, (port, sig, _) in enumerate(s.ports):
                     m.d.comb += dn_now[p].eq(self._down(port, sig))
-                m.d.sync += [cap.eq(Cat(*dn_now)), wk.eq(0), w_first.eq(1)]
+                m.d.sync += [s.cap.eq(Cat(*dn_now)), wk.eq(0), w_first.eq(1)]
                 m.d.sync += [f.eq(1) for f in wr_dup + wf_dup]
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(addr_tab[wk])]
+                m.d.comb += [fmc.we.eq(1), fmc.addr.eq(s.addr_tab[wk])]
                 m.d.sync += [w_first.eq(0), *[f.eq(0) for f in wf_dup]]
-                with m.If(wk == len(beats) - 1):
+                with m.If(wk == len(s.beats) - 1):
                     m.next = "APPLY"
                     m.d.sync += [f.eq(0) for f in wr_dup]
-                    m.d.sync += [a.eq(1) for a in apply_r]
+                    m.d.sync += [a.eq(1) for a in s.apply_r]
                 with m.Else():
                     m.d.sync += wk.eq(wk + 1)
             with m.State("APPLY"):
                 m.d.comb += fmc.apply.eq(1)
-                m.d.sync += [ip.eq(freq), ib.eq(0), cp.eq(freq), cb.eq(0), guard.eq(self.ready_guard),
-                             cpo.eq(dec(freq)), cbo.eq(1)]
+                m.d.sync += [ip.eq(s.freq), ib.eq(0), cp.eq(s.freq), cb.eq(0), guard.eq(self.ready_guard),
+                             cpo.eq(self._dec(s.freq, N)), cbo.eq(1)]
                 m.next = "WAIT"
             with m.State("WAIT"):
                 # (cp is the first requested PE from APPLY on; WAIT lasts >= 1 cycle)
-                m.d.sync += [cb_last.eq(sel(Cat(*[Const(u == 1) for u in UBs]))), c_end.eq(sel(nreq_end))]
+                m.d.sync += [cb_last.eq(sel(Cat(*[Const(u == 1) for u in UBs]))), s.c_end.eq(sel(s.nreq_end))]
                 with m.If(guard != 0):
                     m.d.sync += guard.eq(guard - 1)
                 with m.Elif(fmc.ready):
                     with m.If(cp == N):
                         m.next = "PRE"
-                        set_tick(1)
+                        s.set_tick(1)
                     with m.Else():
                         m.next = "READ"
                         m.d.sync += cwo.eq(spread(cpo))
@@ -315,21 +345,21 @@ class PeFmcPhy(wiring.Component):
                 # issue
                 with m.If(ip != N):
                     m.d.comb += [fmc.re.eq(1), fmc.addr.eq(Cat(ib, ip[:self.pe_bits]))]
-                    with m.If(ib == last_up[ip]):
-                        m.d.sync += [ib.eq(0), ip.eq(nreq_a[ip])]
+                    with m.If(ib == s.last_up[ip]):
+                        m.d.sync += [ib.eq(0), ip.eq(s.nreq_a[ip])]
                     with m.Else():
                         m.d.sync += ib.eq(ib + 1)
                 # capture, in issue order (cp != N throughout READ: READ is left on the last answer)
                 with m.If(fmc.rvalid):
-                    # (the word itself is captured above, on cwo)
+                    # (the word itself is captured on cwo, _tick)
                     with m.If(cb_last):
-                        nxt_oh = Array(nreq_oh)[cp[:self.pe_bits]]
-                        m.d.sync += [cb.eq(0), cp.eq(nreq_a[cp]), cpo.eq(nxt_oh), cbo.eq(1),
+                        nxt_oh = Array(s.nreq_oh)[cp[:self.pe_bits]]
+                        m.d.sync += [cb.eq(0), cp.eq(s.nreq_a[cp]), cpo.eq(nxt_oh), cbo.eq(1),
                                      cwo.eq(spread(nxt_oh)),
-                                     cb_last.eq(sel(n_one)), c_end.eq(sel(n_end))]
-                        with m.If(c_end):
+                                     cb_last.eq(sel(s.n_one)), s.c_end.eq(sel(s.n_end))]
+                        with m.If(s.c_end):
                             m.next = "PRE"
-                            set_tick(1)
+                            s.set_tick(1)
                             m.d.sync += cwo.eq(0)
                     with m.Else():
                         # the next beat is cp's last: cbo's bit UBs[p] - 2 for the PE p of cpo
@@ -338,10 +368,8 @@ class PeFmcPhy(wiring.Component):
             with m.State("PRE"):
                 m.next = "TICK"
             with m.State("TICK"):
-                m.d.sync += self.ticks.eq(self.ticks + 1)      # (up_cur loads on cur_ld, above)
+                m.d.sync += self.ticks.eq(self.ticks + 1)      # (up_cur loads on cur_ld, _tick)
                 m.next = "CAPTURE"
-        return m
-
 
 def _mux(c, a, b, n):
     return Mux(c, Const(a, range(n + 1)), b)

@@ -111,12 +111,24 @@ class ReplicatedController(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        G, cs = self.n_groups, self.ctrls
-        for gi, c in enumerate(cs):
+        for gi, c in enumerate(self.ctrls):
             m.submodules[f"g{gi + 1}"] = c
             m.d.comb += c.train.eq(self.train)
+        self._deal(m)
+        self._results(m)
+        held, owner = self._fc_arbiter(m)
+        self._pe_ports(m, held, owner)
+        # the shared programming path (rtl/programming.py)
+        m.submodules.programming = pg = self.programming
+        connect_programming(m, self, pg)
+        m.d.comb += pg.clip_code.eq(self.clip_code)
+        flock, fvalid, fin_pending = self._feed(m, pg.upd_i)
+        self._counters(m, pg, pg.upd_i, flock, fvalid, fin_pending)
+        return m
 
-        # ------------------------------------------------------------ image dealing
+    def _deal(self, m):
+        """Image dealing: image k to group k mod G (route = 0) or every image to group `route`."""
+        G, cs = self.n_groups, self.ctrls
         deal = Signal(range(G))          # round-robin pointer (route = 0)
         tgt = Signal(range(G))
         m.d.comb += tgt.eq(deal)
@@ -132,7 +144,9 @@ class ReplicatedController(wiring.Component):
             with m.If(words == self.image_words - 1):
                 m.d.sync += [words.eq(0), deal.eq(_zero_if(self.route != 0, _inc(deal, G)))]
 
-        # ------------------------------------------------------------ results, in image order
+    def _results(self, m):
+        """The results, in image order, with the group tag."""
+        G, cs = self.n_groups, self.ctrls
         # an output register: a result is taken from its group, then offered (valid drops for at
         # least a cycle between results)
         rsel = Signal(range(G))
@@ -154,7 +168,9 @@ class ReplicatedController(wiring.Component):
                          self.cycles.eq(Array(c.cycles for c in cs)[rsel]),
                          take.eq(_zero_if(self.route != 0, _inc(take, G)))]
 
-        # ------------------------------------------------------------ FC arbitration (round robin)
+    def _fc_arbiter(self, m):
+        """Round-robin arbitration of the FC PEs: (held, owner), the grant and its group."""
+        G, cs = self.n_groups, self.ctrls
         held = Signal()
         owner = Signal(range(G))
         first = Signal(range(G))         # first group to consider at the next grant
@@ -163,20 +179,16 @@ class ReplicatedController(wiring.Component):
             with m.If(~reqs.bit_select(owner, 1)):
                 m.d.sync += held.eq(0)
         with m.Else():
-            with m.Switch(first):
-                for s in range(G):
-                    with m.Case(s):
-                        for k in range(G):
-                            g = (s + k) % G
-                            cond = reqs[g] & ~(reqs & _mask(G, s, k)).any()
-                            with m.If(cond):
-                                m.d.sync += [held.eq(1), owner.eq(g), first.eq((g + 1) % G)]
+            _round_robin(m, G, reqs, first, held, owner)
         for gi, c in enumerate(cs):
             m.d.comb += c.fc_gnt.eq(held & (owner == gi))
             with m.If(c.fc_req & ~(held & (owner == gi))):
                 m.d.sync += self.fc_wait.eq(self.fc_wait + 1)
+        return held, owner
 
-        # ------------------------------------------------------------ PE ports
+    def _pe_ports(self, m, held, owner):
+        """The PE ports: the FC PEs from the group that holds them, each conv PE from its group."""
+        cs = self.ctrls
         members = PEBoardSignature(self.n_bl, self.n_adc, self.code_bits, self.n_rows).members
         for p in range(self.n_pe):
             top = self.pe[p]
@@ -198,12 +210,11 @@ class ReplicatedController(wiring.Component):
                     else:
                         m.d.comb += getattr(c.pe[p], name).eq(getattr(top, name))
 
-        # ------------------------------------------------------------ shared programming path
-        m.submodules.programming = pg = self.programming
-        connect_programming(m, self, pg)
-        m.d.comb += pg.clip_code.eq(self.clip_code)
-        upd_i = pg.upd_i
-        # the groups' feeders: one image (its deltas, then its V up to the last index) at a time
+    def _feed(self, m, upd_i):
+        """The groups' feeders into the shared update engine, one image (its deltas, then its V up
+        to the last index) at a time, and the end of batch once no group is feeding:
+        (flock, fvalid, fin_pending)."""
+        G, cs = self.n_groups, self.ctrls
         flock = Signal()
         fown = Signal(range(G))
         ffirst = Signal(range(G))
@@ -217,13 +228,7 @@ class ReplicatedController(wiring.Component):
             with m.If(upd_i.valid & upd_i.ready & last_item):
                 m.d.sync += flock.eq(0)
         with m.Else():
-            with m.Switch(ffirst):
-                for s in range(G):
-                    with m.Case(s):
-                        for k in range(G):
-                            g = (s + k) % G
-                            with m.If(fvalid[g] & ~(fvalid & _mask(G, s, k)).any()):
-                                m.d.sync += [flock.eq(1), fown.eq(g), ffirst.eq((g + 1) % G)]
+            _round_robin(m, G, fvalid, ffirst, flock, fown)
         # end of batch: once no group is feeding
         fin_pending = Signal()
         with m.If(self.upd_finish.valid & ~fin_pending):
@@ -233,8 +238,11 @@ class ReplicatedController(wiring.Component):
             m.d.comb += [upd_i.valid.eq(1), upd_i.payload.op.eq(UpdOp.FINISH)]
             with m.If(upd_i.ready):
                 m.d.sync += fin_pending.eq(0)
+        return flock, fvalid, fin_pending
 
-        # ------------------------------------------------------------ counters, status
+    def _counters(self, m, pg, upd_i, flock, fvalid, fin_pending):
+        """The counters (sums over the groups), status and busy."""
+        cs = self.ctrls
         m.d.sync += self.timestamp.eq(self.timestamp + 1)
         m.d.comb += [self.slot_reads.eq(sum(c.slot_reads for c in cs)),
                      self.conv_rounds.eq(sum(c.conv_rounds for c in cs)),
@@ -246,8 +254,18 @@ class ReplicatedController(wiring.Component):
                                        Cat(c.status[7] for c in cs).any()))
         m.d.comb += self.busy.eq(Cat(c.busy for c in cs).any() | self.result.valid | fin_pending | flock | pg.pp_busy |
                                  ~pg.wv_ready)
-        return m
 
+
+def _round_robin(m, G: int, reqs, first, lock, owner):
+    """Grant the first requesting group in the order first, first + 1, ... (mod G): lock, owner
+    and the next `first` are registers."""
+    with m.Switch(first):
+        for s in range(G):
+            with m.Case(s):
+                for k in range(G):
+                    g = (s + k) % G
+                    with m.If(reqs[g] & ~(reqs & _mask(G, s, k)).any()):
+                        m.d.sync += [lock.eq(1), owner.eq(g), first.eq((g + 1) % G)]
 
 def _zero_if(cond, value):
     return Mux(cond, 0, value)
