@@ -9,8 +9,8 @@ gives those words a meaning. One STREAM payload is one host command:
     response  the items' answers, then one trailer word  op [7:0] | status [15:8] | count [31:16]
               (count = answers in this response); the trailer carries `last`
 
-Commands (PROTOCOL below is the one description; `python -m rtl.csr` writes sw/host_proto.py
-from it, next to sw/csr_map.py):
+Commands (rtl/protocol.py BRIDGE is the one description; `python -m rtl.hostgen` writes
+sw/host_proto.py from it, next to sw/csr_map.py):
 
   ECHO     n words            -> n words ~w               (link checks, fault sessions)
   INFER    n images           -> n results                (image = 196 pixel words + label word)
@@ -49,70 +49,14 @@ cycles): 5 cycles per answer word and 2 more per header, against thousands per w
 """
 from __future__ import annotations
 
-import enum
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl import csr
+from rtl.protocol import BRIDGE, HOST_VERSION, REFUSED, BridgeOp, HostStatus, result_offsets
 from rtl.onehot import OneHotFSM
 from rtl.link import WORD
-
-HOST_VERSION = 0x0001_0000       # command set 1.0 (major << 16 | minor)
-
-
-class Op(enum.IntEnum):
-    ECHO = 0x01
-    INFER = 0x10
-    TRAIN = 0x11
-    FINISH = 0x12
-    PROGRAM = 0x20
-    READ = 0x21
-
-
-class HostStatus(enum.IntEnum):
-    OK = 0
-    BAD_OP = 1
-    BAD_LENGTH = 2
-    BAD_ARG = 3
-
-
-# the one description of the command set (host constants are generated from it)
-PROTOCOL = {
-    "version": HOST_VERSION,
-    "header": {"op": (0, 8), "reserved": (8, 8), "count": (16, 16)},
-    "trailer": {"op": (0, 8), "status": (8, 8), "count": (16, 16)},
-    "ops": {
-        "ECHO": (Op.ECHO, "count words -> count words, each the complement ~w"),
-        "INFER": (Op.INFER, "count images (IMAGE_WORDS each: pixels 4 per word, low byte first, then the label "
-                            "word) -> count results (RESULT_WORDS each)"),
-        "TRAIN": (Op.TRAIN, "as INFER, with the controller's `train` input set: every image's delta and FC "
-                            "inputs go to the update engine"),
-        "FINISH": (Op.FINISH, "count 0 -> FINISH_WORDS words (cells, failed, pulses, flags) once the batch's "
-                              "programming is over (upd_done)"),
-        "PROGRAM": (Op.PROGRAM, "count cell words -> count write-verify results (PROG_RES fields)"),
-        "READ": (Op.READ, "count cell words (target ignored) -> count verify-read codes (READ_RES fields)"),
-    },
-    "status": {s.name: (int(s), d) for s, d in (
-        (HostStatus.OK, "executed"),
-        (HostStatus.BAD_OP, "unknown op; every word of the payload dropped"),
-        (HostStatus.BAD_LENGTH, "payload does not hold `count` items (a short image is padded with zeros and "
-                                "its result returned; extra words are dropped)"),
-        (HostStatus.BAD_ARG, "reserved header bits set, or a cell outside the array (answered REFUSED)"))},
-    "cell": {"target": (0, 8), "bl": (8, 8), "row": (16, 8), "pe": (24, 8)},
-    "prog_res": {"final_code": (0, 8), "pulses": (8, 16), "ok": (24, 1), "refused": (31, 1)},
-    "read_res": {"code": (0, 8), "refused": (31, 1)},
-    "finish": ("cells", "failed", "pulses", "flags"),
-    "finish_flags": {"overflow": (0, 1)},
-}
-REFUSED = 1 << 31
-
-
-def result_offsets(classes: int) -> dict:
-    """Word offsets of a result: cls, logits, p, delta (each of `classes` words but cls)."""
-    return {"cls": 0, "logits": 1, "p": 1 + classes, "delta": 1 + 2 * classes, "words": 1 + 3 * classes}
-
 
 def default_params() -> dict:
     """Design parameters of the default controller (golden/cnn.py), without elaborating it."""
@@ -266,7 +210,7 @@ class HostBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P = PROTOCOL
+        P = BRIDGE
         # skid buffers on the link words and the write-verify results: the link's ready, the
         # bridge's answer logic and the controller's result handshake were one combinational chain
         m.submodules.cmd_skid = cmd_skid = Skid(WORD)
@@ -313,7 +257,7 @@ class HostBridge(wiring.Component):
         fin_word = Signal()         # a FINISH report word is sent this cycle
         fin_word_r = Signal()
         # the op decoded once, at the header, into flags
-        f = {o: Signal(name=f"is_{o.name.lower()}") for o in Op}
+        f = {o: Signal(name=f"is_{o.name.lower()}") for o in BridgeOp}
         h_resv = Signal()           # header: reserved bits set
         h_cnt0 = Signal()           # header: count == 0
         h_known = Signal()          # header: a known op
@@ -378,7 +322,7 @@ class HostBridge(wiring.Component):
                      hv_req.pe.eq(it["pe"]), hv_req.row.eq(it["row"]), hv_req.bl.eq(it["bl"])]
 
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
-        m.d.comb += self.train.eq(f[Op.TRAIN])
+        m.d.comb += self.train.eq(f[BridgeOp.TRAIN])
         m.d.comb += image.payload.eq(cmd.payload.data)
 
         # ---------------------------------------------------------------- in side
@@ -395,9 +339,9 @@ class HostBridge(wiring.Component):
                              fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
                              fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
                              item_last.eq(cmd.payload.last)]
-                m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
-                m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in Op]).any()),
-                             is_img.eq((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN))]
+                m.d.sync += [f[o].eq(hdr["op"] == o) for o in BridgeOp]
+                m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in BridgeOp]).any()),
+                             is_img.eq((hdr["op"] == BridgeOp.INFER) | (hdr["op"] == BridgeOp.TRAIN))]
                 fsm_in.go("DECODE")
 
         with fsm_in.state("DECODE"):
@@ -409,7 +353,7 @@ class HostBridge(wiring.Component):
             with m.Elif(h_resv):
                 m.d.sync += status.eq(HostStatus.BAD_ARG)
                 fsm_in.go("DRAIN_OR_DONE")
-            with m.Elif(f[Op.FINISH]):
+            with m.Elif(f[BridgeOp.FINISH]):
                 with m.If(~last | ~h_cnt0):
                     m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                     fsm_in.go("DRAIN_OR_DONE")
@@ -476,16 +420,16 @@ class HostBridge(wiring.Component):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
-                    with m.If(~f[Op.ECHO] & ~cell_ok):
+                    with m.If(~f[BridgeOp.ECHO] & ~cell_ok):
                         m.d.sync += refused.eq(1)
                         set_status(HostStatus.BAD_ARG)
                     fsm_in.go("GO")
 
         with fsm_in.state("GO"):
             sent = Signal()
-            with m.If(refused | f[Op.ECHO]):
+            with m.If(refused | f[BridgeOp.ECHO]):
                 m.d.comb += sent.eq(1)
-            with m.Elif(f[Op.PROGRAM]):
+            with m.Elif(f[BridgeOp.PROGRAM]):
                 m.d.comb += [prog.valid.eq(1), sent.eq(prog.ready)]
             with m.Else():
                 m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
@@ -547,7 +491,8 @@ class HostBridge(wiring.Component):
         # the word multiplexers into the response skid buffer (timing, issue 7).
         busy_in = ~fsm_in.bit["HDR"]
         trailer_due = Signal()
-        m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r & (~f[Op.FINISH] | ~fin_sent | (fin_idx == 4)))
+        m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r &
+                                   (~f[BridgeOp.FINISH] | ~fin_sent | (fin_idx == 4)))
         # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles
         nq = (RW + 7) // 8
         rword_q = Array(Signal(32, name=f"rword_q{j}") for j in range(nq))
@@ -578,9 +523,9 @@ class HostBridge(wiring.Component):
         # write-verify results: answers of PROGRAM (taken when their word is sent); otherwise drained,
         # and counted during FINISH (the flags are registers: no decision chain on these handshakes)
         drain_res = Signal()
-        m.d.sync += drain_res.eq(~f[Op.PROGRAM] | ~busy_in)
+        m.d.sync += drain_res.eq(~f[BridgeOp.PROGRAM] | ~busy_in)
         counting = Signal()
-        m.d.comb += counting.eq(f[Op.FINISH] & fin_sent & (fin_idx != 4))
+        m.d.comb += counting.eq(f[BridgeOp.FINISH] & fin_sent & (fin_idx != 4))
         m.d.comb += prog_res.ready.eq(drain_res | (sending & src["prog"] & rsp.ready))
         with m.If(counting & prog_res.valid & drain_res):
             m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
@@ -644,11 +589,11 @@ class HostBridge(wiring.Component):
             pick("img")
         with m.Elif(owed_nz & refused):
             pick("ref")
-        with m.Elif(f[Op.PROGRAM] & owed_nz):
+        with m.Elif(f[BridgeOp.PROGRAM] & owed_nz):
             pick("prog")
-        with m.Elif(f[Op.READ] & owed_nz):
+        with m.Elif(f[BridgeOp.READ] & owed_nz):
             pick("read")
-        with m.Elif(f[Op.ECHO] & owed_nz):
+        with m.Elif(f[BridgeOp.ECHO] & owed_nz):
             pick("echo")
         with m.Elif(counting):
             # the batch's write-verify results are counted above; upd_done ends the batch
@@ -671,77 +616,3 @@ class HostBridge(wiring.Component):
             m.d.sync += [owed.eq(owed - 1), owed_nz.eq(owed != 1)]
 
         return m
-
-
-# ------------------------------------------------------------------ host constants
-
-HOST_PROTO_MODULE = csr.ROOT / "sw" / "host_proto.py"
-
-
-def render_host_protocol(params: dict | None = None) -> str:
-    """Text of sw/host_proto.py: the command set of PROTOCOL and the default design parameters."""
-    p = dict(default_params(), **(params or {}))
-    P = PROTOCOL
-    lines = [
-        '"""STREAM command set of the mcnn host bridge (host constants).',
-        "",
-        "GENERATED by `python -m rtl.csr` from rtl/host.py (PROTOCOL) -- do not edit by hand;",
-        "tb/test_host.py fails when this file is out of date.",
-        "",
-        "request  = header (op | reserved | count) + items; response = answers + trailer (op | status | count).",
-        "A field is (bit offset, width).",
-        '"""',
-        "",
-        f"VERSION = {P['version']:#010x}",
-        "",
-        "# ops: name -> code",
-    ]
-    for name, (code, _doc) in P["ops"].items():
-        lines.append(f"{name} = {int(code):#04x}")
-    lines += ["", "OPS = {"]
-    for name, (code, _doc) in P["ops"].items():
-        lines.append(f"    {name!r}: {int(code):#04x},")
-    def wrapped(text, indent):
-        import textwrap
-        parts = textwrap.wrap(text, 80, drop_whitespace=False) or [""]
-        return ("\n" + " " * indent).join(repr(x) for x in parts)
-
-    lines += ["}", "", "OP_DOCS = {"]
-    for name, (_code, doc) in P["ops"].items():
-        lines.append(f"    {name!r}: {wrapped(doc, 8)},")
-    lines += ["}", "", "# status codes of the trailer: name -> (code, meaning)", "STATUS = {"]
-    for name, (code, doc) in P["status"].items():
-        lines.append(f"    {name!r}: ({code}, {wrapped(doc, 8)}),")
-    lines += ["}", "STATUS_NAMES = {c: n for n, (c, _) in STATUS.items()}", ""]
-    for key in ("header", "trailer", "cell", "prog_res", "read_res", "finish_flags"):
-        lines.append(f"{key.upper()} = {{{', '.join(f'{n!r}: {v!r}' for n, v in P[key].items())}}}")
-    lines += [
-        f"REFUSED = {REFUSED:#010x}",
-        f"FINISH_WORDS = {tuple(P['finish'])!r}",
-        "",
-        "# default design parameters (the device reports its own in the ctrl_params CSR window)",
-        f"IMAGE_WORDS = {p['image_words']}",
-        f"CLASSES = {p['classes']}",
-        f"RESULT_WORDS = {p['result_words']}",
-        "",
-        "",
-        "def result_offsets(classes):",
-        '    """Word offsets of a result: cls, logits, p, delta (classes words each but cls)."""',
-        "    return {'cls': 0, 'logits': 1, 'p': 1 + classes, 'delta': 1 + 2 * classes, 'words': 1 + 3 * classes}",
-        "",
-        "",
-        "def get(word, field):",
-        '    """Value of field (offset, width) of a word."""',
-        "    off, width = field",
-        "    return (word >> off) & ((1 << width) - 1)",
-        "",
-        "",
-        "def put(field, value):",
-        '    """A value placed in field (offset, width); ValueError if it does not fit."""',
-        "    off, width = field",
-        "    if not 0 <= value < (1 << width):",
-        "        raise ValueError(f'{value} does not fit {width} bits')",
-        "    return value << off",
-        "",
-    ]
-    return "\n".join(lines)

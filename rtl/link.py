@@ -2,7 +2,8 @@
 ack/nack, command decoder to the CSR bank and to the controller's command/response streams.
 
 Protocol (frame format, commands, status codes, retry semantics): docs/link.md; the constants
-come from sw/link.py, the host end, so there is one definition of the protocol.
+come from rtl/protocol.py, the one description, from which rtl/hostgen.py generates the host's
+sw/link_proto.py.
 
 `Link` is the core: bytes in (`rx`) and out (`tx`), a CSR bus master (`csr`), the controller
 streams `cmd` (payload words of STREAM commands, `last` on the final word) and `rsp` (the
@@ -60,11 +61,8 @@ from amaranth.lib.wiring import In, Out
 from rtl import csr
 from rtl.onehot import OneHotFSM, any_of
 from rtl.uart import Uart
-from sw.link import COUNTERS, FLAG_BITS, RESET_COUNTERS, RESET_FLAGS_MASK, RESPONSE, SYNC, Cmd, Status
-
-ID_MAGIC = 0x4D434E4E        # "MCNN"
-VERSION = 0x0001_0000        # link protocol 1.0 (major << 16 | minor)
-CRC_POLY = 0xEDB88320        # CRC-32/ISO-HDLC, reflected (= zlib.crc32)
+from rtl.protocol import (COUNTERS, CRC_POLY, FLAG_BITS, ID_MAGIC, LINK_VERSION, RESET_COUNTERS, RESET_FLAGS_MASK,
+                          RESPONSE, SYNC, Cmd, Status)
 
 WORD = data.StructLayout({"data": 32, "last": 1})
 
@@ -75,7 +73,7 @@ class Id(csr.Register, access="ro", const=True, reset=ID_MAGIC):
     "ID magic 0x4D434E4E ('MCNN')."
 
 
-class Version(csr.Register, access="ro", const=True, reset=VERSION):
+class Version(csr.Register, access="ro", const=True, reset=LINK_VERSION):
     "Link protocol version, major << 16 | minor."
 
 
