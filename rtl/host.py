@@ -49,6 +49,8 @@ cycles): 5 cycles per answer word and 2 more per header, against thousands per w
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -150,6 +152,11 @@ def _field(word, name, table):
     return word[off:off + w]
 
 
+def _take(ns, names: str) -> list:
+    """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
+    return [getattr(ns, n) for n in names.split()]
+
+
 class Skid(wiring.Component):
     """Two-entry skid buffer: registered `o` (valid, payload) and registered `i.ready`, so no
     combinational path crosses it in either direction (timing, issue 7); full throughput."""
@@ -210,7 +217,23 @@ class HostBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P = BRIDGE
+        # the sections below share their signals through `ns`: each takes what it uses from the
+        # earlier ones and exports what the later ones use
+        ns = SimpleNamespace()
+        self._skids(m, ns)
+        self._registers(m, ns)
+        self._vread_arbiter(m, ns)
+        self._cell_decode(m, ns)
+        self._in_header(m, ns)
+        self._in_items(m, ns)
+        self._out_words(m, ns)
+        self._out_fsm(m, ns)
+        self._counts(m, ns)
+        return m
+
+    def _skids(self, m, ns):
+        """Skid buffers on every stream in and out of the bridge (timing): the link words, the write-verify
+        results, the images and programming commands, the verify-read requests and answers."""
         # skid buffers on the link words and the write-verify results: the link's ready, the
         # bridge's answer logic and the controller's result handshake were one combinational chain
         m.submodules.cmd_skid = cmd_skid = Skid(WORD)
@@ -240,7 +263,13 @@ class HostBridge(wiring.Component):
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
+        vars(ns).update(IW=IW, K=K, RO=RO, RW=RW, c_vread_req=c_vread_req, c_vread_rsp=c_vread_rsp, cmd=cmd,
+            image=image, prog=prog, prog_res=prog_res, rsp=rsp, vread_req=vread_req)
 
+    def _registers(self, m, ns):
+        """The command's registers: op, status, counts of items issued / answered / left, the op's flags
+        decoded at the header, the current item, the FINISH report."""
+        IW, vread_req = _take(ns, "IW vread_req")
         op = Signal(8)
         status = Signal(8)
         answered = Signal(16)       # items answered (the trailer's count)
@@ -287,7 +316,20 @@ class HostBridge(wiring.Component):
         hv_ready = Signal()
         hv_rsp_valid = Signal()
         hv_rsp_ready = Signal()
+        vars(ns).update(answered=answered, at_last=at_last, dec=dec, dec_r=dec_r, f=f, fcells=fcells, ffailed=ffailed,
+            fflags=fflags, fin_got=fin_got, fin_idx=fin_idx, fin_sent=fin_sent, fin_word=fin_word,
+            fin_word_r=fin_word_r, fpulses=fpulses, h_cnt0=h_cnt0, h_known=h_known, h_resv=h_resv, hv_ready=hv_ready,
+            hv_req=hv_req, hv_rsp_ready=hv_rsp_ready, hv_rsp_valid=hv_rsp_valid, hv_valid=hv_valid, in_done=in_done,
+            inc=inc, inc_r=inc_r, is_img=is_img, item=item, item_last=item_last, left=left, op=op, owed=owed,
+            owed_nz=owed_nz, refused=refused, set_status=set_status, status=status, trailer_fire=trailer_fire,
+            widx=widx, widx_end=widx_end)
 
+    def _vread_arbiter(self, m, ns):
+        """Verify-read arbiter: the PE board's single-cell verify read shared by the pair programmer
+        (`c_vread_*`) and the host's READ command, one read outstanding, the answer routed back to whoever
+        asked."""
+        c_vread_req, c_vread_rsp, hv_ready, hv_req, hv_rsp_ready, hv_rsp_valid, hv_valid, vread_req = _take(ns, """
+            c_vread_req c_vread_rsp hv_ready hv_req hv_rsp_ready hv_rsp_valid hv_valid vread_req""")
         # ---------------------------------------------------------------- verify-read arbiter
         owner_host = Signal()
         outstanding = Signal()
@@ -312,6 +354,11 @@ class HostBridge(wiring.Component):
                 m.d.sync += outstanding.eq(0)
         m.d.comb += c_vread_rsp.payload.eq(self.vread_rsp.payload)
 
+    def _cell_decode(self, m, ns):
+        """Fields of the cell word on `cmd` (range check) and of the current item (to the programming and
+        verify-read requests)."""
+        cmd, f, hv_req, image, item, prog = _take(ns, "cmd f hv_req image item prog")
+        P = BRIDGE
         # ---------------------------------------------------------------- cell word decode
         cw = cmd.payload.data
         cf = {n: _field(cw, n, P["cell"]) for n in P["cell"]}
@@ -324,7 +371,16 @@ class HostBridge(wiring.Component):
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
         m.d.comb += self.train.eq(f[BridgeOp.TRAIN])
         m.d.comb += image.payload.eq(cmd.payload.data)
+        vars(ns).update(cell_ok=cell_ok, cw=cw, hdr=hdr)
 
+    def _in_header(self, m, ns):
+        """In side FSM ("in"), header states: HDR takes the header into registers, DECODE decides from flags;
+        DRAIN drops words up to `last`."""
+        (answered, at_last, cmd, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, h_cnt0,
+         h_known, h_resv, hdr, in_done, is_img, item_last, left, op, owed, owed_nz, refused, status, widx,
+         widx_end) = _take(ns, """
+            answered at_last cmd f fcells ffailed fflags fin_got fin_idx fin_sent fpulses h_cnt0 h_known h_resv
+            hdr in_done is_img item_last left op owed owed_nz refused status widx widx_end""")
         # ---------------------------------------------------------------- in side
         # one flip-flop per state (OneHotFSM): the state tests are single signals (timing, issue 7)
         fsm_in = OneHotFSM(m, "in", ["HDR", "DECODE", "DRAIN_OR_DONE", "DRAIN", "IMG", "PAD", "CELL", "GO", "FIN",
@@ -384,7 +440,15 @@ class HostBridge(wiring.Component):
             with m.If(cmd.valid & cmd.payload.last):
                 m.d.sync += in_done.eq(1)
                 fsm_in.go("DONE")
+        vars(ns).update(fsm_in=fsm_in)
 
+    def _in_items(self, m, ns):
+        """In side FSM, item states: image words to the controller (IMG, PAD), one cell at a time (CELL, GO),
+        FINISH (FIN), then DONE until the trailer is sent."""
+        (IW, at_last, cell_ok, cmd, cw, f, fin_sent, fsm_in, hv_ready, hv_valid, image, in_done, inc, inc_r,
+         item, item_last, owed_nz, prog, refused, set_status, status, trailer_fire, widx, widx_end) = _take(ns, """
+            IW at_last cell_ok cmd cw f fin_sent fsm_in hv_ready hv_valid image in_done inc inc_r item item_last
+            owed_nz prog refused set_status status trailer_fire widx widx_end""")
         with fsm_in.state("IMG"):                    # image words -> controller
             m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
             with m.If(cmd.valid & image.ready):
@@ -459,6 +523,13 @@ class HostBridge(wiring.Component):
         fsm_in.finish()
         m.d.comb += self.active.eq(~fsm_in.bit["HDR"])
 
+    def _out_words(self, m, ns):
+        """Out side, the answer words: the trailer, a result's words in two registered stages, the FINISH
+        report, the write-verify results (answered or counted)."""
+        (K, RO, RW, answered, dec_r, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, fsm_in,
+         in_done, inc_r, op, owed_nz, prog_res, rsp, status) = _take(ns, """
+            K RO RW answered dec_r f fcells ffailed fflags fin_got fin_idx fin_sent fpulses fsm_in in_done inc_r
+            op owed_nz prog_res rsp status""")
         # ---------------------------------------------------------------- out side
         trailer = Signal(32)
         m.d.comb += trailer.eq(Cat(op, status, answered))
@@ -532,7 +603,19 @@ class HostBridge(wiring.Component):
         m.d.comb += self.upd_done.ready.eq(counting & ~fin_got)
         with m.If(self.upd_done.valid & self.upd_done.ready):
             m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
+        vars(ns).update(busy_in=busy_in, counting=counting, fin_words=fin_words, olast=olast, oword=oword,
+            pword=pword, res_seen=res_seen, ridx=ridx, ridx_last=ridx_last, rword_r=rword_r, sending=sending,
+            settle=settle, src=src, trailer=trailer, trailer_due_r=trailer_due_r)
 
+    def _out_fsm(self, m, ns):
+        """Out side FSM: PICK the answer's source from registered flags, LOAD its word, SEND it, 2 SETTLE
+        cycles."""
+        (RW, busy_in, counting, dec, f, fin_got, fin_idx, fin_word, fin_words, hv_rsp_ready, hv_rsp_valid,
+         in_done, is_img, item, olast, owed_nz, oword, prog_res, pword, refused, res_seen, ridx, ridx_last,
+         rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = _take(ns, """
+            RW busy_in counting dec f fin_got fin_idx fin_word fin_words hv_rsp_ready hv_rsp_valid in_done
+            is_img item olast owed_nz oword prog_res pword refused res_seen ridx ridx_last rsp rword_r sending
+            settle src trailer trailer_due_r trailer_fire""")
         # PICK chooses the answer's source from registered flags (they cannot change before LOAD:
         # only SEND answers, and the in side issues only while nothing is owed or into `owed`);
         # LOAD takes the word once the source is valid, else goes back to PICK
@@ -601,6 +684,10 @@ class HostBridge(wiring.Component):
         with m.Elif(trailer_due_r):
             pick("trl")
 
+    def _counts(self, m, ns):
+        """The item counts, a cycle after the event."""
+        answered, at_last, dec, dec_r, fin_word, fin_word_r, inc, inc_r, left, owed, owed_nz = _take(ns, """
+            answered at_last dec dec_r fin_word fin_word_r inc inc_r left owed owed_nz""")
         # the counts, a cycle after the event (inc_r, dec_r: the handshakes do not reach the counters'
         # adders). The lag is covered: SEND is followed by 2 SETTLE cycles, CELL waits for ~inc_r,
         # the trailer for ~inc_r & ~dec_r, and the next image ends >= IMAGE_WORDS cycles later.
@@ -614,5 +701,3 @@ class HostBridge(wiring.Component):
             m.d.sync += [owed.eq(owed + 1), owed_nz.eq(1)]
         with m.Elif(dec_r & ~inc_r):
             m.d.sync += [owed.eq(owed - 1), owed_nz.eq(owed != 1)]
-
-        return m

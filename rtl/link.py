@@ -52,6 +52,8 @@ the controller top will instantiate it with its own register blocks and attach t
 UART (selected by the `bypass` input) for fast co-simulation.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -205,6 +207,11 @@ def crc32_byte(m, crc, byte):
 
 # ------------------------------------------------------------------ the link core
 
+def _take(ns, names: str) -> list:
+    """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
+    return [getattr(ns, n) for n in names.split()]
+
+
 class _Load:
     """Registers loaded from several places of mutually exclusive FSM branches: `load(*values)`
     marks the branch being written; `finish()` makes each register an AND-OR of the values (one
@@ -279,6 +286,24 @@ class Link(wiring.Component):
         tx_rd = txbuf.read_port()
         aw = len(self.csr.addr)
 
+        # the sections below share their signals through `ns`: each takes what it uses from the
+        # earlier ones and exports what the later ones use
+        ns = SimpleNamespace()
+        vars(ns).update(aw=aw, rx_rd=rx_rd, rx_wr=rx_wr, rxw=rxw, tx_rd=tx_rd, tx_wr=tx_wr, txw=txw)
+        self._counters(m, ns)
+        self._buffers(m, ns)
+        self._decoder_regs(m, ns)
+        self._decoder(m, ns)
+        self._executor_regs(m, ns)
+        self._command_checks(m, ns)
+        self._executor(m, ns)
+        self._executor_csr(m, ns)
+        self._executor_stream(m, ns)
+        self._encoder(m, ns)
+        return m
+
+    def _counters(self, m, ns):
+        """Event counters (increments registered, then added) and sticky flags; `count_event`."""
         # ---- event counters and flags: increments registered, then added
         inc = {c: Signal(name=f"inc_{c}") for c in COUNTERS}
         flag = {n: Signal(name=f"flag_{n}") for n in FLAG_BITS}
@@ -306,7 +331,12 @@ class Link(wiring.Component):
 
         def count_event(counter, flag_name):
             m.d.comb += [inc[counter].eq(1), flag[flag_name].eq(1)]
+        vars(ns).update(clear_counters=clear_counters, count_event=count_event, flag=flag, inc=inc)
 
+    def _buffers(self, m, ns):
+        """The input byte register; the rx buffer's registered byte writes and synchronous word read
+        (`rx_read`), the tx buffer's registered word writes (`tx_write`)."""
+        rx_rd, rx_wr, rxw, tx_wr, txw = _take(ns, "rx_rd rx_wr rxw tx_wr txw")
         # ---- input byte register
         ib = Signal(8)
         iv = Signal()
@@ -351,7 +381,13 @@ class Link(wiring.Component):
 
         def tx_write(word, value):
             m.d.sync += [twe.eq(1), twa.eq(word), twd.eq(value)]
+        vars(ns).update(crc=crc, ib=ib, ib_hchk=ib_hchk, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, rdok=rdok, rwa=rwa, rwb=rwb,
+            rwd=rwd, rwe=rwe, rx_read=rx_read, take=take, tx_write=tx_write)
 
+    def _decoder_regs(self, m, ns):
+        """Decoder registers: the header fields, the rx CRC-32, the byte timeout and the flags compared as
+        bytes are taken."""
+        crc, ib, take = _take(ns, "crc ib take")
         # ---- decoder state
         seq = Signal(8)
         code = Signal(8)
@@ -387,95 +423,110 @@ class Link(wiring.Component):
         sync0, sync1 = SYNC[0], SYNC[1]
         id_base, id_n = self.identify
         st_base, st_n = self.status
+        vars(ns).update(code=code, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, id_base=id_base,
+            id_n=id_n, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt, rcrc=rcrc, resume=resume,
+            rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, st_base=st_base, st_n=st_n, sync0=sync0,
+            sync1=sync1, too_long=too_long, w0r=w0r)
 
+    def _decoder(self, m, ns):
+        """Decoder FSM ("rx"): HUNT -> SYNC1 -> HDR -> HCHK -> PAYLOAD -> CRC -> WAIT (until the response is
+        sent)."""
+        (code, count_event, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length,
+         pay_last, rcnt, rcrc, resume, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = _take(ns, """
+            code count_event crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc
+            resume rwa rwb rwe rx_long rx_pend rx_to seq take too_long w0r""")
         def rx_timeout_drop():
             count_event("dropped_frames", "dropped_frame")
             rf.go("HUNT")
 
         rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
-        if True:
-            with rf.state("HUNT"):
-                m.d.comb += self.idle.eq(~iv)
-                with m.If(iv & ib_s0):
-                    rf.go("SYNC1")
 
-            with rf.state("SYNC1"):
-                with m.If(iv):
-                    with m.If(ib_s1):
-                        m.d.comb += crc_clr.eq(1)
-                        m.d.sync += rcnt.eq(0)
-                        rf.go("HDR")
-                    with m.Elif(~ib_s0):
-                        rf.go("HUNT")
-                with m.Elif(rx_to):
-                    rf.go("HUNT")
+        with rf.state("HUNT"):
+            m.d.comb += self.idle.eq(~iv)
+            with m.If(iv & ib_s0):
+                rf.go("SYNC1")
 
-            with rf.state("HDR"):
-                with m.If(iv):
-                    m.d.comb += crc_upd.eq(1)
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    with m.Switch(rcnt[:2]):
-                        with m.Case(0):
-                            m.d.sync += seq.eq(ib)
-                        with m.Case(1):
-                            m.d.sync += code.eq(ib)
-                        with m.Case(2):
-                            m.d.sync += length[:8].eq(ib)
-                        with m.Case(3):
-                            m.d.sync += length[8:].eq(ib)
-                            rf.go("HCHK")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("HCHK"):
-                with m.If(iv):
-                    m.d.comb += crc_upd.eq(1)
+        with rf.state("SYNC1"):
+            with m.If(iv):
+                with m.If(ib_s1):
+                    m.d.comb += crc_clr.eq(1)
                     m.d.sync += rcnt.eq(0)
-                    with m.If(~ib_hchk):
-                        count_event("framing_errors", "framing_error")
-                        rf.go("HUNT")
-                    with m.Elif(too_long):
-                        count_event("dropped_frames", "dropped_frame")
-                        m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
-                        rf.go("WAIT")
-                    with m.Elif(len0):
-                        rf.go("CRC")
-                    with m.Else():
-                        rf.go("PAYLOAD")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("PAYLOAD"):
-                with m.If(iv):
-                    m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
-                    with m.If(first_word):
-                        with m.Switch(rcnt[:2]):
-                            for lane in range(4):
-                                with m.Case(lane):
-                                    m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
-                    m.d.comb += crc_upd.eq(1)
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    with m.If(pay_last):
-                        m.d.sync += rcnt.eq(0)
-                        rf.go("CRC")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("CRC"):
-                with m.If(iv):
-                    m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
-                    with m.If(rcnt[:2] == 3):
-                        m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
-                        rf.go("WAIT")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("WAIT"):               # the executor and the encoder have the frame
-                with m.If(resume):
+                    rf.go("HDR")
+                with m.Elif(~ib_s0):
                     rf.go("HUNT")
+            with m.Elif(rx_to):
+                rf.go("HUNT")
+
+        with rf.state("HDR"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.Switch(rcnt[:2]):
+                    with m.Case(0):
+                        m.d.sync += seq.eq(ib)
+                    with m.Case(1):
+                        m.d.sync += code.eq(ib)
+                    with m.Case(2):
+                        m.d.sync += length[:8].eq(ib)
+                    with m.Case(3):
+                        m.d.sync += length[8:].eq(ib)
+                        rf.go("HCHK")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("HCHK"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(0)
+                with m.If(~ib_hchk):
+                    count_event("framing_errors", "framing_error")
+                    rf.go("HUNT")
+                with m.Elif(too_long):
+                    count_event("dropped_frames", "dropped_frame")
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
+                    rf.go("WAIT")
+                with m.Elif(len0):
+                    rf.go("CRC")
+                with m.Else():
+                    rf.go("PAYLOAD")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("PAYLOAD"):
+            with m.If(iv):
+                m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
+                with m.If(first_word):
+                    with m.Switch(rcnt[:2]):
+                        for lane in range(4):
+                            with m.Case(lane):
+                                m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.If(pay_last):
+                    m.d.sync += rcnt.eq(0)
+                    rf.go("CRC")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("CRC"):
+            with m.If(iv):
+                m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
+                with m.If(rcnt[:2] == 3):
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
+                    rf.go("WAIT")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("WAIT"):               # the executor and the encoder have the frame
+            with m.If(resume):
+                rf.go("HUNT")
         rf.finish()
         m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
 
+    def _executor_regs(self, m, ns):
+        """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
+        cmd word registers, and the registered flags of the loops."""
+        aw, crc, rcrc, seq = _take(ns, "aw crc rcrc seq")
         # ---- executor state
         # replay record and the response being sent
         rec_valid = Signal()
@@ -554,15 +605,20 @@ class Link(wiring.Component):
         m.d.sync += [crc_bad.eq(rcrc != ~crc), dup.eq(rec_valid & (seq == rec_seq) & (rcrc == rec_crc)),
                      f_eq.eq(idx == count), f_last.eq(idx == count_m1), oob.eq(cur[aw:] != 0),
                      s_eq.eq(sidx == count), s_last.eq(sidx == count_m1)]
+        vars(ns).update(addr=addr, b_rstb=b_rstb, b_wdata=b_wdata, b_wstb=b_wstb, cdata=cdata, cf=cf, clast=clast,
+            count=count, crc_bad=crc_bad, cur=cur, cv=cv, dup=dup, f_bad=f_bad, f_eq=f_eq, f_last=f_last, idx=idx,
+            overflow=overflow, prog=prog, rd_next=rd_next, rec_crc=rec_crc, rec_len=rec_len, rec_seq=rec_seq,
+            rec_status=rec_status, rec_valid=rec_valid, res_len=res_len, res_status=res_status, ridx=ridx,
+            rsp_done=rsp_done, s_done=s_done, s_eq=s_eq, s_last=s_last, sidx=sidx, sl=sl, st_to=st_to, stimer=stimer,
+            t_len=t_len, t_seq=t_seq, t_status=t_status, tdone=tdone, tgo=tgo, wr_next=wr_next)
 
+    def _command_checks(self, m, ns):
+        """Command checks in three registered stages (code, length and w0r are fixed long before EXEC): error
+        status, kind, address and count."""
+        code, id_base, id_n, length, st_base, st_n, txw, w0r = _take(ns, """
+            code id_base id_n length st_base st_n txw w0r""")
         # command checks, registered (code, length and w0r are fixed long before EXEC)
         w0 = w0r
-        x_bad = Signal()
-        x_status = Signal(8)
-        x_addr = Signal(17)
-        x_count = Signal(16)
-        kinds = ("copy", "rd", "wr", "rst", "stream")
-        xk = {k: Signal(name=f"x_{k}") for k in kinds}
         # stage 1: predicates of code, length and w0r
         p = {k: Signal(name=f"p_{k}") for k in ("ping", "ident", "status", "rd", "wr", "rst", "stream",
                                                   "len_big", "len0", "len4", "len_lt8", "len_mis",
@@ -617,7 +673,18 @@ class Link(wiring.Component):
             m.d.sync += x_status.eq(Status.BAD_LENGTH)
         with m.Else():
             m.d.sync += x_status.eq(Status.BAD_ARG)
+        vars(ns).update(w0=w0, x_addr=x_addr, x_bad=x_bad, x_count=x_count, x_status=x_status, xk=xk)
 
+    def _executor(self, m, ns):
+        """Executor FSM ("main"): frame check, replay or NACK, command dispatch (EXEC), PING copy; the rsp
+        input register."""
+        (addr, cf, clear_counters, count, count_event, crc_bad, cur, dup, f_eq, idx, length, overflow, rdok,
+         rec_len, rec_seq, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
+         rx_pend, rx_read, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0, x_addr,
+         x_bad, x_count, x_status, xk) = _take(ns, """
+            addr cf clear_counters count count_event crc_bad cur dup f_eq idx length overflow rdok rec_len
+            rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read seq
+            sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status xk""")
         # idx / cur: one increment and one restart for all the loops (a short mux in front of them)
         step = Signal()
         restart = Signal()
@@ -659,177 +726,198 @@ class Link(wiring.Component):
                                  "RD_CHECK_W", "RD_CHECK_W2", "RD_CHECK", "RD_ISSUE", "RD_WAIT", "RD_WAIT2", "RD_STORE",
                                  "WR_CHECK_W", "WR_CHECK_W2", "WR_CHECK", "WR_W", "WR", "WR_DATA", "WR_STB",
                                  "STREAM_W", "STREAM", "FINISH", "TX"])
-        if True:
-            with mf.state("IDLE"):
-                with m.If(rx_pend):
-                    m.d.sync += rx_pend.eq(0)
-                    with m.If(rx_long):
-                        send(seq, Status.TOO_LONG, 0)
-                    with m.Else():
-                        mf.go("CHECK")
 
-            with mf.state("CHECK"):
-                with m.If(crc_bad):
-                    count_event("crc_errors", "crc_error")
-                    send(seq, Status.CRC, 0)
-                with m.Elif(dup):
-                    count_event("dup_frames", "dup_frame")
-                    send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
+        with mf.state("IDLE"):
+            with m.If(rx_pend):
+                m.d.sync += rx_pend.eq(0)
+                with m.If(rx_long):
+                    send(seq, Status.TOO_LONG, 0)
                 with m.Else():
-                    m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
-                                 overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
-                    mf.go("EXEC")
+                    mf.go("CHECK")
 
-            # ---- command decoder (the rx buffer holds the checked payload)
-            with mf.state("EXEC"):
-                m.d.sync += [addr.eq(x_addr), cur.eq(x_addr), count.eq(x_count), idx.eq(0)]
-                with m.If(x_bad):
-                    finish(x_status)
-                with m.Elif(xk["copy"]):
-                    mf.go("COPY_W")
-                with m.Elif(xk["rd"]):
-                    mf.go("RD_CHECK_W")
-                with m.Elif(xk["wr"]):
-                    mf.go("WR_CHECK_W")
-                with m.Elif(xk["rst"]):
-                    m.d.sync += self.soft_reset.eq(w0[0])
-                    m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
-                    finish(Status.OK)
-                with m.Else():
-                    mf.go("STREAM_W")
+        with mf.state("CHECK"):
+            with m.If(crc_bad):
+                count_event("crc_errors", "crc_error")
+                send(seq, Status.CRC, 0)
+            with m.Elif(dup):
+                count_event("dup_frames", "dup_frame")
+                send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
+            with m.Else():
+                m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
+                             overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
+                mf.go("EXEC")
 
-            with mf.state("COPY_W"):
-                mf.go("COPY")
+        # ---- command decoder (the rx buffer holds the checked payload)
+        with mf.state("EXEC"):
+            m.d.sync += [addr.eq(x_addr), cur.eq(x_addr), count.eq(x_count), idx.eq(0)]
+            with m.If(x_bad):
+                finish(x_status)
+            with m.Elif(xk["copy"]):
+                mf.go("COPY_W")
+            with m.Elif(xk["rd"]):
+                mf.go("RD_CHECK_W")
+            with m.Elif(xk["wr"]):
+                mf.go("WR_CHECK_W")
+            with m.Elif(xk["rst"]):
+                m.d.sync += self.soft_reset.eq(w0[0])
+                m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
+                finish(Status.OK)
+            with m.Else():
+                mf.go("STREAM_W")
 
-            with mf.state("COPY"):                   # PING: rx buffer -> tx buffer, a word per 5 cycles
-                with m.If(f_eq):
-                    finish(Status.OK, length)
-                with m.Else():
-                    rx_read(idx)
-                    mf.go("COPY_DATA")
+        with mf.state("COPY_W"):
+            mf.go("COPY")
 
-            with mf.state("COPY_DATA"):
-                with m.If(rdok):
-                    tx_write(idx, rwd)
+        with mf.state("COPY"):                   # PING: rx buffer -> tx buffer, a word per 5 cycles
+            with m.If(f_eq):
+                finish(Status.OK, length)
+            with m.Else():
+                rx_read(idx)
+                mf.go("COPY_DATA")
+
+        with mf.state("COPY_DATA"):
+            with m.If(rdok):
+                tx_write(idx, rwd)
+                m.d.comb += step.eq(1)
+                mf.go("COPY_W")
+        vars(ns).update(finish=finish, finisher=finisher, in_stream=in_stream, mf=mf, qdata=qdata, qlast=qlast,
+            qtake=qtake, qv=qv, restart=restart, send=send, sender=sender, step=step)
+
+    def _executor_csr(self, m, ns):
+        """Executor states of CSR_READ / CSR_WRITE (and IDENTIFY / STATUS): check every address, then access."""
+        (b_rstb, b_wdata, b_wstb, count, f_bad, f_eq, f_last, finish, idx, mf, rd_next, rdok, restart, rwd,
+         rx_read, step, tx_write, wr_next) = _take(ns, """
+            b_rstb b_wdata b_wstb count f_bad f_eq f_last finish idx mf rd_next rdok restart rwd rx_read step
+            tx_write wr_next""")
+        def address_check(kind, ok_next, then, fail):
+            """KIND_CHECK_W, KIND_CHECK_W2 (the bank decodes the next address into registers), then
+            KIND_CHECK: every address of the burst is checked before the first access; `fail()`
+            finishes with the status of a bad one"""
+            with mf.state(f"{kind}_CHECK_W"):
+                mf.go(f"{kind}_CHECK_W2")
+            with mf.state(f"{kind}_CHECK_W2"):
+                mf.go(f"{kind}_CHECK")
+            with mf.state(f"{kind}_CHECK"):
+                with m.If(ok_next):
                     m.d.comb += step.eq(1)
-                    mf.go("COPY_W")
-
-            def address_check(kind, ok_next, then, fail):
-                """KIND_CHECK_W, KIND_CHECK_W2 (the bank decodes the next address into registers), then
-                KIND_CHECK: every address of the burst is checked before the first access; `fail()`
-                finishes with the status of a bad one"""
-                with mf.state(f"{kind}_CHECK_W"):
-                    mf.go(f"{kind}_CHECK_W2")
-                with mf.state(f"{kind}_CHECK_W2"):
-                    mf.go(f"{kind}_CHECK")
-                with mf.state(f"{kind}_CHECK"):
-                    with m.If(ok_next):
-                        m.d.comb += step.eq(1)
-                        mf.go(f"{kind}_CHECK_W")
-                    with m.Elif(f_eq):
-                        m.d.comb += restart.eq(1)
-                        mf.go(then)
-                    with m.Else():
-                        fail()
-
-            def write_fail():
-                with m.If(f_bad):
-                    finish(Status.BAD_ADDR)
+                    mf.go(f"{kind}_CHECK_W")
+                with m.Elif(f_eq):
+                    m.d.comb += restart.eq(1)
+                    mf.go(then)
                 with m.Else():
-                    finish(Status.READ_ONLY)
+                    fail()
 
-            address_check("RD", rd_next, "RD_ISSUE", lambda: finish(Status.BAD_ADDR))   # readable
-            address_check("WR", wr_next, "WR_W", write_fail)                            # writable
+        def write_fail():
+            with m.If(f_bad):
+                finish(Status.BAD_ADDR)
+            with m.Else():
+                finish(Status.READ_ONLY)
 
-            with mf.state("RD_ISSUE"):
-                m.d.sync += b_rstb.eq(1)
-                mf.go("RD_WAIT")
+        address_check("RD", rd_next, "RD_ISSUE", lambda: finish(Status.BAD_ADDR))   # readable
+        address_check("WR", wr_next, "WR_W", write_fail)                            # writable
 
-            with mf.state("RD_WAIT"):                # the strobe is on the bus now
-                mf.go("RD_WAIT2")
+        with mf.state("RD_ISSUE"):
+            m.d.sync += b_rstb.eq(1)
+            mf.go("RD_WAIT")
 
-            with mf.state("RD_WAIT2"):               # the bank's read takes two cycles
-                mf.go("RD_STORE")
+        with mf.state("RD_WAIT"):                # the strobe is on the bus now
+            mf.go("RD_WAIT2")
 
-            with mf.state("RD_STORE"):
-                tx_write(idx, self.csr.r_data)
-                m.d.comb += step.eq(1)
-                with m.If(f_last):
-                    finish(Status.OK, count << 2)
+        with mf.state("RD_WAIT2"):               # the bank's read takes two cycles
+            mf.go("RD_STORE")
+
+        with mf.state("RD_STORE"):
+            tx_write(idx, self.csr.r_data)
+            m.d.comb += step.eq(1)
+            with m.If(f_last):
+                finish(Status.OK, count << 2)
+            with m.Else():
+                mf.go("RD_ISSUE")
+
+
+        with mf.state("WR_W"):
+            mf.go("WR")
+
+        with mf.state("WR"):
+            with m.If(f_eq):
+                finish(Status.OK)
+            with m.Else():
+                rx_read(idx + 1)
+                mf.go("WR_DATA")
+
+        with mf.state("WR_DATA"):
+            with m.If(rdok):
+                m.d.sync += [b_wdata.eq(rwd), b_wstb.eq(1)]
+                mf.go("WR_STB")
+
+        with mf.state("WR_STB"):                 # the strobe is on the bus now
+            m.d.comb += step.eq(1)
+            mf.go("WR_W")
+
+    def _executor_stream(self, m, ns):
+        """Executor states of STREAM, FINISH (record the response) and TX."""
+        (cdata, cf, clast, cv, finish, finisher, flag, in_stream, inc, mf, overflow, prog, qdata, qlast,
+         qtake, qv, rcrc, rdok, rec_crc, rec_len, rec_seq, rec_status, rec_valid, res_len, res_status,
+         resume, ridx, rsp_done, rwd, rx_read, s_done, s_eq, s_last, send, sender, seq, sidx, sl, st_to,
+         tdone, tx_write, txw) = _take(ns, """
+            cdata cf clast cv finish finisher flag in_stream inc mf overflow prog qdata qlast qtake qv rcrc rdok
+            rec_crc rec_len rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_read
+            s_done s_eq s_last send sender seq sidx sl st_to tdone tx_write txw""")
+        with mf.state("STREAM_W"):
+            mf.go("STREAM")
+
+        with mf.state("STREAM"):                 # send cmd words and collect rsp words at once
+            m.d.comb += in_stream.eq(1)
+            with m.If(cv & self.cmd.ready):
+                m.d.comb += prog.eq(1)
+                m.d.sync += cv.eq(0)
+            # fetch word sidx (s_eq / s_last lag sidx by a cycle: sl blocks that cycle)
+            with m.If(~cf & ~sl & ~s_eq):
+                rx_read(sidx)
+                m.d.sync += cf.eq(1)
+            with m.If(cf & rdok & ~cv):
+                m.d.sync += [cdata.eq(rwd), clast.eq(s_last), cv.eq(1), sidx.eq(sidx + 1),
+                             cf.eq(0), sl.eq(1)]
+            with m.If(qv & ~rsp_done):
+                m.d.comb += qtake.eq(1)
+                m.d.comb += prog.eq(1)
+                with m.If(ridx < txw):
+                    tx_write(ridx, qdata)
+                    m.d.sync += ridx.eq(ridx + 1)
                 with m.Else():
-                    mf.go("RD_ISSUE")
-
-
-            with mf.state("WR_W"):
-                mf.go("WR")
-
-            with mf.state("WR"):
-                with m.If(f_eq):
-                    finish(Status.OK)
+                    m.d.sync += overflow.eq(1)
+                with m.If(qlast):
+                    m.d.sync += rsp_done.eq(1)
+            with m.If(s_done):
+                with m.If(overflow):
+                    m.d.comb += flag["stream_overflow"].eq(1)
+                    finish(Status.OVERFLOW)
                 with m.Else():
-                    rx_read(idx + 1)
-                    mf.go("WR_DATA")
+                    finish(Status.OK, ridx << 2)
+            with m.Elif(st_to):
+                m.d.comb += flag["stream_timeout"].eq(1)
+                m.d.sync += cv.eq(0)            # the word on cmd is withdrawn
+                finish(Status.TIMEOUT)
 
-            with mf.state("WR_DATA"):
-                with m.If(rdok):
-                    m.d.sync += [b_wdata.eq(rwd), b_wstb.eq(1)]
-                    mf.go("WR_STB")
+        with mf.state("FINISH"):                 # record the response, then send it
+            m.d.comb += inc["executed"].eq(1)
+            m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
+                         rec_len.eq(res_len), self.soft_reset.eq(0)]
+            send(seq, res_status, res_len)     # (res_len is 0 with an error status)
 
-            with mf.state("WR_STB"):                 # the strobe is on the bus now
-                m.d.comb += step.eq(1)
-                mf.go("WR_W")
-
-            with mf.state("STREAM_W"):
-                mf.go("STREAM")
-
-            with mf.state("STREAM"):                 # send cmd words and collect rsp words at once
-                m.d.comb += in_stream.eq(1)
-                with m.If(cv & self.cmd.ready):
-                    m.d.comb += prog.eq(1)
-                    m.d.sync += cv.eq(0)
-                # fetch word sidx (s_eq / s_last lag sidx by a cycle: sl blocks that cycle)
-                with m.If(~cf & ~sl & ~s_eq):
-                    rx_read(sidx)
-                    m.d.sync += cf.eq(1)
-                with m.If(cf & rdok & ~cv):
-                    m.d.sync += [cdata.eq(rwd), clast.eq(s_last), cv.eq(1), sidx.eq(sidx + 1),
-                                 cf.eq(0), sl.eq(1)]
-                with m.If(qv & ~rsp_done):
-                    m.d.comb += qtake.eq(1)
-                    m.d.comb += prog.eq(1)
-                    with m.If(ridx < txw):
-                        tx_write(ridx, qdata)
-                        m.d.sync += ridx.eq(ridx + 1)
-                    with m.Else():
-                        m.d.sync += overflow.eq(1)
-                    with m.If(qlast):
-                        m.d.sync += rsp_done.eq(1)
-                with m.If(s_done):
-                    with m.If(overflow):
-                        m.d.comb += flag["stream_overflow"].eq(1)
-                        finish(Status.OVERFLOW)
-                    with m.Else():
-                        finish(Status.OK, ridx << 2)
-                with m.Elif(st_to):
-                    m.d.comb += flag["stream_timeout"].eq(1)
-                    m.d.sync += cv.eq(0)            # the word on cmd is withdrawn
-                    finish(Status.TIMEOUT)
-
-            with mf.state("FINISH"):                 # record the response, then send it
-                m.d.comb += inc["executed"].eq(1)
-                m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
-                             rec_len.eq(res_len), self.soft_reset.eq(0)]
-                send(seq, res_status, res_len)     # (res_len is 0 with an error status)
-
-            with mf.state("TX"):
-                with m.If(tdone):
-                    m.d.sync += resume.eq(1)
-                    mf.go("IDLE")
+        with mf.state("TX"):
+            with m.If(tdone):
+                m.d.sync += resume.eq(1)
+                mf.go("IDLE")
 
         mf.finish()
         sender.finish()
         finisher.finish()
 
+    def _encoder(self, m, ns):
+        """Encoder FSM ("tx"): A5 5A seq code len hchk | payload | crc, a byte at a time from `ob`."""
+        sync0, sync1, t_len, t_seq, t_status, tdone, tgo, tx_rd, txw = _take(ns, """
+            sync0 sync1 t_len t_seq t_status tdone tgo tx_rd txw""")
         # ---- encoder: A5 5A seq code len_l len_h hchk | payload | crc (LE), from the byte register
         # `ob`; the CRC takes the byte as it leaves (a byte is loaded only when ob is empty). The
         # header bytes, the payload word and the CRC are shifted out of registers (no byte mux).
@@ -915,7 +1003,6 @@ class Link(wiring.Component):
                 tf.go("IDLE")
         tf.finish()
         obl.finish()
-        return m
 
 
 # ------------------------------------------------------------------ UART + link + CSR bank
