@@ -299,7 +299,11 @@ class Link(wiring.Component):
         self._executor(m, ns)
         self._executor_csr(m, ns)
         self._executor_stream(m, ns)
-        self._encoder(m, ns)
+        # the encoder: a response frame from the executor's registers and the tx buffer
+        m.submodules.encoder = enc = FrameEncoder(txw)
+        wiring.connect(m, enc.tx, wiring.flipped(self.tx))
+        m.d.comb += [enc.go.eq(ns.tgo), enc.seq.eq(ns.t_seq), enc.status.eq(ns.t_status), enc.length.eq(ns.t_len),
+                     ns.tdone.eq(enc.done), tx_rd.addr.eq(enc.rd_addr), enc.rd_data.eq(tx_rd.data)]
         return m
 
     def _counters(self, m, ns):
@@ -420,13 +424,12 @@ class Link(wiring.Component):
         with m.If(take):
             m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
 
-        sync0, sync1 = SYNC[0], SYNC[1]
         id_base, id_n = self.identify
         st_base, st_n = self.status
         vars(ns).update(code=code, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, id_base=id_base,
             id_n=id_n, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt, rcrc=rcrc, resume=resume,
-            rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, st_base=st_base, st_n=st_n, sync0=sync0,
-            sync1=sync1, too_long=too_long, w0r=w0r)
+            rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, st_base=st_base, st_n=st_n,
+            too_long=too_long, w0r=w0r)
 
     def _decoder(self, m, ns):
         """Decoder FSM ("rx"): HUNT -> SYNC1 -> HDR -> HCHK -> PAYLOAD -> CRC -> WAIT (until the response is
@@ -914,29 +917,44 @@ class Link(wiring.Component):
         sender.finish()
         finisher.finish()
 
-    def _encoder(self, m, ns):
-        """Encoder FSM ("tx"): A5 5A seq code len hchk | payload | crc, a byte at a time from `ob`."""
-        sync0, sync1, t_len, t_seq, t_status, tdone, tgo, tx_rd, txw = _take(ns, """
-            sync0 sync1 t_len t_seq t_status tdone tgo tx_rd txw""")
-        # ---- encoder: A5 5A seq code len_l len_h hchk | payload | crc (LE), from the byte register
-        # `ob`; the CRC takes the byte as it leaves (a byte is loaded only when ob is empty). The
-        # header bytes, the payload word and the CRC are shifted out of registers (no byte mux).
+
+class FrameEncoder(wiring.Component):
+    """Response frame encoder: on `go` (a pulse) it sends A5 5A | seq | RESPONSE | status | length
+    (LE) | HCHK | the first `length` bytes of the tx buffer | CRC-32 (LE) on `tx`, then pulses `done`.
+
+    The tx buffer is read through `rd_addr` / `rd_data` (a synchronous read port, data a cycle after
+    the address); `seq`, `status`, `length` hold from `go` to `done`. The bytes leave from the byte
+    register `ob` (at most one per two cycles), and the CRC takes each byte as it leaves (a byte is
+    loaded only when ob is empty). The header bytes, the payload word and the CRC are shifted out of
+    registers (no byte mux); the next payload word is prefetched while one is sent.
+    """
+
+    def __init__(self, txw: int):
+        self.txw = txw
+        super().__init__({
+            "go": In(1), "seq": In(8), "status": In(8), "length": In(16), "done": Out(1),
+            "rd_addr": Out(range(txw)), "rd_data": In(32),
+            "tx": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
         ob = Signal(8)
         ov = Signal()
         ocrc = Signal()       # ob counts in the CRC
         tcrc = Signal(32, init=0xFFFFFFFF)
         tcnt = Signal(16)
-        tlast = Signal()      # tcnt == t_len - 1
-        tl0 = Signal()        # t_len == 0
+        tlast = Signal()      # tcnt == length - 1
+        tl0 = Signal()        # length == 0
         t_len_m1 = Signal(17)
-        m.d.sync += t_len_m1.eq(t_len - 1)
+        m.d.sync += t_len_m1.eq(self.length - 1)
         hsr = Signal(48)      # header bytes still to send
-        tra = Signal(range(txw))
+        tra = Signal(range(self.txw))
         tpre = Signal(32)     # txbuf[tra], two cycles after tra changed
         tw = Signal(32)       # the payload word being sent (shifted a byte at a time)
         tcrc_next = crc32_byte(m, tcrc, ob)
-        m.d.comb += [self.tx.payload.eq(ob), self.tx.valid.eq(ov), tx_rd.addr.eq(tra)]
-        m.d.sync += [tpre.eq(tx_rd.data), tlast.eq(tcnt == t_len_m1), tl0.eq(t_len == 0), tdone.eq(0)]
+        m.d.comb += [self.tx.payload.eq(ob), self.tx.valid.eq(ov), self.rd_addr.eq(tra)]
+        m.d.sync += [tpre.eq(self.rd_data), tlast.eq(tcnt == t_len_m1), tl0.eq(self.length == 0), self.done.eq(0)]
         with m.If(ov & self.tx.ready):
             m.d.sync += ov.eq(0)
             with m.If(ocrc):
@@ -953,17 +971,17 @@ class Link(wiring.Component):
         crc_lane = Signal(8)
         m.d.comb += crc_lane.eq(~tcrc.word_select(tcnt[:2], 8))
         with tf.state("IDLE"):
-            with m.If(tgo):
+            with m.If(self.go):
                 m.d.comb += tcnt_clr.eq(1)
                 m.d.sync += [tcrc.eq(0xFFFFFFFF), tra.eq(0),
-                             hsr.eq(Cat(Const(sync0, 8), Const(sync1, 8), t_seq, t_status | RESPONSE, t_len))]
+                             hsr.eq(Cat(Const(SYNC[0], 8), Const(SYNC[1], 8), self.seq, self.status | RESPONSE,
+                                        self.length))]
                 tf.go("HDR")
 
         with tf.state("HDR"):
             with m.If(~ov):
                 obl.load(hsr[:8])
-                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2]),
-                             ]
+                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2])]
                 m.d.comb += tcnt_inc.eq(1)
                 with m.If(tcnt[:3] == 5):
                     tf.go("HCHK")
@@ -999,10 +1017,11 @@ class Link(wiring.Component):
 
         with tf.state("DONE"):
             with m.If(~ov):
-                m.d.sync += tdone.eq(1)
+                m.d.sync += self.done.eq(1)
                 tf.go("IDLE")
         tf.finish()
         obl.finish()
+        return m
 
 
 # ------------------------------------------------------------------ UART + link + CSR bank
@@ -1094,4 +1113,4 @@ class LinkTop(wiring.Component):
 
 
 def default_instances():
-    return {"link_top": LinkTop()}
+    return {"link_top": LinkTop(), "frame_encoder": FrameEncoder(256)}
