@@ -180,6 +180,44 @@ class Skid(wiring.Component):
         return m
 
 
+class VreadArbiter(wiring.Component):
+    """The PE board's single-cell verify read (`req` / `rsp`) shared by two masters: `a` (the
+    controller's pair programmer, first) and `b` (the host bridge's READ command). One read is
+    outstanding at a time; its answer goes back to the master that asked. `b_reads` counts b's reads."""
+
+    def __init__(self, rd_layout, code_layout):
+        super().__init__({
+            "a_req": In(stream.Signature(rd_layout)), "a_rsp": Out(stream.Signature(code_layout)),
+            "b_req": In(stream.Signature(rd_layout)), "b_rsp": Out(stream.Signature(code_layout)),
+            "req": Out(stream.Signature(rd_layout)), "rsp": In(stream.Signature(code_layout)),
+            "b_reads": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        a_req, b_req, req, rsp = self.a_req, self.b_req, self.req, self.rsp
+        owner_b = Signal()
+        outstanding = Signal()
+        with m.If(~outstanding):
+            with m.If(a_req.valid):
+                m.d.comb += [req.valid.eq(1), req.payload.eq(a_req.payload), a_req.ready.eq(req.ready)]
+                with m.If(req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_b.eq(0)]
+            with m.Elif(b_req.valid):
+                m.d.comb += [req.valid.eq(1), req.payload.eq(b_req.payload), b_req.ready.eq(req.ready)]
+                with m.If(req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_b.eq(1), self.b_reads.eq(self.b_reads + 1)]
+        with m.Else():
+            with m.If(owner_b):
+                m.d.comb += [self.b_rsp.valid.eq(rsp.valid), rsp.ready.eq(self.b_rsp.ready)]
+            with m.Else():
+                m.d.comb += [self.a_rsp.valid.eq(rsp.valid), rsp.ready.eq(self.a_rsp.ready)]
+            with m.If(rsp.valid & rsp.ready):
+                m.d.sync += outstanding.eq(0)
+        m.d.comb += [self.a_rsp.payload.eq(rsp.payload), self.b_rsp.payload.eq(rsp.payload)]
+        return m
+
+
 class HostBridge(wiring.Component):
     """STREAM words <-> controller ports (see the module docstring).
 
@@ -325,34 +363,18 @@ class HostBridge(wiring.Component):
             widx=widx, widx_end=widx_end)
 
     def _vread_arbiter(self, m, ns):
-        """Verify-read arbiter: the PE board's single-cell verify read shared by the pair programmer
-        (`c_vread_*`) and the host's READ command, one read outstanding, the answer routed back to whoever
-        asked."""
+        """The verify-read arbiter between the pair programmer (`c_vread_*`, through its skid buffers) and
+        the host's READ command (`hv_*`), in front of the PE board's verify read (`vread_*`)."""
         c_vread_req, c_vread_rsp, hv_ready, hv_req, hv_rsp_ready, hv_rsp_valid, hv_valid, vread_req = _take(ns, """
             c_vread_req c_vread_rsp hv_ready hv_req hv_rsp_ready hv_rsp_valid hv_valid vread_req""")
-        # ---------------------------------------------------------------- verify-read arbiter
-        owner_host = Signal()
-        outstanding = Signal()
-        with m.If(~outstanding):
-            with m.If(c_vread_req.valid):
-                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(c_vread_req.payload),
-                             c_vread_req.ready.eq(vread_req.ready)]
-                with m.If(vread_req.ready):
-                    m.d.sync += [outstanding.eq(1), owner_host.eq(0)]
-            with m.Elif(hv_valid):
-                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(hv_req),
-                             hv_ready.eq(vread_req.ready)]
-                with m.If(vread_req.ready):
-                    m.d.sync += [outstanding.eq(1), owner_host.eq(1), self.host_reads.eq(self.host_reads + 1)]
-        with m.Else():
-            with m.If(owner_host):
-                m.d.comb += [hv_rsp_valid.eq(self.vread_rsp.valid), self.vread_rsp.ready.eq(hv_rsp_ready)]
-            with m.Else():
-                m.d.comb += [c_vread_rsp.valid.eq(self.vread_rsp.valid),
-                             self.vread_rsp.ready.eq(c_vread_rsp.ready)]
-            with m.If(self.vread_rsp.valid & self.vread_rsp.ready):
-                m.d.sync += outstanding.eq(0)
-        m.d.comb += c_vread_rsp.payload.eq(self.vread_rsp.payload)
+        m.submodules.vread_arbiter = arb = VreadArbiter(self.rd_layout, self.vread_rsp.payload.shape())
+        wiring.connect(m, c_vread_req, arb.a_req)
+        wiring.connect(m, arb.a_rsp, c_vread_rsp)
+        wiring.connect(m, arb.req, vread_req)
+        wiring.connect(m, wiring.flipped(self.vread_rsp), arb.rsp)
+        m.d.comb += [arb.b_req.payload.eq(hv_req), arb.b_req.valid.eq(hv_valid), hv_ready.eq(arb.b_req.ready),
+                     hv_rsp_valid.eq(arb.b_rsp.valid), arb.b_rsp.ready.eq(hv_rsp_ready),
+                     self.host_reads.eq(arb.b_reads)]
 
     def _cell_decode(self, m, ns):
         """Fields of the cell word on `cmd` (range check) and of the current item (to the programming and
