@@ -8,7 +8,8 @@ sw/link_proto.py.
 `Link` is the core: bytes in (`rx`) and out (`tx`), a CSR bus master (`csr`), the controller
 streams `cmd` (payload words of STREAM commands, `last` on the final word) and `rsp` (the
 controller's answer words, `last` on the final one). Three FSMs work in turn, handing over with
-registered pulses/flags:
+registered pulses/flags (the decoder and the encoder are components, `FrameDecoder` and
+`FrameEncoder`; the executor is the Link's own logic):
 
     decoder  HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
              -> WAIT (until the response has been sent)
@@ -264,8 +265,8 @@ class Link(wiring.Component):
         })
 
     def elaborate(self, platform):
-        # Timing structure (issue 7): three small FSMs instead of one -- the decoder ("rx"), the
-        # command executor ("main") and the encoder ("tx") -- and every path between them, to the
+        # Timing structure: three small FSMs instead of one -- the decoder (FrameDecoder), the
+        # command executor ("main", here) and the encoder (FrameEncoder) -- and every path between them, to the
         # buffers, to the CSR bus and to the byte streams starts at a register:
         #   * bytes in through a one-byte register (`ib`, ready = ~iv), bytes out from one (`ob`):
         #     at most one byte per two cycles each way, the CRCs are fed from these registers;
@@ -292,7 +293,6 @@ class Link(wiring.Component):
         vars(ns).update(aw=aw, rx_rd=rx_rd, rx_wr=rx_wr, rxw=rxw, tx_rd=tx_rd, tx_wr=tx_wr, txw=txw)
         self._counters(m, ns)
         self._buffers(m, ns)
-        self._decoder_regs(m, ns)
         self._decoder(m, ns)
         self._executor_regs(m, ns)
         self._command_checks(m, ns)
@@ -338,31 +338,10 @@ class Link(wiring.Component):
         vars(ns).update(clear_counters=clear_counters, count_event=count_event, flag=flag, inc=inc)
 
     def _buffers(self, m, ns):
-        """The input byte register; the rx buffer's registered byte writes and synchronous word read
-        (`rx_read`), the tx buffer's registered word writes (`tx_write`)."""
-        rx_rd, rx_wr, rxw, tx_wr, txw = _take(ns, "rx_rd rx_wr rxw tx_wr txw")
-        # ---- input byte register
-        ib = Signal(8)
-        iv = Signal()
-        take = Signal()                     # the decoder consumes ib this cycle
-        m.d.comb += self.rx.ready.eq(~iv)
-        with m.If(take):
-            m.d.sync += iv.eq(0)
-        # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
-        ib_s0 = Signal()
-        ib_s1 = Signal()
-        ib_hchk = Signal()
-        crc = Signal(32, init=0xFFFFFFFF)
-        with m.If(self.rx.valid & ~iv):
-            m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
-                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
-
+        """The rx buffer's synchronous word read (`rx_read`), the tx buffer's registered word writes
+        (`tx_write`)."""
+        rx_rd, rxw, tx_wr, txw = _take(ns, "rx_rd rxw tx_wr txw")
         # ---- rx buffer: registered byte writes; synchronous read of word `ra` into `rwd`
-        rwe = Signal(4)
-        rwa = Signal(range(rxw))
-        rwb = Signal(8)
-        m.d.sync += rwe.eq(0)
-        m.d.comb += [rx_wr.addr.eq(rwa), rx_wr.data.eq(rwb.replicate(4)), rx_wr.en.eq(rwe)]
         ra = Signal(range(rxw))
         rq = Signal()                       # a read was issued (ra set) last cycle
         r1 = Signal()
@@ -385,146 +364,22 @@ class Link(wiring.Component):
 
         def tx_write(word, value):
             m.d.sync += [twe.eq(1), twa.eq(word), twd.eq(value)]
-        vars(ns).update(crc=crc, ib=ib, ib_hchk=ib_hchk, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, rdok=rdok, rwa=rwa, rwb=rwb,
-            rwd=rwd, rwe=rwe, rx_read=rx_read, take=take, tx_write=tx_write)
-
-    def _decoder_regs(self, m, ns):
-        """Decoder registers: the header fields, the rx CRC-32, the byte timeout and the flags compared as
-        bytes are taken."""
-        crc, ib, take = _take(ns, "crc ib take")
-        # ---- decoder state
-        seq = Signal(8)
-        code = Signal(8)
-        length = Signal(16)
-        rcrc = Signal(32)
-        rcnt = Signal(16)
-        rtimer = Signal(32)
-        rx_to = Signal()
-        w0r = Signal(32)      # the first payload word, kept as it arrives (EXEC decodes it)
-        rx_pend = Signal()    # a frame (or a TOO_LONG header) waits for the executor
-        rx_long = Signal()
-        resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
-        crc_next = crc32_byte(m, crc, ib)
-        crc_clr = Signal()
-        crc_upd = Signal()
-        with m.If(crc_clr):
-            m.d.sync += crc.eq(0xFFFFFFFF)
-        with m.Elif(crc_upd):
-            m.d.sync += crc.eq(crc_next)
-        # flags of registers that change only when a byte is taken (never two cycles in a row)
-        too_long = Signal()
-        length_m1 = Signal(17)
-        m.d.sync += length_m1.eq(length - 1)
-        len0 = Signal()
-        pay_last = Signal()
-        first_word = Signal()
-        m.d.sync += [too_long.eq(length > self.max_payload), len0.eq(length == 0),
-                     pay_last.eq(rcnt == length_m1), first_word.eq(rcnt[2:] == 0)]
-        m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
-        with m.If(take):
-            m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
-
-        id_base, id_n = self.identify
-        st_base, st_n = self.status
-        vars(ns).update(code=code, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, id_base=id_base,
-            id_n=id_n, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt, rcrc=rcrc, resume=resume,
-            rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, st_base=st_base, st_n=st_n,
-            too_long=too_long, w0r=w0r)
+        vars(ns).update(rdok=rdok, rwd=rwd, rx_read=rx_read, tx_write=tx_write)
 
     def _decoder(self, m, ns):
-        """Decoder FSM ("rx"): HUNT -> SYNC1 -> HDR -> HCHK -> PAYLOAD -> CRC -> WAIT (until the response is
-        sent)."""
-        (code, count_event, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length,
-         pay_last, rcnt, rcrc, resume, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = _take(ns, """
-            code count_event crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc
-            resume rwa rwb rwe rx_long rx_pend rx_to seq take too_long w0r""")
-        def rx_timeout_drop():
+        """The request frame decoder (FrameDecoder) and its events."""
+        count_event, rx_wr, rxw = _take(ns, "count_event rx_wr rxw")
+        m.submodules.decoder = dec = FrameDecoder(rxw, self.max_payload)
+        wiring.connect(m, wiring.flipped(self.rx), dec.rx)
+        resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
+        m.d.comb += [dec.byte_timeout.eq(self.byte_timeout), dec.resume.eq(resume), self.idle.eq(dec.idle),
+                     rx_wr.addr.eq(dec.wr_addr), rx_wr.data.eq(dec.wr_byte.replicate(4)), rx_wr.en.eq(dec.wr_en)]
+        with m.If(dec.framing_error):
+            count_event("framing_errors", "framing_error")
+        with m.If(dec.dropped_frame):
             count_event("dropped_frames", "dropped_frame")
-            rf.go("HUNT")
-
-        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
-
-        with rf.state("HUNT"):
-            m.d.comb += self.idle.eq(~iv)
-            with m.If(iv & ib_s0):
-                rf.go("SYNC1")
-
-        with rf.state("SYNC1"):
-            with m.If(iv):
-                with m.If(ib_s1):
-                    m.d.comb += crc_clr.eq(1)
-                    m.d.sync += rcnt.eq(0)
-                    rf.go("HDR")
-                with m.Elif(~ib_s0):
-                    rf.go("HUNT")
-            with m.Elif(rx_to):
-                rf.go("HUNT")
-
-        with rf.state("HDR"):
-            with m.If(iv):
-                m.d.comb += crc_upd.eq(1)
-                m.d.sync += rcnt.eq(rcnt + 1)
-                with m.Switch(rcnt[:2]):
-                    with m.Case(0):
-                        m.d.sync += seq.eq(ib)
-                    with m.Case(1):
-                        m.d.sync += code.eq(ib)
-                    with m.Case(2):
-                        m.d.sync += length[:8].eq(ib)
-                    with m.Case(3):
-                        m.d.sync += length[8:].eq(ib)
-                        rf.go("HCHK")
-            with m.Elif(rx_to):
-                rx_timeout_drop()
-
-        with rf.state("HCHK"):
-            with m.If(iv):
-                m.d.comb += crc_upd.eq(1)
-                m.d.sync += rcnt.eq(0)
-                with m.If(~ib_hchk):
-                    count_event("framing_errors", "framing_error")
-                    rf.go("HUNT")
-                with m.Elif(too_long):
-                    count_event("dropped_frames", "dropped_frame")
-                    m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
-                    rf.go("WAIT")
-                with m.Elif(len0):
-                    rf.go("CRC")
-                with m.Else():
-                    rf.go("PAYLOAD")
-            with m.Elif(rx_to):
-                rx_timeout_drop()
-
-        with rf.state("PAYLOAD"):
-            with m.If(iv):
-                m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
-                with m.If(first_word):
-                    with m.Switch(rcnt[:2]):
-                        for lane in range(4):
-                            with m.Case(lane):
-                                m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
-                m.d.comb += crc_upd.eq(1)
-                m.d.sync += rcnt.eq(rcnt + 1)
-                with m.If(pay_last):
-                    m.d.sync += rcnt.eq(0)
-                    rf.go("CRC")
-            with m.Elif(rx_to):
-                rx_timeout_drop()
-
-        with rf.state("CRC"):
-            with m.If(iv):
-                m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
-                with m.If(rcnt[:2] == 3):
-                    m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
-                    rf.go("WAIT")
-            with m.Elif(rx_to):
-                rx_timeout_drop()
-
-        with rf.state("WAIT"):               # the executor and the encoder have the frame
-            with m.If(resume):
-                rf.go("HUNT")
-        rf.finish()
-        m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
+        vars(ns).update(seq=dec.seq, code=dec.code, length=dec.length, w0r=dec.w0, rcrc=dec.rcrc, crc=dec.crc,
+                        rx_pend=dec.pend, rx_long=dec.long, rx_taken=dec.taken, resume=resume)
 
     def _executor_regs(self, m, ns):
         """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
@@ -618,8 +473,9 @@ class Link(wiring.Component):
     def _command_checks(self, m, ns):
         """Command checks in three registered stages (code, length and w0r are fixed long before EXEC): error
         status, kind, address and count."""
-        code, id_base, id_n, length, st_base, st_n, txw, w0r = _take(ns, """
-            code id_base id_n length st_base st_n txw w0r""")
+        code, length, txw, w0r = _take(ns, "code length txw w0r")
+        id_base, id_n = self.identify
+        st_base, st_n = self.status
         # command checks, registered (code, length and w0r are fixed long before EXEC)
         w0 = w0r
         # stage 1: predicates of code, length and w0r
@@ -683,11 +539,12 @@ class Link(wiring.Component):
         input register."""
         (addr, cf, clear_counters, count, count_event, crc_bad, cur, dup, f_eq, idx, length, overflow, rdok,
          rec_len, rec_seq, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
-         rx_pend, rx_read, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0, x_addr,
-         x_bad, x_count, x_status, xk) = _take(ns, """
+         rx_pend, rx_read, rx_taken, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0,
+         x_addr, x_bad, x_count, x_status, xk) = _take(ns, """
             addr cf clear_counters count count_event crc_bad cur dup f_eq idx length overflow rdok rec_len
-            rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read seq
-            sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status xk""")
+            rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read
+            rx_taken seq sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status
+            xk""")
         # idx / cur: one increment and one restart for all the loops (a short mux in front of them)
         step = Signal()
         restart = Signal()
@@ -732,7 +589,7 @@ class Link(wiring.Component):
 
         with mf.state("IDLE"):
             with m.If(rx_pend):
-                m.d.sync += rx_pend.eq(0)
+                m.d.comb += rx_taken.eq(1)
                 with m.If(rx_long):
                     send(seq, Status.TOO_LONG, 0)
                 with m.Else():
@@ -1024,6 +881,196 @@ class FrameEncoder(wiring.Component):
         return m
 
 
+class FrameDecoder(wiring.Component):
+    """Request frame decoder: bytes in on `rx`; a frame's header fields out (`seq`, `code`, `length`),
+    its payload written to the rx buffer (`wr_en` byte lanes, `wr_addr` word, `wr_byte`), its first
+    payload word kept in `w0`, its received CRC in `rcrc` and the CRC-32 computed over it in `crc`.
+
+    HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD -> CRC (4 bytes) -> WAIT: `pend` rises when a
+    frame (or, with `long`, a header whose LEN is above max_payload) waits for the executor, which
+    pulses `taken`, and `resume` once the response is sent. A header whose HCHK does not match
+    (`framing_error`) and a frame that stops arriving for `byte_timeout` cycles (`dropped_frame`,
+    also pulsed with `long`) return to HUNT. `idle`: hunting, no byte waiting.
+
+    Bytes go through a one-byte input register (ready = empty), compared to the sync bytes and the
+    HCHK as they are loaded; the flags of the length and count registers are registered (they change
+    only when a byte is taken, never two cycles in a row).
+    """
+
+    def __init__(self, rxw: int, max_payload: int):
+        self.rxw, self.max_payload = rxw, max_payload
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "byte_timeout": In(32),
+            "seq": Out(8), "code": Out(8), "length": Out(16), "w0": Out(32), "rcrc": Out(32), "crc": Out(32),
+            "wr_en": Out(4), "wr_addr": Out(range(rxw)), "wr_byte": Out(8),
+            "pend": Out(1), "long": Out(1), "taken": In(1), "resume": In(1),
+            "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ns = SimpleNamespace()
+        self._registers(m, ns)
+        self._fsm(m, ns)
+        return m
+
+    def _registers(self, m, ns):
+        """The input byte register (compared to the sync bytes and the HCHK as it loads), the rx buffer write
+        registers, the header registers, the CRC-32 and the registered flags of length, count and timeout."""
+        ib = Signal(8)
+        iv = Signal()
+        take = Signal()                     # the decoder consumes ib this cycle
+        m.d.comb += self.rx.ready.eq(~iv)
+        with m.If(take):
+            m.d.sync += iv.eq(0)
+        # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
+        ib_s0 = Signal()
+        ib_s1 = Signal()
+        ib_hchk = Signal()
+        crc = Signal(32, init=0xFFFFFFFF)
+        with m.If(self.rx.valid & ~iv):
+            m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
+                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
+
+        rwe = Signal(4)
+        rwa = Signal(range(self.rxw))
+        rwb = Signal(8)
+        m.d.sync += rwe.eq(0)
+        m.d.comb += [self.wr_addr.eq(rwa), self.wr_byte.eq(rwb), self.wr_en.eq(rwe)]
+        seq = Signal(8)
+        code = Signal(8)
+        length = Signal(16)
+        rcrc = Signal(32)
+        rcnt = Signal(16)
+        rtimer = Signal(32)
+        rx_to = Signal()
+        w0r = Signal(32)      # the first payload word, kept as it arrives (EXEC decodes it)
+        rx_pend = Signal()    # a frame (or a TOO_LONG header) waits for the executor
+        rx_long = Signal()
+        crc_next = crc32_byte(m, crc, ib)
+        crc_clr = Signal()
+        crc_upd = Signal()
+        with m.If(crc_clr):
+            m.d.sync += crc.eq(0xFFFFFFFF)
+        with m.Elif(crc_upd):
+            m.d.sync += crc.eq(crc_next)
+        # flags of registers that change only when a byte is taken (never two cycles in a row)
+        too_long = Signal()
+        length_m1 = Signal(17)
+        m.d.sync += length_m1.eq(length - 1)
+        len0 = Signal()
+        pay_last = Signal()
+        first_word = Signal()
+        m.d.sync += [too_long.eq(length > self.max_payload), len0.eq(length == 0),
+                     pay_last.eq(rcnt == length_m1), first_word.eq(rcnt[2:] == 0)]
+        m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
+        with m.If(take):
+            m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
+        vars(ns).update(code=code, crc=crc, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, ib=ib,
+            ib_hchk=ib_hchk, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt,
+            rcrc=rcrc, rwa=rwa, rwb=rwb, rwe=rwe, rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, take=take,
+            too_long=too_long, w0r=w0r)
+
+    def _fsm(self, m, ns):
+        """The decoder FSM ("rx") and the frame hand-over to the executor (`pend`, `taken`) and the outputs."""
+        (code, crc, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length, pay_last,
+         rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = _take(ns, """
+            code crc crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc rwa rwb
+            rwe rx_long rx_pend rx_to seq take too_long w0r""")
+        def rx_timeout_drop():
+            m.d.comb += self.dropped_frame.eq(1)
+            rf.go("HUNT")
+
+        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
+
+        with rf.state("HUNT"):
+            m.d.comb += self.idle.eq(~iv)
+            with m.If(iv & ib_s0):
+                rf.go("SYNC1")
+
+        with rf.state("SYNC1"):
+            with m.If(iv):
+                with m.If(ib_s1):
+                    m.d.comb += crc_clr.eq(1)
+                    m.d.sync += rcnt.eq(0)
+                    rf.go("HDR")
+                with m.Elif(~ib_s0):
+                    rf.go("HUNT")
+            with m.Elif(rx_to):
+                rf.go("HUNT")
+
+        with rf.state("HDR"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.Switch(rcnt[:2]):
+                    with m.Case(0):
+                        m.d.sync += seq.eq(ib)
+                    with m.Case(1):
+                        m.d.sync += code.eq(ib)
+                    with m.Case(2):
+                        m.d.sync += length[:8].eq(ib)
+                    with m.Case(3):
+                        m.d.sync += length[8:].eq(ib)
+                        rf.go("HCHK")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("HCHK"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(0)
+                with m.If(~ib_hchk):
+                    m.d.comb += self.framing_error.eq(1)
+                    rf.go("HUNT")
+                with m.Elif(too_long):
+                    m.d.comb += self.dropped_frame.eq(1)
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
+                    rf.go("WAIT")
+                with m.Elif(len0):
+                    rf.go("CRC")
+                with m.Else():
+                    rf.go("PAYLOAD")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("PAYLOAD"):
+            with m.If(iv):
+                m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
+                with m.If(first_word):
+                    with m.Switch(rcnt[:2]):
+                        for lane in range(4):
+                            with m.Case(lane):
+                                m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.If(pay_last):
+                    m.d.sync += rcnt.eq(0)
+                    rf.go("CRC")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("CRC"):
+            with m.If(iv):
+                m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
+                with m.If(rcnt[:2] == 3):
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
+                    rf.go("WAIT")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("WAIT"):               # the executor and the encoder have the frame
+            with m.If(self.resume):
+                rf.go("HUNT")
+        rf.finish()
+        m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
+        with m.If(self.taken):
+            m.d.sync += rx_pend.eq(0)
+        m.d.comb += [self.seq.eq(seq), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),
+                     self.rcrc.eq(rcrc), self.crc.eq(crc), self.pend.eq(rx_pend), self.long.eq(rx_long)]
+
+
 # ------------------------------------------------------------------ UART + link + CSR bank
 
 class LinkTop(wiring.Component):
@@ -1113,4 +1160,4 @@ class LinkTop(wiring.Component):
 
 
 def default_instances():
-    return {"link_top": LinkTop(), "frame_encoder": FrameEncoder(256)}
+    return {"link_top": LinkTop(), "frame_decoder": FrameDecoder(256, 1024), "frame_encoder": FrameEncoder(256)}
