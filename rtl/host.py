@@ -9,8 +9,8 @@ gives those words a meaning. One STREAM payload is one host command:
     response  the items' answers, then one trailer word  op [7:0] | status [15:8] | count [31:16]
               (count = answers in this response); the trailer carries `last`
 
-Commands (PROTOCOL below is the one description; `python -m rtl.csr` writes sw/host_proto.py
-from it, next to sw/csr_map.py):
+Commands (rtl/protocol.py BRIDGE is the one description; `python -m rtl.hostgen` writes
+sw/host_proto.py from it, next to sw/csr_map.py):
 
   ECHO     n words            -> n words ~w               (link checks, fault sessions)
   INFER    n images           -> n results                (image = 196 pixel words + label word)
@@ -49,70 +49,16 @@ cycles): 5 cycles per answer word and 2 more per header, against thousands per w
 """
 from __future__ import annotations
 
-import enum
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from rtl import csr
+from rtl.protocol import BRIDGE, HOST_VERSION, REFUSED, BridgeOp, HostStatus, result_offsets
 from rtl.onehot import OneHotFSM
 from rtl.link import WORD
-
-HOST_VERSION = 0x0001_0000       # command set 1.0 (major << 16 | minor)
-
-
-class Op(enum.IntEnum):
-    ECHO = 0x01
-    INFER = 0x10
-    TRAIN = 0x11
-    FINISH = 0x12
-    PROGRAM = 0x20
-    READ = 0x21
-
-
-class HostStatus(enum.IntEnum):
-    OK = 0
-    BAD_OP = 1
-    BAD_LENGTH = 2
-    BAD_ARG = 3
-
-
-# the one description of the command set (host constants are generated from it)
-PROTOCOL = {
-    "version": HOST_VERSION,
-    "header": {"op": (0, 8), "reserved": (8, 8), "count": (16, 16)},
-    "trailer": {"op": (0, 8), "status": (8, 8), "count": (16, 16)},
-    "ops": {
-        "ECHO": (Op.ECHO, "count words -> count words, each the complement ~w"),
-        "INFER": (Op.INFER, "count images (IMAGE_WORDS each: pixels 4 per word, low byte first, then the label "
-                            "word) -> count results (RESULT_WORDS each)"),
-        "TRAIN": (Op.TRAIN, "as INFER, with the controller's `train` input set: every image's delta and FC "
-                            "inputs go to the update engine"),
-        "FINISH": (Op.FINISH, "count 0 -> FINISH_WORDS words (cells, failed, pulses, flags) once the batch's "
-                              "programming is over (upd_done)"),
-        "PROGRAM": (Op.PROGRAM, "count cell words -> count write-verify results (PROG_RES fields)"),
-        "READ": (Op.READ, "count cell words (target ignored) -> count verify-read codes (READ_RES fields)"),
-    },
-    "status": {s.name: (int(s), d) for s, d in (
-        (HostStatus.OK, "executed"),
-        (HostStatus.BAD_OP, "unknown op; every word of the payload dropped"),
-        (HostStatus.BAD_LENGTH, "payload does not hold `count` items (a short image is padded with zeros and "
-                                "its result returned; extra words are dropped)"),
-        (HostStatus.BAD_ARG, "reserved header bits set, or a cell outside the array (answered REFUSED)"))},
-    "cell": {"target": (0, 8), "bl": (8, 8), "row": (16, 8), "pe": (24, 8)},
-    "prog_res": {"final_code": (0, 8), "pulses": (8, 16), "ok": (24, 1), "refused": (31, 1)},
-    "read_res": {"code": (0, 8), "refused": (31, 1)},
-    "finish": ("cells", "failed", "pulses", "flags"),
-    "finish_flags": {"overflow": (0, 1)},
-}
-REFUSED = 1 << 31
-
-
-def result_offsets(classes: int) -> dict:
-    """Word offsets of a result: cls, logits, p, delta (each of `classes` words but cls)."""
-    return {"cls": 0, "logits": 1, "p": 1 + classes, "delta": 1 + 2 * classes, "words": 1 + 3 * classes}
-
 
 def default_params() -> dict:
     """Design parameters of the default controller (golden/cnn.py), without elaborating it."""
@@ -206,6 +152,11 @@ def _field(word, name, table):
     return word[off:off + w]
 
 
+def _take(ns, names: str) -> list:
+    """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
+    return [getattr(ns, n) for n in names.split()]
+
+
 class Skid(wiring.Component):
     """Two-entry skid buffer: registered `o` (valid, payload) and registered `i.ready`, so no
     combinational path crosses it in either direction (timing, issue 7); full throughput."""
@@ -226,6 +177,44 @@ class Skid(wiring.Component):
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
         with m.Elif(self.i.valid & ~sv):
             m.d.sync += [sd.eq(self.i.payload), sv.eq(1)]
+        return m
+
+
+class VreadArbiter(wiring.Component):
+    """The PE board's single-cell verify read (`req` / `rsp`) shared by two masters: `a` (the
+    controller's pair programmer, first) and `b` (the host bridge's READ command). One read is
+    outstanding at a time; its answer goes back to the master that asked. `b_reads` counts b's reads."""
+
+    def __init__(self, rd_layout, code_layout):
+        super().__init__({
+            "a_req": In(stream.Signature(rd_layout)), "a_rsp": Out(stream.Signature(code_layout)),
+            "b_req": In(stream.Signature(rd_layout)), "b_rsp": Out(stream.Signature(code_layout)),
+            "req": Out(stream.Signature(rd_layout)), "rsp": In(stream.Signature(code_layout)),
+            "b_reads": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        a_req, b_req, req, rsp = self.a_req, self.b_req, self.req, self.rsp
+        owner_b = Signal()
+        outstanding = Signal()
+        with m.If(~outstanding):
+            with m.If(a_req.valid):
+                m.d.comb += [req.valid.eq(1), req.payload.eq(a_req.payload), a_req.ready.eq(req.ready)]
+                with m.If(req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_b.eq(0)]
+            with m.Elif(b_req.valid):
+                m.d.comb += [req.valid.eq(1), req.payload.eq(b_req.payload), b_req.ready.eq(req.ready)]
+                with m.If(req.ready):
+                    m.d.sync += [outstanding.eq(1), owner_b.eq(1), self.b_reads.eq(self.b_reads + 1)]
+        with m.Else():
+            with m.If(owner_b):
+                m.d.comb += [self.b_rsp.valid.eq(rsp.valid), rsp.ready.eq(self.b_rsp.ready)]
+            with m.Else():
+                m.d.comb += [self.a_rsp.valid.eq(rsp.valid), rsp.ready.eq(self.a_rsp.ready)]
+            with m.If(rsp.valid & rsp.ready):
+                m.d.sync += outstanding.eq(0)
+        m.d.comb += [self.a_rsp.payload.eq(rsp.payload), self.b_rsp.payload.eq(rsp.payload)]
         return m
 
 
@@ -266,7 +255,23 @@ class HostBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P = PROTOCOL
+        # the sections below share their signals through `ns`: each takes what it uses from the
+        # earlier ones and exports what the later ones use
+        ns = SimpleNamespace()
+        self._skids(m, ns)
+        self._registers(m, ns)
+        self._vread_arbiter(m, ns)
+        self._cell_decode(m, ns)
+        self._in_header(m, ns)
+        self._in_items(m, ns)
+        self._out_words(m, ns)
+        self._out_fsm(m, ns)
+        self._counts(m, ns)
+        return m
+
+    def _skids(self, m, ns):
+        """Skid buffers on every stream in and out of the bridge (timing): the link words, the write-verify
+        results, the images and programming commands, the verify-read requests and answers."""
         # skid buffers on the link words and the write-verify results: the link's ready, the
         # bridge's answer logic and the controller's result handshake were one combinational chain
         m.submodules.cmd_skid = cmd_skid = Skid(WORD)
@@ -296,7 +301,13 @@ class HostBridge(wiring.Component):
         IW, K = self.image_words, self.n_classes
         RO = result_offsets(K)
         RW = RO["words"]
+        vars(ns).update(IW=IW, K=K, RO=RO, RW=RW, c_vread_req=c_vread_req, c_vread_rsp=c_vread_rsp, cmd=cmd,
+            image=image, prog=prog, prog_res=prog_res, rsp=rsp, vread_req=vread_req)
 
+    def _registers(self, m, ns):
+        """The command's registers: op, status, counts of items issued / answered / left, the op's flags
+        decoded at the header, the current item, the FINISH report."""
+        IW, vread_req = _take(ns, "IW vread_req")
         op = Signal(8)
         status = Signal(8)
         answered = Signal(16)       # items answered (the trailer's count)
@@ -313,7 +324,7 @@ class HostBridge(wiring.Component):
         fin_word = Signal()         # a FINISH report word is sent this cycle
         fin_word_r = Signal()
         # the op decoded once, at the header, into flags
-        f = {o: Signal(name=f"is_{o.name.lower()}") for o in Op}
+        f = {o: Signal(name=f"is_{o.name.lower()}") for o in BridgeOp}
         h_resv = Signal()           # header: reserved bits set
         h_cnt0 = Signal()           # header: count == 0
         h_known = Signal()          # header: a known op
@@ -343,31 +354,33 @@ class HostBridge(wiring.Component):
         hv_ready = Signal()
         hv_rsp_valid = Signal()
         hv_rsp_ready = Signal()
+        vars(ns).update(answered=answered, at_last=at_last, dec=dec, dec_r=dec_r, f=f, fcells=fcells, ffailed=ffailed,
+            fflags=fflags, fin_got=fin_got, fin_idx=fin_idx, fin_sent=fin_sent, fin_word=fin_word,
+            fin_word_r=fin_word_r, fpulses=fpulses, h_cnt0=h_cnt0, h_known=h_known, h_resv=h_resv, hv_ready=hv_ready,
+            hv_req=hv_req, hv_rsp_ready=hv_rsp_ready, hv_rsp_valid=hv_rsp_valid, hv_valid=hv_valid, in_done=in_done,
+            inc=inc, inc_r=inc_r, is_img=is_img, item=item, item_last=item_last, left=left, op=op, owed=owed,
+            owed_nz=owed_nz, refused=refused, set_status=set_status, status=status, trailer_fire=trailer_fire,
+            widx=widx, widx_end=widx_end)
 
-        # ---------------------------------------------------------------- verify-read arbiter
-        owner_host = Signal()
-        outstanding = Signal()
-        with m.If(~outstanding):
-            with m.If(c_vread_req.valid):
-                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(c_vread_req.payload),
-                             c_vread_req.ready.eq(vread_req.ready)]
-                with m.If(vread_req.ready):
-                    m.d.sync += [outstanding.eq(1), owner_host.eq(0)]
-            with m.Elif(hv_valid):
-                m.d.comb += [vread_req.valid.eq(1), vread_req.payload.eq(hv_req),
-                             hv_ready.eq(vread_req.ready)]
-                with m.If(vread_req.ready):
-                    m.d.sync += [outstanding.eq(1), owner_host.eq(1), self.host_reads.eq(self.host_reads + 1)]
-        with m.Else():
-            with m.If(owner_host):
-                m.d.comb += [hv_rsp_valid.eq(self.vread_rsp.valid), self.vread_rsp.ready.eq(hv_rsp_ready)]
-            with m.Else():
-                m.d.comb += [c_vread_rsp.valid.eq(self.vread_rsp.valid),
-                             self.vread_rsp.ready.eq(c_vread_rsp.ready)]
-            with m.If(self.vread_rsp.valid & self.vread_rsp.ready):
-                m.d.sync += outstanding.eq(0)
-        m.d.comb += c_vread_rsp.payload.eq(self.vread_rsp.payload)
+    def _vread_arbiter(self, m, ns):
+        """The verify-read arbiter between the pair programmer (`c_vread_*`, through its skid buffers) and
+        the host's READ command (`hv_*`), in front of the PE board's verify read (`vread_*`)."""
+        c_vread_req, c_vread_rsp, hv_ready, hv_req, hv_rsp_ready, hv_rsp_valid, hv_valid, vread_req = _take(ns, """
+            c_vread_req c_vread_rsp hv_ready hv_req hv_rsp_ready hv_rsp_valid hv_valid vread_req""")
+        m.submodules.vread_arbiter = arb = VreadArbiter(self.rd_layout, self.vread_rsp.payload.shape())
+        wiring.connect(m, c_vread_req, arb.a_req)
+        wiring.connect(m, arb.a_rsp, c_vread_rsp)
+        wiring.connect(m, arb.req, vread_req)
+        wiring.connect(m, wiring.flipped(self.vread_rsp), arb.rsp)
+        m.d.comb += [arb.b_req.payload.eq(hv_req), arb.b_req.valid.eq(hv_valid), hv_ready.eq(arb.b_req.ready),
+                     hv_rsp_valid.eq(arb.b_rsp.valid), arb.b_rsp.ready.eq(hv_rsp_ready),
+                     self.host_reads.eq(arb.b_reads)]
 
+    def _cell_decode(self, m, ns):
+        """Fields of the cell word on `cmd` (range check) and of the current item (to the programming and
+        verify-read requests)."""
+        cmd, f, hv_req, image, item, prog = _take(ns, "cmd f hv_req image item prog")
+        P = BRIDGE
         # ---------------------------------------------------------------- cell word decode
         cw = cmd.payload.data
         cf = {n: _field(cw, n, P["cell"]) for n in P["cell"]}
@@ -378,9 +391,18 @@ class HostBridge(wiring.Component):
                      hv_req.pe.eq(it["pe"]), hv_req.row.eq(it["row"]), hv_req.bl.eq(it["bl"])]
 
         hdr = {n: _field(cw, n, P["header"]) for n in P["header"]}
-        m.d.comb += self.train.eq(f[Op.TRAIN])
+        m.d.comb += self.train.eq(f[BridgeOp.TRAIN])
         m.d.comb += image.payload.eq(cmd.payload.data)
+        vars(ns).update(cell_ok=cell_ok, cw=cw, hdr=hdr)
 
+    def _in_header(self, m, ns):
+        """In side FSM ("in"), header states: HDR takes the header into registers, DECODE decides from flags;
+        DRAIN drops words up to `last`."""
+        (answered, at_last, cmd, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, h_cnt0,
+         h_known, h_resv, hdr, in_done, is_img, item_last, left, op, owed, owed_nz, refused, status, widx,
+         widx_end) = _take(ns, """
+            answered at_last cmd f fcells ffailed fflags fin_got fin_idx fin_sent fpulses h_cnt0 h_known h_resv
+            hdr in_done is_img item_last left op owed owed_nz refused status widx widx_end""")
         # ---------------------------------------------------------------- in side
         # one flip-flop per state (OneHotFSM): the state tests are single signals (timing, issue 7)
         fsm_in = OneHotFSM(m, "in", ["HDR", "DECODE", "DRAIN_OR_DONE", "DRAIN", "IMG", "PAD", "CELL", "GO", "FIN",
@@ -395,9 +417,9 @@ class HostBridge(wiring.Component):
                              fin_got.eq(0), fin_idx.eq(0), fcells.eq(0), ffailed.eq(0), fpulses.eq(0),
                              fflags.eq(0), h_resv.eq(hdr["reserved"] != 0), h_cnt0.eq(hdr["count"] == 0),
                              item_last.eq(cmd.payload.last)]
-                m.d.sync += [f[o].eq(hdr["op"] == o) for o in Op]
-                m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in Op]).any()),
-                             is_img.eq((hdr["op"] == Op.INFER) | (hdr["op"] == Op.TRAIN))]
+                m.d.sync += [f[o].eq(hdr["op"] == o) for o in BridgeOp]
+                m.d.sync += [h_known.eq(Cat(*[hdr["op"] == o for o in BridgeOp]).any()),
+                             is_img.eq((hdr["op"] == BridgeOp.INFER) | (hdr["op"] == BridgeOp.TRAIN))]
                 fsm_in.go("DECODE")
 
         with fsm_in.state("DECODE"):
@@ -409,7 +431,7 @@ class HostBridge(wiring.Component):
             with m.Elif(h_resv):
                 m.d.sync += status.eq(HostStatus.BAD_ARG)
                 fsm_in.go("DRAIN_OR_DONE")
-            with m.Elif(f[Op.FINISH]):
+            with m.Elif(f[BridgeOp.FINISH]):
                 with m.If(~last | ~h_cnt0):
                     m.d.sync += status.eq(HostStatus.BAD_LENGTH)
                     fsm_in.go("DRAIN_OR_DONE")
@@ -440,7 +462,15 @@ class HostBridge(wiring.Component):
             with m.If(cmd.valid & cmd.payload.last):
                 m.d.sync += in_done.eq(1)
                 fsm_in.go("DONE")
+        vars(ns).update(fsm_in=fsm_in)
 
+    def _in_items(self, m, ns):
+        """In side FSM, item states: image words to the controller (IMG, PAD), one cell at a time (CELL, GO),
+        FINISH (FIN), then DONE until the trailer is sent."""
+        (IW, at_last, cell_ok, cmd, cw, f, fin_sent, fsm_in, hv_ready, hv_valid, image, in_done, inc, inc_r,
+         item, item_last, owed_nz, prog, refused, set_status, status, trailer_fire, widx, widx_end) = _take(ns, """
+            IW at_last cell_ok cmd cw f fin_sent fsm_in hv_ready hv_valid image in_done inc inc_r item item_last
+            owed_nz prog refused set_status status trailer_fire widx widx_end""")
         with fsm_in.state("IMG"):                    # image words -> controller
             m.d.comb += [image.valid.eq(cmd.valid), cmd.ready.eq(image.ready)]
             with m.If(cmd.valid & image.ready):
@@ -476,16 +506,16 @@ class HostBridge(wiring.Component):
                 m.d.comb += cmd.ready.eq(1)
                 with m.If(cmd.valid):
                     m.d.sync += [item.eq(cw), item_last.eq(cmd.payload.last)]
-                    with m.If(~f[Op.ECHO] & ~cell_ok):
+                    with m.If(~f[BridgeOp.ECHO] & ~cell_ok):
                         m.d.sync += refused.eq(1)
                         set_status(HostStatus.BAD_ARG)
                     fsm_in.go("GO")
 
         with fsm_in.state("GO"):
             sent = Signal()
-            with m.If(refused | f[Op.ECHO]):
+            with m.If(refused | f[BridgeOp.ECHO]):
                 m.d.comb += sent.eq(1)
-            with m.Elif(f[Op.PROGRAM]):
+            with m.Elif(f[BridgeOp.PROGRAM]):
                 m.d.comb += [prog.valid.eq(1), sent.eq(prog.ready)]
             with m.Else():
                 m.d.comb += [hv_valid.eq(1), sent.eq(hv_ready)]
@@ -515,6 +545,13 @@ class HostBridge(wiring.Component):
         fsm_in.finish()
         m.d.comb += self.active.eq(~fsm_in.bit["HDR"])
 
+    def _out_words(self, m, ns):
+        """Out side, the answer words: the trailer, a result's words in two registered stages, the FINISH
+        report, the write-verify results (answered or counted)."""
+        (K, RO, RW, answered, dec_r, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, fsm_in,
+         in_done, inc_r, op, owed_nz, prog_res, rsp, status) = _take(ns, """
+            K RO RW answered dec_r f fcells ffailed fflags fin_got fin_idx fin_sent fpulses fsm_in in_done inc_r
+            op owed_nz prog_res rsp status""")
         # ---------------------------------------------------------------- out side
         trailer = Signal(32)
         m.d.comb += trailer.eq(Cat(op, status, answered))
@@ -547,7 +584,8 @@ class HostBridge(wiring.Component):
         # the word multiplexers into the response skid buffer (timing, issue 7).
         busy_in = ~fsm_in.bit["HDR"]
         trailer_due = Signal()
-        m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r & (~f[Op.FINISH] | ~fin_sent | (fin_idx == 4)))
+        m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r &
+                                   (~f[BridgeOp.FINISH] | ~fin_sent | (fin_idx == 4)))
         # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles
         nq = (RW + 7) // 8
         rword_q = Array(Signal(32, name=f"rword_q{j}") for j in range(nq))
@@ -578,16 +616,28 @@ class HostBridge(wiring.Component):
         # write-verify results: answers of PROGRAM (taken when their word is sent); otherwise drained,
         # and counted during FINISH (the flags are registers: no decision chain on these handshakes)
         drain_res = Signal()
-        m.d.sync += drain_res.eq(~f[Op.PROGRAM] | ~busy_in)
+        m.d.sync += drain_res.eq(~f[BridgeOp.PROGRAM] | ~busy_in)
         counting = Signal()
-        m.d.comb += counting.eq(f[Op.FINISH] & fin_sent & (fin_idx != 4))
+        m.d.comb += counting.eq(f[BridgeOp.FINISH] & fin_sent & (fin_idx != 4))
         m.d.comb += prog_res.ready.eq(drain_res | (sending & src["prog"] & rsp.ready))
         with m.If(counting & prog_res.valid & drain_res):
             m.d.sync += [fcells.eq(fcells + 1), ffailed.eq(ffailed + ~pres.ok), fpulses.eq(fpulses + pres.pulses)]
         m.d.comb += self.upd_done.ready.eq(counting & ~fin_got)
         with m.If(self.upd_done.valid & self.upd_done.ready):
             m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
+        vars(ns).update(busy_in=busy_in, counting=counting, fin_words=fin_words, olast=olast, oword=oword,
+            pword=pword, res_seen=res_seen, ridx=ridx, ridx_last=ridx_last, rword_r=rword_r, sending=sending,
+            settle=settle, src=src, trailer=trailer, trailer_due_r=trailer_due_r)
 
+    def _out_fsm(self, m, ns):
+        """Out side FSM: PICK the answer's source from registered flags, LOAD its word, SEND it, 2 SETTLE
+        cycles."""
+        (RW, busy_in, counting, dec, f, fin_got, fin_idx, fin_word, fin_words, hv_rsp_ready, hv_rsp_valid,
+         in_done, is_img, item, olast, owed_nz, oword, prog_res, pword, refused, res_seen, ridx, ridx_last,
+         rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = _take(ns, """
+            RW busy_in counting dec f fin_got fin_idx fin_word fin_words hv_rsp_ready hv_rsp_valid in_done
+            is_img item olast owed_nz oword prog_res pword refused res_seen ridx ridx_last rsp rword_r sending
+            settle src trailer trailer_due_r trailer_fire""")
         # PICK chooses the answer's source from registered flags (they cannot change before LOAD:
         # only SEND answers, and the in side issues only while nothing is owed or into `owed`);
         # LOAD takes the word once the source is valid, else goes back to PICK
@@ -644,11 +694,11 @@ class HostBridge(wiring.Component):
             pick("img")
         with m.Elif(owed_nz & refused):
             pick("ref")
-        with m.Elif(f[Op.PROGRAM] & owed_nz):
+        with m.Elif(f[BridgeOp.PROGRAM] & owed_nz):
             pick("prog")
-        with m.Elif(f[Op.READ] & owed_nz):
+        with m.Elif(f[BridgeOp.READ] & owed_nz):
             pick("read")
-        with m.Elif(f[Op.ECHO] & owed_nz):
+        with m.Elif(f[BridgeOp.ECHO] & owed_nz):
             pick("echo")
         with m.Elif(counting):
             # the batch's write-verify results are counted above; upd_done ends the batch
@@ -656,6 +706,10 @@ class HostBridge(wiring.Component):
         with m.Elif(trailer_due_r):
             pick("trl")
 
+    def _counts(self, m, ns):
+        """The item counts, a cycle after the event."""
+        answered, at_last, dec, dec_r, fin_word, fin_word_r, inc, inc_r, left, owed, owed_nz = _take(ns, """
+            answered at_last dec dec_r fin_word fin_word_r inc inc_r left owed owed_nz""")
         # the counts, a cycle after the event (inc_r, dec_r: the handshakes do not reach the counters'
         # adders). The lag is covered: SEND is followed by 2 SETTLE cycles, CELL waits for ~inc_r,
         # the trailer for ~inc_r & ~dec_r, and the next image ends >= IMAGE_WORDS cycles later.
@@ -669,79 +723,3 @@ class HostBridge(wiring.Component):
             m.d.sync += [owed.eq(owed + 1), owed_nz.eq(1)]
         with m.Elif(dec_r & ~inc_r):
             m.d.sync += [owed.eq(owed - 1), owed_nz.eq(owed != 1)]
-
-        return m
-
-
-# ------------------------------------------------------------------ host constants
-
-HOST_PROTO_MODULE = csr.ROOT / "sw" / "host_proto.py"
-
-
-def render_host_protocol(params: dict | None = None) -> str:
-    """Text of sw/host_proto.py: the command set of PROTOCOL and the default design parameters."""
-    p = dict(default_params(), **(params or {}))
-    P = PROTOCOL
-    lines = [
-        '"""STREAM command set of the mcnn host bridge (host constants).',
-        "",
-        "GENERATED by `python -m rtl.csr` from rtl/host.py (PROTOCOL) -- do not edit by hand;",
-        "tb/test_host.py fails when this file is out of date.",
-        "",
-        "request  = header (op | reserved | count) + items; response = answers + trailer (op | status | count).",
-        "A field is (bit offset, width).",
-        '"""',
-        "",
-        f"VERSION = {P['version']:#010x}",
-        "",
-        "# ops: name -> code",
-    ]
-    for name, (code, _doc) in P["ops"].items():
-        lines.append(f"{name} = {int(code):#04x}")
-    lines += ["", "OPS = {"]
-    for name, (code, _doc) in P["ops"].items():
-        lines.append(f"    {name!r}: {int(code):#04x},")
-    def wrapped(text, indent):
-        import textwrap
-        parts = textwrap.wrap(text, 80, drop_whitespace=False) or [""]
-        return ("\n" + " " * indent).join(repr(x) for x in parts)
-
-    lines += ["}", "", "OP_DOCS = {"]
-    for name, (_code, doc) in P["ops"].items():
-        lines.append(f"    {name!r}: {wrapped(doc, 8)},")
-    lines += ["}", "", "# status codes of the trailer: name -> (code, meaning)", "STATUS = {"]
-    for name, (code, doc) in P["status"].items():
-        lines.append(f"    {name!r}: ({code}, {wrapped(doc, 8)}),")
-    lines += ["}", "STATUS_NAMES = {c: n for n, (c, _) in STATUS.items()}", ""]
-    for key in ("header", "trailer", "cell", "prog_res", "read_res", "finish_flags"):
-        lines.append(f"{key.upper()} = {{{', '.join(f'{n!r}: {v!r}' for n, v in P[key].items())}}}")
-    lines += [
-        f"REFUSED = {REFUSED:#010x}",
-        f"FINISH_WORDS = {tuple(P['finish'])!r}",
-        "",
-        "# default design parameters (the device reports its own in the ctrl_params CSR window)",
-        f"IMAGE_WORDS = {p['image_words']}",
-        f"CLASSES = {p['classes']}",
-        f"RESULT_WORDS = {p['result_words']}",
-        "",
-        "",
-        "def result_offsets(classes):",
-        '    """Word offsets of a result: cls, logits, p, delta (classes words each but cls)."""',
-        "    return {'cls': 0, 'logits': 1, 'p': 1 + classes, 'delta': 1 + 2 * classes, 'words': 1 + 3 * classes}",
-        "",
-        "",
-        "def get(word, field):",
-        '    """Value of field (offset, width) of a word."""',
-        "    off, width = field",
-        "    return (word >> off) & ((1 << width) - 1)",
-        "",
-        "",
-        "def put(field, value):",
-        '    """A value placed in field (offset, width); ValueError if it does not fit."""',
-        "    off, width = field",
-        "    if not 0 <= value < (1 << width):",
-        "        raise ValueError(f'{value} does not fit {width} bits')",
-        "    return value << off",
-        "",
-    ]
-    return "\n".join(lines)

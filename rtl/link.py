@@ -2,12 +2,14 @@
 ack/nack, command decoder to the CSR bank and to the controller's command/response streams.
 
 Protocol (frame format, commands, status codes, retry semantics): docs/link.md; the constants
-come from sw/link.py, the host end, so there is one definition of the protocol.
+come from rtl/protocol.py, the one description, from which rtl/hostgen.py generates the host's
+sw/link_proto.py.
 
 `Link` is the core: bytes in (`rx`) and out (`tx`), a CSR bus master (`csr`), the controller
 streams `cmd` (payload words of STREAM commands, `last` on the final word) and `rsp` (the
 controller's answer words, `last` on the final one). Three FSMs work in turn, handing over with
-registered pulses/flags:
+registered pulses/flags (the decoder and the encoder are components, `FrameDecoder` and
+`FrameEncoder`; the executor is the Link's own logic):
 
     decoder  HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
              -> WAIT (until the response has been sent)
@@ -51,6 +53,8 @@ the controller top will instantiate it with its own register blocks and attach t
 UART (selected by the `bypass` input) for fast co-simulation.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -60,11 +64,8 @@ from amaranth.lib.wiring import In, Out
 from rtl import csr
 from rtl.onehot import OneHotFSM, any_of
 from rtl.uart import Uart
-from sw.link import COUNTERS, FLAG_BITS, RESET_COUNTERS, RESET_FLAGS_MASK, RESPONSE, SYNC, Cmd, Status
-
-ID_MAGIC = 0x4D434E4E        # "MCNN"
-VERSION = 0x0001_0000        # link protocol 1.0 (major << 16 | minor)
-CRC_POLY = 0xEDB88320        # CRC-32/ISO-HDLC, reflected (= zlib.crc32)
+from rtl.protocol import (COUNTERS, CRC_POLY, FLAG_BITS, ID_MAGIC, LINK_VERSION, RESET_COUNTERS, RESET_FLAGS_MASK,
+                          RESPONSE, SYNC, Cmd, Status)
 
 WORD = data.StructLayout({"data": 32, "last": 1})
 
@@ -75,7 +76,7 @@ class Id(csr.Register, access="ro", const=True, reset=ID_MAGIC):
     "ID magic 0x4D434E4E ('MCNN')."
 
 
-class Version(csr.Register, access="ro", const=True, reset=VERSION):
+class Version(csr.Register, access="ro", const=True, reset=LINK_VERSION):
     "Link protocol version, major << 16 | minor."
 
 
@@ -207,6 +208,11 @@ def crc32_byte(m, crc, byte):
 
 # ------------------------------------------------------------------ the link core
 
+def _take(ns, names: str) -> list:
+    """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
+    return [getattr(ns, n) for n in names.split()]
+
+
 class _Load:
     """Registers loaded from several places of mutually exclusive FSM branches: `load(*values)`
     marks the branch being written; `finish()` makes each register an AND-OR of the values (one
@@ -259,8 +265,8 @@ class Link(wiring.Component):
         })
 
     def elaborate(self, platform):
-        # Timing structure (issue 7): three small FSMs instead of one -- the decoder ("rx"), the
-        # command executor ("main") and the encoder ("tx") -- and every path between them, to the
+        # Timing structure: three small FSMs instead of one -- the decoder (FrameDecoder), the
+        # command executor ("main", here) and the encoder (FrameEncoder) -- and every path between them, to the
         # buffers, to the CSR bus and to the byte streams starts at a register:
         #   * bytes in through a one-byte register (`ib`, ready = ~iv), bytes out from one (`ob`):
         #     at most one byte per two cycles each way, the CRCs are fed from these registers;
@@ -281,6 +287,27 @@ class Link(wiring.Component):
         tx_rd = txbuf.read_port()
         aw = len(self.csr.addr)
 
+        # the sections below share their signals through `ns`: each takes what it uses from the
+        # earlier ones and exports what the later ones use
+        ns = SimpleNamespace()
+        vars(ns).update(aw=aw, rx_rd=rx_rd, rx_wr=rx_wr, rxw=rxw, tx_rd=tx_rd, tx_wr=tx_wr, txw=txw)
+        self._counters(m, ns)
+        self._buffers(m, ns)
+        self._decoder(m, ns)
+        self._executor_regs(m, ns)
+        self._command_checks(m, ns)
+        self._executor(m, ns)
+        self._executor_csr(m, ns)
+        self._executor_stream(m, ns)
+        # the encoder: a response frame from the executor's registers and the tx buffer
+        m.submodules.encoder = enc = FrameEncoder(txw)
+        wiring.connect(m, enc.tx, wiring.flipped(self.tx))
+        m.d.comb += [enc.go.eq(ns.tgo), enc.seq.eq(ns.t_seq), enc.status.eq(ns.t_status), enc.length.eq(ns.t_len),
+                     ns.tdone.eq(enc.done), tx_rd.addr.eq(enc.rd_addr), enc.rd_data.eq(tx_rd.data)]
+        return m
+
+    def _counters(self, m, ns):
+        """Event counters (increments registered, then added) and sticky flags; `count_event`."""
         # ---- event counters and flags: increments registered, then added
         inc = {c: Signal(name=f"inc_{c}") for c in COUNTERS}
         flag = {n: Signal(name=f"flag_{n}") for n in FLAG_BITS}
@@ -308,29 +335,13 @@ class Link(wiring.Component):
 
         def count_event(counter, flag_name):
             m.d.comb += [inc[counter].eq(1), flag[flag_name].eq(1)]
+        vars(ns).update(clear_counters=clear_counters, count_event=count_event, flag=flag, inc=inc)
 
-        # ---- input byte register
-        ib = Signal(8)
-        iv = Signal()
-        take = Signal()                     # the decoder consumes ib this cycle
-        m.d.comb += self.rx.ready.eq(~iv)
-        with m.If(take):
-            m.d.sync += iv.eq(0)
-        # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
-        ib_s0 = Signal()
-        ib_s1 = Signal()
-        ib_hchk = Signal()
-        crc = Signal(32, init=0xFFFFFFFF)
-        with m.If(self.rx.valid & ~iv):
-            m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
-                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
-
+    def _buffers(self, m, ns):
+        """The rx buffer's synchronous word read (`rx_read`), the tx buffer's registered word writes
+        (`tx_write`)."""
+        rx_rd, rxw, tx_wr, txw = _take(ns, "rx_rd rxw tx_wr txw")
         # ---- rx buffer: registered byte writes; synchronous read of word `ra` into `rwd`
-        rwe = Signal(4)
-        rwa = Signal(range(rxw))
-        rwb = Signal(8)
-        m.d.sync += rwe.eq(0)
-        m.d.comb += [rx_wr.addr.eq(rwa), rx_wr.data.eq(rwb.replicate(4)), rx_wr.en.eq(rwe)]
         ra = Signal(range(rxw))
         rq = Signal()                       # a read was issued (ra set) last cycle
         r1 = Signal()
@@ -353,131 +364,27 @@ class Link(wiring.Component):
 
         def tx_write(word, value):
             m.d.sync += [twe.eq(1), twa.eq(word), twd.eq(value)]
+        vars(ns).update(rdok=rdok, rwd=rwd, rx_read=rx_read, tx_write=tx_write)
 
-        # ---- decoder state
-        seq = Signal(8)
-        code = Signal(8)
-        length = Signal(16)
-        rcrc = Signal(32)
-        rcnt = Signal(16)
-        rtimer = Signal(32)
-        rx_to = Signal()
-        w0r = Signal(32)      # the first payload word, kept as it arrives (EXEC decodes it)
-        rx_pend = Signal()    # a frame (or a TOO_LONG header) waits for the executor
-        rx_long = Signal()
+    def _decoder(self, m, ns):
+        """The request frame decoder (FrameDecoder) and its events."""
+        count_event, rx_wr, rxw = _take(ns, "count_event rx_wr rxw")
+        m.submodules.decoder = dec = FrameDecoder(rxw, self.max_payload)
+        wiring.connect(m, wiring.flipped(self.rx), dec.rx)
         resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
-        crc_next = crc32_byte(m, crc, ib)
-        crc_clr = Signal()
-        crc_upd = Signal()
-        with m.If(crc_clr):
-            m.d.sync += crc.eq(0xFFFFFFFF)
-        with m.Elif(crc_upd):
-            m.d.sync += crc.eq(crc_next)
-        # flags of registers that change only when a byte is taken (never two cycles in a row)
-        too_long = Signal()
-        length_m1 = Signal(17)
-        m.d.sync += length_m1.eq(length - 1)
-        len0 = Signal()
-        pay_last = Signal()
-        first_word = Signal()
-        m.d.sync += [too_long.eq(length > self.max_payload), len0.eq(length == 0),
-                     pay_last.eq(rcnt == length_m1), first_word.eq(rcnt[2:] == 0)]
-        m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
-        with m.If(take):
-            m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
-
-        sync0, sync1 = SYNC[0], SYNC[1]
-        id_base, id_n = self.identify
-        st_base, st_n = self.status
-
-        def rx_timeout_drop():
+        m.d.comb += [dec.byte_timeout.eq(self.byte_timeout), dec.resume.eq(resume), self.idle.eq(dec.idle),
+                     rx_wr.addr.eq(dec.wr_addr), rx_wr.data.eq(dec.wr_byte.replicate(4)), rx_wr.en.eq(dec.wr_en)]
+        with m.If(dec.framing_error):
+            count_event("framing_errors", "framing_error")
+        with m.If(dec.dropped_frame):
             count_event("dropped_frames", "dropped_frame")
-            rf.go("HUNT")
+        vars(ns).update(seq=dec.seq, code=dec.code, length=dec.length, w0r=dec.w0, rcrc=dec.rcrc, crc=dec.crc,
+                        rx_pend=dec.pend, rx_long=dec.long, rx_taken=dec.taken, resume=resume)
 
-        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
-        if True:
-            with rf.state("HUNT"):
-                m.d.comb += self.idle.eq(~iv)
-                with m.If(iv & ib_s0):
-                    rf.go("SYNC1")
-
-            with rf.state("SYNC1"):
-                with m.If(iv):
-                    with m.If(ib_s1):
-                        m.d.comb += crc_clr.eq(1)
-                        m.d.sync += rcnt.eq(0)
-                        rf.go("HDR")
-                    with m.Elif(~ib_s0):
-                        rf.go("HUNT")
-                with m.Elif(rx_to):
-                    rf.go("HUNT")
-
-            with rf.state("HDR"):
-                with m.If(iv):
-                    m.d.comb += crc_upd.eq(1)
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    with m.Switch(rcnt[:2]):
-                        with m.Case(0):
-                            m.d.sync += seq.eq(ib)
-                        with m.Case(1):
-                            m.d.sync += code.eq(ib)
-                        with m.Case(2):
-                            m.d.sync += length[:8].eq(ib)
-                        with m.Case(3):
-                            m.d.sync += length[8:].eq(ib)
-                            rf.go("HCHK")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("HCHK"):
-                with m.If(iv):
-                    m.d.comb += crc_upd.eq(1)
-                    m.d.sync += rcnt.eq(0)
-                    with m.If(~ib_hchk):
-                        count_event("framing_errors", "framing_error")
-                        rf.go("HUNT")
-                    with m.Elif(too_long):
-                        count_event("dropped_frames", "dropped_frame")
-                        m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
-                        rf.go("WAIT")
-                    with m.Elif(len0):
-                        rf.go("CRC")
-                    with m.Else():
-                        rf.go("PAYLOAD")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("PAYLOAD"):
-                with m.If(iv):
-                    m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
-                    with m.If(first_word):
-                        with m.Switch(rcnt[:2]):
-                            for lane in range(4):
-                                with m.Case(lane):
-                                    m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
-                    m.d.comb += crc_upd.eq(1)
-                    m.d.sync += rcnt.eq(rcnt + 1)
-                    with m.If(pay_last):
-                        m.d.sync += rcnt.eq(0)
-                        rf.go("CRC")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("CRC"):
-                with m.If(iv):
-                    m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
-                    with m.If(rcnt[:2] == 3):
-                        m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
-                        rf.go("WAIT")
-                with m.Elif(rx_to):
-                    rx_timeout_drop()
-
-            with rf.state("WAIT"):               # the executor and the encoder have the frame
-                with m.If(resume):
-                    rf.go("HUNT")
-        rf.finish()
-        m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
-
+    def _executor_regs(self, m, ns):
+        """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
+        cmd word registers, and the registered flags of the loops."""
+        aw, crc, rcrc, seq = _take(ns, "aw crc rcrc seq")
         # ---- executor state
         # replay record and the response being sent
         rec_valid = Signal()
@@ -556,15 +463,21 @@ class Link(wiring.Component):
         m.d.sync += [crc_bad.eq(rcrc != ~crc), dup.eq(rec_valid & (seq == rec_seq) & (rcrc == rec_crc)),
                      f_eq.eq(idx == count), f_last.eq(idx == count_m1), oob.eq(cur[aw:] != 0),
                      s_eq.eq(sidx == count), s_last.eq(sidx == count_m1)]
+        vars(ns).update(addr=addr, b_rstb=b_rstb, b_wdata=b_wdata, b_wstb=b_wstb, cdata=cdata, cf=cf, clast=clast,
+            count=count, crc_bad=crc_bad, cur=cur, cv=cv, dup=dup, f_bad=f_bad, f_eq=f_eq, f_last=f_last, idx=idx,
+            overflow=overflow, prog=prog, rd_next=rd_next, rec_crc=rec_crc, rec_len=rec_len, rec_seq=rec_seq,
+            rec_status=rec_status, rec_valid=rec_valid, res_len=res_len, res_status=res_status, ridx=ridx,
+            rsp_done=rsp_done, s_done=s_done, s_eq=s_eq, s_last=s_last, sidx=sidx, sl=sl, st_to=st_to, stimer=stimer,
+            t_len=t_len, t_seq=t_seq, t_status=t_status, tdone=tdone, tgo=tgo, wr_next=wr_next)
 
+    def _command_checks(self, m, ns):
+        """Command checks in three registered stages (code, length and w0r are fixed long before EXEC): error
+        status, kind, address and count."""
+        code, length, txw, w0r = _take(ns, "code length txw w0r")
+        id_base, id_n = self.identify
+        st_base, st_n = self.status
         # command checks, registered (code, length and w0r are fixed long before EXEC)
         w0 = w0r
-        x_bad = Signal()
-        x_status = Signal(8)
-        x_addr = Signal(17)
-        x_count = Signal(16)
-        kinds = ("copy", "rd", "wr", "rst", "stream")
-        xk = {k: Signal(name=f"x_{k}") for k in kinds}
         # stage 1: predicates of code, length and w0r
         p = {k: Signal(name=f"p_{k}") for k in ("ping", "ident", "status", "rd", "wr", "rst", "stream",
                                                   "len_big", "len0", "len4", "len_lt8", "len_mis",
@@ -619,7 +532,19 @@ class Link(wiring.Component):
             m.d.sync += x_status.eq(Status.BAD_LENGTH)
         with m.Else():
             m.d.sync += x_status.eq(Status.BAD_ARG)
+        vars(ns).update(w0=w0, x_addr=x_addr, x_bad=x_bad, x_count=x_count, x_status=x_status, xk=xk)
 
+    def _executor(self, m, ns):
+        """Executor FSM ("main"): frame check, replay or NACK, command dispatch (EXEC), PING copy; the rsp
+        input register."""
+        (addr, cf, clear_counters, count, count_event, crc_bad, cur, dup, f_eq, idx, length, overflow, rdok,
+         rec_len, rec_seq, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
+         rx_pend, rx_read, rx_taken, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0,
+         x_addr, x_bad, x_count, x_status, xk) = _take(ns, """
+            addr cf clear_counters count count_event crc_bad cur dup f_eq idx length overflow rdok rec_len
+            rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read
+            rx_taken seq sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status
+            xk""")
         # idx / cur: one increment and one restart for all the loops (a short mux in front of them)
         step = Signal()
         restart = Signal()
@@ -661,196 +586,232 @@ class Link(wiring.Component):
                                  "RD_CHECK_W", "RD_CHECK_W2", "RD_CHECK", "RD_ISSUE", "RD_WAIT", "RD_WAIT2", "RD_STORE",
                                  "WR_CHECK_W", "WR_CHECK_W2", "WR_CHECK", "WR_W", "WR", "WR_DATA", "WR_STB",
                                  "STREAM_W", "STREAM", "FINISH", "TX"])
-        if True:
-            with mf.state("IDLE"):
-                with m.If(rx_pend):
-                    m.d.sync += rx_pend.eq(0)
-                    with m.If(rx_long):
-                        send(seq, Status.TOO_LONG, 0)
-                    with m.Else():
-                        mf.go("CHECK")
 
-            with mf.state("CHECK"):
-                with m.If(crc_bad):
-                    count_event("crc_errors", "crc_error")
-                    send(seq, Status.CRC, 0)
-                with m.Elif(dup):
-                    count_event("dup_frames", "dup_frame")
-                    send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
+        with mf.state("IDLE"):
+            with m.If(rx_pend):
+                m.d.comb += rx_taken.eq(1)
+                with m.If(rx_long):
+                    send(seq, Status.TOO_LONG, 0)
                 with m.Else():
-                    m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
-                                 overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
-                    mf.go("EXEC")
+                    mf.go("CHECK")
 
-            # ---- command decoder (the rx buffer holds the checked payload)
-            with mf.state("EXEC"):
-                m.d.sync += [addr.eq(x_addr), cur.eq(x_addr), count.eq(x_count), idx.eq(0)]
-                with m.If(x_bad):
-                    finish(x_status)
-                with m.Elif(xk["copy"]):
-                    mf.go("COPY_W")
-                with m.Elif(xk["rd"]):
-                    mf.go("RD_CHECK_W")
-                with m.Elif(xk["wr"]):
-                    mf.go("WR_CHECK_W")
-                with m.Elif(xk["rst"]):
-                    m.d.sync += self.soft_reset.eq(w0[0])
-                    m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
-                    finish(Status.OK)
-                with m.Else():
-                    mf.go("STREAM_W")
+        with mf.state("CHECK"):
+            with m.If(crc_bad):
+                count_event("crc_errors", "crc_error")
+                send(seq, Status.CRC, 0)
+            with m.Elif(dup):
+                count_event("dup_frames", "dup_frame")
+                send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
+            with m.Else():
+                m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
+                             overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
+                mf.go("EXEC")
 
-            with mf.state("COPY_W"):
-                mf.go("COPY")
+        # ---- command decoder (the rx buffer holds the checked payload)
+        with mf.state("EXEC"):
+            m.d.sync += [addr.eq(x_addr), cur.eq(x_addr), count.eq(x_count), idx.eq(0)]
+            with m.If(x_bad):
+                finish(x_status)
+            with m.Elif(xk["copy"]):
+                mf.go("COPY_W")
+            with m.Elif(xk["rd"]):
+                mf.go("RD_CHECK_W")
+            with m.Elif(xk["wr"]):
+                mf.go("WR_CHECK_W")
+            with m.Elif(xk["rst"]):
+                m.d.sync += self.soft_reset.eq(w0[0])
+                m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
+                finish(Status.OK)
+            with m.Else():
+                mf.go("STREAM_W")
 
-            with mf.state("COPY"):                   # PING: rx buffer -> tx buffer, a word per 5 cycles
-                with m.If(f_eq):
-                    finish(Status.OK, length)
-                with m.Else():
-                    rx_read(idx)
-                    mf.go("COPY_DATA")
+        with mf.state("COPY_W"):
+            mf.go("COPY")
 
-            with mf.state("COPY_DATA"):
-                with m.If(rdok):
-                    tx_write(idx, rwd)
+        with mf.state("COPY"):                   # PING: rx buffer -> tx buffer, a word per 5 cycles
+            with m.If(f_eq):
+                finish(Status.OK, length)
+            with m.Else():
+                rx_read(idx)
+                mf.go("COPY_DATA")
+
+        with mf.state("COPY_DATA"):
+            with m.If(rdok):
+                tx_write(idx, rwd)
+                m.d.comb += step.eq(1)
+                mf.go("COPY_W")
+        vars(ns).update(finish=finish, finisher=finisher, in_stream=in_stream, mf=mf, qdata=qdata, qlast=qlast,
+            qtake=qtake, qv=qv, restart=restart, send=send, sender=sender, step=step)
+
+    def _executor_csr(self, m, ns):
+        """Executor states of CSR_READ / CSR_WRITE (and IDENTIFY / STATUS): check every address, then access."""
+        (b_rstb, b_wdata, b_wstb, count, f_bad, f_eq, f_last, finish, idx, mf, rd_next, rdok, restart, rwd,
+         rx_read, step, tx_write, wr_next) = _take(ns, """
+            b_rstb b_wdata b_wstb count f_bad f_eq f_last finish idx mf rd_next rdok restart rwd rx_read step
+            tx_write wr_next""")
+        def address_check(kind, ok_next, then, fail):
+            """KIND_CHECK_W, KIND_CHECK_W2 (the bank decodes the next address into registers), then
+            KIND_CHECK: every address of the burst is checked before the first access; `fail()`
+            finishes with the status of a bad one"""
+            with mf.state(f"{kind}_CHECK_W"):
+                mf.go(f"{kind}_CHECK_W2")
+            with mf.state(f"{kind}_CHECK_W2"):
+                mf.go(f"{kind}_CHECK")
+            with mf.state(f"{kind}_CHECK"):
+                with m.If(ok_next):
                     m.d.comb += step.eq(1)
-                    mf.go("COPY_W")
-
-            def address_check(kind, ok_next, then, fail):
-                """KIND_CHECK_W, KIND_CHECK_W2 (the bank decodes the next address into registers), then
-                KIND_CHECK: every address of the burst is checked before the first access; `fail()`
-                finishes with the status of a bad one"""
-                with mf.state(f"{kind}_CHECK_W"):
-                    mf.go(f"{kind}_CHECK_W2")
-                with mf.state(f"{kind}_CHECK_W2"):
-                    mf.go(f"{kind}_CHECK")
-                with mf.state(f"{kind}_CHECK"):
-                    with m.If(ok_next):
-                        m.d.comb += step.eq(1)
-                        mf.go(f"{kind}_CHECK_W")
-                    with m.Elif(f_eq):
-                        m.d.comb += restart.eq(1)
-                        mf.go(then)
-                    with m.Else():
-                        fail()
-
-            def write_fail():
-                with m.If(f_bad):
-                    finish(Status.BAD_ADDR)
+                    mf.go(f"{kind}_CHECK_W")
+                with m.Elif(f_eq):
+                    m.d.comb += restart.eq(1)
+                    mf.go(then)
                 with m.Else():
-                    finish(Status.READ_ONLY)
+                    fail()
 
-            address_check("RD", rd_next, "RD_ISSUE", lambda: finish(Status.BAD_ADDR))   # readable
-            address_check("WR", wr_next, "WR_W", write_fail)                            # writable
+        def write_fail():
+            with m.If(f_bad):
+                finish(Status.BAD_ADDR)
+            with m.Else():
+                finish(Status.READ_ONLY)
 
-            with mf.state("RD_ISSUE"):
-                m.d.sync += b_rstb.eq(1)
-                mf.go("RD_WAIT")
+        address_check("RD", rd_next, "RD_ISSUE", lambda: finish(Status.BAD_ADDR))   # readable
+        address_check("WR", wr_next, "WR_W", write_fail)                            # writable
 
-            with mf.state("RD_WAIT"):                # the strobe is on the bus now
-                mf.go("RD_WAIT2")
+        with mf.state("RD_ISSUE"):
+            m.d.sync += b_rstb.eq(1)
+            mf.go("RD_WAIT")
 
-            with mf.state("RD_WAIT2"):               # the bank's read takes two cycles
-                mf.go("RD_STORE")
+        with mf.state("RD_WAIT"):                # the strobe is on the bus now
+            mf.go("RD_WAIT2")
 
-            with mf.state("RD_STORE"):
-                tx_write(idx, self.csr.r_data)
-                m.d.comb += step.eq(1)
-                with m.If(f_last):
-                    finish(Status.OK, count << 2)
+        with mf.state("RD_WAIT2"):               # the bank's read takes two cycles
+            mf.go("RD_STORE")
+
+        with mf.state("RD_STORE"):
+            tx_write(idx, self.csr.r_data)
+            m.d.comb += step.eq(1)
+            with m.If(f_last):
+                finish(Status.OK, count << 2)
+            with m.Else():
+                mf.go("RD_ISSUE")
+
+
+        with mf.state("WR_W"):
+            mf.go("WR")
+
+        with mf.state("WR"):
+            with m.If(f_eq):
+                finish(Status.OK)
+            with m.Else():
+                rx_read(idx + 1)
+                mf.go("WR_DATA")
+
+        with mf.state("WR_DATA"):
+            with m.If(rdok):
+                m.d.sync += [b_wdata.eq(rwd), b_wstb.eq(1)]
+                mf.go("WR_STB")
+
+        with mf.state("WR_STB"):                 # the strobe is on the bus now
+            m.d.comb += step.eq(1)
+            mf.go("WR_W")
+
+    def _executor_stream(self, m, ns):
+        """Executor states of STREAM, FINISH (record the response) and TX."""
+        (cdata, cf, clast, cv, finish, finisher, flag, in_stream, inc, mf, overflow, prog, qdata, qlast,
+         qtake, qv, rcrc, rdok, rec_crc, rec_len, rec_seq, rec_status, rec_valid, res_len, res_status,
+         resume, ridx, rsp_done, rwd, rx_read, s_done, s_eq, s_last, send, sender, seq, sidx, sl, st_to,
+         tdone, tx_write, txw) = _take(ns, """
+            cdata cf clast cv finish finisher flag in_stream inc mf overflow prog qdata qlast qtake qv rcrc rdok
+            rec_crc rec_len rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_read
+            s_done s_eq s_last send sender seq sidx sl st_to tdone tx_write txw""")
+        with mf.state("STREAM_W"):
+            mf.go("STREAM")
+
+        with mf.state("STREAM"):                 # send cmd words and collect rsp words at once
+            m.d.comb += in_stream.eq(1)
+            with m.If(cv & self.cmd.ready):
+                m.d.comb += prog.eq(1)
+                m.d.sync += cv.eq(0)
+            # fetch word sidx (s_eq / s_last lag sidx by a cycle: sl blocks that cycle)
+            with m.If(~cf & ~sl & ~s_eq):
+                rx_read(sidx)
+                m.d.sync += cf.eq(1)
+            with m.If(cf & rdok & ~cv):
+                m.d.sync += [cdata.eq(rwd), clast.eq(s_last), cv.eq(1), sidx.eq(sidx + 1),
+                             cf.eq(0), sl.eq(1)]
+            with m.If(qv & ~rsp_done):
+                m.d.comb += qtake.eq(1)
+                m.d.comb += prog.eq(1)
+                with m.If(ridx < txw):
+                    tx_write(ridx, qdata)
+                    m.d.sync += ridx.eq(ridx + 1)
                 with m.Else():
-                    mf.go("RD_ISSUE")
-
-
-            with mf.state("WR_W"):
-                mf.go("WR")
-
-            with mf.state("WR"):
-                with m.If(f_eq):
-                    finish(Status.OK)
+                    m.d.sync += overflow.eq(1)
+                with m.If(qlast):
+                    m.d.sync += rsp_done.eq(1)
+            with m.If(s_done):
+                with m.If(overflow):
+                    m.d.comb += flag["stream_overflow"].eq(1)
+                    finish(Status.OVERFLOW)
                 with m.Else():
-                    rx_read(idx + 1)
-                    mf.go("WR_DATA")
+                    finish(Status.OK, ridx << 2)
+            with m.Elif(st_to):
+                m.d.comb += flag["stream_timeout"].eq(1)
+                m.d.sync += cv.eq(0)            # the word on cmd is withdrawn
+                finish(Status.TIMEOUT)
 
-            with mf.state("WR_DATA"):
-                with m.If(rdok):
-                    m.d.sync += [b_wdata.eq(rwd), b_wstb.eq(1)]
-                    mf.go("WR_STB")
+        with mf.state("FINISH"):                 # record the response, then send it
+            m.d.comb += inc["executed"].eq(1)
+            m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
+                         rec_len.eq(res_len), self.soft_reset.eq(0)]
+            send(seq, res_status, res_len)     # (res_len is 0 with an error status)
 
-            with mf.state("WR_STB"):                 # the strobe is on the bus now
-                m.d.comb += step.eq(1)
-                mf.go("WR_W")
-
-            with mf.state("STREAM_W"):
-                mf.go("STREAM")
-
-            with mf.state("STREAM"):                 # send cmd words and collect rsp words at once
-                m.d.comb += in_stream.eq(1)
-                with m.If(cv & self.cmd.ready):
-                    m.d.comb += prog.eq(1)
-                    m.d.sync += cv.eq(0)
-                # fetch word sidx (s_eq / s_last lag sidx by a cycle: sl blocks that cycle)
-                with m.If(~cf & ~sl & ~s_eq):
-                    rx_read(sidx)
-                    m.d.sync += cf.eq(1)
-                with m.If(cf & rdok & ~cv):
-                    m.d.sync += [cdata.eq(rwd), clast.eq(s_last), cv.eq(1), sidx.eq(sidx + 1),
-                                 cf.eq(0), sl.eq(1)]
-                with m.If(qv & ~rsp_done):
-                    m.d.comb += qtake.eq(1)
-                    m.d.comb += prog.eq(1)
-                    with m.If(ridx < txw):
-                        tx_write(ridx, qdata)
-                        m.d.sync += ridx.eq(ridx + 1)
-                    with m.Else():
-                        m.d.sync += overflow.eq(1)
-                    with m.If(qlast):
-                        m.d.sync += rsp_done.eq(1)
-                with m.If(s_done):
-                    with m.If(overflow):
-                        m.d.comb += flag["stream_overflow"].eq(1)
-                        finish(Status.OVERFLOW)
-                    with m.Else():
-                        finish(Status.OK, ridx << 2)
-                with m.Elif(st_to):
-                    m.d.comb += flag["stream_timeout"].eq(1)
-                    m.d.sync += cv.eq(0)            # the word on cmd is withdrawn
-                    finish(Status.TIMEOUT)
-
-            with mf.state("FINISH"):                 # record the response, then send it
-                m.d.comb += inc["executed"].eq(1)
-                m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
-                             rec_len.eq(res_len), self.soft_reset.eq(0)]
-                send(seq, res_status, res_len)     # (res_len is 0 with an error status)
-
-            with mf.state("TX"):
-                with m.If(tdone):
-                    m.d.sync += resume.eq(1)
-                    mf.go("IDLE")
+        with mf.state("TX"):
+            with m.If(tdone):
+                m.d.sync += resume.eq(1)
+                mf.go("IDLE")
 
         mf.finish()
         sender.finish()
         finisher.finish()
 
-        # ---- encoder: A5 5A seq code len_l len_h hchk | payload | crc (LE), from the byte register
-        # `ob`; the CRC takes the byte as it leaves (a byte is loaded only when ob is empty). The
-        # header bytes, the payload word and the CRC are shifted out of registers (no byte mux).
+
+class FrameEncoder(wiring.Component):
+    """Response frame encoder: on `go` (a pulse) it sends A5 5A | seq | RESPONSE | status | length
+    (LE) | HCHK | the first `length` bytes of the tx buffer | CRC-32 (LE) on `tx`, then pulses `done`.
+
+    The tx buffer is read through `rd_addr` / `rd_data` (a synchronous read port, data a cycle after
+    the address); `seq`, `status`, `length` hold from `go` to `done`. The bytes leave from the byte
+    register `ob` (at most one per two cycles), and the CRC takes each byte as it leaves (a byte is
+    loaded only when ob is empty). The header bytes, the payload word and the CRC are shifted out of
+    registers (no byte mux); the next payload word is prefetched while one is sent.
+    """
+
+    def __init__(self, txw: int):
+        self.txw = txw
+        super().__init__({
+            "go": In(1), "seq": In(8), "status": In(8), "length": In(16), "done": Out(1),
+            "rd_addr": Out(range(txw)), "rd_data": In(32),
+            "tx": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
         ob = Signal(8)
         ov = Signal()
         ocrc = Signal()       # ob counts in the CRC
         tcrc = Signal(32, init=0xFFFFFFFF)
         tcnt = Signal(16)
-        tlast = Signal()      # tcnt == t_len - 1
-        tl0 = Signal()        # t_len == 0
+        tlast = Signal()      # tcnt == length - 1
+        tl0 = Signal()        # length == 0
         t_len_m1 = Signal(17)
-        m.d.sync += t_len_m1.eq(t_len - 1)
+        m.d.sync += t_len_m1.eq(self.length - 1)
         hsr = Signal(48)      # header bytes still to send
-        tra = Signal(range(txw))
+        tra = Signal(range(self.txw))
         tpre = Signal(32)     # txbuf[tra], two cycles after tra changed
         tw = Signal(32)       # the payload word being sent (shifted a byte at a time)
         tcrc_next = crc32_byte(m, tcrc, ob)
-        m.d.comb += [self.tx.payload.eq(ob), self.tx.valid.eq(ov), tx_rd.addr.eq(tra)]
-        m.d.sync += [tpre.eq(tx_rd.data), tlast.eq(tcnt == t_len_m1), tl0.eq(t_len == 0), tdone.eq(0)]
+        m.d.comb += [self.tx.payload.eq(ob), self.tx.valid.eq(ov), self.rd_addr.eq(tra)]
+        m.d.sync += [tpre.eq(self.rd_data), tlast.eq(tcnt == t_len_m1), tl0.eq(self.length == 0), self.done.eq(0)]
         with m.If(ov & self.tx.ready):
             m.d.sync += ov.eq(0)
             with m.If(ocrc):
@@ -867,17 +828,17 @@ class Link(wiring.Component):
         crc_lane = Signal(8)
         m.d.comb += crc_lane.eq(~tcrc.word_select(tcnt[:2], 8))
         with tf.state("IDLE"):
-            with m.If(tgo):
+            with m.If(self.go):
                 m.d.comb += tcnt_clr.eq(1)
                 m.d.sync += [tcrc.eq(0xFFFFFFFF), tra.eq(0),
-                             hsr.eq(Cat(Const(sync0, 8), Const(sync1, 8), t_seq, t_status | RESPONSE, t_len))]
+                             hsr.eq(Cat(Const(SYNC[0], 8), Const(SYNC[1], 8), self.seq, self.status | RESPONSE,
+                                        self.length))]
                 tf.go("HDR")
 
         with tf.state("HDR"):
             with m.If(~ov):
                 obl.load(hsr[:8])
-                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2]),
-                             ]
+                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2])]
                 m.d.comb += tcnt_inc.eq(1)
                 with m.If(tcnt[:3] == 5):
                     tf.go("HCHK")
@@ -913,11 +874,201 @@ class Link(wiring.Component):
 
         with tf.state("DONE"):
             with m.If(~ov):
-                m.d.sync += tdone.eq(1)
+                m.d.sync += self.done.eq(1)
                 tf.go("IDLE")
         tf.finish()
         obl.finish()
         return m
+
+
+class FrameDecoder(wiring.Component):
+    """Request frame decoder: bytes in on `rx`; a frame's header fields out (`seq`, `code`, `length`),
+    its payload written to the rx buffer (`wr_en` byte lanes, `wr_addr` word, `wr_byte`), its first
+    payload word kept in `w0`, its received CRC in `rcrc` and the CRC-32 computed over it in `crc`.
+
+    HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD -> CRC (4 bytes) -> WAIT: `pend` rises when a
+    frame (or, with `long`, a header whose LEN is above max_payload) waits for the executor, which
+    pulses `taken`, and `resume` once the response is sent. A header whose HCHK does not match
+    (`framing_error`) and a frame that stops arriving for `byte_timeout` cycles (`dropped_frame`,
+    also pulsed with `long`) return to HUNT. `idle`: hunting, no byte waiting.
+
+    Bytes go through a one-byte input register (ready = empty), compared to the sync bytes and the
+    HCHK as they are loaded; the flags of the length and count registers are registered (they change
+    only when a byte is taken, never two cycles in a row).
+    """
+
+    def __init__(self, rxw: int, max_payload: int):
+        self.rxw, self.max_payload = rxw, max_payload
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "byte_timeout": In(32),
+            "seq": Out(8), "code": Out(8), "length": Out(16), "w0": Out(32), "rcrc": Out(32), "crc": Out(32),
+            "wr_en": Out(4), "wr_addr": Out(range(rxw)), "wr_byte": Out(8),
+            "pend": Out(1), "long": Out(1), "taken": In(1), "resume": In(1),
+            "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ns = SimpleNamespace()
+        self._registers(m, ns)
+        self._fsm(m, ns)
+        return m
+
+    def _registers(self, m, ns):
+        """The input byte register (compared to the sync bytes and the HCHK as it loads), the rx buffer write
+        registers, the header registers, the CRC-32 and the registered flags of length, count and timeout."""
+        ib = Signal(8)
+        iv = Signal()
+        take = Signal()                     # the decoder consumes ib this cycle
+        m.d.comb += self.rx.ready.eq(~iv)
+        with m.If(take):
+            m.d.sync += iv.eq(0)
+        # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
+        ib_s0 = Signal()
+        ib_s1 = Signal()
+        ib_hchk = Signal()
+        crc = Signal(32, init=0xFFFFFFFF)
+        with m.If(self.rx.valid & ~iv):
+            m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
+                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
+
+        rwe = Signal(4)
+        rwa = Signal(range(self.rxw))
+        rwb = Signal(8)
+        m.d.sync += rwe.eq(0)
+        m.d.comb += [self.wr_addr.eq(rwa), self.wr_byte.eq(rwb), self.wr_en.eq(rwe)]
+        seq = Signal(8)
+        code = Signal(8)
+        length = Signal(16)
+        rcrc = Signal(32)
+        rcnt = Signal(16)
+        rtimer = Signal(32)
+        rx_to = Signal()
+        w0r = Signal(32)      # the first payload word, kept as it arrives (EXEC decodes it)
+        rx_pend = Signal()    # a frame (or a TOO_LONG header) waits for the executor
+        rx_long = Signal()
+        crc_next = crc32_byte(m, crc, ib)
+        crc_clr = Signal()
+        crc_upd = Signal()
+        with m.If(crc_clr):
+            m.d.sync += crc.eq(0xFFFFFFFF)
+        with m.Elif(crc_upd):
+            m.d.sync += crc.eq(crc_next)
+        # flags of registers that change only when a byte is taken (never two cycles in a row)
+        too_long = Signal()
+        length_m1 = Signal(17)
+        m.d.sync += length_m1.eq(length - 1)
+        len0 = Signal()
+        pay_last = Signal()
+        first_word = Signal()
+        m.d.sync += [too_long.eq(length > self.max_payload), len0.eq(length == 0),
+                     pay_last.eq(rcnt == length_m1), first_word.eq(rcnt[2:] == 0)]
+        m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
+        with m.If(take):
+            m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
+        vars(ns).update(code=code, crc=crc, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, ib=ib,
+            ib_hchk=ib_hchk, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt,
+            rcrc=rcrc, rwa=rwa, rwb=rwb, rwe=rwe, rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, take=take,
+            too_long=too_long, w0r=w0r)
+
+    def _fsm(self, m, ns):
+        """The decoder FSM ("rx") and the frame hand-over to the executor (`pend`, `taken`) and the outputs."""
+        (code, crc, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length, pay_last,
+         rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = _take(ns, """
+            code crc crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc rwa rwb
+            rwe rx_long rx_pend rx_to seq take too_long w0r""")
+        def rx_timeout_drop():
+            m.d.comb += self.dropped_frame.eq(1)
+            rf.go("HUNT")
+
+        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
+
+        with rf.state("HUNT"):
+            m.d.comb += self.idle.eq(~iv)
+            with m.If(iv & ib_s0):
+                rf.go("SYNC1")
+
+        with rf.state("SYNC1"):
+            with m.If(iv):
+                with m.If(ib_s1):
+                    m.d.comb += crc_clr.eq(1)
+                    m.d.sync += rcnt.eq(0)
+                    rf.go("HDR")
+                with m.Elif(~ib_s0):
+                    rf.go("HUNT")
+            with m.Elif(rx_to):
+                rf.go("HUNT")
+
+        with rf.state("HDR"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.Switch(rcnt[:2]):
+                    with m.Case(0):
+                        m.d.sync += seq.eq(ib)
+                    with m.Case(1):
+                        m.d.sync += code.eq(ib)
+                    with m.Case(2):
+                        m.d.sync += length[:8].eq(ib)
+                    with m.Case(3):
+                        m.d.sync += length[8:].eq(ib)
+                        rf.go("HCHK")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("HCHK"):
+            with m.If(iv):
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(0)
+                with m.If(~ib_hchk):
+                    m.d.comb += self.framing_error.eq(1)
+                    rf.go("HUNT")
+                with m.Elif(too_long):
+                    m.d.comb += self.dropped_frame.eq(1)
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
+                    rf.go("WAIT")
+                with m.Elif(len0):
+                    rf.go("CRC")
+                with m.Else():
+                    rf.go("PAYLOAD")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("PAYLOAD"):
+            with m.If(iv):
+                m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
+                with m.If(first_word):
+                    with m.Switch(rcnt[:2]):
+                        for lane in range(4):
+                            with m.Case(lane):
+                                m.d.sync += w0r[8 * lane:8 * lane + 8].eq(ib)
+                m.d.comb += crc_upd.eq(1)
+                m.d.sync += rcnt.eq(rcnt + 1)
+                with m.If(pay_last):
+                    m.d.sync += rcnt.eq(0)
+                    rf.go("CRC")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("CRC"):
+            with m.If(iv):
+                m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
+                with m.If(rcnt[:2] == 3):
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
+                    rf.go("WAIT")
+            with m.Elif(rx_to):
+                rx_timeout_drop()
+
+        with rf.state("WAIT"):               # the executor and the encoder have the frame
+            with m.If(self.resume):
+                rf.go("HUNT")
+        rf.finish()
+        m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
+        with m.If(self.taken):
+            m.d.sync += rx_pend.eq(0)
+        m.d.comb += [self.seq.eq(seq), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),
+                     self.rcrc.eq(rcrc), self.crc.eq(crc), self.pend.eq(rx_pend), self.long.eq(rx_long)]
 
 
 # ------------------------------------------------------------------ UART + link + CSR bank
@@ -1009,4 +1160,4 @@ class LinkTop(wiring.Component):
 
 
 def default_instances():
-    return {"link_top": LinkTop()}
+    return {"link_top": LinkTop(), "frame_decoder": FrameDecoder(256, 1024), "frame_encoder": FrameEncoder(256)}

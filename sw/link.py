@@ -15,7 +15,6 @@ it again. The CRCs are computed with the standard library (zlib), never by hand.
 """
 from __future__ import annotations
 
-import enum
 import os
 import struct
 import time
@@ -23,44 +22,10 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-SYNC = b"\xA5\x5A"
-HEADER_BYTES = 4
-OVERHEAD = len(SYNC) + HEADER_BYTES + 1 + 4   # 11 bytes around the payload
-MAX_LEN = 0xFFFF
-RESPONSE = 0x80
-
-
-class Cmd(enum.IntEnum):
-    PING = 0x01        # payload: any bytes (<= max_payload, max_response) -> response: the same bytes
-    IDENTIFY = 0x02    # no payload -> the link_identify CSR window, u32 words
-    STATUS = 0x03      # no payload -> the link_status CSR window, u32 words
-    RESET = 0x04       # payload u32 flags (RESET_*) -> empty
-    CSR_READ = 0x10    # payload u16 addr, u16 count -> count u32 words
-    CSR_WRITE = 0x11   # payload u16 addr, u16 reserved (0), count u32 words -> empty
-    STREAM = 0x20      # payload n >= 1 u32 words -> controller command stream; response: its words
-
-
-class Status(enum.IntEnum):
-    OK = 0x00
-    CRC = 0x01           # the device received a frame with a valid header but a wrong CRC-32
-    TOO_LONG = 0x02      # LEN > the device's max_payload
-    UNKNOWN_CMD = 0x03
-    BAD_LENGTH = 0x04    # payload length not valid for the command
-    BAD_ARG = 0x05       # an argument out of range (count 0 or too large, reserved bits set)
-    BAD_ADDR = 0x06      # CSR address not mapped
-    READ_ONLY = 0x07     # CSR write to a read-only register
-    TIMEOUT = 0x08       # the controller did not take / answer a STREAM command in time
-    OVERFLOW = 0x09      # the controller's response did not fit the device's response buffer
-
-
-# sticky bits of the link_flags register (w1c) and the link's event counters, in register order
-FLAG_BITS = ("crc_error", "framing_error", "dropped_frame", "dup_frame", "stream_timeout",
-             "stream_overflow", "uart_break", "stream_discard")
-COUNTERS = ("crc_errors", "framing_errors", "dropped_frames", "dup_frames", "executed", "stream_discards")
-
-RESET_CONTROLLER = 1 << 0   # pulse the controller's soft reset
-RESET_COUNTERS = 1 << 1     # clear the link's error counters (the `executed` counter included)
-RESET_FLAGS_MASK = RESET_CONTROLLER | RESET_COUNTERS
+# the protocol's constants, generated from rtl/protocol.py (python -m rtl.hostgen); re-exported here
+from sw.link_proto import (  # noqa: F401
+    COUNTERS, FLAG_BITS, HEADER_BYTES, MAX_LEN, OVERHEAD, RESET_CONTROLLER, RESET_COUNTERS, RESET_FLAGS_MASK,
+    RESPONSE, SYNC, Cmd, Status)
 
 
 def hchk(header: bytes) -> int:

@@ -11,7 +11,9 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from rtl.host import REFUSED, HostBridge, HostStatus, Op, ctrl_block, render_host_protocol
+from rtl.host import HostBridge, ctrl_block
+from rtl.hostgen import HOST_PROTO_MODULE, render_host_proto
+from rtl.protocol import REFUSED, BridgeOp, HostStatus
 from rtl.write_verify import WriteVerify
 
 IW, K = 5, 3
@@ -160,28 +162,28 @@ def test_command_set():
     log = []
     im = [[i * 10 + j for j in range(IW)] for i in range(3)]
     cmds = [
-        [hdr(Op.ECHO, 3), 1, 2, 0xFFFFFFFF],
-        [hdr(Op.INFER, 2), *im[0], *im[1]],
-        [hdr(Op.PROGRAM, 2), cell(1, 20, 3, 100), cell(7, 127, 15, 25)],
-        [hdr(Op.READ, 2), cell(2, 9, 4), cell(0, 1, 1)],
-        [hdr(Op.TRAIN, 1), *im[2]],
-        [hdr(Op.FINISH, 0)],
+        [hdr(BridgeOp.ECHO, 3), 1, 2, 0xFFFFFFFF],
+        [hdr(BridgeOp.INFER, 2), *im[0], *im[1]],
+        [hdr(BridgeOp.PROGRAM, 2), cell(1, 20, 3, 100), cell(7, 127, 15, 25)],
+        [hdr(BridgeOp.READ, 2), cell(2, 9, 4), cell(0, 1, 1)],
+        [hdr(BridgeOp.TRAIN, 1), *im[2]],
+        [hdr(BridgeOp.FINISH, 0)],
         # errors
         [hdr(0x55, 1), 7],                                  # unknown op
-        [hdr(Op.ECHO, 1, reserved=1), 7],                   # reserved bits
-        [hdr(Op.INFER, 1), 1, 2],                           # short image: padded
-        [hdr(Op.PROGRAM, 2), cell(8, 0, 0, 10), cell(1, 1, 1, 50)],   # PE 8 does not exist
-        [hdr(Op.ECHO, 1), 5, 6],                            # extra word
-        [hdr(Op.READ, 3), cell(0, 2, 2)],                   # missing items
-        [hdr(Op.ECHO, 0)],                                  # count 0, nothing: OK
+        [hdr(BridgeOp.ECHO, 1, reserved=1), 7],                   # reserved bits
+        [hdr(BridgeOp.INFER, 1), 1, 2],                           # short image: padded
+        [hdr(BridgeOp.PROGRAM, 2), cell(8, 0, 0, 10), cell(1, 1, 1, 50)],   # PE 8 does not exist
+        [hdr(BridgeOp.ECHO, 1), 5, 6],                            # extra word
+        [hdr(BridgeOp.READ, 3), cell(0, 2, 2)],                   # missing items
+        [hdr(BridgeOp.ECHO, 0)],                                  # count 0, nothing: OK
     ]
     out = _run(cmds, log)
     ok = HostStatus.OK
     # ECHO
-    assert out[0][:-1] == [0xFFFFFFFE, 0xFFFFFFFD, 0] and trailer(out[0][-1]) == (Op.ECHO, ok, 3)
+    assert out[0][:-1] == [0xFFFFFFFE, 0xFFFFFFFD, 0] and trailer(out[0][-1]) == (BridgeOp.ECHO, ok, 3)
     # INFER: RESULT_WORDS words per image: cls, logits (s32), p, delta (s32)
     rw = 1 + 3 * K
-    assert len(out[1]) == 2 * rw + 1 and trailer(out[1][-1]) == (Op.INFER, ok, 2)
+    assert len(out[1]) == 2 * rw + 1 and trailer(out[1][-1]) == (BridgeOp.INFER, ok, 2)
     for n in range(2):
         v = sum(im[n])
         r = out[1][n * rw:(n + 1) * rw]
@@ -192,33 +194,32 @@ def test_command_set():
     assert [e for e in log if e[0] == "image"][:2] == [("image", im[0], 0), ("image", im[1], 0)]
     # PROGRAM: final_code | pulses << 8 | ok << 24
     assert out[2] [:-1] == [100 | 20 << 8 | 1 << 24, 25 | 127 << 8 | 1 << 24]
-    assert trailer(out[2][-1]) == (Op.PROGRAM, ok, 2)
+    assert trailer(out[2][-1]) == (BridgeOp.PROGRAM, ok, 2)
     assert ("prog", (1, 20, 3, 100)) in log and ("prog", (7, 127, 15, 25)) in log
     # READ: code (row + bl in the stand-in)
-    assert out[3][:-1] == [13, 2] and trailer(out[3][-1]) == (Op.READ, ok, 2)
+    assert out[3][:-1] == [13, 2] and trailer(out[3][-1]) == (BridgeOp.READ, ok, 2)
     # TRAIN: the image went with train = 1
-    assert ("image", im[2], 1) in log and trailer(out[4][-1]) == (Op.TRAIN, ok, 1)
+    assert ("image", im[2], 1) in log and trailer(out[4][-1]) == (BridgeOp.TRAIN, ok, 1)
     # FINISH: cells, failed, pulses, flags
     assert out[5][:-1] == [2, 1, 5, 0], f"FINISH summary {out[5][:-1]}"
-    assert trailer(out[5][-1]) == (Op.FINISH, ok, 4)
+    assert trailer(out[5][-1]) == (BridgeOp.FINISH, ok, 4)
     # errors
     assert out[6] == [0x55 | HostStatus.BAD_OP << 8], f"unknown op: {out[6]}"
-    assert trailer(out[7][-1]) == (Op.ECHO, HostStatus.BAD_ARG, 0) and len(out[7]) == 1
-    assert trailer(out[8][-1]) == (Op.INFER, HostStatus.BAD_LENGTH, 1) and len(out[8]) == rw + 1
+    assert trailer(out[7][-1]) == (BridgeOp.ECHO, HostStatus.BAD_ARG, 0) and len(out[7]) == 1
+    assert trailer(out[8][-1]) == (BridgeOp.INFER, HostStatus.BAD_LENGTH, 1) and len(out[8]) == rw + 1
     assert [e for e in log if e[0] == "image"][3][1] == [1, 2, 0, 0, 0], "short image padded with zeros"
     assert out[9][:-1] == [REFUSED, 50 | 1 << 8 | 1 << 24]
-    assert trailer(out[9][-1]) == (Op.PROGRAM, HostStatus.BAD_ARG, 2)
-    assert out[10][:-1] == [0xFFFFFFFA] and trailer(out[10][-1]) == (Op.ECHO, HostStatus.BAD_LENGTH, 1)
-    assert out[11][:-1] == [4] and trailer(out[11][-1]) == (Op.READ, HostStatus.BAD_LENGTH, 1)
-    assert out[12] == [Op.ECHO]
+    assert trailer(out[9][-1]) == (BridgeOp.PROGRAM, HostStatus.BAD_ARG, 2)
+    assert out[10][:-1] == [0xFFFFFFFA] and trailer(out[10][-1]) == (BridgeOp.ECHO, HostStatus.BAD_LENGTH, 1)
+    assert out[11][:-1] == [4] and trailer(out[11][-1]) == (BridgeOp.READ, HostStatus.BAD_LENGTH, 1)
+    assert out[12] == [BridgeOp.ECHO]
 
 
 def test_generated_host_constants_are_up_to_date():
-    from rtl.host import HOST_PROTO_MODULE
-    assert HOST_PROTO_MODULE.read_text() == render_host_protocol(), \
-        "sw/host_proto.py is out of date: run `python -m rtl.csr`"
+    assert HOST_PROTO_MODULE.read_text() == render_host_proto(), \
+        "sw/host_proto.py is out of date: run `python -m rtl.hostgen`"
     from sw import csr_map, host_proto
-    assert host_proto.OPS == {o.name: int(o) for o in Op}
+    assert host_proto.OPS == {o.name: int(o) for o in BridgeOp}
     assert csr_map.REGISTERS["ctrl_image_words"].reset == host_proto.IMAGE_WORDS == 197
     assert csr_map.REGISTERS["ctrl_result_words"].reset == host_proto.RESULT_WORDS == 31
     assert [r.name for r in ctrl_block().registers][:3] == ["eta_m", "eta_sh", "th_code"]

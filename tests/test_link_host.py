@@ -304,9 +304,21 @@ def test_serial_transport_over_pty():
 # ------------------------------------------------------------------ CSR map builder and generated constants
 
 def test_generated_csr_map_is_up_to_date():
-    from rtl.csr import HOST_MODULE, project_map, render_host_module
-    assert HOST_MODULE.read_text() == render_host_module(project_map()), \
-        "sw/csr_map.py is out of date: run `python -m rtl.csr`"
+    from rtl.hostgen import CSR_MAP_MODULE, project_map, render_csr_map
+    assert CSR_MAP_MODULE.read_text() == render_csr_map(project_map()), \
+        "sw/csr_map.py is out of date: run `python -m rtl.hostgen`"
+
+
+def test_generated_link_proto_is_up_to_date():
+    from rtl import protocol
+    from rtl.hostgen import LINK_PROTO_MODULE, render_link_proto
+    from sw import link
+    assert LINK_PROTO_MODULE.read_text() == render_link_proto(), \
+        "sw/link_proto.py is out of date: run `python -m rtl.hostgen`"
+    assert {c.name: int(c) for c in link.Cmd} == {c.name: int(c) for c in protocol.Cmd}
+    assert {s.name: int(s) for s in link.Status} == {s.name: int(s) for s in protocol.Status}
+    assert (link.SYNC, link.RESPONSE, link.FLAG_BITS, link.COUNTERS, link.RESET_FLAGS_MASK) == \
+        (protocol.SYNC, protocol.RESPONSE, protocol.FLAG_BITS, protocol.COUNTERS, protocol.RESET_FLAGS_MASK)
 
 
 def test_map_builder_and_extra_blocks():
@@ -318,7 +330,8 @@ def test_map_builder_and_extra_blocks():
     assert cmap["ctrl_mode"].addr == 32 and cmap["ctrl_irq"].addr == 34 and cmap.windows["ctrl_state"] == (33, 2)
     assert cmap.hash != with_map_hash([link_block()]).hash
     assert cmap["link_map_hash"].reg.reset == cmap.hash
-    text = csr.render_host_module(cmap)
+    from rtl.hostgen import render_csr_map
+    text = render_csr_map(cmap)
     ns = {}
     exec(text, ns)
     assert ns["CTRL_MODE"] == 32 and ns["REGISTERS"]["ctrl_irq"].access == "w1c" and ns["MAP_HASH"] == cmap.hash
