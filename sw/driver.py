@@ -107,7 +107,7 @@ class Board:
                               f"this driver speaks {VERSION_MAJOR}.x")
         if check_map and self.info["map_hash"] != csr_map.MAP_HASH:
             raise MapMismatch(f"CSR map hash {self.info['map_hash']:#010x} != sw/csr_map.py {csr_map.MAP_HASH:#010x}: "
-                              "regenerate sw/csr_map.py (python -m rtl.csr) for this bitstream")
+                              "regenerate sw/csr_map.py (python -m rtl.hostgen) for this bitstream")
         self.link.parser.max_len = max(self.info["max_response"], 4)
         self.link.max_payload = self.info["max_payload"]
         return self
