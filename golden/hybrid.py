@@ -150,6 +150,36 @@ class PairStats:
         return dict(self.__dict__)
 
 
+def pair_plan(d: int, pos, neg, cp: int, cn: int, lo: int, hi: int, blocked, resolution):
+    """The pair rule (module docstring) for one command: d = ProgramCommand.d_code, the verify
+    codes cp of G+ (cell `pos`) and cn of G- (cell `neg`), the window [lo, hi] in codes, the
+    blocked cells, and resolution(code, direction) -> the largest part too small to program
+    (closed loop: the verify margin; `PairProgrammer._resolution`).
+    Returns (need, applied, writes): |d|, the codes applied (a + b), and the write operations
+    [(cell, code_now, target, direction)], the lowered device first (rtl/pair_programmer.py's
+    write-verify targets in closed loop)."""
+    if d > 0:
+        down, up, cd, cu = neg, pos, cn, cp
+    else:
+        down, up, cd, cu = pos, neg, cp, cn
+    need = abs(d)
+    room_d = 0 if down in blocked else max(cd - lo, 0)
+    room_u = 0 if up in blocked else max(hi - cu, 0)
+    a = min(need, room_d)
+    b = min(need - a, room_u)
+    res_d, res_u = resolution(cd, RESET), resolution(cu, SET)
+    if 0 < a <= res_d and a + b <= room_u:
+        a, b = 0, a + b
+    if 0 < b <= res_u and a + b <= room_d:
+        a, b = a + b, 0
+    if a <= res_d:
+        a = 0
+    if b <= res_u:
+        b = 0
+    writes = ([(down, cd, cd - a, RESET)] if a else []) + ([(up, cu, cu + b, SET)] if b else [])
+    return need, a + b, writes
+
+
 class PairProgrammer:
     """Carries out golden.update.ProgramCommand's on the differential pairs of a crossbar."""
 
@@ -175,33 +205,14 @@ class PairProgrammer:
         xb = self.xb
         pos, neg = (cmd.pe, cmd.row_pos, cmd.bl), (cmd.pe, cmd.row_pos + 1, cmd.bl)
         cp, cn = xb.verify_read(*pos), xb.verify_read(*neg)
-        d = int(cmd.d_code)
-        if d > 0:
-            down, up, cd, cu = neg, pos, cn, cp
-        else:
-            down, up, cd, cu = pos, neg, cp, cn
-        need = abs(d)
-        room_d = 0 if down in self.blocked else max(cd - self.lo, 0)
-        room_u = 0 if up in self.blocked else max(self.hi - cu, 0)
-        a = min(need, room_d)
-        b = min(need - a, room_u)
-        res_d, res_u = self._resolution(cd, RESET), self._resolution(cu, SET)
-        if 0 < a <= res_d and a + b <= room_u:
-            a, b = 0, a + b
-        if 0 < b <= res_u and a + b <= room_d:
-            a, b = a + b, 0
-        if a <= res_d:
-            a = 0
-        if b <= res_u:
-            b = 0
+        need, applied, writes = pair_plan(int(cmd.d_code), pos, neg, cp, cn, self.lo, self.hi, self.blocked,
+                                          self._resolution)
         self.stats.commands += 1
-        if a + b < need:
+        if applied < need:
             self.stats.saturated += 1
-            self.stats.dropped_codes += need - a - b
-        if a:
-            self._program(down, cd, cd - a, RESET, iteration)
-        if b:
-            self._program(up, cu, cu + b, SET, iteration)
+            self.stats.dropped_codes += need - applied
+        for cell, code_now, target, direction in writes:
+            self._program(cell, code_now, target, direction, iteration)
 
     def _program(self, cell, code_now, target, direction, iteration):
         xb = self.xb
