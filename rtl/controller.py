@@ -35,6 +35,7 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .accumulator import Accumulator
 from .gather import Gather
+from .image_buffer import ImageBuffer
 from .read_lane import ReadLane
 from .onehot import any_of
 from .replica import replicas, slices
@@ -203,7 +204,6 @@ class Controller(wiring.Component):
         ps = SimpleNamespace(**prog_status)
 
         # ------------------------------------------------------------ feature maps
-        m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])
         # one copy of each feature map per reader (the lanes of the step that reads it, the pooling
         # read-modify-write, the training feeder), all written together: each copy is then 1 write +
         # 1 read port, which maps to block RAM (3-4 read ports on one memory do not)
@@ -224,22 +224,10 @@ class Controller(wiring.Component):
             fm_copies.append(copies)
             fm_wr.append(wr)
 
-        # image loading: words in raster order; the controller starts once the image is complete
-        img_w = img.write_port()
-        load_addr = Signal(range(self.image_words + 1))
-        img_full = Signal()
-        m.d.comb += [self.image.ready.eq(~img_full), img_w.addr.eq(load_addr), img_w.data.eq(self.image.payload)]
-        label_in = Signal(8)
-        label = Signal(8)
-        load_last = Signal(init=self.image_words == 1)   # load_addr == image_words - 1, a register
-        with m.If(self.image.valid & self.image.ready):
-            m.d.comb += img_w.en.eq(1)
-            with m.If(load_last):
-                m.d.sync += label_in.eq(self.image.payload[:8])
-            with m.If(load_last):
-                m.d.sync += [load_addr.eq(0), img_full.eq(1), load_last.eq(self.image_words == 1)]
-            with m.Else():
-                m.d.sync += [load_addr.eq(load_addr + 1), load_last.eq(load_addr == self.image_words - 2)]
+        # rtl/image_buffer.py: the image stream into the image memory (read by the first step's lanes)
+        m.submodules.image_buffer = ib = ImageBuffer(self.image_words, len(steps[0].lanes))
+        wiring.connect(m, wiring.flipped(self.image), ib.image)
+        img_full = ib.full
 
         # ------------------------------------------------------------ step state
         # rtl/sequencer.py: the step (also one-hot), its constants in registers, start / advance / end
@@ -259,11 +247,9 @@ class Controller(wiring.Component):
         m.d.comb += [gat.step.eq(step), gat.step_oh.eq(step_oh), gat.sc.eq(sc), gat.active.eq(seq.issue),
                      gat.restart.eq(seq.restart), seq.issue_end.eq(gat.end)]
         # read ports: one per lane of the step that reads the map, each on its own copy
-        img_r = [img.read_port() for _ in range(len(steps[0].lanes))]
         fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
                 for f in range(len(fm_copies))]
-        for li, rp in enumerate(img_r):
-            m.d.comb += [rp.addr.eq(gat.addr[li] >> 2), gat.img_data[li].eq(rp.data)]
+        m.d.comb += [ib.rd_addr[li].eq(gat.addr[li] >> 2) for li in range(ib.n_read)] + [gat.img_data.eq(ib.rd_data)]
         for f in range(len(fm_r)):
             for li, rp in enumerate(fm_r[f]):
                 m.d.comb += [rp.addr.eq(gat.addr[li]), getattr(gat, f"fm{f}_data")[li].eq(rp.data)]
@@ -347,7 +333,7 @@ class Controller(wiring.Component):
             m.d.sync += hold_valid.eq(1)
 
         # ------------------------------------------------------------ result
-        m.d.comb += rs.label.eq(label)
+        m.d.comb += rs.label.eq(ib.label)
         wiring.connect(m, rs.result, wiring.flipped(self.result))
 
         # ------------------------------------------------------------ training feeder
@@ -371,11 +357,8 @@ class Controller(wiring.Component):
         lanes_busy = Signal()
         m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
         m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
-        with m.If(seq.start):
-            m.d.sync += label.eq(label_in)
         # the image buffer is free once C1 is done
-        with m.If(post_done_step & step_oh[0]):
-            m.d.sync += img_full.eq(0)
+        m.d.comb += [ib.start.eq(seq.start), ib.free.eq(post_done_step & step_oh[0])]
         if self.replica:
             m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
