@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -35,10 +35,9 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .accumulator import Accumulator
 from .gather import Gather
+from .pe_router import PERouter
 from .image_buffer import ImageBuffer
 from .read_lane import ReadLane
-from .onehot import any_of
-from .replica import replicas, slices
 from .sequencer import Sequencer, step_case
 from .post import Post
 from .result import ResultStage, result_layout
@@ -261,39 +260,13 @@ class Controller(wiring.Component):
                          lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
                          lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
 
-        # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
-        # the step bits (no priority between the cases: one LUT after the lanes' registers, for
-        # timing: the PHY captures them in the cycle after the tick)
-        outs = ("bl", "pulse", "sh_sample", "sh_bank", "adc_start", "adc_bank", "adc_sel")
-        lane_pe = {}            # (lane, PE) -> the steps in which that lane drives that PE
-        for si, st in enumerate(steps):
-            for li, (pe, _) in enumerate(st.lanes):
-                lane_pe.setdefault((li, pe), []).append(si)
+        # rtl/pe_router.py: lanes -> PE ports and PE codes -> lanes, by the step's lane -> PE table
+        m.submodules.pe_router = rt = PERouter(steps, self.n_pe, NBL, self.n_adc, self.code_bits, self.n_rows)
+        m.d.comb += rt.step_oh.eq(step_oh)
+        for li, lane in enumerate(lanes):
+            wiring.connect(m, lane.pe, rt.lane[li])
         for p in range(self.n_pe):
-            srcs = {li: sis for (li, q), sis in lane_pe.items() if q == p}
-            for n in outs:
-                if srcs:
-                    m.d.comb += getattr(self.pe[p], n).eq(any_of(
-                        Mux(Cat(*[step_oh[si] for si in sis]).any(), getattr(lanes[li].pe, n), 0)
-                        for li, sis in srcs.items()))
-
-        # PE ports -> lanes: each lane's codes as an AND-OR over its source PEs, selected by registers
-        # (one per lane and PE, set from step_oh: a cycle late, and a step's first codes come >=
-        # pulse_cycles after its first issue) in `NSEL` copies, each enabling a slice of the code
-        # bits (timing: one decoded select drove every code bit of both lanes across the die)
-        NSEL = 4
-        for li in range(NL):
-            srcs = {p: sis for (lj, p), sis in lane_pe.items() if lj == li}
-            if not srcs:
-                continue
-            lp = lanes[li].pe
-            sel = {p: replicas(Signal(), NSEL, f"lsel{li}_{p}") for p in srcs}
-            for p, sis in srcs.items():
-                m.d.sync += [c.eq(Cat(*[step_oh[si] for si in sis]).any()) for c in sel[p]]
-            m.d.comb += lp.adc_valid.eq(any_of(sel[p][0] & self.pe[p].adc_valid for p in srcs))
-            for k, (lo, hi) in enumerate(slices(len(lp.adc_codes), NSEL)):
-                m.d.comb += lp.adc_codes[lo:hi].eq(any_of(Mux(sel[p][k], self.pe[p].adc_codes[lo:hi], 0)
-                                                          for p in srcs))
+            wiring.connect(m, rt.pe[p], wiring.flipped(self.pe[p]))
 
         # ------------------------------------------------------------ accumulation
         # rtl/accumulator.py: per position, the sum over its group slots of the lanes' D
