@@ -25,7 +25,6 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden import cnn
@@ -35,6 +34,7 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .accumulator import Accumulator
 from .gather import Gather
+from .feature_maps import FeatureMaps
 from .pe_router import PERouter
 from .image_buffer import ImageBuffer
 from .read_lane import ReadLane
@@ -203,26 +203,8 @@ class Controller(wiring.Component):
         ps = SimpleNamespace(**prog_status)
 
         # ------------------------------------------------------------ feature maps
-        # one copy of each feature map per reader (the lanes of the step that reads it, the pooling
-        # read-modify-write, the training feeder), all written together: each copy is then 1 write +
-        # 1 read port, which maps to block RAM (3-4 read ports on one memory do not)
-        fm_copies, fm_wr = [], []      # per map: {reader: Memory}, (en, addr, data) of the shared write
-        for si, st in enumerate(steps[:-1]):
-            oh, ow, oc = st.out_shape
-            readers = [f"l{li}" for li in range(len(steps[si + 1].lanes))] + ["rmw"]
-            if si == len(steps) - 2:
-                readers.append("v")
-            wr = (Signal(name=f"fm{si + 1}_we"), Signal(16, name=f"fm{si + 1}_wa"), Signal(8, name=f"fm{si + 1}_wd"))
-            copies = {}
-            for r in readers:
-                mem = Memory(shape=unsigned(8), depth=oh * ow * oc, init=[])
-                m.submodules[f"fm{si + 1}_{r}"] = mem
-                wp = mem.write_port()
-                m.d.comb += [wp.en.eq(wr[0]), wp.addr.eq(wr[1]), wp.data.eq(wr[2])]
-                copies[r] = mem
-            fm_copies.append(copies)
-            fm_wr.append(wr)
-
+        # rtl/feature_maps.py: one copy of each map per reader (lanes, post, feeder), written together
+        m.submodules.feature_maps = fms = FeatureMaps(steps)
         # rtl/image_buffer.py: the image stream into the image memory (read by the first step's lanes)
         m.submodules.image_buffer = ib = ImageBuffer(self.image_words, len(steps[0].lanes))
         wiring.connect(m, wiring.flipped(self.image), ib.image)
@@ -246,12 +228,10 @@ class Controller(wiring.Component):
         m.d.comb += [gat.step.eq(step), gat.step_oh.eq(step_oh), gat.sc.eq(sc), gat.active.eq(seq.issue),
                      gat.restart.eq(seq.restart), seq.issue_end.eq(gat.end)]
         # read ports: one per lane of the step that reads the map, each on its own copy
-        fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
-                for f in range(len(fm_copies))]
         m.d.comb += [ib.rd_addr[li].eq(gat.addr[li] >> 2) for li in range(ib.n_read)] + [gat.img_data.eq(ib.rd_data)]
-        for f in range(len(fm_r)):
-            for li, rp in enumerate(fm_r[f]):
-                m.d.comb += [rp.addr.eq(gat.addr[li]), getattr(gat, f"fm{f}_data")[li].eq(rp.data)]
+        for f, n in enumerate(fms.n_lanes):
+            m.d.comb += [getattr(fms, f"lane{f}_addr")[li].eq(gat.addr[li]) for li in range(n)]
+            m.d.comb += getattr(gat, f"fm{f}_data").eq(getattr(fms, f"lane{f}_data"))
         # the lanes take the slot in lockstep: lane 0's ready stands for all
         m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
         for li, lane in enumerate(lanes):
@@ -289,10 +269,9 @@ class Controller(wiring.Component):
                      post.m.eq(sc_m)]
         m.d.comb += post_go.eq(hold_valid & ~step_oh[NS - 1])
         post_done_step = post.done
-        for si, (fw, fr) in enumerate(zip(fm_wr, post.rd)):
-            rp = fm_copies[si]["rmw"].read_port()
-            m.d.comb += [fw[0].eq(post.wr[si].en), fw[1].eq(post.wr[si].addr), fw[2].eq(post.wr[si].data),
-                         rp.addr.eq(fr.addr), fr.data.eq(rp.data)]
+        for f in range(fms.n_maps):
+            wiring.connect(m, post.wr[f], fms.wr[f])
+            wiring.connect(m, post.rd[f], fms.rmw[f])
         with m.If(post_go & post.last):     # the position's last channel
             m.d.sync += hold_valid.eq(0)
         # the FC step's logits to the result stage (rtl/result.py: softmax, argmax, delta, result)
@@ -316,8 +295,7 @@ class Controller(wiring.Component):
                                            delta_bits=len(self.result.payload.delta[0]))
         feed_busy, fin_pending = fdr.busy, fdr.fin_pending
         m.d.comb += rs.feed_busy.eq(feed_busy)
-        fmv = fm_copies[-1]["v"].read_port()
-        m.d.comb += [fmv.addr.eq(fdr.fm_addr), fmv.en.eq(fdr.fm_en), fdr.fm_data.eq(fmv.data),
+        m.d.comb += [fms.v_addr.eq(fdr.fm_addr), fms.v_en.eq(fdr.fm_en), fdr.fm_data.eq(fms.v_data),
                      fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train)]
         wiring.connect(m, wiring.flipped(self.upd_finish), fdr.finish)
         wiring.connect(m, fdr.o, upd_i)
