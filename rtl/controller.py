@@ -4,10 +4,13 @@ The layer sequence and every table come from the golden model (golden/cnn.py lay
 golden/mapping.py read groups), so another CNN of the same layer kinds generates another
 controller. Per weight layer ("step"):
 
-  issuer  --patches-->  read lanes (one per PE the layer uses, in lockstep)  --D-->  accumulator
-     ^ feature-map RAM                     | PE ports (rtl/pe_board.py)             | A per position
-     |                                                                              v
-  next step's feature-map RAM  <--  post (rtl/post.py: bounded ReLU + requant + max-pool, read-modify-write)
+  image buffer (rtl/image_buffer.py) --+
+  feature maps (rtl/feature_maps.py) --+--> patch gather (rtl/gather.py) --> read lanes (rtl/read_lane.py:
+     ^                                                                      one per PE the step uses, lockstep)
+     |                            PE ports (rtl/pe_board.py) <-> PE router (rtl/pe_router.py) <-> lanes
+     |                                                                             | D
+  post (rtl/post.py: bounded ReLU + requant + max-pool)  <--  accumulator (rtl/accumulator.py), A per position
+  step sequencer (rtl/sequencer.py): start of an image, step advance, its end
   (last step: the logits go to the result stage, rtl/result.py: softmax, argmax, delta -> `result` stream;
    training: the feeder, rtl/feeder.py, hands deltas and FC inputs V to the programming path,
    rtl/programming.py: update engine -> pair programmer -> write-verify -> PE programming ports)
@@ -38,7 +41,7 @@ from .feature_maps import FeatureMaps
 from .pe_router import PERouter
 from .image_buffer import ImageBuffer
 from .read_lane import ReadLane
-from .sequencer import Sequencer, step_case
+from .sequencer import Sequencer
 from .post import Post
 from .result import ResultStage, result_layout
 from .feeder import Feeder
@@ -184,61 +187,35 @@ class Controller(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
+        steps, NL, MO, NBL, K = self.steps, self.n_lanes, self.max_out, self.n_bl, self.n_classes
         lanes = []
         for li in range(NL):
             lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
             m.submodules[f"lane{li}"] = lane
             lanes.append(lane)
+        upd_i, ps = self._programming(m)
 
-        # ------------------------------------------------------------ programming path
-        if self.replica:   # the shared path is in rtl/replicated.py: the feeder's stream leaves on upd_out
-            upd_i = wiring.flipped(self.upd_out)
-            prog_status = dict(engine_valid=Const(0), pp_busy=Const(0), pp_cmd_ready=Const(0), wv_ready=Const(1))
-        else:
-            m.submodules.programming = pg = self.programming
-            connect_programming(m, self, pg)
-            upd_i = pg.upd_i
-            prog_status = {k: getattr(pg, k) for k in ("engine_valid", "pp_busy", "pp_cmd_ready", "wv_ready")}
-        ps = SimpleNamespace(**prog_status)
-
-        # ------------------------------------------------------------ feature maps
-        # rtl/feature_maps.py: one copy of each map per reader (lanes, post, feeder), written together
-        m.submodules.feature_maps = fms = FeatureMaps(steps)
+        # ------------------------------------------------------------ image and feature maps
         # rtl/image_buffer.py: the image stream into the image memory (read by the first step's lanes)
         m.submodules.image_buffer = ib = ImageBuffer(self.image_words, len(steps[0].lanes))
         wiring.connect(m, wiring.flipped(self.image), ib.image)
-        img_full = ib.full
+        # rtl/feature_maps.py: one copy of each map per reader (lanes, post, feeder), written together
+        m.submodules.feature_maps = fms = FeatureMaps(steps)
 
         # ------------------------------------------------------------ step state
         # rtl/sequencer.py: the step (also one-hot), its constants in registers, start / advance / end
         m.submodules.sequencer = seq = Sequencer(steps, self.replica)
-        step, step_oh, running = seq.step, seq.step_oh, seq.running
-        NS = len(steps)
-
-        def on(si):        # Case pattern of step si on step_oh
-            return step_case(si, NS)
-        sc = seq.sc
-        sc_oh1, sc_ow1, sc_no1, sc_no2, sc_m = sc.oh1, sc.ow1, sc.no1, sc.no2, sc.m
-        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(img_full)]
+        step, step_oh, sc = seq.step, seq.step_oh, seq.sc
+        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(ib.full)]
+        if self.replica:
+            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
         # ------------------------------------------------------------ issuer (per lane gather)
         # rtl/gather.py: per position and group slot, each lane's patch from the step's input map
         m.submodules.gather = gat = Gather(steps, NBL, self.n_rows, MO)
         m.d.comb += [gat.step.eq(step), gat.step_oh.eq(step_oh), gat.sc.eq(sc), gat.active.eq(seq.issue),
                      gat.restart.eq(seq.restart), seq.issue_end.eq(gat.end)]
-        # read ports: one per lane of the step that reads the map, each on its own copy
-        m.d.comb += [ib.rd_addr[li].eq(gat.addr[li] >> 2) for li in range(ib.n_read)] + [gat.img_data.eq(ib.rd_data)]
-        for f, n in enumerate(fms.n_lanes):
-            m.d.comb += [getattr(fms, f"lane{f}_addr")[li].eq(gat.addr[li]) for li in range(n)]
-            m.d.comb += getattr(gat, f"fm{f}_data").eq(getattr(fms, f"lane{f}_data"))
-        # the lanes take the slot in lockstep: lane 0's ready stands for all
-        m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
-        for li, lane in enumerate(lanes):
-            c = gat.cmd.payload.lane[li]
-            m.d.comb += [lane.cmd.valid.eq(gat.cmd.valid), lane.cmd.payload.patch.eq(c.patch),
-                         lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
-                         lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
+        self._gather_ports(m, gat, ib, fms, lanes)
 
         # rtl/pe_router.py: lanes -> PE ports and PE codes -> lanes, by the step's lane -> PE table
         m.submodules.pe_router = rt = PERouter(steps, self.n_pe, NBL, self.n_adc, self.code_bits, self.n_rows)
@@ -253,38 +230,20 @@ class Controller(wiring.Component):
         m.submodules.accumulator = acc = Accumulator(NL, MO, lanes[0].d_bits, self.logit_bits)
         m.d.comb += [acc.i.valid.eq(lanes[0].res.valid), acc.i.payload.tag.eq(lanes[0].res.payload.tag)]
         m.d.comb += [acc.i.payload.d[li].eq(lane.res.payload.d) for li, lane in enumerate(lanes)]
-        acc_bits = self.logit_bits
-        H = [acc.h[o] for o in range(MO)]  # the finished position; the post takes H[0] and shifts
-        hold_valid = Signal()
-        post_go = Signal()                # a channel of a conv step enters the pipeline
-        m.d.comb += acc.shift.eq(post_go)
-        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
         # rtl/post.py: conv steps, per finished position one channel per cycle (H shifts down),
         # bounded ReLU + requant + max-pool into the next feature map; `post.done` ends the step
-        m.submodules.post = post = Post(steps, acc_bits)
-        m.d.comb += [post.go.eq(post_go), post.h0.eq(H[0]), post.step.eq(step), post.step_oh.eq(step_oh),
-                     post.oh1.eq(sc_oh1), post.ow1.eq(sc_ow1), post.no1.eq(sc_no1), post.no2.eq(sc_no2),
-                     post.m.eq(sc_m)]
-        m.d.comb += post_go.eq(hold_valid & ~step_oh[NS - 1])
-        post_done_step = post.done
+        m.submodules.post = post = Post(steps, self.logit_bits)
+        m.d.comb += [post.h0.eq(acc.h[0]), post.step.eq(step), post.step_oh.eq(step_oh), post.oh1.eq(sc.oh1),
+                     post.ow1.eq(sc.ow1), post.no1.eq(sc.no1), post.no2.eq(sc.no2), post.m.eq(sc.m)]
         for f in range(fms.n_maps):
             wiring.connect(m, post.wr[f], fms.wr[f])
             wiring.connect(m, post.rd[f], fms.rmw[f])
-        with m.If(post_go & post.last):     # the position's last channel
-            m.d.sync += hold_valid.eq(0)
         # the FC step's logits to the result stage (rtl/result.py: softmax, argmax, delta, result)
-        K = self.n_classes
         m.submodules.result = rs = ResultStage(K, self.logit_bits, (self.softmax_m, self.softmax_sh))
-        final_ready, am_busy = rs.held, rs.busy
-        m.d.comb += [rs.i.valid.eq(step_oh[NS - 1] & hold_valid), *[rs.i.payload[o].eq(H[o]) for o in range(K)]]
-        with m.If(rs.i.valid & rs.i.ready):
-            m.d.sync += hold_valid.eq(0)
-        with m.If(acc.done):  # a new finished position: set wins over the clears above
-            m.d.sync += hold_valid.eq(1)
-
-        # ------------------------------------------------------------ result
+        m.d.comb += [rs.i.payload[o].eq(acc.h[o]) for o in range(K)]
+        self._hand_over(m, acc, post, rs, step_oh)
         m.d.comb += rs.label.eq(ib.label)
         wiring.connect(m, rs.result, wiring.flipped(self.result))
 
@@ -293,34 +252,75 @@ class Controller(wiring.Component):
         # update engine; FINISH items for `upd_finish`
         m.submodules.feeder = fdr = Feeder(K, steps[-1].in_shape, self.upd.in_layout,
                                            delta_bits=len(self.result.payload.delta[0]))
-        feed_busy, fin_pending = fdr.busy, fdr.fin_pending
-        m.d.comb += rs.feed_busy.eq(feed_busy)
         m.d.comb += [fms.v_addr.eq(fdr.fm_addr), fms.v_en.eq(fdr.fm_en), fdr.fm_data.eq(fms.v_data),
-                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train)]
+                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train),
+                     rs.feed_busy.eq(fdr.busy)]
         wiring.connect(m, wiring.flipped(self.upd_finish), fdr.finish)
         wiring.connect(m, fdr.o, upd_i)
-        # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
-        # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
-        m.d.comb += self.status.eq(Cat(feed_busy, fdr.v_phase, fin_pending, fdr.o.ready, ps.engine_valid,
-                                       ps.pp_busy, ps.pp_cmd_ready, am_busy))
 
         # ------------------------------------------------------------ step sequencing
-        lanes_busy = Signal()
-        m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
+        # a step ends when the post is done (the FC step: when the result stage holds its logits);
         # the image buffer is free once C1 is done
-        m.d.comb += [ib.start.eq(seq.start), ib.free.eq(post_done_step & step_oh[0])]
-        if self.replica:
-            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
+        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(rs.held),
+                     ib.start.eq(seq.start), ib.free.eq(post.done & step_oh[0])]
+        self._status(m, seq, ib, rs, fdr, ps, lanes)
+        return m
 
-        # counters (the programming path's are in rtl/programming.py)
-        m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
-                                 fin_pending | ps.pp_busy | ~ps.wv_ready)
+    def _programming(self, m):
+        """The programming path (rtl/programming.py) or, as a replica, the `upd_out` port; -> the
+        training feeder's sink and the path's status bits."""
+        if self.replica:   # the shared path is in rtl/replicated.py: the feeder's stream leaves on upd_out
+            ps = dict(engine_valid=Const(0), pp_busy=Const(0), pp_cmd_ready=Const(0), wv_ready=Const(1))
+            return wiring.flipped(self.upd_out), SimpleNamespace(**ps)
+        m.submodules.programming = pg = self.programming
+        connect_programming(m, self, pg)
+        ps = {k: getattr(pg, k) for k in ("engine_valid", "pp_busy", "pp_cmd_ready", "wv_ready")}
+        return pg.upd_i, SimpleNamespace(**ps)
+
+    def _gather_ports(self, m, gat, ib, fms, lanes):
+        """The gather's read ports (one per lane of the step that reads a map, each on its own copy)
+        and its commands to the lanes, which take a slot in lockstep (lane 0's ready stands for all)."""
+        m.d.comb += [ib.rd_addr[li].eq(gat.addr[li] >> 2) for li in range(ib.n_read)] + [gat.img_data.eq(ib.rd_data)]
+        for f, n in enumerate(fms.n_lanes):
+            m.d.comb += [getattr(fms, f"lane{f}_addr")[li].eq(gat.addr[li]) for li in range(n)]
+            m.d.comb += getattr(gat, f"fm{f}_data").eq(getattr(fms, f"lane{f}_data"))
+        m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
+        for li, lane in enumerate(lanes):
+            c = gat.cmd.payload.lane[li]
+            m.d.comb += [lane.cmd.valid.eq(gat.cmd.valid), lane.cmd.payload.patch.eq(c.patch),
+                         lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
+                         lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
+
+    def _hand_over(self, m, acc, post, rs, step_oh):
+        """The accumulator's finished position (`hold_valid`) to the post (conv steps: one channel per
+        cycle, H shifting down) or to the result stage (the FC step); `overrun` is sticky."""
+        NS = len(self.steps)
+        hold_valid = Signal()
+        post_go = Signal()                # a channel of a conv step enters the pipeline
+        m.d.comb += [acc.shift.eq(post_go), post.go.eq(post_go), post_go.eq(hold_valid & ~step_oh[NS - 1]),
+                     rs.i.valid.eq(step_oh[NS - 1] & hold_valid)]
+        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
+        with m.If(post_go & post.last):     # the position's last channel
+            m.d.sync += hold_valid.eq(0)
+        with m.If(rs.i.valid & rs.i.ready):
+            m.d.sync += hold_valid.eq(0)
+        with m.If(acc.done):  # a new finished position: set wins over the clears above
+            m.d.sync += hold_valid.eq(1)
+
+    def _status(self, m, seq, ib, rs, fdr, ps, lanes):
+        """Status word, busy and counters (the programming path's counters are in rtl/programming.py)."""
+        # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
+        # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
+        m.d.comb += self.status.eq(Cat(fdr.busy, fdr.v_phase, fdr.fin_pending, fdr.o.ready, ps.engine_valid,
+                                       ps.pp_busy, ps.pp_cmd_ready, rs.busy))
+        m.d.comb += self.busy.eq(seq.running | ib.full | rs.held | rs.busy | self.result.valid | fdr.busy |
+                                 fdr.fin_pending | ps.pp_busy | ~ps.wv_ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
                      self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
-        with m.If(running & seq.issue & ~lanes_busy):
+        lanes_busy = Signal()
+        m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
+        with m.If(seq.running & seq.issue & ~lanes_busy):
             m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
-        return m
 
 
 def default_instances():

@@ -14,8 +14,8 @@ forwards it). `words` = ceil(pixels / 4) + 1.
   rd_addr[i] In  word address of read port i (one port per reader: the first step's lanes)
   rd_data[i] Out 32   the word at rd_addr[i] one cycle later (a registered block RAM read)
 
-One memory, 1 write + n_read read ports. Address counting: `load_last` (address = words - 1) is a
-register, so the stream's ready/accept path does not wait for a comparator.
+One memory, 1 write + n_read read ports. `load_last` (address = words - 1) is a register, set a
+word ahead, rather than a compare on the accept path.
 """
 from __future__ import annotations
 
