@@ -4,10 +4,13 @@ The layer sequence and every table come from the golden model (golden/cnn.py lay
 golden/mapping.py read groups), so another CNN of the same layer kinds generates another
 controller. Per weight layer ("step"):
 
-  issuer  --patches-->  read lanes (one per PE the layer uses, in lockstep)  --D-->  accumulator
-     ^ feature-map RAM                     | PE ports (rtl/pe_board.py)             | A per position
-     |                                                                              v
-  next step's feature-map RAM  <--  post (rtl/post.py: bounded ReLU + requant + max-pool, read-modify-write)
+  image buffer (rtl/image_buffer.py) --+
+  feature maps (rtl/feature_maps.py) --+--> patch gather (rtl/gather.py) --> read lanes (rtl/read_lane.py:
+     ^                                                                      one per PE the step uses, lockstep)
+     |                            PE ports (rtl/pe_board.py) <-> PE router (rtl/pe_router.py) <-> lanes
+     |                                                                             | D
+  post (rtl/post.py: bounded ReLU + requant + max-pool)  <--  accumulator (rtl/accumulator.py), A per position
+  step sequencer (rtl/sequencer.py): start of an image, step advance, its end
   (last step: the logits go to the result stage, rtl/result.py: softmax, argmax, delta -> `result` stream;
    training: the feeder, rtl/feeder.py, hands deltas and FC inputs V to the programming path,
    rtl/programming.py: update engine -> pair programmer -> write-verify -> PE programming ports)
@@ -23,9 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden import cnn
@@ -35,10 +37,11 @@ from golden.mapping import Mapping, build_mapping
 from .pe_board import PEBoardSignature
 from .accumulator import Accumulator
 from .gather import Gather
+from .feature_maps import FeatureMaps
+from .pe_router import PERouter
+from .image_buffer import ImageBuffer
 from .read_lane import ReadLane
-from .onehot import any_of
-from .replica import replicas, slices
-from .sequencer import Sequencer, step_case
+from .sequencer import Sequencer
 from .post import Post
 from .result import ResultStage, result_layout
 from .feeder import Feeder
@@ -184,170 +187,64 @@ class Controller(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        steps, NL, MO, NBL = self.steps, self.n_lanes, self.max_out, self.n_bl
+        steps, NL, MO, NBL, K = self.steps, self.n_lanes, self.max_out, self.n_bl, self.n_classes
         lanes = []
         for li in range(NL):
             lane = ReadLane(NBL, self.n_rows, self.n_adc, self.input_bits, self.code_bits, MO, self.pulse_cycles)
             m.submodules[f"lane{li}"] = lane
             lanes.append(lane)
+        upd_i, ps = self._programming(m)
 
-        # ------------------------------------------------------------ programming path
-        if self.replica:   # the shared path is in rtl/replicated.py: the feeder's stream leaves on upd_out
-            upd_i = wiring.flipped(self.upd_out)
-            prog_status = dict(engine_valid=Const(0), pp_busy=Const(0), pp_cmd_ready=Const(0), wv_ready=Const(1))
-        else:
-            m.submodules.programming = pg = self.programming
-            connect_programming(m, self, pg)
-            upd_i = pg.upd_i
-            prog_status = {k: getattr(pg, k) for k in ("engine_valid", "pp_busy", "pp_cmd_ready", "wv_ready")}
-        ps = SimpleNamespace(**prog_status)
-
-        # ------------------------------------------------------------ feature maps
-        m.submodules.img = img = Memory(shape=unsigned(32), depth=self.image_words, init=[])
-        # one copy of each feature map per reader (the lanes of the step that reads it, the pooling
-        # read-modify-write, the training feeder), all written together: each copy is then 1 write +
-        # 1 read port, which maps to block RAM (3-4 read ports on one memory do not)
-        fm_copies, fm_wr = [], []      # per map: {reader: Memory}, (en, addr, data) of the shared write
-        for si, st in enumerate(steps[:-1]):
-            oh, ow, oc = st.out_shape
-            readers = [f"l{li}" for li in range(len(steps[si + 1].lanes))] + ["rmw"]
-            if si == len(steps) - 2:
-                readers.append("v")
-            wr = (Signal(name=f"fm{si + 1}_we"), Signal(16, name=f"fm{si + 1}_wa"), Signal(8, name=f"fm{si + 1}_wd"))
-            copies = {}
-            for r in readers:
-                mem = Memory(shape=unsigned(8), depth=oh * ow * oc, init=[])
-                m.submodules[f"fm{si + 1}_{r}"] = mem
-                wp = mem.write_port()
-                m.d.comb += [wp.en.eq(wr[0]), wp.addr.eq(wr[1]), wp.data.eq(wr[2])]
-                copies[r] = mem
-            fm_copies.append(copies)
-            fm_wr.append(wr)
-
-        # image loading: words in raster order; the controller starts once the image is complete
-        img_w = img.write_port()
-        load_addr = Signal(range(self.image_words + 1))
-        img_full = Signal()
-        m.d.comb += [self.image.ready.eq(~img_full), img_w.addr.eq(load_addr), img_w.data.eq(self.image.payload)]
-        label_in = Signal(8)
-        label = Signal(8)
-        load_last = Signal(init=self.image_words == 1)   # load_addr == image_words - 1, a register
-        with m.If(self.image.valid & self.image.ready):
-            m.d.comb += img_w.en.eq(1)
-            with m.If(load_last):
-                m.d.sync += label_in.eq(self.image.payload[:8])
-            with m.If(load_last):
-                m.d.sync += [load_addr.eq(0), img_full.eq(1), load_last.eq(self.image_words == 1)]
-            with m.Else():
-                m.d.sync += [load_addr.eq(load_addr + 1), load_last.eq(load_addr == self.image_words - 2)]
+        # ------------------------------------------------------------ image and feature maps
+        # rtl/image_buffer.py: the image stream into the image memory (read by the first step's lanes)
+        m.submodules.image_buffer = ib = ImageBuffer(self.image_words, len(steps[0].lanes))
+        wiring.connect(m, wiring.flipped(self.image), ib.image)
+        # rtl/feature_maps.py: one copy of each map per reader (lanes, post, feeder), written together
+        m.submodules.feature_maps = fms = FeatureMaps(steps)
 
         # ------------------------------------------------------------ step state
         # rtl/sequencer.py: the step (also one-hot), its constants in registers, start / advance / end
         m.submodules.sequencer = seq = Sequencer(steps, self.replica)
-        step, step_oh, running = seq.step, seq.step_oh, seq.running
-        NS = len(steps)
-
-        def on(si):        # Case pattern of step si on step_oh
-            return step_case(si, NS)
-        sc = seq.sc
-        sc_oh1, sc_ow1, sc_no1, sc_no2, sc_m = sc.oh1, sc.ow1, sc.no1, sc.no2, sc.m
-        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(img_full)]
+        step, step_oh, sc = seq.step, seq.step_oh, seq.sc
+        m.d.comb += [self.timestamp.eq(seq.timestamp), self.cycles.eq(seq.cycles), seq.img_full.eq(ib.full)]
+        if self.replica:
+            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
 
         # ------------------------------------------------------------ issuer (per lane gather)
         # rtl/gather.py: per position and group slot, each lane's patch from the step's input map
         m.submodules.gather = gat = Gather(steps, NBL, self.n_rows, MO)
         m.d.comb += [gat.step.eq(step), gat.step_oh.eq(step_oh), gat.sc.eq(sc), gat.active.eq(seq.issue),
                      gat.restart.eq(seq.restart), seq.issue_end.eq(gat.end)]
-        # read ports: one per lane of the step that reads the map, each on its own copy
-        img_r = [img.read_port() for _ in range(len(steps[0].lanes))]
-        fm_r = [[fm_copies[f][f"l{li}"].read_port() for li in range(len(steps[f + 1].lanes))]
-                for f in range(len(fm_copies))]
-        for li, rp in enumerate(img_r):
-            m.d.comb += [rp.addr.eq(gat.addr[li] >> 2), gat.img_data[li].eq(rp.data)]
-        for f in range(len(fm_r)):
-            for li, rp in enumerate(fm_r[f]):
-                m.d.comb += [rp.addr.eq(gat.addr[li]), getattr(gat, f"fm{f}_data")[li].eq(rp.data)]
-        # the lanes take the slot in lockstep: lane 0's ready stands for all
-        m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
+        self._gather_ports(m, gat, ib, fms, lanes)
+
+        # rtl/pe_router.py: lanes -> PE ports and PE codes -> lanes, by the step's lane -> PE table
+        m.submodules.pe_router = rt = PERouter(steps, self.n_pe, NBL, self.n_adc, self.code_bits, self.n_rows)
+        m.d.comb += rt.step_oh.eq(step_oh)
         for li, lane in enumerate(lanes):
-            c = gat.cmd.payload.lane[li]
-            m.d.comb += [lane.cmd.valid.eq(gat.cmd.valid), lane.cmd.payload.patch.eq(c.patch),
-                         lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
-                         lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
-
-        # lanes -> PE ports, routed by the step's lane -> PE table. The outputs as an AND-OR of
-        # the step bits (no priority between the cases: one LUT after the lanes' registers, for
-        # timing: the PHY captures them in the cycle after the tick)
-        outs = ("bl", "pulse", "sh_sample", "sh_bank", "adc_start", "adc_bank", "adc_sel")
-        lane_pe = {}            # (lane, PE) -> the steps in which that lane drives that PE
-        for si, st in enumerate(steps):
-            for li, (pe, _) in enumerate(st.lanes):
-                lane_pe.setdefault((li, pe), []).append(si)
+            wiring.connect(m, lane.pe, rt.lane[li])
         for p in range(self.n_pe):
-            srcs = {li: sis for (li, q), sis in lane_pe.items() if q == p}
-            for n in outs:
-                if srcs:
-                    m.d.comb += getattr(self.pe[p], n).eq(any_of(
-                        Mux(Cat(*[step_oh[si] for si in sis]).any(), getattr(lanes[li].pe, n), 0)
-                        for li, sis in srcs.items()))
-
-        # PE ports -> lanes: each lane's codes as an AND-OR over its source PEs, selected by registers
-        # (one per lane and PE, set from step_oh: a cycle late, and a step's first codes come >=
-        # pulse_cycles after its first issue) in `NSEL` copies, each enabling a slice of the code
-        # bits (timing: one decoded select drove every code bit of both lanes across the die)
-        NSEL = 4
-        for li in range(NL):
-            srcs = {p: sis for (lj, p), sis in lane_pe.items() if lj == li}
-            if not srcs:
-                continue
-            lp = lanes[li].pe
-            sel = {p: replicas(Signal(), NSEL, f"lsel{li}_{p}") for p in srcs}
-            for p, sis in srcs.items():
-                m.d.sync += [c.eq(Cat(*[step_oh[si] for si in sis]).any()) for c in sel[p]]
-            m.d.comb += lp.adc_valid.eq(any_of(sel[p][0] & self.pe[p].adc_valid for p in srcs))
-            for k, (lo, hi) in enumerate(slices(len(lp.adc_codes), NSEL)):
-                m.d.comb += lp.adc_codes[lo:hi].eq(any_of(Mux(sel[p][k], self.pe[p].adc_codes[lo:hi], 0)
-                                                          for p in srcs))
+            wiring.connect(m, rt.pe[p], wiring.flipped(self.pe[p]))
 
         # ------------------------------------------------------------ accumulation
         # rtl/accumulator.py: per position, the sum over its group slots of the lanes' D
         m.submodules.accumulator = acc = Accumulator(NL, MO, lanes[0].d_bits, self.logit_bits)
         m.d.comb += [acc.i.valid.eq(lanes[0].res.valid), acc.i.payload.tag.eq(lanes[0].res.payload.tag)]
         m.d.comb += [acc.i.payload.d[li].eq(lane.res.payload.d) for li, lane in enumerate(lanes)]
-        acc_bits = self.logit_bits
-        H = [acc.h[o] for o in range(MO)]  # the finished position; the post takes H[0] and shifts
-        hold_valid = Signal()
-        post_go = Signal()                # a channel of a conv step enters the pipeline
-        m.d.comb += acc.shift.eq(post_go)
-        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
 
         # ------------------------------------------------------------ post: requant + pool / logits
         # rtl/post.py: conv steps, per finished position one channel per cycle (H shifts down),
         # bounded ReLU + requant + max-pool into the next feature map; `post.done` ends the step
-        m.submodules.post = post = Post(steps, acc_bits)
-        m.d.comb += [post.go.eq(post_go), post.h0.eq(H[0]), post.step.eq(step), post.step_oh.eq(step_oh),
-                     post.oh1.eq(sc_oh1), post.ow1.eq(sc_ow1), post.no1.eq(sc_no1), post.no2.eq(sc_no2),
-                     post.m.eq(sc_m)]
-        m.d.comb += post_go.eq(hold_valid & ~step_oh[NS - 1])
-        post_done_step = post.done
-        for si, (fw, fr) in enumerate(zip(fm_wr, post.rd)):
-            rp = fm_copies[si]["rmw"].read_port()
-            m.d.comb += [fw[0].eq(post.wr[si].en), fw[1].eq(post.wr[si].addr), fw[2].eq(post.wr[si].data),
-                         rp.addr.eq(fr.addr), fr.data.eq(rp.data)]
-        with m.If(post_go & post.last):     # the position's last channel
-            m.d.sync += hold_valid.eq(0)
+        m.submodules.post = post = Post(steps, self.logit_bits)
+        m.d.comb += [post.h0.eq(acc.h[0]), post.step.eq(step), post.step_oh.eq(step_oh), post.oh1.eq(sc.oh1),
+                     post.ow1.eq(sc.ow1), post.no1.eq(sc.no1), post.no2.eq(sc.no2), post.m.eq(sc.m)]
+        for f in range(fms.n_maps):
+            wiring.connect(m, post.wr[f], fms.wr[f])
+            wiring.connect(m, post.rd[f], fms.rmw[f])
         # the FC step's logits to the result stage (rtl/result.py: softmax, argmax, delta, result)
-        K = self.n_classes
         m.submodules.result = rs = ResultStage(K, self.logit_bits, (self.softmax_m, self.softmax_sh))
-        final_ready, am_busy = rs.held, rs.busy
-        m.d.comb += [rs.i.valid.eq(step_oh[NS - 1] & hold_valid), *[rs.i.payload[o].eq(H[o]) for o in range(K)]]
-        with m.If(rs.i.valid & rs.i.ready):
-            m.d.sync += hold_valid.eq(0)
-        with m.If(acc.done):  # a new finished position: set wins over the clears above
-            m.d.sync += hold_valid.eq(1)
-
-        # ------------------------------------------------------------ result
-        m.d.comb += rs.label.eq(label)
+        m.d.comb += [rs.i.payload[o].eq(acc.h[o]) for o in range(K)]
+        self._hand_over(m, acc, post, rs, step_oh)
+        m.d.comb += rs.label.eq(ib.label)
         wiring.connect(m, rs.result, wiring.flipped(self.result))
 
         # ------------------------------------------------------------ training feeder
@@ -355,38 +252,75 @@ class Controller(wiring.Component):
         # update engine; FINISH items for `upd_finish`
         m.submodules.feeder = fdr = Feeder(K, steps[-1].in_shape, self.upd.in_layout,
                                            delta_bits=len(self.result.payload.delta[0]))
-        feed_busy, fin_pending = fdr.busy, fdr.fin_pending
-        m.d.comb += rs.feed_busy.eq(feed_busy)
-        fmv = fm_copies[-1]["v"].read_port()
-        m.d.comb += [fmv.addr.eq(fdr.fm_addr), fmv.en.eq(fdr.fm_en), fdr.fm_data.eq(fmv.data),
-                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train)]
+        m.d.comb += [fms.v_addr.eq(fdr.fm_addr), fms.v_en.eq(fdr.fm_en), fdr.fm_data.eq(fms.v_data),
+                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train),
+                     rs.feed_busy.eq(fdr.busy)]
         wiring.connect(m, wiring.flipped(self.upd_finish), fdr.finish)
         wiring.connect(m, fdr.o, upd_i)
-        # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
-        # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
-        m.d.comb += self.status.eq(Cat(feed_busy, fdr.v_phase, fin_pending, fdr.o.ready, ps.engine_valid,
-                                       ps.pp_busy, ps.pp_cmd_ready, am_busy))
 
         # ------------------------------------------------------------ step sequencing
-        lanes_busy = Signal()
-        m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
-        m.d.comb += [seq.step_done.eq(post_done_step), seq.logits_ready.eq(final_ready)]
-        with m.If(seq.start):
-            m.d.sync += label.eq(label_in)
+        # a step ends when the post is done (the FC step: when the result stage holds its logits);
         # the image buffer is free once C1 is done
-        with m.If(post_done_step & step_oh[0]):
-            m.d.sync += img_full.eq(0)
-        if self.replica:
-            m.d.comb += [self.fc_req.eq(seq.fc_req), seq.fc_gnt.eq(self.fc_gnt)]
+        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(rs.held),
+                     ib.start.eq(seq.start), ib.free.eq(post.done & step_oh[0])]
+        self._status(m, seq, ib, rs, fdr, ps, lanes)
+        return m
 
-        # counters (the programming path's are in rtl/programming.py)
-        m.d.comb += self.busy.eq(running | img_full | final_ready | am_busy | self.result.valid | feed_busy |
-                                 fin_pending | ps.pp_busy | ~ps.wv_ready)
+    def _programming(self, m):
+        """The programming path (rtl/programming.py) or, as a replica, the `upd_out` port; -> the
+        training feeder's sink and the path's status bits."""
+        if self.replica:   # the shared path is in rtl/replicated.py: the feeder's stream leaves on upd_out
+            ps = dict(engine_valid=Const(0), pp_busy=Const(0), pp_cmd_ready=Const(0), wv_ready=Const(1))
+            return wiring.flipped(self.upd_out), SimpleNamespace(**ps)
+        m.submodules.programming = pg = self.programming
+        connect_programming(m, self, pg)
+        ps = {k: getattr(pg, k) for k in ("engine_valid", "pp_busy", "pp_cmd_ready", "wv_ready")}
+        return pg.upd_i, SimpleNamespace(**ps)
+
+    def _gather_ports(self, m, gat, ib, fms, lanes):
+        """The gather's read ports (one per lane of the step that reads a map, each on its own copy)
+        and its commands to the lanes, which take a slot in lockstep (lane 0's ready stands for all)."""
+        m.d.comb += [ib.rd_addr[li].eq(gat.addr[li] >> 2) for li in range(ib.n_read)] + [gat.img_data.eq(ib.rd_data)]
+        for f, n in enumerate(fms.n_lanes):
+            m.d.comb += [getattr(fms, f"lane{f}_addr")[li].eq(gat.addr[li]) for li in range(n)]
+            m.d.comb += getattr(gat, f"fm{f}_data").eq(getattr(fms, f"lane{f}_data"))
+        m.d.comb += gat.cmd.ready.eq(lanes[0].cmd.ready)
+        for li, lane in enumerate(lanes):
+            c = gat.cmd.payload.lane[li]
+            m.d.comb += [lane.cmd.valid.eq(gat.cmd.valid), lane.cmd.payload.patch.eq(c.patch),
+                         lane.cmd.payload.tag.eq(gat.cmd.payload.tag),
+                         lane.cmd.payload.row_base.eq(c.row_base), lane.cmd.payload.n_out.eq(c.n_out)]
+
+    def _hand_over(self, m, acc, post, rs, step_oh):
+        """The accumulator's finished position (`hold_valid`) to the post (conv steps: one channel per
+        cycle, H shifting down) or to the result stage (the FC step); `overrun` is sticky."""
+        NS = len(self.steps)
+        hold_valid = Signal()
+        post_go = Signal()                # a channel of a conv step enters the pipeline
+        m.d.comb += [acc.shift.eq(post_go), post.go.eq(post_go), post_go.eq(hold_valid & ~step_oh[NS - 1]),
+                     rs.i.valid.eq(step_oh[NS - 1] & hold_valid)]
+        m.d.sync += self.overrun.eq(self.overrun | (acc.done & hold_valid))
+        with m.If(post_go & post.last):     # the position's last channel
+            m.d.sync += hold_valid.eq(0)
+        with m.If(rs.i.valid & rs.i.ready):
+            m.d.sync += hold_valid.eq(0)
+        with m.If(acc.done):  # a new finished position: set wins over the clears above
+            m.d.sync += hold_valid.eq(1)
+
+    def _status(self, m, seq, ib, rs, fdr, ps, lanes):
+        """Status word, busy and counters (the programming path's counters are in rtl/programming.py)."""
+        # status: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 engine output valid,
+        # 5 pair programmer busy, 6 pair programmer command ready, 7 softmax busy
+        m.d.comb += self.status.eq(Cat(fdr.busy, fdr.v_phase, fdr.fin_pending, fdr.o.ready, ps.engine_valid,
+                                       ps.pp_busy, ps.pp_cmd_ready, rs.busy))
+        m.d.comb += self.busy.eq(seq.running | ib.full | rs.held | rs.busy | self.result.valid | fdr.busy |
+                                 fdr.fin_pending | ps.pp_busy | ~ps.wv_ready)
         m.d.comb += [self.slot_reads.eq(sum(l.slot_reads for l in lanes)),
                      self.conv_rounds.eq(sum(l.conv_rounds for l in lanes))]
-        with m.If(running & seq.issue & ~lanes_busy):
+        lanes_busy = Signal()
+        m.d.comb += lanes_busy.eq(sum(l.busy for l in lanes) != 0)
+        with m.If(seq.running & seq.issue & ~lanes_busy):
             m.d.sync += self.lane_idle.eq(self.lane_idle + 1)
-        return m
 
 
 def default_instances():

@@ -35,6 +35,32 @@ class Bundle(wiring.Component):
         return m
 
 
+class Units(wiring.Component):
+    """Like `Bundle`, for blocks with arrays of interfaces among their ports (wiring.connect cannot
+    flip those): each port wired member by member."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        super().__init__({name: Out(b.signature) for name, b in blocks.items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, b in self.blocks.items():
+            m.submodules[name] = b
+            self._wire(m, getattr(self, name), b)
+        return m
+
+    def _wire(self, m, outer, inner, flow=Out):
+        if isinstance(outer, list):          # an array of members
+            for o, i in zip(outer, inner):
+                self._wire(m, o, i, flow)
+        elif hasattr(outer, "signature"):    # an interface (flipped ones report flipped flows)
+            for n, mem in outer.signature.members.items():
+                self._wire(m, getattr(outer, n), getattr(inner, n), mem.flow)
+        else:
+            m.d.comb += outer.eq(inner) if flow == Out else inner.eq(outer)
+
+
 def run_configs(make, configs, name, test_module, seed):
     """pytest side: build all configurations into one Bundle and run the cocotb test module."""
     units = {f"u{k}": make(**c["block"]) for k, c in enumerate(configs)}
