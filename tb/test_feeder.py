@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -49,7 +49,7 @@ async def _unit(dut, prefix, p, seed):
     blk = Feeder(**dict(p["block"], in_layout=UpdateEngine().in_layout))
     K = blk.n_classes
     nrng = np.random.default_rng(seed)
-    u = post_util.Port(dut, prefix)
+    u = harness.Port(dut, prefix)
     fm = [np.zeros(blk.n_in, dtype=np.int64)]
     cocotb.start_soon(_fm_port(dut, u, fm))
     fin = harness.StreamSource(dut, f"{prefix}__finish", dut.clk, rng=random.Random(seed + 2))
@@ -61,7 +61,7 @@ async def _unit(dut, prefix, p, seed):
         return {"op": op.value, "index": index, "value": value}
 
     expected = []
-    for ph, (idle, bp) in enumerate(post_util.phases(p)):
+    for ph, (idle, bp) in enumerate(harness.phases(p)):
         fin.idle, sink.bp = idle, bp
         for n, (deltas, x) in enumerate(_images(blk, nrng, p["images"])):
             # the feature map holds during the feed (the next image's post cannot reach it before)
@@ -75,23 +75,23 @@ async def _unit(dut, prefix, p, seed):
             v = cnn.flatten_chw(x[None])[0]
             expected += [item(Op.DELTA, o, int(deltas[o])) for o in range(K)]
             expected += [item(Op.V, mm, int(v[mm])) for mm in range(blk.n_in)]
-            t0 = post_util.now_cycles()
+            t0 = harness.now_cycles()
             if n % 3 == 1:          # a finish during the feed: its FINISH follows the feed's items
                 await fin.send([0])
-            got = await post_util.collect(sink, n0, K + blk.n_in)
+            got = await harness.collect(sink, n0, K + blk.n_in)
             if ph == 0 and n % 3 != 1:
-                cyc = post_util.now_cycles() - t0
+                cyc = harness.now_cycles() - t0
                 assert cyc <= K + blk.n_in + 6, f"{prefix}: {cyc} cycles for {K + blk.n_in} items"
-            post_util.check(got, expected[n0:n0 + K + blk.n_in], f"{prefix} phase {ph} image {n}")
+            harness.check(got, expected[n0:n0 + K + blk.n_in], f"{prefix} phase {ph} image {n}")
             if n % 3:
                 if n % 3 == 2:      # a finish between feeds
                     await fin.send([0])
-                [f] = await post_util.collect(sink, n0 + K + blk.n_in, 1)
+                [f] = await harness.collect(sink, n0 + K + blk.n_in, 1)
                 assert f["op"] == Op.FINISH.value, f"{prefix}: expected FINISH, got {f}"
                 expected.append(f)
             while int(u.busy.value) or int(u.fin_pending.value):
                 await RisingEdge(dut.clk)
-    await post_util.idle_cycles(dut.clk, 20)
+    await harness.idle_cycles(dut.clk, 20)
     assert len(sink.items) == len(expected), f"{prefix}: extra output items"
     dut._log.info(f"{prefix}: {len(expected)} items compared")
 
@@ -99,7 +99,7 @@ async def _unit(dut, prefix, p, seed):
 if cocotb is not None:
     @cocotb.test()
     async def feeder_random(dut):
-        await post_util.run_units(dut, _unit)
+        await harness.run_units(dut, _unit)
 
 
 # ------------------------------------------------------------------ pytest side
@@ -118,4 +118,4 @@ def test_feeder():
     cfgs = _configs()
     units = {f"u{k}": Feeder(**c["block"]) for k, c in enumerate(cfgs)}
     params = [dict(images=c["images"], block=dict(c["block"], in_layout=None), idle=0.4, bp=0.4) for c in cfgs]
-    harness.run_block(post_util.Bundle(units), "feeder_tb", "tb.test_feeder", {"configs": params, "seed": 14})
+    harness.run_block(harness.Bundle(units), "feeder_tb", "tb.test_feeder", {"configs": params, "seed": 14})

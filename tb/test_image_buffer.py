@@ -13,7 +13,7 @@ import random
 
 import numpy as np
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -30,7 +30,7 @@ def _words(px, label):
 async def _unit(dut, prefix, p, seed):
     from cocotb.triggers import ReadOnly, RisingEdge
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
-    u = post_util.Port(dut, prefix)
+    u = harness.Port(dut, prefix)
     n_px, n_read = p["pixels"], p["n_read"]
     words = (n_px + 3) // 4 + 1
     aw = max(1, (words - 1).bit_length())
@@ -48,7 +48,7 @@ async def _unit(dut, prefix, p, seed):
                 accepted[0] += 1
             await RisingEdge(dut.clk)
     cocotb.start_soon(count())
-    for ph, (idle, _) in enumerate(post_util.phases(p)):
+    for ph, (idle, _) in enumerate(harness.phases(p)):
         src.idle = idle
         sender = cocotb.start_soon(src.send([w for s in stream for w in s]))
         base = accepted[0]
@@ -99,7 +99,7 @@ async def _unit(dut, prefix, p, seed):
 if cocotb is not None:
     @cocotb.test()
     async def image_buffer_random(dut):
-        await post_util.run_units(dut, _unit)
+        await harness.run_units(dut, _unit)
 
 
 def _configs():
@@ -115,4 +115,4 @@ def test_image_buffer():
     from rtl.image_buffer import ImageBuffer
     cfgs = _configs()
     units = {f"u{k}": ImageBuffer((c["pixels"] + 3) // 4 + 1, c["n_read"]) for k, c in enumerate(cfgs)}
-    harness.run_block(post_util.Bundle(units), "image_buffer_tb", "tb.test_image_buffer", {"configs": cfgs, "seed": 14})
+    harness.run_block(harness.Bundle(units), "image_buffer_tb", "tb.test_image_buffer", {"configs": cfgs, "seed": 14})

@@ -10,7 +10,7 @@ the first cycles (a PE driven by two lanes, or by a lane while no step runs).
 """
 import random
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -89,4 +89,4 @@ def test_pe_router():
     units = {f"u{k}": PERouter([SimpleNamespace(lanes=[(pe, []) for pe in t]) for t in table], n_pe)
              for k, (table, n_pe) in enumerate(cfgs)}
     params = {"configs": [dict(table=t, n_pe=n) for t, n in cfgs], "seed": 14, "cycles": 3000}
-    harness.run_block(post_util.Units(units), "pe_router_tb", "tb.test_pe_router", params)
+    harness.run_block(harness.Units(units), "pe_router_tb", "tb.test_pe_router", params)

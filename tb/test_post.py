@@ -17,7 +17,7 @@ import random
 
 import numpy as np
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -71,7 +71,7 @@ async def _post_random(dut):
     p = harness.params()
     steps = _steps(p)
     rng, nrng = random.Random(p["seed"]), np.random.default_rng(p["seed"])
-    await harness.start_clock_and_reset(dut, post_util.CLK_NS)
+    await harness.start_clock_and_reset(dut, harness.CLK_NS)
     mems = [nrng.integers(0, 256, int(np.prod(st.out_shape))) for st in steps[:-1]]   # garbage
     for k, mem in enumerate(mems):
         cocotb.start_soon(_ram(dut, mem, k))

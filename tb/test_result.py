@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 
-from tb import harness, post_util
+from tb import harness
 
 try:
     import cocotb
@@ -83,7 +83,7 @@ async def _unit(dut, prefix, p, seed):
     blk = ResultStage(**p["block"])
     k, lb, (m, sh) = blk.n_classes, blk.logit_bits, (blk.softmax_m, blk.softmax_sh)
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
-    u = post_util.Port(dut, prefix)
+    u = harness.Port(dut, prefix)
     src = harness.StreamSource(dut, f"{prefix}__i", dut.clk, idle=p["idle"], rng=random.Random(seed + 1))
     sink = harness.StreamSink(dut, f"{prefix}__result", dut.clk, backpressure=p["bp"], rng=random.Random(seed + 2))
     seen = {"delta": [], "done": 0}
@@ -110,9 +110,9 @@ async def _unit(dut, prefix, p, seed):
         u.label.value = label
         await src.send([sum((int(x) & ((1 << lb) - 1)) << (o * lb) for o, x in enumerate(z))])
     await sink.wait_for(len(vecs))
-    await post_util.idle_cycles(dut.clk, 50)
+    await harness.idle_cycles(dut.clk, 50)
     got = [_decode(blk.result_layout, x) for x in sink.items]
-    post_util.check(got, expected, f"{prefix} results")
+    harness.check(got, expected, f"{prefix} results")
     assert seen["delta"] == exp_deltas, f"{prefix}: deltas on delta/delta_load differ"
     assert seen["done"] == len(vecs), f"{prefix}: {seen['done']} done for {len(vecs)} vectors"
     dut._log.info(f"{prefix}: {len(vecs)} results and {len(exp_deltas)} deltas compared")
@@ -121,7 +121,7 @@ async def _unit(dut, prefix, p, seed):
 if cocotb is not None:
     @cocotb.test()
     async def result_random(dut):
-        await post_util.run_units(dut, _unit)
+        await harness.run_units(dut, _unit)
 
 
 def test_result():
@@ -135,4 +135,4 @@ def test_result():
             dict(block=dict(n_classes=3, logit_bits=10, softmax=[r.randint(1, 255), r.randint(1, 15)]),
                  idle=0.5, bp=0.3, random=60)]
     units = {f"u{i}": ResultStage(**c["block"]) for i, c in enumerate(cfgs)}
-    harness.run_block(post_util.Bundle(units), "result_tb", "tb.test_result", {"configs": cfgs, "seed": 5})
+    harness.run_block(harness.Bundle(units), "result_tb", "tb.test_result", {"configs": cfgs, "seed": 5})

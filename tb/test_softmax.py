@@ -5,7 +5,7 @@ import random
 
 import numpy as np
 
-from tb import post_util
+from tb import harness
 
 # ------------------------------------------------------------------ cocotb side
 try:
@@ -76,18 +76,18 @@ async def _unit(dut, prefix, p, seed):
     blk = Softmax(**p["block"])
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
-    u = post_util.Port(dut, prefix)
-    src, sink = post_util.streams(dut, prefix, blk, seed)
+    u = harness.Port(dut, prefix)
+    src, sink = harness.streams(dut, prefix, blk, seed)
     cocotb.start_soon(sink.run())
     k = blk.k
 
     total, lat, per_vec = 0, None, None
-    for ph, (idle, bp) in enumerate(post_util.phases(p)):
-        post_util.set_phase(src, sink, idle, bp)
+    for ph, (idle, bp) in enumerate(harness.phases(p)):
+        harness.set_phase(src, sink, idle, bp)
         vecs = vectors(blk, rng, nrng, p["random"])
         n0 = len(sink.items)
         expected = []
-        t0 = post_util.now_cycles()
+        t0 = harness.now_cycles()
         for i, (z, label, m, sh) in enumerate(vecs):
             pe = softmax_fixed(z[None], m, sh)
             de = delta(pe, [label])[0]
@@ -97,11 +97,11 @@ async def _unit(dut, prefix, p, seed):
             u.m.value, u.sh.value = m, sh                    # sampled with class 0's transfer
             await src.send([{"z": int(z[c]), "label": label if c == 0 else rng.randrange(k)} for c in range(k)])
             if ph == 0 and i == 0:                           # latency: last logit -> first output
-                lat = 1 + await post_util.cycles_until(dut.clk, lambda: bool(u.o__valid.value))
+                lat = 1 + await harness.cycles_until(dut.clk, lambda: bool(u.o__valid.value))
             u.m.value, u.sh.value = rng.randrange(1 << blk.m_bits), rng.randrange(1 << blk.sh_bits)
-        got = await post_util.collect(sink, n0, len(expected))
-        cyc = post_util.now_cycles() - t0
-        post_util.check(got, expected, f"{prefix} phase {ph}")
+        got = await harness.collect(sink, n0, len(expected))
+        cyc = harness.now_cycles() - t0
+        harness.check(got, expected, f"{prefix} phase {ph}")
         if ph == 0:
             per_vec = cyc / len(vecs)
             assert lat == k + 26, f"{prefix}: latency {lat}"
@@ -109,7 +109,7 @@ async def _unit(dut, prefix, p, seed):
         total += len(expected)
         dut._log.info(f"{prefix} {p['block']} phase {ph} (idle {idle}, bp {bp}): {len(vecs)} vectors, "
                       f"{cyc:.0f} cycles")
-    await post_util.idle_cycles(dut.clk, 5)
+    await harness.idle_cycles(dut.clk, 5)
     assert len(sink.items) == total, f"{prefix}: extra output items"
     dut._log.info(f"{prefix}: {total} (index, p, delta, argmax) outputs compared; latency {lat} cycles, "
                   f"{per_vec:.1f} cycles per vector at full rate")
@@ -118,11 +118,11 @@ async def _unit(dut, prefix, p, seed):
 if cocotb is not None:
     @cocotb.test()
     async def softmax_random(dut):
-        await post_util.run_units(dut, _unit)
+        await harness.run_units(dut, _unit)
 
 
 # ------------------------------------------------------------------ pytest side
-# One build (tb/post_util.Bundle), one unit per configuration: the FC default (K=10, s21 logits,
+# One build (tb/harness.Bundle), one unit per configuration: the FC default (K=10, s21 logits,
 # u16 M), K=16 (E reaches 2**19 exactly: width of the sum and the divider), and a narrow block.
 CONFIGS = [
     dict(block=dict(k=10, logit_bits=21, m_bits=16, sh_bits=6), idle=0.3, bp=0.5, random=120),
@@ -133,9 +133,9 @@ CONFIGS = [
 
 def test_softmax():
     from rtl.softmax import Softmax
-    post_util.run_configs(Softmax, CONFIGS, "softmax_tb", "tb.test_softmax", seed=2020)
+    harness.run_configs(Softmax, CONFIGS, "softmax_tb", "tb.test_softmax", seed=2020)
 
 
 def test_softmax_verilog():
     """The default instance alone converts and passes Verilator's lint with the harness waivers."""
-    post_util.lint_default_instances("rtl.softmax")
+    harness.lint_default_instances("rtl.softmax")
