@@ -51,8 +51,13 @@ DEPTH_WEIGHT = {**{f"LUT{i}": 1 for i in range(1, 7)}, "CARRY4": 1, "MUXF7": 1, 
 # register replicas (rtl/replica.py) carry `keep` on their wires, which yosys' opt_merge ignores: put
 # it on their flip-flop cells (after `proc` made them) so equal copies are not merged back into one
 KEEP_REPLICAS = "proc\nsetattr -set keep 1 a:keep %ci1:+[Q] a:keep %d\n"
+# splitnets before synth_xilinx: its ABC9 step, reintegrating a module's mapped logic, can create a
+# wire whose name a multi-bit wire of the module already has and fail an assertion
+# (`count_id(wire->name) == 0`, yosys issue 4349, seen on the accumulator and the issuer's patch
+# registers); single-bit wires avoid the clash and give the same logic
 XILINX_SCRIPT = """read_verilog {verilog}
-""" + KEEP_REPLICAS + """synth_xilinx -family xc7 -top {top}
+""" + KEEP_REPLICAS + """splitnets
+synth_xilinx -family xc7 -top {top}
 tee -q -o stat.json stat -json
 flatten
 write_json -compat-int flat.json
