@@ -39,23 +39,16 @@ async def _unit(dut, prefix, p, seed):
     imgs = [np.zeros(n_px, int), np.full(n_px, 255)] + [nrng.integers(0, 256, n_px) for _ in range(p["images"])]
     labels = [rng.randrange(256) for _ in imgs]
     stream = [_words(x, lab) for x, lab in zip(imgs, labels)]
-    accepted = [0]
-
-    async def count():       # words taken by the buffer
-        while True:
-            await ReadOnly()
-            if int(u.image__valid.value) and int(u.image__ready.value):
-                accepted[0] += 1
-            await RisingEdge(dut.clk)
-    cocotb.start_soon(count())
+    mon = harness.StreamMonitor(dut, f"{prefix}__image", dut.clk)    # the words the buffer took
+    cocotb.start_soon(mon.run())
     for ph, (idle, _) in enumerate(harness.phases(p)):
         src.idle = idle
         sender = cocotb.start_soon(src.send([w for s in stream for w in s]))
-        base = accepted[0]
+        base = len(mon.items)
         prev_label = None
         for n, exp in enumerate(stream):
             # wait for the image's last word; `full` stays low until it has been taken
-            while accepted[0] < base + (n + 1) * words:
+            while len(mon.items) < base + (n + 1) * words:
                 await ReadOnly()
                 assert not int(u.full.value), f"{prefix}: full before image {n} was complete"
                 await RisingEdge(dut.clk)
@@ -80,7 +73,7 @@ async def _unit(dut, prefix, p, seed):
                 for x, g in zip(addrs, got):
                     assert g == exp[x], f"{prefix} phase {ph} image {n} word {x}: {g:#x} != {exp[x]:#x}"
                 assert int(u.label.value) == labels[n], f"{prefix}: label {int(u.label.value)} != {labels[n]}"
-                assert accepted[0] == base + (n + 1) * words, f"{prefix}: a word taken while full"
+                assert len(mon.items) == base + (n + 1) * words, f"{prefix}: a word taken while full"
                 await RisingEdge(dut.clk)
                 pend.append(got)
             while rng.random() < 0.5:
