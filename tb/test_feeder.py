@@ -105,7 +105,9 @@ if cocotb is not None:
 # ------------------------------------------------------------------ pytest side
 def _configs():
     from rtl.update_engine import UpdateEngine
-    lay = UpdateEngine().in_layout
+    upd = UpdateEngine()
+    upd._MustUse__silence = True        # built for its input layout only
+    lay = upd.in_layout
     return [  # the system's FC input (10 classes, 4x4x12), one class and two inputs, a small odd one
         dict(block=dict(n_classes=10, in_shape=(4, 4, 12), in_layout=lay), images=6),
         dict(block=dict(n_classes=1, in_shape=(1, 1, 2), in_layout=lay), images=6),
