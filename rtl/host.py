@@ -58,7 +58,7 @@ from amaranth.lib.wiring import In, Out
 from rtl import csr
 from rtl.protocol import BRIDGE, HOST_VERSION, REFUSED, BridgeOp, HostStatus, result_offsets
 from rtl.onehot import OneHotFSM
-from rtl.link import WORD
+from rtl.link import WORD, from_ns
 
 def default_params() -> dict:
     """Design parameters of the default controller (golden/cnn.py), without elaborating it."""
@@ -150,11 +150,6 @@ def connect_ctrl_regs(m, regs, ctrl, bridge):
 def _field(word, name, table):
     off, w = table[name]
     return word[off:off + w]
-
-
-def _take(ns, names: str) -> list:
-    """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
-    return [getattr(ns, n) for n in names.split()]
 
 
 class Skid(wiring.Component):
@@ -307,7 +302,7 @@ class HostBridge(wiring.Component):
     def _registers(self, m, ns):
         """The command's registers: op, status, counts of items issued / answered / left, the op's flags
         decoded at the header, the current item, the FINISH report."""
-        IW, vread_req = _take(ns, "IW vread_req")
+        IW, vread_req = from_ns(ns, "IW vread_req")
         op = Signal(8)
         status = Signal(8)
         answered = Signal(16)       # items answered (the trailer's count)
@@ -365,7 +360,7 @@ class HostBridge(wiring.Component):
     def _vread_arbiter(self, m, ns):
         """The verify-read arbiter between the pair programmer (`c_vread_*`, through its skid buffers) and
         the host's READ command (`hv_*`), in front of the PE board's verify read (`vread_*`)."""
-        c_vread_req, c_vread_rsp, hv_ready, hv_req, hv_rsp_ready, hv_rsp_valid, hv_valid, vread_req = _take(ns, """
+        c_vread_req, c_vread_rsp, hv_ready, hv_req, hv_rsp_ready, hv_rsp_valid, hv_valid, vread_req = from_ns(ns, """
             c_vread_req c_vread_rsp hv_ready hv_req hv_rsp_ready hv_rsp_valid hv_valid vread_req""")
         m.submodules.vread_arbiter = arb = VreadArbiter(self.rd_layout, self.vread_rsp.payload.shape())
         wiring.connect(m, c_vread_req, arb.a_req)
@@ -379,7 +374,7 @@ class HostBridge(wiring.Component):
     def _cell_decode(self, m, ns):
         """Fields of the cell word on `cmd` (range check) and of the current item (to the programming and
         verify-read requests)."""
-        cmd, f, hv_req, image, item, prog = _take(ns, "cmd f hv_req image item prog")
+        cmd, f, hv_req, image, item, prog = from_ns(ns, "cmd f hv_req image item prog")
         P = BRIDGE
         # ---------------------------------------------------------------- cell word decode
         cw = cmd.payload.data
@@ -400,7 +395,7 @@ class HostBridge(wiring.Component):
         DRAIN drops words up to `last`."""
         (answered, at_last, cmd, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, h_cnt0,
          h_known, h_resv, hdr, in_done, is_img, item_last, left, op, owed, owed_nz, refused, status, widx,
-         widx_end) = _take(ns, """
+         widx_end) = from_ns(ns, """
             answered at_last cmd f fcells ffailed fflags fin_got fin_idx fin_sent fpulses h_cnt0 h_known h_resv
             hdr in_done is_img item_last left op owed owed_nz refused status widx widx_end""")
         # ---------------------------------------------------------------- in side
@@ -468,7 +463,7 @@ class HostBridge(wiring.Component):
         """In side FSM, item states: image words to the controller (IMG, PAD), one cell at a time (CELL, GO),
         FINISH (FIN), then DONE until the trailer is sent."""
         (IW, at_last, cell_ok, cmd, cw, f, fin_sent, fsm_in, hv_ready, hv_valid, image, in_done, inc, inc_r,
-         item, item_last, owed_nz, prog, refused, set_status, status, trailer_fire, widx, widx_end) = _take(ns, """
+         item, item_last, owed_nz, prog, refused, set_status, status, trailer_fire, widx, widx_end) = from_ns(ns, """
             IW at_last cell_ok cmd cw f fin_sent fsm_in hv_ready hv_valid image in_done inc inc_r item item_last
             owed_nz prog refused set_status status trailer_fire widx widx_end""")
         with fsm_in.state("IMG"):                    # image words -> controller
@@ -549,7 +544,7 @@ class HostBridge(wiring.Component):
         """Out side, the answer words: the trailer, a result's words in two registered stages, the FINISH
         report, the write-verify results (answered or counted)."""
         (K, RO, RW, answered, dec_r, f, fcells, ffailed, fflags, fin_got, fin_idx, fin_sent, fpulses, fsm_in,
-         in_done, inc_r, op, owed_nz, prog_res, rsp, status) = _take(ns, """
+         in_done, inc_r, op, owed_nz, prog_res, rsp, status) = from_ns(ns, """
             K RO RW answered dec_r f fcells ffailed fflags fin_got fin_idx fin_sent fpulses fsm_in in_done inc_r
             op owed_nz prog_res rsp status""")
         # ---------------------------------------------------------------- out side
@@ -634,7 +629,7 @@ class HostBridge(wiring.Component):
         cycles."""
         (RW, busy_in, counting, dec, f, fin_got, fin_idx, fin_word, fin_words, hv_rsp_ready, hv_rsp_valid,
          in_done, is_img, item, olast, owed_nz, oword, prog_res, pword, refused, res_seen, ridx, ridx_last,
-         rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = _take(ns, """
+         rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = from_ns(ns, """
             RW busy_in counting dec f fin_got fin_idx fin_word fin_words hv_rsp_ready hv_rsp_valid in_done
             is_img item olast owed_nz oword prog_res pword refused res_seen ridx ridx_last rsp rword_r sending
             settle src trailer trailer_due_r trailer_fire""")
@@ -708,7 +703,7 @@ class HostBridge(wiring.Component):
 
     def _counts(self, m, ns):
         """The item counts, a cycle after the event."""
-        answered, at_last, dec, dec_r, fin_word, fin_word_r, inc, inc_r, left, owed, owed_nz = _take(ns, """
+        answered, at_last, dec, dec_r, fin_word, fin_word_r, inc, inc_r, left, owed, owed_nz = from_ns(ns, """
             answered at_last dec dec_r fin_word fin_word_r inc inc_r left owed owed_nz""")
         # the counts, a cycle after the event (inc_r, dec_r: the handshakes do not reach the counters'
         # adders). The lag is covered: SEND is followed by 2 SETTLE cycles, CELL waits for ~inc_r,

@@ -208,7 +208,7 @@ def crc32_byte(m, crc, byte):
 
 # ------------------------------------------------------------------ the link core
 
-def _take(ns, names: str) -> list:
+def from_ns(ns, names: str) -> list:
     """The values `names` (space-separated) of `ns`, the namespace the sections of an elaborate share."""
     return [getattr(ns, n) for n in names.split()]
 
@@ -340,7 +340,7 @@ class Link(wiring.Component):
     def _buffers(self, m, ns):
         """The rx buffer's synchronous word read (`rx_read`), the tx buffer's registered word writes
         (`tx_write`)."""
-        rx_rd, rxw, tx_wr, txw = _take(ns, "rx_rd rxw tx_wr txw")
+        rx_rd, rxw, tx_wr, txw = from_ns(ns, "rx_rd rxw tx_wr txw")
         # ---- rx buffer: registered byte writes; synchronous read of word `ra` into `rwd`
         ra = Signal(range(rxw))
         rq = Signal()                       # a read was issued (ra set) last cycle
@@ -368,7 +368,7 @@ class Link(wiring.Component):
 
     def _decoder(self, m, ns):
         """The request frame decoder (FrameDecoder) and its events."""
-        count_event, rx_wr, rxw = _take(ns, "count_event rx_wr rxw")
+        count_event, rx_wr, rxw = from_ns(ns, "count_event rx_wr rxw")
         m.submodules.decoder = dec = FrameDecoder(rxw, self.max_payload)
         wiring.connect(m, wiring.flipped(self.rx), dec.rx)
         resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
@@ -384,7 +384,7 @@ class Link(wiring.Component):
     def _executor_regs(self, m, ns):
         """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
         cmd word registers, and the registered flags of the loops."""
-        aw, crc, rcrc, seq = _take(ns, "aw crc rcrc seq")
+        aw, crc, rcrc, seq = from_ns(ns, "aw crc rcrc seq")
         # ---- executor state
         # replay record and the response being sent
         rec_valid = Signal()
@@ -473,7 +473,7 @@ class Link(wiring.Component):
     def _command_checks(self, m, ns):
         """Command checks in three registered stages (code, length and w0r are fixed long before EXEC): error
         status, kind, address and count."""
-        code, length, txw, w0r = _take(ns, "code length txw w0r")
+        code, length, txw, w0r = from_ns(ns, "code length txw w0r")
         id_base, id_n = self.identify
         st_base, st_n = self.status
         # command checks, registered (code, length and w0r are fixed long before EXEC)
@@ -540,7 +540,7 @@ class Link(wiring.Component):
         (addr, cf, clear_counters, count, count_event, crc_bad, cur, dup, f_eq, idx, length, overflow, rdok,
          rec_len, rec_seq, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
          rx_pend, rx_read, rx_taken, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0,
-         x_addr, x_bad, x_count, x_status, xk) = _take(ns, """
+         x_addr, x_bad, x_count, x_status, xk) = from_ns(ns, """
             addr cf clear_counters count count_event crc_bad cur dup f_eq idx length overflow rdok rec_len
             rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read
             rx_taken seq sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status
@@ -646,7 +646,7 @@ class Link(wiring.Component):
     def _executor_csr(self, m, ns):
         """Executor states of CSR_READ / CSR_WRITE (and IDENTIFY / STATUS): check every address, then access."""
         (b_rstb, b_wdata, b_wstb, count, f_bad, f_eq, f_last, finish, idx, mf, rd_next, rdok, restart, rwd,
-         rx_read, step, tx_write, wr_next) = _take(ns, """
+         rx_read, step, tx_write, wr_next) = from_ns(ns, """
             b_rstb b_wdata b_wstb count f_bad f_eq f_last finish idx mf rd_next rdok restart rwd rx_read step
             tx_write wr_next""")
         def address_check(kind, ok_next, then, fail):
@@ -719,7 +719,7 @@ class Link(wiring.Component):
         (cdata, cf, clast, cv, finish, finisher, flag, in_stream, inc, mf, overflow, prog, qdata, qlast,
          qtake, qv, rcrc, rdok, rec_crc, rec_len, rec_seq, rec_status, rec_valid, res_len, res_status,
          resume, ridx, rsp_done, rwd, rx_read, s_done, s_eq, s_last, send, sender, seq, sidx, sl, st_to,
-         tdone, tx_write, txw) = _take(ns, """
+         tdone, tx_write, txw) = from_ns(ns, """
             cdata cf clast cv finish finisher flag in_stream inc mf overflow prog qdata qlast qtake qv rcrc rdok
             rec_crc rec_len rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_read
             s_done s_eq s_last send sender seq sidx sl st_to tdone tx_write txw""")
@@ -975,7 +975,7 @@ class FrameDecoder(wiring.Component):
     def _fsm(self, m, ns):
         """The decoder FSM ("rx") and the frame hand-over to the executor (`pend`, `taken`) and the outputs."""
         (code, crc, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length, pay_last,
-         rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = _take(ns, """
+         rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = from_ns(ns, """
             code crc crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc rwa rwb
             rwe rx_long rx_pend rx_to seq take too_long w0r""")
         def rx_timeout_drop():
