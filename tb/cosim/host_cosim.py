@@ -283,15 +283,6 @@ if cocotb is not None:
 
 def run_host_session(session: str, out_path: str, **cfg) -> dict:
     """Build (cached) and run a co-simulated controller session for the CLI; return its JSON."""
-    cfg = dict(session=session, out=str(out_path), **cfg)
-    old = os.environ.get(SESSION_ENV)
-    os.environ[SESSION_ENV] = json.dumps(cfg)
-    try:
-        run_block({"cli": session}, testcase="session", test_module="tb.cosim.host_cosim")
-    finally:
-        if old is None:
-            os.environ.pop(SESSION_ENV, None)
-        else:
-            os.environ[SESSION_ENV] = old
-    with open(out_path) as f:
-        return json.load(f)
+    from tb.cosim.link_cosim import run_session
+    return run_session(SESSION_ENV, dict(session=session, out=str(out_path), **cfg),
+                       lambda: run_block({"cli": session}, testcase="session", test_module="tb.cosim.host_cosim"))

@@ -406,20 +406,25 @@ if cocotb is not None:
             json.dump(result, f)
 
 
+def run_session(env: str, cfg: dict, run) -> dict:
+    """A CLI session in a co-simulation: `cfg` reaches the cocotb side as JSON in $`env` while
+    `run()` builds and runs the testbench, which writes its result to cfg["out"]; -> that JSON."""
+    old = os.environ.get(env)
+    os.environ[env] = json.dumps(cfg)
+    try:
+        run()
+    finally:
+        if old is None:
+            os.environ.pop(env, None)
+        else:
+            os.environ[env] = old
+    with open(cfg["out"]) as f:
+        return json.load(f)
+
+
 def run_cosim_session(session: str, out_path: str, **cfg) -> dict:
     """Build (cached) and run the co-simulation for a CLI session; return its JSON result."""
     from tb import harness
-    cfg = dict(session=session, out=str(out_path), **cfg)
-    old = os.environ.get(SESSION_ENV)
-    os.environ[SESSION_ENV] = json.dumps(cfg)
-    try:
-        harness.run_block(LinkTb(**TB_PARAMS), "link_tb", "tb.cosim.link_cosim", dict(TB_PARAMS, cli=session),
-                          testcase="session")
-    finally:
-        if old is None:
-            os.environ.pop(SESSION_ENV, None)
-        else:
-            os.environ[SESSION_ENV] = old
-    with open(out_path) as f:
-        return json.load(f)
+    return run_session(SESSION_ENV, dict(session=session, out=str(out_path), **cfg), lambda: harness.run_block(
+        LinkTb(**TB_PARAMS), "link_tb", "tb.cosim.link_cosim", dict(TB_PARAMS, cli=session), testcase="session"))
 
