@@ -66,6 +66,9 @@ def test_drive_meter_counts_the_conductance_pulsed():
     meter = energy.DriveMeter(IdealArray(levels), m, col)
     meter.read(0, np.array([[1, 0], [1, 1], [0, 1]], dtype=np.uint8), slice(0, 2))
     assert meter.drive_us == {"D": pytest.approx(10 + 37.5 + 27.5)}
+    # from pulse counts alone: 4 pulses x the mean column (10 + 27.5) / 2
+    assert energy.mean_pulse_conductance_us(m, col) == {"D": pytest.approx(18.75)}
+    assert energy.drive_from_pulses({"D": {"bl_pulses": 4}}, m, col) == {"D": pytest.approx(75.0)}
     e = energy.layer_energy({}, meter.drive_us["D"])
     assert e["array"] == pytest.approx(75e-6 * 0.04 * 50e-9 * 1e12)     # V^2 G t
 
