@@ -158,3 +158,28 @@ def plot_breakdown(rep: dict, path) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
+
+
+def eval_section(w, ds, n=None, cfg: DatapathConfig | None = None, device: str = "yao2020", seed: int = 0,
+                 plots=None, hybrid_iterations: int = 10) -> tuple[dict, str, list]:
+    """What `mcnn eval` adds to its accuracy table: (JSON keys, text, plot files). The JSON has
+    energy_pj_per_image, energy_breakdown, gops_per_w at the top level, the rest under "energy",
+    the Aguirre 2024 metrics under "metrics" (confusion matrix included) and "adc_check"."""
+    import json
+    from pathlib import Path
+    r = evaluate_energy(w, ds, n, cfg=cfg, device=device, seed=seed, hybrid_iterations=hybrid_iterations)
+    e = r["energy"]
+    files = []
+    if plots is not None:
+        out = Path(plots)
+        out.mkdir(parents=True, exist_ok=True)
+        files.append(plot_breakdown(e, out / "energy_breakdown.png"))
+        files.append(metrics.plot_confusion(r["metrics"]["confusion"], out / "confusion_matrix.png",
+                                            f"confusion matrix, integer datapath, {r['metrics']['images']} images"))
+    d = {k: e[k] for k in ("energy_pj_per_image", "energy_breakdown", "gops_per_w")}
+    d.update(energy={k: v for k, v in e.items() if k not in d}, metrics=r["metrics"], adc_check=r["adc_check"],
+             confusion_matrix=r["metrics"]["confusion"])
+    d = json.loads(json.dumps(d, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    text = "\n".join([format_energy(e), "classification metrics, integer datapath (Aguirre 2024 Table 2):",
+                      metrics.format_metrics(r["metrics"]), metrics.format_adc_check(r["adc_check"])])
+    return d, text, files

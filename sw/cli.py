@@ -45,8 +45,9 @@ def cmd_eval(args):
     if args.stages == "all":
         return _eval_all(args, w, ds, cfg)
     r = evaluate(w, ds, args.n, cfg=cfg)
+    extra, text, files = _energy_section(args, w, ds, cfg)
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps({**r, **extra, "plots": files}))
         return
     yao = r["yao2020"]
     print(f"MNIST test images: {r['images']} (weights {args.weights})")
@@ -57,6 +58,18 @@ def cmd_eval(args):
     print(f"integer vs quantised: {r['agreement_integer_quantized']:.2f} % same prediction, "
           f"{r['logits_equal_images']}/{r['images']} images with identical logits")
     print(f"integer datapath: {r['seconds_integer']:.2f} s ({r['seconds_integer_10k']:.2f} s per 10k images)")
+    print(text)
+    for f in files:
+        print(f"wrote {f}")
+
+
+def _energy_section(args, w, ds, cfg):
+    """Energy per image, programming energy, Aguirre 2024 metrics, ADC check (golden/energy_eval.py)."""
+    from golden.energy_eval import eval_section
+    if args.energy_iterations < 0:
+        raise ValueError(f"--energy-iterations must be >= 0, got {args.energy_iterations}")
+    return eval_section(w, ds, args.n, cfg, device=args.device, seed=args.seed0, plots=args.plots,
+                        hybrid_iterations=args.energy_iterations)
 
 
 def _eval_all(args, w, ds, cfg):
@@ -86,13 +99,16 @@ def _eval_all(args, w, ds, cfg):
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     basic, st = evaluate_stages(w, ds, seeds, opt, jobs=args.jobs, n=args.n, cfg=cfg, log=log)
     files = plots(st, args.plots) if args.plots is not None else []
+    extra, text, efiles = _energy_section(args, w, ds, cfg)
+    files += efiles
     if args.json:
         d = to_json(st, basic)
-        d["plots"] = files
+        d.update(extra, plots=files)
         print(json.dumps(d))
         return
     print(f"MNIST test images: {basic['images']}, training images: {n_train} (weights {args.weights})")
     print(format_table(basic, st))
+    print(text)
     for f in files:
         print(f"wrote {f}")
 
@@ -190,7 +206,11 @@ def main(argv=None):
     p.add_argument("--read-noise", type=float, default=0.0, help="relative read noise per cell and read (default 0)")
     p.add_argument("--age-hours", type=float, default=0.0, help="age the hybrid-trained board (drift), re-evaluate")
     p.add_argument("--jobs", type=int, default=2, help="processes for the device seeds (default 2)")
-    p.add_argument("--plots", type=Path, default=None, help="directory for PNG plots (Fig. 1c, 3c-e, 3f, ED 8)")
+    p.add_argument("--plots", type=Path, default=None,
+                   help="directory for PNG plots: energy breakdown, confusion matrix; "
+                        "--stages all also Fig. 1c, 3c-e, 3f, ED 8")
+    p.add_argument("--energy-iterations", type=int, default=10,
+                   help="hybrid iterations measured for the epoch's programming energy (default 10; 0: skip)")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("sim", help="co-simulate the controller RTL with 8 behavioural PEs (the main job)")

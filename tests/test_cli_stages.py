@@ -19,7 +19,9 @@ def test_eval_stages_all_json(capsys, tmp_path):
     assert r["per_seed"][0]["trace"]["iterations"] == [0, 2, 3]
     assert r["transfer_failed"] == len(r["transfer_failures"])
     assert sorted(p.split("/")[-1] for p in r["plots"]) == sorted(
-        ["error_vs_iteration.png", "transfer_error.png", "level_distributions.png", "pulses_per_level.png"])
+        ["error_vs_iteration.png", "transfer_error.png", "level_distributions.png", "pulses_per_level.png",
+         "energy_breakdown.png", "confusion_matrix.png"])
+    assert r["energy_pj_per_image"]["all"] > r["energy_pj_per_image"]["yao"] > 0 and "gops_per_w" in r
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in r["plots"])
 
 
