@@ -286,20 +286,23 @@ def drive_from_pulses(activity: dict, mapping, col_g_us) -> dict:
 
 def energy_report(activity: dict, mapping=None, layers=cnn.YAO2020, levels=None, drive_us: dict | None = None,
                   transfer: dict | None = None, epoch: dict | None = None, seconds_per_image: float | None = None,
-                  t: Technology = YAO2020, input_shape=cnn.INPUT_SHAPE) -> dict:
+                  t: Technology = YAO2020, input_shape=cnn.INPUT_SHAPE, g_us=None) -> dict:
     """The energy report of inference (per image) and of programming sessions, as JSON-able data.
 
     activity: per-image inference activity {layer: {key: value or (N,) per image}} (golden/activity.py);
     drive_us: the conductance the BL pulses drove per layer per image (DriveMeter); when None it is
-    estimated from bl_pulses and the mapped conductances (`levels`, default the ideal target levels);
+    estimated from bl_pulses and the board's conductances: g_us (n_pe, n_rows, n_bl) in uS (e.g. a
+    golden.crossbar.Crossbar's g), else the target conductances of `levels`
+    (golden.mapping.conductance_levels of the integer weights);
     transfer: the weight transfer's programming activity; epoch: {"programming": activity summed over
     one hybrid epoch} (or None); seconds_per_image: latency, for GOP/s/mm^2."""
     from .mapping import build_mapping
     mapping = mapping or build_mapping(layers)
     if drive_us is None:
-        if levels is None:
-            raise ValueError("energy_report needs drive_us or the int weights' levels (mapping.conductance_levels)")
-        drive_us = drive_from_pulses(activity, mapping, column_conductance_us(ideal_conductance_us(levels)))
+        if g_us is None and levels is None:
+            raise ValueError("energy_report needs drive_us, g_us or the weights' levels (mapping.conductance_levels)")
+        g = g_us if g_us is not None else ideal_conductance_us(levels)
+        drive_us = drive_from_pulses(activity, mapping, column_conductance_us(g))
     by_layer = energy_by_layer(activity, drive_us, t)
     blocks = MACRO_BLOCKS + PERIPHERY_BLOCKS
     by_block = {b: float(sum(v[b] for v in by_layer.values())) for b in blocks}

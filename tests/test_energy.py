@@ -122,5 +122,9 @@ def test_estimate_from_pulses_is_exact_for_uniform_columns():
     est = energy.drive_from_pulses(act, m, col)
     assert est == pytest.approx(drive, rel=1e-9)
     r = energy.energy_report(act, m, TINY, drive_us=drive, input_shape=(4, 4, 1))
+    # sim's path: counts only, the board's conductances (here the ideal ones) -> the same report
+    r2 = energy.energy_report(act, m, TINY, g_us=energy.ideal_conductance_us(conductance_levels(TINY, int_w, m)),
+                              input_shape=(4, 4, 1))
+    assert r2["energy_pj_per_image"] == pytest.approx(r["energy_pj_per_image"], rel=1e-9)
     assert set(r["energy_breakdown"]["by_layer"]) == {"K1", "OUT"}
     assert r["energy_pj_per_image"]["all"] > r["energy_pj_per_image"]["yao"] > 0
