@@ -255,6 +255,14 @@ def _sum(d: dict, keys) -> float:
     return float(sum(d[k] for k in keys))
 
 
+def per_image(activity: dict, images: int) -> dict:
+    """Counter totals over `images` images {layer: {key: total}} -> per image (what sim's RTL counters
+    give over a run -> what energy_report takes)."""
+    if images < 1:
+        raise ValueError(f"per_image: images must be >= 1, got {images}")
+    return {name: {k: _mean(v) / images for k, v in a.items()} for name, a in activity.items()}
+
+
 def energy_by_layer(activity: dict, drive_us: dict, t: Technology = YAO2020) -> dict:
     """{layer: {block: pJ per image}} from a per-image activity {layer: {key: value or (N,) array}}
     (golden.activity.inference_activity's form; its "total" entry is ignored) and the conductance

@@ -83,9 +83,7 @@ def evaluate_energy(w, ds, n: int | None = None, layers=cnn.YAO2020, cfg: Datapa
                                      f"pulse at {1e3 / T_CLOCK_NS:g} MHz), not measured")
     rep["programming_activity"] = prog
     rep["activity_per_image"] = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in act.items()}
-    cm = metrics.confusion_matrix(y, res.classes, n_classes=cnn.weight_layers(layers)[-1].n_out)
-    return {"energy": rep, "metrics": metrics.classification_metrics(cm),
-            "adc_check": metrics.adc_check(layers, mapping, cfg)}
+    return {"energy": rep, **metrics.metrics_report(y, res.classes, layers, mapping, cfg)}
 
 
 T_CLOCK_NS = 12.5    # the controller clock of golden/perf.py's Timing (80 MHz: 4 cycles per 50 ns pulse)

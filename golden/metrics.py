@@ -106,6 +106,15 @@ def adc_check(layers, mapping, cfg=None, input_bits_per_read: int = 1, weight_bi
     return out
 
 
+def metrics_report(labels, predictions, layers, mapping, cfg=None, n_classes: int | None = None) -> dict:
+    """The field's metrics of a run in one call (`mcnn eval`, and for `mcnn sim`'s report):
+    {"metrics": Table 2 + confusion, "confusion_matrix": [[...]], "adc_check": [...]}."""
+    from . import cnn
+    k = n_classes if n_classes is not None else cnn.weight_layers(layers)[-1].n_out
+    m = classification_metrics(confusion_matrix(labels, predictions, k))
+    return {"metrics": m, "confusion_matrix": m["confusion"], "adc_check": adc_check(layers, mapping, cfg)}
+
+
 def format_adc_check(rows: list[dict]) -> str:
     lines = ["ADC resolution check, ceil(log2((2^K-1)(2^M-1)N)) (Aguirre 2024):"]
     for r in rows:

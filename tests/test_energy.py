@@ -99,6 +99,11 @@ def test_report_on_hand_made_activity():
     assert r["gops_per_w"]["v100"] == 100 and r["gops_per_w"]["yao2020_macro"] == 11014
     with pytest.raises(ValueError, match="drive_us"):
         energy.energy_report(act, m, TINY)
+    # counter totals over 4 images -> per image
+    assert energy.per_image({"K1": {"adc_conversions": 80, "bl_pulses": 6}}, 4) == {
+        "K1": {"adc_conversions": 20.0, "bl_pulses": 1.5}}
+    with pytest.raises(ValueError, match="images must be >= 1"):
+        energy.per_image({}, 0)
 
 
 def test_pe_area_scales_the_macro():

@@ -7,7 +7,7 @@ from golden import cnn
 from golden.datapath import DatapathConfig
 from golden.mapping import build_mapping
 from golden.metrics import (adc_bits_needed, adc_check, classification_metrics, confusion_matrix, format_adc_check,
-                            format_metrics, plot_confusion)
+                            format_metrics, metrics_report, plot_confusion)
 
 
 def test_confusion_and_metrics_by_hand():
@@ -72,3 +72,10 @@ def test_adc_check_yao_mapping():
 def test_plot_confusion(tmp_path):
     f = plot_confusion(np.eye(3, dtype=int) * 5, tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 1000 and f.endswith("cm.png")
+
+
+def test_metrics_report_one_call():
+    r = metrics_report([1, 2, 3], [1, 2, 2], cnn.YAO2020, build_mapping())
+    assert len(r["confusion_matrix"]) == 10 and r["confusion_matrix"][3][2] == 1
+    assert r["metrics"]["error_rate"] == pytest.approx(100 / 3)
+    assert [a["layer"] for a in r["adc_check"]] == ["C1", "C3", "FC"]
