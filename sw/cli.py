@@ -39,6 +39,8 @@ def cmd_eval(args):
     from golden.datapath import DatapathConfig
     from golden.evaluate import evaluate
 
+    if args.energy_iterations < 0:
+        raise ValueError(f"--energy-iterations must be >= 0, got {args.energy_iterations}")
     w = weights.load(args.weights)
     ds = _dataset(args)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
@@ -66,8 +68,6 @@ def cmd_eval(args):
 def _energy_section(args, w, ds, cfg):
     """Energy per image, programming energy, Aguirre 2024 metrics, ADC check (golden/energy_eval.py)."""
     from golden.energy_eval import eval_section
-    if args.energy_iterations < 0:
-        raise ValueError(f"--energy-iterations must be >= 0, got {args.energy_iterations}")
     return eval_section(w, ds, args.n, cfg, device=args.device, seed=args.seed0, plots=args.plots,
                         hybrid_iterations=args.energy_iterations)
 
