@@ -128,7 +128,7 @@ def test_journal_torn_last_line_and_corruption(tmp_path):
     j.record_sent(1, 6, b"\x01")
     j.close()
     with open(p, "ab") as f:
-        f.write(b'{"k":"done","chunk":1,"sta')             # torn by a kill
+        f.write(b'{"k":"done","chunk":1,"status":0,"answers":[' + b"123456789," * 20)   # torn by a kill
     r = Journal.load(p)
     assert r.pending == [1] and r.done[0]["answers"] == [1, 2] and r.config == {"session": "program"}
     r.record_done(1, 0, [3])                                 # cuts the torn tail off first
@@ -250,6 +250,29 @@ def test_lost_link_returns_results_and_resume_programs_each_cell_once(tmp_path):
         assert set(bridge.programmed.values()) == {1} and len(bridge.programmed) == len(plan)
         assert Journal.load(tmp_path / lose / "t.jsonl").complete
         assert Journal.load(tmp_path / lose / "t.jsonl").done[4].get("settled")
+
+
+def test_frame_journaled_before_it_leaves(tmp_path):
+    """Write-ahead: when a PROGRAM frame reaches the transport, its "sent" record (SEQ, exact bytes)
+    is already on disk; its answers are on disk before the next frame leaves."""
+    from sw.journal import Journal
+    plan = cells_plan(50)
+    model, bridge = _device()
+    path = tmp_path / "w.jsonl"
+    seen = []
+
+    class Spy(ModelTransport):
+        def write(self, data):
+            if data[3] == 0x20:                       # STREAM
+                recs = [json.loads(ln) for ln in path.read_text().splitlines()[1:]]
+                sent = [r for r in recs if r["k"] == "sent"]
+                assert sent and bytes.fromhex(sent[-1]["frame"]) == data and sent[-1]["seq"] == data[2]
+                assert len([r for r in recs if r["k"] == "done"]) == len(sent) - 1
+                seen.append(sent[-1]["chunk"])
+            super().write(data)
+    j = Journal.new(path)
+    res = _board(Spy(model)).program_cells(plan, journal=j)
+    assert seen == [0, 1, 2, 3] and len(res) == 50
 
 
 def test_resume_checks_the_plan_and_the_frame(tmp_path):
