@@ -65,8 +65,22 @@ class TransferError(LinkError):
     journal the same results are on disk and `resume` finishes the session."""
 
     def __init__(self, msg, results, cell=None, chunk=None):
-        super().__init__(msg)
+        Exception.__init__(self, msg)
         self.results, self.cell, self.chunk = results, cell, chunk
+
+    @staticmethod
+    def of(cause, msg, results, cell=None, chunk=None):
+        """The error for `cause`: a TransferTimeout (also a LinkTimeout) when the link timed out."""
+        if isinstance(cause, LinkTimeout):
+            e = TransferTimeout(msg, results, cell, chunk)
+            e.cmd, e.seq, e.attempts, e.problems = cause.cmd, cause.seq, cause.attempts, cause.problems
+            return e
+        return TransferError(msg, results, cell, chunk)
+
+
+class TransferTimeout(TransferError, LinkTimeout):
+    """A TransferError whose cause is a LinkTimeout: the last chunk may or may not have executed
+    (with a journal, resume settles it)."""
 
 
 class _Plan(NamedTuple):
@@ -447,9 +461,9 @@ class Board:
                                 f"{len(results())} cells programmed", results(), (i, cells[i]), k) from e
         except LinkError as e:
             i = k * step
-            raise TransferError(f"PROGRAM stopped at cell {i} {cells[i] if i < len(cells) else ''} (chunk {k}): "
-                                f"{e}; {len(results())} cells programmed", results(),
-                                (i, cells[i]) if i < len(cells) else None, k) from e
+            raise TransferError.of(e, f"PROGRAM stopped at cell {i} {cells[i] if i < len(cells) else ''} (chunk {k}): "
+                                   f"{e}; {len(results())} cells programmed", results(),
+                                   (i, cells[i]) if i < len(cells) else None, k) from e
         if journal is not None:
             journal.finish()
         return results()
@@ -617,8 +631,8 @@ class Board:
             for b, (first, end) in enumerate(spans):
                 report.append(self._train_batch(journal, b, plan, first, end, labels[b], timeout))
         except LinkError as e:
-            raise TransferError(f"training stopped in batch {len(report)}: {e}; {len(report)} batches finished",
-                                report, None, None) from e
+            raise TransferError.of(e, f"training stopped in batch {len(report)}: {e}; {len(report)} batches "
+                                   "finished", report) from e
         if journal is not None:
             journal.finish()
         tot = {k: sum(b[k] for b in report) for k in ("images", "errors", "cells", "failed", "pulses")}

@@ -70,6 +70,8 @@ class Journal:
             raise JournalError(f"{p}: journal exists (resume it with --resume, or overwrite with --force)")
         if p.is_dir():
             raise JournalError(f"{p}: is a directory")
+        if not p.parent.is_dir():
+            raise JournalError(f"{p}: directory {p.parent} does not exist")
         return cls(p, config=config)
 
     @classmethod

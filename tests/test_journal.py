@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from sw import host_proto  # noqa: E402
 from sw.devmodel import DeviceModel  # noqa: E402
+from sw.link import LinkTimeout  # noqa: E402
 from sw.transport import ModelTransport  # noqa: E402
 
 SMALL = 64          # device buffers of 64 bytes: 15 cells per PROGRAM chunk
@@ -239,6 +240,7 @@ def test_lost_link_returns_results_and_resume_programs_each_cell_once(tmp_path):
     for lose in ("request", "answer"):
         plan, model, bridge, tr, e = _interrupted(lose, tmp_path / lose if (tmp_path / lose).mkdir() is None else None)
         assert len(e.results) == 60 and e.cell == (60, plan[60]) and "cell 60" in str(e)
+        assert isinstance(e, LinkTimeout) and e.attempts == 2      # fault sessions count it as a failure
         assert [(r.ok, r.pulses, r.final_code) for r in e.results] == [expected(*x) for x in plan[:60]]
         assert sum(bridge.programmed.values()) == (60 if lose == "request" else 75)
         tr.alive = True
@@ -449,6 +451,47 @@ def test_kill_anywhere_then_resume(tmp_path):
                                                     "results": 200, "results_lost_or_wrong": 0}
     assert len(report["results"]) == len({(r["pe"], r["row"], r["bl"]) for r in report["results"]})
     assert report["settled_chunks"] >= 2          # the 'end' kills leave a chunk in doubt
+
+
+def test_cli_journal_and_resume(tmp_path, capsys):
+    """mcnn board --journal / --resume, and the bad inputs of the journaled session: one line, exit 2."""
+    from sw.cli import main
+    sock, log = str(tmp_path / "dev.sock"), tmp_path / "programmed.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dev = subprocess.Popen([sys.executable, __file__, "serve", sock, str(log), "[]"], env=env)
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
+        port = ["board", "--port", "unix:" + sock, "--json"]
+        j = tmp_path / "j.jsonl"
+        bad = [(port + ["--session", "program", "--cells", "1,2,3,40;8,0,0,5", "--journal", str(j)],
+                "cell 1 (pe 8, row 0, bl 0, target 5): pe 8 outside 0..7"),
+               (["board", "--sim", "program", "--journal", str(j)], "need --port"),
+               (port + ["--resume", str(tmp_path / "none.jsonl")], "cannot read the journal"),
+               (port + ["--session", "read", "--cells", "1,2,3", "--journal", str(j)], "not read"),
+               (port + ["--session", "program", "--cells", "1,2,3,4", "--journal", str(tmp_path / "x" / "j")],
+                "does not exist"),
+               (port + ["--journal", str(j), "--resume", str(j)], "give one of them")]
+        for argv, msg in bad:
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert msg in err and err.count("\n") == 1, err
+        assert not j.exists() and log.read_text() == ""               # nothing programmed
+        cells = [(1, 2, 3, 40), (4, 5, 6, 70), (7, 127, 15, 255)]
+        good = port + ["--session", "program", "--cells", ";".join(",".join(map(str, c)) for c in cells),
+                       "--journal", str(j)]
+        assert main(good) == 0
+        first = json.loads(capsys.readouterr().out)["results"]
+        assert [(r["ok"], r["pulses"], r["final_code"]) for r in first] == [expected(*c) for c in cells]
+        assert main(good) == 2 and "exists" in capsys.readouterr().err
+        assert main(port + ["--resume", str(j)]) == 0                     # complete: answered from the journal
+        assert json.loads(capsys.readouterr().out)["results"] == first
+        assert len(log.read_text().splitlines()) == 3                    # nothing programmed again
+    finally:
+        dev.kill()
+        dev.wait()
 
 
 def kill_random(n, seed):
