@@ -89,16 +89,14 @@ class _Plan(NamedTuple):
 
 
 class _Tap:
-    """Transport wrapper: `hook(frame)` runs once, before the next write reaches the device (the
-    journal's "sent" record, or the check of a resent frame)."""
+    """Transport wrapper: `hook(frame)` runs before every write reaches the device (the journal's
+    "sent" record, or the check of a resent frame); an exception in it stops the write."""
 
     def __init__(self, inner, hook):
         self.inner, self.hook = inner, hook
 
     def write(self, data):
-        hook, self.hook = self.hook, None
-        if hook is not None:
-            hook(bytes(data))
+        self.hook(bytes(data))
         self.inner.write(data)
 
     def read(self, timeout):
@@ -261,9 +259,7 @@ class Board:
         """One host-bridge command: header (op, count) + item words -> the answer words (trailer
         checked: op echoed, status OK, `expect` answers). HostCommandError on an error status."""
         items = [int(w) & 0xFFFFFFFF for w in items]
-        n = len(items) if count is None else count
-        hdr = host_proto.put(host_proto.HEADER["op"], op) | host_proto.put(host_proto.HEADER["count"], n)
-        words = self.stream_command([hdr, *items], timeout=timeout)
+        words = self.stream_command([*self._header(op, items, count), *items], timeout=timeout)
         if not words:
             raise ProtocolError("host command: empty response (no trailer)")
         t = words[-1]
@@ -273,6 +269,11 @@ class Board:
         if t_st != host_proto.STATUS["OK"][0]:
             raise HostCommandError(op, t_st, t_n, answers=words[:-1])
         return words[:-1]
+
+    @staticmethod
+    def _header(op, items, count=None) -> tuple:
+        n = len(items) if count is None else count
+        return (host_proto.put(host_proto.HEADER["op"], op) | host_proto.put(host_proto.HEADER["count"], n),)
 
     def _max_words(self):
         info = self.info or {}
@@ -374,11 +375,13 @@ class Board:
         rec = journal.sent[k]
         frame = bytes.fromhex(rec["frame"])
 
-        def same(f):
+        def same(f):          # every write of the settlement (retries included) must be that frame
             if f != frame:
-                raise JournalError(f"{journal.path}: chunk {k}: the rebuilt frame differs from the journaled one "
-                                   "(another driver version?); nothing sent")
+                raise JournalError(f"{journal.path}: chunk {k} is in doubt and the driver would send another "
+                                   "frame than the journaled one (another driver or link session?); not sent")
         self.link.seq = rec["seq"]
+        if rec.get("sid") is not None:     # a link with sessions: the frame's session
+            self.link.sid = rec["sid"]
         self._send_journaled(journal, k, chunk, timeout, same, settled=True)
 
     def _send_journaled(self, journal, k, chunk, timeout, hook, settled=False):
@@ -406,8 +409,14 @@ class Board:
             if rec["status"] != host_proto.STATUS["OK"][0]:
                 raise HostCommandError(op, rec["status"], len(rec["answers"]), "journaled", answers=rec["answers"])
             return rec["answers"]
-        seq = self.link.seq
-        return self._send_journaled(journal, k, chunk, timeout, lambda f: journal.record_sent(k, seq, f))
+        seq, payload, last = self.link.seq, struct.pack(f"<{len(items) + 1}I", *self._header(op, items, count),
+                                                        *items), []
+
+        def record(f):        # the frame carrying this chunk (not a session-opening one), once per distinct frame
+            if payload in f and f not in last:
+                journal.record_sent(k, seq, f, getattr(self.link, "sid", None))
+                last.append(f)
+        return self._send_journaled(journal, k, chunk, timeout, record)
 
     # ---- weight transfer
     def program_cells(self, cells, timeout: float | None = None, journal=None) -> list:

@@ -10,6 +10,7 @@ fsync, rename) before the first chunk is sent:
 then one record per event, each flushed and fsynced before the next frame leaves the host:
 
     {"k": "sent", "chunk": i, "seq": s, "frame": "<hex>"}     before chunk i's frame is written
+                                                               (+ "sid": the link session, if any)
     {"k": "done", "chunk": i, "status": st, "answers": [...]}  its answer (the trailer's status)
     {"k": "note", "key": "...", "value": ...}                 a value a resumed session must reuse
     {"k": "end"}                                               the session is complete
@@ -163,8 +164,11 @@ class Journal:
         self._valid += len(data)
         self._apply(rec, 0)
 
-    def record_sent(self, chunk: int, seq: int, frame: bytes):
-        self.append({"k": "sent", "chunk": chunk, "seq": seq, "frame": frame.hex()})
+    def record_sent(self, chunk: int, seq: int, frame: bytes, sid=None):
+        rec = {"k": "sent", "chunk": chunk, "seq": seq, "frame": frame.hex()}
+        if sid is not None:
+            rec["sid"] = sid          # the link session the frame belongs to (a link with sessions)
+        self.append(rec)
 
     def record_done(self, chunk: int, status: int, answers, settled: bool = False):
         rec = {"k": "done", "chunk": chunk, "status": int(status), "answers": [int(w) for w in answers]}

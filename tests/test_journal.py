@@ -254,14 +254,22 @@ def test_lost_link_returns_results_and_resume_programs_each_cell_once(tmp_path):
         assert Journal.load(tmp_path / lose / "t.jsonl").done[4].get("settled")
 
 
-def test_frame_journaled_before_it_leaves(tmp_path):
+def test_frame_journaled_before_it_leaves(tmp_path, monkeypatch):
     """Write-ahead: when a PROGRAM frame reaches the transport, its "sent" record (SEQ, exact bytes)
-    is already on disk; its answers are on disk before the next frame leaves."""
+    is already on disk and fsynced; its answers are on disk before the next frame leaves."""
+    from sw import journal as jmod
     from sw.journal import Journal
     plan = cells_plan(50)
     model, bridge = _device()
     path = tmp_path / "w.jsonl"
-    seen = []
+    seen, synced, fsync = [], [0], os.fsync
+
+    def spy_fsync(fd):
+        fsync(fd)
+        st = os.fstat(fd)
+        if path.exists() and st.st_ino == path.stat().st_ino:
+            synced[0] = st.st_size
+    monkeypatch.setattr(jmod.os, "fsync", spy_fsync)
 
     class Spy(ModelTransport):
         def write(self, data):
@@ -270,6 +278,7 @@ def test_frame_journaled_before_it_leaves(tmp_path):
                 sent = [r for r in recs if r["k"] == "sent"]
                 assert sent and bytes.fromhex(sent[-1]["frame"]) == data and sent[-1]["seq"] == data[2]
                 assert len([r for r in recs if r["k"] == "done"]) == len(sent) - 1
+                assert synced[0] == path.stat().st_size            # all of it fsynced
                 seen.append(sent[-1]["chunk"])
             super().write(data)
     j = Journal.new(path)
@@ -299,7 +308,7 @@ def test_resume_checks_the_plan_and_the_frame(tmp_path):
         _board(ModelTransport(model)).program_cells(plan, journal=Journal.load(tmp_path / "t.jsonl"))
         raise AssertionError("a different frame was resent")
     except JournalError as err:
-        assert "differs" in str(err)
+        assert "another frame than the journaled one" in str(err)
     assert model.counters["executed"] == before
 
 
