@@ -98,15 +98,23 @@ def _model(args) -> dict:
 
 
 def parse_cells(text: str, with_target: bool) -> list:
+    """--cells 'pe,row,bl[,target];...', each cell checked against the design's array (the driver
+    checks again against the device's IDENTIFY): ValueError naming the cell."""
+    from sw import csr_map
+    from sw.driver import Board
     cells = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        v = [int(x, 0) for x in part.split(",")]
+        try:
+            v = [int(x, 0) for x in part.split(",")]
+        except ValueError:
+            v = []
         if len(v) != (4 if with_target else 3) and not (not with_target and len(v) == 4):
-            raise ValueError(f"cell {part!r}: expected pe,row,bl{',target' if with_target else ''}")
+            raise ValueError(f"--cells {part!r}: expected integers pe,row,bl{',target' if with_target else ''}")
         cells.append(tuple(v))
     if not cells:
         raise ValueError("--cells: no cells given")
-    return cells
+    design = {k: csr_map.REGISTERS[f"link_{k}"].reset for k in ("n_pe", "rows", "bls")}
+    return [tuple(c) for c in Board.cells_within(cells, design, with_target)]
 
 
 def host_session(c, cfg) -> dict:

@@ -318,7 +318,11 @@ class Board:
     def check_cells(self, cells, with_target: bool = True, device: dict | None = None) -> list:
         """Cells [(pe, row, bl[, target])] as int tuples, each checked against the array's IDENTIFY
         parameters (n_pe, rows, bls) and the target field; InputError naming the first bad cell."""
-        dev = device or self.info or self.identify()
+        return Board.cells_within(cells, device or self.info or self.identify(), with_target)
+
+    @staticmethod
+    def cells_within(cells, dev: dict, with_target: bool = True) -> list:
+        """check_cells against the dimensions dev = {n_pe, rows, bls} (no device needed)."""
         tmax = (1 << host_proto.CELL["target"][1]) - 1
         limits = (("pe", dev["n_pe"] - 1), ("row", dev["rows"] - 1), ("bl", dev["bls"] - 1), ("target", tmax))
         out = []

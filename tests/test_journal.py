@@ -482,7 +482,10 @@ def test_cli_journal_and_resume(tmp_path, capsys):
                (port + ["--session", "read", "--cells", "1,2,3", "--journal", str(j)], "not read"),
                (port + ["--session", "program", "--cells", "1,2,3,4", "--journal", str(tmp_path / "x" / "j")],
                 "does not exist"),
-               (port + ["--journal", str(j), "--resume", str(j)], "give one of them")]
+               (port + ["--journal", str(j), "--resume", str(j)], "give one of them"),
+               (["board", "--sim", "program", "--device", "controller", "--cells", "0,0,0,300"],   # before the cosim
+                "target 300 outside 0..255"),
+               (["board", "--sim", "read", "--device", "controller", "--cells", "0,x,0"], "expected integers")]
         for argv, msg in bad:
             assert main(argv) == 2, argv
             err = capsys.readouterr().err
