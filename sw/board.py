@@ -14,11 +14,19 @@
     mcnn board --sim train --images N [--eta E] --device controller   one hybrid-training batch
     mcnn board --sim faults --device controller --frames N      fault injection incl. PROGRAM/READ
 
+  Programming journal (docs/link.md): a transfer or training session on a board records every chunk
+  and its answers; an interrupted one (killed host, lost link) is finished without programming any
+  cell twice:
+    mcnn board --port P --session program|train ... --journal FILE [--force]
+    mcnn board --port P --resume FILE
+  (--port unix:PATH: a device served on a Unix socket with the SimTransport protocol.)
+
 The JSON of a fault session names its device in "source" (model, cosim or serial).
 """
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
@@ -46,12 +54,22 @@ def add_arguments(p):
                    help="longest injected device hang, in attempts (> retries + 1 makes some commands fail)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per attempt (default: 1 serial, 10 sim)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--journal", type=Path, default=None,
+                   help="with --port, program/train: record every chunk and its answers in this append-only file")
+    p.add_argument("--resume", type=Path, default=None,
+                   help="with --port: finish the program/train session recorded in this journal")
+    p.add_argument("--force", action="store_true", help="--journal: overwrite an existing journal")
 
 
 def run(args, cosim=None) -> dict:
     """Run the session of `args`. `cosim(args)`: the co-simulated devices (COSIM_DEVICES), which live
     in tb/ (tb.cosim.commands.board); sw/cli.py passes it in."""
+    from sw.driver import TransferError
     from sw.link import LinkError
+    if (args.journal or args.resume) and not args.port:
+        raise ValueError("--journal/--resume need --port (a device that outlives the host process)")
+    if args.journal and args.resume:
+        raise ValueError("--journal starts a session, --resume finishes one: give one of them")
     try:
         if args.port:
             return _serial(args)
@@ -60,6 +78,10 @@ def run(args, cosim=None) -> dict:
         if args.device in COSIM_DEVICES:
             return cosim(args)
         return _model(args)
+    except TransferError as e:
+        j = args.journal or args.resume
+        hint = f"; every answer so far is in {j}: finish with --port {args.port} --resume {j}" if j else ""
+        raise ValueError(f"{e}{hint}") from e
     except LinkError as e:
         raise ValueError(str(e)) from e   # the CLI reports ValueErrors as clean errors (exit 2)
     except OSError as e:                  # serial.SerialException included
@@ -76,21 +98,32 @@ def _model(args) -> dict:
 
 
 def parse_cells(text: str, with_target: bool) -> list:
+    """--cells 'pe,row,bl[,target];...', each cell checked against the design's array (the driver
+    checks again against the device's IDENTIFY): ValueError naming the cell."""
+    from sw import csr_map
+    from sw.driver import Board
     cells = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        v = [int(x, 0) for x in part.split(",")]
+        try:
+            v = [int(x, 0) for x in part.split(",")]
+        except ValueError:
+            v = []
         if len(v) != (4 if with_target else 3) and not (not with_target and len(v) == 4):
-            raise ValueError(f"cell {part!r}: expected pe,row,bl{',target' if with_target else ''}")
+            raise ValueError(f"--cells {part!r}: expected integers pe,row,bl{',target' if with_target else ''}")
         cells.append(tuple(v))
     if not cells:
         raise ValueError("--cells: no cells given")
-    return cells
+    design = {k: csr_map.REGISTERS[f"link_{k}"].reset for k in ("n_pe", "rows", "bls")}
+    return [tuple(c) for c in Board.cells_within(cells, design, with_target)]
 
 
 def host_session(c, cfg) -> dict:
     """The controller sessions (identify, status, counters, program, read, infer, train) on an open
     driver `c`; cfg: cells, n (images), eta, seed, data (dataset directory)."""
     s = cfg["session"]
+    journal = cfg.get("journal")
+    if journal is not None and s not in ("program", "train"):
+        raise ValueError(f"a journal records program and train sessions, not {s!r}")
     if s == "identify":
         return c.parameters()
     if s == "status":
@@ -98,7 +131,7 @@ def host_session(c, cfg) -> dict:
     if s == "counters":
         return c.read_counters()
     if s == "program":
-        rep = c.program_weights([tuple(x) for x in cfg["cells"]])
+        rep = c.program_weights([tuple(x) for x in cfg["cells"]], journal=journal)
         return {"results": [r._asdict() for r in rep["cells"]], "failed": len(rep["failed"]),
                 "pulses_total": rep["pulses_total"], "counters": c.read_counters()}
     if s == "read":
@@ -115,28 +148,56 @@ def host_session(c, cfg) -> dict:
                 "logits": r["logits"].tolist(), "p": r["p"].tolist(), "counters": c.read_counters()}
     if s == "train":
         idx = np.random.default_rng(cfg.get("seed", 0)).permutation(55000)[:n]
-        r = c.train_fc([ds.train_images[idx]], [ds.train_labels[idx].astype(np.int64)], eta=cfg.get("eta") or 3.0)
+        r = c.train_fc([ds.train_images[idx]], [ds.train_labels[idx].astype(np.int64)], eta=cfg.get("eta") or 3.0,
+                       journal=journal)
         return {**r, "counters": c.read_counters()}
     raise ValueError(f"unknown controller session {s!r}")
+
+
+def _open_port(port: str, baud: int):
+    """A serial port, or `unix:PATH`: a device served on a Unix socket (SimTransport protocol)."""
+    from sw.transport import SerialTransport, SimTransport
+    if port.startswith("unix:"):
+        return SimTransport.connect(port[5:], timeout=2.0)
+    return SerialTransport(port, baud)
+
+
+def _session_config(args):
+    """(cfg, journal) of a --port session: from the arguments, or from the journal of --resume."""
+    from sw.journal import Journal
+    if args.resume:
+        j = Journal.load(args.resume)
+        return {**j.config, "journal": j}, j
+    cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
+    if args.session in ("program", "read"):
+        cfg["cells"] = [list(x) for x in parse_cells(args.cells, args.session == "program")]
+    if not args.journal:
+        return cfg, None
+    if args.session not in ("program", "train"):
+        raise ValueError(f"--journal records --session program or train, not {args.session}")
+    j = Journal.new(args.journal, config=cfg, force=args.force)
+    return {**cfg, "journal": j}, j
 
 
 def _serial(args) -> dict:
     from sw.driver import Board
     from sw.faults import run_session
-    from sw.transport import FaultyTransport, SerialTransport
-    tr = SerialTransport(args.port, args.baud)
+    from sw.transport import FaultyTransport
+    cfg, journal = (None, None) if args.session == "faults" and not args.resume else _session_config(args)
+    tr = _open_port(args.port, args.baud)
     timeout = args.timeout or 1.0
     try:
-        if args.session == "faults":
+        if cfg is None:
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
             c = Board(faulty, retries=args.retries, timeout=timeout)
             return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
-        c = Board(tr, retries=args.retries, timeout=timeout).open()
-        cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
-        if args.session in ("program", "read"):
-            cfg["cells"] = parse_cells(args.cells, args.session == "program")
+        c = Board(tr, retries=args.retries, timeout=timeout)
+        if journal is None:
+            c.open()     # a journaled session opens the board itself, after settling a chunk in doubt
         return {"source": "serial", **host_session(c, cfg)}
     finally:
+        if journal is not None:
+            journal.close()
         tr.close()
 
 

@@ -44,12 +44,66 @@ class MapMismatch(LinkError):
 class HostCommandError(LinkError):
     """The controller's host bridge answered a STREAM command with an error status (trailer)."""
 
-    def __init__(self, op, status, answered, detail=""):
+    def __init__(self, op, status, answered, detail="", answers=()):
         self.op, self.status, self.answered = op, status, answered
+        self.answers = list(answers)     # the answer words before the trailer (refused cells: REFUSED bit)
         sname = host_proto.STATUS_NAMES.get(status, f"status {status}")
         oname = next((n for n, c in host_proto.OPS.items() if c == op), f"op {op:#04x}")
         super().__init__(f"{oname}: the controller answered {sname} after {answered} items"
                          + (f" -- {detail}" if detail else ""))
+
+
+class InputError(ValueError):
+    """Bad input to the driver (a cell outside the array, a pixel, label or image size that the
+    device's fields cannot hold): refused before anything is sent. One line naming the item."""
+
+
+class TransferError(LinkError):
+    """A weight transfer or training session stopped. .results: every result so far in plan order
+    (CellResult for a transfer, the finished batches' reports for training); .cell: (index, cell)
+    the error names, or None; .chunk: the chunk it stopped in. The cause is __cause__; with a
+    journal the same results are on disk and `resume` finishes the session."""
+
+    def __init__(self, msg, results, cell=None, chunk=None):
+        Exception.__init__(self, msg)
+        self.results, self.cell, self.chunk = results, cell, chunk
+
+    @staticmethod
+    def of(cause, msg, results, cell=None, chunk=None):
+        """The error for `cause`: a TransferTimeout (also a LinkTimeout) when the link timed out."""
+        if isinstance(cause, LinkTimeout):
+            e = TransferTimeout(msg, results, cell, chunk)
+            e.cmd, e.seq, e.attempts, e.problems = cause.cmd, cause.seq, cause.attempts, cause.problems
+            return e
+        return TransferError(msg, results, cell, chunk)
+
+
+class TransferTimeout(TransferError, LinkTimeout):
+    """A TransferError whose cause is a LinkTimeout: the last chunk may or may not have executed
+    (with a journal, resume settles it)."""
+
+
+class _Plan(NamedTuple):
+    params: dict
+    chunks: list          # [(op, items, count)]: one STREAM frame each
+
+
+class _Tap:
+    """Transport wrapper: `hook(frame)` runs before every write reaches the device (the journal's
+    "sent" record, or the check of a resent frame); an exception in it stops the write."""
+
+    def __init__(self, inner, hook):
+        self.inner, self.hook = inner, hook
+
+    def write(self, data):
+        self.hook(bytes(data))
+        self.inner.write(data)
+
+    def read(self, timeout):
+        return self.inner.read(timeout)
+
+    def close(self):
+        self.inner.close()
 
 
 class CellResult(NamedTuple):
@@ -205,9 +259,7 @@ class Board:
         """One host-bridge command: header (op, count) + item words -> the answer words (trailer
         checked: op echoed, status OK, `expect` answers). HostCommandError on an error status."""
         items = [int(w) & 0xFFFFFFFF for w in items]
-        n = len(items) if count is None else count
-        hdr = host_proto.put(host_proto.HEADER["op"], op) | host_proto.put(host_proto.HEADER["count"], n)
-        words = self.stream_command([hdr, *items], timeout=timeout)
+        words = self.stream_command([*self._header(op, items, count), *items], timeout=timeout)
         if not words:
             raise ProtocolError("host command: empty response (no trailer)")
         t = words[-1]
@@ -215,8 +267,13 @@ class Board:
         if t_op != op:
             raise ProtocolError(f"host command {op:#04x}: trailer op {t_op:#04x}, expected {op:#04x}")
         if t_st != host_proto.STATUS["OK"][0]:
-            raise HostCommandError(op, t_st, t_n)
+            raise HostCommandError(op, t_st, t_n, answers=words[:-1])
         return words[:-1]
+
+    @staticmethod
+    def _header(op, items, count=None) -> tuple:
+        n = len(items) if count is None else count
+        return (host_proto.put(host_proto.HEADER["op"], op) | host_proto.put(host_proto.HEADER["count"], n),)
 
     def _max_words(self):
         info = self.info or {}
@@ -255,33 +312,180 @@ class Board:
     @staticmethod
     def _cell_word(pe, row, bl, target=0):
         C = host_proto.CELL
-        try:
-            return (host_proto.put(C["pe"], int(pe)) | host_proto.put(C["row"], int(row))
-                    | host_proto.put(C["bl"], int(bl)) | host_proto.put(C["target"], int(target)))
-        except ValueError as e:
-            raise ValueError(f"cell (pe {pe}, row {row}, bl {bl}, target {target}): {e}") from None
+        return (host_proto.put(C["pe"], pe) | host_proto.put(C["row"], row)
+                | host_proto.put(C["bl"], bl) | host_proto.put(C["target"], target))
 
-    def program_cells(self, cells, timeout: float | None = None) -> list:
-        """Closed-loop write-verify of cells [(pe, row, bl, target_code)] (target: verify code,
-        20 nA) -> [CellResult] in order (ok, pulses, final_code; ok False = failed, never skipped)."""
-        cells = [tuple(int(v) for v in c) for c in cells]
+    def check_cells(self, cells, with_target: bool = True, device: dict | None = None) -> list:
+        """Cells [(pe, row, bl[, target])] as int tuples, each checked against the array's IDENTIFY
+        parameters (n_pe, rows, bls) and the target field; InputError naming the first bad cell."""
+        return Board.cells_within(cells, device or self.info or self.identify(), with_target)
+
+    @staticmethod
+    def cells_within(cells, dev: dict, with_target: bool = True) -> list:
+        """check_cells against the dimensions dev = {n_pe, rows, bls} (no device needed)."""
+        tmax = (1 << host_proto.CELL["target"][1]) - 1
+        limits = (("pe", dev["n_pe"] - 1), ("row", dev["rows"] - 1), ("bl", dev["bls"] - 1), ("target", tmax))
         out = []
-        step = self._max_words()
-        for i in range(0, len(cells), step):
-            chunk = cells[i:i + step]
-            ans = self.host_command(host_proto.PROGRAM, [self._cell_word(*c) for c in chunk], timeout=timeout)
-            if len(ans) != len(chunk):
-                raise ProtocolError(f"PROGRAM: {len(ans)} results for {len(chunk)} cells")
-            R = host_proto.PROG_RES
-            for c, w in zip(chunk, ans):
-                out.append(CellResult(*c, bool(host_proto.get(w, R["ok"])), host_proto.get(w, R["pulses"]),
-                                      host_proto.get(w, R["final_code"])))
+        for i, c in enumerate(cells):
+            c = tuple(c)
+            if len(c) != (4 if with_target else 3) and not (not with_target and len(c) == 4):
+                raise InputError(f"cell {i} {c!r}: expected (pe, row, bl{', target' if with_target else ''})")
+            if not with_target:
+                c = c[:3]
+            try:
+                v = tuple(int(x) for x in c)
+            except (TypeError, ValueError):
+                raise InputError(f"cell {i} {c!r}: not integers") from None
+            for (name, hi), x, y in zip(limits, v, c):
+                if x != y or not 0 <= x <= hi:
+                    raise InputError(f"cell {i} ({', '.join(f'{n} {a}' for (n, _), a in zip(limits, c))}): "
+                                     f"{name} {y} outside 0..{hi} (the device: {dev['n_pe']} PEs x {dev['rows']} "
+                                     f"rows x {dev['bls']} bit lines)")
+            out.append(v)
         return out
 
-    def program_weights(self, what, int_w=None, timeout: float | None = None) -> dict:
+    # ---- journaled sessions (docs/link.md, "Programming journal")
+    def _session(self, journal, session, extra, params_fn, chunks_fn, timeout, check=None) -> _Plan:
+        """The chunks of a session. New: open, params_fn(device) (checks the inputs), write the
+        journal's header. Resumed: check(journal's device) and the plan against the header, settle
+        the chunk in doubt FIRST (any other frame would erase the device's record of it; nothing is
+        sent before it), then open and check the device. The plan's hash covers every chunk's words
+        and `extra` (settings the chunks do not carry)."""
+        from sw.journal import plan_hash
+        if journal is None or not journal.resuming:
+            if self.info is None:
+                self.open()
+            params = params_fn(self.info)
+            plan = _Plan(params, chunks_fn(params))
+            if journal is not None:
+                journal.start(session, self.info, plan_hash([plan.chunks, extra]), params, len(plan.chunks))
+            return plan
+        params = journal.header["params"]
+        if check is not None:
+            check(journal.header["device"])                 # the inputs, against the journal's device
+        plan = _Plan(params, chunks_fn(params))
+        journal.start(session, journal.header["device"], plan_hash([plan.chunks, extra]), params, len(plan.chunks))
+        for k in journal.pending:
+            self._settle(journal, k, plan.chunks[k], timeout)
+        if self.info is None:
+            self.open()
+        journal.check_device(self.info)
+        return plan
+
+    def _settle(self, journal, k, chunk, timeout):
+        """Send chunk k's journaled frame again, byte for byte (same SEQ): the device replays its
+        recorded answer if it executed it, else executes it now -- once either way."""
+        from sw.journal import JournalError
+        rec = journal.sent[k]
+        frame = bytes.fromhex(rec["frame"])
+
+        def same(f):          # every write of the settlement (retries included) must be that frame
+            if f != frame:
+                raise JournalError(f"{journal.path}: chunk {k} is in doubt and the driver would send another "
+                                   "frame than the journaled one (another driver or link session?); not sent")
+        self.link.seq = rec["seq"]
+        if rec.get("sid") is not None:     # a link with sessions: the frame's session
+            self.link.sid = rec["sid"]
+        self._send_journaled(journal, k, chunk, timeout, same, settled=True)
+
+    def _send_journaled(self, journal, k, chunk, timeout, hook, settled=False):
+        op, items, count = chunk
+        tr = self.link.transport
+        self.link.transport = _Tap(tr, hook)
+        try:
+            ans = self.host_command(op, items, count=count, timeout=timeout)
+        except HostCommandError as e:
+            journal.record_done(k, e.status, e.answers, settled)
+            raise
+        finally:
+            self.link.transport = tr
+        journal.record_done(k, host_proto.STATUS["OK"][0], ans, settled)
+        return ans
+
+    def _chunk(self, journal, k, chunk, timeout) -> list:
+        """The answers of chunk k: from the journal when they are there, else sent (with a journal:
+        its frame recorded, fsynced, before it leaves, its answers as they arrive)."""
+        op, items, count = chunk
+        if journal is None:
+            return self.host_command(op, items, count=count, timeout=timeout)
+        rec = journal.done.get(k)
+        if rec is not None:
+            if rec["status"] != host_proto.STATUS["OK"][0]:
+                raise HostCommandError(op, rec["status"], len(rec["answers"]), "journaled", answers=rec["answers"])
+            return rec["answers"]
+        seq, payload, last = self.link.seq, struct.pack(f"<{len(items) + 1}I", *self._header(op, items, count),
+                                                        *items), []
+
+        def record(f):        # the frame carrying this chunk (not a session-opening one), once per distinct frame
+            if payload in f and f not in last:
+                journal.record_sent(k, seq, f, getattr(self.link, "sid", None))
+                last.append(f)
+        return self._send_journaled(journal, k, chunk, timeout, record)
+
+    # ---- weight transfer
+    def program_cells(self, cells, timeout: float | None = None, journal=None) -> list:
+        """Closed-loop write-verify of cells [(pe, row, bl, target_code)] (target: verify code,
+        20 nA) -> [CellResult] in order (ok, pulses, final_code; ok False = failed, never skipped).
+        Every cell is checked against the array before anything is sent (InputError). journal: a
+        sw.journal.Journal (new: records every chunk; loaded: resumes the transfer it records).
+        Any failure raises TransferError carrying every result so far (.results)."""
+        R = host_proto.PROG_RES
+        got = {}
+
+        def check(dev):
+            cells[:] = self.check_cells(raw, device=dev)
+
+        def params(dev):
+            check(dev)
+            return {"chunk": self._max_words()}
+
+        raw, cells = list(cells), []
+
+        def chunks(p):
+            st = p["chunk"]
+            return [(host_proto.PROGRAM, [self._cell_word(*c) for c in cells[i:i + st]], None)
+                    for i in range(0, len(cells), st)]
+
+        def results():
+            out = []
+            for k in range(len(got)):
+                base = k * step
+                out += [CellResult(*cells[base + j], bool(host_proto.get(w, R["ok"])), host_proto.get(w, R["pulses"]),
+                                   host_proto.get(w, R["final_code"]))
+                        for j, w in enumerate(got[k]) if not w & host_proto.REFUSED]
+            return out
+        step, k = 0, 0
+        try:
+            plan = self._session(journal, "program", None, params, chunks, timeout, check)
+            step = plan.params["chunk"]
+            for k, ch in enumerate(plan.chunks):
+                ans = self._chunk(journal, k, ch, timeout)
+                if len(ans) != len(ch[1]):
+                    raise ProtocolError(f"PROGRAM: {len(ans)} results for {len(ch[1])} cells")
+                got[k] = ans
+        except HostCommandError as e:
+            got[k] = e.answers
+            bad = next((j for j, w in enumerate(e.answers) if w & host_proto.REFUSED), None)
+            if bad is None:
+                raise TransferError(f"PROGRAM stopped in chunk {k} (cells from {k * step}): {e}; "
+                                    f"{len(results())} cells programmed", results(), None, k) from e
+            i = k * step + bad
+            raise TransferError(f"PROGRAM: cell {i} {cells[i]} refused by the device ({e}); "
+                                f"{len(results())} cells programmed", results(), (i, cells[i]), k) from e
+        except LinkError as e:
+            i = k * step
+            raise TransferError.of(e, f"PROGRAM stopped at cell {i} {cells[i] if i < len(cells) else ''} (chunk {k}): "
+                                   f"{e}; {len(results())} cells programmed", results(),
+                                   (i, cells[i]) if i < len(cells) else None, k) from e
+        if journal is not None:
+            journal.finish()
+        return results()
+
+    def program_weights(self, what, int_w=None, timeout: float | None = None, journal=None) -> dict:
         """Program a golden weights/cells description: a list of cells (pe, row, bl, target_code), a
         golden.transfer.Plan, or a golden.mapping.Mapping (+ int_w: the integer weights) -> report:
-        {"cells": [CellResult], "failed": [...], "pulses_total", "pulses_mean", "pulses_max"}."""
+        {"cells": [CellResult], "failed": [...], "pulses_total", "pulses_mean", "pulses_max"}.
+        journal: see program_cells."""
         if int_w is not None:
             from golden.transfer import plan
             what = plan(what, int_w)
@@ -291,14 +495,14 @@ class Board:
                      for a, b, c, lv in zip(what.pe, what.row, what.bl, what.level)]
         else:
             cells = list(what)
-        res = self.program_cells(cells, timeout=timeout)
+        res = self.program_cells(cells, timeout=timeout, journal=journal)
         pulses = [r.pulses for r in res]
         return {"cells": res, "failed": [r for r in res if not r.ok], "pulses_total": sum(pulses),
                 "pulses_mean": sum(pulses) / len(pulses) if pulses else 0.0, "pulses_max": max(pulses, default=0)}
 
     def read_conductances(self, cells, timeout: float | None = None) -> list:
         """Verify reads of cells [(pe, row, bl)] -> codes (20 nA each: the read current at 0.2 V)."""
-        cells = [tuple(int(v) for v in c[:3]) for c in cells]
+        cells = self.check_cells(cells, with_target=False)
         out = []
         step = self._max_words()
         for i in range(0, len(cells), step):
@@ -309,36 +513,57 @@ class Board:
             out += [host_proto.get(w, host_proto.READ_RES["code"]) for w in ans]
         return out
 
+    # ---- images
     @staticmethod
-    def image_words(img, label=0) -> list:
-        """Pixels (u8), 4 per word, first pixel in the low byte, then the label word."""
-        px = [int(v) for v in list(getattr(img, "reshape", lambda *_: img)(-1))]
-        px += [0] * (-len(px) % 4)
-        return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24
-                for i in range(0, len(px), 4)] + [int(label) & 0xFF]
-
-    def _images(self, op, images, labels, timeout):
+    def image_words(img, label=0, pixels: int | None = None, classes: int = 256) -> list:
+        """Pixels (u8), 4 per word, first pixel in the low byte, then the label word. Pixels outside
+        0..255, a label outside 0..classes-1, or not `pixels` pixels: InputError."""
         import numpy as np
+        a = np.asarray(img)
+        if a.dtype.kind not in "iubf":
+            raise InputError(f"image of {a.dtype} values: pixels are integers 0..255")
+        a = a.reshape(-1)
+        if pixels is not None and a.size != pixels:
+            raise InputError(f"image of {a.size} pixels, the network takes {pixels}")
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.isfinite(a) & (a >= 0) & (a <= 255) & (a == np.floor(a))))
+        if bad.size:
+            raise InputError(f"pixel {bad[0]} = {a[bad[0]].item()!r}: pixels are integers 0..255")
+        lab = np.asarray(label)
+        if (lab.ndim or lab.dtype.kind not in "iubf" or not np.isfinite(lab) or lab != np.floor(lab)
+                or not 0 <= lab < classes):
+            raise InputError(f"label {lab.tolist()!r}: labels are integers 0..{classes - 1}")
+        px = [int(v) for v in a.tolist()] + [0] * (-a.size % 4)
+        return [px[i] | px[i + 1] << 8 | px[i + 2] << 16 | px[i + 3] << 24
+                for i in range(0, len(px), 4)] + [int(lab)]
+
+    def _image_params(self, dev=None) -> dict:
         p = self._p()
-        iw, rw, k = p["image_words"], p["result_words"], p["classes"]
-        off = host_proto.result_offsets(k)
-        labels = [0] * len(images) if labels is None else [int(v) for v in labels]
+        iw, rw = p["image_words"], p["result_words"]
+        return {"image_words": iw, "result_words": rw, "classes": p["classes"],
+                "per": max(1, min(self._max_words() // iw, self._max_words() // rw))}
+
+    @staticmethod
+    def _image_chunks(op, images, labels, p) -> list:
+        """The STREAM chunks of a run of images: `per` images each; every image checked first."""
         if len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        per = max(1, min(self._max_words() // iw, self._max_words() // rw))
-        rows = []
-        for i in range(0, len(images), per):
-            words = []
-            for img, lab in zip(images[i:i + per], labels[i:i + per]):
-                w = self.image_words(img, lab)
-                if len(w) != iw:
-                    raise ValueError(f"image of {len(w)} words, the controller takes {iw}")
-                words += w
-            n = len(words) // iw
-            ans = self.host_command(op, words, count=n, timeout=timeout)
-            if len(ans) != n * rw:
-                raise ProtocolError(f"{len(ans)} result words for {n} images, expected {n * rw}")
-            rows += [ans[j * rw:(j + 1) * rw] for j in range(n)]
+            raise InputError(f"{len(images)} images but {len(labels)} labels")
+        iw = p["image_words"]
+        words = []
+        for i, (img, lab) in enumerate(zip(images, labels)):
+            try:
+                words.append(Board.image_words(img, lab, (iw - 1) * 4, p["classes"]))
+            except InputError as e:
+                raise InputError(f"image {i}: {e}") from None
+        per = p["per"]
+        return [(op, [w for img in words[i:i + per] for w in img], len(words[i:i + per]))
+                for i in range(0, len(words), per)]
+
+    @staticmethod
+    def _decode_images(rows, p) -> dict:
+        import numpy as np
+        rw, k = p["result_words"], p["classes"]
+        off = host_proto.result_offsets(k)
 
         def s32(v):
             return v - (1 << 32) if v >> 31 else v
@@ -349,6 +574,20 @@ class Board:
                 "p": a[:, off["p"]:off["p"] + k],
                 "delta": sgn(a[:, off["delta"]:off["delta"] + k])}
 
+    def _image_rows(self, ans, n, p) -> list:
+        rw = p["result_words"]
+        if len(ans) != n * rw:
+            raise ProtocolError(f"{len(ans)} result words for {n} images, expected {n * rw}")
+        return [ans[j * rw:(j + 1) * rw] for j in range(n)]
+
+    def _images(self, op, images, labels, timeout):
+        p = self._image_params()
+        labels = [0] * len(images) if labels is None else list(labels)
+        rows = []
+        for ch in self._image_chunks(op, images, labels, p):
+            rows += self._image_rows(self.host_command(op, ch[1], count=ch[2], timeout=timeout), ch[2], p)
+        return self._decode_images(rows, p)
+
     def infer(self, images, labels=None, timeout: float | None = None) -> dict:
         """Inference of images (u8, 28x28) -> {"classes", "logits" (integer), "p" (Q1.15), "delta"
         (Q1.15, p - onehot(label); labels default 0)} as NumPy arrays, one row per image."""
@@ -357,35 +596,78 @@ class Board:
     def finish_batch(self, timeout: float | None = None) -> dict:
         """End a training batch: the update engine's commands are programmed (pair programmer +
         write-verify) -> {"cells", "failed", "pulses", "flags"} once the programming is over."""
-        ans = self.host_command(host_proto.FINISH, [], count=0, timeout=timeout)
+        return self._finish_words(self.host_command(host_proto.FINISH, [], count=0, timeout=timeout))
+
+    @staticmethod
+    def _finish_words(ans) -> dict:
         if len(ans) != len(host_proto.FINISH_WORDS):
             raise ProtocolError(f"FINISH: {len(ans)} words, expected {len(host_proto.FINISH_WORDS)}")
         return dict(zip(host_proto.FINISH_WORDS, ans))
 
-    def train_fc(self, batches, labels, eta=None, eta_params=None, th_code=None, timeout: float | None = None):
+    # ---- hybrid training
+    def train_fc(self, batches, labels, eta=None, eta_params=None, th_code=None, timeout: float | None = None,
+                 journal=None):
         """Hybrid training of the FC layer in the fabric (Yao 2020): per batch, the images go through
         the training path (TRAIN: every image's delta and FC inputs accumulate in the update
         engine), then FINISH programs the thresholded update. eta (float, converted with
         golden.update.eta_params on the default weights) or eta_params=(M, sh) set the learning rate.
+        journal: a sw.journal.Journal (every TRAIN/FINISH answer recorded; a loaded one resumes).
         -> {"batches": [per batch: images, errors, cells, failed, pulses, set_pulses, reset_pulses],
-        totals}."""
+        totals}. A failure raises TransferError with the finished batches' reports (.results)."""
+        import numpy as np
+
         if eta is not None and eta_params is None:
             from golden import weights
             from golden.update import eta_params as _ep
             eta_params = _ep(eta, weights.load().q)
-        if eta_params is not None:
-            self.set_learning(eta_m=eta_params[0], eta_sh=eta_params[1])
-        if th_code is not None:
-            self.set_learning(th_code=th_code)
+        batches = [list(b) for b in batches]
+        labels = [np.asarray(lb).reshape(-1).tolist() for lb in labels]
+        if len(labels) != len(batches):
+            raise InputError(f"{len(batches)} batches but {len(labels)} label lists")
+        spans = []
+
+        def chunks(p):
+            out = []
+            for imgs, labs in zip(batches, labels):
+                first = len(out)
+                out += self._image_chunks(host_proto.TRAIN, imgs, labs, p) + [(host_proto.FINISH, [], 0)]
+                spans.append((first, len(out)))
+            return out
         report = []
-        for imgs, labs in zip(batches, labels):
-            c0 = self.read_counters()
-            r = self._images(host_proto.TRAIN, imgs, labs, timeout)
-            f = self.finish_batch(timeout=timeout)
-            c1 = self.read_counters()
-            errors = int(sum(int(a) != int(b) for a, b in zip(r["classes"], labs)))
-            report.append({"images": len(imgs), "errors": errors, **f,
-                           "set_pulses": (c1["set_pulses"] - c0["set_pulses"]) & 0xFFFFFFFF,
-                           "reset_pulses": (c1["reset_pulses"] - c0["reset_pulses"]) & 0xFFFFFFFF})
+        try:
+            plan = self._session(journal, "train", [eta_params and list(eta_params), th_code],
+                                 self._image_params, chunks, timeout)
+            if eta_params is not None:
+                self.set_learning(eta_m=eta_params[0], eta_sh=eta_params[1])
+            if th_code is not None:
+                self.set_learning(th_code=th_code)
+            for b, (first, end) in enumerate(spans):
+                report.append(self._train_batch(journal, b, plan, first, end, labels[b], timeout))
+        except LinkError as e:
+            raise TransferError.of(e, f"training stopped in batch {len(report)}: {e}; {len(report)} batches "
+                                   "finished", report) from e
+        if journal is not None:
+            journal.finish()
         tot = {k: sum(b[k] for b in report) for k in ("images", "errors", "cells", "failed", "pulses")}
         return {"batches": report, **tot}
+
+    def _train_batch(self, journal, b, plan, first, end, labs, timeout) -> dict:
+        """One batch: counters, its TRAIN chunks, FINISH, counters (journaled values reused)."""
+        def counters(key):
+            if journal is None:
+                return self.read_counters()
+            if key not in journal.notes:
+                journal.note(key, self.read_counters())
+            return journal.notes[key]
+        c0 = counters(f"counters/{b}/before")
+        rows = []
+        for k in range(first, end - 1):
+            ch = plan.chunks[k]
+            rows += self._image_rows(self._chunk(journal, k, ch, timeout), ch[2], plan.params)
+        f = self._finish_words(self._chunk(journal, end - 1, plan.chunks[end - 1], timeout))
+        c1 = counters(f"counters/{b}/after")
+        classes = self._decode_images(rows, plan.params)["classes"]
+        errors = int(sum(int(a) != int(y) for a, y in zip(classes, labs)))
+        return {"images": len(labs), "errors": errors, **f,
+                "set_pulses": (c1["set_pulses"] - c0["set_pulses"]) & 0xFFFFFFFF,
+                "reset_pulses": (c1["reset_pulses"] - c0["reset_pulses"]) & 0xFFFFFFFF}
