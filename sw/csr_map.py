@@ -65,7 +65,7 @@ CTRL_HOST_VERSION = 0x0032
 REGISTERS = {
     'link_id': Reg('link_id', 0x0000, 32, 'ro', 0x4d434e4e, True,
         "ID magic 0x4D434E4E ('MCNN')."),
-    'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x10000, True,
+    'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x20000, True,
         'Link protocol version, major << 16 | minor.'),
     'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x46d0894a, True,
         'CRC-32 of the CSR map (names, addresses, widths, access); equals sw/csr_map.MAP_HASH.'),
