@@ -284,6 +284,62 @@ def test_link_timeout_names_the_command():
     assert e.value.attempts == 3
 
 
+def test_payload_limit_before_open():
+    """Before open() the host refuses a payload above the default max_payload (1024) without sending it."""
+    m = DeviceModel()
+    tr = Scripted(m)
+    link = Board(tr, retries=0, timeout=0.05).link
+    with pytest.raises(FrameTooLong) as e:
+        link.transact(Cmd.PING, bytes(1025))
+    assert "1025 bytes > the device's max_payload 1024 (not sent)" in str(e.value) and tr.writes == 0
+    assert link.transact(Cmd.PING, bytes(1024)) == bytes(1024)      # (OPEN, then the PING)
+    assert tr.writes == 2
+
+
+def test_second_host_session_then_the_first_again():
+    """Host B opens a session: host A's next command is STALE (not executed), A opens a new session
+    and the command executes once; B's frames are then STALE, never executed."""
+    m = DeviceModel()
+    a, b = Board.model(model=m).open(), Board.model(model=m).open()
+    b.write_csr("link_scratch", 1)
+    frame_b = build_frame(b.link.seq - 1, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 1),
+                          sid=b.link.sid)
+    e0 = m.counters["executed"]
+    a.write_csr("link_scratch", 2)
+    assert m.counters["executed"] == e0 + 2 and m.counters["dup_frames"] == 1     # OPEN + write; 1 STALE
+    assert frames_of(FrameParser().feed(m.feed(frame_b)))[0].status == Status.STALE   # B's write, late
+    assert a.read_csr("link_scratch") == 2
+
+
+class Forger(Transport):
+    """Answers every request with a valid OK response of the same SEQ, but `change`d."""
+
+    def __init__(self, change):
+        self.change, self.out = change, b""
+
+    def write(self, data):
+        fr = FrameParser().feed(data)[0]
+        seq, sid, cmd = self.change(fr.seq, fr.sid, fr.cmd)
+        self.out += build_frame(seq, 0x80 | cmd, b"\x00" * 40, sid=sid)
+
+    def read(self, timeout):
+        out, self.out = self.out, b""
+        return out
+
+
+@pytest.mark.parametrize("change", [lambda q, s, c: (q, s, c ^ 0x11), lambda q, s, c: (q, s ^ 1, c),
+                                    lambda q, s, c: (q ^ 0x100, s, c)], ids=["command", "session", "seq_high"])
+def test_response_must_match_seq_session_and_command(change):
+    link = Board(Forger(change), retries=1, timeout=0.05).link
+    link.sid = 9                                    # (as if open)
+    with pytest.raises(LinkTimeout):
+        link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 10))
+    assert link.stats.stale == 2
+    ok = Board(Forger(lambda q, s, c: (q, s, c)), retries=1, timeout=0.05).link
+    ok.sid = 9
+    assert ok.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 10)) == bytes(40)
+
+
 def test_device_errors_raise_typed_exceptions():
     c = Board.model(model=DeviceModel(max_payload=64, max_response=32, stream=lambda w: None)).open()
     for exc, fn in [(UnknownCommand, lambda: c.link.transact(0x7A)),
