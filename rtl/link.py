@@ -141,7 +141,7 @@ class DroppedFrames(csr.Register, access="ro"):
 
 
 class DupFrames(csr.Register, access="ro"):
-    "Repeated frames answered from the replay record without executing them."
+    "Frames not executed as repeats: replayed from the record, or answered STALE (older, another session's)."
 
 
 class Executed(csr.Register, access="ro"):
@@ -153,7 +153,8 @@ class StreamDiscards(csr.Register, access="ro"):
 
 
 class ByteTimeout(csr.Register, access="rw"):
-    "Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it."
+    ("Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it; after a bad "
+     "header the link ignores bytes until the line has been idle this long.")
 
 
 class StreamTimeout(csr.Register, access="rw"):
