@@ -4,12 +4,17 @@ Golden reference: sw/devmodel.DeviceModel -- for the same bytes in, the RTL must
 bytes out (responses, NACKs, replayed responses) and keep the same counters. One Verilator
 build (tb/cosim/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
 
-  frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG,
-                      header errors, truncation with and without the inter-byte timeout,
-                      garbage, SEQ reuse, a hung controller (TIMEOUT), response overflow
+  frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG (LEN up to
+                      0xFFFF, consumed whole), header errors (QUIET until idle), truncation with
+                      and without the inter-byte timeout, garbage, SEQ reuse, late duplicates and
+                      other sessions (STALE), OPEN, a complete CSR_WRITE frame carried in accepted,
+                      NACKed, TOO_LONG and corrupted frames (never executed), a hung controller
+                      (TIMEOUT), response overflow
   random_bytes_never_wedge
-                      hypothesis: random and adversarial byte streams into the frame decoder;
-                      afterwards a valid frame is always answered, and the RTL equals the model
+                      hypothesis: random and adversarial byte streams (frames carrying frames,
+                      over-long frames, late duplicates) into the frame decoder; afterwards a
+                      valid frame is always answered, the RTL equals the model, and the model
+                      executed only frames sent as commands, each at most once
   sim_transport_driver
                       the unmodified host driver (sw/driver.py) in a thread over SimTransport:
                       identify, CSRs by name, streams, device errors, a fault-injection session
