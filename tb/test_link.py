@@ -202,10 +202,11 @@ if cocotb is not None:
         bad[-2] ^= 4
         await step(bytes(bad), "bad-CRC PING carrying a write", expect=Status.CRC)
         await step(_too_long(98, mp + 4, evil()), "TOO_LONG carrying a write", expect=Status.TOO_LONG)
-        for i in (2, 3, 8, 9, 10, 11):               # sync, SEQ, LEN, HCHK corrupted: the rest is ignored
-            bad = bytearray(f(Cmd.PING, b"\x00" + evil() + evil(seq=0x7778)))
-            bad[i] ^= 0x21
-            await step(bytes(bad), f"corrupted byte {i} before a write", idle=True)
+        for i in (0, 1, 2, 3, 8, 9, 10, 11):         # sync, SEQ, LEN, HCHK corrupted: the rest is ignored
+            for pre in (b"", b"\x00"):
+                bad = bytearray(f(Cmd.PING, pre + evil() + evil(seq=0x7778)))
+                bad[i] ^= 0x21
+                await step(bytes(bad), f"corrupted byte {i} before a write", idle=True)
         fr = await step(f(Cmd.CSR_READ, csr_rd(sa)), "scratch untouched", expect=Status.OK)
         assert fr[-1].payload == struct.pack("<I", 0x11111111) and mdl.counters["executed"] == ex + 2
         # framing faults
