@@ -173,16 +173,19 @@ def render_link_proto() -> str:
         "import enum",
         "",
         f"SYNC = {P.SYNC!r}",
-        f"HEADER_BYTES = {P.HEADER_BYTES}    # SEQ, CODE, LEN_L, LEN_H",
+        f"HEADER = {P.HEADER!r}    # struct format of the header: SEQ, SID, CODE, STATUS, LEN",
+        f"HEADER_BYTES = {P.HEADER_BYTES}",
+        f"HCHK_BYTES = {P.HCHK_BYTES}    # the low bytes of the CRC-32 of the header",
         f"OVERHEAD = {P.OVERHEAD}    # bytes around the payload: sync, header, HCHK, CRC-32",
         f"MAX_LEN = {P.MAX_LEN:#06x}",
-        f"RESPONSE = {P.RESPONSE:#04x}    # CODE of a response: RESPONSE | status",
+        f"SEQ_HALF = {P.SEQ_HALF:#06x}    # a SEQ up to this far behind the session's newest is STALE",
+        f"RESPONSE = {P.RESPONSE:#04x}    # CODE of a response: RESPONSE | the request's command",
         f"CRC_POLY = {P.CRC_POLY:#010x}    # CRC-32/ISO-HDLC, reflected (= zlib.crc32)",
         f"ID_MAGIC = {P.ID_MAGIC:#010x}",
         f"LINK_VERSION = {P.LINK_VERSION:#010x}",
     ]
     lines += _enum("Cmd", "Link commands (CODE of a request): request payload -> response payload.", P.COMMANDS)
-    lines += _enum("Status", "Link status codes (CODE & 0x7F of a response).", P.STATUSES)
+    lines += _enum("Status", "Link status codes (STATUS of a response).", P.STATUSES)
     lines += [
         "",
         "",

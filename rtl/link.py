@@ -11,12 +11,12 @@ controller's answer words, `last` on the final one). Three FSMs work in turn, ha
 registered pulses/flags (the decoder and the encoder are components, `FrameDecoder` and
 `FrameEncoder`; the executor is the Link's own logic):
 
-    decoder  HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
-             -> WAIT (until the response has been sent)
+    decoder  HUNT -> SYNC1 -> HDR (8 bytes) -> HCHK (2) -> PAYLOAD (into the rx buffer) -> CRC (4 bytes)
+             -> WAIT (until the response has been sent); QUIET (ignore bytes until the line is idle)
     executor IDLE -> CHECK -> EXEC (command) -> FINISH (record the response) -> TX
                      `-> TX: replay of the recorded response (repeated frame)
-                     `-> TX: NACK(CRC) (valid header, bad CRC; nothing recorded), NACK(TOO_LONG)
-    encoder  IDLE -> HDR -> HCHK -> PAY (tx buffer) -> CRC -> DONE
+                     `-> TX: NACK(CRC) (valid header, bad CRC; nothing recorded), NACK(TOO_LONG), STALE
+    encoder  IDLE -> HDR -> HCHK -> HCHK2 -> PAY (tx buffer) -> CRC -> DONE
 
 Timing (ECP5 ~100 MHz): the executor and the encoder are one-hot, bytes move through one-byte
 registers each way (at most a byte per two cycles: the UART needs 10 x divisor), the buffers
@@ -30,17 +30,20 @@ register, a CSR write 6; STREAM sends a cmd word per 5 cycles at most and takes 
 last byte in to the last byte out, before -> now: PING 64 B 95 -> 238, IDENTIFY 85 -> 181,
 CSR_READ of 4 43 -> 91, CSR_WRITE of 1 18 -> 42.
 
-Robustness. A header whose HCHK byte does not match is dropped at once (framing error) and a
-LEN above max_payload gets a NACK(TOO_LONG) before any payload is awaited, so a corrupted length
-cannot make the decoder swallow the frames that follow; a frame that stops arriving is abandoned
-after `byte_timeout` idle cycles (dropped frame). After any error the decoder is back in HUNT,
-so no input sequence can wedge it (tb/test_link.py checks this with hypothesis). Nothing of a
-frame is executed before its CRC-32 has been checked: the payload waits in the rx buffer.
+Robustness. The decoder never parses a payload byte as a header: a header whose 16-bit HCHK
+matches is consumed whole (LEN + CRC bytes; LEN above max_payload: counted off, then NACK
+TOO_LONG); after a header whose HCHK fails, or a byte at a frame boundary that is not the sync,
+it is QUIET until no byte came for `byte_timeout` cycles (the host is stop-and-wait: a frame's
+bytes come back to back, a retry after a gap). A frame that stops arriving is abandoned after
+`byte_timeout` idle cycles (dropped frame). Every error ends in HUNT, so no input sequence can
+wedge it (tb/test_link.py checks this with hypothesis). Nothing of a frame is executed before its
+CRC-32 has been checked: the payload waits in the rx buffer.
 
-Duplicate suppression. After executing a frame the link records (SEQ, CRC-32 of the frame) and the
-response stays in the tx buffer; a frame with the same SEQ *and* CRC is answered from the record
-(dup_frames counter) and not executed again. Matching the CRC as well as SEQ means a new command
-that happens to reuse a SEQ (host restart, SEQ wrap) is still executed.
+Duplicate suppression. After executing a frame the link records (SID, SEQ, CRC-32 of the frame)
+and the response stays in the tx buffer; a frame with the same SID, SEQ *and* CRC is answered from
+the record (dup_frames counter) and not executed again. A frame of the session whose SEQ is not
+newer (at most 2^15 behind, mod 2^16), and a frame of another session that is not OPEN, are
+answered STALE (dup_frames) without executing; OPEN makes its SID the session.
 
 Streams. STREAM sends the payload words on `cmd` and, at the same time, collects `rsp` words
 into the tx buffer until one with `last`; `stream_timeout` idle cycles without progress end the
@@ -55,7 +58,7 @@ UART (selected by the `bypass` input) for fast co-simulation.
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -138,7 +141,7 @@ class DroppedFrames(csr.Register, access="ro"):
 
 
 class DupFrames(csr.Register, access="ro"):
-    "Repeated frames answered from the replay record without executing them."
+    "Frames not executed as repeats: replayed from the record, or answered STALE (older, another session's)."
 
 
 class Executed(csr.Register, access="ro"):
@@ -150,7 +153,8 @@ class StreamDiscards(csr.Register, access="ro"):
 
 
 class ByteTimeout(csr.Register, access="rw"):
-    "Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it."
+    ("Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it; after a bad "
+     "header the link ignores bytes until the line has been idle this long.")
 
 
 class StreamTimeout(csr.Register, access="rw"):
@@ -302,7 +306,8 @@ class Link(wiring.Component):
         # the encoder: a response frame from the executor's registers and the tx buffer
         m.submodules.encoder = enc = FrameEncoder(txw)
         wiring.connect(m, enc.tx, wiring.flipped(self.tx))
-        m.d.comb += [enc.go.eq(ns.tgo), enc.seq.eq(ns.t_seq), enc.status.eq(ns.t_status), enc.length.eq(ns.t_len),
+        m.d.comb += [enc.go.eq(ns.tgo), enc.seq.eq(ns.seq), enc.sid.eq(ns.sid), enc.code.eq(ns.code),
+                     enc.status.eq(ns.t_status), enc.length.eq(ns.t_len),
                      ns.tdone.eq(enc.done), tx_rd.addr.eq(enc.rd_addr), enc.rd_data.eq(tx_rd.data)]
         return m
 
@@ -378,26 +383,26 @@ class Link(wiring.Component):
             count_event("framing_errors", "framing_error")
         with m.If(dec.dropped_frame):
             count_event("dropped_frames", "dropped_frame")
-        vars(ns).update(seq=dec.seq, code=dec.code, length=dec.length, w0r=dec.w0, rcrc=dec.rcrc, crc=dec.crc,
-                        rx_pend=dec.pend, rx_long=dec.long, rx_taken=dec.taken, resume=resume)
+        vars(ns).update(seq=dec.seq, sid=dec.sid, code=dec.code, length=dec.length, w0r=dec.w0, rcrc=dec.rcrc,
+                        crc=dec.crc, rx_pend=dec.pend, rx_long=dec.long, rx_taken=dec.taken, resume=resume)
 
     def _executor_regs(self, m, ns):
         """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
         cmd word registers, and the registered flags of the loops."""
-        aw, crc, rcrc, seq = from_ns(ns, "aw crc rcrc seq")
+        aw, code, crc, rcrc, seq, sid = from_ns(ns, "aw code crc rcrc seq sid")
         # ---- executor state
-        # replay record and the response being sent
+        # replay record (the session's newest executed frame) and the response being sent
         rec_valid = Signal()
-        rec_seq = Signal(8)
+        rec_sid = Signal(16)  # the session: SID of the last executed frame (0 after reset)
+        rec_seq = Signal(16)
         rec_crc = Signal(32)
         rec_status = Signal(8)
         rec_len = Signal(16)
-        t_seq = Signal(8)
         t_status = Signal(8)
         t_len = Signal(16)
         res_status = Signal(8)
         res_len = Signal(16)
-        tgo = Signal()        # executor -> encoder: send (t_seq, t_status, t_len)
+        tgo = Signal()        # executor -> encoder: send (t_status, t_len) for the decoder's frame
         tdone = Signal()      # encoder -> executor: the last byte has left
         # command execution
         addr = Signal(17)
@@ -445,6 +450,12 @@ class Link(wiring.Component):
         # depend on last changed
         crc_bad = Signal()
         dup = Signal()
+        stale = Signal()      # (after dup) not newer than the session's newest frame, or another session's
+        behind = Signal(16)   # rec_seq - seq: < 0x8000 when seq is not newer
+        sid_eq = Signal()
+        is_open = Signal()
+        m.d.sync += [behind.eq(rec_seq - seq), sid_eq.eq(sid == rec_sid), is_open.eq(code == Cmd.OPEN),
+                     stale.eq(Mux(sid_eq, rec_valid & ~behind[15], ~is_open))]
         f_eq = Signal()       # idx == count
         f_last = Signal()     # idx == count - 1
         oob = Signal()        # cur beyond the map
@@ -460,15 +471,15 @@ class Link(wiring.Component):
         m.d.sync += count_m1.eq(count - 1)
         s_done = Signal()     # STREAM: all cmd words sent, the last rsp word in (stays so once true)
         m.d.sync += s_done.eq(s_eq & ~sl & ~cf & ~cv & rsp_done)
-        m.d.sync += [crc_bad.eq(rcrc != ~crc), dup.eq(rec_valid & (seq == rec_seq) & (rcrc == rec_crc)),
+        m.d.sync += [crc_bad.eq(rcrc != ~crc), dup.eq(rec_valid & (seq == rec_seq) & (rcrc == rec_crc) & sid_eq),
                      f_eq.eq(idx == count), f_last.eq(idx == count_m1), oob.eq(cur[aw:] != 0),
                      s_eq.eq(sidx == count), s_last.eq(sidx == count_m1)]
         vars(ns).update(addr=addr, b_rstb=b_rstb, b_wdata=b_wdata, b_wstb=b_wstb, cdata=cdata, cf=cf, clast=clast,
             count=count, crc_bad=crc_bad, cur=cur, cv=cv, dup=dup, f_bad=f_bad, f_eq=f_eq, f_last=f_last, idx=idx,
             overflow=overflow, prog=prog, rd_next=rd_next, rec_crc=rec_crc, rec_len=rec_len, rec_seq=rec_seq,
-            rec_status=rec_status, rec_valid=rec_valid, res_len=res_len, res_status=res_status, ridx=ridx,
-            rsp_done=rsp_done, s_done=s_done, s_eq=s_eq, s_last=s_last, sidx=sidx, sl=sl, st_to=st_to, stimer=stimer,
-            t_len=t_len, t_seq=t_seq, t_status=t_status, tdone=tdone, tgo=tgo, wr_next=wr_next)
+            rec_sid=rec_sid, rec_status=rec_status, rec_valid=rec_valid, res_len=res_len, res_status=res_status,
+            ridx=ridx, rsp_done=rsp_done, s_done=s_done, s_eq=s_eq, s_last=s_last, sidx=sidx, sl=sl, st_to=st_to,
+            stale=stale, stimer=stimer, t_len=t_len, t_status=t_status, tdone=tdone, tgo=tgo, wr_next=wr_next)
 
     def _command_checks(self, m, ns):
         """Command checks in three registered stages (code, length and w0r are fixed long before EXEC): error
@@ -479,7 +490,7 @@ class Link(wiring.Component):
         # command checks, registered (code, length and w0r are fixed long before EXEC)
         w0 = w0r
         # stage 1: predicates of code, length and w0r
-        p = {k: Signal(name=f"p_{k}") for k in ("ping", "ident", "status", "rd", "wr", "rst", "stream",
+        p = {k: Signal(name=f"p_{k}") for k in ("ping", "ident", "status", "rd", "wr", "rst", "open", "stream",
                                                   "len_big", "len0", "len4", "len_lt8", "len_mis",
                                                   "cnt0", "cnt_big", "rst_bad")}
         v_ping = Signal(16)
@@ -487,7 +498,7 @@ class Link(wiring.Component):
         v_stream = Signal(16)
         m.d.sync += [p["ping"].eq(code == Cmd.PING), p["ident"].eq(code == Cmd.IDENTIFY),
                      p["status"].eq(code == Cmd.STATUS), p["rd"].eq(code == Cmd.CSR_READ),
-                     p["wr"].eq(code == Cmd.CSR_WRITE), p["rst"].eq(code == Cmd.RESET),
+                     p["wr"].eq(code == Cmd.CSR_WRITE), p["rst"].eq(code == Cmd.RESET), p["open"].eq(code == Cmd.OPEN),
                      p["stream"].eq(code == Cmd.STREAM),
                      p["len_big"].eq(length > self.max_response), p["len0"].eq(length == 0),
                      p["len4"].eq(length == 4), p["len_lt8"].eq(length < 8), p["len_mis"].eq(length[:2] != 0),
@@ -500,15 +511,16 @@ class Link(wiring.Component):
         e_arg = Signal()
         x_addr = Signal(17)
         x_count = Signal(16)
-        xk = {k: Signal(name=f"x_{k}") for k in ("copy", "rd", "wr", "rst", "stream")}
+        xk = {k: Signal(name=f"x_{k}") for k in ("copy", "rd", "wr", "rst", "open", "stream")}
         m.d.sync += [xk["copy"].eq(p["ping"]), xk["rd"].eq(p["ident"] | p["status"] | p["rd"]),
-                     xk["wr"].eq(p["wr"]), xk["rst"].eq(p["rst"]), xk["stream"].eq(p["stream"])]
+                     xk["wr"].eq(p["wr"]), xk["rst"].eq(p["rst"]), xk["open"].eq(p["open"]),
+                     xk["stream"].eq(p["stream"])]
         bad_len = ((p["ping"] & p["len_big"]) | ((p["ident"] | p["status"]) & ~p["len0"]) |
                    ((p["rd"] | p["rst"]) & ~p["len4"]) | (p["wr"] & (p["len_lt8"] | p["len_mis"])) |
                    (p["stream"] & (p["len0"] | p["len_mis"])))
         bad_arg = (p["rd"] & (p["cnt0"] | p["cnt_big"])) | (p["wr"] & ~p["cnt0"]) | (p["rst"] & p["rst_bad"])
         m.d.sync += [e_unknown.eq(~(p["ping"] | p["ident"] | p["status"] | p["rd"] | p["wr"] | p["rst"] |
-                                    p["stream"])),
+                                    p["open"] | p["stream"])),
                      e_len.eq(bad_len), e_arg.eq(bad_arg)]
         with m.If(p["ping"]):
             m.d.sync += x_count.eq(v_ping)
@@ -538,12 +550,12 @@ class Link(wiring.Component):
         """Executor FSM ("main"): frame check, replay or NACK, command dispatch (EXEC), PING copy; the rsp
         input register."""
         (addr, cf, clear_counters, count, count_event, crc_bad, cur, dup, f_eq, idx, length, overflow, rdok,
-         rec_len, rec_seq, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
-         rx_pend, rx_read, rx_taken, seq, sidx, st_to, stimer, t_len, t_seq, t_status, tgo, tx_write, w0,
+         rec_len, rec_status, rec_valid, res_len, res_status, resume, ridx, rsp_done, rwd, rx_long,
+         rx_pend, rx_read, rx_taken, sidx, st_to, stale, stimer, t_len, t_status, tgo, tx_write, w0,
          x_addr, x_bad, x_count, x_status, xk) = from_ns(ns, """
             addr cf clear_counters count count_event crc_bad cur dup f_eq idx length overflow rdok rec_len
-            rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read
-            rx_taken seq sidx st_to stimer t_len t_seq t_status tgo tx_write w0 x_addr x_bad x_count x_status
+            rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_long rx_pend rx_read
+            rx_taken sidx st_to stale stimer t_len t_status tgo tx_write w0 x_addr x_bad x_count x_status
             xk""")
         # idx / cur: one increment and one restart for all the loops (a short mux in front of them)
         step = Signal()
@@ -553,11 +565,11 @@ class Link(wiring.Component):
         with m.Elif(step):
             m.d.sync += [idx.eq(idx + 1), cur.eq(cur + 1)]
 
-        sender = _Load(m, "send", [t_seq, t_status, t_len])
+        sender = _Load(m, "send", [t_status, t_len])     # (SEQ, SID, command: the decoder's frame)
         finisher = _Load(m, "fin", [res_status, res_len])
 
-        def send(s, status, n_bytes):
-            sender.load(s, status, n_bytes)
+        def send(status, n_bytes):
+            sender.load(status, n_bytes)
             m.d.sync += tgo.eq(1)
             mf.go("TX")
 
@@ -591,17 +603,20 @@ class Link(wiring.Component):
             with m.If(rx_pend):
                 m.d.comb += rx_taken.eq(1)
                 with m.If(rx_long):
-                    send(seq, Status.TOO_LONG, 0)
+                    send(Status.TOO_LONG, 0)
                 with m.Else():
                     mf.go("CHECK")
 
         with mf.state("CHECK"):
             with m.If(crc_bad):
                 count_event("crc_errors", "crc_error")
-                send(seq, Status.CRC, 0)
+                send(Status.CRC, 0)
             with m.Elif(dup):
                 count_event("dup_frames", "dup_frame")
-                send(rec_seq, rec_status, rec_len)     # the tx buffer still holds the recorded payload
+                send(rec_status, rec_len)     # the tx buffer still holds the recorded payload
+            with m.Elif(stale):
+                count_event("dup_frames", "dup_frame")
+                send(Status.STALE, 0)         # not executed; the record (and the tx buffer) kept
             with m.Else():
                 m.d.sync += [rec_valid.eq(0), sidx.eq(0), ridx.eq(0), rsp_done.eq(0),
                              overflow.eq(0), cf.eq(0), stimer.eq(0), st_to.eq(0)]
@@ -618,6 +633,8 @@ class Link(wiring.Component):
                 mf.go("RD_CHECK_W")
             with m.Elif(xk["wr"]):
                 mf.go("WR_CHECK_W")
+            with m.Elif(xk["open"]):            # the session became the frame's SID (FINISH records it)
+                finish(Status.OK)
             with m.Elif(xk["rst"]):
                 m.d.sync += self.soft_reset.eq(w0[0])
                 m.d.comb += clear_counters.eq(w0[RESET_COUNTERS.bit_length() - 1])
@@ -717,12 +734,12 @@ class Link(wiring.Component):
     def _executor_stream(self, m, ns):
         """Executor states of STREAM, FINISH (record the response) and TX."""
         (cdata, cf, clast, cv, finish, finisher, flag, in_stream, inc, mf, overflow, prog, qdata, qlast,
-         qtake, qv, rcrc, rdok, rec_crc, rec_len, rec_seq, rec_status, rec_valid, res_len, res_status,
-         resume, ridx, rsp_done, rwd, rx_read, s_done, s_eq, s_last, send, sender, seq, sidx, sl, st_to,
+         qtake, qv, rcrc, rdok, rec_crc, rec_len, rec_seq, rec_sid, rec_status, rec_valid, res_len, res_status,
+         resume, ridx, rsp_done, rwd, rx_read, s_done, s_eq, s_last, send, sender, seq, sid, sidx, sl, st_to,
          tdone, tx_write, txw) = from_ns(ns, """
             cdata cf clast cv finish finisher flag in_stream inc mf overflow prog qdata qlast qtake qv rcrc rdok
-            rec_crc rec_len rec_seq rec_status rec_valid res_len res_status resume ridx rsp_done rwd rx_read
-            s_done s_eq s_last send sender seq sidx sl st_to tdone tx_write txw""")
+            rec_crc rec_len rec_seq rec_sid rec_status rec_valid res_len res_status resume ridx rsp_done rwd
+            rx_read s_done s_eq s_last send sender seq sid sidx sl st_to tdone tx_write txw""")
         with mf.state("STREAM_W"):
             mf.go("STREAM")
 
@@ -761,9 +778,9 @@ class Link(wiring.Component):
 
         with mf.state("FINISH"):                 # record the response, then send it
             m.d.comb += inc["executed"].eq(1)
-            m.d.sync += [rec_valid.eq(1), rec_seq.eq(seq), rec_crc.eq(rcrc), rec_status.eq(res_status),
-                         rec_len.eq(res_len), self.soft_reset.eq(0)]
-            send(seq, res_status, res_len)     # (res_len is 0 with an error status)
+            m.d.sync += [rec_valid.eq(1), rec_sid.eq(sid), rec_seq.eq(seq), rec_crc.eq(rcrc),
+                         rec_status.eq(res_status), rec_len.eq(res_len), self.soft_reset.eq(0)]
+            send(res_status, res_len)     # (res_len is 0 with an error status)
 
         with mf.state("TX"):
             with m.If(tdone):
@@ -776,11 +793,12 @@ class Link(wiring.Component):
 
 
 class FrameEncoder(wiring.Component):
-    """Response frame encoder: on `go` (a pulse) it sends A5 5A | seq | RESPONSE | status | length
-    (LE) | HCHK | the first `length` bytes of the tx buffer | CRC-32 (LE) on `tx`, then pulses `done`.
+    """Response frame encoder: on `go` (a pulse) it sends A5 5A | seq | sid | RESPONSE | code | status |
+    length | HCHK (2) | the first `length` bytes of the tx buffer | CRC-32 on `tx` (fields LE), then
+    pulses `done`.
 
     The tx buffer is read through `rd_addr` / `rd_data` (a synchronous read port, data a cycle after
-    the address); `seq`, `status`, `length` hold from `go` to `done`. The bytes leave from the byte
+    the address); `seq`, `sid`, `code`, `status`, `length` hold from `go` to `done`. The bytes leave from the byte
     register `ob` (at most one per two cycles), and the CRC takes each byte as it leaves (a byte is
     loaded only when ob is empty). The header bytes, the payload word and the CRC are shifted out of
     registers (no byte mux); the next payload word is prefetched while one is sent.
@@ -789,7 +807,8 @@ class FrameEncoder(wiring.Component):
     def __init__(self, txw: int):
         self.txw = txw
         super().__init__({
-            "go": In(1), "seq": In(8), "status": In(8), "length": In(16), "done": Out(1),
+            "go": In(1), "seq": In(16), "sid": In(16), "code": In(8), "status": In(8), "length": In(16),
+            "done": Out(1),
             "rd_addr": Out(range(txw)), "rd_data": In(32),
             "tx": Out(stream.Signature(8)),
         })
@@ -805,7 +824,8 @@ class FrameEncoder(wiring.Component):
         tl0 = Signal()        # length == 0
         t_len_m1 = Signal(17)
         m.d.sync += t_len_m1.eq(self.length - 1)
-        hsr = Signal(48)      # header bytes still to send
+        hsr = Signal(80)      # sync and header bytes still to send
+        hck_hi = Signal(8)    # HCHK byte 1 (the header's CRC-32 changes as byte 0 leaves)
         tra = Signal(range(self.txw))
         tpre = Signal(32)     # txbuf[tra], two cycles after tra changed
         tw = Signal(32)       # the payload word being sent (shifted a byte at a time)
@@ -823,7 +843,7 @@ class FrameEncoder(wiring.Component):
             m.d.sync += tcnt.eq(0)
         with m.Elif(tcnt_inc):
             m.d.sync += tcnt.eq(tcnt + 1)
-        tf = OneHotFSM(m, "tx", ["IDLE", "HDR", "HCHK", "PAY", "CRC", "DONE"])
+        tf = OneHotFSM(m, "tx", ["IDLE", "HDR", "HCHK", "HCHK2", "PAY", "CRC", "DONE"])
         obl = _Load(m, "ob", [ob])
         crc_lane = Signal(8)
         m.d.comb += crc_lane.eq(~tcrc.word_select(tcnt[:2], 8))
@@ -831,21 +851,27 @@ class FrameEncoder(wiring.Component):
             with m.If(self.go):
                 m.d.comb += tcnt_clr.eq(1)
                 m.d.sync += [tcrc.eq(0xFFFFFFFF), tra.eq(0),
-                             hsr.eq(Cat(Const(SYNC[0], 8), Const(SYNC[1], 8), self.seq, self.status | RESPONSE,
-                                        self.length))]
+                             hsr.eq(Cat(Const(SYNC[0], 8), Const(SYNC[1], 8), self.seq, self.sid,
+                                        self.code | RESPONSE, self.status, self.length))]
                 tf.go("HDR")
 
         with tf.state("HDR"):
             with m.If(~ov):
                 obl.load(hsr[:8])
-                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1] | tcnt[2])]
+                m.d.sync += [hsr.eq(hsr[8:]), ov.eq(1), ocrc.eq(tcnt[1:4] != 0)]     # (not the sync bytes)
                 m.d.comb += tcnt_inc.eq(1)
-                with m.If(tcnt[:3] == 5):
+                with m.If(tcnt[:4] == 9):
                     tf.go("HCHK")
 
         with tf.state("HCHK"):
             with m.If(~ov):
                 obl.load(~tcrc[:8])
+                m.d.sync += [ov.eq(1), ocrc.eq(1), hck_hi.eq(~tcrc[8:16])]
+                tf.go("HCHK2")
+
+        with tf.state("HCHK2"):
+            with m.If(~ov):
+                obl.load(hck_hi)
                 m.d.comb += tcnt_clr.eq(1)
                 m.d.sync += [ov.eq(1), ocrc.eq(1), tw.eq(tpre), tra.eq(1)]
                 with m.If(tl0):
@@ -886,15 +912,17 @@ class FrameDecoder(wiring.Component):
     its payload written to the rx buffer (`wr_en` byte lanes, `wr_addr` word, `wr_byte`), its first
     payload word kept in `w0`, its received CRC in `rcrc` and the CRC-32 computed over it in `crc`.
 
-    HUNT -> SYNC1 -> HDR (4 bytes) -> HCHK -> PAYLOAD -> CRC (4 bytes) -> WAIT: `pend` rises when a
-    frame (or, with `long`, a header whose LEN is above max_payload) waits for the executor, which
-    pulses `taken`, and `resume` once the response is sent. A header whose HCHK does not match
-    (`framing_error`) and a frame that stops arriving for `byte_timeout` cycles (`dropped_frame`,
-    also pulsed with `long`) return to HUNT. `idle`: hunting, no byte waiting.
+    HUNT -> SYNC1 -> HDR (8 bytes) -> HCHK (2) -> PAYLOAD -> CRC (4 bytes) -> WAIT: `pend` rises when
+    a frame (or, with `long`, a frame whose LEN is above max_payload: its bytes counted off, not
+    stored, `dropped_frame`) waits for the executor, which pulses `taken`, and `resume` once the
+    response is sent. A header whose HCHK does not match (`framing_error`) or a byte at a frame
+    boundary that is not the sync leads to QUIET, which ignores bytes until none came for
+    `byte_timeout` cycles; a frame that stops arriving for `byte_timeout` cycles
+    (`dropped_frame`) returns to HUNT. `idle`: hunting, no byte waiting.
 
     Bytes go through a one-byte input register (ready = empty), compared to the sync bytes and the
-    HCHK as they are loaded; the flags of the length and count registers are registered (they change
-    only when a byte is taken, never two cycles in a row).
+    HCHK bytes as they are loaded; the flags of the length and count registers are registered (they
+    change only when a byte is taken, never two cycles in a row).
     """
 
     def __init__(self, rxw: int, max_payload: int):
@@ -902,7 +930,8 @@ class FrameDecoder(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "byte_timeout": In(32),
-            "seq": Out(8), "code": Out(8), "length": Out(16), "w0": Out(32), "rcrc": Out(32), "crc": Out(32),
+            "seq": Out(16), "sid": Out(16), "code": Out(8), "length": Out(16), "w0": Out(32), "rcrc": Out(32),
+            "crc": Out(32),
             "wr_en": Out(4), "wr_addr": Out(range(rxw)), "wr_byte": Out(8),
             "pend": Out(1), "long": Out(1), "taken": In(1), "resume": In(1),
             "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1),
@@ -927,20 +956,26 @@ class FrameDecoder(wiring.Component):
         # compared as it is loaded (crc only changes when a byte is taken, never while one loads)
         ib_s0 = Signal()
         ib_s1 = Signal()
-        ib_hchk = Signal()
+        ib_hchk = Signal()      # = HCHK byte 0 (the header's CRC-32, low byte)
+        ib_hchk1 = Signal()     # = HCHK byte 1 (kept in hck_hi when byte 0 was taken)
+        hck_hi = Signal(8)
         crc = Signal(32, init=0xFFFFFFFF)
         with m.If(self.rx.valid & ~iv):
             m.d.sync += [ib.eq(self.rx.payload), iv.eq(1), ib_s0.eq(self.rx.payload == SYNC[0]),
-                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8])]
+                         ib_s1.eq(self.rx.payload == SYNC[1]), ib_hchk.eq(self.rx.payload == ~crc[:8]),
+                         ib_hchk1.eq(self.rx.payload == hck_hi)]
 
         rwe = Signal(4)
         rwa = Signal(range(self.rxw))
         rwb = Signal(8)
         m.d.sync += rwe.eq(0)
         m.d.comb += [self.wr_addr.eq(rwa), self.wr_byte.eq(rwb), self.wr_en.eq(rwe)]
-        seq = Signal(8)
+        seq = Signal(16)
+        sid = Signal(16)
         code = Signal(8)
         length = Signal(16)
+        hok = Signal()        # HCHK byte 0 matched
+        skip = Signal()       # the frame is consumed, not kept (LEN above max_payload -> TOO_LONG)
         rcrc = Signal(32)
         rcnt = Signal(16)
         rtimer = Signal(32)
@@ -967,27 +1002,30 @@ class FrameDecoder(wiring.Component):
         m.d.sync += [rtimer.eq(rtimer + 1), rx_to.eq(rtimer >= self.byte_timeout)]
         with m.If(take):
             m.d.sync += [rtimer.eq(0), rx_to.eq(0)]
-        vars(ns).update(code=code, crc=crc, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, ib=ib,
-            ib_hchk=ib_hchk, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, len0=len0, length=length, pay_last=pay_last, rcnt=rcnt,
-            rcrc=rcrc, rwa=rwa, rwb=rwb, rwe=rwe, rx_long=rx_long, rx_pend=rx_pend, rx_to=rx_to, seq=seq, take=take,
-            too_long=too_long, w0r=w0r)
+        vars(ns).update(code=code, crc=crc, crc_clr=crc_clr, crc_upd=crc_upd, first_word=first_word, hck_hi=hck_hi,
+            hok=hok, ib=ib, ib_hchk=ib_hchk, ib_hchk1=ib_hchk1, ib_s0=ib_s0, ib_s1=ib_s1, iv=iv, len0=len0,
+            length=length, pay_last=pay_last, rcnt=rcnt, rcrc=rcrc, rwa=rwa, rwb=rwb, rwe=rwe, rx_long=rx_long,
+            rx_pend=rx_pend, rx_to=rx_to, seq=seq, sid=sid, skip=skip, take=take, too_long=too_long, w0r=w0r)
 
     def _fsm(self, m, ns):
         """The decoder FSM ("rx") and the frame hand-over to the executor (`pend`, `taken`) and the outputs."""
-        (code, crc, crc_clr, crc_upd, first_word, ib, ib_hchk, ib_s0, ib_s1, iv, len0, length, pay_last,
-         rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, take, too_long, w0r) = from_ns(ns, """
-            code crc crc_clr crc_upd first_word ib ib_hchk ib_s0 ib_s1 iv len0 length pay_last rcnt rcrc rwa rwb
-            rwe rx_long rx_pend rx_to seq take too_long w0r""")
+        (code, crc, crc_clr, crc_upd, first_word, hck_hi, hok, ib, ib_hchk, ib_hchk1, ib_s0, ib_s1, iv, len0, length,
+         pay_last, rcnt, rcrc, rwa, rwb, rwe, rx_long, rx_pend, rx_to, seq, sid, skip, take, too_long,
+         w0r) = from_ns(ns, """
+            code crc crc_clr crc_upd first_word hck_hi hok ib ib_hchk ib_hchk1 ib_s0 ib_s1 iv len0 length pay_last
+            rcnt rcrc rwa rwb rwe rx_long rx_pend rx_to seq sid skip take too_long w0r""")
         def rx_timeout_drop():
             m.d.comb += self.dropped_frame.eq(1)
             rf.go("HUNT")
 
-        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT'])
+        rf = OneHotFSM(m, "rx", ['HUNT', 'SYNC1', 'HDR', 'HCHK', 'PAYLOAD', 'CRC', 'WAIT', 'QUIET'])
 
-        with rf.state("HUNT"):
+        with rf.state("HUNT"):               # a frame boundary: the next byte must start a frame
             m.d.comb += self.idle.eq(~iv)
             with m.If(iv & ib_s0):
                 rf.go("SYNC1")
+            with m.Elif(iv):
+                rf.go("QUIET")
 
         with rf.state("SYNC1"):
             with m.If(iv):
@@ -995,50 +1033,54 @@ class FrameDecoder(wiring.Component):
                     m.d.comb += crc_clr.eq(1)
                     m.d.sync += rcnt.eq(0)
                     rf.go("HDR")
-                with m.Elif(~ib_s0):
-                    rf.go("HUNT")
+                with m.Else():
+                    rf.go("QUIET")
             with m.Elif(rx_to):
                 rf.go("HUNT")
 
+        with rf.state("QUIET"):              # out of step: ignore every byte until the line is idle
+            with m.If(~iv & rx_to):
+                rf.go("HUNT")
+
+        fields = [seq[:8], seq[8:], sid[:8], sid[8:], code, None, length[:8], length[8:]]    # (None: STATUS)
         with rf.state("HDR"):
             with m.If(iv):
                 m.d.comb += crc_upd.eq(1)
                 m.d.sync += rcnt.eq(rcnt + 1)
-                with m.Switch(rcnt[:2]):
-                    with m.Case(0):
-                        m.d.sync += seq.eq(ib)
-                    with m.Case(1):
-                        m.d.sync += code.eq(ib)
-                    with m.Case(2):
-                        m.d.sync += length[:8].eq(ib)
-                    with m.Case(3):
-                        m.d.sync += length[8:].eq(ib)
-                        rf.go("HCHK")
+                with m.Switch(rcnt[:3]):
+                    for k, f in enumerate(fields):
+                        with m.Case(k):
+                            if f is not None:
+                                m.d.sync += f.eq(ib)
+                            if k == len(fields) - 1:
+                                m.d.sync += rcnt.eq(0)
+                                rf.go("HCHK")
             with m.Elif(rx_to):
                 rx_timeout_drop()
 
-        with rf.state("HCHK"):
+        with rf.state("HCHK"):               # two bytes: the low 16 bits of the header's CRC-32
             with m.If(iv):
                 m.d.comb += crc_upd.eq(1)
-                m.d.sync += rcnt.eq(0)
-                with m.If(~ib_hchk):
+                m.d.sync += rcnt.eq(1)
+                with m.If(~rcnt[0]):
+                    m.d.sync += [hok.eq(ib_hchk), hck_hi.eq(~crc[8:16])]
+                with m.Elif(~(hok & ib_hchk1)):
                     m.d.comb += self.framing_error.eq(1)
-                    rf.go("HUNT")
-                with m.Elif(too_long):
-                    m.d.comb += self.dropped_frame.eq(1)
-                    m.d.sync += [rx_pend.eq(1), rx_long.eq(1)]
-                    rf.go("WAIT")
-                with m.Elif(len0):
-                    rf.go("CRC")
+                    rf.go("QUIET")
                 with m.Else():
-                    rf.go("PAYLOAD")
+                    m.d.sync += [rcnt.eq(0), skip.eq(too_long)]
+                    with m.If(len0):
+                        rf.go("CRC")
+                    with m.Else():
+                        rf.go("PAYLOAD")
             with m.Elif(rx_to):
                 rx_timeout_drop()
 
-        with rf.state("PAYLOAD"):
+        with rf.state("PAYLOAD"):            # (skip: consumed, not kept)
             with m.If(iv):
-                m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
-                with m.If(first_word):
+                with m.If(~skip):
+                    m.d.sync += [rwe.eq(Const(1, 4) << rcnt[:2]), rwa.eq(rcnt[2:]), rwb.eq(ib)]
+                with m.If(first_word & ~skip):
                     with m.Switch(rcnt[:2]):
                         for lane in range(4):
                             with m.Case(lane):
@@ -1055,7 +1097,8 @@ class FrameDecoder(wiring.Component):
             with m.If(iv):
                 m.d.sync += [rcrc.eq(Cat(rcrc[8:], ib)), rcnt.eq(rcnt + 1)]
                 with m.If(rcnt[:2] == 3):
-                    m.d.sync += [rx_pend.eq(1), rx_long.eq(0)]
+                    m.d.sync += [rx_pend.eq(1), rx_long.eq(skip)]
+                    m.d.comb += self.dropped_frame.eq(skip)
                     rf.go("WAIT")
             with m.Elif(rx_to):
                 rx_timeout_drop()
@@ -1067,7 +1110,7 @@ class FrameDecoder(wiring.Component):
         m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
         with m.If(self.taken):
             m.d.sync += rx_pend.eq(0)
-        m.d.comb += [self.seq.eq(seq), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),
+        m.d.comb += [self.seq.eq(seq), self.sid.eq(sid), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),
                      self.rcrc.eq(rcrc), self.crc.eq(crc), self.pend.eq(rx_pend), self.long.eq(rx_long)]
 
 

@@ -7,11 +7,13 @@ map, sw/csr_map.py); the host never imports rtl/.
 
 Frame (both directions; all multi-byte fields little-endian):
 
-    A5 5A | SEQ | CODE | LEN_L LEN_H | HCHK | PAYLOAD (LEN bytes) | CRC0 CRC1 CRC2 CRC3
-            '----- header -----'
-    HCHK = crc32(header) & 0xFF,  CRC = crc32(header + HCHK + PAYLOAD)   (CRC-32/ISO-HDLC = zlib.crc32)
+    A5 5A | SEQ (u16) | SID (u16) | CODE | STATUS | LEN (u16) | HCHK (u16) | PAYLOAD (LEN bytes) | CRC (u32)
+            '------------------- header -------------------'
+    HCHK = crc32(header) & 0xFFFF,  CRC = crc32(header + HCHK + PAYLOAD)   (CRC-32/ISO-HDLC = zlib.crc32)
 
-CODE is the command (bit 7 clear) in a request and RESPONSE | status in a response.
+CODE is the command (bit 7 clear) in a request and RESPONSE | command in its response, whose
+STATUS says what happened (0 in a request); a response echoes the request's SEQ and SID.
+SID is the host session: OPEN makes a new one current, frames of any other session are STALE.
 """
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ import enum
 # ------------------------------------------------------------------ link frames (rtl/link.py)
 
 SYNC = b"\xA5\x5A"
-HEADER_BYTES = 4                              # SEQ, CODE, LEN_L, LEN_H
-OVERHEAD = len(SYNC) + HEADER_BYTES + 1 + 4   # 11 bytes around the payload
+HEADER = "<HHBBH"                             # SEQ, SID, CODE, STATUS, LEN (struct format)
+HEADER_BYTES = 8
+HCHK_BYTES = 2                                # low 16 bits of the CRC-32 of the header
+OVERHEAD = len(SYNC) + HEADER_BYTES + HCHK_BYTES + 4   # 16 bytes around the payload
 MAX_LEN = 0xFFFF
+SEQ_HALF = 0x8000                             # SEQ (mod 2^16) at most this far behind the newest: STALE
 RESPONSE = 0x80
 CRC_POLY = 0xEDB88320                         # CRC-32/ISO-HDLC, reflected (= zlib.crc32)
 ID_MAGIC = 0x4D434E4E                         # "MCNN", the link_id register
-LINK_VERSION = 0x0001_0000                    # link protocol 1.0 (major << 16 | minor)
+LINK_VERSION = 0x0002_0000                    # link protocol 2.0 (major << 16 | minor)
 
 
 # command name -> (code, request payload -> response payload)
@@ -35,6 +40,7 @@ COMMANDS = {
     "IDENTIFY": (0x02, "none -> the link_identify CSR window, u32 words"),
     "STATUS": (0x03, "none -> the link_status CSR window, u32 words"),
     "RESET": (0x04, "u32 flags (RESET_*) -> empty"),
+    "OPEN": (0x05, "none (payload ignored) -> empty; the frame's SID becomes the device's session"),
     "CSR_READ": (0x10, "u16 addr, u16 count -> count u32 words"),
     "CSR_WRITE": (0x11, "u16 addr, u16 reserved (0), count u32 words -> empty"),
     "STREAM": (0x20, "n >= 1 u32 words -> controller command stream; response: its words"),
@@ -51,6 +57,7 @@ STATUSES = {
     "READ_ONLY": (0x07, "CSR write to a read-only register"),
     "TIMEOUT": (0x08, "the controller did not take / answer a STREAM command in time"),
     "OVERFLOW": (0x09, "the controller's response did not fit the device's response buffer"),
+    "STALE": (0x0A, "not executed: an older frame of the session, or a frame of another session (not OPEN)"),
 }
 Cmd = enum.IntEnum("Cmd", {n: c for n, (c, _) in COMMANDS.items()}, module=__name__)   # link commands
 Status = enum.IntEnum("Status", {n: c for n, (c, _) in STATUSES.items()}, module=__name__)  # CODE & 0x7F

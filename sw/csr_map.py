@@ -65,7 +65,7 @@ CTRL_HOST_VERSION = 0x0032
 REGISTERS = {
     'link_id': Reg('link_id', 0x0000, 32, 'ro', 0x4d434e4e, True,
         "ID magic 0x4D434E4E ('MCNN')."),
-    'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x10000, True,
+    'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x20000, True,
         'Link protocol version, major << 16 | minor.'),
     'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x46d0894a, True,
         'CRC-32 of the CSR map (names, addresses, widths, access); equals sw/csr_map.MAP_HASH.'),
@@ -97,13 +97,15 @@ REGISTERS = {
     'link_dropped_frames': Reg('link_dropped_frames', 0x000f, 32, 'ro', 0x0, False,
         'Frames abandoned: inter-byte timeout, LEN above max_payload, UART overrun.'),
     'link_dup_frames': Reg('link_dup_frames', 0x0010, 32, 'ro', 0x0, False,
-        'Repeated frames answered from the replay record without executing them.'),
+        'Frames not executed as repeats: replayed from the record, or answered STALE (older, '
+        "another session's)."),
     'link_executed': Reg('link_executed', 0x0011, 32, 'ro', 0x0, False,
         'Frames executed (valid CRC, not a repeat), any status.'),
     'link_stream_discards': Reg('link_stream_discards', 0x0012, 32, 'ro', 0x0, False,
         'Controller response words received outside a STREAM command and discarded.'),
     'link_byte_timeout': Reg('link_byte_timeout', 0x0013, 32, 'rw', 0xd3ea0, False,
-        'Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it.'),
+        'Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it; '
+        'after a bad header the link ignores bytes until the line has been idle this long.'),
     'link_stream_timeout': Reg('link_stream_timeout', 0x0014, 32, 'rw', 0x1000000, False,
         'Cycles without progress after which a STREAM command ends with TIMEOUT.'),
     'ctrl_eta_m': Reg('ctrl_eta_m', 0x0020, 16, 'rw', 0x0, False,

@@ -4,7 +4,10 @@ It is the reference the RTL is checked against in tb/test_link.py (same bytes in
 out, same counters) and the fast device behind `mcnn board --sim faults` (ModelTransport).
 The inter-byte timeout is modelled by idle(): the line has been quiet for longer than the
 device's byte_timeout (the transport calls it when the host waits for a response and nothing
-comes).
+comes). It ends a partial frame (dropped) and the QUIET state: after a header whose check failed
+(its length is unknown) or a byte that cannot start a frame, the decoder ignores every byte until
+the line has been idle, so it never looks for a frame inside another frame's payload; a frame
+whose header is valid is always consumed whole (LEN + CRC bytes), even when refused (TOO_LONG).
 
 stream(words) models the controller on the cmd/rsp streams: it returns the response words, or
 None when the controller does not answer (-> TIMEOUT). The default, complement_echo, answers
@@ -16,8 +19,11 @@ import struct
 import zlib
 
 from sw import csr_map
-from sw.link import (COUNTERS, FLAG_BITS, RESET_CONTROLLER, RESET_COUNTERS, RESET_FLAGS_MASK, RESPONSE, SYNC, Cmd,
-                     Status, hchk)
+from sw.link import (COUNTERS, FLAG_BITS, HCHK_BYTES, HEADER, HEADER_BYTES, RESET_CONTROLLER, RESET_COUNTERS,
+                     RESET_FLAGS_MASK, RESPONSE, SEQ_HALF, SYNC, Cmd, Status, build_frame, hchk)
+
+
+SYNC0, SYNC1 = SYNC
 
 
 def complement_echo(words):
@@ -45,10 +51,12 @@ class DeviceModel:
         self.ctrl_status = 0
         self.soft_resets = 0
         self.state = "HUNT"
-        self.record = None          # (seq, crc, status, payload) of the last executed frame
+        self.record = None          # (seq, crc, status, payload) of the session's newest executed frame
+        self.sid = 0                # the current session (OPEN sets it)
         self._hdr = bytearray()
         self._payload = bytearray()
         self._crc = bytearray()
+        self._skip = False          # consuming a TOO_LONG frame
 
     # ---- events
     def _event(self, counter, flag):
@@ -57,7 +65,7 @@ class DeviceModel:
 
     def idle(self) -> bytes:
         """The line was quiet for longer than byte_timeout: abandon a partial frame."""
-        if self.state in ("HDR", "HCHK", "PAYLOAD", "CRC"):
+        if self.state in ("HDR", "HCHK", "PAYLOAD", "CRC"):     # (not QUIET: counted when it began)
             self._event("dropped_frames", "dropped_frame")
         self.state = "HUNT"
         return b""
@@ -71,65 +79,84 @@ class DeviceModel:
     def _byte(self, b: int) -> bytes:
         st = self.state
         if st == "HUNT":
-            if b == SYNC[0]:
-                self.state = "SYNC1"
+            self.state = "SYNC1" if b == SYNC0 else "QUIET"
         elif st == "SYNC1":
-            if b == SYNC[1]:
+            if b == SYNC1:
                 self._hdr = bytearray()
+                self._hchk = bytearray()
                 self.state = "HDR"
-            elif b != SYNC[0]:
-                self.state = "HUNT"
+            else:
+                self.state = "QUIET"
         elif st == "HDR":
             self._hdr.append(b)
-            if len(self._hdr) == 4:
+            if len(self._hdr) == HEADER_BYTES:
                 self.state = "HCHK"
         elif st == "HCHK":
-            self.seq, self.code, self.length = struct.unpack("<BBH", self._hdr)
-            self._hchk = b
-            if b != hchk(bytes(self._hdr)):
-                self._event("framing_errors", "framing_error")
-                self.state = "HUNT"
-            elif self.length > self.max_payload:
-                self._event("dropped_frames", "dropped_frame")
-                self.state = "HUNT"
-                return self._response(self.seq, Status.TOO_LONG, b"")
-            else:
-                self._payload = bytearray()
-                self._crc = bytearray()
-                self.state = "CRC" if self.length == 0 else "PAYLOAD"
+            self._hchk.append(b)
+            if len(self._hchk) == HCHK_BYTES:
+                self._header()
         elif st == "PAYLOAD":
-            self._payload.append(b)
-            if len(self._payload) == self.length:
+            if not self._skip:
+                self._payload.append(b)
+            self._n += 1
+            if self._n == self.length:
                 self.state = "CRC"
         elif st == "CRC":
             self._crc.append(b)
             if len(self._crc) == 4:
                 self.state = "HUNT"
+                if self._skip:
+                    self._event("dropped_frames", "dropped_frame")
+                    return self._response(Status.TOO_LONG, b"")
                 return self._check()
-        return b""
+        return b""             # (QUIET: every byte ignored until idle())
+
+    def _header(self):
+        self.seq, self.sid_rx, self.code, _, self.length = struct.unpack(HEADER, self._hdr)
+        if bytes(self._hchk) != hchk(bytes(self._hdr)):
+            self._event("framing_errors", "framing_error")
+            self.state = "QUIET"
+            return
+        self._skip = self.length > self.max_payload
+        self._payload = bytearray()
+        self._crc = bytearray()
+        self._n = 0
+        self.state = "CRC" if self.length == 0 else "PAYLOAD"
+
+    def _stale(self, rcrc) -> bool:
+        """Not the session's newest frame (replayed) nor a newer one: another session's (OPEN
+        excepted), or a SEQ at most SEQ_HALF behind the newest (or equal, with another CRC)."""
+        if self.sid_rx != self.sid:
+            return self.code != Cmd.OPEN
+        if self.record is None:
+            return False
+        behind = (self.record[0] - self.seq) & 0xFFFF
+        return behind < SEQ_HALF and (behind or self.record[1] != rcrc)
 
     def _check(self) -> bytes:
-        body = bytes(self._hdr) + bytes([self._hchk]) + bytes(self._payload)
+        body = bytes(self._hdr) + bytes(self._hchk) + bytes(self._payload)
         rcrc = struct.unpack("<I", self._crc)[0]
         if zlib.crc32(body) != rcrc:
             self._event("crc_errors", "crc_error")
-            return self._response(self.seq, Status.CRC, b"")
-        if self.record is not None and self.record[0] == self.seq and self.record[1] == rcrc:
+            return self._response(Status.CRC, b"")
+        if self.sid_rx == self.sid and self.record is not None and self.record[:2] == (self.seq, rcrc):
             self._event("dup_frames", "dup_frame")
-            return self._response(self.seq, self.record[2], self.record[3])
+            return self._response(self.record[2], self.record[3])
+        if self._stale(rcrc):
+            self._event("dup_frames", "dup_frame")
+            return self._response(Status.STALE, b"")
         self.record = None
         status, resp = self._execute(self.code, bytes(self._payload))
         if status != Status.OK:
             resp = b""
         self.counters["executed"] += 1
         self.record = (self.seq, rcrc, status, resp)
-        return self._response(self.seq, status, resp)
+        self.sid = self.sid_rx
+        return self._response(status, resp)
 
-    @staticmethod
-    def _response(seq, status, payload) -> bytes:
-        head = struct.pack("<BBH", seq, RESPONSE | status, len(payload))
-        body = head + bytes([hchk(head)]) + payload
-        return SYNC + body + struct.pack("<I", zlib.crc32(body))
+    def _response(self, status, payload) -> bytes:
+        """The answer to the frame just received: its SEQ, SID and command, `status`."""
+        return build_frame(self.seq, RESPONSE | self.code, payload, sid=self.sid_rx, status=status)
 
     # ---- CSRs
     def read_reg(self, addr: int) -> int:
@@ -186,6 +213,8 @@ class DeviceModel:
                     self.values[r.name] = w
                 else:  # w1c
                     self.values[r.name] &= ~w
+            return Status.OK, b""
+        if code == Cmd.OPEN:
             return Status.OK, b""
         if code == Cmd.RESET:
             if n != 4:

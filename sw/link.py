@@ -2,16 +2,18 @@
 
 Frame (both directions; all multi-byte fields little-endian):
 
-    A5 5A | SEQ | CODE | LEN_L LEN_H | HCHK | PAYLOAD (LEN bytes) | CRC0 CRC1 CRC2 CRC3
-            '----- header -----'
-    HCHK = zlib.crc32(header) & 0xFF           (rejects a corrupted LEN before it is trusted)
+    A5 5A | SEQ (u16) | SID (u16) | CODE | STATUS | LEN (u16) | HCHK (u16) | PAYLOAD (LEN bytes) | CRC (u32)
+            '------------------- header -------------------'
+    HCHK = zlib.crc32(header) & 0xFFFF         (rejects a corrupted LEN before it is trusted)
     CRC  = zlib.crc32(header + HCHK + PAYLOAD)  (CRC-32/ISO-HDLC, the same as the RTL's)
 
-CODE is the command (bit 7 clear) in a request and 0x80 | status in a response; a response
-carries the SEQ of its request. The host keeps one command outstanding (stop-and-wait), retries a
-command with the *same* SEQ after a timeout or a NACK(CRC), and the device answers a repeated
-frame (same SEQ and CRC as the frame it executed last) from its replay buffer instead of executing
-it again. The CRCs are computed with the standard library (zlib), never by hand.
+CODE is the command (bit 7 clear) in a request and 0x80 | command in its response; STATUS is 0 in
+a request and the outcome in a response; a response echoes the SEQ and SID (session) of its
+request, and the host checks all three. The host keeps one command outstanding (stop-and-wait),
+retries a command with the *same* frame after a timeout or a NACK(CRC), and the device answers a
+repeated frame (the newest of the session, same SEQ and CRC) from its replay buffer instead of
+executing it again; older frames of the session and frames of other sessions are answered STALE.
+The CRCs are computed with the standard library (zlib), never by hand.
 """
 from __future__ import annotations
 
@@ -22,22 +24,29 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from sw import csr_map
+
 # the protocol's constants, generated from rtl/protocol.py (python -m rtl.hostgen); re-exported here
 from sw.link_proto import (  # noqa: F401
-    COUNTERS, FLAG_BITS, HEADER_BYTES, MAX_LEN, OVERHEAD, RESET_CONTROLLER, RESET_COUNTERS, RESET_FLAGS_MASK,
-    RESPONSE, SYNC, Cmd, Status)
+    COUNTERS, FLAG_BITS, HCHK_BYTES, HEADER, HEADER_BYTES, MAX_LEN, OVERHEAD, RESET_CONTROLLER, RESET_COUNTERS,
+    RESET_FLAGS_MASK, RESPONSE, SEQ_HALF, SYNC, Cmd, Status)
+
+DEFAULT_MAX_PAYLOAD = csr_map.REGISTERS["link_max_payload"].reset   # the limit until open() reads the device's
+_HCHK_END = len(SYNC) + HEADER_BYTES + HCHK_BYTES     # offset of the payload
 
 
-def hchk(header: bytes) -> int:
-    return zlib.crc32(header) & 0xFF
+def hchk(header: bytes) -> bytes:
+    """The header check: the low 16 bits of the header's CRC-32, little-endian."""
+    return struct.pack("<H", zlib.crc32(header) & 0xFFFF)
 
 
-def build_frame(seq: int, code: int, payload: bytes = b"") -> bytes:
+def build_frame(seq: int, code: int, payload: bytes = b"", *, sid: int = 0, status: int = 0,
+                max_len: int = MAX_LEN) -> bytes:
     payload = bytes(payload)
-    if len(payload) > MAX_LEN:
-        raise ValueError(f"payload of {len(payload)} bytes > {MAX_LEN}")
-    head = struct.pack("<BBH", seq & 0xFF, code & 0xFF, len(payload))
-    body = head + bytes([hchk(head)]) + payload
+    if len(payload) > max_len:
+        raise ValueError(f"payload of {len(payload)} bytes > {max_len}")
+    head = struct.pack(HEADER, seq & 0xFFFF, sid & 0xFFFF, code & 0xFF, status & 0xFF, len(payload))
+    body = head + hchk(head) + payload
     return SYNC + body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -47,13 +56,16 @@ class Frame:
     code: int
     payload: bytes
     crc: int
+    sid: int = 0
+    status: int = 0       # a response's outcome (0 in a request)
 
     @property
     def is_response(self) -> bool:
         return bool(self.code & RESPONSE)
 
     @property
-    def status(self) -> int:
+    def cmd(self) -> int:
+        """The command (of a request, or the one a response answers)."""
         return self.code & 0x7F
 
 
@@ -63,8 +75,10 @@ class ParseError:
 
 
 class FrameParser:
-    """Incremental frame parser with resynchronisation: after any error it rescans from the byte
-    after the rejected sync, so a frame hidden behind garbage or a false sync is still found."""
+    """Incremental frame parser with resynchronisation: after a header error it rescans from the
+    byte after the rejected sync, so a frame hidden behind garbage or a false sync is still found;
+    a frame whose header is valid but whose CRC is wrong is skipped whole (LEN + CRC bytes), so a
+    frame inside its payload is never taken for one."""
 
     def __init__(self, max_len: int = MAX_LEN):
         self.max_len = max_len
@@ -85,27 +99,27 @@ class FrameParser:
             if i:
                 self.garbage += i
                 del buf[:i]
-            if len(buf) < 7:
+            if len(buf) < _HCHK_END:
                 return out
-            head = bytes(buf[2:6])
-            if hchk(head) != buf[6]:
+            head = bytes(buf[2:2 + HEADER_BYTES])
+            if hchk(head) != buf[2 + HEADER_BYTES:_HCHK_END]:
                 out.append(ParseError("header"))
                 del buf[:1]
                 continue
-            seq, code, n = struct.unpack("<BBH", head)
+            seq, sid, code, status, n = struct.unpack(HEADER, head)
             if n > self.max_len:
                 out.append(ParseError("too_long"))
                 del buf[:1]
                 continue
-            total = 7 + n + 4
+            total = _HCHK_END + n + 4
             if len(buf) < total:
                 return out
-            crc = struct.unpack_from("<I", buf, 7 + n)[0]
-            if zlib.crc32(bytes(buf[2:7 + n])) != crc:
+            crc = struct.unpack_from("<I", buf, total - 4)[0]
+            if zlib.crc32(bytes(buf[2:total - 4])) != crc:
                 out.append(ParseError("crc"))
-                del buf[:1]
+                del buf[:total]
                 continue
-            out.append(Frame(seq, code, bytes(buf[7:7 + n]), crc))
+            out.append(Frame(seq, code, bytes(buf[_HCHK_END:total - 4]), crc, sid, status))
             del buf[:total]
 
     def abort_partial(self) -> list:
@@ -179,9 +193,14 @@ class ResponseOverflow(DeviceError):
     pass
 
 
+class StaleFrame(DeviceError):
+    """The device did not execute the frame: an older frame of the session, or another session's."""
+
+
 _DEVICE_ERRORS = {Status.TOO_LONG: FrameTooLong, Status.UNKNOWN_CMD: UnknownCommand, Status.BAD_LENGTH: BadLength,
                   Status.BAD_ARG: BadArgument, Status.BAD_ADDR: BadAddress, Status.READ_ONLY: ReadOnlyRegister,
-                  Status.TIMEOUT: DeviceTimeout, Status.OVERFLOW: ResponseOverflow}
+                  Status.TIMEOUT: DeviceTimeout, Status.OVERFLOW: ResponseOverflow,
+                  Status.STALE: StaleFrame}
 
 
 def device_error(cmd, seq, status, detail="") -> DeviceError:
@@ -196,6 +215,10 @@ def _name(cmd) -> str:
 
 
 # ------------------------------------------------------------------ the host end of the link
+
+def _frame_sid(frame: bytes) -> int:
+    return struct.unpack_from(HEADER, frame, len(SYNC))[1]
+
 
 @dataclass
 class LinkStats:
@@ -235,6 +258,13 @@ class Link:
     the same frame again (same SEQ), so the device executes it if it never arrived or replays its
     answer if it did -- exactly once either way, as long as no other frame was sent in between
     (the device keeps the record of its last frame only; a new transact() abandons the pending one).
+
+    Sessions: the first transact() opens one (OPEN with a random SID); every frame carries the SID,
+    and the device answers frames of any other session STALE without executing them, so no frame
+    of an earlier host session can execute. A command answered STALE was not executed: transact()
+    then opens a new session (another host took the device) and sends it once more.
+    A payload above max_payload (the device's once open() read it, the default 1024 before) is
+    refused before anything is sent.
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
@@ -242,9 +272,10 @@ class Link:
         self.transport = transport
         self.timeout = timeout
         self.retries = retries
-        self.seq = (os.urandom(1)[0] if seq is None else seq) & 0xFF
+        self.seq = (int.from_bytes(os.urandom(2), "little") if seq is None else seq) & 0xFFFF
         self.parser = FrameParser(max_response)
-        self.max_payload = None       # the device's, once known (Board.open sets it)
+        self.max_payload = DEFAULT_MAX_PAYLOAD   # the device's, once known (Board.open sets it)
+        self.sid = None               # the session (SID of every frame), once OPEN was sent
         self.stats = LinkStats()
         self.on_attempt = on_attempt
         self.pending = None           # (seq, cmd, frame, payload bytes, timeout) of the last LinkTimeout
@@ -254,14 +285,29 @@ class Link:
             self.on_attempt(outcome)
 
     def transact(self, cmd, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
-        seq = self.seq
-        self.seq = (seq + 1) & 0xFF
-        if self.max_payload is not None and len(payload) > self.max_payload:
-            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
+        payload = bytes(payload)
+        if len(payload) > self.max_payload:
+            raise FrameTooLong(cmd, self.seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
                                f"{self.max_payload} (not sent)")
+        if self.sid is None:
+            self.open_session()
+        try:
+            return self._send(cmd, payload, timeout)
+        except StaleFrame:          # not executed: another session took the device; open ours again
+            self.open_session()
+            return self._send(cmd, payload, timeout)
+
+    def open_session(self) -> None:
+        """Start a new session: OPEN with a new random SID (never 0, the device's SID after reset)."""
+        self.sid = int.from_bytes(os.urandom(2), "little") % 0xFFFF + 1
+        self._send(Cmd.OPEN, b"", None)
+
+    def _send(self, cmd, payload, timeout) -> bytes:
+        seq = self.seq
+        self.seq = (seq + 1) & 0xFFFF
         self.pending = None
         self.stats.commands += 1
-        return self._exchange(seq, cmd, build_frame(seq, cmd, payload), len(payload),
+        return self._exchange(seq, cmd, build_frame(seq, cmd, payload, sid=self.sid), len(payload),
                               self.timeout if timeout is None else timeout, self.retries + 1, retry_first=False)
 
     def resolve(self, *, timeout: float | None = None, attempts: int | None = None) -> bytes:
@@ -284,7 +330,7 @@ class Link:
                     self._note(ev, problems)
             st.attempts += 1
             self.transport.write(frame)
-            outcome = self._await(seq, cmd, timeout, problems)
+            outcome = self._await((seq, _frame_sid(frame), cmd), timeout, problems)
             if isinstance(outcome, Frame):
                 self.pending = None
                 if outcome.status == Status.OK:
@@ -314,7 +360,8 @@ class Link:
             return None
         return ev
 
-    def _await(self, seq, cmd, timeout, problems):
+    def _await(self, expect, timeout, problems):
+        """Read until the response to `expect` = (seq, sid, cmd) arrives (a Frame) or an outcome string."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -327,7 +374,7 @@ class Link:
                 fr = self._note(ev, problems)
                 if fr is None:
                     continue
-                if fr.seq != seq:
+                if (fr.seq, fr.sid, fr.cmd) != expect:
                     self.stats.stale += 1
                     continue
                 if fr.status == Status.CRC:

@@ -7,13 +7,16 @@ tests/test_link_host.py fails when this file is out of date.
 import enum
 
 SYNC = b'\xa5Z'
-HEADER_BYTES = 4    # SEQ, CODE, LEN_L, LEN_H
-OVERHEAD = 11    # bytes around the payload: sync, header, HCHK, CRC-32
+HEADER = '<HHBBH'    # struct format of the header: SEQ, SID, CODE, STATUS, LEN
+HEADER_BYTES = 8
+HCHK_BYTES = 2    # the low bytes of the CRC-32 of the header
+OVERHEAD = 16    # bytes around the payload: sync, header, HCHK, CRC-32
 MAX_LEN = 0xffff
-RESPONSE = 0x80    # CODE of a response: RESPONSE | status
+SEQ_HALF = 0x8000    # a SEQ up to this far behind the session's newest is STALE
+RESPONSE = 0x80    # CODE of a response: RESPONSE | the request's command
 CRC_POLY = 0xedb88320    # CRC-32/ISO-HDLC, reflected (= zlib.crc32)
 ID_MAGIC = 0x4d434e4e
-LINK_VERSION = 0x00010000
+LINK_VERSION = 0x00020000
 
 
 class Cmd(enum.IntEnum):
@@ -22,13 +25,14 @@ class Cmd(enum.IntEnum):
     IDENTIFY = 0x02    # none -> the link_identify CSR window, u32 words
     STATUS = 0x03    # none -> the link_status CSR window, u32 words
     RESET = 0x04    # u32 flags (RESET_*) -> empty
+    OPEN = 0x05    # none (payload ignored) -> empty; the frame's SID becomes the device's session
     CSR_READ = 0x10    # u16 addr, u16 count -> count u32 words
     CSR_WRITE = 0x11    # u16 addr, u16 reserved (0), count u32 words -> empty
     STREAM = 0x20    # n >= 1 u32 words -> controller command stream; response: its words
 
 
 class Status(enum.IntEnum):
-    """Link status codes (CODE & 0x7F of a response)."""
+    """Link status codes (STATUS of a response)."""
     OK = 0x00    # executed
     CRC = 0x01    # the device received a frame with a valid header but a wrong CRC-32
     TOO_LONG = 0x02    # LEN > the device's max_payload
@@ -39,6 +43,7 @@ class Status(enum.IntEnum):
     READ_ONLY = 0x07    # CSR write to a read-only register
     TIMEOUT = 0x08    # the controller did not take / answer a STREAM command in time
     OVERFLOW = 0x09    # the controller's response did not fit the device's response buffer
+    STALE = 0x0a    # not executed: an older frame of the session, or a frame of another session (not OPEN)
 
 
 # sticky bits of the link_flags register (w1c) and the link's event counters, in register order

@@ -4,12 +4,17 @@ Golden reference: sw/devmodel.DeviceModel -- for the same bytes in, the RTL must
 bytes out (responses, NACKs, replayed responses) and keep the same counters. One Verilator
 build (tb/cosim/link_cosim.LinkTb, shared with `mcnn board --device cosim`) runs, in order:
 
-  frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG,
-                      header errors, truncation with and without the inter-byte timeout,
-                      garbage, SEQ reuse, a hung controller (TIMEOUT), response overflow
+  frames_vs_model     every command, every status code, duplicates, CRC errors, TOO_LONG (LEN up to
+                      0xFFFF, consumed whole), header errors (QUIET until idle), truncation with
+                      and without the inter-byte timeout, garbage, SEQ reuse, late duplicates and
+                      other sessions (STALE), OPEN, a complete CSR_WRITE frame carried in accepted,
+                      NACKed, TOO_LONG and corrupted frames (never executed), a hung controller
+                      (TIMEOUT), response overflow
   random_bytes_never_wedge
-                      hypothesis: random and adversarial byte streams into the frame decoder;
-                      afterwards a valid frame is always answered, and the RTL equals the model
+                      hypothesis: random and adversarial byte streams (frames carrying frames,
+                      over-long frames, late duplicates) into the frame decoder; afterwards a
+                      valid frame is always answered, the RTL equals the model, and the model
+                      executed only frames sent as commands, each at most once
   sim_transport_driver
                       the unmodified host driver (sw/driver.py) in a thread over SimTransport:
                       identify, CSRs by name, streams, device errors, a fault-injection session
@@ -42,16 +47,23 @@ def model(**kw):
                        params={"byte_timeout": p["byte_timeout"], "stream_timeout": p["stream_timeout"]}, **kw)
 
 
-def frame(seq, cmd, payload=b""):
+def frame(seq, cmd, payload=b"", sid=0):
     from sw.link import build_frame
-    return build_frame(seq, cmd, payload)
+    return build_frame(seq, cmd, payload, sid=sid)
 
 
-def _too_long(seq, n):
-    """A PING header announcing n bytes (valid HCHK), then a few bytes."""
-    from sw.link import SYNC, hchk
-    head = struct.pack("<BBH", seq, 0x01, n)
-    return SYNC + head + bytes([hchk(head)]) + b"\x00" * 8
+def _too_long(seq, n, body=b""):
+    """A PING header announcing n bytes (valid HCHK), then `body` and zeros up to n, then 4 CRC bytes."""
+    from sw.link import HEADER, SYNC, hchk
+    head = struct.pack(HEADER, seq, 0, 0x01, 0, n)
+    return SYNC + head + hchk(head) + body + bytes(n + 4 - len(body))
+
+
+def evil(value=0xEEEEEEEE, seq=0x7777, sid=0):
+    """A complete valid CSR_WRITE of link_scratch: put inside payloads, it must never execute."""
+    from sw import csr_map
+    from sw.link import Cmd
+    return frame(seq, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, value), sid=sid)
 
 
 if cocotb is not None:
@@ -81,6 +93,8 @@ if cocotb is not None:
         async def step(data, what, idle=False, expect=None):
             got = await drv.send(data)
             want = mdl.feed(data)
+            if mdl.state != "HUNT":                  # the RTL settled through its byte timeout
+                want += mdl.idle()
             if idle:
                 got += await drv.wait(TB_PARAMS["byte_timeout"] + 50)
                 want += mdl.idle()
@@ -157,23 +171,54 @@ if cocotb is not None:
         await step(d, "write A", expect=Status.OK)
         await step(d, "write A again (replay)", expect=Status.OK)
         bad = bytearray(d)
-        bad[9] ^= 0x10
+        bad[14] ^= 0x10                              # a payload byte
         await step(bytes(bad), "write A with a bit flip", expect=Status.CRC)
         await step(d, "write A replayed after a CRC NACK", expect=Status.OK)
         await step(d + d + d, "write A three times", expect=Status.OK)
         assert mdl.counters["dup_frames"] == 5
         s = seq[0] - 1
         await step(frame(s, Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 0x22222222)), "same seq, new frame",
-                   expect=Status.OK)
+                   expect=Status.STALE)
         fr = await step(f(Cmd.CSR_READ, csr_rd(sa)), "read scratch", expect=Status.OK)
-        assert fr[-1].payload == struct.pack("<I", 0x22222222)
+        assert fr[-1].payload == struct.pack("<I", 0x11111111)
+        await step(d, "write A after a later command (stale)", expect=Status.STALE)
+        newest = seq[0] - 1                          # (the read above)
+        await step(frame(newest - 0x7FFF, Cmd.CSR_WRITE, struct.pack("<HHI", sa, 0, 3)), "2^15 - 1 SEQs behind",
+                   expect=Status.STALE)
+        await step(evil(sid=5), "another session's write", expect=Status.STALE)
+        await step(frame(s + 0x7000, Cmd.OPEN, sid=5), "OPEN session 5", expect=Status.OK)
+        await step(f(Cmd.PING, b"old session"), "session 0 after OPEN", expect=Status.STALE)
+        seq[0] = s + 0x7001
+        fr = await step(f(Cmd.CSR_READ, csr_rd(sa), s=seq[0]), "read scratch", expect=Status.STALE)
+        fr = await step(frame(seq[0], Cmd.CSR_READ, csr_rd(sa), sid=5), "read scratch in session 5",
+                        expect=Status.OK)
+        assert fr[-1].payload == struct.pack("<I", 0x11111111)
+        await step(frame(0, Cmd.OPEN), "OPEN session 0 again", expect=Status.OK)
+        seq[0] = 1
+        # complete valid frames inside payloads never execute
+        ex = mdl.counters["executed"]
+        await step(f(Cmd.PING, evil()), "PING carrying a write", expect=Status.OK)
+        bad = bytearray(f(Cmd.PING, evil()))
+        bad[-2] ^= 4
+        await step(bytes(bad), "bad-CRC PING carrying a write", expect=Status.CRC)
+        await step(_too_long(98, mp + 4, evil()), "TOO_LONG carrying a write", expect=Status.TOO_LONG)
+        for i in (0, 1, 2, 3, 8, 9, 10, 11):         # sync, SEQ, LEN, HCHK corrupted: the rest is ignored
+            for pre in (b"", b"\x00"):
+                bad = bytearray(f(Cmd.PING, pre + evil() + evil(seq=0x7778)))
+                bad[i] ^= 0x21
+                await step(bytes(bad), f"corrupted byte {i} before a write", idle=True)
+        fr = await step(f(Cmd.CSR_READ, csr_rd(sa)), "scratch untouched", expect=Status.OK)
+        assert fr[-1].payload == struct.pack("<I", 0x11111111) and mdl.counters["executed"] == ex + 2
         # framing faults
         g = f(Cmd.PING, b"hello")
-        await step(b"\x00\xff\xa5\xa5\x13" + g, "garbage before a frame", expect=Status.OK)
+        assert not await step(b"\x00\xff\xa5\xa5\x13" + g, "garbage before a frame: ignored until idle")
+        await step(g, "the frame again", expect=Status.OK)
         h = bytearray(f(Cmd.PING, b"x"))
-        h[4] ^= 1                                    # LEN corrupted -> HCHK mismatch, dropped at once
-        await step(bytes(h) + f(Cmd.PING, b"after"), "header error then a frame", expect=Status.OK)
+        h[8] ^= 1                                    # LEN corrupted -> HCHK mismatch: ignored until idle
+        assert not await step(bytes(h) + f(Cmd.PING, b"after"), "header error then a frame")
+        await step(f(Cmd.PING, b"after"), "the frame again", expect=Status.OK)
         await step(_too_long(99, mp + 1), "LEN above max_payload", expect=Status.TOO_LONG)
+        await step(_too_long(97, 0xFFFF), "LEN 0xFFFF", expect=Status.TOO_LONG)
         t = f(Cmd.PING, b"truncated")
         await step(t[:-3], "truncated frame + inter-byte timeout", idle=True)
         await step(f(Cmd.PING, b"next"), "frame after the timeout", expect=Status.OK)
@@ -194,7 +239,10 @@ if cocotb is not None:
 
     @cocotb.test()
     async def random_bytes_never_wedge(dut):
-        """hypothesis: any byte stream, then a quiet line, then a valid frame -> answered; RTL == model."""
+        """hypothesis: any byte stream (garbage, frames, mangled frames, frames carrying a complete
+        CSR_WRITE frame in their payload, over-long frames, late duplicates), then a quiet line, then
+        a valid frame -> answered; RTL == model; the model executed only frames sent as commands,
+        each at most once, and the embedded write never (link_scratch read back)."""
         import warnings
 
         from cocotb.task import bridge, resume
@@ -208,24 +256,39 @@ if cocotb is not None:
         drv = lc.ByteDriver(dut)
         stats = {"examples": 0, "bytes": 0, "responses": 0}
 
+        from sw import csr_map
+
         @resume
         async def run(data: bytes):
             await lc.reset(dut, 2)
             mdl = model()
+            log = []
+            execute = mdl._execute
+
+            def logged(code, p):                     # what the model executes: (SID, SEQ, command, payload)
+                log.append((mdl.sid_rx, mdl.seq, code, p))
+                return execute(code, p)
+            mdl._execute = logged
             got = await drv.send(data)
             want = mdl.feed(data)
             got += await drv.wait(TB_PARAMS["byte_timeout"] + 50)
             want += mdl.idle()
-            ping = frame(0x42, Cmd.PING, b"alive?")
-            got_p = await drv.send(ping)
-            want_p = mdl.feed(ping)
-            got_s = await drv.send(frame(0x43, Cmd.STATUS))
-            want_s = mdl.feed(frame(0x43, Cmd.STATUS))
-            return got, want, got_p, want_p, got_s, want_s
+            before = list(log)                       # (not the frames below)
+            after = frame(0x41, Cmd.OPEN, sid=0xA11E) + frame(0x42, Cmd.PING, b"alive?", sid=0xA11E)
+            got_p = await drv.send(after)
+            want_p = mdl.feed(after)
+            tail = frame(0x43, Cmd.CSR_READ, struct.pack("<HH", csr_map.LINK_SCRATCH, 1), sid=0xA11E) + \
+                frame(0x44, Cmd.STATUS, sid=0xA11E)
+            got_s = await drv.send(tail)
+            want_s = mdl.feed(tail)
+            return got, want, got_p, want_p, got_s, want_s, before
 
-        frames = st.builds(lambda s, c, p: frame(s, c, p), st.integers(0, 255),
-                           st.sampled_from([Cmd.PING, Cmd.IDENTIFY, Cmd.STATUS, Cmd.STREAM, 0x33]),
-                           st.binary(max_size=24))
+        cmds = st.sampled_from([Cmd.PING, Cmd.IDENTIFY, Cmd.STATUS, Cmd.STREAM, 0x33])
+        frames = st.builds(lambda s, c, p: frame(s, c, p), st.integers(0, 255), cmds, st.binary(max_size=24))
+        carriers = st.builds(lambda s, k: frame(s, Cmd.PING, bytes(k) + evil()), st.integers(0, 255),
+                             st.integers(0, 8))
+        too_long = st.builds(lambda s, n: _too_long(s, n, evil()), st.integers(0, 255),
+                             st.integers(TB_PARAMS["max_payload"] + 1, TB_PARAMS["max_payload"] + 40))
 
         def mangle(fr_, how, i):
             b = bytearray(fr_)
@@ -241,24 +304,31 @@ if cocotb is not None:
         chunk = st.one_of(
             st.binary(min_size=1, max_size=64),
             st.just(b"\xa5\x5a"),
-            frames,
-            st.builds(mangle, frames, st.integers(0, 2), st.integers(0, 1000)),
+            frames, carriers, too_long,
+            st.builds(mangle, st.one_of(frames, carriers), st.integers(0, 2), st.integers(0, 1000)),
         )
 
         @bridge
         def prop():
             @settings(max_examples=120, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
-            @given(st.lists(chunk, max_size=12))
-            def check(chunks):
+            @given(st.lists(chunk, max_size=12), st.lists(st.integers(0, 11), max_size=3))
+            def check(chunks, late):
+                chunks = chunks + [chunks[i % len(chunks)] for i in late if chunks]     # late duplicates
                 data = b"".join(chunks)
-                got, want, got_p, want_p, got_s, want_s = run(data)
+                got, want, got_p, want_p, got_s, want_s, log = run(data)
                 assert got == want, f"garbage phase: RTL {got.hex()} != model {want.hex()}"
                 fr = [x for x in FrameParser().feed(got_p) if hasattr(x, "seq")]
                 assert fr and fr[-1].seq == 0x42 and fr[-1].status == Status.OK and fr[-1].payload == b"alive?", \
                     f"wedged: no answer to a valid frame after {data.hex()}"
                 assert got_p == want_p
                 assert got_s == want_s, "counters differ from the model"
+                sent = {k for c in chunks for k in _commands(c)}
+                keys = [x[:2] for x in log]
+                assert all(x in sent for x in log), f"executed a frame not sent as a command: {log}"
+                assert len(keys) == len(set(keys)), f"a frame executed twice: {log}"
+                rd = [x for x in FrameParser().feed(got_s) if hasattr(x, "seq")][0]
+                assert rd.payload != struct.pack("<I", 0xEEEEEEEE), "the embedded write executed"
                 stats["examples"] += 1
                 stats["bytes"] += len(data)
                 stats["responses"] += len([x for x in FrameParser().feed(got) if hasattr(x, "seq")])
@@ -373,6 +443,16 @@ if cocotb is not None:
         r = await lc.with_pty(dut, host)
         dut._log.info("fault session over the pty/UART: " + json.dumps({k: r[k] for k in (
             "frames", "injected", "detected", "masked", "retried", "failed", "undetected", "seconds")}))
+
+
+def _commands(chunk: bytes) -> list:
+    """The command a chunk sent at the top level (a whole valid frame): [(SID, SEQ, code, payload)]."""
+    from sw.link import OVERHEAD, Frame, FrameParser
+    fr = FrameParser().feed(chunk)
+    if len(fr) >= 1 and isinstance(fr[0], Frame) and chunk.startswith(b"\xa5\x5a") and \
+            len(chunk) == OVERHEAD + len(fr[0].payload):
+        return [(fr[0].sid, fr[0].seq, fr[0].code, fr[0].payload)]
+    return []
 
 
 # ------------------------------------------------------------------ pytest side

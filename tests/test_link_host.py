@@ -15,10 +15,9 @@ from sw import csr_map
 from sw.devmodel import DeviceModel
 from sw.driver import Board, MapMismatch
 from sw.faults import model_session
-from sw.link import (SYNC, BadAddress, BadArgument, BadLength, Cmd, DeviceTimeout, Frame, FrameParser, FrameTooLong,
-                     LinkError,
-                     LinkTimeout, ParseError, ReadOnlyRegister, ResponseOverflow, Status, UnknownCommand,
-                     build_frame, hchk)
+from sw.link import (HEADER, OVERHEAD, SYNC, BadAddress, BadArgument, BadLength, Cmd, DeviceTimeout, Frame,
+                     FrameParser, FrameTooLong, LinkError, LinkTimeout, ParseError, ReadOnlyRegister,
+                     ResponseOverflow, Status, UnknownCommand, build_frame, hchk)
 from sw.transport import FAULT_KINDS, FaultyTransport, ModelTransport, SerialTransport, Transport
 
 HSET = settings(max_examples=200, deadline=None)
@@ -31,14 +30,14 @@ def frames_of(events):
 # ------------------------------------------------------------------ frame format
 
 def test_frame_layout_and_crc():
-    f = build_frame(0x12, Cmd.CSR_READ, b"\x0a\x00\x01\x00")
+    f = build_frame(0x3412, Cmd.CSR_READ, b"\x0a\x00\x01\x00", sid=0xBEEF)
     assert f[:2] == SYNC == b"\xa5\x5a"
-    assert f[2:6] == bytes([0x12, 0x10, 4, 0])
-    assert f[6] == zlib.crc32(f[2:6]) & 0xFF == hchk(f[2:6])
+    assert f[2:10] == bytes([0x12, 0x34, 0xEF, 0xBE, 0x10, 0, 4, 0])
+    assert f[10:12] == struct.pack("<H", zlib.crc32(f[2:10]) & 0xFFFF) == hchk(f[2:10])
     assert struct.unpack("<I", f[-4:])[0] == zlib.crc32(f[2:-4])
-    assert len(f) == 11 + 4
+    assert len(f) == 16 + 4
     (fr,) = FrameParser().feed(f)
-    assert (fr.seq, fr.code, fr.payload, fr.is_response) == (0x12, 0x10, b"\x0a\x00\x01\x00", False)
+    assert (fr.seq, fr.sid, fr.code, fr.payload, fr.is_response) == (0x3412, 0xBEEF, 0x10, b"\x0a\x00\x01\x00", False)
 
 
 @HSET
@@ -78,9 +77,9 @@ def test_any_single_corruption_is_detected(payload, bit, data):
 
 # ------------------------------------------------------------------ device model semantics
 
-def transact(m, seq, cmd, payload=b""):
-    (fr,) = frames_of(FrameParser().feed(m.feed(build_frame(seq, cmd, payload))))
-    assert fr.seq == seq and fr.is_response
+def transact(m, seq, cmd, payload=b"", sid=0):
+    (fr,) = frames_of(FrameParser().feed(m.feed(build_frame(seq, cmd, payload, sid=sid))))
+    assert (fr.seq, fr.sid, fr.cmd) == (seq & 0xFFFF, sid, cmd) and fr.is_response
     return fr
 
 
@@ -95,9 +94,130 @@ def test_model_duplicate_is_replayed_not_executed():
     nack = frames_of(FrameParser().feed(m.feed(bytes(bad))))[0]
     assert nack.status == Status.CRC and m.counters["crc_errors"] == 1
     assert m.feed(f) == r1 and m.counters["executed"] == 1        # the record survives a NACK
-    # same SEQ, different frame: executed
-    transact(m, 5, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 43))
+    # same SEQ, different frame: STALE, not executed; the next SEQ executes
+    w43 = struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 43)
+    assert transact(m, 5, Cmd.CSR_WRITE, w43).status == Status.STALE
+    assert m.counters["executed"] == 1 and m.values["link_scratch"] == 42
+    assert transact(m, 6, Cmd.CSR_WRITE, w43).status == Status.OK
     assert m.counters["executed"] == 2 and m.values["link_scratch"] == 43
+
+
+def test_model_stale_frames_and_sessions():
+    """Older frames of the session and frames of an earlier session are answered STALE, never executed;
+    only the newest frame is replayed; OPEN starts a session (expected values written out by hand)."""
+    m = DeviceModel()
+    w = [build_frame(s, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, s), sid=0) for s in range(4)]
+    for f in w:
+        m.feed(f)
+    assert m.values["link_scratch"] == 3 and m.counters["executed"] == 4
+    for f in w[:3]:                                  # late duplicates: STALE
+        assert frames_of(FrameParser().feed(m.feed(f)))[0].status == Status.STALE
+    assert m.values["link_scratch"] == 3 and m.counters["executed"] == 4 and m.counters["dup_frames"] == 3
+    assert frames_of(FrameParser().feed(m.feed(w[3])))[0].status == Status.OK    # the newest: replayed
+    assert m.counters["executed"] == 4
+    # a frame of another session: STALE, unless it is OPEN; then the old session's frames are STALE
+    assert transact(m, 100, Cmd.PING, b"x", sid=7).status == Status.STALE
+    assert transact(m, 0x8003, Cmd.OPEN, sid=7).status == Status.OK and m.counters["executed"] == 5
+    assert transact(m, 0x8004, Cmd.PING, b"y", sid=7).payload == b"y"
+    for s in (4, 5, 0x9000):                         # session 0's frames, whatever their SEQ
+        assert transact(m, s, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 9)).status == Status.STALE
+    assert m.values["link_scratch"] == 3 and m.counters["executed"] == 6
+    # SEQ wrap: 0xFFFF -> 0 is newer; half the SEQ space behind is older
+    assert transact(m, 0xFFFF, Cmd.PING, sid=7).status == Status.OK
+    assert transact(m, 0x0000, Cmd.PING, sid=7).status == Status.OK
+    assert transact(m, 0x8001, Cmd.PING, sid=7).status == Status.STALE          # 0x7FFF behind
+    assert transact(m, 0x8000, Cmd.PING, sid=7).status == Status.OK             # 0x8000 behind = ahead
+
+
+def _evil(seq=0x7777):
+    """A complete valid CSR_WRITE of link_scratch, carried inside payloads: it must never execute."""
+    return build_frame(seq, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 0xEEEEEEEE))
+
+
+def _logged(m):
+    """Record what the model executes: (SID, SEQ, code, payload)."""
+    log, execute = [], m._execute
+
+    def run(code, p):
+        log.append((m.sid_rx, m.seq, code, p))
+        return execute(code, p)
+    m._execute = run
+    return log
+
+
+def _mangle(f, how, i):
+    b = bytearray(f)
+    i %= len(b)
+    if how == 0:
+        b[i] ^= 1 << (i % 8)
+    elif how == 1:
+        del b[i:]
+    else:
+        del b[i]
+    return bytes(b)
+
+
+_frames = st.builds(lambda s, c, p: build_frame(s, c, p), st.integers(0, 255),
+                    st.sampled_from([Cmd.PING, Cmd.STATUS, Cmd.CSR_WRITE, 0x33]), st.binary(max_size=16))
+_carriers = st.builds(lambda s, k, e: build_frame(s, Cmd.PING, bytes(k) + _evil(e)), st.integers(0, 255),
+                      st.integers(0, 8), st.integers(0, 0xFFFF))
+_too_long = st.builds(lambda s, n, k: (lambda h: SYNC + h + hchk(h) + bytes(k) + _evil() + bytes(n + 4 - k - 24))(
+    struct.pack(HEADER, s, 0, Cmd.PING, 0, n)), st.integers(0, 255), st.integers(65, 120), st.integers(0, 30))
+_chunk = st.one_of(st.binary(min_size=1, max_size=40), st.just(SYNC), _frames, _carriers, _too_long,
+                   st.builds(_mangle, st.one_of(_frames, _carriers, _too_long), st.integers(0, 2), st.integers(0, 999)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_chunk, st.booleans()), max_size=14), st.lists(st.integers(0, 13), max_size=4))
+def test_model_executes_only_commands_sent_each_once(chunks, late):
+    """Any mix of garbage, frames, frames carrying a complete frame in their payload (accepted, NACKed,
+    TOO_LONG or corrupted), late duplicates, with or without an idle line between: only frames sent as
+    commands execute, none twice, the carried write never; afterwards a frame is answered."""
+    m = DeviceModel(max_payload=64, max_response=64)
+    log = _logged(m)
+    chunks = chunks + [chunks[i % len(chunks)] for i in late if chunks]
+    sent = set()
+    for c, idle in chunks:
+        fr = FrameParser().feed(c)
+        if fr and isinstance(fr[0], Frame) and c[:2] == SYNC and len(c) == OVERHEAD + len(fr[0].payload):
+            sent.add((fr[0].sid, fr[0].seq, fr[0].code, fr[0].payload))
+        m.feed(c)
+        if idle:
+            m.idle()
+    assert all(x in sent for x in log), log
+    keys = [x[:2] for x in log]
+    assert len(keys) == len(set(keys)), log
+    assert m.values["link_scratch"] != 0xEEEEEEEE
+    m.idle()
+    assert transact(m, 9, Cmd.OPEN, sid=0xA11E).status == Status.OK
+    assert transact(m, 10, Cmd.PING, b"alive", sid=0xA11E).payload == b"alive"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30), st.integers(0, 2), st.integers(0, 99)),
+                min_size=1, max_size=20))
+def test_model_commands_execute_exactly_once(plan):
+    """A host's commands 0..n-1 (each CSR_WRITE scratch = i), each followed by chosen faults: repeats of
+    it, a late duplicate of an earlier one, a corrupted copy or a frame carrying an earlier one, an
+    idle line: every command executes exactly once, in order."""
+    m = DeviceModel()
+    log = _logged(m)
+    base = 0xFFF0                                     # (SEQ wraps past 0xFFFF)
+    cmd = [build_frame(base + i, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, i), sid=3)
+           for i in range(len(plan))]
+    m.feed(build_frame(base - 1, Cmd.OPEN, sid=3))
+    for i, (reps, back, fault, pos) in enumerate(plan):
+        for _ in range(1 + reps):
+            m.feed(cmd[i])
+        old = cmd[max(0, i - back)]
+        m.feed(old)                                   # late duplicate (or a repeat)
+        if fault == 1:
+            m.feed(_mangle(cmd[i], pos % 3, pos))
+        elif fault == 2:
+            m.feed(build_frame(base + i, Cmd.PING, old, sid=3))   # same SEQ, other frame: STALE
+        m.idle()
+    assert [x[1] for x in log] == [(base + i) & 0xFFFF for i in range(-1, len(plan))]
+    assert m.values["link_scratch"] == len(plan) - 1
 
 
 def test_model_errors():
@@ -147,19 +267,77 @@ class Scripted(Transport):
 
 def test_lost_response_is_retried_and_replayed():
     m = DeviceModel()
-    c = Board(Scripted(m, lose_responses={1, 2}), retries=3, timeout=0.1)
+    c = Board(Scripted(m, lose_responses={2, 3}), retries=3, timeout=0.1)
+    c.link.open_session()                   # write 1: OPEN
     c.write_csr("link_scratch", 99)
     assert m.values["link_scratch"] == 99
-    assert m.counters["executed"] == 1 and m.counters["dup_frames"] == 2
+    assert m.counters["executed"] == 2 and m.counters["dup_frames"] == 2
     assert c.link.stats.retries == 2 and c.link.stats.problems["timeout"] == 2
 
 
 def test_link_timeout_names_the_command():
-    c = Board(Scripted(DeviceModel(), lose_requests=set(range(1, 10))), retries=2, timeout=0.05)
+    c = Board(Scripted(DeviceModel(), lose_requests=set(range(2, 10))), retries=2, timeout=0.05)
+    c.link.open_session()
     with pytest.raises(LinkTimeout) as e:
         c.read_csr("link_scratch")
     assert "CSR_READ" in str(e.value) and "3 attempts" in str(e.value) and "3 x timeout" in str(e.value)
     assert e.value.attempts == 3
+
+
+def test_payload_limit_before_open():
+    """Before open() the host refuses a payload above the default max_payload (1024) without sending it."""
+    m = DeviceModel()
+    tr = Scripted(m)
+    link = Board(tr, retries=0, timeout=0.05).link
+    with pytest.raises(FrameTooLong) as e:
+        link.transact(Cmd.PING, bytes(1025))
+    assert "1025 bytes > the device's max_payload 1024 (not sent)" in str(e.value) and tr.writes == 0
+    assert link.transact(Cmd.PING, bytes(1024)) == bytes(1024)      # (OPEN, then the PING)
+    assert tr.writes == 2
+
+
+def test_second_host_session_then_the_first_again():
+    """Host B opens a session: host A's next command is STALE (not executed), A opens a new session
+    and the command executes once; B's frames are then STALE, never executed."""
+    m = DeviceModel()
+    a, b = Board.model(model=m).open(), Board.model(model=m).open()
+    b.write_csr("link_scratch", 1)
+    frame_b = build_frame(b.link.seq - 1, Cmd.CSR_WRITE, struct.pack("<HHI", csr_map.LINK_SCRATCH, 0, 1),
+                          sid=b.link.sid)
+    e0 = m.counters["executed"]
+    a.write_csr("link_scratch", 2)
+    assert m.counters["executed"] == e0 + 2 and m.counters["dup_frames"] == 1     # OPEN + write; 1 STALE
+    assert frames_of(FrameParser().feed(m.feed(frame_b)))[0].status == Status.STALE   # B's write, late
+    assert a.read_csr("link_scratch") == 2
+
+
+class Forger(Transport):
+    """Answers every request with a valid OK response of the same SEQ, but `change`d."""
+
+    def __init__(self, change):
+        self.change, self.out = change, b""
+
+    def write(self, data):
+        fr = FrameParser().feed(data)[0]
+        seq, sid, cmd = self.change(fr.seq, fr.sid, fr.cmd)
+        self.out += build_frame(seq, 0x80 | cmd, b"\x00" * 40, sid=sid)
+
+    def read(self, timeout):
+        out, self.out = self.out, b""
+        return out
+
+
+@pytest.mark.parametrize("change", [lambda q, s, c: (q, s, c ^ 0x11), lambda q, s, c: (q, s ^ 1, c),
+                                    lambda q, s, c: (q ^ 0x100, s, c)], ids=["command", "session", "seq_high"])
+def test_response_must_match_seq_session_and_command(change):
+    link = Board(Forger(change), retries=1, timeout=0.05).link
+    link.sid = 9                                    # (as if open)
+    with pytest.raises(LinkTimeout):
+        link.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 10))
+    assert link.stats.stale == 2
+    ok = Board(Forger(lambda q, s, c: (q, s, c)), retries=1, timeout=0.05).link
+    ok.sid = 9
+    assert ok.transact(Cmd.CSR_READ, struct.pack("<HH", 0, 10)) == bytes(40)
 
 
 def test_device_errors_raise_typed_exceptions():
@@ -418,10 +596,10 @@ def test_parse_error_kinds():
     f[3] ^= 0x40                                     # header byte -> HCHK mismatch
     assert ParseError("header") in FrameParser().feed(bytes(f))
     g = bytearray(build_frame(1, Cmd.PING, b"xyz"))
-    g[8] ^= 1                                        # payload -> CRC
+    g[13] ^= 1                                       # payload -> CRC
     assert ParseError("crc") in FrameParser().feed(bytes(g))
-    head = struct.pack("<BBH", 1, 0x81, 500)
-    assert ParseError("too_long") in FrameParser(max_len=100).feed(SYNC + head + bytes([hchk(head)]))
+    head = struct.pack(HEADER, 1, 0, 0x81, 0, 500)
+    assert ParseError("too_long") in FrameParser(max_len=100).feed(SYNC + head + hchk(head))
 
 
 # ---------------------------------------------------------------- resolve(): exactly once after a timeout
