@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from sw import host_proto  # noqa: E402
 from sw.devmodel import DeviceModel  # noqa: E402
-from sw.link import LinkTimeout  # noqa: E402
+from sw.link import FrameParser, LinkTimeout  # noqa: E402
 from sw.transport import ModelTransport  # noqa: E402
 
 SMALL = 64          # device buffers of 64 bytes: 15 cells per PROGRAM chunk
@@ -222,7 +222,7 @@ def _interrupted(lose, tmp_path, n=100, cut_after=4):
     from sw.journal import Journal
     plan = cells_plan(n)
     model, bridge = _device()
-    tr = Cut(ModelTransport(model), after=2 + cut_after, lose=lose)    # 2: PING + IDENTIFY of open()
+    tr = Cut(ModelTransport(model), after=3 + cut_after, lose=lose)    # 3: OPEN + PING + IDENTIFY of open()
     tr.alive = False
     j = Journal.new(tmp_path / "t.jsonl", config={"session": "program"})
     c = _board(tr)
@@ -273,10 +273,11 @@ def test_frame_journaled_before_it_leaves(tmp_path, monkeypatch):
 
     class Spy(ModelTransport):
         def write(self, data):
-            if data[3] == 0x20:                       # STREAM
+            fr = FrameParser().feed(data)[0]
+            if fr.code == 0x20:                       # STREAM
                 recs = [json.loads(ln) for ln in path.read_text().splitlines()[1:]]
                 sent = [r for r in recs if r["k"] == "sent"]
-                assert sent and bytes.fromhex(sent[-1]["frame"]) == data and sent[-1]["seq"] == data[2]
+                assert sent and bytes.fromhex(sent[-1]["frame"]) == data and sent[-1]["seq"] == fr.seq
                 assert len([r for r in recs if r["k"] == "done"]) == len(sent) - 1
                 assert synced[0] == path.stat().st_size            # all of it fsynced
                 seen.append(sent[-1]["chunk"])
