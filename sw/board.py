@@ -41,10 +41,16 @@ def add_arguments(p):
     p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--rate", type=float, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--hang-max", type=int, default=8,
-                   help="longest injected device hang, in attempts (> retries + 1 makes some commands fail)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per attempt (default: 1 serial, 10 sim)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds a command is retried (with backoff, the same frame) before it fails "
+                        "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
+    p.add_argument("--retries", type=int, default=None,
+                   help="optional upper bound on the retries of a command as well (default: none, the deadline)")
+    p.add_argument("--hang-max", type=float, default=None,
+                   help="faults: longest injected device hang, seconds (default: a third of the deadline; "
+                        ">= the deadline makes some commands fail)")
+    p.add_argument("--timeout", type=float, default=1.0,
+                   help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -70,8 +76,9 @@ def _model(args) -> dict:
     from sw.driver import Board
     from sw.faults import model_session
     if args.sim == "faults":
-        return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max)
-    c = Board.model(retries=args.retries).open()
+        return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
+                             deadline=args.deadline, timeout=args.timeout)
+    c = Board.model(retries=args.retries, deadline=args.deadline, timeout=args.timeout).open()
     return {"source": "model", **(c.identify() if args.sim == "identify" else c.status())}
 
 
@@ -125,13 +132,13 @@ def _serial(args) -> dict:
     from sw.faults import run_session
     from sw.transport import FaultyTransport, SerialTransport
     tr = SerialTransport(args.port, args.baud)
-    timeout = args.timeout or 1.0
+    kw = dict(retries=args.retries, timeout=args.timeout, deadline=args.deadline)
     try:
         if args.session == "faults":
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
-            c = Board(faulty, retries=args.retries, timeout=timeout)
+            c = Board(faulty, **kw)
             return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
-        c = Board(tr, retries=args.retries, timeout=timeout).open()
+        c = Board(tr, **kw).open()
         cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
         if args.session in ("program", "read"):
             cfg["cells"] = parse_cells(args.cells, args.session == "program")
@@ -148,7 +155,10 @@ def print_result(r: dict, as_json: bool):
         print(f"fault injection ({r['source']}): {r['frames']} commands, {r['attempts']} attempts; "
               f"{r['injected']} faults injected ({r['detected']} detected -> retried, {r['masked']} masked)")
         print(f"  retried {r['retried']}, succeeded {r['succeeded']} (incl. {r['expected_errors']} expected device "
-              f"errors), failed {r['failed']} (clear LinkTimeout), UNDETECTED {r['undetected']}")
+              f"errors), failed {r['failed']} (clear LinkTimeout), UNDETECTED {r['undetected']}, "
+              f"executed twice {r['executed_twice']}")
+        print(f"  deadline {r['deadline']:g} s: {r['hangs']} hangs (longest {r['hang_longest_s']} s), "
+              f"longest command {r['longest_command_s']} s")
         print(f"  injected by kind: {r['injected_by_kind']}")
         print(f"  device counters: {r['device_counters']}; {r['seconds']} s")
         return

@@ -396,9 +396,10 @@ if cocotb is not None:
                 from sw.faults import run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                board = Board(faulty, retries=cfg["retries"], deadline=cfg.get("deadline"), timeout=cfg["timeout"],
+                              seq=cfg["seed"] & 0xFF)
                 return run_session(board, faulty, cfg["frames"], cfg["seed"], source="cosim")
-            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"], deadline=cfg.get("deadline")).open()
             return board.identify() if cfg["session"] == "identify" else board.status()
 
         result = await with_sim_transport(dut, host)
