@@ -19,10 +19,25 @@ The JSON of a fault session names its device in "source" (model, cosim or serial
 from __future__ import annotations
 
 import json
+import math
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
+
+
+def _number(kind, lo, strict):
+    """argparse type: a `kind` number >= lo (> lo if strict); a bad one is a one-line usage error."""
+    def parse(text):
+        import argparse
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (v > lo if strict else v >= lo) or not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>' if strict else '>='} {lo}")
+        return v
+    return parse
 
 
 def add_arguments(p):
@@ -41,15 +56,15 @@ def add_arguments(p):
     p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--rate", type=float, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--deadline", type=float, default=None,
+    p.add_argument("--deadline", type=_number(float, 0, True), default=None,
                    help="seconds a command is retried (with backoff, the same frame) before it fails "
                         "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
-    p.add_argument("--retries", type=int, default=None,
+    p.add_argument("--retries", type=_number(int, 0, False), default=None,
                    help="optional upper bound on the retries of a command as well (default: none, the deadline)")
-    p.add_argument("--hang-max", type=float, default=None,
+    p.add_argument("--hang-max", type=_number(float, 0, False), default=None,
                    help="faults: longest injected device hang, seconds (default: a third of the deadline; "
                         ">= the deadline makes some commands fail)")
-    p.add_argument("--timeout", type=float, default=1.0,
+    p.add_argument("--timeout", type=_number(float, 0, True), default=1.0,
                    help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -273,7 +273,7 @@ class Link:
         self.backoff, self.backoff_max = backoff, backoff_max
         self.seq = (os.urandom(1)[0] if seq is None else seq) & 0xFF
         self.parser = FrameParser(max_response)
-        self.events = deque()         # parsed frames / errors not looked at yet
+        self.backlog = deque()        # parsed frames / errors not looked at yet
         self.max_payload = None       # the device's, once known (Board.open sets it)
         self.stats = LinkStats()
         self.on_attempt = on_attempt
@@ -328,7 +328,7 @@ class Link:
         while True:
             if attempts or retry_first:
                 st.retries += 1
-                self.events.extend(self.parser.abort_partial())
+                self.backlog.extend(self.parser.abort_partial())
             attempts += 1
             st.attempts += 1
             self.transport.write(frame)
@@ -391,8 +391,8 @@ class Link:
         clock = self.clock
         until = clock.now() + wait
         while True:
-            while self.events:
-                fr = self._note(self.events.popleft(), problems)
+            while self.backlog:
+                fr = self._note(self.backlog.popleft(), problems)
                 if fr is None:
                     continue
                 if fr.seq != seq:
@@ -413,4 +413,4 @@ class Link:
             if not data:     # an idle line: the whole wait passes (at once on a virtual clock)
                 clock.sleep(until - clock.now())
                 return "timeout"
-            self.events.extend(self.parser.feed(data))
+            self.backlog.extend(self.parser.feed(data))

@@ -237,10 +237,13 @@ KIND_WEIGHTS = {"repeat_frame": 0.5, "hang": 0.25}     # relative to 1 for the o
 class FaultyTransport(Transport):
     """Injects seeded faults into the bytes of both directions.
 
-    Each write (one frame from the host) is faulted with probability `rate`, each non-empty read
-    with probability rate * min(1, n_bytes / 32): about `rate` per response whether the transport
-    returns it whole (the simulation transports) or a few bytes at a time (a serial port). A
-    faulted chunk gets 1-3 faults drawn from `kinds`:
+    Each write (one frame from the host) is faulted with probability `rate`, and so is the answer
+    to it, however the transport chunks the answer's bytes (whole from the model, 64-byte pieces
+    from the co-simulation, a few bytes at a time from a serial port): with probability `rate` a
+    byte position is drawn uniformly in [0, max(READ_CHUNK, frame length)) and the read chunk that
+    holds the answer's byte at that position is faulted (an answer shorter than the position
+    escapes: short answers are faulted proportionally less often). A faulted chunk gets 1-3
+    faults drawn from `kinds`:
       bitflip       flip one bit of one byte
       drop          remove 1-3 consecutive bytes
       duplicate     repeat one byte
@@ -257,7 +260,7 @@ class FaultyTransport(Transport):
     enabled=False passes everything through. The clock is the inner transport's.
     """
 
-    READ_CHUNK = 32     # bytes: reads shorter than this are faulted proportionally less often
+    READ_CHUNK = 32     # bytes: answers shorter than this are faulted proportionally less often
 
     def __init__(self, inner: Transport, seed: int = 0, rate: float = 0.1, kinds=FAULT_KINDS, hang_max: float = 6.0):
         self.inner = inner
@@ -270,6 +273,8 @@ class FaultyTransport(Transport):
         self.events = 0
         self.enabled = True
         self.hang_until = None      # clock time at which the current hang ends
+        self.rx_fault_at = None     # position of the faulted byte in the answer to the last write
+        self.rx_seen = 0            # bytes read since the last write
         self.hangs = 0
         self.hang_longest = 0.0
 
@@ -331,6 +336,9 @@ class FaultyTransport(Transport):
         return data
 
     def write(self, data: bytes) -> None:
+        self.rx_seen, self.rx_fault_at = 0, None
+        if self.enabled and self.rng.random() < self.rate:      # the answer to this frame gets faults
+            self.rx_fault_at = self.rng.randrange(max(self.READ_CHUNK, len(data)))
         if self.enabled and self.hanging:
             self.clock.transfer(len(data))      # sent, but the device does not listen
             self._count("hang")
@@ -342,7 +350,10 @@ class FaultyTransport(Transport):
 
     def read(self, timeout: float) -> bytes:
         data = self.inner.read(timeout)
-        if self.enabled and data and self.rng.random() < self.rate * min(1.0, len(data) / self.READ_CHUNK):
+        at, n = self.rx_fault_at, len(data)
+        self.rx_seen += n
+        if self.enabled and at is not None and self.rx_seen - n <= at < self.rx_seen:
+            self.rx_fault_at = None
             data = bytes(self._mutate(bytearray(data), "d2h"))
         return data
 

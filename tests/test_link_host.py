@@ -262,6 +262,11 @@ def test_cli_board_faults_json(capsys):
     assert (r["deadline"], r["hang_max"], r["failed"]) == (8.0, 2.0, 0)
     assert main(["board", "--sim", "faults", "--frames", "5", "--deadline", "0.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["deadline"] == 1.0     # never less than one timeout
+    for bad in (["--deadline", "0"], ["--deadline", "inf"], ["--timeout", "-1"], ["--hang-max", "x"],
+                ["--retries", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            main(["board", "--sim", "faults", "--frames", "5", *bad])
+        assert e.value.code == 2 and bad[0] in capsys.readouterr().err
 
 
 def test_cli_board_identify_and_errors(capsys):

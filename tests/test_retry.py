@@ -12,7 +12,7 @@ from sw.devmodel import DeviceModel
 from sw.driver import Board
 from sw.faults import model_session, run_session
 from sw.link import LinkTimeout
-from sw.transport import FaultyTransport, ModelTransport
+from sw.transport import FaultyTransport, ModelTransport, Transport
 
 H = host_proto
 
@@ -268,3 +268,33 @@ def test_session_counts_commands_executed_twice():
     assert r["failed"] == 0 and r["executed_twice"] > 10
     assert r["executed_twice"] == r["executed_growth"] - r["executed_bounds"][1]
     assert r["undetected"] >= r["executed_twice"]
+
+
+class Chunked(Transport):
+    """Answers every write with `answer`, `k` bytes per read."""
+
+    def __init__(self, answer, k):
+        self.answer, self.k, self.rx = answer, k, b""
+
+    def write(self, data):
+        self.rx = self.answer
+
+    def read(self, timeout):
+        out, self.rx = self.rx[:self.k], self.rx[self.k:]
+        return out
+
+
+@pytest.mark.parametrize("n_answer,k", [(1024, 1024), (1024, 64), (1024, 3), (11, 11), (11, 1)])
+def test_answer_faults_do_not_depend_on_chunking(n_answer, k):
+    """An answer is faulted with probability rate (rate x n/32 below 32 bytes) whether the transport
+    returns it whole, in 64-byte pieces (the co-simulation) or byte by byte (a serial port)."""
+    answer = bytes(range(256)) * 4
+    answer = answer[:n_answer]
+    faulty = FaultyTransport(Chunked(answer, k), seed=k, rate=0.2, kinds=["bitflip"])
+    n, hit = 3000, 0
+    for _ in range(n):
+        faulty.write(b"request-11b")
+        got = b"".join(iter(lambda: faulty.read(1.0), b""))
+        hit += got != answer
+    want = 0.2 * min(1.0, n_answer / 32)
+    assert abs(hit / n - want) < 4 * (want * (1 - want) / n) ** 0.5 + 0.002
