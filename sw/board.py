@@ -15,6 +15,8 @@
     mcnn board --sim faults --device controller --frames N      fault injection incl. PROGRAM/READ
 
 The JSON of a fault session names its device in "source" (model, cosim or serial).
+Every session retries a command (same frame, growing backoff) until --deadline seconds (default 30,
+at least 10 --timeout), virtual time for the simulated devices (docs/link.md "Host retry semantics").
 """
 from __future__ import annotations
 

@@ -187,7 +187,8 @@ class DirectBridge(ByteDriver):
         self.sock.setblocking(False)
         self.reader = MsgReader()
         self.query = None
-        self.mute = False        # a hung device: bytes in both directions lost, no idle answers
+        self.mute = False        # a hung device: bytes in both directions lost (idle still answered: the
+                                 # host's timeouts are virtual time, sw/transport.py)
         self.hang = 0            # stall the controller echo (set from the host thread, applied here)
         self.closed = False
 
@@ -217,7 +218,7 @@ class DirectBridge(ByteDriver):
                 self.sock.sendall(pack_msg(MSG_DATA, bytes(self.out)))
                 self.sock.setblocking(False)
             self.out.clear()
-        if self.query is not None and not self.inq and self.idle and not self.out_valid and not self.mute:
+        if self.query is not None and not self.inq and self.idle and not self.out_valid:
             self.sock.setblocking(True)
             self.sock.sendall(pack_msg(MSG_IDLE, self.query))
             self.sock.setblocking(False)
