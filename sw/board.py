@@ -22,15 +22,32 @@
   (--port unix:PATH: a device served on a Unix socket with the SimTransport protocol.)
 
 The JSON of a fault session names its device in "source" (model, cosim or serial).
+Every session retries a command (same frame, growing backoff) until --deadline seconds (default 30,
+at least 10 --timeout), virtual time for the simulated devices (docs/link.md "Host retry semantics").
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
+
+
+def _number(kind, lo, strict):
+    """argparse type: a `kind` number >= lo (> lo if strict); a bad one is a one-line usage error."""
+    def parse(text):
+        import argparse
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (v > lo if strict else v >= lo) or not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>' if strict else '>='} {lo}")
+        return v
+    return parse
 
 
 def add_arguments(p):
@@ -49,10 +66,16 @@ def add_arguments(p):
     p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--rate", type=float, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--hang-max", type=int, default=8,
-                   help="longest injected device hang, in attempts (> retries + 1 makes some commands fail)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per attempt (default: 1 serial, 10 sim)")
+    p.add_argument("--deadline", type=_number(float, 0, True), default=None,
+                   help="seconds a command is retried (with backoff, the same frame) before it fails "
+                        "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
+    p.add_argument("--retries", type=_number(int, 0, False), default=None,
+                   help="optional upper bound on the retries of a command as well (default: none, the deadline)")
+    p.add_argument("--hang-max", type=_number(float, 0, False), default=None,
+                   help="faults: longest injected device hang, seconds (default: a third of the deadline; "
+                        ">= the deadline makes some commands fail)")
+    p.add_argument("--timeout", type=_number(float, 0, True), default=1.0,
+                   help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--journal", type=Path, default=None,
                    help="with --port, program/train: record every chunk and its answers in this append-only file")
@@ -92,8 +115,9 @@ def _model(args) -> dict:
     from sw.driver import Board
     from sw.faults import model_session
     if args.sim == "faults":
-        return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max)
-    c = Board.model(retries=args.retries).open()
+        return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
+                             deadline=args.deadline, timeout=args.timeout)
+    c = Board.model(retries=args.retries, deadline=args.deadline, timeout=args.timeout).open()
     return {"source": "model", **(c.identify() if args.sim == "identify" else c.status())}
 
 
@@ -185,13 +209,13 @@ def _serial(args) -> dict:
     from sw.transport import FaultyTransport
     cfg, journal = (None, None) if args.session == "faults" and not args.resume else _session_config(args)
     tr = _open_port(args.port, args.baud)
-    timeout = args.timeout or 1.0
+    kw = dict(retries=args.retries, timeout=args.timeout, deadline=args.deadline)
     try:
         if cfg is None:
             faulty = FaultyTransport(tr, seed=args.seed, rate=args.rate, hang_max=args.hang_max)
-            c = Board(faulty, retries=args.retries, timeout=timeout)
+            c = Board(faulty, **kw)
             return run_session(c, faulty, args.frames, args.seed, source="serial", stream_check="echo_op")
-        c = Board(tr, retries=args.retries, timeout=timeout)
+        c = Board(tr, **kw)
         if journal is None:
             c.open()     # a journaled session opens the board itself, after settling a chunk in doubt
         return {"source": "serial", **host_session(c, cfg)}
@@ -209,7 +233,10 @@ def print_result(r: dict, as_json: bool):
         print(f"fault injection ({r['source']}): {r['frames']} commands, {r['attempts']} attempts; "
               f"{r['injected']} faults injected ({r['detected']} detected -> retried, {r['masked']} masked)")
         print(f"  retried {r['retried']}, succeeded {r['succeeded']} (incl. {r['expected_errors']} expected device "
-              f"errors), failed {r['failed']} (clear LinkTimeout), UNDETECTED {r['undetected']}")
+              f"errors), failed {r['failed']} (clear LinkTimeout), UNDETECTED {r['undetected']}, "
+              f"executed twice {r['executed_twice']}")
+        print(f"  deadline {r['deadline']:g} s: {r['hangs']} hangs (longest {r['hang_longest_s']} s), "
+              f"longest command {r['longest_command_s']} s")
         print(f"  injected by kind: {r['injected_by_kind']}")
         print(f"  device counters: {r['device_counters']}; {r['seconds']} s")
         return

@@ -126,11 +126,16 @@ def _words(payload: bytes, cmd) -> list:
 class Board:
     """The board seen from the host: the commands of docs/link.md over `transport`."""
 
-    def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
-                 on_attempt=None, resolve_tries: int = 2):
+    def __init__(self, transport, *, timeout: float = 1.0, deadline: float | None = None, retries: int | None = None,
+                 seq: int | None = None, on_attempt=None, resolve_tries: int = 0):
+        """timeout: seconds an attempt waits for the answer; deadline: seconds a command is retried
+        (with backoff, the same frame) before LinkTimeout -- None: Link's default (30 s, at least 10
+        timeouts); retries: an optional upper bound on the retries too (None: the deadline alone);
+        resolve_tries: extra deadline rounds (Link.resolve) for a STREAM command after a LinkTimeout."""
         self.transport = transport
         self.resolve_tries = resolve_tries   # STREAM commands: resolve() rounds after a LinkTimeout
-        self.link = Link(transport, timeout=timeout, retries=retries, seq=seq, on_attempt=on_attempt)
+        self.link = Link(transport, timeout=timeout, deadline=deadline, retries=retries, seq=seq,
+                         on_attempt=on_attempt)
         self.info = None
         self._params = None
 

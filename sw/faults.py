@@ -12,11 +12,17 @@ checks every result against what the device must answer:
               out-of-range count, reserved reset bits    -> the matching DeviceError
 
 Every command ends in one of: `succeeded` (right answer, or the right DeviceError for an invalid
-command), `failed` (LinkTimeout: a clear error after all retries), `undetected` (an answer that
-passed the link checks but is wrong -- must be 0). Exactly-once execution is checked with the
+command), `failed` (LinkTimeout: the link stayed dead past the deadline), `undetected` (an answer
+that passed the link checks but is wrong -- must be 0). Exactly-once execution is checked with the
 device's `executed` counter: over the session it must grow by the number of answered commands
-(+ at most the number of failed ones, whose frames may or may not have executed); more would be
-a command executed twice, fewer a lost one -- both are added to `undetected`.
+(+ at most the number of failed ones, whose frames may or may not have executed); more is reported
+as `executed_twice` (commands the device executed again), fewer as `executed_lost` -- both are
+also added to `undetected`.
+
+Injected hangs last up to `hang_max` seconds of the transport's clock (virtual for the simulated
+devices; None: a third of the deadline, so that even two hangs in one command leave time to
+recover); the host retries each command until its deadline (`deadline`, reported with the longest
+command, `longest_command_s`), so hangs shorter than the deadline cost time, not failures.
 
 Fault events (FaultyTransport.events) are attributed to the attempt during which they were
 injected: `detected` = events in attempts the host rejected (timeout, NACK CRC -> retry),
@@ -36,6 +42,7 @@ from sw.link import (BadAddress, BadArgument, BadLength, Cmd, DeviceError, LinkE
 OPS = ["ping", "write", "read", "csr_ident", "identify", "status", "stream", "soft_reset",
        "bad_cmd", "bad_addr", "read_only", "bad_len", "bad_arg", "bad_reset"]
 WEIGHTS = [6, 5, 5, 2, 1, 1, 4, 1, 1, 1, 1, 1, 1, 1]
+HANG_PER_DEADLINE = 3       # hang_max=None: hangs up to deadline / 3
 
 
 class _Wrong(Exception):
@@ -64,6 +71,9 @@ def run_session(board, faulty, frames: int, seed: int = 0, source: str = "model"
     weights_all = [(op_weights or {}).get(o, w) for o, w in zip(OPS, WEIGHTS)] + [w for w, _ in extra_ops.values()]
     rng = random.Random(seed)
     t0 = time.perf_counter()
+    c0 = board.link.clock.now()
+    if faulty.hang_max is None:     # the default: a third of the deadline (two hangs in a row still recover)
+        faulty.hang_max = board.link.deadline_for(board.link.timeout) / HANG_PER_DEADLINE
     faulty.enabled = False
     board.open()
     session = _Session(board, rng, stream_check, extra_ops)
@@ -99,12 +109,22 @@ def run_session(board, faulty, frames: int, seed: int = 0, source: str = "model"
     res["expected_errors"] = session.expected_errors
     out = {"source": source, "frames": frames, **_outcome(board, faulty, session, res, attempt_log, st0, final_check)}
     final = out.pop("final_check")
+    link = board.link
     return {
         **out,
         "ops": dict(sorted(ops.items())),
         "seed": seed,
         "rate": faulty.rate,
-        "retries": board.link.retries,
+        "retries": link.retries,
+        "timeout": link.timeout,
+        "deadline": link.deadline_for(link.timeout),
+        "hang_max": faulty.hang_max,
+        "hangs": faulty.hangs,
+        "hang_longest_s": round(faulty.hang_longest, 3),
+        "longest_command_s": round(link.stats.longest, 3),
+        "late_answers": link.stats.late,
+        "backoff_s": round(link.stats.paused, 3),
+        **({"virtual_seconds": round(link.clock.now() - c0, 3)} if link.clock.virtual else {}),
         "device_params": {k: session.ident[k] for k in ("max_payload", "max_response")},
         "seconds": round(time.perf_counter() - t0, 3),
         **({"final_check": final} if final is not None else {}),
@@ -121,8 +141,8 @@ def _outcome(board, faulty, session, res, attempt_log, st0, final_check) -> dict
     answered = res["succeeded"] + res["undetected"]
     lo, hi = 1 + answered, 1 + answered + res["failed"]
     grown = (e1 - session.e0) & 0xFFFFFFFF
-    exactly_once_violations = max(0, grown - hi) + max(0, lo - grown)
-    res["undetected"] += exactly_once_violations
+    twice, lost = max(0, grown - hi), max(0, lo - grown)
+    res["undetected"] += twice + lost
     final = final_check(board) if final_check is not None else None
     if final:
         res["undetected"] += int(final.get("undetected", 0))
@@ -140,6 +160,8 @@ def _outcome(board, faulty, session, res, attempt_log, st0, final_check) -> dict
         "expected_errors": res["expected_errors"],
         "attempts": attempts,
         "injected_by_kind": dict(sorted(faulty.injected.items())),
+        "executed_twice": twice,
+        "executed_lost": lost,
         "executed_growth": grown,
         "executed_bounds": [lo, hi],
         "device_counters": {k: device[k] for k in ("crc_errors", "framing_errors", "dropped_frames", "dup_frames")},
@@ -232,15 +254,16 @@ class _Session:
                 raise _Wrong(f"{op}: answer differs from the reference")
 
 
-def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int = 5, hang_max: int = 8,
-                  max_payload: int = 1024) -> dict:
-    """The session against the pure-Python device model (instant timeouts)."""
+def model_session(frames: int, seed: int = 0, rate: float = 0.2, retries: int | None = None,
+                  hang_max: float | None = None, max_payload: int = 1024, deadline: float | None = None,
+                  timeout: float = 1.0) -> dict:
+    """The session against the pure-Python device model (virtual time: instant timeouts)."""
     from sw.devmodel import DeviceModel
     from sw.driver import Board
     from sw.transport import FaultyTransport, ModelTransport
     faulty = FaultyTransport(ModelTransport(DeviceModel(max_payload=max_payload, max_response=max_payload)),
                              seed=seed, rate=rate, hang_max=hang_max)
-    board = Board(faulty, retries=retries, seq=seed & 0xFF)
+    board = Board(faulty, retries=retries, seq=seed & 0xFF, deadline=deadline, timeout=timeout)
     return run_session(board, faulty, frames, seed, source="model")
 
 
@@ -259,10 +282,10 @@ def controller_ops(oracle, weights=None):
       ctrl_counters  CSR read of the controller's counters              -> set + reset pulses = golden's total
 
     oracle: .cells [(pe, row, bl)], .program(pe, row, bl, target) -> (ok, pulses, final_code),
-    .read(pe, row, bl) -> code, .pulses -> programming pulses so far. A PROGRAM that ends in
-    LinkTimeout may or may not have executed: the driver settles it with Link.resolve() (the same
-    frame again: executed once either way, Board.resolve_tries times, under the same faults);
-    only if that fails too is the reference unknown and later checks skipped (`uncertain`). The
+    .read(pe, row, bl) -> code, .pulses -> programming pulses so far. The link retries a PROGRAM
+    with the same frame until its deadline (executed once either way); one that still ends in
+    LinkTimeout may or may not have executed: then the reference is unknown and later checks are
+    skipped (`uncertain`). The
     final check (faults off) compares the pulse counters and every cell's code: a PROGRAM executed
     twice or lost shows up there as undetected.
     Returns (extra_ops, final_check, op_weights): soft resets are left out (they clear the counters)."""

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from sw import csr_map
@@ -30,6 +29,7 @@ from sw import csr_map
 from sw.link_proto import (  # noqa: F401
     COUNTERS, FLAG_BITS, HCHK_BYTES, HEADER, HEADER_BYTES, MAX_LEN, OVERHEAD, RESET_CONTROLLER, RESET_COUNTERS,
     RESET_FLAGS_MASK, RESPONSE, SEQ_HALF, SYNC, Cmd, Status)
+from sw.transport import REAL_CLOCK
 
 DEFAULT_MAX_PAYLOAD = csr_map.REGISTERS["link_max_payload"].reset   # the limit until open() reads the device's
 _HCHK_END = len(SYNC) + HEADER_BYTES + HCHK_BYTES     # offset of the payload
@@ -137,12 +137,18 @@ class LinkError(Exception):
 
 
 class LinkTimeout(LinkError):
-    """No valid response after all attempts (device hung, disconnected or the line too noisy)."""
+    """No valid response until the deadline: the device hung, was disconnected or the line too
+    noisy for that long (or, if the Link has an attempt limit `retries`, after that many retries).
+    attempts, problems (what ended each attempt), elapsed and deadline (seconds of the transport's
+    clock) say what happened."""
 
-    def __init__(self, cmd, seq, attempts, problems):
+    def __init__(self, cmd, seq, attempts, problems, elapsed=None, deadline=None, reason=""):
         self.cmd, self.seq, self.attempts, self.problems = cmd, seq, attempts, dict(problems)
+        self.elapsed, self.deadline = elapsed, deadline
         what = ", ".join(f"{n} x {k}" for k, n in sorted(self.problems.items())) or "nothing received"
-        super().__init__(f"{_name(cmd)} (seq {seq}): no valid response after {attempts} attempts ({what})")
+        when = "" if elapsed is None else f" in {elapsed:.3g} s"
+        super().__init__(f"{_name(cmd)} (seq {seq}): no valid response after {attempts} attempts{when} ({what})"
+                         + (f"; {reason}" if reason else ""))
 
 
 class ProtocolError(LinkError):
@@ -227,37 +233,54 @@ class LinkStats:
     retries: int = 0
     ok: int = 0
     device_errors: int = 0   # commands answered with an error status
-    failed: int = 0          # commands (or resolve() calls) that raised LinkTimeout
+    failed: int = 0          # commands (or resolve() calls) that raised LinkTimeout (or FrameTooLong)
     resolves: int = 0        # resolve() calls: a timed-out command sent again with its SEQ
     problems: Counter = field(default_factory=Counter)   # timeout, nack_crc, rx_crc, rx_header, ...
     stale: int = 0           # valid responses to an older SEQ (late or replayed), ignored
     echoes: int = 0          # valid *request* frames read back (a loop-back), ignored
+    late: int = 0            # answers that came during a backoff pause (accepted: no resend needed)
+    paused: float = 0.0      # seconds spent in backoff pauses (transport clock)
+    longest: float = 0.0     # seconds: the longest command, first write to answer or LinkTimeout
 
     def as_dict(self):
         d = {k: v for k, v in self.__dict__.items() if k != "problems"}
+        d["paused"], d["longest"] = round(self.paused, 6), round(self.longest, 6)
         d["problems"] = dict(self.problems)
         return d
 
 
 class Link:
-    """Stop-and-wait command/response over a byte transport, with retries.
+    """Stop-and-wait command/response over a byte transport, retried until a deadline.
 
     transact(cmd, payload) returns the response payload of a successful command, raises a
     DeviceError subclass when the device answers with an error status (not retried: the device
     executed or deliberately refused the command), and LinkTimeout when no valid response came
-    after 1 + retries attempts. A retry repeats the frame byte for byte (same SEQ), so the device
-    replays its answer instead of executing the command twice.
+    before the deadline. Each attempt waits up to `timeout` for the answer; after a failed attempt
+    the host pauses (listening: a late answer is taken) for a backoff that starts at `backoff` and
+    doubles up to `backoff_max`, then sends the frame again byte for byte (same SEQ), so the device
+    replays its answer instead of executing the command twice. Every state-changing command
+    (STREAM, CSR_WRITE, RESET) thus executes exactly once whatever is lost: nothing else is sent
+    until it is answered or the deadline passes. Time is the transport's clock (transport.clock):
+    real for a serial port, virtual for the simulated devices (timeouts and pauses cost no wall
+    time there, and a session is deterministic).
+
+    deadline (seconds): a command fails only when the link stayed dead that long after its first
+    write; None = max(DEFAULT_DEADLINE, DEADLINE_TIMEOUTS x the attempt's timeout), and never less
+    than one timeout. retries: an optional upper bound on the retries as well (None: the deadline
+    alone; kept for compatibility with the count of earlier versions).
 
     NACK(CRC) and NACK(TOO_LONG) are transmission errors (the frame was corrupted on the way) and
-    are retried; TOO_LONG on every attempt raises FrameTooLong (the frame really is too long).
+    are retried; TOO_LONG_REPEATS TOO_LONG in a row raise FrameTooLong (the frame really is too long).
 
     on_attempt(outcome) is called after every attempt with one of "ok", "device_error",
-    "timeout", "nack_crc", "nack_too_long" (fault-injection statistics use it).
+    "timeout", "nack_crc", "nack_too_long" (fault-injection statistics use it); an answer taken
+    during a backoff pause adds an "ok" / "device_error" after the attempt's own outcome.
 
     After a LinkTimeout the command may or may not have executed. resolve() settles it: it sends
-    the same frame again (same SEQ), so the device executes it if it never arrived or replays its
-    answer if it did -- exactly once either way, as long as no other frame was sent in between
-    (the device keeps the record of its last frame only; a new transact() abandons the pending one).
+    the same frame again (same SEQ) until a new deadline, so the device executes it if it never
+    arrived or replays its answer if it did -- exactly once either way, as long as no other frame
+    was sent in between (the device keeps the record of its last frame only; a new transact()
+    abandons the pending one).
 
     Sessions: the first transact() opens one (OPEN with a random SID); every frame carries the SID,
     and the device answers frames of any other session STALE without executing them, so no frame
@@ -266,25 +289,40 @@ class Link:
     A payload above max_payload (the device's once open() read it, the default 1024 before) is
     refused before anything is sent.
     """
+    DEFAULT_DEADLINE = 30.0      # seconds
+    DEADLINE_TIMEOUTS = 10       # the default deadline is at least this many attempt timeouts
+    TOO_LONG_REPEATS = 3
 
-    def __init__(self, transport, *, timeout: float = 1.0, retries: int = 4, seq: int | None = None,
+    def __init__(self, transport, *, timeout: float = 1.0, deadline: float | None = None, retries: int | None = None,
+                 backoff: float = 0.05, backoff_max: float = 1.0, seq: int | None = None,
                  max_response: int = MAX_LEN, on_attempt=None):
         self.transport = transport
+        self.clock = getattr(transport, "clock", None) or REAL_CLOCK
         self.timeout = timeout
+        self.deadline = deadline
         self.retries = retries
+        self.backoff, self.backoff_max = backoff, backoff_max
         self.seq = (int.from_bytes(os.urandom(2), "little") if seq is None else seq) & 0xFFFF
         self.parser = FrameParser(max_response)
+        self.backlog = deque()        # parsed frames / errors not looked at yet
         self.max_payload = DEFAULT_MAX_PAYLOAD   # the device's, once known (Board.open sets it)
         self.sid = None               # the session (SID of every frame), once OPEN was sent
         self.stats = LinkStats()
         self.on_attempt = on_attempt
         self.pending = None           # (seq, cmd, frame, payload bytes, timeout) of the last LinkTimeout
 
+    def deadline_for(self, timeout: float) -> float:
+        """The deadline (seconds) of a command whose attempts wait `timeout`."""
+        if self.deadline is not None:
+            return max(self.deadline, timeout)
+        return max(self.DEFAULT_DEADLINE, self.DEADLINE_TIMEOUTS * timeout)
+
     def _attempt_done(self, outcome):
         if self.on_attempt is not None:
             self.on_attempt(outcome)
 
-    def transact(self, cmd, payload: bytes = b"", *, timeout: float | None = None) -> bytes:
+    def transact(self, cmd, payload: bytes = b"", *, timeout: float | None = None,
+                 deadline: float | None = None) -> bytes:
         payload = bytes(payload)
         if len(payload) > self.max_payload:
             raise FrameTooLong(cmd, self.seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
@@ -292,63 +330,97 @@ class Link:
         if self.sid is None:
             self.open_session()
         try:
-            return self._send(cmd, payload, timeout)
+            return self._send(cmd, payload, timeout, deadline)
         except StaleFrame:          # not executed: another session took the device; open ours again
             self.open_session()
-            return self._send(cmd, payload, timeout)
+            return self._send(cmd, payload, timeout, deadline)
 
     def open_session(self) -> None:
         """Start a new session: OPEN with a new random SID (never 0, the device's SID after reset)."""
         self.sid = int.from_bytes(os.urandom(2), "little") % 0xFFFF + 1
-        self._send(Cmd.OPEN, b"", None)
+        self._send(Cmd.OPEN, b"", None, None)
 
-    def _send(self, cmd, payload, timeout) -> bytes:
+    def _send(self, cmd, payload, timeout, deadline) -> bytes:
         seq = self.seq
         self.seq = (seq + 1) & 0xFFFF
         self.pending = None
         self.stats.commands += 1
-        return self._exchange(seq, cmd, build_frame(seq, cmd, payload, sid=self.sid), len(payload),
-                              self.timeout if timeout is None else timeout, self.retries + 1, retry_first=False)
+        t = self.timeout if timeout is None else timeout
+        return self._exchange(seq, cmd, build_frame(seq, cmd, payload, sid=self.sid), len(payload), t,
+                              self.deadline_for(t) if deadline is None else max(deadline, t),
+                              None if self.retries is None else self.retries + 1, retry_first=False)
 
-    def resolve(self, *, timeout: float | None = None, attempts: int | None = None) -> bytes:
+    def resolve(self, *, timeout: float | None = None, attempts: int | None = None,
+                deadline: float | None = None) -> bytes:
         """Settle the command of the last LinkTimeout (see the class docstring): its response
-        payload, a DeviceError, or LinkTimeout again (then it is still pending)."""
+        payload, a DeviceError, or LinkTimeout again (then it is still pending). Retried until a
+        new deadline (and at most `attempts` attempts, default: the Link's retries bound)."""
         if self.pending is None:
             raise LinkError("resolve: no command is pending (the last one was answered or abandoned)")
         seq, cmd, frame, n, t = self.pending
+        t = t if timeout is None else timeout
+        if attempts is None and self.retries is not None:
+            attempts = self.retries + 1
         self.stats.resolves += 1
-        return self._exchange(seq, cmd, frame, n, t if timeout is None else timeout,
-                              self.retries + 1 if attempts is None else attempts, retry_first=True)
+        return self._exchange(seq, cmd, frame, n, t, self.deadline_for(t) if deadline is None else max(deadline, t),
+                              attempts, retry_first=True)
 
-    def _exchange(self, seq, cmd, frame, n_payload, timeout, attempts, retry_first):
-        st = self.stats
+    def _exchange(self, seq, cmd, frame, n_payload, timeout, deadline, max_attempts, retry_first):
+        st, clock = self.stats, self.clock
+        t0 = clock.now()
+        end = t0 + deadline
         problems = Counter()
-        for attempt in range(attempts):
-            if attempt or retry_first:
+        attempts = too_long = 0
+        pause = self.backoff
+        while True:
+            if attempts or retry_first:
                 st.retries += 1
-                for ev in self.parser.abort_partial():
-                    self._note(ev, problems)
+                self.backlog.extend(self.parser.abort_partial())
+            attempts += 1
             st.attempts += 1
             self.transport.write(frame)
-            outcome = self._await((seq, _frame_sid(frame), cmd), timeout, problems)
+            outcome = self._await((seq, _frame_sid(frame), cmd), min(timeout, max(0.0, end - clock.now())), problems)
             if isinstance(outcome, Frame):
-                self.pending = None
-                if outcome.status == Status.OK:
-                    st.ok += 1
-                    self._attempt_done("ok")
-                    return outcome.payload
-                st.device_errors += 1
-                self._attempt_done("device_error")
-                raise device_error(cmd, seq, outcome.status)
+                return self._answered(seq, cmd, outcome, t0)
             problems[outcome] += 1
             st.problems[outcome] += 1
             self._attempt_done(outcome)
+            too_long = too_long + 1 if outcome == "nack_too_long" else 0
+            if too_long >= self.TOO_LONG_REPEATS:
+                st.failed += 1
+                self.pending = None
+                raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{n_payload} bytes, NACKed {too_long} times in a row")
+            if max_attempts is not None and attempts >= max_attempts:
+                reason = f"the attempt limit (retries={max_attempts - 1}) was reached"
+                break
+            wait = min(pause, end - clock.now())      # backoff: listen, then send the same bytes again
+            pause = min(2 * pause, self.backoff_max)
+            if wait > 0:
+                st.paused += wait
+                late = self._await((seq, _frame_sid(frame), cmd), wait, problems, answers_only=True)
+                if isinstance(late, Frame):
+                    st.late += 1
+                    return self._answered(seq, cmd, late, t0)
+            if clock.now() >= end:
+                reason = f"the link stayed dead past the {deadline:g} s deadline"
+                break
         st.failed += 1
-        if problems["nack_too_long"] == attempts:
-            self.pending = None
-            raise FrameTooLong(cmd, seq, Status.TOO_LONG, f"{n_payload} bytes, {attempts} attempts")
+        elapsed = clock.now() - t0
+        st.longest = max(st.longest, elapsed)
         self.pending = (seq, cmd, frame, n_payload, timeout)
-        raise LinkTimeout(cmd, seq, attempts, problems)
+        raise LinkTimeout(cmd, seq, attempts, problems, elapsed=elapsed, deadline=deadline, reason=reason)
+
+    def _answered(self, seq, cmd, fr, t0):
+        st = self.stats
+        self.pending = None
+        st.longest = max(st.longest, self.clock.now() - t0)
+        if fr.status == Status.OK:
+            st.ok += 1
+            self._attempt_done("ok")
+            return fr.payload
+        st.device_errors += 1
+        self._attempt_done("device_error")
+        raise device_error(cmd, seq, fr.status)
 
     def _note(self, ev, problems):
         if isinstance(ev, ParseError):
@@ -360,25 +432,33 @@ class Link:
             return None
         return ev
 
-    def _await(self, expect, timeout, problems):
-        """Read until the response to `expect` = (seq, sid, cmd) arrives (a Frame) or an outcome string."""
-        deadline = time.monotonic() + timeout
+    def _await(self, expect, wait, problems, answers_only=False):
+        """Read until the response to `expect` = (seq, sid, cmd) comes or `wait` seconds of the
+        transport's clock pass. answers_only (a backoff pause): NACKs do not end the wait, only an
+        answer does."""
+        clock = self.clock
+        until = clock.now() + wait
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "timeout"
-            data = self.transport.read(remaining)
-            if not data:
-                return "timeout"
-            for ev in self.parser.feed(data):
-                fr = self._note(ev, problems)
+            while self.backlog:
+                fr = self._note(self.backlog.popleft(), problems)
                 if fr is None:
                     continue
                 if (fr.seq, fr.sid, fr.cmd) != expect:
                     self.stats.stale += 1
                     continue
                 if fr.status == Status.CRC:
-                    return "nack_crc"
-                if fr.status == Status.TOO_LONG:   # our LEN was corrupted on the way (or is too long)
-                    return "nack_too_long"
-                return fr
+                    if not answers_only:
+                        return "nack_crc"
+                elif fr.status == Status.TOO_LONG:   # our LEN was corrupted on the way (or is too long)
+                    if not answers_only:
+                        return "nack_too_long"
+                else:
+                    return fr
+            remaining = until - clock.now()
+            if remaining <= 0:
+                return "timeout"
+            data = self.transport.read(remaining)
+            if not data:     # an idle line: the whole wait passes (at once on a virtual clock)
+                clock.sleep(until - clock.now())
+                return "timeout"
+            self.backlog.extend(self.parser.feed(data))

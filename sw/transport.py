@@ -5,6 +5,12 @@ byte is there or the timeout has passed (then it returns b""); transports that k
 is idle (nothing more can come) may return b"" early -- the simulation transports do, so a
 simulated timeout costs no wall-clock time.
 
+A transport also provides the clock the link's timeouts, backoff and deadline are measured on
+(`transport.clock`: now() and sleep(s)): real time (RealClock) for a serial port, virtual time
+(VirtualClock) for the simulated devices. The virtual clock advances by the line time of the bytes
+written and read (at `baud`) and by every wait the host makes on an idle line, so a session under
+faults is as fast as the simulation and deterministic, however long its (virtual) deadline.
+
   SerialTransport  pyserial, for the board (or a pseudo-terminal in the co-simulation tests)
   SimTransport     a socket to the co-simulated link (tb/cosim/link_cosim.py); the bytes go straight
                    into the link's byte stream, bypassing the UART PHY
@@ -21,7 +27,49 @@ import time
 from collections import Counter
 
 
+class RealClock:
+    """Wall-clock time (time.monotonic), for real devices."""
+    virtual = False
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def transfer(self, n_bytes: int) -> None:
+        pass                     # real lines take their own time
+
+
+class VirtualClock:
+    """Simulated time: advanced by sleep() (an idle wait, a backoff pause) and by transfer(n), the
+    line time of n bytes at `baud` (8N1: 10 bit times a byte)."""
+    virtual = True
+
+    def __init__(self, baud: int = 115200):
+        self.t = 0.0
+        self.byte_time = 10.0 / baud
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.t += seconds
+
+    def transfer(self, n_bytes: int) -> None:
+        self.t += n_bytes * self.byte_time
+
+
+REAL_CLOCK = RealClock()
+
+
 class Transport:
+    clock = REAL_CLOCK
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -93,14 +141,19 @@ class MsgReader:
 
 
 class SimTransport(Transport):
-    """Socket to a co-simulated link (the simulation side is tb/cosim/link_cosim.py)."""
+    """Socket to a co-simulated link (the simulation side is tb/cosim/link_cosim.py), on a virtual
+    clock: read(timeout) waits (in wall-clock time) until bytes come or the simulation reports the
+    link idle; the host's timeout is virtual time, so a slow simulation never times a command out.
+    `wall_timeout` (seconds, at least the read's timeout) only guards against a stuck simulator."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, wall_timeout: float = 120.0):
         self.sock = sock
         self.reader = MsgReader()
         self.rx = bytearray()
         self.token = 0
         self.idle_seen = False
+        self.clock = VirtualClock()
+        self.wall_timeout = wall_timeout
 
     @classmethod
     def connect(cls, path: str, timeout: float = 30.0):
@@ -117,6 +170,7 @@ class SimTransport(Transport):
                 time.sleep(0.05)
 
     def write(self, data: bytes) -> None:
+        self.clock.transfer(len(data))
         for i in range(0, len(data), 0xFFFF):
             self.sock.sendall(pack_msg(MSG_DATA, data[i:i + 0xFFFF]))
 
@@ -134,7 +188,7 @@ class SimTransport(Transport):
                 self.idle_seen = True
 
     def read(self, timeout: float) -> bytes:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, self.wall_timeout)
         if not self.rx:
             self.token = (self.token + 1) & 0xFFFFFFFF
             self.idle_seen = False
@@ -147,6 +201,7 @@ class SimTransport(Transport):
         self._pump(0)
         data = bytes(self.rx)
         self.rx.clear()
+        self.clock.transfer(len(data))
         return data
 
     def close(self) -> None:
@@ -154,13 +209,16 @@ class SimTransport(Transport):
 
 
 class ModelTransport(Transport):
-    """The pure-Python device model, in-process; a read with nothing pending is an idle line."""
+    """The pure-Python device model, in-process, on a virtual clock; a read with nothing pending
+    is an idle line."""
 
     def __init__(self, model):
         self.model = model
         self.rx = bytearray()
+        self.clock = VirtualClock()
 
     def write(self, data: bytes) -> None:
+        self.clock.transfer(len(data))
         self.rx += self.model.feed(data)
 
     def read(self, timeout: float) -> bytes:
@@ -168,6 +226,7 @@ class ModelTransport(Transport):
             self.rx += self.model.idle()
         data = bytes(self.rx)
         self.rx.clear()
+        self.clock.transfer(len(data))
         return data
 
 
@@ -178,10 +237,13 @@ KIND_WEIGHTS = {"repeat_frame": 0.5, "hang": 0.25}     # relative to 1 for the o
 class FaultyTransport(Transport):
     """Injects seeded faults into the bytes of both directions.
 
-    Each write (one frame from the host) is faulted with probability `rate`, each non-empty read
-    with probability rate * min(1, n_bytes / 32): about `rate` per response whether the transport
-    returns it whole (the simulation transports) or a few bytes at a time (a serial port). A
-    faulted chunk gets 1-3 faults drawn from `kinds`:
+    Each write (one frame from the host) is faulted with probability `rate`, and so is the answer
+    to it, however the transport chunks the answer's bytes (whole from the model, 64-byte pieces
+    from the co-simulation, a few bytes at a time from a serial port): with probability `rate` a
+    byte position is drawn uniformly in [0, max(READ_CHUNK, frame length)) and the read chunk that
+    holds the answer's byte at that position is faulted (an answer shorter than the position
+    escapes: short answers are faulted proportionally less often). A faulted chunk gets 1-3
+    faults drawn from `kinds`:
       bitflip       flip one bit of one byte
       drop          remove 1-3 consecutive bytes
       duplicate     repeat one byte
@@ -189,16 +251,20 @@ class FaultyTransport(Transport):
       truncate      cut the chunk short
       garbage       insert 1-24 random bytes (sometimes starting with the sync bytes)
       repeat_frame  (host->device) send the whole frame twice
-      hang          (host->device) the device stops responding for 1..hang_max attempts
+      hang          (host->device) the device stops responding for a time drawn uniformly from
+                    (0, hang_max] seconds of the transport's clock: every frame written meanwhile
+                    is lost (each one counted as a "hang" event)
     (repeat_frame and hang are drawn half / a quarter as often as the others).
     `injected` counts the events by kind; `events` is the running total (used to attribute
-    faults to attempts). enabled=False passes everything through.
+    faults to attempts); `hangs` the hangs started and `hang_longest` the longest (seconds).
+    enabled=False passes everything through. The clock is the inner transport's.
     """
 
-    READ_CHUNK = 32     # bytes: reads shorter than this are faulted proportionally less often
+    READ_CHUNK = 32     # bytes: answers shorter than this are faulted proportionally less often
 
-    def __init__(self, inner: Transport, seed: int = 0, rate: float = 0.1, kinds=FAULT_KINDS, hang_max: int = 6):
+    def __init__(self, inner: Transport, seed: int = 0, rate: float = 0.1, kinds=FAULT_KINDS, hang_max: float = 6.0):
         self.inner = inner
+        self.clock = getattr(inner, "clock", REAL_CLOCK)
         self.rng = random.Random(seed)
         self.rate = rate
         self.kinds = tuple(kinds)
@@ -206,7 +272,21 @@ class FaultyTransport(Transport):
         self.injected = Counter()
         self.events = 0
         self.enabled = True
-        self.hang_left = 0
+        self.hang_until = None      # clock time at which the current hang ends
+        self.rx_fault_at = None     # position of the faulted byte in the answer to the last write
+        self.rx_seen = 0            # bytes read since the last write
+        self.hangs = 0
+        self.hang_longest = 0.0
+
+    def hang(self, seconds: float) -> None:
+        """Make the device stop responding for `seconds` from now (also used by tests)."""
+        self.hang_until = self.clock.now() + seconds
+        self.hangs += 1
+        self.hang_longest = max(self.hang_longest, seconds)
+
+    @property
+    def hanging(self) -> bool:
+        return self.hang_until is not None and self.clock.now() < self.hang_until
 
     def _count(self, kind):
         self.injected[kind] += 1
@@ -247,7 +327,8 @@ class FaultyTransport(Transport):
             elif k == "repeat_frame":
                 data = data + data
             elif k == "hang":
-                self.hang_left = rng.randint(1, self.hang_max)
+                self.hang(rng.uniform(0.0, self.hang_max) or self.hang_max)
+                self._count(k)                  # the hang swallows this frame too
                 return bytearray()
             else:
                 continue
@@ -255,21 +336,24 @@ class FaultyTransport(Transport):
         return data
 
     def write(self, data: bytes) -> None:
-        if self.enabled and self.hang_left:
-            self.hang_left -= 1
+        self.rx_seen, self.rx_fault_at = 0, None
+        if self.enabled and self.rng.random() < self.rate:      # the answer to this frame gets faults
+            self.rx_fault_at = self.rng.randrange(max(self.READ_CHUNK, len(data)))
+        if self.enabled and self.hanging:
+            self.clock.transfer(len(data))      # sent, but the device does not listen
             self._count("hang")
             return
         if self.enabled and self.rng.random() < self.rate:
             data = bytes(self._mutate(bytearray(data), "h2d"))
-            if self.hang_left:                  # a hang starting now swallows this frame too
-                self.hang_left -= 1
-                self._count("hang")
-                return
-        self.inner.write(data)
+        if data:
+            self.inner.write(data)
 
     def read(self, timeout: float) -> bytes:
         data = self.inner.read(timeout)
-        if self.enabled and data and self.rng.random() < self.rate * min(1.0, len(data) / self.READ_CHUNK):
+        at, n = self.rx_fault_at, len(data)
+        self.rx_seen += n
+        if self.enabled and at is not None and self.rx_seen - n <= at < self.rx_seen:
+            self.rx_fault_at = None
             data = bytes(self._mutate(bytearray(data), "d2h"))
         return data
 

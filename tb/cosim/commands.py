@@ -170,7 +170,8 @@ def _link(args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "session.json"
         r = run_cosim_session(args.sim, str(out), frames=args.frames, seed=args.seed, rate=args.rate,
-                              retries=args.retries, hang_max=args.hang_max, timeout=args.timeout or 10.0)
+                              retries=args.retries, hang_max=args.hang_max, timeout=args.timeout or 1.0,
+                              deadline=args.deadline)
     if args.sim != "faults":
         r = {"source": "cosim", **r}
     return r
@@ -180,7 +181,8 @@ def _controller(args) -> dict:
     from sw.board import parse_cells
     from tb.cosim.host_cosim import run_host_session
     cfg = dict(frames=args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
-               timeout=args.timeout or 120.0, n=args.images, eta=args.eta, board_seed=args.board_seed)
+               timeout=args.timeout or 1.0, deadline=args.deadline, n=args.images, eta=args.eta,
+               board_seed=args.board_seed)
     if args.sim in ("program", "read"):
         cfg["cells"] = parse_cells(args.cells, args.sim == "program")
     with tempfile.TemporaryDirectory() as d:

@@ -268,12 +268,13 @@ if cocotb is not None:
                 from sw.faults import controller_ops, run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                board = Board(faulty, retries=cfg["retries"], deadline=cfg.get("deadline"), timeout=cfg["timeout"],
+                              seq=cfg["seed"] & 0xFF)
                 extra, final, opw = controller_ops(GoldenOracle(gold, FAULT_CELLS))
                 return run_session(board, faulty, cfg["frames"], cfg["seed"], source="controller",
                                    stream_check="echo_op", extra_ops=extra, final_check=final, op_weights=opw)
             from sw.board import host_session
-            c = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            c = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"], deadline=cfg.get("deadline")).open()
             return host_session(c, cfg)
 
         result = await with_sim_transport(dut, host)

@@ -187,7 +187,8 @@ class DirectBridge(ByteDriver):
         self.sock.setblocking(False)
         self.reader = MsgReader()
         self.query = None
-        self.mute = False        # a hung device: bytes in both directions lost, no idle answers
+        self.mute = False        # a hung device: bytes in both directions lost (idle still answered: the
+                                 # host's timeouts are virtual time, sw/transport.py)
         self.hang = 0            # stall the controller echo (set from the host thread, applied here)
         self.closed = False
 
@@ -217,7 +218,7 @@ class DirectBridge(ByteDriver):
                 self.sock.sendall(pack_msg(MSG_DATA, bytes(self.out)))
                 self.sock.setblocking(False)
             self.out.clear()
-        if self.query is not None and not self.inq and self.idle and not self.out_valid and not self.mute:
+        if self.query is not None and not self.inq and self.idle and not self.out_valid:
             self.sock.setblocking(True)
             self.sock.sendall(pack_msg(MSG_IDLE, self.query))
             self.sock.setblocking(False)
@@ -396,9 +397,10 @@ if cocotb is not None:
                 from sw.faults import run_session
                 from sw.transport import FaultyTransport
                 faulty = FaultyTransport(tr, seed=cfg["seed"], rate=cfg["rate"], hang_max=cfg["hang_max"])
-                board = Board(faulty, retries=cfg["retries"], timeout=cfg["timeout"], seq=cfg["seed"] & 0xFF)
+                board = Board(faulty, retries=cfg["retries"], deadline=cfg.get("deadline"), timeout=cfg["timeout"],
+                              seq=cfg["seed"] & 0xFF)
                 return run_session(board, faulty, cfg["frames"], cfg["seed"], source="cosim")
-            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"]).open()
+            board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"], deadline=cfg.get("deadline")).open()
             return board.identify() if cfg["session"] == "identify" else board.status()
 
         result = await with_sim_transport(dut, host)
