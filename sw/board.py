@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 
+from golden.fileio import InputError
+from sw.argtypes import POSITIVE, PROBABILITY, SEED, int_range
+
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
@@ -34,17 +37,17 @@ def add_arguments(p):
                    help="simulated device: pure-Python model (fast, default), the Verilated link (cosim) or the "
                         "Verilated link + controller + array models (controller)")
     p.add_argument("--cells", default="", help="program/read: cells 'pe,row,bl[,target];...' (target: verify code)")
-    p.add_argument("--images", type=int, default=2, help="infer/train: number of images")
-    p.add_argument("--eta", type=float, default=None, help="train: learning rate (default 3.0 for one small batch)")
-    p.add_argument("--board-seed", type=int, default=0, help="--device controller: device seed of the simulated board")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--rate", type=float, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--hang-max", type=int, default=8,
+    p.add_argument("--images", type=int_range(1, 10_000), default=2, help="infer/train: number of images")
+    p.add_argument("--eta", type=POSITIVE, default=None, help="train: learning rate (default 3.0 for one small batch)")
+    p.add_argument("--board-seed", type=SEED, default=0, help="--device controller: device seed of the simulated board")
+    p.add_argument("--baud", type=int_range(50, 12_000_000), default=115200)
+    p.add_argument("--frames", type=int_range(1, 10_000_000), default=1000, help="commands in a fault session")
+    p.add_argument("--seed", type=SEED, default=2020)
+    p.add_argument("--rate", type=PROBABILITY, default=0.2, help="probability that a frame/read chunk gets faults")
+    p.add_argument("--retries", type=int_range(0, 1000), default=5)
+    p.add_argument("--hang-max", type=int_range(0, 1000), default=8,
                    help="longest injected device hang, in attempts (> retries + 1 makes some commands fail)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per attempt (default: 1 serial, 10 sim)")
+    p.add_argument("--timeout", type=POSITIVE, default=None, help="seconds per attempt (default: 1 serial, 10 sim)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -56,14 +59,14 @@ def run(args, cosim=None) -> dict:
         if args.port:
             return _serial(args)
         if args.device != "controller" and args.sim in CONTROLLER_SESSIONS:
-            raise ValueError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
+            raise InputError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
         if args.device in COSIM_DEVICES:
             return cosim(args)
         return _model(args)
     except LinkError as e:
-        raise ValueError(str(e)) from e   # the CLI reports ValueErrors as clean errors (exit 2)
+        raise InputError(f"{type(e).__name__}: {e}") from e   # the CLI reports InputErrors (exit 2)
     except OSError as e:                  # serial.SerialException included
-        raise ValueError(f"{args.port or 'co-simulation'}: {e}") from e
+        raise InputError(f"{args.port or 'co-simulation'}: {e}") from e
 
 
 def _model(args) -> dict:
@@ -76,14 +79,24 @@ def _model(args) -> dict:
 
 
 def parse_cells(text: str, with_target: bool) -> list:
+    """--cells 'pe,row,bl[,target];...' checked against the array (golden.mapping: 8 PEs of 128 x
+    16 cells; target an 8-bit verify code) before anything is sent."""
+    from golden.mapping import N_BL, N_PE, N_ROWS
+    limits = (("pe", N_PE - 1), ("row", N_ROWS - 1), ("bl", N_BL - 1), ("target", 255))
     cells = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        v = [int(x, 0) for x in part.split(",")]
+        try:
+            v = [int(x, 0) for x in part.split(",")]
+        except ValueError:
+            v = []
         if len(v) != (4 if with_target else 3) and not (not with_target and len(v) == 4):
-            raise ValueError(f"cell {part!r}: expected pe,row,bl{',target' if with_target else ''}")
+            raise InputError(f"--cells: cell {part!r}: expected integers pe,row,bl{',target' if with_target else ''}")
+        for x, (name, hi) in zip(v, limits):
+            if not 0 <= x <= hi:
+                raise InputError(f"--cells: cell {part!r}: {name} {x} outside 0..{hi}")
         cells.append(tuple(v))
     if not cells:
-        raise ValueError("--cells: no cells given")
+        raise InputError("--cells: no cells given")
     return cells
 
 
