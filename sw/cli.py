@@ -15,14 +15,15 @@ TEST_SET_MAX = 10_000      # upper bound of --n (checked against the dataset's s
 
 
 def _dataset(args):
-    """The dataset of --data, checked against the network: image size, labels, --n, --n-train."""
+    """The dataset of --data, checked against the network (image size, labels) and against --n and,
+    for --stages all, --n-train."""
     from golden import cnn
     ds = load_dataset(args.data, image_shape=cnn.INPUT_SHAPE[:2], n_classes=cnn.weight_layers()[-1].n_out)
-    for opt, n, split in (("--n", getattr(args, "n", None), ds.test_images),
-                          ("--n-train", getattr(args, "n_train", None), ds.train_images)):
+    n_train = getattr(args, "n_train", None) if getattr(args, "stages", "") == "all" else None
+    for opt, n, split, what in (("--n", getattr(args, "n", None), ds.test_images, "test"),
+                                ("--n-train", n_train, ds.train_images, "training")):
         if n is not None and n > len(split):
-            raise InputError(f"{opt} {n}: the dataset in {args.data} has {len(split)} "
-                             f"{'test' if split is ds.test_images else 'training'} images")
+            raise InputError(f"{opt} {n}: the dataset in {args.data} has {len(split)} {what} images")
     return ds
 
 
@@ -291,9 +292,11 @@ def _user_errors() -> tuple:
     return (*errs, LinkError)
 
 
-def _message(e: BaseException) -> str:
+def _message(e: BaseException, args) -> str:
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.filename}: {e.strerror or e}"
+    if type(e).__module__ == "termios" and len(e.args) == 2:     # termios.error(errno, text)
+        return f"{getattr(args, 'port', None) or 'serial port'}: {e.args[1]} (termios error {e.args[0]})"
     msg = " ".join(str(e).split()) or type(e).__name__
     return msg if isinstance(e, InputError) else f"{msg} ({type(e).__name__})"
 
@@ -306,7 +309,7 @@ def main(argv=None) -> int:
     try:
         rc = args.fn(args)
     except _user_errors() as e:
-        print(f"mcnn {args.cmd}: error: {_message(e)}", file=sys.stderr)
+        print(f"mcnn {args.cmd}: error: {_message(e, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mcnn {args.cmd}: interrupted", file=sys.stderr)

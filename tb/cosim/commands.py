@@ -172,9 +172,25 @@ def board(args) -> dict:
     """`mcnn board --sim SESSION --device cosim|controller`: the session against the co-simulated
     link (tb/cosim/link_cosim.py) or link + host bridge + controller + array models
     (tb/cosim/host_cosim.py); sw.board.run calls it inside its error handling."""
-    if args.device == "controller":
-        return _controller(args)
-    return _link(args)
+    try:
+        return _controller(args) if args.device == "controller" else _link(args)
+    except AssertionError as e:            # harness.run_block: the cocotb session failed; its log says why
+        raise InputError(_session_failure(str(e))) from e
+
+
+def _session_failure(msg: str) -> str:
+    """One line for a failed co-simulated session: the exception that ended it (the last
+    `Type: message` line of the test log's traceback) and where the whole log is."""
+    import re
+    m = re.search(r"see (\S+test\.log)", msg)
+    if not m:
+        return f"the co-simulated session failed: {msg}"
+    try:
+        lines = Path(m.group(1)).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    last = [x.strip() for x in lines if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Timeout|Mismatch)\w*: ", x)]
+    return f"the co-simulated session failed: {last[-1] if last else msg} (log: {m.group(1)})"
 
 
 def _link(args) -> dict:
