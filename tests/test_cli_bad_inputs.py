@@ -106,8 +106,11 @@ CASES = [
      "expected integers pe,row,bl"),
     ("needs-controller", lambda t: ["board", "--sim", "counters"], "needs the controller"),
     # outputs never overwritten without --force (mutation: check_outputs skipped -> file replaced)
-    ("train-default-out", lambda t: ["train", "--epochs", "1"], "yao2020.npz: exists, not overwritten"),
-    ("train-dotted-out-exists", lambda t: ["train", "--out", str(weights_copy(t, "model.v2"))],
+    # (train cases get a tiny dataset: a check that fails lets training stop at once, not run for minutes)
+    ("train-default-out", lambda t: ["train", "--epochs", "1", "--data", str(dataset(t / "d"))],
+     "yao2020.npz: exists, not overwritten"),
+    ("train-dotted-out-exists",
+     lambda t: ["train", "--epochs", "1", "--out", str(weights_copy(t, "model.v2")), "--data", str(dataset(t / "d"))],
      "model.v2.npz: exists"),
     ("sim-report-exists", lambda t: (t / "r.json").write_text("{}") and ["sim", "--report", str(t / "r.json")],
      "r.json: exists, not overwritten (pass --force"),
