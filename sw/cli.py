@@ -31,10 +31,9 @@ def cmd_train(args):
     import numpy as np
 
     from golden import model, train
-    from golden.weights import Weights, dequantized
+    from golden.weights import Weights, dequantized, paths
 
-    out = weights_paths(args.out)
-    check_outputs(out, args.force)          # before hours of training, not after
+    check_outputs(paths(args.out), args.force)          # before hours of training, not after
     ds = _dataset(args)
     cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -155,11 +154,6 @@ def _cosim():
     except ImportError as e:
         raise InputError(f"the co-simulation needs the repository's tb/ package: {e}") from e
     return commands
-
-
-def weights_paths(stem):
-    from golden.weights import paths
-    return paths(stem)
 
 
 def _device_presets():
