@@ -134,6 +134,10 @@ def cmd_bench(args):
 
 def cmd_sim(args):
     _dataset(args)           # checked here, before the co-simulation (which loads it again) touches any file
+    images = args.n if args.device == "ideal" else args.n * (2 if args.iterations else 1) + 100 * args.iterations
+    if args.waves and images > 10:       # + the transfer's write-verify on a device preset
+        print(f"mcnn sim: a waveform of {images} images is large (every signal, about 90 MB of VCD per image); "
+              "e.g. --n 2 --device ideal (or --iterations 0) is usually enough", file=sys.stderr)
     return _cosim().sim(args)
 
 
