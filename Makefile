@@ -22,8 +22,9 @@ all: sim
 
 help:
 	@echo "make sim      main job: golden integer datapath on N test images (N=$(N)) and the accuracy table"
+	@echo "              then the RTL co-simulation -> build/sim_report.json (WAVES=1: waveform, FST or VCD)"
 	@echo "make test     full regression (pytest, parallel over $(JOBS) workers)"
-	@echo "make train    ex-situ training + quantisation -> weights/yao2020.{npz,json}"
+	@echo "make train    ex-situ training + quantisation -> weights/yao2020.{npz,json} (FORCE=1 to replace them)"
 	@echo "make bench    benchmarks, one JSON object"
 	@echo "make lint     static checks"
 	@echo "make verilog  Verilog of the RTL into build/   make synth  yosys synth_xilinx"
@@ -36,9 +37,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# build/sim_report.json is make's own output (make clean removes it): each run replaces it
 sim: $(STAMP)
 	$(BIN)/mcnn eval --n $(N) --data $(DATA)
-	$(BIN)/mcnn sim --n $(N) --data $(DATA) $(if $(WAVES),--waves,)
+	$(BIN)/mcnn sim --n $(N) --data $(DATA) --force $(if $(WAVES),--waves,)
 
 test: $(STAMP)
 	PATH="$(VERILATOR_ROOT)/bin:$$PATH" $(BIN)/python -m pytest -n $(JOBS) -q
@@ -47,7 +49,7 @@ eval: $(STAMP)
 	$(BIN)/mcnn eval --data $(DATA)
 
 train: $(STAMP)
-	$(BIN)/mcnn train --data $(DATA) --out weights/yao2020
+	$(BIN)/mcnn train --data $(DATA) --out weights/yao2020 $(if $(FORCE),--force,)
 
 bench: $(STAMP)
 	$(BIN)/mcnn bench --data $(DATA)

@@ -131,7 +131,10 @@ def format_energy(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_breakdown(rep: dict, path) -> str:
+PLOT_FILES = ("energy_breakdown.png", "confusion_matrix.png")     # what eval_section(plots=DIR) writes
+
+
+def plot_breakdown(rep: dict, path, force: bool = False) -> str:
     """Stacked bars of the energy per image by block, one bar per layer and one for the total."""
     import matplotlib
     matplotlib.use("Agg")
@@ -153,13 +156,15 @@ def plot_breakdown(rep: dict, path) -> str:
                  f"periphery {100 * rep['periphery_share']:.1f} %")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    from .fileio import write_atomic
+    try:
+        return str(write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120), force))
+    finally:
+        plt.close(fig)
 
 
 def eval_section(w, ds, n=None, cfg: DatapathConfig | None = None, device: str = "yao2020", seed: int = 0,
-                 plots=None, hybrid_iterations: int = 10) -> tuple[dict, str, list]:
+                 plots=None, hybrid_iterations: int = 10, force: bool = False) -> tuple[dict, str, list]:
     """What `mcnn eval` adds to its accuracy table: (JSON keys, text, plot files). The JSON has
     energy_pj_per_image, energy_breakdown, gops_per_w at the top level, the rest under "energy",
     the Aguirre 2024 metrics under "metrics" (confusion matrix included) and "adc_check"."""
@@ -171,9 +176,10 @@ def eval_section(w, ds, n=None, cfg: DatapathConfig | None = None, device: str =
     if plots is not None:
         out = Path(plots)
         out.mkdir(parents=True, exist_ok=True)
-        files.append(plot_breakdown(e, out / "energy_breakdown.png"))
-        files.append(metrics.plot_confusion(r["metrics"]["confusion"], out / "confusion_matrix.png",
-                                            f"confusion matrix, integer datapath, {r['metrics']['images']} images"))
+        files.append(plot_breakdown(e, out / PLOT_FILES[0], force))
+        files.append(metrics.plot_confusion(r["metrics"]["confusion"], out / PLOT_FILES[1],
+                                            f"confusion matrix, integer datapath, {r['metrics']['images']} images",
+                                            force))
     d = {k: e[k] for k in ("energy_pj_per_image", "energy_breakdown", "gops_per_w")}
     d.update(energy={k: v for k, v in e.items() if k not in d}, metrics=r["metrics"], adc_check=r["adc_check"],
              confusion_matrix=r["metrics"]["confusion"])

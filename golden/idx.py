@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import InputError
+
 # IDX type codes -> big-endian numpy dtypes (LeCun's format description).
 _DTYPES = {
     0x08: np.dtype(">u1"),
@@ -32,7 +34,7 @@ STANDARD_NAMES = {
 }
 
 
-class IDXError(ValueError):
+class IDXError(InputError):
     """A file is not a valid IDX file (or not the one expected)."""
 
 
@@ -106,8 +108,11 @@ class Dataset:
         return int(max(self.train_labels.max(), self.test_labels.max())) + 1
 
 
-def load_dataset(directory: str | os.PathLike) -> Dataset:
-    """Load a directory holding the four standard IDX files (MNIST layout)."""
+def load_dataset(directory: str | os.PathLike, image_shape: tuple | None = None,
+                 n_classes: int | None = None) -> Dataset:
+    """Load a directory holding the four standard IDX files (MNIST layout). With image_shape
+    (H, W) and n_classes, the data must fit the network: images of that size, labels in
+    0..n_classes-1, at least one image per split."""
     directory = Path(directory)
     if not directory.is_dir():
         raise IDXError(f"{directory}: not a directory (expected a directory with the four IDX files)")
@@ -125,8 +130,24 @@ def load_dataset(directory: str | os.PathLike) -> Dataset:
     if arrs["train_images"].shape[1:] != arrs["test_images"].shape[1:]:
         raise IDXError(f"{arrs['test_images_path']}: images of {arrs['test_images'].shape[1:]}, "
                        f"expected {arrs['train_images'].shape[1:]} as in the training set")
+    if image_shape is not None or n_classes is not None:
+        _check_fits(arrs, image_shape, n_classes)
     return Dataset(arrs["train_images"], arrs["train_labels"], arrs["test_images"],
                    arrs["test_labels"], directory)
+
+
+def _check_fits(arrs: dict, image_shape, n_classes):
+    for split in ("train", "test"):
+        x, y = arrs[f"{split}_images"], arrs[f"{split}_labels"]
+        if not len(x):
+            raise IDXError(f"{arrs[f'{split}_images_path']}: 0 images, expected at least 1")
+        if image_shape is not None and x.shape[1:] != tuple(image_shape):
+            raise IDXError(f"{arrs[f'{split}_images_path']}: images of {x.shape[1]}x{x.shape[2]} pixels, "
+                           f"the network takes {image_shape[0]}x{image_shape[1]}")
+        if n_classes is not None and int(y.max()) >= n_classes:
+            i = int(np.argmax(y >= n_classes))
+            raise IDXError(f"{arrs[f'{split}_labels_path']}: label {int(y[i])} at index {i}, "
+                           f"expected labels 0..{n_classes - 1}")
 
 
 def default_data_dir() -> Path:

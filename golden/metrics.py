@@ -141,7 +141,7 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(cm, path, title: str = "confusion matrix") -> str:
+def plot_confusion(cm, path, title: str = "confusion matrix", force: bool = False) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,6 +158,8 @@ def plot_confusion(cm, path, title: str = "confusion matrix") -> str:
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+    from .fileio import write_atomic
+    try:
+        return str(write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120), force))
+    finally:
+        plt.close(fig)

@@ -28,6 +28,7 @@ from .blas import limit_blas_threads
 from .crossbar import Crossbar
 from .datapath import DatapathConfig
 from .devices import preset
+from .fileio import check_outputs, write_atomic
 from .hybrid import (ETA_DEFAULT, ETA_REP_DEFAULT, N_TRAIN, REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer,
                      batch_order, error_pct, fc_inputs, replicated_batches, replicated_schedule)
 from .replicate import group_mappings, split_forward
@@ -295,16 +296,24 @@ def format_table(basic: dict | None, st: dict) -> str:
     return "\n".join(lines)
 
 
-def plots(st: dict, outdir) -> list[str]:
+PLOT_FILES = ("error_vs_iteration.png", "transfer_error.png", "level_distributions.png", "pulses_per_level.png")
+
+
+def plots(st: dict, outdir, force: bool = False) -> list[str]:
     """PNG plots: error vs iteration (Fig. 3f), transfer-error histograms (Fig. 3c-e), conductance
-    distributions of the 8 levels (Fig. 1c), pulses per level (ED Fig. 8)."""
+    distributions of the 8 levels (Fig. 1c), pulses per level (ED Fig. 8); PLOT_FILES in outdir,
+    each written atomically, existing ones replaced only with force."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs([out / f for f in PLOT_FILES], force)
     files = []
+
+    def save(fig, name):
+        files.append(str(write_atomic(out / name, lambda f: fig.savefig(f, format="png", dpi=120), force)))
+        plt.close(fig)
 
     # Fig. 3f
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -319,9 +328,7 @@ def plots(st: dict, outdir) -> list[str]:
     ax.set_title(f"hybrid training, {st['device']}, {len(st['seeds'])} seeds (Yao Fig. 3f)")
     ax.legend()
     fig.tight_layout()
-    files.append(str(out / "error_vs_iteration.png"))
-    fig.savefig(files[-1], dpi=120)
-    plt.close(fig)
+    save(fig, "error_vs_iteration.png")
 
     arrs = [a for a in st["_arrays"] if a]
     if arrs:
@@ -338,9 +345,7 @@ def plots(st: dict, outdir) -> list[str]:
         axs[0][0].set_ylabel("weights")
         fig.suptitle("weight-transfer error (I+ - I-) - target, all seeds (Yao Fig. 3c-e)")
         fig.tight_layout()
-        files.append(str(out / "transfer_error.png"))
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        save(fig, "transfer_error.png")
 
         fig, ax = plt.subplots(figsize=(6, 4))
         lv = np.concatenate([a["level"] for a in arrs])
@@ -354,9 +359,7 @@ def plots(st: dict, outdir) -> list[str]:
         ax.set_title("conductance of the 8 levels after transfer (Yao Fig. 1c)")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        files.append(str(out / "level_distributions.png"))
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        save(fig, "level_distributions.png")
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         pul = np.concatenate([a["pulses"] for a in arrs])
@@ -365,9 +368,7 @@ def plots(st: dict, outdir) -> list[str]:
         ax.set_ylabel("mean pulses")
         ax.set_title("pulses to reach each level (Yao ED Fig. 8a)")
         fig.tight_layout()
-        files.append(str(out / "pulses_per_level.png"))
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+        save(fig, "pulses_per_level.png")
     return files
 
 

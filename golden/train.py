@@ -14,6 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import cnn, model
+from .fileio import InputError
 from .idx import Dataset
 from .model import QuantConfig
 
@@ -157,7 +158,8 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     t_start = time.time()
     rng = np.random.default_rng(cfg.seed)
     if not 0 < cfg.n_train < len(ds.train_images):
-        raise ValueError(f"n_train {cfg.n_train} must leave validation images out of {len(ds.train_images)}")
+        raise InputError(f"{ds.directory}: {len(ds.train_images)} training images; training takes the first "
+                         f"n_train={cfg.n_train} and validates on the rest, so it needs more than {cfg.n_train}")
     x, y = ds.train_images[:cfg.n_train], ds.train_labels[:cfg.n_train].astype(np.int64)
     xv, yv = ds.train_images[cfg.n_train:], ds.train_labels[cfg.n_train:].astype(np.int64)
     params = model.init_params(layers, cfg.seed)

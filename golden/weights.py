@@ -2,12 +2,16 @@
 
 `<stem>.npz` holds `float/<layer>` (float32) and `int/<layer>` (int8, -7..7) arrays;
 `<stem>.json` holds the quantisation (scales, requant M/shift), training metadata
-(seed, epochs, data hash, accuracies) and the layer list. Loading checks every shape and range
-and names the file and field on any mismatch.
+(seed, epochs, data hash, accuracies) and the layer list. Loading checks every shape, range and
+JSON type (scales finite and > 0) and names the file and field on any mismatch. A stem keeps its
+dots (runs/model.v2 -> runs/model.v2.npz); saving never replaces existing files without force and
+writes each file atomically (golden/fileio.py).
 """
 from __future__ import annotations
 
+import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +19,23 @@ from pathlib import Path
 import numpy as np
 
 from . import cnn, model
+from .fileio import InputError, check_outputs, with_suffix_kept, write_atomic
 from .model import QuantConfig
 
 FORMAT = "mcnn-weights/1"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "yao2020"
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     pass
+
+
+def paths(stem) -> tuple[Path, Path]:
+    """(<stem>.npz, <stem>.json); a stem given with either suffix names the pair, other dots stay."""
+    stem = Path(stem)
+    if stem.suffix in (".npz", ".json"):
+        stem = stem.with_suffix("")
+    return with_suffix_kept(stem, ".npz"), with_suffix_kept(stem, ".json")
 
 
 @dataclass
@@ -32,34 +45,38 @@ class Weights:
     q: QuantConfig
     meta: dict
 
-    def save(self, stem):
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
+    def save(self, stem, force: bool = False) -> tuple[Path, Path]:
+        """Write <stem>.npz and <stem>.json (each atomically); existing files only with force."""
+        npz, js = paths(stem)
+        check_outputs([npz, js], force)            # both checked before either is written
         arrs = {f"float/{k}": v.astype(np.float32) for k, v in self.float_w.items()}
         arrs.update({f"int/{k}": v.astype(np.int8) for k, v in self.int_w.items()})
-        np.savez_compressed(stem.with_suffix(".npz"), **arrs)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrs)
         doc = {"format": FORMAT, "quant": self.q.to_json(), "meta": self.meta}
-        stem.with_suffix(".json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        write_atomic(npz, buf.getvalue(), force)
+        write_atomic(js, json.dumps(doc, indent=2, sort_keys=True) + "\n", force)
+        return npz, js
 
 
 def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
-    stem = Path(stem)
-    if stem.suffix in (".npz", ".json"):
-        stem = stem.with_suffix("")
-    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    npz, js = paths(stem)
     for p in (npz, js):
-        if not p.exists():
+        if not p.is_file():
             raise WeightsError(f"{p}: missing (a weights file is <stem>.npz + <stem>.json; run `make train`)")
     try:
         doc = json.loads(js.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{js}: not valid JSON: {e}") from e
+    except OSError as e:
+        raise WeightsError(f"{js}: cannot read: {e.strerror or e}") from e
+    if not isinstance(doc, dict):
+        raise WeightsError(f"{js}: a JSON {type(doc).__name__}, expected an object with format, quant, meta")
     if doc.get("format") != FORMAT:
         raise WeightsError(f"{js}: field 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-    try:
-        q = QuantConfig.from_json(doc["quant"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise WeightsError(f"{js}: field 'quant' malformed ({e!r}); expected w_scale, requant, logit_scale") from e
+    q = _quant(js, doc.get("quant"))
+    if not isinstance(doc.get("meta", {}), dict):
+        raise WeightsError(f"{js}: field 'meta' is a {type(doc['meta']).__name__}, expected an object")
     try:
         with np.load(npz) as z:
             arrs = {k: z[k] for k in z.files}
@@ -92,6 +109,37 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
                 raise WeightsError(f"{js}: quant.requant.{L.name} = [{m}, {sh}], expected M in 1..65535 "
                                    f"and shift in 1..48")
     return Weights(fw, {k: v.astype(np.int8) for k, v in iw.items()}, q, doc.get("meta", {}))
+
+
+def _number(js, field, v, positive=True) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
+        raise WeightsError(f"{js}: field '{field}' is {v!r}, expected a finite number > 0")
+    return float(v)
+
+
+def _int(js, field, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise WeightsError(f"{js}: field '{field}' is {v!r}, expected an integer")
+    return v
+
+
+def _quant(js, d) -> QuantConfig:
+    """The 'quant' object, every JSON type checked: w_scale {layer: scale > 0}, requant {layer:
+    [M, shift]} (integers), logit_scale > 0."""
+    if not isinstance(d, dict):
+        raise WeightsError(f"{js}: field 'quant' is {type(d).__name__}, expected an object with w_scale, "
+                           f"requant, logit_scale")
+    for k, t in (("w_scale", dict), ("requant", dict), ("logit_scale", (int, float))):
+        if not isinstance(d.get(k), t) or isinstance(d.get(k), bool):
+            raise WeightsError(f"{js}: field 'quant.{k}' is {d.get(k)!r}, expected "
+                               + ("an object {layer: ...}" if t is dict else "a finite number > 0"))
+    w_scale = {k: _number(js, f"quant.w_scale.{k}", v) for k, v in d["w_scale"].items()}
+    requant = {}
+    for k, v in d["requant"].items():
+        if not isinstance(v, list) or len(v) != 2:
+            raise WeightsError(f"{js}: field 'quant.requant.{k}' is {v!r}, expected [M, shift]")
+        requant[k] = (_int(js, f"quant.requant.{k}[0]", v[0]), _int(js, f"quant.requant.{k}[1]", v[1]))
+    return QuantConfig(w_scale, requant, _number(js, "quant.logit_scale", d["logit_scale"]))
 
 
 def dequantized(w: Weights) -> dict[str, np.ndarray]:

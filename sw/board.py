@@ -28,26 +28,14 @@ at least 10 --timeout), virtual time for the simulated devices (docs/link.md "Ho
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+
+from golden.fileio import InputError
+from sw.argtypes import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, int_range
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
-
-
-def _number(kind, lo, strict):
-    """argparse type: a `kind` number >= lo (> lo if strict); a bad one is a one-line usage error."""
-    def parse(text):
-        import argparse
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (v > lo if strict else v >= lo) or not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>' if strict else '>='} {lo}")
-        return v
-    return parse
 
 
 def add_arguments(p):
@@ -59,22 +47,22 @@ def add_arguments(p):
                    help="simulated device: pure-Python model (fast, default), the Verilated link (cosim) or the "
                         "Verilated link + controller + array models (controller)")
     p.add_argument("--cells", default="", help="program/read: cells 'pe,row,bl[,target];...' (target: verify code)")
-    p.add_argument("--images", type=int, default=2, help="infer/train: number of images")
-    p.add_argument("--eta", type=float, default=None, help="train: learning rate (default 3.0 for one small batch)")
-    p.add_argument("--board-seed", type=int, default=0, help="--device controller: device seed of the simulated board")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--frames", type=int, default=1000, help="commands in a fault session")
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--rate", type=float, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--deadline", type=_number(float, 0, True), default=None,
+    p.add_argument("--images", type=int_range(1, 10_000), default=2, help="infer/train: number of images")
+    p.add_argument("--eta", type=POSITIVE, default=None, help="train: learning rate (default 3.0 for one small batch)")
+    p.add_argument("--board-seed", type=SEED, default=0, help="--device controller: device seed of the simulated board")
+    p.add_argument("--baud", type=int_range(50, 12_000_000), default=115200)
+    p.add_argument("--frames", type=int_range(1, 10_000_000), default=1000, help="commands in a fault session")
+    p.add_argument("--seed", type=SEED, default=2020)
+    p.add_argument("--rate", type=PROBABILITY, default=0.2, help="probability that a frame/read chunk gets faults")
+    p.add_argument("--deadline", type=POSITIVE, default=None,
                    help="seconds a command is retried (with backoff, the same frame) before it fails "
                         "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
-    p.add_argument("--retries", type=_number(int, 0, False), default=None,
+    p.add_argument("--retries", type=int_range(0, 1000), default=None,
                    help="optional upper bound on the retries of a command as well (default: none, the deadline)")
-    p.add_argument("--hang-max", type=_number(float, 0, False), default=None,
+    p.add_argument("--hang-max", type=NON_NEGATIVE, default=None,
                    help="faults: longest injected device hang, seconds (default: a third of the deadline; "
                         ">= the deadline makes some commands fail)")
-    p.add_argument("--timeout", type=_number(float, 0, True), default=1.0,
+    p.add_argument("--timeout", type=POSITIVE, default=1.0,
                    help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--journal", type=Path, default=None,
@@ -90,25 +78,25 @@ def run(args, cosim=None) -> dict:
     from sw.driver import TransferError
     from sw.link import LinkError
     if (args.journal or args.resume) and not args.port:
-        raise ValueError("--journal/--resume need --port (a device that outlives the host process)")
+        raise InputError("--journal/--resume need --port (a device that outlives the host process)")
     if args.journal and args.resume:
-        raise ValueError("--journal starts a session, --resume finishes one: give one of them")
+        raise InputError("--journal starts a session, --resume finishes one: give one of them")
     try:
         if args.port:
             return _serial(args)
         if args.device != "controller" and args.sim in CONTROLLER_SESSIONS:
-            raise ValueError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
+            raise InputError(f"--sim {args.sim} needs the controller: --device controller (or --port)")
         if args.device in COSIM_DEVICES:
             return cosim(args)
         return _model(args)
     except TransferError as e:
         j = args.journal or args.resume
         hint = f"; every answer so far is in {j}: finish with --port {args.port} --resume {j}" if j else ""
-        raise ValueError(f"{e}{hint}") from e
+        raise InputError(f"{e}{hint}") from e
     except LinkError as e:
-        raise ValueError(str(e)) from e   # the CLI reports ValueErrors as clean errors (exit 2)
+        raise InputError(f"{type(e).__name__}: {e}") from e   # the CLI reports InputErrors (exit 2)
     except OSError as e:                  # serial.SerialException included
-        raise ValueError(f"{args.port or 'co-simulation'}: {e}") from e
+        raise InputError(f"{args.port or 'co-simulation'}: {e}") from e
 
 
 def _model(args) -> dict:
@@ -122,10 +110,10 @@ def _model(args) -> dict:
 
 
 def parse_cells(text: str, with_target: bool) -> list:
-    """--cells 'pe,row,bl[,target];...', each cell checked against the design's array (the driver
-    checks again against the device's IDENTIFY): ValueError naming the cell."""
-    from sw import csr_map
-    from sw.driver import Board
+    """--cells 'pe,row,bl[,target];...' checked against the array (golden.mapping: 8 PEs of 128 x
+    16 cells; target an 8-bit verify code) before anything is sent."""
+    from golden.mapping import N_BL, N_PE, N_ROWS
+    limits = (("pe", N_PE - 1), ("row", N_ROWS - 1), ("bl", N_BL - 1), ("target", 255))
     cells = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         try:
@@ -133,12 +121,14 @@ def parse_cells(text: str, with_target: bool) -> list:
         except ValueError:
             v = []
         if len(v) != (4 if with_target else 3) and not (not with_target and len(v) == 4):
-            raise ValueError(f"--cells {part!r}: expected integers pe,row,bl{',target' if with_target else ''}")
+            raise InputError(f"--cells: cell {part!r}: expected integers pe,row,bl{',target' if with_target else ''}")
+        for x, (name, hi) in zip(v, limits):
+            if not 0 <= x <= hi:
+                raise InputError(f"--cells: cell {part!r}: {name} {x} outside 0..{hi}")
         cells.append(tuple(v))
     if not cells:
-        raise ValueError("--cells: no cells given")
-    design = {k: csr_map.REGISTERS[f"link_{k}"].reset for k in ("n_pe", "rows", "bls")}
-    return [tuple(c) for c in Board.cells_within(cells, design, with_target)]
+        raise InputError("--cells: no cells given")
+    return cells
 
 
 def host_session(c, cfg) -> dict:
@@ -147,7 +137,7 @@ def host_session(c, cfg) -> dict:
     s = cfg["session"]
     journal = cfg.get("journal")
     if journal is not None and s not in ("program", "train"):
-        raise ValueError(f"a journal records program and train sessions, not {s!r}")
+        raise InputError(f"a journal records program and train sessions, not {s!r}")
     if s == "identify":
         return c.parameters()
     if s == "status":
@@ -198,7 +188,7 @@ def _session_config(args):
     if not args.journal:
         return cfg, None
     if args.session not in ("program", "train"):
-        raise ValueError(f"--journal records --session program or train, not {args.session}")
+        raise InputError(f"--journal records --session program or train, not {args.session}")
     j = Journal.new(args.journal, config=cfg, force=args.force)
     return {**cfg, "journal": j}, j
 

@@ -1,26 +1,39 @@
 """The `mcnn` command line."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from golden.idx import IDXError, default_data_dir, load_dataset
-from golden.weights import DEFAULT_WEIGHTS, WeightsError
+from golden.fileio import InputError, check_outputs
+from golden.idx import default_data_dir, load_dataset
+from golden.weights import DEFAULT_WEIGHTS
+from sw.argtypes import NON_NEGATIVE, POSITIVE, SEED, Parser, float_range, int_range
+
+TEST_SET_MAX = 10_000      # upper bound of --n (checked against the dataset's size as well)
 
 
 def _dataset(args):
-    return load_dataset(args.data)
+    """The dataset of --data, checked against the network (image size, labels) and against --n and,
+    for --stages all, --n-train."""
+    from golden import cnn
+    ds = load_dataset(args.data, image_shape=cnn.INPUT_SHAPE[:2], n_classes=cnn.weight_layers()[-1].n_out)
+    n_train = getattr(args, "n_train", None) if getattr(args, "stages", "") == "all" else None
+    for opt, n, split, what in (("--n", getattr(args, "n", None), ds.test_images, "test"),
+                                ("--n-train", n_train, ds.train_images, "training")):
+        if n is not None and n > len(split):
+            raise InputError(f"{opt} {n}: the dataset in {args.data} has {len(split)} {what} images")
+    return ds
 
 
 def cmd_train(args):
     import numpy as np
 
     from golden import model, train
-    from golden.weights import Weights, dequantized
+    from golden.weights import Weights, dequantized, paths
 
+    check_outputs(paths(args.out), args.force)          # before hours of training, not after
     ds = _dataset(args)
     cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -29,18 +42,20 @@ def cmd_train(args):
     xt, yt = ds.test_images, ds.test_labels.astype(np.int64)
     meta["test_float"] = model.accuracy(fw, xt, yt)
     meta["test_quantized"] = model.accuracy(dequantized(w), xt, yt, q=q)
-    w.save(args.out)
+    npz, js = w.save(args.out, force=args.force)
     print(f"float {meta['test_float']:.2f} %, 15-level {meta['test_quantized']:.2f} % on the test set; "
-          f"{meta['seconds_total']:.0f} s; wrote {Path(args.out).with_suffix('.npz')} (+ .json)")
+          f"{meta['seconds_total']:.0f} s; wrote {npz} and {js}")
 
 
 def cmd_eval(args):
     from golden import weights
     from golden.datapath import DatapathConfig
     from golden.evaluate import evaluate
+    from golden.energy_eval import PLOT_FILES as EVAL_PLOT_FILES
+    from golden.report import PLOT_FILES
 
-    if args.energy_iterations < 0:
-        raise ValueError(f"--energy-iterations must be >= 0, got {args.energy_iterations}")
+    if args.plots is not None:
+        check_outputs([args.plots / f for f in PLOT_FILES + EVAL_PLOT_FILES], args.force)
     w = weights.load(args.weights)
     ds = _dataset(args)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
@@ -69,7 +84,7 @@ def _energy_section(args, w, ds, cfg):
     """Energy per image, programming energy, Aguirre 2024 metrics, ADC check (golden/energy_eval.py)."""
     from golden.energy_eval import eval_section
     return eval_section(w, ds, args.n, cfg, device=args.device, seed=args.seed0, plots=args.plots,
-                        hybrid_iterations=args.energy_iterations)
+                        hybrid_iterations=args.energy_iterations, force=args.force)
 
 
 def _eval_all(args, w, ds, cfg):
@@ -80,12 +95,10 @@ def _eval_all(args, w, ds, cfg):
     overrides = {}
     if args.read_noise:
         overrides["read_noise_rel"] = args.read_noise
-    preset(args.device, **overrides)   # unknown preset -> ValueError (exit 2)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    preset(args.device, **overrides)
     n_train = args.n_train
     opt = StageOptions(device=args.device, overrides=overrides, mode=args.mode, n_train=n_train,
-                       iterations=args.iterations if args.iterations is not None else n_train // 100,
+                       iterations=args.iterations if args.iterations is not None else max(1, n_train // 100),
                        rep_iterations=args.rep_iterations, record_every=args.record_every,
                        adc_bits=args.adc_bits, age_hours=args.age_hours, keep_arrays=args.plots is not None)
     if args.eta is not None:
@@ -98,7 +111,7 @@ def _eval_all(args, w, ds, cfg):
     seeds = range(args.seed0, args.seed0 + args.seeds)
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     basic, st = evaluate_stages(w, ds, seeds, opt, jobs=args.jobs, n=args.n, cfg=cfg, log=log)
-    files = plots(st, args.plots) if args.plots is not None else []
+    files = plots(st, args.plots, force=args.force) if args.plots is not None else []
     extra, text, efiles = _energy_section(args, w, ds, cfg)
     files += efiles
     if args.json:
@@ -135,6 +148,11 @@ def cmd_bench(args):
 
 
 def cmd_sim(args):
+    _dataset(args)           # checked here, before the co-simulation (which loads it again) touches any file
+    images = args.n if args.device == "ideal" else args.n * (2 if args.iterations else 1) + 100 * args.iterations
+    if args.waves and images > 10:       # + the transfer's write-verify on a device preset
+        print(f"mcnn sim: a waveform of {images} images is large (every signal, about 90 MB of VCD per image); "
+              "e.g. --n 2 --device ideal (or --iterations 0) is usually enough", file=sys.stderr)
     return _cosim().sim(args)
 
 
@@ -153,85 +171,118 @@ def _cosim():
     try:
         from tb.cosim import commands
     except ImportError as e:
-        raise ValueError(f"the co-simulation needs the repository's tb/ package: {e}") from e
+        raise InputError(f"the co-simulation needs the repository's tb/ package: {e}") from e
     return commands
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="mcnn", description="Open digital periphery for memristor CNN accelerators")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _device_presets():
+    from golden.devices import PRESETS
+    return sorted(PRESETS)
 
-    def common(p, weights=True):
-        p.add_argument("--data", type=Path, default=default_data_dir(),
-                       help="directory with the four standard IDX files (default: data/mnist)")
-        if weights:
-            p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                           help="weights stem (<stem>.npz + <stem>.json; default weights/yao2020)")
 
+def _common(p, weights=True):
+    p.add_argument("--data", type=Path, default=default_data_dir(),
+                   help="directory with the four standard IDX files (default: data/mnist)")
+    if weights:
+        p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                       help="weights stem (<stem>.npz + <stem>.json; dots kept; default weights/yao2020)")
+
+
+def _force(p, what):
+    p.add_argument("--force", action="store_true", help=f"replace {what} if it exists (else: error, nothing written)")
+
+
+def _train_parser(sub):
     p = sub.add_parser("train", help="ex-situ training + 15-level quantisation (NumPy)")
-    common(p, weights=False)
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--epochs", type=int, default=24)
-    p.add_argument("--qat-epochs", type=int, default=3)
+    _common(p, weights=False)
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS,
+                   help="output stem: <out>.npz + <out>.json (default weights/yao2020, the committed weights)")
+    _force(p, "existing <out>.npz / .json")
+    p.add_argument("--seed", type=SEED, default=2020)
+    p.add_argument("--epochs", type=int_range(1, 1000), default=24)
+    p.add_argument("--qat-epochs", type=int_range(0, 1000), default=3)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 
+
+def _eval_parser(sub):
     p = sub.add_parser("eval", help="accuracy table beside Yao 2020: float, 15-level, integer datapath; "
                                     "--stages all: + transfer, hybrid training, replicated groups on the device model")
-    common(p)
-    p.add_argument("--n", type=int, default=None, help="first N test images (default: all)")
-    p.add_argument("--adc-bits", type=int, default=8)
+    _common(p)
+    p.add_argument("--n", type=int_range(1, TEST_SET_MAX), default=None, help="first N test images (default: all)")
+    p.add_argument("--adc-bits", type=int_range(1, 16), default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--stages", choices=("ideal", "all"), default="ideal",
                    help="ideal: float / 15-level / integer datapath (default); all: + weight transfer through "
                         "the device model, hybrid training, replicated convolver groups, over --seeds device seeds")
-    p.add_argument("--seeds", type=int, default=5, help="number of device seeds for --stages all (default 5)")
-    p.add_argument("--seed0", type=int, default=0, help="first device seed (default 0)")
-    p.add_argument("--device", default="yao2020",
-                   help="device preset: yao2020 (default), bennett2019, bennett2019-linear, li2018, ideal")
+    p.add_argument("--seeds", type=int_range(1, 1000), default=5,
+                   help="number of device seeds for --stages all (default 5)")
+    p.add_argument("--seed0", type=SEED, default=0, help="first device seed (default 0)")
+    p.add_argument("--device", choices=_device_presets(), default="yao2020", help="device preset (default yao2020)")
     p.add_argument("--mode", choices=("closed", "open"), default="closed",
                    help="hybrid-training programming: closed-loop write-verify (default) or open-loop pulses")
-    p.add_argument("--eta", type=float, default=None, help="hybrid-training learning rate (default: the selected one)")
-    p.add_argument("--iterations", type=int, default=None, help="hybrid-training iterations (default: one epoch)")
-    p.add_argument("--rep-iterations", type=int, default=300,
+    p.add_argument("--eta", type=POSITIVE, default=None,
+                   help="hybrid-training learning rate (default: the selected one)")
+    p.add_argument("--iterations", type=int_range(1), default=None,
+                   help="hybrid-training iterations (default: one epoch of --n-train)")
+    p.add_argument("--rep-iterations", type=int_range(1), default=300,
                    help="batches of the replicated-group training (default 300 = 100 rounds x 3 groups)")
-    p.add_argument("--rep-eta", type=float, default=None, help="learning rate of the replicated-group training")
+    p.add_argument("--rep-eta", type=POSITIVE, default=None, help="learning rate of the replicated-group training")
     p.add_argument("--rep-update", choices=("round", "batch"), default="round",
                    help="replicated groups: one programming step per round of 3 batches (default) or per batch")
-    p.add_argument("--rep-clip", type=int, default=None,
+    p.add_argument("--rep-clip", type=int_range(0, 255), default=None,
                    help="replicated groups: update clipping in 20 nA codes (default 30; 0 = off)")
-    p.add_argument("--n-train", type=int, default=55000, help="training images (default the first 55,000)")
-    p.add_argument("--record-every", type=int, default=50, help="record test/training error every N iterations")
-    p.add_argument("--read-noise", type=float, default=0.0, help="relative read noise per cell and read (default 0)")
-    p.add_argument("--age-hours", type=float, default=0.0, help="age the hybrid-trained board (drift), re-evaluate")
-    p.add_argument("--jobs", type=int, default=2, help="processes for the device seeds (default 2)")
+    p.add_argument("--n-train", type=int_range(1, 60_000), default=55000,
+                   help="training images (default the first 55,000)")
+    p.add_argument("--record-every", type=int_range(1), default=50,
+                   help="record test/training error every N iterations")
+    p.add_argument("--read-noise", type=float_range(0.0, 1.0), default=0.0,
+                   help="relative read noise per cell and read, 0..1 (default 0)")
+    p.add_argument("--age-hours", type=NON_NEGATIVE, default=0.0,
+                   help="age the hybrid-trained board (drift), re-evaluate")
+    p.add_argument("--jobs", type=int_range(1, 256), default=2, help="processes for the device seeds (default 2)")
     p.add_argument("--plots", type=Path, default=None,
                    help="directory for PNG plots: energy breakdown, confusion matrix; "
                         "--stages all also Fig. 1c, 3c-e, 3f, ED 8")
-    p.add_argument("--energy-iterations", type=int, default=10,
+    p.add_argument("--energy-iterations", type=int_range(0, 10_000), default=10,
                    help="hybrid iterations measured for the epoch's programming energy (default 10; 0: skip)")
+    _force(p, "existing plot files")
     p.set_defaults(fn=cmd_eval)
 
+
+def _sim_parser(sub):
     p = sub.add_parser("sim", help="co-simulate the controller RTL with 8 behavioural PEs (the main job)")
-    common(p)
-    p.add_argument("--n", type=int, default=1000, help="test images (default 1000; 10000 for all)")
-    p.add_argument("--device", default="yao2020",
+    _common(p)
+    p.add_argument("--n", type=int_range(1, TEST_SET_MAX), default=1000,
+                   help="test images (default 1000; 10000 for all)")
+    p.add_argument("--device", choices=_device_presets(), default="yao2020",
                    help="device preset of the PEs (golden/devices.py), or 'ideal' (exact target levels)")
-    p.add_argument("--seed", type=int, default=0, help="device seed of the board")
-    p.add_argument("--iterations", type=int, default=10, help="hybrid-training iterations (batches of 100)")
-    p.add_argument("--report", type=Path, default=Path("build/sim_report.json"))
-    p.add_argument("--waves", action="store_true", help="write an FST waveform (slow)")
+    p.add_argument("--seed", type=SEED, default=0, help="device seed of the board")
+    p.add_argument("--iterations", type=int_range(0, 10_000), default=10,
+                   help="hybrid-training iterations (batches of 100; 0: none)")
+    p.add_argument("--report", type=Path, default=Path("build/sim_report.json"),
+                   help="JSON report (default build/sim_report.json; an existing one needs --force)")
+    _force(p, "an existing --report")
+    p.add_argument("--waves", action="store_true",
+                   help="write a waveform (FST; VCD where the FST writer's lz4.h is missing; slow)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--replicated", action="store_true",
                    help="the replicated-convolver controller (rtl/replicated.py): three groups, shared FC; "
                         "--iterations batches of replicated training (rounds of 3, update per round, clip 30 codes)")
     p.set_defaults(fn=cmd_sim)
 
+
+def _parser():
+    ap = Parser(prog="mcnn", description="Open digital periphery for memristor CNN accelerators")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _train_parser(sub)
+    _eval_parser(sub)
+    _sim_parser(sub)
     p = sub.add_parser("bench", help="benchmarks, one JSON object")
-    common(p)
-    p.add_argument("--n", type=int, default=10000, help="images for the golden datapath")
-    p.add_argument("--cosim-n", type=int, default=300, help="images for the RTL co-simulation (0: skip)")
+    _common(p)
+    p.add_argument("--n", type=int_range(1, TEST_SET_MAX), default=10000, help="images for the golden datapath")
+    p.add_argument("--cosim-n", type=int_range(0, TEST_SET_MAX), default=300,
+                   help="images for the RTL co-simulation (0: skip)")
     p.set_defaults(fn=cmd_bench)
 
     from sw.board import add_arguments as board_arguments
@@ -242,13 +293,44 @@ def main(argv=None):
 
     from sw import synth
     synth.add_parser(sub)
+    return ap
 
-    args = ap.parse_args(argv)
+
+def _user_errors() -> tuple:
+    """What a user's input or environment causes (one-line error, exit 2); anything else is a bug
+    and keeps its traceback. OSError covers files and serial ports (serial.SerialException)."""
+    errs = [InputError, OSError]
+    try:
+        import termios                     # an unplugged serial port: termios.error, not an OSError
+        errs.append(termios.error)
+    except ImportError:
+        pass
+    from sw.link import LinkError
+    return (*errs, LinkError)
+
+
+def _message(e: BaseException, args) -> str:
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    if type(e).__module__ == "termios" and len(e.args) == 2:     # termios.error(errno, text)
+        return f"{getattr(args, 'port', None) or 'serial port'}: {e.args[1]} (termios error {e.args[0]})"
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if isinstance(e, InputError) else f"{msg} ({type(e).__name__})"
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:                # argparse: --help (0) or a bad argument (2, one line printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         rc = args.fn(args)
-    except (IDXError, WeightsError, ValueError) as e:
-        print(f"mcnn {args.cmd}: error: {e}", file=sys.stderr)
+    except _user_errors() as e:
+        print(f"mcnn {args.cmd}: error: {_message(e, args)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mcnn {args.cmd}: interrupted", file=sys.stderr)
+        return 130
     return rc or 0
 
 

@@ -29,6 +29,7 @@ import struct
 
 from typing import NamedTuple
 
+from golden.fileio import InputError as _UserInputError
 from sw import csr_map, host_proto
 from sw.link import RESET_CONTROLLER, RESET_COUNTERS, Cmd, Link, LinkError, LinkTimeout, ProtocolError
 from sw.transport import ModelTransport, SerialTransport
@@ -53,7 +54,7 @@ class HostCommandError(LinkError):
                          + (f" -- {detail}" if detail else ""))
 
 
-class InputError(ValueError):
+class InputError(_UserInputError):
     """Bad input to the driver (a cell outside the array, a pixel, label or image size that the
     device's fields cannot hold): refused before anything is sent. One line naming the item."""
 

@@ -27,10 +27,12 @@ import json
 import os
 from pathlib import Path
 
+from golden.fileio import InputError
+
 FORMAT, VERSION = "mcnn-journal", 1
 
 
-class JournalError(ValueError):
+class JournalError(InputError):
     """The journal cannot be used (missing, exists, corrupt, or not this plan/device)."""
 
 

@@ -249,9 +249,9 @@ def ecp5_global_buffer(m, sig):
 
 
 def _write_atomic(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """build/ outputs and caches, regenerated on every run: replaced (force), atomically."""
+    from golden.fileio import write_atomic
+    write_atomic(path, text, force=True)
 
 
 # ------------------------------------------------------------------ Xilinx

@@ -14,11 +14,13 @@ The co-simulation the CLI runs (tb/cosim/) uses the same harness.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 from amaranth.hdl import Module
@@ -50,6 +52,31 @@ def verilator_env():
     b = str(root / "bin")
     if b not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")
+
+
+@functools.lru_cache(maxsize=None)
+def wave_format() -> str:
+    """'fst' where Verilator's FST writer can be built (its C++ includes <lz4.h> and links -llz4 -lz,
+    from the system: no PyPI wheel ships them), else 'vcd', which needs nothing; said once on stderr."""
+    import subprocess
+    import tempfile
+    prog = "#include <lz4.h>\n#include <zlib.h>\nint main() { return LZ4_versionNumber() == 0 && !zlibVersion(); }\n"
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            r = subprocess.run([os.environ.get("CXX", "c++"), "-x", "c++", "-", "-o", os.path.join(d, "a"),
+                                "-llz4", "-lz"], input=prog, capture_output=True, text=True, timeout=120)
+            ok = r.returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+    if not ok:
+        print("waveform: Verilator's FST writer needs lz4.h and liblz4 (apt-get install liblz4-dev), not found: "
+              "writing VCD instead", file=sys.stderr, flush=True)
+    return "fst" if ok else "vcd"
+
+
+def waves_file(test_dir) -> Path:
+    """The waveform a run with waves wrote in its test directory (cocotb's Verilator main: dump.<fmt>)."""
+    return Path(test_dir) / f"dump.{wave_format()}"
 
 
 def to_verilog(component, name: str) -> str:
@@ -87,14 +114,16 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
         extra += wrapper
     tag = hashlib.sha1((src + extra).encode()).hexdigest()[:10]
     ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    bdir = SIM_BUILD / f"{name}-{tag}{'-ports' if ports_only else ''}"
+    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
+    fmt = wave_format() if waves else ""
+    # a build with tracing has its own directory, so switching WAVES on and off does not rebuild each time
+    bdir = SIM_BUILD / f"{name}-{tag}{'-ports' if ports_only else ''}{'-' + fmt if fmt else ''}"
     bdir.mkdir(parents=True, exist_ok=True)
     vfile = bdir / f"{name}.v"
     sources = [vfile, *map(Path, extra_sources)]
     if hdl_clock_ns:
         (bdir / f"{top}.v").write_text(wrapper)
         sources.append(bdir / f"{top}.v")
-    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
     runner = _fast_runner() if ports_only else get_runner("verilator")
     import fcntl
     with open(bdir / ".lock", "w") as lock:  # parallel workers share a build: one builds, the others wait
@@ -102,7 +131,8 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
         if not vfile.exists() or vfile.read_text() != src:
             vfile.write_text(src)
         kw = dict(sources=sources, hdl_toplevel=top, build_dir=bdir,
-                  build_args=VERILATOR_WAIVERS + (["--trace-fst", "--trace-structs"] if waves else [])
+                  build_args=VERILATOR_WAIVERS + {"fst": ["--trace-fst", "--trace-structs"],
+                                                  "vcd": ["--trace-structs"], "": []}[fmt]
                   + (["--timing", "-Wno-TIMESCALEMOD"] if hdl_clock_ns else [])
                   + (["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"] if ports_only else []),
                   waves=waves, always=False, log_file=bdir / "build.log",
@@ -117,6 +147,8 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
                           log_file=None if log_to_terminal else tdir / "test.log")
     n, failed = get_results(results)
+    if waves:
+        print(f"waveform: {waves_file(tdir)}", file=sys.stderr, flush=True)
     assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
     assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
     return n

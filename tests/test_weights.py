@@ -19,7 +19,7 @@ def make(seed=0):
 
 def test_roundtrip(tmp_path):
     w = make()
-    w.save(tmp_path / "w")
+    w.save(tmp_path / "w", force=True)
     r = weights.load(tmp_path / "w")
     for k in w.int_w:
         np.testing.assert_array_equal(r.int_w[k], w.int_w[k])
@@ -35,7 +35,7 @@ def test_committed_weights_load():
 
 def _bad(tmp_path, arrs=None, doc=None):
     w = make()
-    w.save(tmp_path / "w")
+    w.save(tmp_path / "w", force=True)
     if arrs is not None:
         with np.load(tmp_path / "w.npz") as z:
             a = {k: z[k] for k in z.files}
@@ -81,11 +81,11 @@ def test_bad_json_fields(tmp_path):
 
 def test_corrupt_files(tmp_path):
     w = make()
-    w.save(tmp_path / "w")
+    w.save(tmp_path / "w", force=True)
     (tmp_path / "w.npz").write_bytes(b"not a zip")
     with pytest.raises(WeightsError, match="w.npz: not a readable"):
         weights.load(tmp_path / "w")
-    w.save(tmp_path / "w")
+    w.save(tmp_path / "w", force=True)
     (tmp_path / "w.json").write_text("{")
     with pytest.raises(WeightsError, match="w.json: not valid JSON"):
         weights.load(tmp_path / "w")

@@ -11,31 +11,53 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
+
+from golden.fileio import InputError, check_outputs, write_atomic
+
+
+def _validated(args):
+    """What `mcnn sim` reads and writes, checked before any file is touched (sw/cli.py checked the
+    dataset against the network and --n): the weights, the report path (an existing report only
+    with --force). -> (weights, the temporary report path the session writes, beside the report)."""
+    from golden import weights
+    w = weights.load(args.weights)
+    check_outputs([args.report], args.force)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    return w, args.report.with_name(f".{args.report.name}.{os.getpid()}.partial")
+
+
+def _run_reported(args, tmp: Path, run) -> dict:
+    """Run the session writing `tmp`; the report then goes to --report atomically (never deleted,
+    replaced only with --force), tmp is removed. A failed check still leaves its report."""
+    try:
+        try:
+            run()
+        except AssertionError as e:
+            if not tmp.exists():
+                raise
+            print(f"mcnn sim: {e}", file=sys.stderr)
+        data = tmp.read_bytes()
+        write_atomic(args.report, data, force=args.force)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return json.loads(data)
 
 
 def sim(args):
     if getattr(args, "replicated", False):
         return sim_replicated(args)
-    from golden import weights
     from tb.cosim import sim_top
-    w = weights.load(args.weights)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    if args.report.exists():
-        args.report.unlink()
-    params = sim_top.session_params(args.weights, args.data, args.n, args.report, progress=sys.stderr.isatty(),
+    w, tmp = _validated(args)
+    params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations)
     print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True,
           file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone
-    try:
-        sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves)
-    except AssertionError as e:
-        if not args.report.exists():
-            raise
-        print(f"mcnn sim: {e}", file=sys.stderr)
-    r = json.loads(args.report.read_text())
+    r = _run_reported(args, tmp, lambda: sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves))
     if args.json:
         print(json.dumps(r))
         return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
@@ -81,29 +103,19 @@ def sim(args):
 
 def sim_replicated(args):
     """`mcnn sim --replicated`: tb/cosim/replicated_main.py (three groups on a device board)."""
-    from golden import weights
     from golden.hybrid import ETA_REP_DEFAULT
     from tb.cosim import replicated_cosim, sim_top
     if args.device == "ideal":
-        print("mcnn sim --replicated: needs a device preset (the groups' boards come from golden's transfer)",
-              file=sys.stderr)
-        return 2
-    w = weights.load(args.weights)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    if args.report.exists():
-        args.report.unlink()
-    params = sim_top.session_params(args.weights, args.data, args.n, args.report, device=args.device,
+        raise InputError("--replicated needs a device preset, not ideal (the groups' boards come from "
+                         "golden's transfer)")
+    w, tmp = _validated(args)
+    params = sim_top.session_params(args.weights, args.data, args.n, tmp, device=args.device,
                                     seed=args.seed, single=3, rounds=args.iterations // 3, batch=100,
                                     eta=ETA_REP_DEFAULT)
     print("building the replicated controller + 8 PE models for Verilator (cached after the first run) ...",
           flush=True, file=sys.stderr if args.json else sys.stdout)
-    try:
-        replicated_cosim.run(w, params, log_to_terminal=not args.json, waves=args.waves)
-    except AssertionError as e:
-        if not args.report.exists():
-            raise
-        print(f"mcnn sim: {e}", file=sys.stderr)
-    r = json.loads(args.report.read_text())
+    r = _run_reported(args, tmp, lambda: replicated_cosim.run(w, params, log_to_terminal=not args.json,
+                                                              waves=args.waves))
     ok = r.get("mismatched_images", 1) == 0 and "error" not in r
     if args.json:
         print(json.dumps(r))
@@ -160,9 +172,25 @@ def board(args) -> dict:
     """`mcnn board --sim SESSION --device cosim|controller`: the session against the co-simulated
     link (tb/cosim/link_cosim.py) or link + host bridge + controller + array models
     (tb/cosim/host_cosim.py); sw.board.run calls it inside its error handling."""
-    if args.device == "controller":
-        return _controller(args)
-    return _link(args)
+    try:
+        return _controller(args) if args.device == "controller" else _link(args)
+    except AssertionError as e:            # harness.run_block: the cocotb session failed; its log says why
+        raise InputError(_session_failure(str(e))) from e
+
+
+def _session_failure(msg: str) -> str:
+    """One line for a failed co-simulated session: the exception that ended it (the last
+    `Type: message` line of the test log's traceback) and where the whole log is."""
+    import re
+    m = re.search(r"see (\S+test\.log)", msg)
+    if not m:
+        return f"the co-simulated session failed: {msg}"
+    try:
+        lines = Path(m.group(1)).read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    last = [x.strip() for x in lines if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Timeout|Mismatch)\w*: ", x)]
+    return f"the co-simulated session failed: {last[-1] if last else msg} (log: {m.group(1)})"
 
 
 def _link(args) -> dict:
