@@ -477,7 +477,7 @@ def test_cli_journal_and_resume(tmp_path, capsys):
         port = ["board", "--port", "unix:" + sock, "--json"]
         j = tmp_path / "j.jsonl"
         bad = [(port + ["--session", "program", "--cells", "1,2,3,40;8,0,0,5", "--journal", str(j)],
-                "cell 1 (pe 8, row 0, bl 0, target 5): pe 8 outside 0..7"),
+                "cell '8,0,0,5': pe 8 outside 0..7"),
                (["board", "--sim", "program", "--journal", str(j)], "need --port"),
                (port + ["--resume", str(tmp_path / "none.jsonl")], "cannot read the journal"),
                (port + ["--session", "read", "--cells", "1,2,3", "--journal", str(j)], "not read"),

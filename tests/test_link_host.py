@@ -442,9 +442,8 @@ def test_cli_board_faults_json(capsys):
     assert json.loads(capsys.readouterr().out)["deadline"] == 1.0     # never less than one timeout
     for bad in (["--deadline", "0"], ["--deadline", "inf"], ["--timeout", "-1"], ["--hang-max", "x"],
                 ["--retries", "-1"]):
-        with pytest.raises(SystemExit) as e:
-            main(["board", "--sim", "faults", "--frames", "5", *bad])
-        assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+        assert main(["board", "--sim", "faults", "--frames", "5", *bad]) == 2     # a one-line argparse error
+        assert bad[0] in capsys.readouterr().err
 
 
 def test_cli_board_identify_and_errors(capsys):
