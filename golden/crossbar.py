@@ -63,7 +63,9 @@ class Crossbar:
         self._cur = None                                 # cached float32 currents
         self.margin_code = int(self.p.margin_na // VERIFY_LSB_NA)
         self.max_pulses = int(self.p.max_pulses)
-        self.counters = {"pulses": 0, "verify_reads": 0, "program_ops": 0, "failed_ops": 0}
+        # set_pulses + reset_pulses = pulses, by direction (golden/activity.py)
+        self.counters = {"pulses": 0, "verify_reads": 0, "program_ops": 0, "failed_ops": 0,
+                         "set_pulses": 0, "reset_pulses": 0}
 
     # ------------------------------------------------------------------ state access
     @property
@@ -171,8 +173,13 @@ class Crossbar:
             for _ in range(int(n)):
                 g = self._step(g, direction, lo, hi, k, 1.0 + self.p.c2c_sigma * self._normal())
         self._commit(idx, g, int(n), stuck)
+        self._count_pulses(direction, int(n))
         self.counters["program_ops"] += 1
         return int(n)
+
+    def _count_pulses(self, direction, n: int):
+        k = "set_pulses" if direction == SET else "reset_pulses"
+        self.counters[k] = self.counters.get(k, 0) + n      # .get: boards pickled before the key
 
     def _commit(self, idx, g, pulses, stuck):
         if pulses and not stuck:
@@ -216,6 +223,7 @@ class CellSession:
         return self.xb._read_code(self.state)
 
     def pulse(self, direction):
+        self.xb._count_pulses(direction, 1)
         if not self.stuck:
             xb = self.xb
             self.state = xb._step(self.state, direction, self.lo, self.hi, self.k, 1.0 + xb.p.c2c_sigma * xb._normal())
