@@ -42,9 +42,10 @@ if cocotb is not None:
                 dut.res__ready.value = int(prng.random() >= p["bp"])
                 await RisingEdge(dut.clk)
         cocotb.start_soon(backpressure())
-        cyc = 0
+        cyc, n_outs = 0, []       # n_out of every group: the activity counter diff_subs sums them
         for t in range(p["groups"]):
             n_out = [MO, 0, MO, 1][t] if t < 4 else int(rng.integers(0, MO + 1))
+            n_outs.append(n_out)
             s = rng.integers(0, 1 << 16, 2 * MO)
             if t == 0:
                 s[0::2], s[1::2] = 65535, 0
@@ -64,6 +65,8 @@ if cocotb is not None:
                 dut.group_end.value = 0
                 cyc += 1
         assert len(got) == len(exp), (len(got), len(exp))
+        subs = sum(n_outs)
+        assert int(dut.diff_subs.value) == subs, f"diff_subs {int(dut.diff_subs.value)}, expected {subs}"
         w = blk.d_bits
         for (gc, g), (ec, d, tag) in zip(got, exp):
             raw = int(g["d"])
