@@ -57,11 +57,13 @@ if cocotb is not None:
             dut.tag.value, dut.n_out.value, dut.group_end.value = t & 0xFF, n_out, 1
             d = [int(v) for v in differential(s[:2 * n_out].astype(np.int64))] + [0] * (MO - n_out)
             exp.append((cyc + P + 5, d, t & 0xFF))
-            for _ in range(B * P + (prng.randrange(8) if prng.random() < p["idle"] else 0)):
+            for i in range(B * P + (prng.randrange(8) if prng.random() < p["idle"] else 0)):
                 await ReadOnly()
                 if int(dut.res__valid.value):
                     got.append((cyc, harness.unpack(blk.res_layout, int(dut.res__payload.value))))
                 await RisingEdge(dut.clk)
+                if i == 0:      # the encoder's n_out moves on (the next group): the result keeps its own
+                    dut.n_out.value = 0 if n_out else MO
                 dut.group_end.value = 0
                 cyc += 1
         assert len(got) == len(exp), (len(got), len(exp))
