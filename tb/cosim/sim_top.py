@@ -48,15 +48,20 @@ class SimTop(wiring.Component):
             "lane_idle": Out(32), "status": Out(8),
             "set_pulses": Out(32), "reset_pulses": Out(32), "verify_reads": Out(32), "busy": Out(1),
             "overrun": Out(1),
-            **{k: Out(32) for k in ACT_PORTS[2:]}, "img_start": Out(1),
-            # simulation only: controller cycles in which k PEs start a conversion (k = 1..n_lanes),
-            # for the board latency (each such cycle is a PHY tick reading k PEs' codes)
-            **{f"req{k + 1}_cycles": Out(32) for k in range(controller.n_lanes)},
+            **(self._activity_ports(controller) if "bl_pulses" in sig else {}),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
             # simulation-only image loader: a whole image (its controller words) in one wide
             # write, fed to the controller's image stream in HDL, so Python wakes once per image
             "img_burst": In(32 * controller.image_words), "img_go": In(1), "img_busy": Out(1),
         })
+
+    @staticmethod
+    def _activity_ports(controller):
+        """The controller's activity counters, its image-start pulse and, simulation only, the
+        controller cycles in which k PEs start a conversion (k = 1..n_lanes), for the board latency
+        (each such cycle is a PHY tick reading k PEs' codes). (The replicated top has none.)"""
+        return {**{k: Out(32) for k in ACT_PORTS[2:]}, "img_start": Out(1),
+                **{f"req{k + 1}_cycles": Out(32) for k in range(controller.n_lanes)}}
 
     def elaborate(self, platform):
         m = Module()
@@ -111,13 +116,8 @@ class SimTop(wiring.Component):
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle), self.status.eq(c.status),
                      self.overrun.eq(c.overrun), self.set_pulses.eq(c.set_pulses),
                      self.reset_pulses.eq(c.reset_pulses), self.verify_reads.eq(c.verify_reads), self.busy.eq(c.busy)]
-        m.d.comb += [getattr(self, k).eq(getattr(c, k)) for k in ACT_PORTS[2:] + ("img_start",)]
-        n_req = Signal(range(c.n_pe + 1))
-        m.d.comb += n_req.eq(sum(c.pe[p].adc_start for p in range(c.n_pe)))
-        for k in range(c.n_lanes):
-            with m.If(n_req == k + 1):
-                cnt = getattr(self, f"req{k + 1}_cycles")
-                m.d.sync += cnt.eq(cnt + 1)
+        if "img_start" in self.signature.members:
+            self._activity(m, c)
         cfg_we = Signal(c.n_pe)
         cfg_addr, cfg_data = Signal.like(self.cfg_addr), Signal.like(self.cfg_data)
         m.d.sync += [cfg_we.eq(Mux(self.cfg_we, 1 << self.cfg_pe, 0)), cfg_addr.eq(self.cfg_addr),
@@ -133,6 +133,15 @@ class SimTop(wiring.Component):
                 i_cfg_we=cfg_we[p], i_cfg_addr=cfg_addr, i_cfg_data=cfg_data,
             )
         return m
+
+    def _activity(self, m, c):
+        m.d.comb += [getattr(self, k).eq(getattr(c, k)) for k in ACT_PORTS[2:] + ("img_start",)]
+        n_req = Signal(range(c.n_pe + 1))
+        m.d.comb += n_req.eq(sum(c.pe[p].adc_start for p in range(c.n_pe)))
+        for k in range(c.n_lanes):
+            with m.If(n_req == k + 1):
+                cnt = getattr(self, f"req{k + 1}_cycles")
+                m.d.sync += cnt.eq(cnt + 1)
 
 
 def adc_shift_for(adc) -> int:
