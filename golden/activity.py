@@ -206,3 +206,29 @@ def programming_activity(before: dict, after: dict) -> dict:
     for k in PROGRAMMING_KEYS:
         c[k] = int(after.get(k, 0)) - int(before.get(k, 0))
     return c
+
+
+# the RTL's counters (rtl/controller.py ports, the ctrl CSR block): each counts one event per unit
+RTL_COUNTERS = ("slot_reads", "conv_rounds", "bl_pulses", "sl_selections", "diff_subs", "fm_reads", "fm_writes",
+                "requant_ops", "pool_ops", "softmax_ops", "set_pulses", "reset_pulses", "verify_reads")
+
+
+def from_counters(c: dict, n_rows: int = 128, n_adc: int = N_ADC) -> dict:
+    """The keys from the RTL's counters (differences of them for a span of work): the counters
+    count events (slot reads, conversion rounds, D values), the keys scale them by the hardware's
+    fixed sizes: per slot read every WL on and every S&H capacitor of the PE (n_rows), per round
+    n_adc MUX settings and conversions, per SL sensed one shift-and-add, per D one accumulation."""
+    g = {k: int(c.get(k, 0)) for k in RTL_COUNTERS}
+    out = zero()
+    out.update({k: g[k] for k in ("bl_pulses", "sl_selections", "diff_subs", "fm_reads", "fm_writes", "requant_ops",
+                                  "pool_ops", "softmax_ops", "set_pulses", "reset_pulses", "verify_reads")})
+    out.update(read_slots=g["slot_reads"], wl_selections=g["slot_reads"] * n_rows, sh_samples=g["slot_reads"] * n_rows,
+               mux_switches=g["conv_rounds"] * n_adc, adc_conversions=g["conv_rounds"] * n_adc,
+               shift_adds=g["sl_selections"], acc_adds=g["diff_subs"], link_bytes=int(c.get("link_bytes", 0)))
+    return out
+
+
+def counter_diff(after: dict, before: dict, bits: int = 32) -> dict:
+    """Counter differences modulo 2**bits (the RTL's counters wrap)."""
+    mask = (1 << bits) - 1
+    return {k: (int(after[k]) - int(before.get(k, 0))) & mask for k in after}

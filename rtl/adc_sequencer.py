@@ -17,7 +17,8 @@ at most pulse_cycles of them, so they end before the next slot's sample.
                                        after their adc_start): slot, MUX select, rotation
                                        row_base % n_adc of the group
   cv_row_base                     Out  row base of the slot being converted
-  conv_rounds                     Out 32  counter: conversion rounds
+  conv_rounds                     Out 32  counter: conversion rounds (x n_adc: golden.activity
+                                       adc_conversions, mux_switches)
 """
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring

@@ -15,7 +15,9 @@ back to back, so a group takes exactly input_bits * pulse_cycles cycles.
   row_base, n_out, tag   Out  the group being pulsed
   group_end   Out 1      registered: the group's last cycle (also for a null group)
   busy        Out 1      a group is being pulsed
-  slot_reads  Out 32     counter: slots sampled
+  slot_reads  Out 32     counter: slots sampled (golden.activity read_slots)
+  bl_pulses   Out 32     counter: BL pulses, the BLs high in each sampled slot (golden.activity)
+  sl_selections Out 32   counter: SLs sensed, 2 * n_out per sampled slot (golden.activity)
 """
 from amaranth.hdl import Mux, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -47,7 +49,7 @@ class BitserialEncoder(wiring.Component):
             "row_base": Out(_bits(n_rows)), "n_out": Out(_bits(max_out + 1)), "tag": Out(tag_bits),
             "group_end": Out(1),
             "busy": Out(1),
-            "slot_reads": Out(32),
+            "slot_reads": Out(32), "bl_pulses": Out(32), "sl_selections": Out(32),
         })
 
     def elaborate(self, platform):
@@ -113,7 +115,19 @@ class BitserialEncoder(wiring.Component):
         ]
         with m.If(sample):
             m.d.sync += self.slot_reads.eq(self.slot_reads + 1)
+        self._activity(m, bits, sample, cur.n_out)
         return m
+
+    def _activity(self, m, bits, sample, n_out):
+        """Activity counters (golden/activity.py), registered increments: the popcount of the
+        slot's BL enables in two registered stages (nibbles, then their sum), then the add."""
+        nib = [bits[i:i + 4] for i in range(0, self.n_bl, 4)]
+        pc_nib = [Signal(3, name=f"pc_nib{i}") for i in range(len(nib))]
+        m.d.sync += [p.eq(Mux(sample, sum(b[j] for j in range(len(b))), 0)) for p, b in zip(pc_nib, nib)]
+        pc = Signal(range(self.n_bl + 1))
+        sl = Signal(len(n_out) + 1)
+        m.d.sync += [pc.eq(sum(pc_nib)), sl.eq(Mux(sample, n_out << 1, 0)),
+                     self.bl_pulses.eq(self.bl_pulses + pc), self.sl_selections.eq(self.sl_selections + sl)]
 
 
 def default_instances():

@@ -168,6 +168,11 @@ class Controller(wiring.Component):
             "slot_reads": Out(32),      # totals since reset
             "conv_rounds": Out(32),
             "lane_idle": Out(32),       # lane-cycles with no group while a step runs (stalls)
+            # activity counters (golden/activity.py), totals since reset, each counted by the unit
+            # doing the work: lanes (bitserial_encoder, differential), gather, post, softmax
+            "bl_pulses": Out(32), "sl_selections": Out(32), "diff_subs": Out(32), "fm_reads": Out(32),
+            "fm_writes": Out(32), "requant_ops": Out(32), "pool_ops": Out(32), "softmax_ops": Out(32),
+            "img_start": Out(1),        # pulse: an image starts (the co-simulation splits the counts per image)
             "overrun": Out(1),          # sticky: a position finished before the previous was stored
             "set_pulses": Out(32),      # programming totals since reset: SET / RESET pulses sent to the
             "reset_pulses": Out(32),    # PE board, verify reads (write-verify reads + the pair
@@ -264,7 +269,17 @@ class Controller(wiring.Component):
         m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(rs.held),
                      ib.start.eq(seq.start), ib.free.eq(post.done & step_oh[0])]
         self._status(m, seq, ib, rs, fdr, ps, lanes)
+        self._activity(m, seq, lanes, gat, post, rs)
         return m
+
+    def _activity(self, m, seq, lanes, gat, post, rs):
+        """The units' activity counters, collected (golden/activity.py from_counters: the keys)."""
+        for k in ("bl_pulses", "sl_selections", "diff_subs"):
+            m.d.comb += getattr(self, k).eq(sum(getattr(ln, k) for ln in lanes))
+        m.d.comb += [self.fm_reads.eq(gat.fm_reads + post.pool_ops),   # patch reads + pooling reads
+                     self.fm_writes.eq(post.fm_writes), self.requant_ops.eq(post.requant_ops),
+                     self.pool_ops.eq(post.pool_ops), self.softmax_ops.eq(rs.softmax_ops),
+                     self.img_start.eq(seq.start)]
 
     def _programming(self, m):
         """The programming path (rtl/programming.py) or, as a replica, the `upd_out` port; -> the

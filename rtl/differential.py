@@ -10,6 +10,7 @@ group: lanes in lockstep deliver together.
   s                      In   2 * max_out x u(sum_bits): the group's sums (rtl/shift_add.py `fin`)
   res                    Out  stream {d: max_out x s(sum_bits + 1), tag}; valid for one cycle,
                               ready ignored (the consumer always accepts)
+  diff_subs              Out  32: counter of the subtractions made, n_out per group (golden.activity)
 """
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -32,6 +33,7 @@ class Differential(wiring.Component):
             "group_end": In(1), "tag": In(tag_bits), "n_out": In(_bits(max_out + 1)),
             "s": In(data.ArrayLayout(unsigned(sum_bits), 2 * max_out)),
             "res": Out(stream.Signature(self.res_layout)),
+            "diff_subs": Out(32),
         })
 
     def elaborate(self, platform):
@@ -44,6 +46,8 @@ class Differential(wiring.Component):
         with m.Elif(rt != 0):
             m.d.sync += rt.eq(rt - 1)
         m.d.comb += self.res.valid.eq(rt == 1)
+        with m.If(rt == 1):
+            m.d.sync += self.diff_subs.eq(self.diff_subs + done_n_out)
         for o in range(self.max_out):
             d = Signal(signed(self.d_bits), name=f"d{o}")
             m.d.comb += d.eq(Mux(o < done_n_out, self.s[2 * o] - self.s[2 * o + 1], 0))

@@ -21,6 +21,8 @@ order within a position.
   active     In  1    the issuer runs (rtl/sequencer.py `issue`)
   restart    In  1    the position counters restart (a new step): they hold 0 from the next cycle
   end        Out 1    pulse: the step's last group slot has been handed over
+  fm_reads   Out 32   counter: the map reads of the patches, one per valid in-bounds tap of a lane
+                      (zero padding and null groups read nothing; golden.activity fm_reads)
 
 Timing: address generation is pipelined (ho, wo, gi are stable during a gather): tap jj is issued
 (stage 0); its table entry is registered (1), then y/x (2), y*(w*c), x*c and the in-bounds flag
@@ -68,6 +70,7 @@ class Gather(wiring.Component):
             "img_data": In(data.ArrayLayout(32, len(steps[0].lanes))),
             "step": In(range(len(steps) + 1)), "step_oh": In(len(steps)), "sc": In(Sequencer.const_layout),
             "active": In(1), "restart": In(1), "end": Out(1),
+            "fm_reads": Out(32),
         }
         for f in range(len(steps) - 1):
             ports[f"fm{f}_data"] = In(data.ArrayLayout(8, len(steps[f + 1].lanes)))
@@ -94,6 +97,10 @@ class Gather(wiring.Component):
         # gather FSM: jj issues the taps; the data of the tap at the last stage goes into the patches
         with m.If(s.g_v[0]):
             m.d.sync += s.jj.eq(s.jj + 1)
+        # activity counter: the lanes' reads at the last stage, counted a cycle later (registered)
+        n_rd = Signal(range(NL + 1))
+        m.d.sync += [n_rd.eq(Mux(s.g_v[GL], sum(s.q_inb[li] for li in range(NL)), 0)),
+                     self.fm_reads.eq(self.fm_reads + n_rd)]
         with m.If(s.g_v[GL]):
             for li in range(NL):
                 m.d.sync += s.patches[li][s.g_j[GL]].eq(Mux(s.q_inb[li], rd_data[li], 0))

@@ -88,6 +88,15 @@ def ctrl_block(image_words=None, classes=None, result_words=None, th_code=15) ->
         R("slot_reads", access="ro", doc="Bit-serial slot reads since reset (all lanes)."),
         R("conv_rounds", access="ro", doc="ADC conversion rounds since reset (32 conversions each)."),
         R("lane_idle", access="ro", doc="Lane-cycles without a group while a step runs (stalls)."),
+        # activity counters since reset (golden/activity.py: from_counters gives the activity keys)
+        R("bl_pulses", access="ro", doc="BL read pulses since reset (BLs high in each slot read)."),
+        R("sl_selections", access="ro", doc="SLs sensed since reset (2 n_out per slot read; = shift-and-adds)."),
+        R("diff_subs", access="ro", doc="Differential sums D made since reset (= accumulations)."),
+        R("fm_reads", access="ro", doc="Feature-map / image RAM reads since reset (patch taps + pooling reads)."),
+        R("fm_writes", access="ro", doc="Feature-map RAM writes since reset."),
+        R("requant_ops", access="ro", doc="Bounded ReLU + requantisations since reset."),
+        R("pool_ops", access="ro", doc="Max-pool compares since reset."),
+        R("softmax_ops", access="ro", doc="Softmax class evaluations since reset."),
         R("set_pulses", access="ro", doc="SET programming pulses sent to the PE board since reset."),
         R("reset_pulses", access="ro", doc="RESET programming pulses sent to the PE board since reset."),
         R("verify_reads", access="ro", doc="Verify reads of the controller (write-verify and pair programmer)."),
@@ -109,8 +118,9 @@ def ctrl_block(image_words=None, classes=None, result_words=None, th_code=15) ->
                      windows={"counters": ("cycles", "busy"), "params": ("image_words", "host_version")})
 
 
-COUNTER_PORTS = ("cycles", "timestamp", "slot_reads", "conv_rounds", "lane_idle", "set_pulses", "reset_pulses",
-                 "verify_reads", "status", "overrun", "busy")
+COUNTER_PORTS = ("cycles", "timestamp", "slot_reads", "conv_rounds", "lane_idle", "bl_pulses", "sl_selections",
+                 "diff_subs", "fm_reads", "fm_writes", "requant_ops", "pool_ops", "softmax_ops", "set_pulses",
+                 "reset_pulses", "verify_reads", "status", "overrun", "busy")
 
 
 def controller_blocks(ctrl=None) -> list:

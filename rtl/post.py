@@ -21,6 +21,8 @@ Signature (plain signals: the controller's accumulator hands a position over as 
   m        In(16): the step's requant multiplier M (a register; the shift is per step, wired).
   wr[i]    Out: write port (en, addr, data) of feature map i + 1 (all its copies).
   rd[i]    Out: read port (addr, data one cycle later) of feature map i + 1's `rmw` copy.
+  requant_ops, fm_writes, pool_ops  Out(32): activity counters (golden/activity.py): channels
+           requantised, map writes, max-pool compares (each with its read of the pooled cell).
 The step constants follow `step` one cycle later; every use is at least two cycles after a step
 change. Conv steps have >= 2 output channels, so a position lasts >= 2 cycles (the counters' next
 values and "last" flags are registers computed in between).
@@ -54,6 +56,7 @@ class Post(wiring.Component):
             "oh1": In(8), "ow1": In(8), "no1": In(8), "no2": In(8), "m": In(16),
             "wr": Out(FmWrite).array(ns - 1),
             "rd": Out(FmRead).array(ns - 1),
+            "requant_ops": Out(32), "fm_writes": Out(32), "pool_ops": Out(32),
         })
 
     def elaborate(self, platform):
@@ -123,6 +126,13 @@ class Post(wiring.Component):
                             m.d.comb += [self.wr[si].en.eq(1), self.wr[si].addr.eq(q_addr[QL]),
                                          self.wr[si].data.eq(Mux(q_first[QL] | (q_act4 > q_old), q_act4, q_old))]
         self._counters(m, mp, post_go, po_last, last_pos, (po, pho, pwo, prh, prw, prow, pbase))
+        # activity counters at the last stage (its flags are registers)
+        with m.If(q_v[QL]):
+            m.d.sync += self.requant_ops.eq(self.requant_ops + 1)
+        with m.If(q_go[QL]):
+            m.d.sync += self.fm_writes.eq(self.fm_writes + 1)
+        with m.If(q_go[QL] & ~q_first[QL]):
+            m.d.sync += self.pool_ops.eq(self.pool_ops + 1)
         with m.If(q_v[QL] & q_end[QL]):
             m.d.sync += self.done.eq(1)
         with m.If(self.done):

@@ -59,6 +59,9 @@ class ReadLane(wiring.Component):
             "busy": Out(1),
             "slot_reads": Out(32),       # counters: slots pulsed, conversion rounds
             "conv_rounds": Out(32),
+            "bl_pulses": Out(32),        # activity counters of the units (golden/activity.py)
+            "sl_selections": Out(32),
+            "diff_subs": Out(32),
         })
 
     def elaborate(self, platform):
@@ -70,7 +73,8 @@ class ReadLane(wiring.Component):
         pe = self.pe
         wiring.connect(m, wiring.flipped(self.cmd), enc.cmd)
         m.d.comb += [pe.bl.eq(enc.bl), pe.pulse.eq(enc.pulse), pe.sh_sample.eq(enc.sh_sample),
-                     pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads)]
+                     pe.sh_bank.eq(enc.sh_bank), self.busy.eq(enc.busy), self.slot_reads.eq(enc.slot_reads),
+                     self.bl_pulses.eq(enc.bl_pulses), self.sl_selections.eq(enc.sl_selections)]
         m.d.comb += [seq.sample.eq(enc.sample), seq.slot.eq(enc.slot), seq.row_base.eq(enc.row_base),
                      seq.n_out.eq(enc.n_out)]
         m.d.comb += [pe.adc_start.eq(seq.adc_start), pe.adc_bank.eq(seq.adc_bank), pe.adc_sel.eq(seq.adc_sel),
@@ -78,6 +82,6 @@ class ReadLane(wiring.Component):
         m.d.comb += [sa.adc_valid.eq(pe.adc_valid), sa.adc_codes.eq(pe.adc_codes), sa.rv_slot.eq(seq.rv_slot),
                      sa.rv_sel.eq(seq.rv_sel), sa.rv_rot.eq(seq.rv_rot), sa.cv_row_base.eq(seq.cv_row_base)]
         m.d.comb += [diff.group_end.eq(enc.group_end), diff.tag.eq(enc.tag), diff.n_out.eq(enc.n_out),
-                     diff.s.eq(sa.fin)]
+                     diff.s.eq(sa.fin), self.diff_subs.eq(diff.diff_subs)]
         wiring.connect(m, diff.res, wiring.flipped(self.res))
         return m

@@ -56,6 +56,7 @@ class ResultStage(wiring.Component):
             "result": Out(stream.Signature(self.result_layout)),
             "held": Out(1), "busy": Out(1),
             "delta": Out(signed(17)), "delta_load": Out(n_classes), "done": Out(1),
+            "softmax_ops": Out(32),     # the softmax's activity counter (rtl/softmax.py `ops`)
         })
 
     def elaborate(self, platform):
@@ -72,7 +73,7 @@ class ResultStage(wiring.Component):
             m.d.sync += final_ready.eq(1)
 
         m.submodules.softmax = sm = Softmax(K, self.logit_bits)
-        m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh)]
+        m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh), self.softmax_ops.eq(sm.ops)]
         am_busy = self.busy      # logits being fed / outputs being collected
         sm_i = Signal(range(K + 1))
         sm_z = [Signal(signed(self.logit_bits), name=f"smz{o}") for o in range(K)]

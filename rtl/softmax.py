@@ -61,6 +61,7 @@ class Softmax(wiring.Component):
             "o": Out(stream.Signature(self.out_layout)),
             "m": In(unsigned(m_bits)),
             "sh": In(unsigned(sh_bits)),
+            "ops": Out(32),     # activity counter: classes evaluated (e into the sum; golden/activity.py)
         })
 
     def elaborate(self, platform):
@@ -106,6 +107,8 @@ class Softmax(wiring.Component):
         # read addresses outside the FSM: no state decode before the (LUT-RAM) reads
         m.d.comb += [s.z_rd.addr.eq(s.j), s.e_rd.addr.eq(cnt), s.e_wr.addr.eq(s.j4), s.e_wr.data.eq(s.e4),
                      s.e_wr.en.eq(s.v4)]
+        with m.If(s.v4):
+            m.d.sync += self.ops.eq(self.ops + 1)
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 

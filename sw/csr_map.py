@@ -16,7 +16,7 @@ class Reg(NamedTuple):
     doc: str
 
 
-MAP_HASH = 0x46d0894a
+MAP_HASH = 0xbb2a17db
 ADDR_WIDTH = 6
 SIZE = 64
 
@@ -50,24 +50,32 @@ CTRL_TIMESTAMP = 0x0024
 CTRL_SLOT_READS = 0x0025
 CTRL_CONV_ROUNDS = 0x0026
 CTRL_LANE_IDLE = 0x0027
-CTRL_SET_PULSES = 0x0028
-CTRL_RESET_PULSES = 0x0029
-CTRL_VERIFY_READS = 0x002a
-CTRL_HOST_READS = 0x002b
-CTRL_STATUS = 0x002c
-CTRL_OVERRUN = 0x002d
-CTRL_BUSY = 0x002e
-CTRL_IMAGE_WORDS = 0x002f
-CTRL_CLASSES = 0x0030
-CTRL_RESULT_WORDS = 0x0031
-CTRL_HOST_VERSION = 0x0032
+CTRL_BL_PULSES = 0x0028
+CTRL_SL_SELECTIONS = 0x0029
+CTRL_DIFF_SUBS = 0x002a
+CTRL_FM_READS = 0x002b
+CTRL_FM_WRITES = 0x002c
+CTRL_REQUANT_OPS = 0x002d
+CTRL_POOL_OPS = 0x002e
+CTRL_SOFTMAX_OPS = 0x002f
+CTRL_SET_PULSES = 0x0030
+CTRL_RESET_PULSES = 0x0031
+CTRL_VERIFY_READS = 0x0032
+CTRL_HOST_READS = 0x0033
+CTRL_STATUS = 0x0034
+CTRL_OVERRUN = 0x0035
+CTRL_BUSY = 0x0036
+CTRL_IMAGE_WORDS = 0x0037
+CTRL_CLASSES = 0x0038
+CTRL_RESULT_WORDS = 0x0039
+CTRL_HOST_VERSION = 0x003a
 
 REGISTERS = {
     'link_id': Reg('link_id', 0x0000, 32, 'ro', 0x4d434e4e, True,
         "ID magic 0x4D434E4E ('MCNN')."),
     'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x20000, True,
         'Link protocol version, major << 16 | minor.'),
-    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x46d0894a, True,
+    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0xbb2a17db, True,
         'CRC-32 of the CSR map (names, addresses, widths, access); equals sw/csr_map.MAP_HASH.'),
     'link_n_pe': Reg('link_n_pe', 0x0003, 8, 'ro', 0x8, True,
         'Number of processing elements (memristor arrays).'),
@@ -125,29 +133,45 @@ REGISTERS = {
         'ADC conversion rounds since reset (32 conversions each).'),
     'ctrl_lane_idle': Reg('ctrl_lane_idle', 0x0027, 32, 'ro', 0x0, False,
         'Lane-cycles without a group while a step runs (stalls).'),
-    'ctrl_set_pulses': Reg('ctrl_set_pulses', 0x0028, 32, 'ro', 0x0, False,
+    'ctrl_bl_pulses': Reg('ctrl_bl_pulses', 0x0028, 32, 'ro', 0x0, False,
+        'BL read pulses since reset (BLs high in each slot read).'),
+    'ctrl_sl_selections': Reg('ctrl_sl_selections', 0x0029, 32, 'ro', 0x0, False,
+        'SLs sensed since reset (2 n_out per slot read; = shift-and-adds).'),
+    'ctrl_diff_subs': Reg('ctrl_diff_subs', 0x002a, 32, 'ro', 0x0, False,
+        'Differential sums D made since reset (= accumulations).'),
+    'ctrl_fm_reads': Reg('ctrl_fm_reads', 0x002b, 32, 'ro', 0x0, False,
+        'Feature-map / image RAM reads since reset (patch taps + pooling reads).'),
+    'ctrl_fm_writes': Reg('ctrl_fm_writes', 0x002c, 32, 'ro', 0x0, False,
+        'Feature-map RAM writes since reset.'),
+    'ctrl_requant_ops': Reg('ctrl_requant_ops', 0x002d, 32, 'ro', 0x0, False,
+        'Bounded ReLU + requantisations since reset.'),
+    'ctrl_pool_ops': Reg('ctrl_pool_ops', 0x002e, 32, 'ro', 0x0, False,
+        'Max-pool compares since reset.'),
+    'ctrl_softmax_ops': Reg('ctrl_softmax_ops', 0x002f, 32, 'ro', 0x0, False,
+        'Softmax class evaluations since reset.'),
+    'ctrl_set_pulses': Reg('ctrl_set_pulses', 0x0030, 32, 'ro', 0x0, False,
         'SET programming pulses sent to the PE board since reset.'),
-    'ctrl_reset_pulses': Reg('ctrl_reset_pulses', 0x0029, 32, 'ro', 0x0, False,
+    'ctrl_reset_pulses': Reg('ctrl_reset_pulses', 0x0031, 32, 'ro', 0x0, False,
         'RESET programming pulses sent to the PE board since reset.'),
-    'ctrl_verify_reads': Reg('ctrl_verify_reads', 0x002a, 32, 'ro', 0x0, False,
+    'ctrl_verify_reads': Reg('ctrl_verify_reads', 0x0032, 32, 'ro', 0x0, False,
         'Verify reads of the controller (write-verify and pair programmer).'),
-    'ctrl_host_reads': Reg('ctrl_host_reads', 0x002b, 32, 'ro', 0x0, False,
+    'ctrl_host_reads': Reg('ctrl_host_reads', 0x0033, 32, 'ro', 0x0, False,
         "Verify reads of the host's READ command."),
-    'ctrl_status': Reg('ctrl_status', 0x002c, 8, 'ro', 0x0, False,
+    'ctrl_status': Reg('ctrl_status', 0x0034, 8, 'ro', 0x0, False,
         'Training path state: 0 feeding, 1 feeding V, 2 finish pending, 3 update engine ready, 4 '
         'engine output valid, 5 pair programmer busy, 6 pair programmer command ready, 7 softmax '
         'busy.'),
-    'ctrl_overrun': Reg('ctrl_overrun', 0x002d, 1, 'ro', 0x0, False,
+    'ctrl_overrun': Reg('ctrl_overrun', 0x0035, 1, 'ro', 0x0, False,
         'Sticky: a position finished before the previous was stored.'),
-    'ctrl_busy': Reg('ctrl_busy', 0x002e, 1, 'ro', 0x0, False,
+    'ctrl_busy': Reg('ctrl_busy', 0x0036, 1, 'ro', 0x0, False,
         'An image, a result or training work is in flight.'),
-    'ctrl_image_words': Reg('ctrl_image_words', 0x002f, 16, 'ro', 0xc5, True,
+    'ctrl_image_words': Reg('ctrl_image_words', 0x0037, 16, 'ro', 0xc5, True,
         'Words of one image in INFER/TRAIN (pixel words + the label word).'),
-    'ctrl_classes': Reg('ctrl_classes', 0x0030, 8, 'ro', 0xa, True,
+    'ctrl_classes': Reg('ctrl_classes', 0x0038, 8, 'ro', 0xa, True,
         'Classes (logits) of a result.'),
-    'ctrl_result_words': Reg('ctrl_result_words', 0x0031, 16, 'ro', 0x1f, True,
+    'ctrl_result_words': Reg('ctrl_result_words', 0x0039, 16, 'ro', 0x1f, True,
         'Words of one INFER/TRAIN result: cls, logits, p, delta.'),
-    'ctrl_host_version': Reg('ctrl_host_version', 0x0032, 32, 'ro', 0x10000, True,
+    'ctrl_host_version': Reg('ctrl_host_version', 0x003a, 32, 'ro', 0x10000, True,
         'Version of the STREAM command set (rtl/host.py), major << 16 | minor.'),
 }
 
@@ -160,8 +184,8 @@ BLOCKS = {
 WINDOWS = {
     'link_identify': (0x0000, 10),
     'link_status': (0x000b, 8),
-    'ctrl_counters': (0x0023, 12),
-    'ctrl_params': (0x002f, 4),
+    'ctrl_counters': (0x0023, 20),
+    'ctrl_params': (0x0037, 4),
 }
 
 BY_ADDR = {r.addr: r for r in REGISTERS.values()}

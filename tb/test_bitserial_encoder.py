@@ -86,6 +86,11 @@ if cocotb is not None:
             assert all(b - a == B * P for a, b in zip(fires, fires[1:])), [b - a for a, b in zip(fires, fires[1:])]
         n_slots = B * sum(c["n_out"] != 0 for c in cmds)
         assert int(dut.slot_reads.value) == n_slots, (int(dut.slot_reads.value), n_slots)
+        # activity counters (golden/activity.py): the ones of the pulsed bit planes, 2 n_out SLs per slot
+        n_bl = sum(int(bitserial_encode(c["x"], B).sum()) for c in cmds if c["n_out"] != 0)
+        n_sl = B * sum(2 * c["n_out"] for c in cmds)
+        got = (int(dut.bl_pulses.value), int(dut.sl_selections.value))
+        assert got == (n_bl, n_sl), f"bl_pulses, sl_selections {got}, expected {(n_bl, n_sl)}"
         dut._log.info(f"{len(cmds)} groups, {len(trace)} cycles compared")
 
 

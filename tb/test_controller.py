@@ -22,6 +22,9 @@ def test_inference_ideal(tmp_path):
     assert r["mismatched_images"] == 0 and r["bitexact_images"] == 12
     assert r["measured_over_bound"] <= 1.10
     assert r["counters"]["overrun"] == 0
+    # the RTL's activity counters equal golden.activity on every image (checked in the session too)
+    assert r["activity_equal_golden"] and r["activity"]["images_equal_golden"] == 12
+    assert r["activity"]["per_image_mean"]["read_slots"] == 9600 and r["latency_us_per_image_board"] > 0
 
 
 @pytest.mark.parametrize("eta", [0.3])
@@ -35,4 +38,9 @@ def test_transfer_and_hybrid(tmp_path, eta):
     assert all(e["conductances_equal_golden"] and e["forward_mismatches"] == 0 for e in tr)
     assert sum(e["cells_programmed"] for e in tr) > 0
     assert r["mismatched_images"] == 0
+    # programming activity (SET, RESET, verify reads) equal golden's for the transfer and each iteration
+    ses = r["activity_programming"]
+    assert set(ses) == {"transfer", "hybrid iteration 1", "hybrid iteration 2"}
+    assert all(v["equal"] for v in ses.values())
+    assert ses["transfer"]["rtl"]["reset_pulses"] > 0 and r["activity_equal_golden"]
 

@@ -42,9 +42,10 @@ if cocotb is not None:
                 dut.res__ready.value = int(prng.random() >= p["bp"])
                 await RisingEdge(dut.clk)
         cocotb.start_soon(backpressure())
-        cyc = 0
+        cyc, n_outs = 0, []       # n_out of every group: the activity counter diff_subs sums them
         for t in range(p["groups"]):
             n_out = [MO, 0, MO, 1][t] if t < 4 else int(rng.integers(0, MO + 1))
+            n_outs.append(n_out)
             s = rng.integers(0, 1 << 16, 2 * MO)
             if t == 0:
                 s[0::2], s[1::2] = 65535, 0
@@ -56,14 +57,18 @@ if cocotb is not None:
             dut.tag.value, dut.n_out.value, dut.group_end.value = t & 0xFF, n_out, 1
             d = [int(v) for v in differential(s[:2 * n_out].astype(np.int64))] + [0] * (MO - n_out)
             exp.append((cyc + P + 5, d, t & 0xFF))
-            for _ in range(B * P + (prng.randrange(8) if prng.random() < p["idle"] else 0)):
+            for i in range(B * P + (prng.randrange(8) if prng.random() < p["idle"] else 0)):
                 await ReadOnly()
                 if int(dut.res__valid.value):
                     got.append((cyc, harness.unpack(blk.res_layout, int(dut.res__payload.value))))
                 await RisingEdge(dut.clk)
+                if i == 0:      # the encoder's n_out moves on (the next group): the result keeps its own
+                    dut.n_out.value = 0 if n_out else MO
                 dut.group_end.value = 0
                 cyc += 1
         assert len(got) == len(exp), (len(got), len(exp))
+        subs = sum(n_outs)
+        assert int(dut.diff_subs.value) == subs, f"diff_subs {int(dut.diff_subs.value)}, expected {subs}"
         w = blk.d_bits
         for (gc, g), (ec, d, tag) in zip(got, exp):
             raw = int(g["d"])

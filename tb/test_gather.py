@@ -65,6 +65,22 @@ def expected_items(maps, n_lanes, n_bl):
     return out
 
 
+def expected_reads(maps):
+    """Per step, the map reads of its patches (golden/activity.py fm_reads, the gather's part): the
+    taps of a group inside the map, counted as the group patch of an all-ones map (padding is 0)."""
+    from golden import cnn
+    from golden.mapping import build_mapping, group_patch
+    mp = build_mapping()
+    out = []
+    for L, x in zip(cnn.weight_layers(), maps):
+        ones = np.ones_like(x)
+        oh, ow = ((x.shape[0] + 2 * L.pad - L.k + 1, x.shape[1] + 2 * L.pad - L.k + 1)
+                  if isinstance(L, cnn.Conv) else (1, 1))
+        out.append(sum(int(group_patch(ones, L, g, ho, wo).sum()) for g in mp.groups[L.name]
+                       for ho in range(oh) for wo in range(ow)))
+    return out
+
+
 if cocotb is not None:
     async def ram(dut, blk, maps):
         """The controller's RAMs: each lane's address read back a cycle later (image words of 4 pixels)."""
@@ -104,6 +120,7 @@ if cocotb is not None:
 
     @cocotb.test()
     async def gather_steps(dut):
+        from cocotb.triggers import RisingEdge
         from golden import cnn
         from tb.test_sequencer import golden_steps
         p = harness.params()
@@ -118,8 +135,13 @@ if cocotb is not None:
         sink = harness.StreamSink(dut, "cmd", dut.clk, None, backpressure=p["bp"], rng=random.Random(p["seed"]))
         cocotb.start_soon(sink.run())
         n = 0
+        reads = np.cumsum(expected_reads(maps))
         for si, k in enumerate(golden_steps()):
             await run_step(dut, si, k, len(blk.steps))
+            for _ in range(3):                        # the counter lags the patch writes by a cycle
+                await RisingEdge(dut.clk)
+            assert int(dut.fm_reads.value) == reads[si], f"step {si}: fm_reads {int(dut.fm_reads.value)}, " \
+                                                         f"expected {reads[si]}"
             got = sink.items[n:]
             n += len(exp[si])
             assert len(got) == len(exp[si]), f"step {si}: {len(got)} slots, expected {len(exp[si])}"

@@ -76,6 +76,7 @@ async def _post_random(dut):
     for k, mem in enumerate(mems):
         cocotb.start_soon(_ram(dut, mem, k))
     dut.go.value = 0
+    n_rq = n_wr = n_pool = 0      # expected activity counters (golden/activity.py), running totals
     for img in range(p["images"]):
         for si, st in enumerate(steps[:-1]):
             (oh, ow), oc, (m, sh) = st.out_hw, st.n_out, st.requant
@@ -106,6 +107,13 @@ async def _post_random(dut):
             got = np.asarray(mems[si]).reshape(st.out_shape)
             assert np.array_equal(got, exp), (f"image {img} step {si}: cells differ at "
                                               f"{np.argwhere(got != exp)[:5].tolist()}")
+            # every channel requantised; the values inside windows written; all but a window's first compared
+            pl = st.pool
+            n_in = (oh // pl * pl) * (ow // pl * pl) * oc
+            n_rq, n_wr, n_pool = n_rq + oh * ow * oc, n_wr + n_in, n_pool + n_in - (oh // pl) * (ow // pl) * oc
+            got_c = (int(dut.requant_ops.value), int(dut.fm_writes.value), int(dut.pool_ops.value))
+            want = (n_rq, n_wr, n_pool)
+            assert got_c == want, f"image {img} step {si}: requant, writes, pool counters {got_c}, expected {want}"
             dut._log.info(f"image {img} step {si}: {oh}x{ow}x{oc} -> {st.out_shape} equal golden")
 
 

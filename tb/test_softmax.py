@@ -111,6 +111,8 @@ async def _unit(dut, prefix, p, seed):
                       f"{cyc:.0f} cycles")
     await harness.idle_cycles(dut.clk, 5)
     assert len(sink.items) == total, f"{prefix}: extra output items"
+    # activity counter (golden/activity.py softmax_ops): one per class of every vector
+    assert int(u.ops.value) == total, f"{prefix}: softmax ops {int(u.ops.value)}, expected {total}"
     dut._log.info(f"{prefix}: {total} (index, p, delta, argmax) outputs compared; latency {lat} cycles, "
                   f"{per_vec:.1f} cycles per vector at full rate")
 

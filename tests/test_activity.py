@@ -122,3 +122,15 @@ def test_crossbar_counts_pulses_by_direction():
     c = programming_activity(before, xb.counters)
     assert c["set_pulses"] + c["reset_pulses"] == xb.counters["pulses"] - before["pulses"]
     assert c["reset_pulses"] >= 2 and c["verify_reads"] == xb.counters["verify_reads"] - before["verify_reads"]
+
+
+def test_from_counters_and_wrap():
+    from golden.activity import counter_diff, from_counters
+    raw = {"slot_reads": 3, "conv_rounds": 5, "bl_pulses": 7, "sl_selections": 24, "diff_subs": 12, "fm_reads": 9,
+           "fm_writes": 4, "requant_ops": 6, "pool_ops": 2, "softmax_ops": 10, "set_pulses": 1, "reset_pulses": 2,
+           "verify_reads": 4}
+    c = from_counters(raw, n_rows=128, n_adc=32)
+    assert (c["read_slots"], c["wl_selections"], c["sh_samples"]) == (3, 384, 384)
+    assert (c["mux_switches"], c["adc_conversions"], c["shift_adds"], c["acc_adds"]) == (160, 160, 24, 12)
+    assert c["bl_pulses"] == 7 and c["link_bytes"] == 0 and set(c) == set(ACTIVITY_KEYS)
+    assert counter_diff({"bl_pulses": 5}, {"bl_pulses": 0xFFFFFFFE}) == {"bl_pulses": 7}

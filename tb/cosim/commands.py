@@ -95,10 +95,20 @@ def sim(args):
               + (f"; {c['set_pulses']} SET + {c['reset_pulses']} RESET pulses, {c['verify_reads']} verify reads"
                  if c.get("set_pulses", 0) + c.get("reset_pulses", 0) + c.get("verify_reads", 0) else "")
               + (" (equal to golden)" if c.get("counters_match_golden") else ""))
+    if "activity" in r:
+        a = r["activity"]["per_image_mean"]
+        print(f"  activity per image (mean)    {a['bl_pulses']:.0f} BL pulses, {a['adc_conversions']:.0f} ADC "
+              f"conversions, {a['fm_reads']:.0f} map reads; equal to golden on "
+              f"{r['activity']['images_equal_golden']}/{r['images']} images"
+              + (", programming sessions too" if r.get("activity_programming") else ""))
+    if "latency_us_per_image" in r:
+        print(f"  latency per image            {r['latency_us_per_image']:.1f} us (co-simulation top, "
+              f"{r['latency']['cosim_clock_mhz']:.0f} MHz), {r['latency_us_per_image_board']:.1f} us (ZC706 board, "
+              f"PHY ticks {r['latency']['board_tick_cycles_by_converting_pes']} cycles)")
     if "error" in r:
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")
-    return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
+    return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r and r.get("activity_equal_golden", True) else 1
 
 
 def sim_replicated(args):

@@ -21,8 +21,8 @@ from tb import harness
 from tb.cosim import sim_top
 
 
-async def _infer(dut, ctrl, x, y, desc, progress):
-    return await sim_top.infer(dut, ctrl.result_layout, x, y, desc, progress)
+async def _infer(dut, ctrl, x, y, desc, progress, activity=False):
+    return await sim_top.infer(dut, ctrl.result_layout, x, y, desc, progress, activity=activity)
 
 
 def _golden(dp, x, y):
@@ -90,6 +90,7 @@ async def _transfer(dut, p, w, ctrl, mapping, progress, report):
     pl = plan(mapping, w.int_w)
     cells = [(int(a), int(b), int(c), level_target_code(int(lv)))
              for a, b, c, lv in zip(pl.pe, pl.row, pl.bl, pl.level)]
+    c0, g0 = _prog_counters(dut), dict(gold_xb.counters)
     bar = tqdm(total=len(cells), desc="transfer (RTL write-verify)", unit="cell", disable=not progress)
     t0 = time.perf_counter()
     res = await sim_top.serve_programming(dut, dut.clk, sim_top.CrossbarBackend(xb, ctrl), cells,
@@ -100,6 +101,7 @@ async def _transfer(dut, p, w, ctrl, mapping, progress, report):
     bad = [i for i, (r, g) in enumerate(zip(res, gres))
            if (bool(r["ok"]), r["pulses"], r["final_code"]) != (g.ok, g.pulses, g.final_code)]
     same_g = bool(np.array_equal(xb.g, gold_xb.g))
+    _prog_session(report, "transfer", dut, c0, g0, gold_xb)
     report["stages"]["transfer"] = {
         "cells": len(cells), "failed_cells": int(sum(not r["ok"] for r in res)),
         "pulses_mean": float(np.mean([r["pulses"] for r in res])),
@@ -119,7 +121,9 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
     t0 = time.perf_counter()
     g, gd = _golden(dp, x, y)
     t_golden = time.perf_counter() - t0
-    res, t_inf = await _infer(dut, ctrl, x, y, "inference (RTL)", progress)
+    req0 = _req_cycles(dut, ctrl)
+    res, t_inf = await _infer(dut, ctrl, x, y, "inference (RTL)", progress, activity=True)
+    req = [b - a for a, b in zip(req0, _req_cycles(dut, ctrl))]
     mism = _compare(res, g, gd)
     cls = np.array([r["cls"] for r in res])
     ts = np.array([r["timestamp"] for r in res])
@@ -136,7 +140,68 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
         "bound_cycles_per_image": bound["cycles"], "bound_per_layer": bound["per_layer"],
         "measured_over_bound": round(period / bound["cycles"], 4),
         "cosim_images_per_s": round(n / t_inf, 2), "golden_images_per_s": round(n / t_golden, 1)})
+    _activity(report, res, g, x, ctrl)
+    report.update(_latency(ctrl, period, [r / n for r in req]))
     assert not mism, f"{len(mism)} images differ from the golden datapath: {mism[:10]}"
+    assert report["activity_equal_golden"], f"activity differs from golden: {report['activity']['mismatches']}"
+
+
+def _req_cycles(dut, ctrl):
+    """SimTop's counts of controller cycles in which k = 1..n_lanes PEs start a conversion."""
+    return [int(getattr(dut, f"req{k + 1}_cycles").value) for k in range(ctrl.n_lanes)]
+
+
+def _activity(report, res, g, x, ctrl):
+    """Per image, the RTL's activity counters (their growth over the image) against golden.activity;
+    report: the golden per-image means per layer and in total, mismatching images (first 10)."""
+    from golden.activity import ACTIVITY_KEYS, from_counters, inference_activity
+    act = inference_activity(g.activations, x)
+    bad = []
+    for i, r in enumerate(res):
+        rtl = from_counters(r["activity"], ctrl.n_rows, ctrl.n_adc)
+        gold = {k: int(act["total"][k][i]) for k in ACTIVITY_KEYS}
+        if rtl != gold:
+            bad.append({"image": i, "keys": {k: [rtl[k], gold[k]] for k in ACTIVITY_KEYS if rtl[k] != gold[k]}})
+    mean = {lay: {k: round(float(v.mean()), 2) for k, v in d.items() if v.any()} for lay, d in act.items()}
+    report["activity"] = {"per_image_mean": mean.pop("total"), "per_layer_mean": mean,
+                          "images_equal_golden": len(res) - len(bad), "mismatches": bad[:10]}
+    report["activity_equal_golden"] = not bad
+
+
+def _latency(ctrl, period, req_per_image):
+    """Latency per image: controller cycles x the co-simulation top's clock, and on the ZC706 board
+    configuration, each controller cycle one PHY tick whose length (system cycles, measured on the
+    PHY RTL: tb/cosim/board_tick.py) depends on how many PEs convert in it (counted by SimTop)."""
+    from tb.cosim import board_tick
+    ticks = board_tick.tick_table(ctrl, ctrl.n_lanes)
+    conv = sum(req_per_image)
+    board_cycles = (period - conv) * ticks[0] + sum(c * t for c, t in zip(req_per_image, ticks[1:]))
+    hz = board_tick.board_clock_hz()
+    return {"latency_us_per_image": round(period * sim_top.CLOCK_NS / 1000, 3),
+            "latency_us_per_image_board": round(board_cycles / hz * 1e6, 3),
+            "latency": {"cosim_clock_mhz": 1000 / sim_top.CLOCK_NS, "cycles_per_image": round(period, 1),
+                        "board_clock_mhz": hz / 1e6, "board_tick_cycles_by_converting_pes": ticks,
+                        "controller_cycles_by_converting_pes": [round(period - conv, 1)]
+                        + [round(c, 1) for c in req_per_image],
+                        "board_cycles_per_image": round(board_cycles, 1),
+                        "board_assumes": "a PE board answering at once (ready the cycle after apply, "
+                                         "reads answered next cycle): a lower bound"}}
+
+
+def _prog_counters(dut):
+    from golden.activity import PROGRAMMING_KEYS
+    return {k: int(getattr(dut, k).value) for k in PROGRAMMING_KEYS}
+
+
+def _prog_session(report, name, dut, c0, g0, gold_xb):
+    """A programming session's activity: the RTL's SET / RESET / verify-read counters' growth
+    against golden.activity.programming_activity of the golden copy's crossbar counters."""
+    from golden.activity import PROGRAMMING_KEYS, counter_diff, programming_activity
+    rtl = counter_diff(_prog_counters(dut), c0)
+    gold = {k: programming_activity(g0, gold_xb.counters)[k] for k in PROGRAMMING_KEYS}
+    ses = report.setdefault("activity_programming", {})
+    ses[name] = {"rtl": rtl, "golden": gold, "equal": rtl == gold}
+    assert rtl == gold, f"{name}: RTL programming activity {rtl}, golden {gold}"
 
 
 async def _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report):
@@ -163,11 +228,13 @@ async def _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report):
         v = cnn.flatten_chw(gg.activations[cnn.YAO2020[-2].name])
         cmds = commands(threshold(weight_update(accumulate(v, ggd), eta_m, eta_sh)), mapping, fc)
         dut.train.value = 1
+        c0, g0 = _prog_counters(dut), dict(gold_xb.counters)
         res, _ = await _infer(dut, ctrl, xt, yt, f"hybrid iteration {it + 1}/{iters}", False)
         bad_fw = _compare(res, gg, ggd)
         pres = await sim_top.finish_batch(dut, backend)
         for cmd in cmds:
             pp_gold.apply(cmd, it)
+        _prog_session(report, f"hybrid iteration {it + 1}", dut, c0, g0, gold_xb)
         same = bool(np.array_equal(xb.g, gold_xb.g))
         trace.append({"iteration": it + 1, "train_error_batch": float((np.array([r["cls"] for r in res]) != yt)
                                                                       .mean() * 100),
@@ -196,6 +263,8 @@ async def _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report):
 
 def _counters(dut, report, gold_xb):
     """The RTL's activity counters; on a device board also against the golden crossbar's own counts."""
+    report["activity_equal_golden"] = bool(report.get("activity_equal_golden", True) and all(
+        v["equal"] for v in report.get("activity_programming", {}).values()))
     report["counters"] = {
         "slot_reads": int(dut.slot_reads.value), "adc_conversion_rounds": int(dut.conv_rounds.value),
         "adc_conversions": int(dut.conv_rounds.value) * 32, "lane_idle_cycles": int(dut.lane_idle.value),

@@ -22,6 +22,10 @@ from golden.datapath import softmax_params
 from rtl.controller import Controller
 
 HDL = Path(__file__).resolve().parent / "hdl"
+CLOCK_NS = 10             # the co-simulation top's HDL clock (run(): hdl_clock_ns)
+# the controller's activity counters (golden/activity.py RTL_COUNTERS, inference part), on SimTop too
+ACT_PORTS = ("slot_reads", "conv_rounds", "bl_pulses", "sl_selections", "diff_subs", "fm_reads", "fm_writes",
+             "requant_ops", "pool_ops", "softmax_ops")
 PE_MODEL = HDL / "pe_model.v"
 CUR_BITS = 18
 
@@ -44,11 +48,20 @@ class SimTop(wiring.Component):
             "lane_idle": Out(32), "status": Out(8),
             "set_pulses": Out(32), "reset_pulses": Out(32), "verify_reads": Out(32), "busy": Out(1),
             "overrun": Out(1),
+            **(self._activity_ports(controller) if "bl_pulses" in sig else {}),
             "cfg_we": In(1), "cfg_pe": In(4), "cfg_addr": In(16), "cfg_data": In(CUR_BITS),
             # simulation-only image loader: a whole image (its controller words) in one wide
             # write, fed to the controller's image stream in HDL, so Python wakes once per image
             "img_burst": In(32 * controller.image_words), "img_go": In(1), "img_busy": Out(1),
         })
+
+    @staticmethod
+    def _activity_ports(controller):
+        """The controller's activity counters, its image-start pulse and, simulation only, the
+        controller cycles in which k PEs start a conversion (k = 1..n_lanes), for the board latency
+        (each such cycle is a PHY tick reading k PEs' codes). (The replicated top has none.)"""
+        return {**{k: Out(32) for k in ACT_PORTS[2:]}, "img_start": Out(1),
+                **{f"req{k + 1}_cycles": Out(32) for k in range(controller.n_lanes)}}
 
     def elaborate(self, platform):
         m = Module()
@@ -103,6 +116,8 @@ class SimTop(wiring.Component):
                      self.conv_rounds.eq(c.conv_rounds), self.lane_idle.eq(c.lane_idle), self.status.eq(c.status),
                      self.overrun.eq(c.overrun), self.set_pulses.eq(c.set_pulses),
                      self.reset_pulses.eq(c.reset_pulses), self.verify_reads.eq(c.verify_reads), self.busy.eq(c.busy)]
+        if "img_start" in self.signature.members:
+            self._activity(m, c)
         cfg_we = Signal(c.n_pe)
         cfg_addr, cfg_data = Signal.like(self.cfg_addr), Signal.like(self.cfg_data)
         m.d.sync += [cfg_we.eq(Mux(self.cfg_we, 1 << self.cfg_pe, 0)), cfg_addr.eq(self.cfg_addr),
@@ -118,6 +133,15 @@ class SimTop(wiring.Component):
                 i_cfg_we=cfg_we[p], i_cfg_addr=cfg_addr, i_cfg_data=cfg_data,
             )
         return m
+
+    def _activity(self, m, c):
+        m.d.comb += [getattr(self, k).eq(getattr(c, k)) for k in ACT_PORTS[2:] + ("img_start",)]
+        n_req = Signal(range(c.n_pe + 1))
+        m.d.comb += n_req.eq(sum(c.pe[p].adc_start for p in range(c.n_pe)))
+        for k in range(c.n_lanes):
+            with m.If(n_req == k + 1):
+                cnt = getattr(self, f"req{k + 1}_cycles")
+                m.d.sync += cnt.eq(cnt + 1)
 
 
 def adc_shift_for(adc) -> int:
@@ -148,7 +172,7 @@ def session_params(weights, data, n, report, **kw) -> dict:
 def run(w, params, log_to_terminal=False, waves=False):
     from tb import harness
     return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=[PE_MODEL],
-                             ports_only=True, hdl_clock_ns=10, log_to_terminal=log_to_terminal, waves=waves)
+                             ports_only=True, hdl_clock_ns=CLOCK_NS, log_to_terminal=log_to_terminal, waves=waves)
 
 
 # ------------------------------------------------------------------ cocotb side
@@ -231,6 +255,9 @@ async def collect_results(dut, n, layout, clk, on_result=None):
             r[name] = [v - (1 << w) if es.signed and v >> (w - 1) else v for v in vals]
         r["cycles"] = int(dut.cycles.value)
         r["timestamp"] = int(dut.timestamp.value)
+        sm = getattr(dut, "softmax_ops", None)     # (tops without activity counters: none)
+        if sm is not None:
+            r["softmax_ops"] = int(sm.value)
         out.append(r)
         if on_result:
             on_result(r)
@@ -243,8 +270,10 @@ def same_result(r, g) -> bool:
             and r["delta"] == g[3].tolist())
 
 
-async def infer(dut, layout, x, y, desc=None, progress=False):
-    """Feed images x (labels y) and collect their results -> (results, wall seconds)."""
+async def infer(dut, layout, x, y, desc=None, progress=False, activity=False):
+    """Feed images x (labels y) and collect their results -> (results, wall seconds).
+    activity=True: each result also gets `activity`, its image's counter differences
+    (ACT_PORTS, golden.activity.from_counters turns them into the keys), see image_activity."""
     import time
 
     import cocotb
@@ -252,11 +281,45 @@ async def infer(dut, layout, x, y, desc=None, progress=False):
     from tqdm import tqdm
     bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress)
     t0 = time.perf_counter()
+    snaps: list = []
+    if activity:
+        cocotb.start_soon(watch_starts(dut, snaps, len(x)))
     cocotb.start_soon(feed_images(dut, x, dut.clk, labels=y))
     res = await collect_results(dut, len(x), layout, dut.clk, on_result=lambda r: bar.update(1))
     await RisingEdge(dut.clk)  # leave the read-only phase
     bar.close()
+    if activity:
+        image_activity(res, snaps, read_counters(dut))
     return res, time.perf_counter() - t0
+
+
+def read_counters(dut, names=ACT_PORTS) -> dict:
+    return {k: int(getattr(dut, k).value) for k in names}
+
+
+async def watch_starts(dut, snaps, n):
+    """The activity counters at each image's start (the controller's `img_start` pulse)."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    for _ in range(n):
+        await RisingEdge(dut.img_start)
+        await ReadOnly()
+        snaps.append(read_counters(dut))
+
+
+def image_activity(res, snaps, final):
+    """Per image, the counters' growth from its start to the next image's start (the last: to
+    `final`, read after its result); the softmax runs after the next image has started, so its
+    count is taken from the results (sampled with each). Sets res[i]["activity"]."""
+    from golden.activity import counter_diff
+    if len(snaps) != len(res):
+        raise RuntimeError(f"{len(snaps)} image starts seen for {len(res)} results")
+    ends = snaps[1:] + [final]
+    prev_sm = snaps[0]["softmax_ops"] if snaps else 0
+    for r, a, b in zip(res, snaps, ends):
+        d = counter_diff({k: b[k] for k in ACT_PORTS}, a)
+        d["softmax_ops"] = (r["softmax_ops"] - prev_sm) & 0xFFFFFFFF
+        prev_sm = r["softmax_ops"]
+        r["activity"] = d
 
 
 async def reported_session(body, dut, params, report):
