@@ -384,7 +384,7 @@ class Link(wiring.Component):
         with m.If(dec.dropped_frame):
             count_event("dropped_frames", "dropped_frame")
         vars(ns).update(seq=dec.seq, sid=dec.sid, code=dec.code, length=dec.length, w0r=dec.w0, rcrc=dec.rcrc,
-                        crc=dec.crc, rx_pend=dec.pend, rx_long=dec.long, rx_taken=dec.taken, resume=resume)
+                        crc=dec.crc, rx_pend=dec.pend, rx_long=dec.oversize, rx_taken=dec.taken, resume=resume)
 
     def _executor_regs(self, m, ns):
         """Executor registers: replay record, response being sent, burst counters, STREAM timer, CSR bus and
@@ -933,7 +933,7 @@ class FrameDecoder(wiring.Component):
             "seq": Out(16), "sid": Out(16), "code": Out(8), "length": Out(16), "w0": Out(32), "rcrc": Out(32),
             "crc": Out(32),
             "wr_en": Out(4), "wr_addr": Out(range(rxw)), "wr_byte": Out(8),
-            "pend": Out(1), "long": Out(1), "taken": In(1), "resume": In(1),
+            "pend": Out(1), "oversize": Out(1), "taken": In(1), "resume": In(1),
             "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1),
         })
 
@@ -1111,7 +1111,7 @@ class FrameDecoder(wiring.Component):
         with m.If(self.taken):
             m.d.sync += rx_pend.eq(0)
         m.d.comb += [self.seq.eq(seq), self.sid.eq(sid), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),
-                     self.rcrc.eq(rcrc), self.crc.eq(crc), self.pend.eq(rx_pend), self.long.eq(rx_long)]
+                     self.rcrc.eq(rcrc), self.crc.eq(crc), self.pend.eq(rx_pend), self.oversize.eq(rx_long)]
 
 
 # ------------------------------------------------------------------ UART + link + CSR bank
