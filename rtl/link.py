@@ -913,7 +913,7 @@ class FrameDecoder(wiring.Component):
     payload word kept in `w0`, its received CRC in `rcrc` and the CRC-32 computed over it in `crc`.
 
     HUNT -> SYNC1 -> HDR (8 bytes) -> HCHK (2) -> PAYLOAD -> CRC (4 bytes) -> WAIT: `pend` rises when
-    a frame (or, with `long`, a frame whose LEN is above max_payload: its bytes counted off, not
+    a frame (or, with `oversize`, a frame whose LEN is above max_payload: its bytes counted off, not
     stored, `dropped_frame`) waits for the executor, which pulses `taken`, and `resume` once the
     response is sent. A header whose HCHK does not match (`framing_error`) or a byte at a frame
     boundary that is not the sync leads to QUIET, which ignores bytes until none came for
