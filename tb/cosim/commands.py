@@ -48,6 +48,19 @@ def _run_reported(args, tmp: Path, run) -> dict:
     return json.loads(data)
 
 
+def _print_energy(r: dict):
+    """The energy lines of `mcnn sim` (the report's "energy_*" keys, golden/energy.py)."""
+    if "energy_pj_per_image" not in r:
+        return
+    e, gw = r["energy_pj_per_image"], r["gops_per_w"]
+    print(f"  energy per image             {e['yao'] / 1e3:.1f} nJ in the macro blocks Yao counted, "
+          f"{e['all'] / 1e3:.1f} nJ with the digital periphery ({100 * r['energy']['periphery_share']:.1f} %); "
+          f"{gw['all']:.0f} GOP/s/W (Yao macro {gw['yao2020_macro']}, V100 {gw['v100']})")
+    for k, name in (("energy_transfer_pj", "weight transfer"), ("energy_hybrid_iterations_pj", "hybrid iterations")):
+        if k in r["energy"]:
+            print(f"  energy, {name:<21}{r['energy'][k]['total'] / 1e3:.1f} nJ (SET, RESET pulses, verify reads)")
+
+
 def sim(args):
     if getattr(args, "replicated", False):
         return sim_replicated(args)
@@ -105,6 +118,7 @@ def sim(args):
         print(f"  latency per image            {r['latency_us_per_image']:.1f} us (co-simulation top, "
               f"{r['latency']['cosim_clock_mhz']:.0f} MHz), {r['latency_us_per_image_board']:.1f} us (ZC706 board, "
               f"PHY ticks {r['latency']['board_tick_cycles_by_converting_pes']} cycles)")
+    _print_energy(r)
     if "error" in r:
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")
@@ -154,6 +168,7 @@ def sim_replicated(args):
         i = st["inference_after_training"]
         acc = "  ".join(f"{g} {a:.2f} %" for g, a in i["per_group_accuracy_rtl"].items())
         print(f"  after training, RTL          {acc}; bit-exact {i['bitexact_images']}/{r['images']}")
+    _print_energy(r)
     if "error" in r:
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")

@@ -68,12 +68,13 @@ async def _session(dut, p, report):
     else:
         xb, gold_xb = await _transfer(dut, p, w, ctrl, mapping, progress, report)
         array = xb
-    await _inference(dut, ctrl, w, array, x, y, progress, report)
+    act = await _inference(dut, ctrl, w, array, x, y, progress, report)
     iters = p.get("iterations", 0) if not ideal else 0
     if iters:
         await _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report)
         await _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report)
     _counters(dut, report, gold_xb)
+    _energy(report, w, xb, act)
 
 
 async def _transfer(dut, p, w, ctrl, mapping, progress, report):
@@ -140,10 +141,11 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
         "bound_cycles_per_image": bound["cycles"], "bound_per_layer": bound["per_layer"],
         "measured_over_bound": round(period / bound["cycles"], 4),
         "cosim_images_per_s": round(n / t_inf, 2), "golden_images_per_s": round(n / t_golden, 1)})
-    _activity(report, res, g, x, ctrl)
+    act = _activity(report, res, g, x, ctrl)
     report.update(_latency(ctrl, period, [r / n for r in req]))
     assert not mism, f"{len(mism)} images differ from the golden datapath: {mism[:10]}"
     assert report["activity_equal_golden"], f"activity differs from golden: {report['activity']['mismatches']}"
+    return act
 
 
 def _req_cycles(dut, ctrl):
@@ -166,6 +168,30 @@ def _activity(report, res, g, x, ctrl):
     report["activity"] = {"per_image_mean": mean.pop("total"), "per_layer_mean": mean,
                           "images_equal_golden": len(res) - len(bad), "mismatches": bad[:10]}
     report["activity_equal_golden"] = not bad
+    return act
+
+
+def _energy(report, w, xb, act):
+    """Energy per image from the measured activity (the RTL's counters, equal to golden's per
+    image; the per-layer split from golden.activity), the board's conductances (the ideal levels on
+    ideal cells), GOP/s/mm^2 at the ZC706 board's latency; the transfer's and the measured hybrid
+    iterations' programming energy from the RTL's counters (docs/energy.md)."""
+    from golden import cnn
+    from golden.activity import PROGRAMMING_KEYS
+    from golden.energy import energy_report, programming_energy
+    from golden.mapping import build_mapping, conductance_levels
+    mapping = build_mapping()
+    per_layer = {lay: {k: float(v.mean()) for k, v in d.items()} for lay, d in act.items() if lay != "total"}
+    kw = dict(g_us=xb.g) if xb is not None else dict(levels=conductance_levels(cnn.YAO2020, w.int_w, mapping))
+    ses = report.get("activity_programming", {})
+    rep = energy_report(per_layer, mapping, cnn.YAO2020, transfer=ses.get("transfer", {}).get("rtl"),
+                        seconds_per_image=report["latency_us_per_image_board"] * 1e-6, **kw)
+    hyb = [v["rtl"] for k, v in ses.items() if k.startswith("hybrid iteration")]
+    if hyb:
+        tot = {k: sum(h[k] for h in hyb) for k in PROGRAMMING_KEYS}
+        rep["energy_hybrid_iterations_pj"] = {"iterations": len(hyb), **programming_energy(tot)}
+    report.update({k: rep.pop(k) for k in ("energy_pj_per_image", "energy_breakdown", "gops_per_w")})
+    report["energy"] = rep
 
 
 def _latency(ctrl, period, req_per_image):
