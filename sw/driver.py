@@ -213,11 +213,19 @@ class Board:
         return r.addr
 
     def read_csr(self, reg, count: int | None = None):
-        """One register -> int; with count=n, n consecutive registers -> list."""
+        """One register -> int; with count=n, n consecutive registers -> list (read in as many
+        CSR_READs as the device's max_response needs)."""
         n = 1 if count is None else count
-        words = _words(self.link.transact(Cmd.CSR_READ, struct.pack("<HH", self.addr(reg), n)), Cmd.CSR_READ)
-        if len(words) != n:
-            raise ProtocolError(f"CSR_READ: {len(words)} words, expected {n}")
+        a, words = self.addr(reg), []
+        per = max(1, (self.info or {}).get("max_response", 1024) // 4)
+        while True:      # count 0 too is sent: the device refuses it (BAD_ARG)
+            k = min(per, n - len(words))
+            got = _words(self.link.transact(Cmd.CSR_READ, struct.pack("<HH", a + len(words), k)), Cmd.CSR_READ)
+            if len(got) != k:
+                raise ProtocolError(f"CSR_READ: {len(got)} words, expected {k}")
+            words += got
+            if len(words) >= n:
+                break
         return words[0] if count is None else words
 
     def write_csr(self, reg, value, check: bool = True) -> None:

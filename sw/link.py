@@ -18,6 +18,7 @@ The CRCs are computed with the standard library (zlib), never by hand.
 from __future__ import annotations
 
 import os
+import random
 import struct
 import zlib
 from collections import Counter, deque
@@ -303,6 +304,8 @@ class Link:
         self.retries = retries
         self.backoff, self.backoff_max = backoff, backoff_max
         self.seq = (int.from_bytes(os.urandom(2), "little") if seq is None else seq) & 0xFFFF
+        # session IDs: random; derived from a given seq (tests, fault sessions) so a run repeats exactly
+        self._sids = random.Random(seq) if seq is not None else random.SystemRandom()
         self.parser = FrameParser(max_response)
         self.backlog = deque()        # parsed frames / errors not looked at yet
         self.max_payload = DEFAULT_MAX_PAYLOAD   # the device's, once known (Board.open sets it)
@@ -337,7 +340,7 @@ class Link:
 
     def open_session(self) -> None:
         """Start a new session: OPEN with a new random SID (never 0, the device's SID after reset)."""
-        self.sid = int.from_bytes(os.urandom(2), "little") % 0xFFFF + 1
+        self.sid = self._sids.randrange(1, 0x10000)
         self._send(Cmd.OPEN, b"", None, None)
 
     def _send(self, cmd, payload, timeout, deadline) -> bytes:
