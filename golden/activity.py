@@ -52,8 +52,10 @@ Keys (ACTIVITY_KEYS), all integers:
   reset_pulses     RESET programming pulses.
   verify_reads     single-cell verify reads (the write-verify loop's reads and the pair
                    programmer's conductance reads).
-  link_bytes       bytes on the host link, both directions (host sessions; counted by the link,
-                   0 in the co-simulation sessions without a host).
+  link_bytes       bytes on the host link, both directions (host sessions; 0 in the co-simulation
+                   sessions without a host). Counted by the link (rtl/link.py, byte-exact with
+                   sw/devmodel.py): link_bytes = link_rx_bytes + link_tx_bytes (CSRs read by
+                   Board.link_bytes()); the host counts its side in LinkStats.bytes_written/_read.
 
 Inference counts are per image (`inference_activity`); the programming counts come from the
 golden crossbar's counters (`programming_activity`). Training images (with the feeder's reads

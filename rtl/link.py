@@ -50,6 +50,10 @@ into the tx buffer until one with `last`; `stream_timeout` idle cycles without p
 command with TIMEOUT (the word on `cmd` is withdrawn: the host should then RESET the controller).
 Words on `rsp` outside a STREAM command are discarded and counted (stream_discards).
 
+Bytes. link_rx_bytes counts every byte the decoder takes (when it leaves the input register, so
+a byte held there while a response is sent counts after it, as in sw/devmodel.py), link_tx_bytes
+every byte that leaves on `tx`; both registered increments, cleared by RESET flag bit 1.
+
 `LinkTop` = UART PHY + rx FIFO + Link + CsrBank over `build_map([link_block(), *blocks])`:
 the controller top will instantiate it with its own register blocks and attach to `cmd`/`rsp`,
 `soft_reset` and `ctrl_status`. With bypass=True it also has byte-stream ports that replace the
@@ -152,6 +156,14 @@ class StreamDiscards(csr.Register, access="ro"):
     "Controller response words received outside a STREAM command and discarded."
 
 
+class RxBytes(csr.Register, access="ro"):
+    "Bytes the link took in (every byte from the PHY, garbage included), 32-bit, wrapping."
+
+
+class TxBytes(csr.Register, access="ro"):
+    "Bytes the link sent (responses, NACKs, replays), 32-bit, wrapping."
+
+
 class ByteTimeout(csr.Register, access="rw"):
     ("Inter-byte timeout in clock cycles: a frame that stops arriving is abandoned after it; after a bad "
      "header the link ignores bytes until the line has been idle this long.")
@@ -169,7 +181,8 @@ def link_block(n_pe=8, rows=128, bls=16, input_bits=8, adc_bits=8, max_payload=1
             InputBits(reset=input_bits), AdcBits(reset=adc_bits), MaxPayload(reset=max_payload),
             MaxResponse(reset=max_response), Scratch(),
             CtrlStatus(), Flags(), CrcErrors(), FramingErrors(), DroppedFrames(), DupFrames(), Executed(),
-            StreamDiscards(), ByteTimeout(reset=byte_timeout), StreamTimeout(reset=stream_timeout)]
+            StreamDiscards(), ByteTimeout(reset=byte_timeout), StreamTimeout(reset=stream_timeout), RxBytes(),
+            TxBytes()]
     return csr.Block("link", regs, doc="link layer and identity",
                      windows={"identify": ("id", "max_response"), "status": ("ctrl_status", "stream_discards")})
 
@@ -323,6 +336,7 @@ class Link(wiring.Component):
         m.d.comb += [flag["framing_error"].eq(self.phy_framing_error), flag["dropped_frame"].eq(self.phy_overrun),
                      flag["uart_break"].eq(self.phy_break)]
         m.d.sync += [self.flags_set.eq(Cat(*flag.values())), clear_r.eq(clear_counters)]
+        m.d.comb += inc["tx_bytes"].eq(self.tx.valid & self.tx.ready)    # (rx_bytes: the decoder's `took`)
         for c in COUNTERS:
             amt = Signal(2, name=f"amt_{c}")
             extra = 0
@@ -378,6 +392,7 @@ class Link(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), dec.rx)
         resume = Signal()     # executor -> decoder: response sent, hunt for the next frame
         m.d.comb += [dec.byte_timeout.eq(self.byte_timeout), dec.resume.eq(resume), self.idle.eq(dec.idle),
+                     ns.inc["rx_bytes"].eq(dec.took),
                      rx_wr.addr.eq(dec.wr_addr), rx_wr.data.eq(dec.wr_byte.replicate(4)), rx_wr.en.eq(dec.wr_en)]
         with m.If(dec.framing_error):
             count_event("framing_errors", "framing_error")
@@ -918,7 +933,8 @@ class FrameDecoder(wiring.Component):
     response is sent. A header whose HCHK does not match (`framing_error`) or a byte at a frame
     boundary that is not the sync leads to QUIET, which ignores bytes until none came for
     `byte_timeout` cycles; a frame that stops arriving for `byte_timeout` cycles
-    (`dropped_frame`) returns to HUNT. `idle`: hunting, no byte waiting.
+    (`dropped_frame`) returns to HUNT. `idle`: hunting, no byte waiting. `took`: a byte is taken
+    from the input register this cycle (the link counts it, link_rx_bytes).
 
     Bytes go through a one-byte input register (ready = empty), compared to the sync bytes and the
     HCHK bytes as they are loaded; the flags of the length and count registers are registered (they
@@ -934,7 +950,7 @@ class FrameDecoder(wiring.Component):
             "crc": Out(32),
             "wr_en": Out(4), "wr_addr": Out(range(rxw)), "wr_byte": Out(8),
             "pend": Out(1), "oversize": Out(1), "taken": In(1), "resume": In(1),
-            "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1),
+            "framing_error": Out(1), "dropped_frame": Out(1), "idle": Out(1), "took": Out(1),
         })
 
     def elaborate(self, platform):
@@ -1108,6 +1124,7 @@ class FrameDecoder(wiring.Component):
                 rf.go("HUNT")
         rf.finish()
         m.d.comb += take.eq(iv & ~rf.bit["WAIT"])     # every state but WAIT takes a byte
+        m.d.comb += self.took.eq(take)                # (counted as received: link_rx_bytes)
         with m.If(self.taken):
             m.d.sync += rx_pend.eq(0)
         m.d.comb += [self.seq.eq(seq), self.sid.eq(sid), self.code.eq(code), self.length.eq(length), self.w0.eq(w0r),

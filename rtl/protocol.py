@@ -63,13 +63,16 @@ Cmd = enum.IntEnum("Cmd", {n: c for n, (c, _) in COMMANDS.items()}, module=__nam
 Status = enum.IntEnum("Status", {n: c for n, (c, _) in STATUSES.items()}, module=__name__)  # CODE & 0x7F
 
 
-# sticky bits of the link_flags register (w1c) and the link's event counters, in register order
+# sticky bits of the link_flags register (w1c) and the link's counters (32-bit, wrapping), in register
+# order: the events (in the STATUS window), then the bytes the link took in and sent out (link_rx_bytes,
+# link_tx_bytes: separate registers after the others, outside the STATUS window)
 FLAG_BITS = ("crc_error", "framing_error", "dropped_frame", "dup_frame", "stream_timeout",
              "stream_overflow", "uart_break", "stream_discard")
-COUNTERS = ("crc_errors", "framing_errors", "dropped_frames", "dup_frames", "executed", "stream_discards")
+COUNTERS = ("crc_errors", "framing_errors", "dropped_frames", "dup_frames", "executed", "stream_discards",
+            "rx_bytes", "tx_bytes")
 
 RESET_CONTROLLER = 1 << 0   # pulse the controller's soft reset
-RESET_COUNTERS = 1 << 1     # clear the link's error counters (the `executed` counter included)
+RESET_COUNTERS = 1 << 1     # clear the link's counters (`executed` and the byte counters included)
 RESET_FLAGS_MASK = RESET_CONTROLLER | RESET_COUNTERS
 
 # ------------------------------------------------------------------ STREAM command set (rtl/host.py)

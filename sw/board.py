@@ -106,7 +106,12 @@ def _model(args) -> dict:
         return model_session(args.frames, seed=args.seed, rate=args.rate, retries=args.retries, hang_max=args.hang_max,
                              deadline=args.deadline, timeout=args.timeout)
     c = Board.model(retries=args.retries, deadline=args.deadline, timeout=args.timeout).open()
-    return {"source": "model", **(c.identify() if args.sim == "identify" else c.status())}
+    return {"source": "model", **(c.identify() if args.sim == "identify" else link_status(c))}
+
+
+def link_status(c) -> dict:
+    """`status` session: the STATUS window, then the link's byte counters and the host's (Board.link_bytes)."""
+    return {**c.status(), **c.link_bytes()}
 
 
 def parse_cells(text: str, with_target: bool) -> list:
@@ -141,7 +146,7 @@ def host_session(c, cfg) -> dict:
     if s == "identify":
         return c.parameters()
     if s == "status":
-        return c.status()
+        return link_status(c)
     if s == "counters":
         return c.read_counters()
     if s == "program":

@@ -16,7 +16,7 @@ class Reg(NamedTuple):
     doc: str
 
 
-MAP_HASH = 0xbb2a17db
+MAP_HASH = 0x4fcfb9ca
 ADDR_WIDTH = 6
 SIZE = 64
 
@@ -42,6 +42,8 @@ LINK_EXECUTED = 0x0011
 LINK_STREAM_DISCARDS = 0x0012
 LINK_BYTE_TIMEOUT = 0x0013
 LINK_STREAM_TIMEOUT = 0x0014
+LINK_RX_BYTES = 0x0015
+LINK_TX_BYTES = 0x0016
 CTRL_ETA_M = 0x0020
 CTRL_ETA_SH = 0x0021
 CTRL_TH_CODE = 0x0022
@@ -75,7 +77,7 @@ REGISTERS = {
         "ID magic 0x4D434E4E ('MCNN')."),
     'link_version': Reg('link_version', 0x0001, 32, 'ro', 0x20000, True,
         'Link protocol version, major << 16 | minor.'),
-    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0xbb2a17db, True,
+    'link_map_hash': Reg('link_map_hash', 0x0002, 32, 'ro', 0x4fcfb9ca, True,
         'CRC-32 of the CSR map (names, addresses, widths, access); equals sw/csr_map.MAP_HASH.'),
     'link_n_pe': Reg('link_n_pe', 0x0003, 8, 'ro', 0x8, True,
         'Number of processing elements (memristor arrays).'),
@@ -116,6 +118,10 @@ REGISTERS = {
         'after a bad header the link ignores bytes until the line has been idle this long.'),
     'link_stream_timeout': Reg('link_stream_timeout', 0x0014, 32, 'rw', 0x1000000, False,
         'Cycles without progress after which a STREAM command ends with TIMEOUT.'),
+    'link_rx_bytes': Reg('link_rx_bytes', 0x0015, 32, 'ro', 0x0, False,
+        'Bytes the link took in (every byte from the PHY, garbage included), 32-bit, wrapping.'),
+    'link_tx_bytes': Reg('link_tx_bytes', 0x0016, 32, 'ro', 0x0, False,
+        'Bytes the link sent (responses, NACKs, replays), 32-bit, wrapping.'),
     'ctrl_eta_m': Reg('ctrl_eta_m', 0x0020, 16, 'rw', 0x0, False,
         'Learning rate of hybrid training: multiplier M of dI = -(acc * M) >> sh '
         '(golden.update.eta_params).'),

@@ -73,7 +73,10 @@ class DeviceModel:
     def feed(self, data: bytes) -> bytes:
         out = bytearray()
         for b in bytes(data):
-            out += self._byte(b)
+            self.counters["rx_bytes"] += 1      # (before the byte: a frame's last byte counts when it executes)
+            r = self._byte(b)
+            self.counters["tx_bytes"] += len(r)   # (after: a response counts once it was built)
+            out += r
         return bytes(out)
 
     def _byte(self, b: int) -> bytes:

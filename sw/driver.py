@@ -198,6 +198,15 @@ class Board:
         """ctrl_status, flags and the link's counters (crc_errors, framing_errors, ...)."""
         return self._window(Cmd.STATUS, "link_status")
 
+    def link_bytes(self) -> dict:
+        """The link's byte counters (link_rx_bytes, link_tx_bytes; 32-bit, wrapping), one CSR_READ:
+        rx_bytes includes this read's request, tx_bytes excludes its response (counted since the
+        device's reset or RESET of its counters); and the host's own counts since this Link began,
+        this exchange included (host_tx_bytes, host_rx_bytes: LinkStats bytes_written, bytes_read)."""
+        rx, tx = self.read_csr("link_rx_bytes", 2)
+        st = self.link.stats
+        return {"rx_bytes": rx, "tx_bytes": tx, "host_tx_bytes": st.bytes_written, "host_rx_bytes": st.bytes_read}
+
     def reset(self, controller: bool = True, counters: bool = False) -> None:
         flags = (RESET_CONTROLLER if controller else 0) | (RESET_COUNTERS if counters else 0)
         self.link.transact(Cmd.RESET, struct.pack("<I", flags))

@@ -242,6 +242,8 @@ class LinkStats:
     late: int = 0            # answers that came during a backoff pause (accepted: no resend needed)
     paused: float = 0.0      # seconds spent in backoff pauses (transport clock)
     longest: float = 0.0     # seconds: the longest command, first write to answer or LinkTimeout
+    bytes_written: int = 0   # bytes written to the transport (every frame, retries included)
+    bytes_read: int = 0      # bytes read from the transport (answers, garbage, echoes)
 
     def as_dict(self):
         d = {k: v for k, v in self.__dict__.items() if k != "problems"}
@@ -382,6 +384,7 @@ class Link:
             attempts += 1
             st.attempts += 1
             self.transport.write(frame)
+            st.bytes_written += len(frame)
             outcome = self._await((seq, _frame_sid(frame), cmd), min(timeout, max(0.0, end - clock.now())), problems)
             if isinstance(outcome, Frame):
                 return self._answered(seq, cmd, outcome, t0)
@@ -461,6 +464,7 @@ class Link:
             if remaining <= 0:
                 return "timeout"
             data = self.transport.read(remaining)
+            self.stats.bytes_read += len(data)
             if not data:     # an idle line: the whole wait passes (at once on a virtual clock)
                 clock.sleep(until - clock.now())
                 return "timeout"

@@ -64,6 +64,8 @@ COUNTERS = (
     'dup_frames',
     'executed',
     'stream_discards',
+    'rx_bytes',
+    'tx_bytes',
 )
 
 RESET_CONTROLLER = 0x1    # RESET flag: pulse the controller's soft reset

@@ -73,7 +73,7 @@ if cocotb is not None:
     async def frames_vs_model(dut):
         from sw import csr_map
         from sw.devmodel import complement_echo
-        from sw.link import Cmd, FrameParser, Status
+        from sw.link import OVERHEAD, Cmd, FrameParser, Status
         await lc.start(dut)
         soft = []
 
@@ -89,6 +89,7 @@ if cocotb is not None:
         rng = random.Random(7)
         seq = [0]
         log = []
+        line = {"in": 0, "out": 0}                   # bytes this test put on and took off the line
 
         async def step(data, what, idle=False, expect=None):
             got = await drv.send(data)
@@ -99,6 +100,8 @@ if cocotb is not None:
                 got += await drv.wait(TB_PARAMS["byte_timeout"] + 50)
                 want += mdl.idle()
             assert got == want, f"{what}: RTL sent {got.hex()}, model {want.hex()}"
+            line["in"] += len(data)
+            line["out"] += len(got)
             frames = [f for f in FrameParser().feed(got) if hasattr(f, "seq")]
             if expect is not None:
                 assert frames and frames[-1].status == expect, f"{what}: {frames} (expected {expect!r})"
@@ -232,9 +235,23 @@ if cocotb is not None:
         fr = await step(f(Cmd.STATUS), "status after faults", expect=Status.OK)
         st = struct.unpack("<8I", fr[-1].payload)
         assert st[1] & 0b101 == 0 and st[1] & 0b1010 == 0b1010, f"flags {st[1]:#x}"
+
+        async def byte_counters(what):
+            """(rx, tx) read by a CSR_READ sent back to back with a PING, and the line's bytes before: the
+            read counts its own request, not its response nor the PING's first byte (held in the input register)."""
+            before = dict(line)
+            req = f(Cmd.CSR_READ, csr_rd(csr_map.LINK_RX_BYTES, 2))
+            fr = await step(req + f(Cmd.PING, b"next"), what, expect=Status.OK)
+            return struct.unpack("<2I", fr[0].payload), (before["in"] + len(req), before["out"])
+
+        counted, counted_by_test = await byte_counters("byte counters")
+        assert counted == counted_by_test, f"byte counters {counted}, the test counted {counted_by_test}"
         await step(f(Cmd.RESET, struct.pack("<I", 2)), "clear counters", expect=Status.OK)
+        at_clear = dict(line)
         fr = await step(f(Cmd.STATUS), "status after clear", expect=Status.OK)
         assert struct.unpack("<8I", fr[-1].payload)[2:] == (0, 0, 0, 0, 1, 0)
+        counted, (n_in, n_out) = await byte_counters("byte counters after clear")   # (RESET's answer counted)
+        assert counted == (n_in - at_clear["in"], n_out - at_clear["out"] + OVERHEAD), counted
         dut._log.info(f"{len(log)} steps, RTL == model; counters {mdl.counters}")
 
     @cocotb.test()
@@ -281,6 +298,13 @@ if cocotb is not None:
                 frame(0x44, Cmd.STATUS, sid=0xA11E)
             got_s = await drv.send(tail)
             want_s = mdl.feed(tail)
+            # the byte counters (since the reset): every byte of this example in, every byte out
+            nb = frame(0x45, Cmd.CSR_READ, struct.pack("<HH", csr_map.LINK_RX_BYTES, 2), sid=0xA11E)
+            got_b = await drv.send(nb)
+            assert got_b == mdl.feed(nb), "byte counters differ from the model"
+            counted = struct.unpack("<2I", [x for x in FrameParser().feed(got_b) if hasattr(x, "seq")][0].payload)
+            assert counted == (len(data) + len(after) + len(tail) + len(nb), len(got) + len(got_p) + len(got_s)), \
+                f"byte counters {counted} after {data.hex()}"
             return got, want, got_p, want_p, got_s, want_s, before
 
         cmds = st.sampled_from([Cmd.PING, Cmd.IDENTIFY, Cmd.STATUS, Cmd.STREAM, 0x33])

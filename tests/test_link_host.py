@@ -657,3 +657,89 @@ def test_resolve_executes_exactly_once(lost):
     assert c.read_csr("link_executed") - e0 == 3
     with pytest.raises(LinkError):
         c.link.resolve()                    # nothing pending any more
+
+
+# ---------------------------------------------------------------- byte counters (link_rx_bytes / link_tx_bytes)
+
+def _read_bytes_counters(m, seq, sid=0):
+    """(request, response, (rx, tx)): one CSR_READ of link_rx_bytes, link_tx_bytes fed to the model."""
+    req = build_frame(seq, Cmd.CSR_READ, struct.pack("<HH", csr_map.LINK_RX_BYTES, 2), sid=sid)
+    resp = m.feed(req)
+    (fr,) = frames_of(FrameParser().feed(resp))
+    assert fr.status == Status.OK
+    return req, resp, struct.unpack("<2I", fr.payload)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.integers(0, 4)), max_size=10))
+def test_model_counts_the_bytes_in_and_out(items):
+    """link_rx_bytes / link_tx_bytes = the bytes this test put on and took off the line: garbage,
+    frames, replays, NACKs, TOO_LONG, truncations (+ idle); reading includes its own request, not
+    its response; RESET bit 1 clears them (the RESET's response counts after); 32 bits, wrapping."""
+    m = DeviceModel(max_payload=64)
+    sent = got = 0
+    frames = [build_frame(1, Cmd.PING, b"hello"), build_frame(2, Cmd.STATUS), build_frame(3, Cmd.PING, bytes(65)),
+              build_frame(4, Cmd.STREAM, bytes(8)), build_frame(5, Cmd.CSR_WRITE, struct.pack("<HHI", 0, 0, 1))]
+    for it in items:
+        data = frames[it] if isinstance(it, int) else it
+        out = m.feed(data) + m.idle()
+        sent, got = sent + len(data), got + len(out)
+    req, resp, counted = _read_bytes_counters(m, 0x100)
+    assert counted == (sent + len(req), got)
+    got += len(resp)
+    clear = build_frame(0x101, Cmd.RESET, struct.pack("<I", 2))
+    ack = m.feed(clear)
+    assert frames_of(FrameParser().feed(ack))[0].status == Status.OK
+    req, resp, counted = _read_bytes_counters(m, 0x102)
+    assert counted == (len(req), len(ack))
+    m.counters["rx_bytes"] = 2**32 - 3                    # wrapping
+    req, _, counted = _read_bytes_counters(m, 0x103)
+    assert counted[0] == len(req) - 3
+
+
+class _Counting(Transport):
+    """Counts the bytes the host writes and reads through `inner`."""
+
+    def __init__(self, inner):
+        self.inner, self.clock = inner, inner.clock
+        self.written = self.read_ = 0
+
+    def write(self, data):
+        self.written += len(data)
+        self.inner.write(data)
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        self.read_ += len(data)
+        return data
+
+
+def test_link_stats_count_bytes_written_and_read():
+    """LinkStats.bytes_written / bytes_read = what the transport saw, retries and faults included;
+    on a clean line the device's counters equal the host's (rx: this read's request included)."""
+    m = DeviceModel()
+    tr = _Counting(ModelTransport(m))
+    c = Board(tr, timeout=0.1).open()
+    c.write_csr("link_scratch", 7)
+    r = c.link_bytes()
+    assert (c.link.stats.bytes_written, c.link.stats.bytes_read) == (tr.written, tr.read_)
+    assert (r["rx_bytes"], r["host_tx_bytes"]) == (tr.written, tr.written)
+    assert (r["tx_bytes"], r["host_rx_bytes"]) == (tr.read_ - (OVERHEAD + 8), tr.read_)
+    faulty = _Counting(FaultyTransport(ModelTransport(DeviceModel()), seed=4, rate=0.5))
+    fc = Board(faulty, timeout=0.1, retries=20).open()
+    for i in range(30):
+        fc.write_csr("link_scratch", i)
+    assert fc.link.stats.retries > 0
+    assert (fc.link.stats.bytes_written, fc.link.stats.bytes_read) == (faulty.written, faulty.read_)
+
+
+def test_cli_board_status_reports_bytes(capsys):
+    from sw.cli import main
+    assert main(["board", "--sim", "status", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    # open(): OPEN, PING 8 bytes, IDENTIFY (10 words back); STATUS (8 words back); this CSR_READ (4 bytes)
+    sent = [0, 8, 0, 0, 4]
+    back = [0, 8, 40, 32]
+    assert r["rx_bytes"] == r["host_tx_bytes"] == sum(OVERHEAD + n for n in sent)
+    assert r["tx_bytes"] == sum(OVERHEAD + n for n in back)
+    assert r["host_rx_bytes"] == r["tx_bytes"] + OVERHEAD + 8

@@ -401,7 +401,8 @@ if cocotb is not None:
                               seq=cfg["seed"] & 0xFF)
                 return run_session(board, faulty, cfg["frames"], cfg["seed"], source="cosim")
             board = Board(tr, timeout=cfg["timeout"], retries=cfg["retries"], deadline=cfg.get("deadline")).open()
-            return board.identify() if cfg["session"] == "identify" else board.status()
+            from sw.board import link_status
+            return board.identify() if cfg["session"] == "identify" else link_status(board)
 
         result = await with_sim_transport(dut, host)
         with open(cfg["out"], "w") as f:
