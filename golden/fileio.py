@@ -108,4 +108,6 @@ def with_suffix_kept(stem, suffix: str) -> Path:
     """`stem` + suffix, keeping every dot of the stem (runs/model.v2 -> runs/model.v2.npz, where
     Path.with_suffix would give runs/model.npz)."""
     stem = Path(stem)
+    if stem.name in ("", ".."):           # "", ".", "/", "..": a directory, no file name to extend
+        raise InputError(f"{str(stem)!r}: expected a file stem such as runs/model, not a directory")
     return stem.with_name(stem.name + suffix)

@@ -124,6 +124,11 @@ CASES = [
     # stems keep their dots (mutation: Path.with_suffix -> reads d/model.npz, exit 0)
     ("dotted-stem-read", lambda t: weights_copy(t, "model") and ["eval", "--n", "5", "--weights", str(t / "model.v2")],
      "model.v2.npz: missing"),
+    # a stem that names no file (mutation: no check in with_suffix_kept -> ValueError traceback)
+    ("weights-empty-stem", lambda t: ["eval", "--n", "5", "--weights", ""], "'.': expected a file stem"),
+    ("weights-root-stem", lambda t: ["eval", "--n", "5", "--weights", "/"], "'/': expected a file stem"),
+    ("train-out-dotdot", lambda t: ["train", "--out", str(t / ".."), "--data", str(dataset(t / "d"))],
+     "expected a file stem"),
     # weights checked semantically (mutations: no finiteness / sign / type checks -> load or traceback)
     ("scale-nan", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("quant.w_scale.C1", float("nan"))))],
      "field 'quant.w_scale.C1' is nan, expected a finite number > 0"),
