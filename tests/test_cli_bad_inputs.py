@@ -54,6 +54,14 @@ def weights_copy(d: Path, stem="w", edit=None) -> Path:
     return d / stem
 
 
+def npz_edit(stem: Path, key, arr) -> list:
+    """<stem>.npz with array `key` replaced; -> the argv of `mcnn eval` on it."""
+    arrs = dict(np.load(f"{stem}.npz"))
+    arrs[key] = arr
+    np.savez(f"{stem}.npz", **arrs)
+    return ["eval", "--weights", str(stem)]
+
+
 def setq(path, value):
     """JSON edit: doc[path...] = value (path: keys separated by dots)."""
     def f(doc):
@@ -144,6 +152,17 @@ CASES = [
      "quant.requant.C3[0]"),
     ("quant-missing", lambda t: ["eval", "--weights", str(weights_copy(t, edit=lambda d: d.pop("quant")))],
      "field 'quant' is NoneType"),
+    # (mutations: no overflow guard / ValueError not caught / no dtype check -> traceback or a silent load)
+    ("scale-huge-int", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("quant.w_scale.C3", 10**400)))],
+     "field 'quant.w_scale.C3' is an integer of 401 digits"),
+    ("json-too-many-digits", lambda t: weights_copy(t) and (t / "w.json").write_text('{"format": ' + "9" * 5000 + "}")
+     and ["eval", "--weights", str(t / "w")], "w.json: not valid JSON: Exceeds the limit"),
+    ("json-deep-nesting", lambda t: weights_copy(t) and (t / "w.json").write_text("[" * 100_000 + "]" * 100_000)
+     and ["eval", "--weights", str(t / "w")], "w.json: not valid JSON: maximum recursion depth"),
+    ("npz-string-array", lambda t: npz_edit(weights_copy(t), "float/C1", np.full((8, 1, 3, 3), "a")),
+     "array 'float/C1' holds <U1 values, expected real numbers"),
+    ("npz-complex-array", lambda t: npz_edit(weights_copy(t), "float/FC", np.zeros((192, 10), complex)),
+     "array 'float/FC' holds complex128 values"),
     ("meta-type", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("meta", "x")))], "field 'meta'"),
     ("doc-list", lambda t: weights_copy(t) and (t / "w.json").write_text("[]") and
      ["eval", "--weights", str(t / "w")], "a JSON list, expected an object"),
