@@ -181,6 +181,9 @@ def _session_config(args):
     from sw.journal import Journal
     if args.resume:
         j = Journal.load(args.resume)
+        if j.config.get("session") not in ("program", "train"):
+            raise InputError(f"{args.resume}: the journal's config names no program or train session "
+                             f"(session {j.config.get('session')!r:.40}): nothing to resume")
         return {**j.config, "journal": j}, j
     cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
     if args.session in ("program", "read"):

@@ -36,6 +36,24 @@ class JournalError(InputError):
     """The journal cannot be used (missing, exists, corrupt, or not this plan/device)."""
 
 
+# the fields (and their JSON types) of each record kind, checked when a journal is loaded
+_FIELDS = {"sent": {"chunk": int, "seq": int, "frame": str}, "done": {"chunk": int, "status": int, "answers": list},
+           "note": {"key": str}, "end": {}}
+
+
+def _well_formed(r: dict, fields: dict) -> bool:
+    if any(not isinstance(r.get(f), t) or isinstance(r.get(f), bool) for f, t in fields.items()):
+        return False
+    if r["k"] == "sent":
+        try:
+            bytes.fromhex(r["frame"])
+        except ValueError:
+            return False
+    if r["k"] == "done" and not all(isinstance(w, int) and not isinstance(w, bool) for w in r["answers"]):
+        return False
+    return r["k"] != "note" or "value" in r
+
+
 def plan_hash(obj) -> str:
     """Hash of a plan: any JSON-able description (cells, image bytes as hex, parameters)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
@@ -97,6 +115,8 @@ class Journal:
             raise JournalError(f"{p}: not an mcnn journal (no header line)")
         if recs[0].get("version") != VERSION:
             raise JournalError(f"{p}: journal version {recs[0].get('version')}, this driver writes {VERSION}")
+        if not isinstance(recs[0].get("config", {}), dict):
+            raise JournalError(f"{p}: line 1: 'config' is {recs[0]['config']!r:.60}, expected an object")
         j = cls(p, header=recs[0], valid_bytes=valid)
         for i, r in enumerate(recs[1:], 2):
             j._apply(r, i)
@@ -106,6 +126,8 @@ class Journal:
 
     def _apply(self, r, line):
         k = r.get("k") if isinstance(r, dict) else None
+        if k in _FIELDS and not _well_formed(r, _FIELDS[k]):
+            raise JournalError(f"{self.path}: line {line}: malformed record {r!r:.60} (the journal is corrupt)")
         if k == "sent":
             self.sent[r["chunk"]] = r
         elif k == "done":

@@ -62,6 +62,16 @@ def npz_edit(stem: Path, key, arr) -> list:
     return ["eval", "--weights", str(stem)]
 
 
+def resume(d: Path, *records, config=(("session", "program"), ("cells", [[0, 0, 0, 5]]))) -> list:
+    """d/j.jsonl: a journal header (config: dict items, or anything else as is; None: no config)
+    and `records`; -> the argv resuming it on /dev/null (not a serial port: opening it fails)."""
+    head = {"format": "mcnn-journal", "version": 1, "session": "program"}
+    if config is not None:
+        head["config"] = dict(config) if isinstance(config, tuple) else config
+    (d / "j.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (head, *records)))
+    return ["board", "--port", "/dev/null", "--resume", str(d / "j.jsonl")]
+
+
 def setq(path, value):
     """JSON edit: doc[path...] = value (path: keys separated by dots)."""
     def f(doc):
@@ -184,6 +194,20 @@ CASES = [
     ("gzip-corrupt", lambda t: dataset(t / "d") and (t / "d" / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bxx")
      and ["eval", "--data", str(t / "d")], "corrupt gzip stream"),
     ("data-missing", lambda t: ["eval", "--data", str(t / "none")], "not a directory"),
+    # a corrupt journal refused before the port is opened (mutations: no record / config checks in
+    # Journal.load, no session check in board._session_config -> KeyError/ValueError traceback, or the port opened)
+    ("resume-record-no-chunk", lambda t: resume(t, {"k": "sent"}), "line 2: malformed record"),
+    ("resume-record-list-chunk", lambda t: resume(t, {"k": "done", "chunk": [0], "status": 0, "answers": []}),
+     "line 2: malformed record"),
+    ("resume-frame-not-hex", lambda t: resume(t, {"k": "sent", "chunk": 0, "seq": 1, "frame": "zz"}),
+     "line 2: malformed record"),
+    ("resume-answers-text", lambda t: resume(t, {"k": "done", "chunk": 0, "status": 0, "answers": ["1"]}),
+     "line 2: malformed record"),
+    ("resume-note-no-value", lambda t: resume(t, {"k": "note", "key": "x"}), "line 2: malformed record"),
+    ("resume-config-text", lambda t: resume(t, config="x"), "line 1: 'config' is 'x', expected an object"),
+    ("resume-config-read", lambda t: resume(t, config={"session": "read", "cells": [[0, 0, 0]]}),
+     "names no program or train session (session 'read')"),
+    ("resume-no-config", lambda t: resume(t, config=None), "names no program or train session (session None)"),
     ("board-no-port", lambda t: ["board", "--port", str(t / "no-such-port")], "no-such-port"),
 ]
 
