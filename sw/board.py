@@ -27,6 +27,7 @@ at least 10 --timeout), virtual time for the simulated devices (docs/link.md "Ho
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -38,10 +39,17 @@ CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
 
 
+def _port(s: str) -> str:
+    """--port: not empty (an empty --port "$PORT" would otherwise run the simulated device)."""
+    if not s.strip():
+        raise argparse.ArgumentTypeError(f"expected a serial port such as /dev/ttyUSB0 (or unix:PATH), got {s!r}")
+    return s
+
+
 def add_arguments(p):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--sim", choices=SESSIONS, help="run SESSION against a simulated device")
-    where.add_argument("--port", help="serial port of a board (e.g. /dev/ttyUSB0)")
+    where.add_argument("--port", type=_port, help="serial port of a board (e.g. /dev/ttyUSB0)")
     p.add_argument("--session", choices=SESSIONS, default="identify", help="session to run with --port")
     p.add_argument("--device", choices=("model", "cosim", "controller"), default="model",
                    help="simulated device: pure-Python model (fast, default), the Verilated link (cosim) or the "

@@ -208,6 +208,9 @@ CASES = [
     ("resume-config-read", lambda t: resume(t, config={"session": "read", "cells": [[0, 0, 0]]}),
      "names no program or train session (session 'read')"),
     ("resume-no-config", lambda t: resume(t, config=None), "names no program or train session (session None)"),
+    # (mutation: no type on --port -> exit 0, the simulated device's status printed)
+    ("board-port-empty", lambda t: ["board", "--port", ""], "argument --port: expected a serial port"),
+    ("board-port-blank", lambda t: ["board", "--port", " ", "--session", "status"], "argument --port"),
     ("board-no-port", lambda t: ["board", "--port", str(t / "no-such-port")], "no-such-port"),
 ]
 
