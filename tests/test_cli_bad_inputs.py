@@ -132,6 +132,11 @@ CASES = [
      "model.v2.npz: exists"),
     ("sim-report-exists", lambda t: (t / "r.json").write_text("{}") and ["sim", "--report", str(t / "r.json")],
      "r.json: exists, not overwritten (pass --force"),
+    # (mutation: the report checked after the --waves warning -> two lines on stderr)
+    ("sim-waves-report-exists", lambda t: (t / "r.json").write_text("{}") and
+     ["sim", "--waves", "--n", "20", "--report", str(t / "r.json")], "r.json: exists, not overwritten"),
+    ("sim-waves-weights-missing", lambda t: ["sim", "--waves", "--n", "20", "--weights", str(t / "none"),
+                                             "--report", str(t / "r.json")], "none.npz: missing"),
     ("sim-report-dir", lambda t: ["sim", "--report", str(t)], "is a directory"),
     ("sim-report-under-file", lambda t: (t / "f").write_text("x") and ["sim", "--report", str(t / "f" / "r.json")],
      "is not a directory"),
