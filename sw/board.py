@@ -32,10 +32,12 @@ import json
 from pathlib import Path
 
 from golden.fileio import InputError
-from sw.argtypes import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, int_range
+from sw.argtypes import POSITIVE, PROBABILITY, SEED, float_range, int_range
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
+WEEK = 7 * 86400.0     # upper bound of the times in seconds (a serial read waits at most --timeout: select()
+                       # overflows beyond ~9e9 s)
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
 
 
@@ -62,15 +64,15 @@ def add_arguments(p):
     p.add_argument("--frames", type=int_range(1, 10_000_000), default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=SEED, default=2020)
     p.add_argument("--rate", type=PROBABILITY, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--deadline", type=POSITIVE, default=None,
+    p.add_argument("--deadline", type=float_range(0.0, WEEK, lo_open=True), default=None,
                    help="seconds a command is retried (with backoff, the same frame) before it fails "
                         "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
     p.add_argument("--retries", type=int_range(0, 1000), default=None,
                    help="optional upper bound on the retries of a command as well (default: none, the deadline)")
-    p.add_argument("--hang-max", type=NON_NEGATIVE, default=None,
+    p.add_argument("--hang-max", type=float_range(0.0, WEEK), default=None,
                    help="faults: longest injected device hang, seconds (default: a third of the deadline; "
                         ">= the deadline makes some commands fail)")
-    p.add_argument("--timeout", type=POSITIVE, default=1.0,
+    p.add_argument("--timeout", type=float_range(0.0, 3600.0, lo_open=True), default=1.0,
                    help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--journal", type=Path, default=None,

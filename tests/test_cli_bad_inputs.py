@@ -109,6 +109,12 @@ CASES = [
     ("board-rate", lambda t: ["board", "--sim", "faults", "--rate", "1.5"], "argument --rate"),
     ("board-retries", lambda t: ["board", "--sim", "faults", "--retries", "-1"], "argument --retries"),
     ("board-timeout", lambda t: ["board", "--sim", "faults", "--timeout", "0"], "argument --timeout"),
+    # (mutation: no upper bounds -> accepted; --timeout 1e10 on a serial port (a pty) then ended in an
+    # OverflowError traceback from select())
+    ("board-timeout-huge", lambda t: ["board", "--port", "/dev/null", "--timeout", "1e10"],
+     "argument --timeout: expected a number > 0 and <= 3600, got '1e10'"),
+    ("board-deadline-huge", lambda t: ["board", "--sim", "faults", "--deadline", "1e300"], "argument --deadline"),
+    ("board-hang-max-huge", lambda t: ["board", "--sim", "faults", "--hang-max", "1e300"], "argument --hang-max"),
     ("board-images", lambda t: ["board", "--sim", "infer", "--images", "0"], "argument --images"),
     ("board-baud", lambda t: ["board", "--port", "/dev/null", "--baud", "0"], "argument --baud"),
     # cells checked against the array before any co-simulation (mutation: no range check -> session built)
