@@ -91,6 +91,8 @@ def run(args, cosim=None) -> dict:
         raise InputError("--journal/--resume need --port (a device that outlives the host process)")
     if args.journal and args.resume:
         raise InputError("--journal starts a session, --resume finishes one: give one of them")
+    if args.eta is not None:
+        _check_eta(args.eta)
     try:
         if args.port:
             return _serial(args)
@@ -107,6 +109,23 @@ def run(args, cosim=None) -> dict:
         raise InputError(f"{type(e).__name__}: {e}") from e   # the CLI reports InputErrors (exit 2)
     except OSError as e:                  # serial.SerialException included
         raise InputError(f"{args.port or 'co-simulation'}: {e}") from e
+
+
+def _check_eta(eta: float):
+    """--eta must fit the update engine's registers as M / 2^shift (golden.update.eta_params on the
+    default weights, as Board.train_fc converts it), checked before anything is sent."""
+    from golden import weights
+    from golden.update import eta_params
+    from sw.csr_map import REGISTERS
+    try:
+        fits = [eta_params(eta, weights.load().q), ""]
+    except (ArithmeticError, ValueError) as e:     # OverflowError (a tiny eta), a ratio too large for M
+        fits = [None, f": {e}"]
+    for v, reg in zip(fits[0] or (), ("ctrl_eta_m", "ctrl_eta_sh")):
+        if not 0 <= v < 1 << REGISTERS[reg].width:
+            fits = [None, f": {reg} = {v} does not fit {REGISTERS[reg].width} bits"]
+    if fits[0] is None:
+        raise InputError(f"--eta {eta:g}: not representable by the update engine{fits[1]} (e.g. 1e-9..1e8)")
 
 
 def _model(args) -> dict:

@@ -115,6 +115,14 @@ CASES = [
      "argument --timeout: expected a number > 0 and <= 3600, got '1e10'"),
     ("board-deadline-huge", lambda t: ["board", "--sim", "faults", "--deadline", "1e300"], "argument --deadline"),
     ("board-hang-max-huge", lambda t: ["board", "--sim", "faults", "--hang-max", "1e300"], "argument --hang-max"),
+    # --eta that the update engine cannot hold, refused before the port opens (mutation: no _check_eta ->
+    # the session starts; on a board Board.set_learning then raised a ValueError traceback)
+    ("board-eta-tiny", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e-12"],
+     "--eta 1e-12: not representable by the update engine: ctrl_eta_sh = 69 does not fit 6 bits"),
+    ("board-eta-underflow", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e-300"],
+     "--eta 1e-300: not representable"),
+    ("board-eta-huge", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e9"],
+     "--eta 1e+09: not representable by the update engine: requant ratio"),
     ("board-images", lambda t: ["board", "--sim", "infer", "--images", "0"], "argument --images"),
     ("board-baud", lambda t: ["board", "--port", "/dev/null", "--baud", "0"], "argument --baud"),
     # cells checked against the array before any co-simulation (mutation: no range check -> session built)
