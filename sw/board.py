@@ -183,8 +183,13 @@ def host_session(c, cfg) -> dict:
     import numpy as np
 
     from golden.idx import default_data_dir, load_dataset
-    ds = load_dataset(cfg.get("data") or default_data_dir())
+    data = cfg.get("data") or default_data_dir()
+    ds = load_dataset(data)
     n = int(cfg.get("n") or 2)
+    have, need = (len(ds.test_images), n) if s == "infer" else (len(ds.train_images), 55000)
+    if have < need:             # (train: a batch drawn from the first 55000 training images)
+        raise InputError(f"{data}: {have} {'test' if s == 'infer' else 'training'} images, the {s} session "
+                         f"takes {need}" + (" (--images)" if s == "infer" else ""))
     if s == "infer":
         r = c.infer(ds.test_images[:n], ds.test_labels[:n].astype(np.int64))
         return {"classes": r["classes"].tolist(), "labels": ds.test_labels[:n].tolist(),

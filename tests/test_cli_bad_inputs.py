@@ -5,6 +5,7 @@ runs a co-simulation (the output and input checks come first).
 """
 import gzip
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -333,3 +334,19 @@ def test_console_entry_no_traceback():
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == "mcnn sim: error: argument --n: expected an integer in 1..10000, got '-198' " \
                                "(see mcnn sim --help)"
+
+
+@pytest.mark.parametrize("session,n,expected", [("infer", 11, "10 test images, the infer session takes 11 (--images)"),
+                                                ("train", 2, "20 training images, the train session takes 55000")])
+def test_board_session_dataset_too_small(tmp_path, session, n, expected):
+    """A board's infer/train session on a dataset ($MCNN_DATA) too small for it: an InputError
+    before anything is sent (mutation: no size check -> infer ran on 10 images, train an IndexError)."""
+    from golden.fileio import InputError
+    from sw.board import host_session
+
+    class NoDevice:
+        def __getattr__(self, name):
+            raise AssertionError(f"the device was used: {name}")
+    cfg = {"session": session, "n": n, "data": dataset(tmp_path / "d"), "seed": 0}
+    with pytest.raises(InputError, match=re.escape(expected)):
+        host_session(NoDevice(), cfg)
