@@ -5,6 +5,7 @@ runs a co-simulation (the output and input checks come first).
 """
 import gzip
 import json
+import os
 import re
 import shutil
 import struct
@@ -152,6 +153,11 @@ CASES = [
      ["sim", "--waves", "--n", "20", "--report", str(t / "r.json")], "r.json: exists, not overwritten"),
     ("sim-waves-weights-missing", lambda t: ["sim", "--waves", "--n", "20", "--weights", str(t / "none"),
                                              "--report", str(t / "r.json")], "none.npz: missing"),
+    # (mutation: no regular-file check in check_outputs -> with --force the FIFO is checked as writable and
+    # write_atomic replaces it: `mcnn sim --report /dev/null --force` would replace the device node, as root;
+    # no case here tries /dev/null itself: with the check gone it would)
+    ("train-out-fifo-force", lambda t: os.mkfifo(t / "w.npz") or
+     ["train", "--out", str(t / "w"), "--force", "--data", str(dataset(t / "d"))], "w.npz: not a regular file"),
     ("sim-report-dir", lambda t: ["sim", "--report", str(t)], "is a directory"),
     ("sim-report-under-file", lambda t: (t / "f").write_text("x") and ["sim", "--report", str(t / "f" / "r.json")],
      "is not a directory"),
