@@ -91,6 +91,8 @@ class Journal:
             raise JournalError(f"{p}: journal exists (resume it with --resume, or overwrite with --force)")
         if p.is_dir():
             raise JournalError(f"{p}: is a directory")
+        if p.exists() and not p.is_file():      # --force /dev/null would replace the device node itself
+            raise JournalError(f"{p}: not a regular file (a device, FIFO or socket)")
         if not p.parent.is_dir():
             raise JournalError(f"{p}: directory {p.parent} does not exist")
         return cls(p, config=config)

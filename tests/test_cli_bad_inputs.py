@@ -237,6 +237,10 @@ CASES = [
     # (mutation: no type on --port -> exit 0, the simulated device's status printed)
     ("board-port-empty", lambda t: ["board", "--port", ""], "argument --port: expected a serial port"),
     ("board-port-blank", lambda t: ["board", "--port", " ", "--session", "status"], "argument --port"),
+    # (mutation: no regular-file check in Journal.new -> with --force the journal's header would replace it)
+    ("journal-fifo-force", lambda t: os.mkfifo(t / "j") or ["board", "--port", "/dev/null", "--session", "program",
+                                                           "--cells", "0,0,0,5", "--journal", str(t / "j"), "--force"],
+     "j: not a regular file"),
     ("board-no-port", lambda t: ["board", "--port", str(t / "no-such-port")], "no-such-port"),
 ]
 
