@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from golden.fileio import InputError
@@ -162,8 +163,8 @@ class Journal:
                                        f"this session's {v!r:.60} (not the same plan)")
             return
         self.header = {"format": FORMAT, "version": VERSION, **want, "device": dict(device), "config": self.config}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        with os.fdopen(fd, "wb") as f:          # (a fresh name: never a user's <journal>.tmp)
             f.write((json.dumps(self.header) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
