@@ -36,6 +36,8 @@ def check_outputs(paths: Iterable, force: bool = False, option: str = "--force")
     for p in map(Path, paths):
         if p.is_dir():
             raise InputError(f"{p}: is a directory, expected a file name for the output")
+        if p.exists() and not p.is_file():       # --force /dev/null would replace the device node itself
+            raise InputError(f"{p}: not a regular file (a device, FIFO or socket), expected a file name for the output")
         if p.exists() and not force:
             raise OutputExists(f"{p}: exists, not overwritten (pass {option} to replace it)")
         base = _first_existing(p.parent)
@@ -108,4 +110,6 @@ def with_suffix_kept(stem, suffix: str) -> Path:
     """`stem` + suffix, keeping every dot of the stem (runs/model.v2 -> runs/model.v2.npz, where
     Path.with_suffix would give runs/model.npz)."""
     stem = Path(stem)
+    if stem.name in ("", ".."):           # "", ".", "/", "..": a directory, no file name to extend
+        raise InputError(f"{str(stem)!r}: expected a file stem such as runs/model, not a directory")
     return stem.with_name(stem.name + suffix)

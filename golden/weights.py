@@ -66,7 +66,7 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
             raise WeightsError(f"{p}: missing (a weights file is <stem>.npz + <stem>.json; run `make train`)")
     try:
         doc = json.loads(js.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:    # JSONDecodeError, UnicodeDecodeError, > 4300 digits, nesting
         raise WeightsError(f"{js}: not valid JSON: {e}") from e
     except OSError as e:
         raise WeightsError(f"{js}: cannot read: {e.strerror or e}") from e
@@ -90,6 +90,8 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
             if key not in arrs:
                 raise WeightsError(f"{npz}: no array {key!r} (expected shape {shape})")
             a = arrs[key]
+            if a.dtype.kind not in "fiu":          # strings or complex: no finite real weights
+                raise WeightsError(f"{npz}: array {key!r} holds {a.dtype} values, expected real numbers")
             if a.shape != shape:
                 raise WeightsError(f"{npz}: array {key!r} has shape {a.shape}, expected {shape}")
             if not np.all(np.isfinite(a)):
@@ -112,6 +114,8 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
 
 
 def _number(js, field, v, positive=True) -> float:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1023:   # math.isfinite would overflow
+        raise WeightsError(f"{js}: field '{field}' is an integer of {len(str(v))} digits, expected a finite number > 0")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
         raise WeightsError(f"{js}: field '{field}' is {v!r}, expected a finite number > 0")
     return float(v)

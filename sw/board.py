@@ -27,21 +27,31 @@ at least 10 --timeout), virtual time for the simulated devices (docs/link.md "Ho
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from golden.fileio import InputError
-from sw.argtypes import NON_NEGATIVE, POSITIVE, PROBABILITY, SEED, int_range
+from sw.argtypes import POSITIVE, PROBABILITY, SEED, float_range, int_range
 
 SESSIONS = ("faults", "identify", "status", "counters", "program", "read", "infer", "train")
 CONTROLLER_SESSIONS = ("counters", "program", "read", "infer", "train")
+WEEK = 7 * 86400.0     # upper bound of the times in seconds (a serial read waits at most --timeout: select()
+                       # overflows beyond ~9e9 s)
 COSIM_DEVICES = ("cosim", "controller")   # co-simulated in tb/cosim/ (link_cosim.py, host_cosim.py)
+
+
+def _port(s: str) -> str:
+    """--port: not empty (an empty --port "$PORT" would otherwise run the simulated device)."""
+    if not s.strip():
+        raise argparse.ArgumentTypeError(f"expected a serial port such as /dev/ttyUSB0 (or unix:PATH), got {s!r}")
+    return s
 
 
 def add_arguments(p):
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--sim", choices=SESSIONS, help="run SESSION against a simulated device")
-    where.add_argument("--port", help="serial port of a board (e.g. /dev/ttyUSB0)")
+    where.add_argument("--port", type=_port, help="serial port of a board (e.g. /dev/ttyUSB0)")
     p.add_argument("--session", choices=SESSIONS, default="identify", help="session to run with --port")
     p.add_argument("--device", choices=("model", "cosim", "controller"), default="model",
                    help="simulated device: pure-Python model (fast, default), the Verilated link (cosim) or the "
@@ -54,15 +64,15 @@ def add_arguments(p):
     p.add_argument("--frames", type=int_range(1, 10_000_000), default=1000, help="commands in a fault session")
     p.add_argument("--seed", type=SEED, default=2020)
     p.add_argument("--rate", type=PROBABILITY, default=0.2, help="probability that a frame/read chunk gets faults")
-    p.add_argument("--deadline", type=POSITIVE, default=None,
+    p.add_argument("--deadline", type=float_range(0.0, WEEK, lo_open=True), default=None,
                    help="seconds a command is retried (with backoff, the same frame) before it fails "
                         "(default: 30, at least 10 timeouts); simulated devices count it in virtual time")
     p.add_argument("--retries", type=int_range(0, 1000), default=None,
                    help="optional upper bound on the retries of a command as well (default: none, the deadline)")
-    p.add_argument("--hang-max", type=NON_NEGATIVE, default=None,
+    p.add_argument("--hang-max", type=float_range(0.0, WEEK), default=None,
                    help="faults: longest injected device hang, seconds (default: a third of the deadline; "
                         ">= the deadline makes some commands fail)")
-    p.add_argument("--timeout", type=POSITIVE, default=1.0,
+    p.add_argument("--timeout", type=float_range(0.0, 3600.0, lo_open=True), default=1.0,
                    help="seconds an attempt waits for the answer (virtual time for simulated devices)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--journal", type=Path, default=None,
@@ -81,6 +91,8 @@ def run(args, cosim=None) -> dict:
         raise InputError("--journal/--resume need --port (a device that outlives the host process)")
     if args.journal and args.resume:
         raise InputError("--journal starts a session, --resume finishes one: give one of them")
+    if args.eta is not None:
+        _check_eta(args.eta)
     try:
         if args.port:
             return _serial(args)
@@ -97,6 +109,23 @@ def run(args, cosim=None) -> dict:
         raise InputError(f"{type(e).__name__}: {e}") from e   # the CLI reports InputErrors (exit 2)
     except OSError as e:                  # serial.SerialException included
         raise InputError(f"{args.port or 'co-simulation'}: {e}") from e
+
+
+def _check_eta(eta: float):
+    """--eta must fit the update engine's registers as M / 2^shift (golden.update.eta_params on the
+    default weights, as Board.train_fc converts it), checked before anything is sent."""
+    from golden import weights
+    from golden.update import eta_params
+    from sw.csr_map import REGISTERS
+    try:
+        fits = [eta_params(eta, weights.load().q), ""]
+    except (ArithmeticError, ValueError) as e:     # OverflowError (a tiny eta), a ratio too large for M
+        fits = [None, f": {e}"]
+    for v, reg in zip(fits[0] or (), ("ctrl_eta_m", "ctrl_eta_sh")):
+        if not 0 <= v < 1 << REGISTERS[reg].width:
+            fits = [None, f": {reg} = {v} does not fit {REGISTERS[reg].width} bits"]
+    if fits[0] is None:
+        raise InputError(f"--eta {eta:g}: not representable by the update engine{fits[1]} (e.g. 1e-9..1e8)")
 
 
 def _model(args) -> dict:
@@ -159,8 +188,13 @@ def host_session(c, cfg) -> dict:
     import numpy as np
 
     from golden.idx import default_data_dir, load_dataset
-    ds = load_dataset(cfg.get("data") or default_data_dir())
+    data = cfg.get("data") or default_data_dir()
+    ds = load_dataset(data)
     n = int(cfg.get("n") or 2)
+    have, need = (len(ds.test_images), n) if s == "infer" else (len(ds.train_images), 55000)
+    if have < need:             # (train: a batch drawn from the first 55000 training images)
+        raise InputError(f"{data}: {have} {'test' if s == 'infer' else 'training'} images, the {s} session "
+                         f"takes {need}" + (" (--images)" if s == "infer" else ""))
     if s == "infer":
         r = c.infer(ds.test_images[:n], ds.test_labels[:n].astype(np.int64))
         return {"classes": r["classes"].tolist(), "labels": ds.test_labels[:n].tolist(),
@@ -186,6 +220,9 @@ def _session_config(args):
     from sw.journal import Journal
     if args.resume:
         j = Journal.load(args.resume)
+        if j.config.get("session") not in ("program", "train"):
+            raise InputError(f"{args.resume}: the journal's config names no program or train session "
+                             f"(session {j.config.get('session')!r:.40}): nothing to resume")
         return {**j.config, "journal": j}, j
     cfg = {"session": args.session, "n": args.images, "eta": args.eta, "seed": args.seed}
     if args.session in ("program", "read"):

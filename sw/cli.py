@@ -148,7 +148,10 @@ def cmd_bench(args):
 
 
 def cmd_sim(args):
+    from golden import weights
     _dataset(args)           # checked here, before the co-simulation (which loads it again) touches any file
+    weights.load(args.weights)                  # these two as well, before the waveform warning:
+    check_outputs([args.report], args.force)    # a refusal is the one line on stderr
     images = args.n if args.device == "ideal" else args.n * (2 if args.iterations else 1) + 100 * args.iterations
     if args.waves and images > 10:       # + the transfer's write-verify on a device preset
         print(f"mcnn sim: a waveform of {images} images is large (every signal, about 90 MB of VCD per image); "

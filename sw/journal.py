@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from golden.fileio import InputError
@@ -34,6 +35,24 @@ FORMAT, VERSION = "mcnn-journal", 1
 
 class JournalError(InputError):
     """The journal cannot be used (missing, exists, corrupt, or not this plan/device)."""
+
+
+# the fields (and their JSON types) of each record kind, checked when a journal is loaded
+_FIELDS = {"sent": {"chunk": int, "seq": int, "frame": str}, "done": {"chunk": int, "status": int, "answers": list},
+           "note": {"key": str}, "end": {}}
+
+
+def _well_formed(r: dict, fields: dict) -> bool:
+    if any(not isinstance(r.get(f), t) or isinstance(r.get(f), bool) for f, t in fields.items()):
+        return False
+    if r["k"] == "sent":
+        try:
+            bytes.fromhex(r["frame"])
+        except ValueError:
+            return False
+    if r["k"] == "done" and not all(isinstance(w, int) and not isinstance(w, bool) for w in r["answers"]):
+        return False
+    return r["k"] != "note" or "value" in r
 
 
 def plan_hash(obj) -> str:
@@ -73,6 +92,8 @@ class Journal:
             raise JournalError(f"{p}: journal exists (resume it with --resume, or overwrite with --force)")
         if p.is_dir():
             raise JournalError(f"{p}: is a directory")
+        if p.exists() and not p.is_file():      # --force /dev/null would replace the device node itself
+            raise JournalError(f"{p}: not a regular file (a device, FIFO or socket)")
         if not p.parent.is_dir():
             raise JournalError(f"{p}: directory {p.parent} does not exist")
         return cls(p, config=config)
@@ -97,6 +118,8 @@ class Journal:
             raise JournalError(f"{p}: not an mcnn journal (no header line)")
         if recs[0].get("version") != VERSION:
             raise JournalError(f"{p}: journal version {recs[0].get('version')}, this driver writes {VERSION}")
+        if not isinstance(recs[0].get("config", {}), dict):
+            raise JournalError(f"{p}: line 1: 'config' is {recs[0]['config']!r:.60}, expected an object")
         j = cls(p, header=recs[0], valid_bytes=valid)
         for i, r in enumerate(recs[1:], 2):
             j._apply(r, i)
@@ -106,6 +129,8 @@ class Journal:
 
     def _apply(self, r, line):
         k = r.get("k") if isinstance(r, dict) else None
+        if k in _FIELDS and not _well_formed(r, _FIELDS[k]):
+            raise JournalError(f"{self.path}: line {line}: malformed record {r!r:.60} (the journal is corrupt)")
         if k == "sent":
             self.sent[r["chunk"]] = r
         elif k == "done":
@@ -138,8 +163,8 @@ class Journal:
                                        f"this session's {v!r:.60} (not the same plan)")
             return
         self.header = {"format": FORMAT, "version": VERSION, **want, "device": dict(device), "config": self.config}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        with os.fdopen(fd, "wb") as f:          # (a fresh name: never a user's <journal>.tmp)
             f.write((json.dumps(self.header) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())

@@ -5,6 +5,8 @@ runs a co-simulation (the output and input checks come first).
 """
 import gzip
 import json
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -54,6 +56,24 @@ def weights_copy(d: Path, stem="w", edit=None) -> Path:
     return d / stem
 
 
+def npz_edit(stem: Path, key, arr) -> list:
+    """<stem>.npz with array `key` replaced; -> the argv of `mcnn eval` on it."""
+    arrs = dict(np.load(f"{stem}.npz"))
+    arrs[key] = arr
+    np.savez(f"{stem}.npz", **arrs)
+    return ["eval", "--weights", str(stem)]
+
+
+def resume(d: Path, *records, config=(("session", "program"), ("cells", [[0, 0, 0, 5]]))) -> list:
+    """d/j.jsonl: a journal header (config: dict items, or anything else as is; None: no config)
+    and `records`; -> the argv resuming it on /dev/null (not a serial port: opening it fails)."""
+    head = {"format": "mcnn-journal", "version": 1, "session": "program"}
+    if config is not None:
+        head["config"] = dict(config) if isinstance(config, tuple) else config
+    (d / "j.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (head, *records)))
+    return ["board", "--port", "/dev/null", "--resume", str(d / "j.jsonl")]
+
+
 def setq(path, value):
     """JSON edit: doc[path...] = value (path: keys separated by dots)."""
     def f(doc):
@@ -91,6 +111,20 @@ CASES = [
     ("board-rate", lambda t: ["board", "--sim", "faults", "--rate", "1.5"], "argument --rate"),
     ("board-retries", lambda t: ["board", "--sim", "faults", "--retries", "-1"], "argument --retries"),
     ("board-timeout", lambda t: ["board", "--sim", "faults", "--timeout", "0"], "argument --timeout"),
+    # (mutation: no upper bounds -> accepted; --timeout 1e10 on a serial port (a pty) then ended in an
+    # OverflowError traceback from select())
+    ("board-timeout-huge", lambda t: ["board", "--port", "/dev/null", "--timeout", "1e10"],
+     "argument --timeout: expected a number > 0 and <= 3600, got '1e10'"),
+    ("board-deadline-huge", lambda t: ["board", "--sim", "faults", "--deadline", "1e300"], "argument --deadline"),
+    ("board-hang-max-huge", lambda t: ["board", "--sim", "faults", "--hang-max", "1e300"], "argument --hang-max"),
+    # --eta that the update engine cannot hold, refused before the port opens (mutation: no _check_eta ->
+    # the session starts; on a board Board.set_learning then raised a ValueError traceback)
+    ("board-eta-tiny", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e-12"],
+     "--eta 1e-12: not representable by the update engine: ctrl_eta_sh = 69 does not fit 6 bits"),
+    ("board-eta-underflow", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e-300"],
+     "--eta 1e-300: not representable"),
+    ("board-eta-huge", lambda t: ["board", "--port", "/dev/null", "--session", "train", "--eta", "1e9"],
+     "--eta 1e+09: not representable by the update engine: requant ratio"),
     ("board-images", lambda t: ["board", "--sim", "infer", "--images", "0"], "argument --images"),
     ("board-baud", lambda t: ["board", "--port", "/dev/null", "--baud", "0"], "argument --baud"),
     # cells checked against the array before any co-simulation (mutation: no range check -> session built)
@@ -114,6 +148,16 @@ CASES = [
      "model.v2.npz: exists"),
     ("sim-report-exists", lambda t: (t / "r.json").write_text("{}") and ["sim", "--report", str(t / "r.json")],
      "r.json: exists, not overwritten (pass --force"),
+    # (mutation: the report checked after the --waves warning -> two lines on stderr)
+    ("sim-waves-report-exists", lambda t: (t / "r.json").write_text("{}") and
+     ["sim", "--waves", "--n", "20", "--report", str(t / "r.json")], "r.json: exists, not overwritten"),
+    ("sim-waves-weights-missing", lambda t: ["sim", "--waves", "--n", "20", "--weights", str(t / "none"),
+                                             "--report", str(t / "r.json")], "none.npz: missing"),
+    # (mutation: no regular-file check in check_outputs -> with --force the FIFO is checked as writable and
+    # write_atomic replaces it: `mcnn sim --report /dev/null --force` would replace the device node, as root;
+    # no case here tries /dev/null itself: with the check gone it would)
+    ("train-out-fifo-force", lambda t: os.mkfifo(t / "w.npz") or
+     ["train", "--out", str(t / "w"), "--force", "--data", str(dataset(t / "d"))], "w.npz: not a regular file"),
     ("sim-report-dir", lambda t: ["sim", "--report", str(t)], "is a directory"),
     ("sim-report-under-file", lambda t: (t / "f").write_text("x") and ["sim", "--report", str(t / "f" / "r.json")],
      "is not a directory"),
@@ -124,6 +168,11 @@ CASES = [
     # stems keep their dots (mutation: Path.with_suffix -> reads d/model.npz, exit 0)
     ("dotted-stem-read", lambda t: weights_copy(t, "model") and ["eval", "--n", "5", "--weights", str(t / "model.v2")],
      "model.v2.npz: missing"),
+    # a stem that names no file (mutation: no check in with_suffix_kept -> ValueError traceback)
+    ("weights-empty-stem", lambda t: ["eval", "--n", "5", "--weights", ""], "'.': expected a file stem"),
+    ("weights-root-stem", lambda t: ["eval", "--n", "5", "--weights", "/"], "'/': expected a file stem"),
+    ("train-out-dotdot", lambda t: ["train", "--out", str(t / ".."), "--data", str(dataset(t / "d"))],
+     "expected a file stem"),
     # weights checked semantically (mutations: no finiteness / sign / type checks -> load or traceback)
     ("scale-nan", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("quant.w_scale.C1", float("nan"))))],
      "field 'quant.w_scale.C1' is nan, expected a finite number > 0"),
@@ -139,6 +188,17 @@ CASES = [
      "quant.requant.C3[0]"),
     ("quant-missing", lambda t: ["eval", "--weights", str(weights_copy(t, edit=lambda d: d.pop("quant")))],
      "field 'quant' is NoneType"),
+    # (mutations: no overflow guard / ValueError not caught / no dtype check -> traceback or a silent load)
+    ("scale-huge-int", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("quant.w_scale.C3", 10**400)))],
+     "field 'quant.w_scale.C3' is an integer of 401 digits"),
+    ("json-too-many-digits", lambda t: weights_copy(t) and (t / "w.json").write_text('{"format": ' + "9" * 5000 + "}")
+     and ["eval", "--weights", str(t / "w")], "w.json: not valid JSON: Exceeds the limit"),
+    ("json-deep-nesting", lambda t: weights_copy(t) and (t / "w.json").write_text("[" * 100_000 + "]" * 100_000)
+     and ["eval", "--weights", str(t / "w")], "w.json: not valid JSON: maximum recursion depth"),
+    ("npz-string-array", lambda t: npz_edit(weights_copy(t), "float/C1", np.full((8, 1, 3, 3), "a")),
+     "array 'float/C1' holds <U1 values, expected real numbers"),
+    ("npz-complex-array", lambda t: npz_edit(weights_copy(t), "float/FC", np.zeros((192, 10), complex)),
+     "array 'float/FC' holds complex128 values"),
     ("meta-type", lambda t: ["eval", "--weights", str(weights_copy(t, edit=setq("meta", "x")))], "field 'meta'"),
     ("doc-list", lambda t: weights_copy(t) and (t / "w.json").write_text("[]") and
      ["eval", "--weights", str(t / "w")], "a JSON list, expected an object"),
@@ -160,6 +220,27 @@ CASES = [
     ("gzip-corrupt", lambda t: dataset(t / "d") and (t / "d" / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bxx")
      and ["eval", "--data", str(t / "d")], "corrupt gzip stream"),
     ("data-missing", lambda t: ["eval", "--data", str(t / "none")], "not a directory"),
+    # a corrupt journal refused before the port is opened (mutations: no record / config checks in
+    # Journal.load, no session check in board._session_config -> KeyError/ValueError traceback, or the port opened)
+    ("resume-record-no-chunk", lambda t: resume(t, {"k": "sent"}), "line 2: malformed record"),
+    ("resume-record-list-chunk", lambda t: resume(t, {"k": "done", "chunk": [0], "status": 0, "answers": []}),
+     "line 2: malformed record"),
+    ("resume-frame-not-hex", lambda t: resume(t, {"k": "sent", "chunk": 0, "seq": 1, "frame": "zz"}),
+     "line 2: malformed record"),
+    ("resume-answers-text", lambda t: resume(t, {"k": "done", "chunk": 0, "status": 0, "answers": ["1"]}),
+     "line 2: malformed record"),
+    ("resume-note-no-value", lambda t: resume(t, {"k": "note", "key": "x"}), "line 2: malformed record"),
+    ("resume-config-text", lambda t: resume(t, config="x"), "line 1: 'config' is 'x', expected an object"),
+    ("resume-config-read", lambda t: resume(t, config={"session": "read", "cells": [[0, 0, 0]]}),
+     "names no program or train session (session 'read')"),
+    ("resume-no-config", lambda t: resume(t, config=None), "names no program or train session (session None)"),
+    # (mutation: no type on --port -> exit 0, the simulated device's status printed)
+    ("board-port-empty", lambda t: ["board", "--port", ""], "argument --port: expected a serial port"),
+    ("board-port-blank", lambda t: ["board", "--port", " ", "--session", "status"], "argument --port"),
+    # (mutation: no regular-file check in Journal.new -> with --force the journal's header would replace it)
+    ("journal-fifo-force", lambda t: os.mkfifo(t / "j") or ["board", "--port", "/dev/null", "--session", "program",
+                                                           "--cells", "0,0,0,5", "--journal", str(t / "j"), "--force"],
+     "j: not a regular file"),
     ("board-no-port", lambda t: ["board", "--port", str(t / "no-such-port")], "no-such-port"),
 ]
 
@@ -263,3 +344,19 @@ def test_console_entry_no_traceback():
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == "mcnn sim: error: argument --n: expected an integer in 1..10000, got '-198' " \
                                "(see mcnn sim --help)"
+
+
+@pytest.mark.parametrize("session,n,expected", [("infer", 11, "10 test images, the infer session takes 11 (--images)"),
+                                                ("train", 2, "20 training images, the train session takes 55000")])
+def test_board_session_dataset_too_small(tmp_path, session, n, expected):
+    """A board's infer/train session on a dataset ($MCNN_DATA) too small for it: an InputError
+    before anything is sent (mutation: no size check -> infer ran on 10 images, train an IndexError)."""
+    from golden.fileio import InputError
+    from sw.board import host_session
+
+    class NoDevice:
+        def __getattr__(self, name):
+            raise AssertionError(f"the device was used: {name}")
+    cfg = {"session": session, "n": n, "data": dataset(tmp_path / "d"), "seed": 0}
+    with pytest.raises(InputError, match=re.escape(expected)):
+        host_session(NoDevice(), cfg)

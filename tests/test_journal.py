@@ -527,3 +527,16 @@ if __name__ == "__main__":
         serve(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     elif sys.argv[1] == "kill":
         kill_random(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 20)
+
+
+def test_header_leaves_other_files(tmp_path):
+    """The header is written through a fresh temporary name: a user's <journal>.tmp beside it is
+    kept, nothing else is left (mutation: the old fixed name j.tmp -> that file replaced)."""
+    from sw.journal import Journal
+    (tmp_path / "j.tmp").write_text("mine")
+    j = Journal.new(tmp_path / "j", config={"session": "program"})
+    j.start("program", {"id": 1}, "h", {"chunk": 4}, 3)
+    j.close()
+    assert (tmp_path / "j.tmp").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j", "j.tmp"]
+    assert Journal.load(tmp_path / "j").header["chunks"] == 3

@@ -172,7 +172,10 @@ _chunk = st.one_of(st.binary(min_size=1, max_size=40), st.just(SYNC), _frames, _
 def test_model_executes_only_commands_sent_each_once(chunks, late):
     """Any mix of garbage, frames, frames carrying a complete frame in their payload (accepted, NACKed,
     TOO_LONG or corrupted), late duplicates, with or without an idle line between: only frames sent as
-    commands execute, none twice, the carried write never; afterwards a frame is answered."""
+    commands execute, none twice, the carried write never; afterwards a frame is answered. A chunk that
+    ends inside a frame is followed by an idle line, as on the link (docs/link.md: the framing is sound
+    because an unanswered host waits its timeout; without that gap a truncated frame followed at once by
+    a TOO_LONG carrier let the carried write execute, hypothesis found it about 1 run in 10)."""
     m = DeviceModel(max_payload=64, max_response=64)
     log = _logged(m)
     chunks = chunks + [chunks[i % len(chunks)] for i in late if chunks]
@@ -182,8 +185,8 @@ def test_model_executes_only_commands_sent_each_once(chunks, late):
         if fr and isinstance(fr[0], Frame) and c[:2] == SYNC and len(c) == OVERHEAD + len(fr[0].payload):
             sent.add((fr[0].sid, fr[0].seq, fr[0].code, fr[0].payload))
         m.feed(c)
-        if idle:
-            m.idle()
+        if idle or m.state in ("HDR", "HCHK", "PAYLOAD", "CRC"):
+            m.idle()    # bytes that end inside a frame get no answer: the stop-and-wait host waits its timeout
     assert all(x in sent for x in log), log
     keys = [x[:2] for x in log]
     assert len(keys) == len(set(keys)), log
