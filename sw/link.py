@@ -164,12 +164,17 @@ class DeviceError(LinkError):
         self.cmd, self.seq = cmd, seq
         self.status = status
         name = Status(status).name if status in Status._value2member_map_ else f"status {status:#04x}"
-        super().__init__(f"{_name(cmd)} (seq {seq}) refused by the device: {name}"
-                         + (f" -- {detail}" if detail else ""))
+        by = "by the host, not sent" if getattr(self, "local", False) else "by the device"
+        super().__init__(f"{_name(cmd)} (seq {seq}) refused {by}: {name}" + (f" -- {detail}" if detail else ""))
 
 
 class FrameTooLong(DeviceError):
     pass
+
+
+class PayloadTooLong(FrameTooLong):
+    """Refused by the host before sending: the payload is above the device's max_payload."""
+    local = True
 
 
 class UnknownCommand(DeviceError):
@@ -330,8 +335,8 @@ class Link:
                  deadline: float | None = None) -> bytes:
         payload = bytes(payload)
         if len(payload) > self.max_payload:
-            raise FrameTooLong(cmd, self.seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
-                               f"{self.max_payload} (not sent)")
+            raise PayloadTooLong(cmd, self.seq, Status.TOO_LONG, f"{len(payload)} bytes > the device's max_payload "
+                               f"{self.max_payload}")
         if self.sid is None:
             self.open_session()
         try:

@@ -296,7 +296,8 @@ def test_payload_limit_before_open():
     link = Board(tr, retries=0, timeout=0.05).link
     with pytest.raises(FrameTooLong) as e:
         link.transact(Cmd.PING, bytes(1025))
-    assert "1025 bytes > the device's max_payload 1024 (not sent)" in str(e.value) and tr.writes == 0
+    assert tr.writes == 0 and ("refused by the host, not sent: TOO_LONG -- 1025 bytes > the device's max_payload 1024"
+                               in str(e.value))
     assert link.transact(Cmd.PING, bytes(1024)) == bytes(1024)      # (OPEN, then the PING)
     assert tr.writes == 2
 
