@@ -73,20 +73,18 @@ def evaluate_energy(w, ds, n: int | None = None, layers=cnn.YAO2020, cfg: Datapa
         scale = per_epoch / prog["hybrid_iterations"]
         epoch = {"programming": {k: v * scale for k, v in prog["hybrid"].items()}, "n_train": prog["n_train"]}
     tm = Timing(input_bits=cfg.input_bits)
-    bound_s = bound_cycles_per_image(layers, mapping, tm)["cycles"] * T_CLOCK_NS * 1e-9
+    t_clock_ns = energy.T_READ_NS / tm.pulse_cycles     # perf.Timing: a 50 ns pulse is pulse_cycles cycles
+    bound_s = bound_cycles_per_image(layers, mapping, tm)["cycles"] * t_clock_ns * 1e-9
     rep = energy.energy_report(act, mapping, layers, drive_us=drive, transfer=prog["transfer"], epoch=epoch,
                                seconds_per_image=bound_s, input_shape=tuple(x.shape[1:]) + (1,))
     est = energy.drive_from_pulses(act, mapping, energy.column_conductance_us(
         energy.ideal_conductance_us(conductance_levels(layers, w.int_w, mapping))))
     rep["array_drive_us_per_image"] = {"measured": drive, "from_bl_pulses": est}
     rep["seconds_per_image_note"] = (f"array-bound latency (golden/perf.py: {tm.pulse_cycles} cycles per 50 ns "
-                                     f"pulse at {1e3 / T_CLOCK_NS:g} MHz), not measured")
+                                     f"pulse at {1e3 / t_clock_ns:g} MHz), not measured")
     rep["programming_activity"] = prog
     rep["activity_per_image"] = {k: {kk: float(np.mean(vv)) for kk, vv in v.items()} for k, v in act.items()}
     return {"energy": rep, **metrics.metrics_report(y, res.classes, layers, mapping, cfg)}
-
-
-T_CLOCK_NS = 12.5    # the controller clock of golden/perf.py's Timing (80 MHz: 4 cycles per 50 ns pulse)
 
 
 def _pj(x: float) -> str:

@@ -144,10 +144,11 @@ def link_status(c) -> dict:
 
 
 def parse_cells(text: str, with_target: bool) -> list:
-    """--cells 'pe,row,bl[,target];...' checked against the array (golden.mapping: 8 PEs of 128 x
-    16 cells; target an 8-bit verify code) before anything is sent."""
+    """--cells 'pe,row,bl[,target];...' checked against the design's array (the limits the driver
+    checks against a device's IDENTIFY, Board.cell_limits) before anything is sent."""
     from golden.mapping import N_BL, N_PE, N_ROWS
-    limits = (("pe", N_PE - 1), ("row", N_ROWS - 1), ("bl", N_BL - 1), ("target", 255))
+    from sw.driver import Board
+    limits = Board.cell_limits({"n_pe": N_PE, "rows": N_ROWS, "bls": N_BL})
     cells = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         try:

@@ -29,7 +29,7 @@ import struct
 
 from typing import NamedTuple
 
-from golden.fileio import InputError as _UserInputError
+from golden.fileio import InputError  # noqa: F401  (bad driver input: a cell, pixel, label or image size)
 from sw import csr_map, host_proto
 from sw.link import RESET_CONTROLLER, RESET_COUNTERS, Cmd, Link, LinkError, LinkTimeout, ProtocolError
 from sw.transport import ModelTransport, SerialTransport
@@ -52,11 +52,6 @@ class HostCommandError(LinkError):
         oname = next((n for n, c in host_proto.OPS.items() if c == op), f"op {op:#04x}")
         super().__init__(f"{oname}: the controller answered {sname} after {answered} items"
                          + (f" -- {detail}" if detail else ""))
-
-
-class InputError(_UserInputError):
-    """Bad input to the driver (a cell outside the array, a pixel, label or image size that the
-    device's fields cannot hold): refused before anything is sent. One line naming the item."""
 
 
 class TransferError(LinkError):
@@ -344,10 +339,15 @@ class Board:
         return Board.cells_within(cells, device or self.info or self.identify(), with_target)
 
     @staticmethod
+    def cell_limits(dev: dict) -> tuple:
+        """((field, largest value), ...) of a cell word on a device of dimensions dev = {n_pe, rows, bls}."""
+        tmax = (1 << host_proto.CELL["target"][1]) - 1
+        return (("pe", dev["n_pe"] - 1), ("row", dev["rows"] - 1), ("bl", dev["bls"] - 1), ("target", tmax))
+
+    @staticmethod
     def cells_within(cells, dev: dict, with_target: bool = True) -> list:
         """check_cells against the dimensions dev = {n_pe, rows, bls} (no device needed)."""
-        tmax = (1 << host_proto.CELL["target"][1]) - 1
-        limits = (("pe", dev["n_pe"] - 1), ("row", dev["rows"] - 1), ("bl", dev["bls"] - 1), ("target", tmax))
+        limits = Board.cell_limits(dev)
         out = []
         for i, c in enumerate(cells):
             c = tuple(c)
