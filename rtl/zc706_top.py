@@ -122,9 +122,25 @@ class ProgChannel(wiring.Component):
         return m
 
 
+def register_fmc_pins(m, f, pins):
+    """The FMC pins, registered both ways between the PHY's bus `f` and `pins` (fmc_addr, fmc_wdata,
+    fmc_we, fmc_apply, fmc_re, fmc_rdata, fmc_rvalid, fmc_ready): the bus protocol tolerates the
+    latency; ready_guard covers the round trip before `ready` is trusted. The data registers are
+    reset-less (only the strobes must be low in reset), so their flip-flops have no reset net (timing)."""
+    io_d = {n: Signal.like(getattr(pins, f"fmc_{n}"), name=f"fmc_{n}_r", reset_less=True)
+            for n in ("addr", "wdata", "rdata")}
+    m.d.sync += [io_d["addr"].eq(f.addr), io_d["wdata"].eq(f.wdata), io_d["rdata"].eq(pins.fmc_rdata)]
+    m.d.comb += [pins.fmc_addr.eq(io_d["addr"]), pins.fmc_wdata.eq(io_d["wdata"]), f.rdata.eq(io_d["rdata"])]
+    m.d.sync += [pins.fmc_we.eq(f.we), pins.fmc_apply.eq(f.apply), pins.fmc_re.eq(f.re),
+                 f.rvalid.eq(pins.fmc_rvalid), f.ready.eq(pins.fmc_ready)]
+
+
+READY_GUARD = 4      # PHY cycles before `ready` is trusted after `apply` (covers the pin registers' round trip)
+
+
 class BoardCore(wiring.Component):
     def __init__(self, controller: Controller | None = None, divisor: int = SYS_CLK_HZ // 115200,
-                 ready_guard: int = 4, heartbeat_bit: int = 25, reset_buffer=None):
+                 ready_guard: int = READY_GUARD, heartbeat_bit: int = 25, reset_buffer=None):
         self.ctrl = controller or default_controller()
         self.reset_buffer = reset_buffer    # (module, signal) -> signal: e.g. a global buffer
         pe_sig = self.ctrl.signature.members["pe"].signature
@@ -172,16 +188,7 @@ class BoardCore(wiring.Component):
             wiring.connect(m, ctrl.pe[p], phy.pe[p])
         wiring.connect(m, chan.port, phy.aux)
 
-        # FMC pins, registered both ways (the bus protocol tolerates the latency; ready_guard
-        # covers the round trip before `ready` is trusted); the data registers are reset-less (only
-        # the strobes must be low in reset), so their flip-flops have no reset net (timing)
-        f = phy.fmc
-        io_d = {n: Signal.like(getattr(self, f"fmc_{n}"), name=f"fmc_{n}_r", reset_less=True)
-                for n in ("addr", "wdata", "rdata")}
-        m.d.sync += [io_d["addr"].eq(f.addr), io_d["wdata"].eq(f.wdata), io_d["rdata"].eq(self.fmc_rdata)]
-        m.d.comb += [self.fmc_addr.eq(io_d["addr"]), self.fmc_wdata.eq(io_d["wdata"]), f.rdata.eq(io_d["rdata"])]
-        m.d.sync += [self.fmc_we.eq(f.we), self.fmc_apply.eq(f.apply), self.fmc_re.eq(f.re),
-                     f.rvalid.eq(self.fmc_rvalid), f.ready.eq(self.fmc_ready)]
+        register_fmc_pins(m, phy.fmc, self)
 
         # link <-> host bridge: transfers only in tick cycles (the bridge runs with the controller)
         m.d.comb += [br.cmd.payload.eq(link.cmd.payload), br.cmd.valid.eq(link.cmd.valid & tick_glue),

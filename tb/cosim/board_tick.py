@@ -10,14 +10,14 @@ board's tick. Measured with Amaranth's simulator, steady state (the last of a fe
 """
 from __future__ import annotations
 
-import inspect
+from types import SimpleNamespace
 
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
 
 class _PinnedPhy(Elaboratable):
-    """The PHY with BoardCore's pin registers (rtl/zc706_top.py BoardCore.elaborate)."""
+    """The PHY behind BoardCore's pin registers (rtl/zc706_top.py register_fmc_pins)."""
 
     def __init__(self, phy):
         self.phy = phy
@@ -26,23 +26,21 @@ class _PinnedPhy(Elaboratable):
                      ("addr", "wdata", "we", "apply", "re", "rdata", "rvalid", "ready")}
 
     def elaborate(self, platform):
+        from rtl.zc706_top import register_fmc_pins
         m = Module()
-        m.submodules.phy = phy = self.phy
-        f, p = phy.fmc, self.pins
-        m.d.sync += [p[n].eq(getattr(f, n)) for n in ("addr", "wdata", "we", "apply", "re")]
-        m.d.sync += [f.rdata.eq(p["rdata"]), f.rvalid.eq(p["rvalid"]), f.ready.eq(p["ready"])]
+        m.submodules.phy = self.phy
+        register_fmc_pins(m, self.phy.fmc, SimpleNamespace(**{f"fmc_{n}": v for n, v in self.pins.items()}))
         return m
 
 
 def board_phy(ctrl):
     """The PHY as rtl/zc706_top.py BoardCore builds it for the controller `ctrl` (no tick copies)."""
     from rtl.pe_fmc import PeFmcPhy
-    from rtl.zc706_top import BoardCore, ProgChannel
-    guard = inspect.signature(BoardCore.__init__).parameters["ready_guard"].default
+    from rtl.zc706_top import READY_GUARD, ProgChannel
     chan = ProgChannel(ctrl.wv.req_layout, ctrl.pp.rd_layout, ctrl.code_bits)
     chan._MustUse__silence = True      # built for its port signature only
     pe_sig = ctrl.signature.members["pe"].signature
-    return PeFmcPhy(pe_sig, n_pe=ctrl.n_pe, ready_guard=guard, aux_sig=chan.port_sig,
+    return PeFmcPhy(pe_sig, n_pe=ctrl.n_pe, ready_guard=READY_GUARD, aux_sig=chan.port_sig,
                     aux_request=("req_valid", "vrd_valid"))
 
 
