@@ -17,6 +17,10 @@ class IdealArray:
         self.g_us = level_conductance_us(self.levels.astype(np.float32))  # (pe, row, bl)
         self.i_units = current_units(self.g_us * V_READ)  # read current of a pulsed cell, I_Q units
         self._i_ua = (self.i_units * I_Q_UA).astype(np.float32)  # exact: multiples of 2**-11 uA
+        # Noise-free integer cell currents: golden.datapath.linear_weights may replace the
+        # bit-serial reads of a layer by one exact matrix product (cached here per layer and ADC).
+        self.exact_units = self.i_units
+        self.linear_cache: dict = {}
 
     def read(self, pe: int, bl_bits: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """bl_bits (M, n_bl) of 0/1 -> SL currents (M, len(rows)) in uA (SL clamped at 0 V)."""

@@ -20,6 +20,7 @@ import numpy as np
 from . import cnn, model
 from .adc import ADC
 from .analog import IdealArray
+from .cell import I_Q_UA
 from .mapping import Mapping, build_mapping, conductance_levels
 
 # ------------------------------------------------------------ fixed-point formats
@@ -42,12 +43,18 @@ class DatapathConfig:
 
 # ------------------------------------------------------------ blocks
 
-def bitserial_encode(x, bits: int):
-    """Unsigned codes (...,) -> pulse enables (bits, ...) of 0/1, slot 0 = LSB."""
+def check_codes(x, bits: int):
+    """x as an array, refused (ValueError) unless every value is an unsigned `bits`-bit code."""
     x = np.asarray(x)
     if x.size and (x.min() < 0 or x.max() >= (1 << bits)):
         raise ValueError(f"inputs must be in [0, {(1 << bits) - 1}] for {bits}-bit encoding, "
                          f"got [{x.min()}, {x.max()}]")
+    return x
+
+
+def bitserial_encode(x, bits: int):
+    """Unsigned codes (...,) -> pulse enables (bits, ...) of 0/1, slot 0 = LSB."""
+    x = check_codes(x, bits)
     dt = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint64
     xs = x.astype(dt)
     out = np.empty((bits,) + x.shape, dtype=np.uint8)
@@ -142,6 +149,9 @@ def read_group_sums(array, g, xin, bits: int, adc: ADC):
 
 def layer_accumulate(array, groups, cols, bits, adc):
     """cols (M, fan_in) -> A (M, n_out): sum of the read groups' differential sums."""
+    lin = linear_weights(array, groups, adc, cols.shape[1])
+    if lin is not None:
+        return linear_accumulate(lin, cols, bits)
     acc = None
     for g in groups:
         i0, n = g.inputs[0], len(g.inputs)
@@ -149,6 +159,62 @@ def layer_accumulate(array, groups, cols, bits, adc):
         d = read_group_sums(array, g, cols[:, i0:i0 + n] if contiguous else cols[:, list(g.inputs)], bits, adc)
         acc = d if acc is None else acc + d
     return acc
+
+
+# ------------------------------------------------------------ the linear shortcut (exact)
+
+@dataclass(frozen=True)
+class Linear:
+    w: np.ndarray               # (fan_in, n_out) int64: A = cols @ w
+    used: np.ndarray | None     # fan-in columns some group reads (None: all of them)
+    col_abs: int                # max over outputs of sum |w|: bounds |A| / max input
+
+
+def linear_weights(array, groups, adc: ADC, n_cols: int) -> Linear | None:
+    """The layer as one integer matrix, when the bit-serial reads are provably linear; else None.
+
+    Exact when the array states its cells' currents as integers (`exact_units`, I_Q units, noise
+    free), every cell in the group rows is a whole number n of ADC LSBs (float32 LSB, as the ADC
+    divides), and no SL can reach the top code even with every BL pulsed (sum n <= max_code; the
+    sum < 2**24 I_Q also keeps the float32 reads exact). Every slot's current is then exactly
+    code * LSB with code = sum_j b_kj n_j (no rounding, no clipping), so shift-and-add gives
+    S = sum_j x_j n_j and D = x . (n+ - n-): one matrix for the whole layer.
+    """
+    units = getattr(array, "exact_units", None)
+    if units is None:
+        return None
+    cache = array.linear_cache
+    key = (tuple(groups), adc, n_cols)
+    if key not in cache:
+        cache[key] = _linear(units, groups, adc, n_cols)
+    return cache[key]
+
+
+def _linear(units, groups, adc, n_cols):
+    q = float(np.float32(adc.lsb_ua)) / I_Q_UA
+    if not (q >= 1 and q == math.floor(q)):
+        return None
+    w = np.zeros((n_cols, groups[0].n_out), dtype=np.int64)
+    used = np.zeros(n_cols, dtype=bool)
+    for g in groups:
+        u = units[g.pe, g.row_base:g.row_base + 2 * g.n_out, :len(g.inputs)]
+        tot = u.sum(axis=1)
+        if u.shape[0] != 2 * g.n_out or u.min() < 0 or np.any(u % int(q)) or tot.max() >= 1 << 24 \
+                or tot.max() // int(q) > adc.max_code:
+            return None
+        n = u // int(q)
+        np.add.at(w, list(g.inputs), (n[0::2] - n[1::2]).T)
+        used[list(g.inputs)] = True
+    return Linear(w, None if used.all() else np.flatnonzero(used), int(np.abs(w).sum(axis=0).max(initial=0)))
+
+
+def linear_accumulate(lin: Linear, cols, bits: int):
+    """A = cols @ w (int64), the inputs checked as the bit-serial encoder checks them. The product
+    runs in float32 (float64) when every partial sum is an integer below 2**24 (2**53): exact."""
+    check_codes(cols if lin.used is None else cols[:, lin.used], bits)
+    bound = ((1 << bits) - 1) * lin.col_abs
+    dt = np.float32 if bound < 1 << 24 else np.float64 if bound < 1 << 53 else np.int64
+    return (np.asarray(cols).astype(dt, copy=False) @ lin.w.astype(dt)).astype(np.int64)
 
 
 @dataclass
