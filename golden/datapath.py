@@ -88,13 +88,19 @@ def differential(s_rows):
 
 def relu_requant(acc, m: int, sh: int):
     """Bounded ReLU + requantisation: clip(floor((A*M + 2**(sh-1)) / 2**sh), 0, 255), integer only."""
-    a = np.maximum(np.asarray(acc, dtype=np.int64), 0)
-    return np.minimum((a * m + (1 << (sh - 1))) >> sh, model.ACT_MAX)
+    a = np.maximum(np.asarray(acc, dtype=np.int64), 0)   # a new array: the rest runs in place
+    a *= m
+    a += 1 << (sh - 1)
+    a >>= sh
+    return np.minimum(a, model.ACT_MAX, out=a)
 
 
 def maxpool(x, p: int):
     """(N,H,W,C) integer -> (N,H//p,W//p,C) max over non-overlapping p x p windows."""
-    return cnn.pool_windows(np.asarray(x), p).max(axis=-1)
+    x = np.asarray(x)
+    n, h, w, c = x.shape
+    ho, wo = h // p, w // p
+    return x[:, :ho * p, :wo * p, :].reshape(n, ho, p, wo, p, c).max(axis=(2, 4))
 
 
 def argmax(logits):
@@ -169,6 +175,12 @@ class Linear:
     used: np.ndarray | None     # fan-in columns some group reads (None: all of them)
     col_abs: int                # max over outputs of sum |w|: bounds |A| / max input
 
+    def dtype(self, bits: int):
+        """float32 (float64) when every partial sum of cols @ w is an integer below 2**24 (2**53)
+        for `bits`-bit inputs, so the product is exact; int64 otherwise."""
+        bound = ((1 << bits) - 1) * self.col_abs
+        return np.float32 if bound < 1 << 24 else np.float64 if bound < 1 << 53 else np.int64
+
 
 def linear_weights(array, groups, adc: ADC, n_cols: int) -> Linear | None:
     """The layer as one integer matrix, when the bit-serial reads are provably linear; else None.
@@ -208,12 +220,12 @@ def _linear(units, groups, adc, n_cols):
     return Linear(w, None if used.all() else np.flatnonzero(used), int(np.abs(w).sum(axis=0).max(initial=0)))
 
 
-def linear_accumulate(lin: Linear, cols, bits: int):
-    """A = cols @ w (int64), the inputs checked as the bit-serial encoder checks them. The product
-    runs in float32 (float64) when every partial sum is an integer below 2**24 (2**53): exact."""
-    check_codes(cols if lin.used is None else cols[:, lin.used], bits)
-    bound = ((1 << bits) - 1) * lin.col_abs
-    dt = np.float32 if bound < 1 << 24 else np.float64 if bound < 1 << 53 else np.int64
+def linear_accumulate(lin: Linear, cols, bits: int, checked: bool = False):
+    """A = cols @ w (int64) in lin.dtype(bits); the inputs checked as the bit-serial encoder
+    checks them unless the caller did (`checked`)."""
+    if not checked:
+        check_codes(cols if lin.used is None else cols[:, lin.used], bits)
+    dt = lin.dtype(bits)
     return (np.asarray(cols).astype(dt, copy=False) @ lin.w.astype(dt)).astype(np.int64)
 
 
@@ -258,12 +270,9 @@ class Datapath:
         bits, acts = self.cfg.input_bits, {}
         for L in self.layers:
             if isinstance(L, cnn.Conv):
-                cols = cnn.im2col(x, L.k, L.pad)
-                n, ho, wo, f = cols.shape
-                acc = layer_accumulate(self.array, self.mapping.groups[L.name], cols.reshape(-1, f),
-                                       bits, self.cfg.adc(L.name))
+                acc, shape = self._conv(x, L, bits)
                 m, sh = self.q.requant[L.name]
-                x = relu_requant(acc, m, sh).reshape(n, ho, wo, -1)
+                x = relu_requant(acc, m, sh).reshape(shape)
             elif isinstance(L, cnn.Pool):
                 x = maxpool(x, L.size)
             else:
@@ -272,6 +281,21 @@ class Datapath:
             if keep:
                 acts[L.name] = x
         return x, acts
+
+    def _conv(self, x, L, bits):
+        """A conv layer's accumulators (N*Ho*Wo, out) and output shape. On the linear shortcut the
+        patches are cut straight in the product's dtype, the codes checked on x (every patch value
+        is a pixel of x or a padding zero)."""
+        groups, adc = self.mapping.groups[L.name], self.cfg.adc(L.name)
+        lin = linear_weights(self.array, groups, adc, x.shape[-1] * L.k * L.k)
+        if lin is not None and lin.used is None:
+            check_codes(x, bits)
+            cols = cnn.im2col(x.astype(lin.dtype(bits)), L.k, L.pad)
+            n, ho, wo, f = cols.shape
+            return linear_accumulate(lin, cols.reshape(-1, f), bits, checked=True), (n, ho, wo, -1)
+        cols = cnn.im2col(x, L.k, L.pad)
+        n, ho, wo, f = cols.shape
+        return layer_accumulate(self.array, groups, cols.reshape(-1, f), bits, adc), (n, ho, wo, -1)
 
 
 def accumulator_bits(layers=cnn.YAO2020, mapping=None, cfg=None) -> dict[str, int]:
