@@ -49,6 +49,7 @@ def cmd_train(args):
 
 def cmd_eval(args):
     from golden import weights
+    from golden.blas import limit_blas_threads
     from golden.datapath import DatapathConfig
     from golden.evaluate import evaluate
     from golden.energy_eval import PLOT_FILES as EVAL_PLOT_FILES
@@ -56,6 +57,7 @@ def cmd_eval(args):
 
     if args.plots is not None:
         check_outputs([args.plots / f for f in PLOT_FILES + EVAL_PLOT_FILES], args.force)
+    limit_blas_threads(1)        # small matrices: parallelism belongs to processes (Dask), BLAS pinned
     w = weights.load(args.weights)
     ds = _dataset(args)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
@@ -127,10 +129,13 @@ def _eval_all(args, w, ds, cfg):
 
 
 def cmd_bench(args):
-    """Golden datapath on the full test set, then a co-simulation of --cosim-n images: one JSON object."""
+    """Golden datapath on the full test set (one BLAS thread), then a co-simulation of --cosim-n
+    images: one JSON object."""
     from golden import weights
+    from golden.blas import limit_blas_threads
     from golden.datapath import Datapath
 
+    pinned = limit_blas_threads(1)   # the golden figure is single-thread: parallelism belongs to processes
     w = weights.load(args.weights)
     ds = _dataset(args)
     x = ds.test_images[:args.n]
@@ -140,6 +145,7 @@ def cmd_bench(args):
     res = dp.run(x)
     dt = time.perf_counter() - t0
     out = {"images": len(x), "golden_images_per_s": round(len(x) / dt, 1),
+           "golden_blas_threads": 1 if pinned else None,
            "seconds_integer_10k": round(dt * 10000 / len(x), 3),
            "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}
     if args.cosim_n:
