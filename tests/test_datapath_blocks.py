@@ -700,3 +700,175 @@ def test_read_group_sums_wide_adc_wide_inputs():
     exp = ref_read_group(levels.tolist(), 0, 0, 1, x.tolist(), 9, 16, 64.0 / 65536)
     assert exp == [[(65535 - 8192) * 511]]
     assert dp.read_group_sums(arr, g, x, 9, adc).tolist() == exp
+
+
+# ================================================================ the linear shortcut (golden.datapath.linear_weights)
+# A layer whose reads are provably linear runs as one matrix product. These tests compare it with a
+# slot-by-slot reference on integer cell currents (exact rationals), on both sides of every
+# condition the shortcut checks: whole LSBs, saturation at the top, negative currents, the
+# product's float exactness, shared inputs, the input range.
+
+I_Q = Fraction(1, 2 ** 11)          # uA: 0.5 uA / 2**10 (golden/cell.py), the cell current quantum
+
+
+def ref_units_layer(units, groups, cols, bits, adc_bits, lsb_ua):
+    """A (M, n_out) by hand from integer cell currents units[pe][row][bl] (I_Q units): per vector,
+    group, slot and SL row: I = sum_j bit_kj * u_j * I_Q; code = clip(floor(I/LSB + 1/2), 0, top);
+    S += code * 2**k; D = S(G+) - S(G-); A = sum over groups."""
+    top, lsb = 2 ** adc_bits - 1, Fraction(float(np.float32(lsb_ua)))
+    out = []
+    for row in cols:
+        acc = [0] * groups[0].n_out
+        for g in groups:
+            s = [0] * (2 * g.n_out)
+            for k in range(bits):
+                for r in range(2 * g.n_out):
+                    cur = sum(ref_bits(int(row[i]), bits)[k] * int(units[g.pe][g.row_base + r][j]) * I_Q
+                              for j, i in enumerate(g.inputs))
+                    s[r] += min(max(math.floor(cur / lsb + Fraction(1, 2)), 0), top) * 2 ** k
+            for o in range(g.n_out):
+                acc[o] += s[2 * o] - s[2 * o + 1]
+        out.append(acc)
+    return out
+
+
+class UnitsArray:
+    """An array model with given integer cell currents, read as IdealArray reads (float32 sums)."""
+
+    def __init__(self, units, exact=True):
+        self.units = np.asarray(units, dtype=np.int64)
+        self.i_ua = (self.units * float(I_Q)).astype(np.float32)
+        if exact:                        # without exact_units the datapath must read slot by slot
+            self.exact_units, self.linear_cache = self.units, {}
+
+    def read(self, pe, bl_bits, rows):
+        return bl_bits.astype(np.float32) @ self.i_ua[pe, rows, :bl_bits.shape[-1]].T
+
+
+def level_units(levels):
+    return (np.asarray(levels, dtype=np.int64) + 1) * 1024     # (level + 1) x 0.5 uA in I_Q units
+
+
+def shortcut_groups(n_out=3):
+    return [ReadGroup("T", 0, 1, tuple(range(16)), 0, n_out),               # max fan-in
+            ReadGroup("T", 1, 2, (16, 3, 17, 18, 19), 10, n_out),            # input 3 read twice
+            ReadGroup("T", 2, 1, tuple(range(20, 29)), 40, n_out)]
+
+
+def shortcut_cols(fan_in=29, m=6, bits=8, seed=0):
+    cols = np.random.default_rng(seed).integers(0, 2 ** bits, size=(m, fan_in))
+    cols[0], cols[1] = 0, 2 ** bits - 1                # all-zero and all-maximum inputs
+    return cols
+
+
+# top row sum (codes of G+ of output 0 in group 0, every BL pulsed) -> ADC, LSB, shortcut taken?
+SHORTCUT_CASES = {
+    "default8_sum128": (128, ADC(), 0.5, True),             # 16 cells at level 7: 128 <= 255
+    "adc7_sum128_saturates": (128, ADC(7), 0.5, False),     # 128 > 127: the top slot code clips
+    "adc7_sum127_boundary": (127, ADC(7), 0.5, True),       # 127 <= 127: just linear
+    "lsb1_half_lsb_cells": (128, ADC(8, 256.0), 1.0, False),  # cells of 0.5 LSB: round half up
+    "lsb025_sum256": (128, ADC(8, 64.0), 0.25, False),      # whole LSBs (n = 2 level + 2) but 256 > 255
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHORTCUT_CASES))
+def test_linear_shortcut_against_slot_by_slot(case):
+    top_sum, adc, lsb, linear = SHORTCUT_CASES[case]
+    levels = np.random.default_rng(len(case)).integers(0, 8, size=(3, 64, 16))
+    levels[1, 0, :] = 7                              # group 0, output 0, G+: 16 x 8 LSB = 128
+    levels[1, 1, :] = 0                              # its G-: 16 x 1 LSB
+    levels[1, 2:6, :] = np.minimum(levels[1, 2:6, :], 6)   # the other rows of group 0 below 128
+    if top_sum == 127:
+        levels[1, 0, 0] = 6
+    arr, groups, cols = IdealArray(levels), shortcut_groups(), shortcut_cols()
+    assert (dp.linear_weights(arr, groups, adc, cols.shape[1]) is not None) == linear
+    exp = ref_units_layer(level_units(levels), groups, cols.tolist(), 8, adc.bits, lsb)
+    assert dp.layer_accumulate(arr, groups, cols, 8, adc).tolist() == exp
+    # the slot-by-slot path on the same cells gives the same
+    assert dp.layer_accumulate(UnitsArray(level_units(levels), exact=False), groups, cols, 8, adc).tolist() == exp
+    if case == "adc7_sum128_saturates":              # all-255 inputs, group 0 alone: G+ clips at 127
+        g0 = ref_units_layer(level_units(levels), groups[:1], cols[1:2].tolist(), 8, 7, 0.5)
+        assert g0[0][0] == 255 * (127 - 16)          # in every slot, G- reads 16
+
+
+def test_linear_shortcut_refuses_negative_currents():
+    """A cell with a negative current (a noisy or offset array) can clip at code 0: not linear."""
+    units = level_units(np.random.default_rng(3).integers(0, 8, size=(3, 64, 16)))
+    units[1, 3, :4] = -3 * 1024                      # output 1's G-: 4 cells of -1.5 LSB
+    arr, groups, cols = UnitsArray(units), shortcut_groups(), shortcut_cols(seed=4)
+    cols[2, :4] = 255                                # and a vector driving only those cells ...
+    cols[2, 4:] = 0                                  # ... so that G- reads -12 LSB -> code 0
+    assert dp.linear_weights(arr, groups, ADC(), cols.shape[1]) is None
+    exp = ref_units_layer(units, groups, cols.tolist(), 8, 8, 0.5)
+    g0 = ref_units_layer(units, groups[:1], cols[2:3].tolist(), 8, 8, 0.5)
+    assert g0[0][1] == 255 * int(units[1, 2, :4].sum() // 1024)   # G- clipped at 0: G+ alone
+    assert dp.layer_accumulate(arr, groups, cols, 8, ADC()).tolist() == exp
+
+
+def test_linear_shortcut_wide_inputs_exact_product():
+    """20-bit inputs on a 16-bit ADC: |A| up to ~2**27, beyond float32's exact integers."""
+    levels = np.full((3, 64, 16), 7)
+    levels[:, 1::2, :] = 0                           # every weight 8 - 1 = 7 LSB
+    arr, groups = IdealArray(levels), shortcut_groups(n_out=2)
+    cols = shortcut_cols(bits=20, m=3, seed=9)
+    cols[2] = (1 << 20) - 1 - 2 * np.arange(29)      # odd sums far above 2**24
+    adc = ADC(16)                                    # LSB 0.5 uA, top code 65535
+    assert dp.linear_weights(arr, groups, adc, 29) is not None
+    got = dp.layer_accumulate(arr, groups, cols, 20, adc)
+    assert int(np.abs(got).max()) > 1 << 24
+    exp = [[sum(int(r[i]) * 7 for g in groups for i in g.inputs)] * 2 for r in cols]
+    assert got.tolist() == exp
+    assert dp.layer_accumulate(UnitsArray(level_units(levels), exact=False), groups, cols, 20, adc).tolist() == exp
+
+
+def test_linear_shortcut_checks_inputs():
+    arr, groups = IdealArray(np.zeros((3, 64, 16), dtype=np.int8)), shortcut_groups()
+    for bad in (256, -1):
+        cols = shortcut_cols()
+        cols[3, 20] = bad
+        with pytest.raises(ValueError, match="inputs must be in"):
+            dp.layer_accumulate(arr, groups, cols, 8, ADC())
+
+
+class Opaque:
+    """The same array without exact_units: the datapath has to read it slot by slot."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def read(self, pe, bl_bits, rows):
+        return self.array.read(pe, bl_bits, rows)
+
+
+DP_CASES = {"default": ({}, {"C1": True, "C3": True, "FC": True}),
+            # C1 at 40 uA full scale: LSB 0.15625 uA, cells not whole LSBs -> slot by slot
+            "mixed": ({"adc_full_scale_ua": {"C1": 40.0}}, {"C1": False, "C3": True, "FC": True}),
+            # 5 bits, LSB 0.5 uA: the committed weights' rows reach more than 31 LSB
+            "adc5": ({"adc_bits": 5}, {"C1": False, "C3": False, "FC": False})}
+
+
+@pytest.mark.parametrize("case", sorted(DP_CASES))
+def test_datapath_shortcut_equals_slot_by_slot(case):
+    """The committed network on 12 images: the shortcut where it applies == slot by slot, bit for bit."""
+    from golden import weights
+    from golden.idx import default_data_dir, load_dataset
+    w = weights.load()
+    x = load_dataset(default_data_dir()).test_images[:12].copy()
+    x[0], x[1] = 0, 255
+    kw, expect = DP_CASES[case]
+    cfg = dp.DatapathConfig(**kw)
+    fast = dp.Datapath(w.int_w, w.q, cfg=cfg)
+    slow = dp.Datapath(w.int_w, w.q, cfg=cfg, array=Opaque(fast.array))
+    fan_in = {"C1": 9, "C3": 72, "FC": 192}
+    assert {n: dp.linear_weights(fast.array, gs, cfg.adc(n), fan_in[n]) is not None
+            for n, gs in fast.mapping.groups.items()} == expect
+    a, b = fast.run(x, batch=5, keep=True), slow.run(x, batch=5, keep=True)
+    for u, v in [(a.logits, b.logits), (a.classes, b.classes), (a.p, b.p)] + \
+            [(a.activations[k], b.activations[k]) for k in b.activations]:
+        assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v)
+    for bad in (256, -1):                            # an image pixel out of the 8-bit range is refused
+        xb = x[2:4].astype(np.int64)
+        xb[1, 27, 27] = bad
+        for d in (fast, slow):
+            with pytest.raises(ValueError, match="inputs must be in"):
+                d.run(xb)
