@@ -61,6 +61,7 @@ class Crossbar:
         self._pos = 0
         self._step = make_stepper(self.p)
         self._cur = None                                 # cached float32 currents
+        self._exact = None                               # (currents, units, cache): see exact_units
         self.margin_code = int(self.p.margin_na // VERIFY_LSB_NA)
         self.max_pulses = int(self.p.max_pulses)
         # set_pulses + reset_pulses = pulses, by direction (golden/activity.py)
@@ -80,6 +81,24 @@ class Crossbar:
             self._cur = (self.i_units() * I_Q_UA).astype(np.float32)
         return self._cur
 
+    @property
+    def exact_units(self):
+        """Integer cell currents (I_Q units) when reads are noise free, else None: golden.datapath
+        may then replace slot reads by exact tables or one product (cached in linear_cache, which
+        lives as long as this state: any state change replaces the currents object)."""
+        if self.p.read_noise_rel > 0:
+            return None
+        cur = self.currents_ua()
+        ex = getattr(self, "_exact", None)
+        if ex is None or ex[0] is not cur:
+            self._exact = ex = (cur, self.i_units(), {})
+        return ex[1]
+
+    @property
+    def linear_cache(self) -> dict:
+        """The datapath's tables of the current state (a throw-away dict while reads are noisy)."""
+        return {} if self.exact_units is None else self._exact[2]
+
     def i_units(self) -> np.ndarray:
         """Read current of every cell in integer units of I_Q (what the HDL array model holds)."""
         return current_units(self.g * V_READ)
@@ -96,7 +115,7 @@ class Crossbar:
     def __getstate__(self):
         d = self.__dict__.copy()
         d.pop("_step", None)
-        d["_cur"] = None
+        d["_cur"] = d["_exact"] = None
         return d
 
     def __setstate__(self, d):

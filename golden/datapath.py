@@ -144,13 +144,83 @@ def read_group_sums(array, g, xin, bits: int, adc: ADC):
     SLs of the group are read and digitised, and the codes are shifted and added.
     """
     m, n_in = xin.shape
+    tab = slot_table(array, g, adc, bits, bits * m)
+    if tab is not None:
+        return table_group_sums(tab, slot_patterns(xin, bits))
     planes = bitserial_encode(xin, bits)                       # (B, M, n_in)
     rows = slice(g.row_base, g.row_base + 2 * g.n_out)
     cur = array.read(g.pe, planes.reshape(bits * m, n_in), rows)   # (B*M, 2*n_out) uA
-    # float32 carries the integer codes exactly while S < 2**24 (8-bit ADC x 8 slots: 16 bits).
-    exact_f32 = adc.bits + bits <= 24
-    codes = adc.convert(cur, dtype=np.float32 if exact_f32 else np.int64).reshape(bits, m, 2 * g.n_out)
+    codes = _codes(adc, cur, bits).reshape(bits, m, 2 * g.n_out)
     return differential(shift_add(codes, axis=0).astype(np.int64))
+
+
+def _codes(adc: ADC, cur, bits: int):
+    # float32 carries the integer codes exactly while S < 2**24 (8-bit ADC x 8 slots: 16 bits).
+    return adc.convert(cur, dtype=np.float32 if adc.bits + bits <= 24 else np.int64)
+
+
+MAX_TABLE_BLS = 16               # a slot table has 2**n_in rows
+
+
+def slot_table(array, g, adc: ADC, bits: int, reads: int):
+    """(2**n_in, n_out) table of code(G+) - code(G-) for every BL pattern of one slot, or None.
+
+    Exact for an array that states its cells' currents as integers (`exact_units`, I_Q units,
+    noise free) with every SL's sum of |units| below 2**24: every partial sum of a float32 read is
+    then an exact multiple of I_Q, so a slot's current, and the ADC code of it, depend only on the
+    pattern; the table holds the codes of (U * I_Q) in float32, converted as a read's currents are.
+    Built when the call reads at least as many slots as the table has patterns (or cached).
+    """
+    units = getattr(array, "exact_units", None)
+    n = len(g.inputs)
+    if units is None or n > MAX_TABLE_BLS:
+        return None
+    key = ("slots", g.pe, g.row_base, g.n_out, n, adc, bits)
+    cache = array.linear_cache
+    if key not in cache:
+        if 1 << n > reads:
+            return None
+        u = units[g.pe, g.row_base:g.row_base + 2 * g.n_out, :n]
+        if u.shape[0] != 2 * g.n_out or np.abs(u).sum(axis=1).max(initial=0) >= 1 << 24:
+            cache[key] = None
+        else:
+            pat = (np.arange(1 << n)[:, None] >> np.arange(n)) & 1          # bit j of p = BL j
+            cur = ((pat.astype(np.float64) @ u.T.astype(np.float64)) * I_Q_UA).astype(np.float32)
+            c = _codes(adc, cur, bits).astype(np.int64)
+            d = c[:, 0::2] - c[:, 1::2]
+            top = int(np.abs(d).max(initial=0)) * ((1 << bits) - 1)
+            cache[key] = d.astype(np.float32) if top < 1 << 24 else d
+    return cache[key]
+
+
+# _SPREAD[v]: bit k of the byte v moved to bit 8k, so that byte k of sum_j _SPREAD[x_j] << j is
+# the BL pattern of slot k (inputs of up to 8 bits, 8 BLs per 64-bit word).
+_SPREAD = np.array([sum(((v >> k) & 1) << (8 * k) for k in range(8)) for v in range(256)], dtype=np.uint64)
+
+
+def slot_patterns(xin, bits: int):
+    """xin (M, n_in) codes -> (bits, M) BL patterns: bit j of [k, m] = bit k of xin[m, j] (checked
+    as the bit-serial encoder checks them)."""
+    x = check_codes(xin, bits)
+    m, n = x.shape
+    if bits > 8 or not np.little_endian:
+        planes = bitserial_encode(x, bits)                             # (B, M, n_in)
+        packed = np.packbits(planes, axis=-1, bitorder="little")       # (B, M, ceil(n_in / 8))
+        return sum(packed[..., i].astype(np.intp) << (8 * i) for i in range(packed.shape[-1]))
+    idx = np.zeros((bits, m), dtype=np.intp)
+    for half in range(0, n, 8):
+        acc = np.zeros(m, dtype=np.uint64)
+        for j in range(half, min(n, half + 8)):
+            acc |= np.take(_SPREAD, x[:, j]) << np.uint64(j - half)
+        idx |= acc.view(np.uint8).reshape(m, 8)[:, :bits].T.astype(np.intp) << half
+    return idx
+
+
+def table_group_sums(tab, idx):
+    """D (M, n_out) = sum_k 2**k tab[idx[k]], idx (B, M) the BL pattern of every slot."""
+    w = (2.0 ** np.arange(len(idx))).astype(tab.dtype)
+    # float32: every partial sum is an integer below 2**24 (slot_table's bound): exact
+    return np.tensordot(w, np.take(tab, idx, axis=0), axes=(0, 0)).astype(np.int64)
 
 
 def layer_accumulate(array, groups, cols, bits, adc):
@@ -203,9 +273,9 @@ def linear_weights(array, groups, adc: ADC, n_cols: int) -> Linear | None:
 
 
 def _linear(units, groups, adc, n_cols):
-    q = float(np.float32(adc.lsb_ua)) / I_Q_UA
-    if not (q >= 1 and q == math.floor(q)):
-        return None
+    q = adc.lsb_ua / I_Q_UA
+    if not (q >= 1 and q == math.floor(q)) or float(np.float32(adc.lsb_ua)) != adc.lsb_ua:
+        return None                   # (the float32 and float64 ADC paths divide by the same LSB)
     w = np.zeros((n_cols, groups[0].n_out), dtype=np.int64)
     used = np.zeros(n_cols, dtype=bool)
     for g in groups:

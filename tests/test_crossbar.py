@@ -116,3 +116,47 @@ def test_drift_tail_cells():
     tail = xb.tail
     assert np.std(di[~tail]) == pytest.approx(5.0 * decades, rel=0.1)
     assert np.std(di[tail]) == pytest.approx(100.0 * decades, rel=0.15)
+
+
+class SlotBySlot:
+    """A board seen only through `read`: the datapath reads it slot by slot."""
+
+    def __init__(self, xb):
+        self.xb = xb
+
+    def read(self, pe, bl_bits, rows):
+        return self.xb.read(pe, bl_bits, rows)
+
+
+def test_exact_tables_follow_the_board_state():
+    """A noise-free board's slot tables (and linear product) are cached per state: after
+    programming, drift or set_conductance the datapath reads the new state, as slot-by-slot does."""
+    from golden import datapath as dp
+    from golden.adc import ADC
+    from golden.mapping import ReadGroup
+    xb = Crossbar("yao2020", seed=4)
+    g = ReadGroup("T", 0, 0, tuple(range(9)), 0, 4)
+    cols = np.random.default_rng(1).integers(0, 256, (600, 9))      # 4800 slot reads: table built
+    cols[0] = 255
+
+    def check():
+        got = dp.read_group_sums(xb, g, cols, 8, ADC())
+        assert np.array_equal(got, dp.read_group_sums(SlotBySlot(xb), g, cols, 8, ADC()))
+        assert np.array_equal(got, dp.layer_accumulate(xb, [g], cols, 8, ADC()))   # (+ linear shortcut)
+        return got
+
+    before = check()
+    assert any(k[0] == "slots" for k in xb.linear_cache)          # the slot table was used
+    xb.program_cell(0, 0, 3, 400)                    # G+ of output 0, BL 3: to ~8 uA
+    after = check()
+    assert after[0, 0] != before[0, 0]
+    xb.age(3600.0 * 24)
+    check()
+    assert np.array_equal(xb.copy().exact_units, xb.exact_units)
+    levels = np.random.default_rng(2).integers(0, 8, (8, 128, 16))
+    xb.set_conductance(level_conductance_us(levels.astype(np.float64)))
+    check()
+    assert dp.linear_weights(xb, [g], ADC(), 9) is not None    # ideal levels: the layer is linear
+    assert xb.exact_units is not None
+    noisy = Crossbar("yao2020", seed=4, read_noise_rel=0.01)
+    assert noisy.exact_units is None                 # a noisy read is drawn: never tabulated

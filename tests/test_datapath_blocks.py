@@ -872,3 +872,61 @@ def test_datapath_shortcut_equals_slot_by_slot(case):
         for d in (fast, slow):
             with pytest.raises(ValueError, match="inputs must be in"):
                 d.run(xb)
+
+
+# ================================================================ slot tables (golden.datapath.slot_table)
+# A noise-free array with integer cell currents: a slot's codes depend only on its BL pattern, so
+# a group reads them from a table of every pattern. Against the slot-by-slot reference on arbitrary
+# (not whole-LSB, negative, tie-making) currents, with saturation at both ends.
+
+TABLE_ADCS = {"default8": (ADC(), 0.5),
+              "adc5_fs10": (ADC(5, 10.0), 10.0 / 32),      # saturates at 31 above ~9.8 uA
+              "ties_fs025": (ADC(8, 0.25), 0.25 / 256),    # LSB = 2 I_Q: odd sums are exact ties
+              "odd_fs": (ADC(6, 7.3), 7.3 / 64)}           # an LSB that is no multiple of I_Q
+
+
+def table_units(seed, lo, hi):
+    return np.random.default_rng(seed).integers(lo, hi, size=(3, 64, 16))
+
+
+@pytest.mark.parametrize("adc_name", sorted(TABLE_ADCS))
+@pytest.mark.parametrize("n_in", [1, 9, 16])
+def test_slot_table_against_slot_by_slot(adc_name, n_in):
+    adc, lsb = TABLE_ADCS[adc_name]
+    span = 40 if adc_name == "ties_fs025" else 8000
+    units = table_units(n_in, -span // 4, span)      # some negative cells: codes clip at 0
+    units[2, 8, :] = -span                           # an SL whose every pattern reads below 0
+    arr = UnitsArray(units)
+    g = ReadGroup("T", 0, 2, tuple(range(n_in)), 8, 3)
+    assert dp.slot_table(arr, g, adc, 8, 1 << 16) is not None       # builds and caches the table
+    cols = shortcut_cols(fan_in=n_in, m=7, seed=n_in)
+    exp = ref_units_layer(units, [g], cols.tolist(), 8, adc.bits, lsb)
+    assert dp.read_group_sums(arr, g, cols, 8, adc).tolist() == exp
+    assert dp.read_group_sums(UnitsArray(units, exact=False), g, cols, 8, adc).tolist() == exp
+    if adc_name == "adc5_fs10" and n_in >= 9:       # the all-255 vector saturates some SL at the top
+        assert max(units[2, 8:14, :n_in].clip(0).sum(axis=1)) * float(I_Q) > 10.0
+
+
+def test_slot_table_wide_inputs_and_wide_adc():
+    """9-bit inputs (the packed-bit pattern path) on a 16-bit ADC (integer shift-and-add)."""
+    units = table_units(5, 0, 40000)
+    units[1, 20, :11], units[1, 21, :11] = 40000, -100   # output 0: G+ saturates at 65535, G- reads 0
+    arr, adc = UnitsArray(units), ADC(16, 64.0)
+    g = ReadGroup("T", 0, 1, tuple(range(11)), 20, 2)
+    assert dp.slot_table(arr, g, adc, 9, 1 << 16) is not None
+    cols = shortcut_cols(fan_in=11, m=5, bits=9, seed=6)
+    exp = ref_units_layer(units, [g], cols.tolist(), 9, 16, 64.0 / 65536)
+    assert exp[1][0] == 65535 * 511                  # odd and above 2**24: beyond float32
+    assert dp.read_group_sums(arr, g, cols, 9, adc).tolist() == exp
+
+
+def test_slot_table_only_when_exact_and_worth_it():
+    g = ReadGroup("T", 0, 0, tuple(range(16)), 0, 2)
+    big = np.full((1, 4, 16), 1 << 20)               # 16 x 2**20 I_Q: float32 reads not exact
+    assert dp.slot_table(UnitsArray(big), g, ADC(), 8, 1 << 20) is None
+    small = UnitsArray(table_units(1, 0, 100))
+    assert dp.slot_table(small, g, ADC(), 8, 1000) is None          # 65536 patterns for 1000 reads
+    assert dp.slot_table(UnitsArray(table_units(1, 0, 100), exact=False), g, ADC(), 8, 1 << 20) is None
+    assert dp.slot_table(small, g, ADC(), 8, 1 << 16) is not None
+    with pytest.raises(ValueError, match="inputs must be in"):
+        dp.read_group_sums(small, g, np.full((1, 16), 256), 8, ADC())
