@@ -100,7 +100,12 @@ def maxpool(x, p: int):
     x = np.asarray(x)
     n, h, w, c = x.shape
     ho, wo = h // p, w // p
-    return x[:, :ho * p, :wo * p, :].reshape(n, ho, p, wo, p, c).max(axis=(2, 4))
+    out = x[:, 0:ho * p:p, 0:wo * p:p, :].copy()
+    for i in range(p):               # element-wise maxima of the p*p strided views: no window copy
+        for j in range(p):
+            if i or j:
+                np.maximum(out, x[:, i:ho * p:p, j:wo * p:p, :], out=out)
+    return out
 
 
 def argmax(logits):
@@ -290,13 +295,14 @@ def _linear(units, groups, adc, n_cols):
     return Linear(w, None if used.all() else np.flatnonzero(used), int(np.abs(w).sum(axis=0).max(initial=0)))
 
 
-def linear_accumulate(lin: Linear, cols, bits: int, checked: bool = False):
-    """A = cols @ w (int64) in lin.dtype(bits); the inputs checked as the bit-serial encoder
-    checks them unless the caller did (`checked`)."""
+def linear_accumulate(lin: Linear, cols, bits: int, checked: bool = False, raw: bool = False):
+    """A = cols @ w (int64; `raw`: in lin.dtype(bits), exact integers) ; the inputs checked as the
+    bit-serial encoder checks them unless the caller did (`checked`)."""
     if not checked:
         check_codes(cols if lin.used is None else cols[:, lin.used], bits)
     dt = lin.dtype(bits)
-    return (np.asarray(cols).astype(dt, copy=False) @ lin.w.astype(dt)).astype(np.int64)
+    a = np.asarray(cols).astype(dt, copy=False) @ lin.w.astype(dt)
+    return a if raw else a.astype(np.int64)
 
 
 @dataclass
@@ -337,14 +343,19 @@ class Datapath:
         if x.ndim != 3:
             raise ValueError(f"images must be (N, H, W) uint8, got shape {x.shape}")
         x = x[..., None].astype(np.int64)
-        bits, acts = self.cfg.input_bits, {}
-        for L in self.layers:
+        bits, acts, pool_first = self.cfg.input_bits, {}, False
+        for i, L in enumerate(self.layers):
             if isinstance(L, cnn.Conv):
                 acc, shape = self._conv(x, L, bits)
-                m, sh = self.q.requant[L.name]
-                x = relu_requant(acc, m, sh).reshape(shape)
+                acc = acc.reshape(shape)
+                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                pool_first = isinstance(nxt, cnn.Pool) and not keep
+                if pool_first:       # ReLU + requant is non-decreasing: pooling A first is exact
+                    acc = maxpool(acc, nxt.size)
+                x = relu_requant(acc, *self.q.requant[L.name])
             elif isinstance(L, cnn.Pool):
-                x = maxpool(x, L.size)
+                x = x if pool_first else maxpool(x, L.size)
+                pool_first = False
             else:
                 v = cnn.flatten_chw(x)
                 x = layer_accumulate(self.array, self.mapping.groups[L.name], v, bits, self.cfg.adc(L.name))
@@ -362,7 +373,7 @@ class Datapath:
             check_codes(x, bits)
             cols = cnn.im2col(x.astype(lin.dtype(bits)), L.k, L.pad)
             n, ho, wo, f = cols.shape
-            return linear_accumulate(lin, cols.reshape(-1, f), bits, checked=True), (n, ho, wo, -1)
+            return linear_accumulate(lin, cols.reshape(-1, f), bits, checked=True, raw=True), (n, ho, wo, -1)
         cols = cnn.im2col(x, L.k, L.pad)
         n, ho, wo, f = cols.shape
         return layer_accumulate(self.array, groups, cols.reshape(-1, f), bits, adc), (n, ho, wo, -1)

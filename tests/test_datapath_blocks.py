@@ -866,6 +866,10 @@ def test_datapath_shortcut_equals_slot_by_slot(case):
     for u, v in [(a.logits, b.logits), (a.classes, b.classes), (a.p, b.p)] + \
             [(a.activations[k], b.activations[k]) for k in b.activations]:
         assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v)
+    assert a.activations["C1"].shape == (12, 26, 26, 8) and a.activations["S2"].shape == (12, 8, 8, 8)
+    for d in (fast, slow):                           # without activations: pooled before requant
+        r = d.run(x, batch=5)
+        assert np.array_equal(r.logits, a.logits) and np.array_equal(r.p, a.p) and r.activations == {}
     for bad in (256, -1):                            # an image pixel out of the 8-bit range is refused
         xb = x[2:4].astype(np.int64)
         xb[1, 27, 27] = bad
