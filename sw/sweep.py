@@ -222,42 +222,51 @@ def read_table(out: Path) -> dict:
 
 def plot(out: Path, x: str, y: str, by: str | None = None) -> Path:
     """y against x: mean over the rows (seeds, and any other parameter) at each x, s.d. as a band,
-    one line per value of `by`."""
+    one line per value of `by`; y may name several metrics ("acc_transfer,acc_hybrid"), one line each."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     t = read_table(out)
-    for name, what in ((x, "x"), (y, "y"), (by, "by")):
+    ys = [m.strip() for m in y.split(",") if m.strip()]
+    for name, what in [(x, "x"), (by, "by")] + [(m, "y") for m in ys]:
         if name is not None and name not in t:
             raise InputError(f"plot {what} {name!r}: not a column of {Path(out) / TABLE} "
                              f"(columns: {', '.join(c for c in t if not c.startswith('seconds'))})")
-    ok = [i for i, s in enumerate(t["status"]) if s == "ok" and t[y][i] is not None]
-    lines = sorted({t[by][i] for i in ok}, key=str) if by else [None]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for lv in lines:
-        idx = [i for i in ok if by is None or t[by][i] == lv]
-        xs = sorted({t[x][i] for i in idx}, key=lambda v: (isinstance(v, str), v))
-        ys = [np.array([t[y][i] for i in idx if t[x][i] == xv], dtype=float) for xv in xs]
-        m = np.array([a.mean() for a in ys])
-        s = np.array([a.std(ddof=1) if len(a) > 1 else 0.0 for a in ys])
-        xp = np.arange(len(xs)) if any(isinstance(v, str) for v in xs) else np.array(xs, dtype=float)
-        line, = ax.plot(xp, m, marker="o", label=None if by is None else f"{by} = {lv}")
-        ax.fill_between(xp, m - s, m + s, color=line.get_color(), alpha=0.2)
-        if any(isinstance(v, str) for v in xs):
-            ax.set_xticks(xp, [str(v) for v in xs])
+    seeds = set()
+    for m in ys:
+        ok = [i for i, s in enumerate(t["status"]) if s == "ok" and t[m][i] is not None]
+        seeds |= {t["seed"][i] for i in ok}
+        for lv in (sorted({t[by][i] for i in ok}, key=str) if by else [None]):
+            idx = [i for i in ok if by is None or t[by][i] == lv]
+            label = " ".join(s for s in (m if len(ys) > 1 else "", "" if by is None else f"{by} = {lv}") if s)
+            _line(ax, [t[x][i] for i in idx], [t[m][i] for i in idx], label or None)
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    n = len(set(t["seed"][i] for i in ok))
-    ax.set_title(f"{y} vs {x}: mean and s.d. over {n} seed(s)", fontsize=10)
-    if by:
+    ax.set_ylabel(", ".join(ys))
+    ax.set_title(f"{', '.join(ys)} vs {x}: mean and s.d. over {len(seeds)} seed(s)", fontsize=10)
+    if by or len(ys) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    name = f"plot_{y}_vs_{x}" + (f"_by_{by}" if by else "") + ".png"
+    name = f"plot_{'+'.join(ys)}_vs_{x}" + (f"_by_{by}" if by else "") + ".png"
     p = write_atomic(Path(out) / name, lambda f: fig.savefig(f, format="png", dpi=110), force=True)
     plt.close(fig)
     return p
+
+
+def _line(ax, xv: list, yv: list, label):
+    """One line: the mean of yv at each distinct x, a band of one s.d."""
+    import numpy as np
+    xs = sorted(set(xv), key=lambda v: (isinstance(v, str), v))
+    groups = [np.array([b for a, b in zip(xv, yv) if a == v], dtype=float) for v in xs]
+    m = np.array([g.mean() for g in groups])
+    s = np.array([g.std(ddof=1) if len(g) > 1 else 0.0 for g in groups])
+    cat = any(isinstance(v, str) for v in xs)
+    xp = np.arange(len(xs)) if cat else np.array(xs, dtype=float)
+    line, = ax.plot(xp, m, marker="o", label=label)
+    ax.fill_between(xp, m - s, m + s, color=line.get_color(), alpha=0.2)
+    if cat:
+        ax.set_xticks(xp, [str(v) for v in xs])
 
 
 # ------------------------------------------------------------------------------------- CLI
