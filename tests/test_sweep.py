@@ -246,3 +246,19 @@ y = "acc_transfer"
 def test_spec_errors_raise_input_error():
     with pytest.raises(InputError, match="'levels'"):
         parse_spec({"params": {"levels": ["many"]}})
+
+
+def test_journal_drops_a_line_cut_by_a_kill(tmp_path):
+    from sw.sweep import Journal
+    spec = parse_spec({"params": {"levels": [8, 16]}})
+    j = Journal(tmp_path / "j.jsonl", spec, force=False)
+    j.append({"key": "a", "seed": 0, "status": "ok", "metrics": {"acc_transfer": 90.0}})
+    j.append({"key": "b", "seed": 0, "status": "failed", "error": "boom"})
+    with open(tmp_path / "j.jsonl", "a") as f:
+        f.write('{"key": "c", "seed": 0, "sta')            # the kill came mid-write
+    j2 = Journal(tmp_path / "j.jsonl", spec, force=False)
+    assert set(j2.rows) == {"a", "b"} and j2.done("a") and not j2.done("b")      # failed: to be retried
+    j2.append({"key": "c", "seed": 0, "status": "ok"})
+    assert Journal(tmp_path / "j.jsonl", spec, force=False).done("c")         # the next line is whole
+    with pytest.raises(InputError, match="another sweep"):
+        Journal(tmp_path / "j.jsonl", parse_spec({"params": {"levels": [8]}}), force=False)
