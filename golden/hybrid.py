@@ -349,6 +349,8 @@ def batch_order(n_images: int, batch: int, iterations: int, seed: int) -> np.nda
     rng = np.random.default_rng(seed)
     need = iterations * batch
     perms = [rng.permutation(n_images) for _ in range(-(-need // n_images))]
+    if not perms:                     # no iterations (a sweep's transfer-only stage)
+        return np.zeros((0, batch), dtype=np.int64)
     return np.concatenate(perms)[:need].reshape(iterations, batch)
 
 

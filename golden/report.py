@@ -51,13 +51,16 @@ class StageOptions:
     n_test: int | None = None
     groups: tuple = ("G1", "G2", "G3")
     adc_bits: int = 8
+    input_bits: int = 8
+    adc_full_scale_ua: dict = field(default_factory=dict)  # per layer (DatapathConfig); missing = default
     age_hours: float = 0.0                         # > 0: age the hybrid-trained board, re-evaluate
     keep_arrays: bool = True                       # return arrays for the plots
 
 
 def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
     t_start = time.perf_counter()
-    dcfg = DatapathConfig(input_bits=8, adc_bits=opt.adc_bits)
+    dcfg = DatapathConfig(input_bits=opt.input_bits, adc_bits=opt.adc_bits,
+                          adc_full_scale_ua=dict(opt.adc_full_scale_ua))
     xb = Crossbar(opt.device, seed=seed, **opt.overrides)
     maps = group_mappings(layers, opt.groups)
     g1 = opt.groups[0]

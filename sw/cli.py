@@ -302,6 +302,8 @@ def _parser():
 
     from sw import synth
     synth.add_parser(sub)
+    from sw import sweep
+    sweep.add_parser(sub)
     return ap
 
 
