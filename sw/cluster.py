@@ -64,9 +64,10 @@ def client(scheduler: str | None = None, workers: int | None = None, timeout: fl
         return
     saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
     os.environ.update(SINGLE_THREAD_ENV)           # inherited by the worker processes
+    # dashboard ":0": the scheduler's HTTP server on any free port (None still binds 8787)
     try:
         with LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
             yield c
     finally:
         for k, v in saved.items():
