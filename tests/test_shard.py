@@ -53,7 +53,7 @@ def w():
 
 
 def test_merge_sums_and_global_indices(w):
-    ca = {"slot_reads": 100, "adc_conversion_rounds": 7, "adc_conversions": 224, "lane_idle_cycles": 5, "overrun": 0,
+    ca = {"slot_reads": 100, "adc_conversion_rounds": 7, "adc_conversions": 224, "lane_idle_cycles": 5, "overrun": 1,
           "set_pulses": 0, "reset_pulses": 0, "verify_reads": 0}
     cb = dict(ca, slot_reads=60, overrun=1)
     a = _fake(0, 5, correct=4, mism=[1], span=4 * 30000, req=[40, 8], bl=500.0, t=(10.0, 12.0), counters=ca)
