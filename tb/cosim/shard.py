@@ -19,8 +19,10 @@ Workers on other machines (--scheduler) need mcnn and the same --weights / --dat
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -69,7 +71,7 @@ def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | N
     from sw.cluster import client
     if device != "ideal":
         raise ValueError("sharded co-simulation runs on ideal cells only")
-    with client(scheduler, workers) as c:
+    with _repo_on_path(), client(scheduler, workers) as c:
         k = workers or max(1, len(c.scheduler_info()["workers"]))
         parts = shards(n, k)
         t0 = time.perf_counter()
@@ -84,6 +86,21 @@ def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | N
     r = merge(reps, w, keep_results=keep_results)
     r["wall_seconds"] = round(wall, 2)
     return r
+
+
+@contextmanager
+def _repo_on_path():
+    """This checkout first on PYTHONPATH while a LocalCluster spawns its workers (they inherit the
+    environment): they run the same tb/ and rtl/ as this process, hence the same Verilator build."""
+    root, old = str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 def merge(reports: list[dict], w, keep_results: bool = False) -> dict:
