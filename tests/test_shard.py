@@ -77,6 +77,7 @@ def test_merge_sums_and_global_indices(w):
         assert r["latency"]["controller_cycles_by_converting_pes"][1:] == [7.5, 1.5]   # (40 + 20) / 8, (8 + 4) / 8
         assert r["results"]["classes"] == list(range(8)) and r["results"]["logits"][6] == [6] * 10
         assert [s["cosim_images_per_s"] for s in r["shards"]] == [2.5, round(3 / 3.5, 2)]
+        assert [(s["inference_from_s"], s["inference_to_s"]) for s in r["shards"]] == [(0, 2), (0.5, 4)]
         assert "energy_pj_per_image" in r and "error" not in r
 
 

@@ -237,7 +237,7 @@ def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str |
         out["cosim_wall_seconds"] = round(wall, 2)
         s = shard.run(w, weights, data, n, workers=workers, scheduler=scheduler)
         out["sharded"] = {k: s.get(k) for k in ("workers", "cosim_images_per_s", "wall_seconds", "bitexact_images",
-                                                "mismatched_images", "cycles_per_image")}
+                                                "mismatched_images", "cycles_per_image", "shards")}
         out["sharded"].update(
             speedup=round(s["cosim_images_per_s"] / r["cosim_images_per_s"], 2) if "cosim_images_per_s" in s else None,
             speedup_wall=round(wall / s["wall_seconds"], 2), error=s.get("error"))

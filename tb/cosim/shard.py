@@ -119,9 +119,11 @@ def merge(reports: list[dict], w, keep_results: bool = False) -> dict:
     if all("correct_rtl" in s for s in sh):
         _merge_inference(out, reps, sh, n, w)
     out["workers"] = len(reps)
-    out["shards"] = [{"start": s["start"], "stop": s["stop"], "cosim_images_per_s":
-                      round((s["stop"] - s["start"]) / (s["t_end"] - s["t_start"]), 2) if "t_end" in s else None}
-                     for s in sh]
+    t0 = min((s["t_start"] for s in sh if "t_start" in s), default=0.0)
+    out["shards"] = [{"start": s["start"], "stop": s["stop"]} | ({
+        "cosim_images_per_s": round((s["stop"] - s["start"]) / (s["t_end"] - s["t_start"]), 2),
+        "inference_from_s": round(s["t_start"] - t0, 2), "inference_to_s": round(s["t_end"] - t0, 2)}
+        if "t_end" in s else {}) for s in sh]
     if keep_results and all("classes" in s for s in sh):
         out["results"] = {"classes": [c for s in sh for c in s["classes"]],
                           "logits": [v for s in sh for v in s["logits"]]}
