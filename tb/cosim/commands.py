@@ -215,12 +215,15 @@ def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str |
     import time
 
     from tb.cosim import sim_top
+    sharded = (workers or 1) > 1 or bool(scheduler)
     if scheduler:
         from sw.cluster import check_scheduler
         check_scheduler(scheduler)
     with tempfile.TemporaryDirectory() as td:
         rep = Path(td) / "report.json"
-        params = sim_top.session_params(weights, data, n, rep, progress=False, device="ideal")
+        # compared with shards: the single session as one shard of all n images (its CPU seconds too)
+        params = sim_top.session_params(weights, data, n, rep, progress=False, device="ideal",
+                                        **({"shard": [0, n]} if sharded else {}))
         t0 = time.perf_counter()
         try:
             sim_top.run(w, params)
@@ -232,9 +235,10 @@ def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str |
     out = {k: r[k] for k in ("cosim_images_per_s", "cycles_per_image", "bound_cycles_per_image",
                              "measured_over_bound", "bitexact_images", "mismatched_images")}
     out["cosim_images"] = r["images"]
-    if (workers or 1) > 1 or scheduler:
+    if sharded:
         from tb.cosim import shard
         out["cosim_wall_seconds"] = round(wall, 2)
+        out["cosim_cpu_images_per_s"] = round(n / r["shard"]["cpu_seconds"], 2)
         s = shard.run(w, weights, data, n, workers=workers, scheduler=scheduler)
         out["sharded"] = {k: s.get(k) for k in ("workers", "cosim_images_per_s", "wall_seconds", "bitexact_images",
                                                 "mismatched_images", "cycles_per_image", "shards")}

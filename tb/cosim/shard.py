@@ -122,7 +122,8 @@ def merge(reports: list[dict], w, keep_results: bool = False) -> dict:
     t0 = min((s["t_start"] for s in sh if "t_start" in s), default=0.0)
     out["shards"] = [{"start": s["start"], "stop": s["stop"]} | ({
         "cosim_images_per_s": round((s["stop"] - s["start"]) / (s["t_end"] - s["t_start"]), 2),
-        "inference_from_s": round(s["t_start"] - t0, 2), "inference_to_s": round(s["t_end"] - t0, 2)}
+        "inference_from_s": round(s["t_start"] - t0, 2), "inference_to_s": round(s["t_end"] - t0, 2),
+        "cpu_images_per_s": round((s["stop"] - s["start"]) / s["cpu_seconds"], 2) if s.get("cpu_seconds") else None}
         if "t_end" in s else {}) for s in sh]
     if keep_results and all("classes" in s for s in sh):
         out["results"] = {"classes": [c for s in sh for c in s["classes"]],
