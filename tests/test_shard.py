@@ -123,3 +123,13 @@ def test_cli_refuses(capsys, tmp_path):
     assert main(["sim", "--n", "2", "--device", "ideal", "--scheduler", "localhost:1", "--report", str(rep)]) == 2
     assert "expected tcp://HOST:PORT" in capsys.readouterr().err
     assert not rep.exists() and not list(tmp_path.iterdir())
+
+
+def test_scheduler_without_workers(w):
+    """A --scheduler with no worker connected is refused instead of waiting forever."""
+    from distributed import LocalCluster
+
+    from golden.fileio import InputError
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as lc:
+        with pytest.raises(InputError, match="no workers connected"):
+            shard.run(w, "weights/yao2020", "data/mnist", 2, scheduler=lc.scheduler_address)

@@ -14,7 +14,7 @@ its own test directory (run-<params hash>-<pid>, with its results.xml and test.l
 
 Device presets are refused for K > 1: their transfer and hybrid training are sequential stages that
 program the board, and the inference shards would have to start from the board state they leave.
-Workers on other machines (--scheduler) need mcnn and the same --weights / --data paths.
+Workers of a --scheduler need this checkout importable (PYTHONPATH) and the same --weights / --data paths.
 """
 from __future__ import annotations
 
@@ -72,7 +72,11 @@ def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | N
     if device != "ideal":
         raise ValueError("sharded co-simulation runs on ideal cells only")
     with _repo_on_path(), client(scheduler, workers) as c:
-        k = workers or max(1, len(c.scheduler_info()["workers"]))
+        have = len(c.scheduler_info()["workers"])
+        if scheduler and not have:          # tasks would wait for a worker forever
+            from golden.fileio import InputError
+            raise InputError(f"--scheduler {scheduler}: no workers connected (start `dask worker {scheduler}`)")
+        k = workers or have
         parts = shards(n, k)
         t0 = time.perf_counter()
         futs = [c.submit(run_shard, str(Path(weights).resolve()), str(Path(data).resolve()), lo, hi, device, seed,
