@@ -149,7 +149,7 @@ def cmd_bench(args):
            "seconds_integer_10k": round(dt * 10000 / len(x), 3),
            "integer_accuracy": float((res.classes == ds.test_labels[:args.n]).mean() * 100)}
     if args.cosim_n:
-        out.update(_cosim().bench(w, args.weights, args.data, args.cosim_n))
+        out.update(_cosim().bench(w, args.weights, args.data, args.cosim_n, args.workers, args.scheduler))
     print(json.dumps(out))
 
 
@@ -195,6 +195,15 @@ def _common(p, weights=True):
     if weights:
         p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                        help="weights stem (<stem>.npz + <stem>.json; dots kept; default weights/yao2020)")
+
+
+def _workers(p):
+    """--workers / --scheduler of `mcnn sim` and `mcnn bench` (sharded co-simulation on Dask)."""
+    p.add_argument("--workers", type=int_range(1, 1024), default=None,
+                   help="split the test images over K Dask worker processes, each with its own Verilator "
+                        "model (ideal cells only; default 1: one process; with --scheduler: its workers)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="run the shards on this running `dask scheduler` instead of a local cluster")
 
 
 def _force(p, what):
@@ -275,6 +284,7 @@ def _sim_parser(sub):
     p.add_argument("--waves", action="store_true",
                    help="write a waveform (FST; VCD where the FST writer's lz4.h is missing; slow)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _workers(p)
     p.add_argument("--replicated", action="store_true",
                    help="the replicated-convolver controller (rtl/replicated.py): three groups, shared FC; "
                         "--iterations batches of replicated training (rounds of 3, update per round, clip 30 codes)")
@@ -292,6 +302,7 @@ def _parser():
     p.add_argument("--n", type=int_range(1, TEST_SET_MAX), default=10000, help="images for the golden datapath")
     p.add_argument("--cosim-n", type=int_range(0, TEST_SET_MAX), default=300,
                    help="images for the RTL co-simulation (0: skip)")
+    _workers(p)
     p.set_defaults(fn=cmd_bench)
 
     from sw.board import add_arguments as board_arguments

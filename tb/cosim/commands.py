@@ -65,12 +65,14 @@ def sim(args):
     if getattr(args, "replicated", False):
         return sim_replicated(args)
     from tb.cosim import sim_top
+    sharded = _check_sharded(args)
     w, tmp = _validated(args)
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations)
     print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True,
           file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone
-    r = _run_reported(args, tmp, lambda: sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves))
+    r = _run_reported(args, tmp, (lambda: _sharded(w, args, tmp)) if sharded else
+                      lambda: sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves))
     if args.json:
         print(json.dumps(r))
         return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
@@ -96,6 +98,9 @@ def sim(args):
         i = st["inference_after_hybrid"]
         print(f"  accuracy after hybrid, RTL   {i['accuracy_rtl']:.2f} %   (golden {i['accuracy_golden']:.2f} %), "
               f"bit-exact {i['bitexact_images']}/{r['images']}")
+    if "shards" in r:
+        print(f"  sharded                      {r['workers']} Dask workers, images/s per shard "
+              + " ".join(str(x["cosim_images_per_s"]) for x in r["shards"]) + f"; {r['wall_seconds']:.1f} s in all")
     if "cycles_per_image" in r:
         print(f"  cycles per image             {r['cycles_per_image']:.0f}  (array bound "
               f"{r['bound_cycles_per_image']}, ratio {r['measured_over_bound']:.4f})")
@@ -123,6 +128,34 @@ def sim(args):
         print(f"  ERROR: {r['error']}")
     print(f"  report                       {args.report}")
     return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r and r.get("activity_equal_golden", True) else 1
+
+
+def _check_sharded(args) -> bool:
+    """--workers K > 1 or --scheduler: a sharded co-simulation (tb/cosim/shard.py), checked before
+    any file is touched. Only ideal cells: a device preset's transfer and hybrid training program
+    the board in order, one session."""
+    from sw.cluster import check_scheduler
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if scheduler:
+        check_scheduler(scheduler)
+    if (workers or 1) == 1 and not scheduler:
+        return False
+    for bad, what in ((getattr(args, "device", "ideal") != "ideal", f"--device {args.device}"),
+                      (getattr(args, "replicated", False), "--replicated"), (getattr(args, "waves", False), "--waves")):
+        if bad:
+            raise InputError(f"{what} needs --workers 1 (sharded co-simulation runs on ideal cells: --device ideal)")
+    return True
+
+
+def _sharded(w, args, tmp: Path):
+    """The sharded session: its merged report written to `tmp`; a failed check raised as the
+    single session's AssertionError would be (the report kept)."""
+    from tb.cosim import shard
+    r = shard.run(w, args.weights, args.data, args.n, workers=args.workers, scheduler=args.scheduler,
+                  device=args.device, seed=args.seed, progress=sys.stderr.isatty())
+    tmp.write_text(json.dumps(r, indent=2))
+    if "error" in r or r.get("mismatched_images", 1) or not r.get("activity_equal_golden", False):
+        raise AssertionError(r.get("error") or f"{r.get('mismatched_images')} images differ from golden")
 
 
 def sim_replicated(args):
@@ -175,21 +208,43 @@ def sim_replicated(args):
     return 0 if ok else 1
 
 
-def bench(w, weights, data, n: int) -> dict:
-    """`mcnn bench`: co-simulate n test images on ideal cells; the report's throughput figures."""
+def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str | None = None) -> dict:
+    """`mcnn bench`: co-simulate n test images on ideal cells; the report's throughput figures.
+    With --workers K > 1 (or --scheduler) then the same images sharded over the Dask workers, in
+    the same run: "sharded" holds its figures and its speed-up over the single process."""
+    import time
+
     from tb.cosim import sim_top
+    sharded = (workers or 1) > 1 or bool(scheduler)
+    if scheduler:
+        from sw.cluster import check_scheduler
+        check_scheduler(scheduler)
     with tempfile.TemporaryDirectory() as td:
         rep = Path(td) / "report.json"
-        params = sim_top.session_params(weights, data, n, rep, progress=False, device="ideal")
+        # compared with shards: the single session as one shard of all n images (its CPU seconds too)
+        params = sim_top.session_params(weights, data, n, rep, progress=False, device="ideal",
+                                        **({"shard": [0, n]} if sharded else {}))
+        t0 = time.perf_counter()
         try:
             sim_top.run(w, params)
         except AssertionError:
             if not rep.exists():
                 raise
+        wall = time.perf_counter() - t0
         r = json.loads(rep.read_text())
     out = {k: r[k] for k in ("cosim_images_per_s", "cycles_per_image", "bound_cycles_per_image",
                              "measured_over_bound", "bitexact_images", "mismatched_images")}
     out["cosim_images"] = r["images"]
+    if sharded:
+        from tb.cosim import shard
+        out["cosim_wall_seconds"] = round(wall, 2)
+        out["cosim_cpu_images_per_s"] = round(n / r["shard"]["cpu_seconds"], 2)
+        s = shard.run(w, weights, data, n, workers=workers, scheduler=scheduler)
+        out["sharded"] = {k: s.get(k) for k in ("workers", "cosim_images_per_s", "wall_seconds", "bitexact_images",
+                                                "mismatched_images", "cycles_per_image", "shards")}
+        out["sharded"].update(
+            speedup=round(s["cosim_images_per_s"] / r["cosim_images_per_s"], 2) if "cosim_images_per_s" in s else None,
+            speedup_wall=round(wall / s["wall_seconds"], 2), error=s.get("error"))
     return out
 
 

@@ -52,10 +52,13 @@ async def _session(dut, p, report):
     w = weights.load(p["weights"])
     ds = load_dataset(p["data"])
     n = min(p["n"], len(ds.test_images))
-    x, y = ds.test_images[:n], ds.test_labels[:n].astype(np.int64)
+    lo, hi = p.get("shard") or (0, n)        # one shard's images (tb/cosim/shard.py): test[lo:hi]
+    x, y = ds.test_images[lo:hi], ds.test_labels[lo:hi].astype(np.int64)
     ctrl = sim_top.build_controller(w)
     mapping = build_mapping()
-    report["images"] = n
+    report["images"] = len(x)
+    if "shard" in p:
+        report["shard"] = {"start": lo, "stop": hi}
     await harness.start_clock_and_reset(dut, start_clock=False)
     dut.train.value = 0
     dut.th_code.value = 15
@@ -123,7 +126,9 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
     g, gd = _golden(dp, x, y)
     t_golden = time.perf_counter() - t0
     req0 = _req_cycles(dut, ctrl)
+    cpu0 = time.process_time()
     res, t_inf = await _infer(dut, ctrl, x, y, "inference (RTL)", progress, activity=True)
+    cpu = time.process_time() - cpu0      # this simulator process's CPU time (Verilator + Python)
     req = [b - a for a, b in zip(req0, _req_cycles(dut, ctrl))]
     mism = _compare(res, g, gd)
     cls = np.array([r["cls"] for r in res])
@@ -143,9 +148,25 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
         "cosim_images_per_s": round(n / t_inf, 2), "golden_images_per_s": round(n / t_golden, 1)})
     act = _activity(report, res, g, x, ctrl)
     report.update(_latency(ctrl, period, [r / n for r in req]))
+    if "shard" in report:
+        _shard_sums(report["shard"], res, g.classes, y, mism, req, act, (t_inf, cpu), t_golden)
     assert not mism, f"{len(mism)} images differ from the golden datapath: {mism[:10]}"
     assert report["activity_equal_golden"], f"activity differs from golden: {report['activity']['mismatches']}"
     return act
+
+
+def _shard_sums(sh, res, g_classes, y, mism, req, act, t_cpu, t_golden):
+    """A shard's raw figures, which tb/cosim/shard.py merge() adds up over the shards: counts,
+    sums, the time span of its inference loop (epoch seconds) and its CPU seconds, its results in
+    image order."""
+    ts = [r["timestamp"] for r in res]
+    end, (t_inf, cpu) = time.time(), t_cpu
+    sh.update({"correct_rtl": int(sum(r["cls"] == c for r, c in zip(res, y))),
+               "correct_golden": int((g_classes == y).sum()), "mismatched": mism,
+               "span_cycles": ts[-1] - ts[0], "intervals": len(ts) - 1, "req_cycles": req,
+               "activity_sums": {lay: {k: float(v.sum()) for k, v in d.items()} for lay, d in act.items()},
+               "t_start": end - t_inf, "t_end": end, "cpu_seconds": cpu, "seconds_golden": t_golden,
+               "classes": [r["cls"] for r in res], "logits": [r["logits"] for r in res]})
 
 
 def _req_cycles(dut, ctrl):
