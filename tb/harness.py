@@ -84,18 +84,19 @@ def to_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def _fast_runner():
-    """cocotb's Verilator runner, but with only the top-level ports public.
+def _fast_runner(public_top=True):
+    """cocotb's Verilator runner, but with only the top-level signals public.
 
     cocotb builds with --public-flat-rw, which keeps every internal signal visible and writable
     and so stops Verilator from optimising the model: the system co-simulation runs several times
-    faster without it. Block tests keep the default (internal signals are handy in waveforms)."""
+    faster without it. Block tests keep the default (internal signals are handy in waveforms).
+    public_top=False: the top marks its own signals (clock_wrapper), nothing else is public."""
     from cocotb_tools.runner import Verilator
 
     class PortsOnlyVerilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
-            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + (["--public-depth", "1"] if public_top else [])
             return cmds
     return PortsOnlyVerilator()
 
@@ -124,7 +125,7 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     if hdl_clock_ns:
         (bdir / f"{top}.v").write_text(wrapper)
         sources.append(bdir / f"{top}.v")
-    runner = _fast_runner() if ports_only else get_runner("verilator")
+    runner = _fast_runner(public_top=not hdl_clock_ns) if ports_only else get_runner("verilator")
     import fcntl
     with open(bdir / ".lock", "w") as lock:  # parallel workers share a build: one builds, the others wait
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -160,24 +161,30 @@ QUIET_LOGS = {"COCOTB_LOG_LEVEL": "WARNING", "GPI_LOG_LEVEL": "WARNING"}
 
 def clock_wrapper(src: str, name: str, period_ns: int):
     """A Verilog top `<name>_tb` that generates `clk` and `rst` itself (Verilator --timing) and
-    passes every other port of `name` through: the simulator then runs free, with no VPI call per
-    clock edge. `rst` is held low and is not a port, on purpose: Verilator re-evaluates all logic
-    that depends on a top-level input (or on a variable a timed process writes) at every eval,
-    twice per clock, and Amaranth's synchronous reset feeds every register's next-state logic;
-    with rst constant that logic runs only at clock edges (measured: 1.5x faster co-simulation).
-    Registers start at their init values, which is the state a reset gives."""
+    brings every other port of `name` out as its own signal: the simulator then runs free, with
+    no VPI call per clock edge. `rst` is held low and is not a port, on purpose: Verilator
+    re-evaluates all logic that depends on a top-level input (or on a variable a timed process
+    writes) at every eval, twice per clock, and Amaranth's synchronous reset feeds every register's
+    next-state logic; with rst constant that logic runs only at clock edges (measured: 1.5x faster
+    co-simulation). Registers start at their init values, which is the state a reset gives.
+
+    The top has no ports (nothing to copy in and out at every eval): `name`'s inputs are registers
+    cocotb writes (public_flat_rw), its outputs wires cocotb only reads (public_flat_rd). Verilator
+    re-evaluates at every eval the logic reading a writable public signal, so making the outputs
+    read-only keeps the controller logic that reads them (img_start, counters, ...) at clock edges."""
     import re
     head = src[src.index(f"module {name}("):]
     head = head[:head.index("endmodule")]
     ports = re.findall(r"^\s*(input|output)\s*(\[[^\]]+\])?\s*([\w$]+)\s*;", head, re.M)
     top = f"{name}_tb"
     own = ("clk", "rst")
-    decl = [f"  {d} {w or ''} {n};" for d, w, n in ports if n not in own]
+    decl = [f"  reg {w or ''} {n} /*verilator public_flat_rw*/ = 0;" if d == "input"
+            else f"  wire {w or ''} {n} /*verilator public_flat_rd*/;" for d, w, n in ports if n not in own]
     names = [n for _, _, n in ports if n not in own]
     conn = ",\n".join(f"    .{n}({n})" for n in names + [n for _, _, n in ports if n in own])
     half = period_ns / 2
-    return top, (f"module {top}({', '.join(names)});\n" + "\n".join(decl)
-                 + f"\n  reg clk = 1'b0;\n  always #{half:g} clk = ~clk;\n"
+    return top, (f"module {top};\n" + "\n".join(decl)
+                 + f"\n  reg clk /*verilator public_flat_rd*/ = 1'b0;\n  always #{half:g} clk = ~clk;\n"
                  + "  wire rst = 1'b0;\n"
                  + f"  {name} dut (\n{conn}\n  );\nendmodule\n")
 
