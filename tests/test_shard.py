@@ -106,7 +106,7 @@ def test_sharded_equals_single_process(tmp_path, w):
     r = shard.run(w, DEFAULT_WEIGHTS, data, n, workers=2, keep_results=True)
     assert [(s["start"], s["stop"]) for s in r["shards"]] == [(0, 3), (3, 5)]
     assert r["bitexact_images"] == n and "error" not in r
-    timing = ("cosim_images_per_s", "golden_images_per_s")
+    timing = ("cosim_images_per_s", "cosim_images_per_cpu_s", "golden_images_per_s")
     assert {k: v for k, v in r.items() if k not in timing and k in single} == \
            {k: v for k, v in single.items() if k not in timing}
     # in image order, what the golden model gives (the sessions checked logits, p and delta)

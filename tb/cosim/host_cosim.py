@@ -211,9 +211,9 @@ async def start(dut, xb, ctrl):
 def run_block(params: dict, testcase=None, test_module="tb.test_host"):
     """Build (cached) and run a cocotb module against HostSimTop."""
     from tb import harness
-    from tb.cosim.sim_top import PE_MODEL
+    from tb.cosim.sim_top import SIM_SOURCES
     return harness.run_block(build_top(), "mcnn_host", test_module, params, testcase=testcase,
-                             extra_sources=[PE_MODEL], ports_only=True, hdl_clock_ns=PERIOD_NS)
+                             extra_sources=SIM_SOURCES, ports_only=True, hdl_clock_ns=PERIOD_NS)
 
 
 class GoldenOracle:

@@ -49,6 +49,6 @@ def sim_top(w):
 
 def run(w, params, log_to_terminal=False, waves=False):
     from tb import harness
-    from tb.cosim.sim_top import PE_MODEL
-    return harness.run_block(sim_top(w), "mcnn_rep_sim", "tb.cosim.replicated_main", params, extra_sources=[PE_MODEL],
+    from tb.cosim.sim_top import SIM_SOURCES
+    return harness.run_block(sim_top(w), "mcnn_rep_sim", "tb.cosim.replicated_main", params, extra_sources=SIM_SOURCES,
                              ports_only=True, hdl_clock_ns=10, log_to_terminal=log_to_terminal, waves=waves)

@@ -159,6 +159,7 @@ def _merge_inference(out, reps, sh, n, w):
         "bound_per_layer": first["bound_per_layer"], "measured_over_bound": round(period / bound, 4),
         # the inference loops run side by side: all images over the time from the first start to the last end
         "cosim_images_per_s": round(n / (max(s["t_end"] for s in sh) - min(s["t_start"] for s in sh)), 2),
+        "cosim_images_per_cpu_s": round(n / sum(s["cpu_seconds"] for s in sh), 2),   # all shards' CPU seconds
         "golden_images_per_s": round(n / sum(s["seconds_golden"] for s in sh), 1)})
     sums = {lay: {k: sum(s["activity_sums"][lay][k] for s in sh) for k in d}
             for lay, d in first["shard"]["activity_sums"].items()}

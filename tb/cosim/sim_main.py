@@ -145,7 +145,8 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
         "cycles_per_image": round(period, 1), "cycles_first_image": int(res[0]["cycles"]),
         "bound_cycles_per_image": bound["cycles"], "bound_per_layer": bound["per_layer"],
         "measured_over_bound": round(period / bound["cycles"], 4),
-        "cosim_images_per_s": round(n / t_inf, 2), "golden_images_per_s": round(n / t_golden, 1)})
+        "cosim_images_per_s": round(n / t_inf, 2), "cosim_images_per_cpu_s": round(n / cpu, 2),
+        "golden_images_per_s": round(n / t_golden, 1)})
     act = _activity(report, res, g, x, ctrl)
     report.update(_latency(ctrl, period, [r / n for r in req]))
     if "shard" in report:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value, unsigned
 from amaranth.lib import stream
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.memory import Memory
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,6 +26,8 @@ CLOCK_NS = 10             # the co-simulation top's HDL clock (run(): hdl_clock_
 ACT_PORTS = ("slot_reads", "conv_rounds", "bl_pulses", "sl_selections", "diff_subs", "fm_reads", "fm_writes",
              "requant_ops", "pool_ops", "softmax_ops")
 PE_MODEL = HDL / "pe_model.v"
+IMG_LOADER = HDL / "img_loader.v"
+SIM_SOURCES = (PE_MODEL, IMG_LOADER)     # the Verilog every SimTop build needs
 CUR_BITS = 18
 
 
@@ -78,26 +79,19 @@ class SimTop(wiring.Component):
             m.d.comb += [fifo.w_data.eq(src.payload), fifo.w_en.eq(src.valid), src.ready.eq(fifo.w_rdy),
                          dst.payload.eq(fifo.r_data), dst.valid.eq(fifo.r_rdy), fifo.r_en.eq(dst.ready)]
 
-        # image words: from the burst loader while it holds an image, else from the image port.
-        # The burst is a one-row memory: its write is clocked logic, not a wide next-state mux.
+        # image words: from the burst loader (hdl/img_loader.v) while it holds an image, else
+        # from the image port
         nw = c.image_words
-        burst = Memory(shape=unsigned(32 * nw), depth=2, init=[])   # depth 1 has a 0-bit address
-        m.submodules.img_burst_mem = burst
-        bw, br = burst.write_port(), burst.read_port(domain="comb")
-        idx = Signal(range(nw))
-        go = Signal()
-        m.d.sync += go.eq(self.img_go)
-        m.d.comb += [bw.addr.eq(0), br.addr.eq(0), bw.data.eq(self.img_burst), bw.en.eq(self.img_go & ~self.img_busy)]
+        word = Signal(32)
+        loader_ready = Signal()
+        m.submodules.img_loader = Instance(
+            "img_loader", p_NW=nw, p_IW=max(1, (nw - 1).bit_length()),
+            i_clk=ClockSignal(), i_rst=ResetSignal(), i_burst=self.img_burst, i_go_in=self.img_go,
+            o_busy=self.img_busy, o_payload=word, i_ready=loader_ready)
         port_img = stream.Signature(unsigned(32)).create()
         through_fifo(self.image, port_img, "image")
-        with m.If(go & ~self.img_busy):
-            m.d.sync += [idx.eq(0), self.img_busy.eq(1)]
         with m.If(self.img_busy):
-            m.d.comb += [c.image.valid.eq(1), c.image.payload.eq(br.data.word_select(idx, 32))]
-            with m.If(c.image.ready):
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == nw - 1):
-                    m.d.sync += self.img_busy.eq(0)
+            m.d.comb += [c.image.valid.eq(1), c.image.payload.eq(word), loader_ready.eq(c.image.ready)]
         with m.Else():
             wiring.connect(m, port_img, c.image)
         through_fifo(c.result, self.result, "result")
@@ -171,7 +165,7 @@ def session_params(weights, data, n, report, **kw) -> dict:
 
 def run(w, params, log_to_terminal=False, waves=False):
     from tb import harness
-    return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=[PE_MODEL],
+    return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=SIM_SOURCES,
                              ports_only=True, hdl_clock_ns=CLOCK_NS, log_to_terminal=log_to_terminal, waves=waves)
 
 
