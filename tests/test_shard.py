@@ -39,7 +39,7 @@ def _fake(start, stop, correct, mism, span, req, bl, t, counters, act_bad=(), er
                    "mismatched": list(mism), "span_cycles": span, "intervals": n - 1, "req_cycles": req,
                    "activity_sums": {"c1": {"bl_pulses": bl, "pool_ops": 0.0}, "total": {"bl_pulses": bl,
                                                                                          "pool_ops": 0.0}},
-                   "t_start": t[0], "t_end": t[1], "seconds_golden": 0.5 * n,
+                   "t_start": t[0], "t_end": t[1], "seconds_golden": 0.5 * n, "cpu_seconds": 0.25 * n,
                    "classes": list(range(start, stop)), "logits": [[i] * 10 for i in range(start, stop)]}}
     if error:
         r["error"] = error
@@ -69,6 +69,7 @@ def test_merge_sums_and_global_indices(w):
         assert r["cycles_first_image"] == 30200 and r["measured_over_bound"] == round(30100 / 30000, 4)
         assert r["cosim_images_per_s"] == 2.0              # 8 images from t 10.0 to 14.0
         assert r["golden_images_per_s"] == 2.0
+        assert r["cosim_images_per_cpu_s"] == 4.0          # 8 images over 2 CPU seconds in all
         assert r["activity"]["per_image_mean"] == {"bl_pulses": round(801 / 8, 2)}   # zero sums left out
         assert r["activity"]["images_equal_golden"] == 7 and not r["activity_equal_golden"]
         assert r["activity"]["mismatches"][0]["image"] == 6
