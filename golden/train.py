@@ -1,24 +1,24 @@
 """Ex-situ training (NumPy only), calibration to 15 weight levels, quantisation-aware fine-tune.
 
 Reproducible: one seed drives initialisation, shuffling and augmentation. Training uses the
-first 55,000 training images; the last 5,000 are the validation set used for every choice
-(scale search, best epoch). The test set is only ever evaluated, never used to choose.
+first n_train training images, the rest are the validation set used for every choice (scale
+search, best epoch): golden.idx.split_sizes, MNIST's 55,000 + 5,000. The test set is only ever
+evaluated, never used to choose.
 """
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import cnn, model
 from .fileio import InputError
-from .idx import Dataset
+from .idx import Dataset, split_sizes
 from .model import QuantConfig
 
-N_TRAIN = 55_000  # Yao 2020: 55,000 training images; the last 5,000 validate
 
 
 @dataclass
@@ -31,7 +31,7 @@ class TrainConfig:
     qat_epochs: int = 3
     qat_lr: float = 2e-4
     act_percentile: float = 99.99
-    n_train: int = N_TRAIN    # images [0, n_train) train, [n_train, N) validate
+    n_train: int | None = None    # images [0, n_train) train, [n_train, N) validate (None: split_sizes)
     n_calib: int = 5000       # training images used to calibrate activation ranges
 
 
@@ -157,9 +157,12 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta)."""
     t_start = time.time()
     rng = np.random.default_rng(cfg.seed)
-    if not 0 < cfg.n_train < len(ds.train_images):
+    if cfg.n_train is None:
+        cfg = replace(cfg, n_train=split_sizes(len(ds.train_images))[0])
+    if not cfg.batch <= cfg.n_train < len(ds.train_images):
         raise InputError(f"{ds.directory}: {len(ds.train_images)} training images; training takes the first "
-                         f"n_train={cfg.n_train} and validates on the rest, so it needs more than {cfg.n_train}")
+                         f"n_train={cfg.n_train} (at least a batch of {cfg.batch}) and validates on the rest, "
+                         f"so it needs more than {max(cfg.n_train, cfg.batch)}")
     x, y = ds.train_images[:cfg.n_train], ds.train_labels[:cfg.n_train].astype(np.int64)
     xv, yv = ds.train_images[cfg.n_train:], ds.train_labels[cfg.n_train:].astype(np.int64)
     params = model.init_params(layers, cfg.seed)

@@ -215,7 +215,7 @@ CASES = [
     ("n-train-beyond-dataset",
      lambda t: ["eval", "--stages", "all", "--n-train", "50", "--data", str(dataset(t / "d"))], "--n-train 50"),
     ("train-small-dataset", lambda t: ["train", "--out", str(t / "new"), "--data", str(dataset(t / "d"))],
-     "20 training images; training takes the first n_train=55000"),
+     "20 training images; training takes the first n_train=10 (at least a batch of 64)"),
     ("labels-count", lambda t: ["eval", "--data", str(dataset(t / "d", train_labels=np.zeros(19)))], "19 labels"),
     ("gzip-corrupt", lambda t: dataset(t / "d") and (t / "d" / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bxx")
      and ["eval", "--data", str(t / "d")], "corrupt gzip stream"),
