@@ -42,8 +42,8 @@ wins. `mcnn eval`, `mcnn sim`, `mcnn board` and energy estimates all use it; nev
 Guard (`Guard`, host side on the board): the running batch training error (the forward pass of each
 training batch, which the board reports anyway) is watched; when the mean of the last `window`
 batches exceeds the lowest such mean so far by `margin` points, the step is halved (eta_sh + 1:
-exact, the host rewrites the learning CSR before the next batch's update) and the reference
-restarts from the current mean. At most `max_decays` halvings.
+exact; the host rewrites the learning CSR before that batch's update, FINISH) and the window and
+the reference restart with the next batch. At most `max_decays` halvings.
 
 Replicated convolver groups (golden/replicate.py) share the FC: `replicated_batches` sends batch i
 to group i mod 3; by default equation 1 is summed over a round (one batch per group) before the
@@ -278,13 +278,14 @@ class Guard:
 
     def observe(self, err: float) -> bool:
         self.errors.append(float(err))
-        mean = float(np.mean(self.errors[-self.window:]))
+        since = self.decays[-1] + 1 if self.decays else 0      # the window restarts after a halving
+        mean = float(np.mean(self.errors[max(since, len(self.errors) - self.window):]))
         if self.best is None or mean < self.best:
             self.best = mean
             return False
         if mean > self.best + self.margin and len(self.decays) < self.max_decays:
             self.decays.append(len(self.errors) - 1)
-            self.best = mean
+            self.best = None
             return True
         return False
 
@@ -481,6 +482,23 @@ def choose_step(xb, mapping: Mapping, q, feats, labels, train_idx, val_idx, iter
             "validation_error": {str(e): scores[e] for e in candidates}, "validation_error_before": before,
             "iterations": int(iterations), "validation_images": int(len(val_idx)), "seed": s, "guard": guard,
             "threshold_step": unit}
+
+
+def model_board_step(w, ds, device: str = "yao2020", board_seed: int = 0, iterations: int = 1,
+                     batch: int = 100, seed: int = 0) -> dict:
+    """choose_step for a board the host cannot copy (`mcnn board`): a golden model of it - a
+    Crossbar of its device preset and seed, the weights transferred by golden write-verify."""
+    from .crossbar import Crossbar
+    from .mapping import build_mapping
+    from .transfer import transfer
+    mapping = build_mapping()
+    xb = Crossbar(device, seed=board_seed)
+    transfer(xb, mapping, w.int_w)
+    val = validation_subset(len(ds.train_images))
+    src = FeatureSource(xb, w.int_w, w.q, mapping, ds.train_images, cache_idx=val)
+    r = choose_step(xb, mapping, w.q, src, ds.train_labels, np.arange(ds.split[0]), val, iterations, seed,
+                    batch=batch)
+    return {**r, "chosen": True, "board_model": {"device": device, "seed": board_seed}}
 
 
 def validation_subset(n_images: int, n: int = VAL_SUBSET) -> np.ndarray:

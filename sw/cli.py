@@ -36,16 +36,20 @@ def dataset_name(args, ds=None) -> str:
 def cmd_train(args):
     import numpy as np
 
-    from golden import model, train
+    from golden import model, train, weights
     from golden.weights import Weights, dequantized, paths
 
+    if args.epochs == 0 and args.init is None:
+        raise InputError("--epochs 0: no float training to start from: give --init STEM")
     check_outputs(paths(args.out), args.force)          # before hours of training, not after
     ds = _dataset(args)
-    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs)
+    init = weights.load(args.init).float_w if args.init is not None else None
+    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, device=args.device)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    fw, iw, q, meta = train.train(ds, cfg, log=log)
+    fw, iw, q, meta = train.train(ds, cfg, log=log, init=init)
     w = Weights(fw, iw, q, meta)
     xt, yt = ds.test_images, ds.test_labels.astype(np.int64)
+    meta["init"] = str(args.init) if args.init is not None else None
     meta["test_float"] = model.accuracy(fw, xt, yt)
     meta["test_quantized"] = model.accuracy(dequantized(w), xt, yt, q=q)
     npz, js = w.save(args.out, force=args.force)
@@ -211,8 +215,13 @@ def _train_parser(sub):
                    help="output stem: <out>.npz + <out>.json (default weights/yao2020, the committed weights)")
     _force(p, "existing <out>.npz / .json")
     p.add_argument("--seed", type=SEED, default=2020)
-    p.add_argument("--epochs", type=int_range(1, 1000), default=24)
+    p.add_argument("--epochs", type=int_range(0, 1000), default=24, help="float epochs (0 only with --init)")
     p.add_argument("--qat-epochs", type=int_range(0, 1000), default=3)
+    p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default=None,
+                   help="noise-aware QAT: inject this preset's programming error (measured on its model) into "
+                        "every weight of every QAT forward pass (default: plain training)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the float weights of this stem (e.g. weights/yao2020; not overwritten)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 

@@ -106,7 +106,7 @@ CASES = [
     ("sim-seed-negative", lambda t: ["sim", "--seed", "-1"], "argument --seed"),
     ("bench-n-zero", lambda t: ["bench", "--n", "0"], "argument --n"),
     ("bench-cosim-negative", lambda t: ["bench", "--cosim-n", "-1"], "argument --cosim-n"),
-    ("train-epochs-zero", lambda t: ["train", "--epochs", "0"], "argument --epochs"),
+    ("train-epochs-zero", lambda t: ["train", "--epochs", "0"], "--epochs 0: no float training to start from"),
     ("board-frames-zero", lambda t: ["board", "--sim", "faults", "--frames", "0"], "argument --frames"),
     ("board-rate", lambda t: ["board", "--sim", "faults", "--rate", "1.5"], "argument --rate"),
     ("board-retries", lambda t: ["board", "--sim", "faults", "--retries", "-1"], "argument --retries"),
@@ -347,7 +347,8 @@ def test_console_entry_no_traceback():
 
 
 @pytest.mark.parametrize("session,n,expected", [("infer", 11, "10 test images, the infer session takes 11 (--images)"),
-                                                ("train", 2, "20 training images, the train session takes 55000")])
+                                                ("train", 11, "10 training images, the train session takes 11 "
+                                                              "(--images)")])
 def test_board_session_dataset_too_small(tmp_path, session, n, expected):
     """A board's infer/train session on a dataset ($MCNN_DATA) too small for it: an InputError
     before anything is sent (mutation: no size check -> infer ran on 10 images, train an IndexError)."""
