@@ -46,6 +46,7 @@ def test_guard_rule_hand_made():
     # after a halving window and reference restart with the next batch: 30 (best), 30, 35 (not > 35), 37.5
     assert _fires([10, 30, 30, 30, 40])[0] == [1]
     assert _fires([10, 30, 30, 30, 45])[0] == [1, 4]
+    assert _fires([10, 30, 10, 21])[0] == [1, 3]         # restarted: 10 is the new best, then 15.5 > 15
     f, g = _fires([0, 100, 100, 100, 200, 300, 400], max_decays=2)   # 350 > 305 but two halvings are the cap
     assert f == [1, 4] and g.as_dict()["decays_at"] == [1, 4]
     assert _fires([50, 40, 30, 20, 10])[0] == []         # improving never fires
@@ -194,7 +195,19 @@ def test_noise_aware_training_records_and_differs(monkeypatch):
     cfg = train.TrainConfig(seed=1, epochs=1, batch=32, qat_epochs=1, n_calib=200, shift=0)
     fw0, iw0, q0, m0 = train.train(small, cfg, layers, log=lambda s: None)
     import dataclasses
+    calls = []
+    fwd = model.forward
+
+    def spy(*a, **k):
+        if k.get("train"):
+            calls.append((a[3] is not None, k.get("noise") and k["noise"][0]))
+        return fwd(*a, **k)
+    monkeypatch.setattr(model, "forward", spy)
     fw1, iw1, q1, m1 = train.train(small, dataclasses.replace(cfg, device="yao2020"), layers, log=lambda s: None)
+    sigma = m1["noise_aware"]["sigma_weight"]
+    assert 0.25 < sigma < 0.36
+    # float epochs without noise, every QAT training step with the preset's sigma
+    assert {c for c in calls if not c[0]} == {(False, None)} and {c for c in calls if c[0]} == {(True, sigma)}
     assert m0["ex_situ"] == "plain" and m0["noise_aware"] is None and small.split == (600, 100)
     assert m1["ex_situ"] == "noise-aware" and m1["noise_aware"]["device"] == "yao2020"
     np.testing.assert_array_equal(fw0["FC"], fw1["FC"])          # same float training
