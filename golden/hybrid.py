@@ -443,7 +443,7 @@ def threshold_step(xb, fc_groups, q, batches, th_code: int = update.TH_CODE, dcf
 
 def choose_step(xb, mapping: Mapping, q, feats, labels, train_idx, val_idx, iterations: int, seed: int,
                 candidates=None, batch: int = 100, mode: str = "closed", guard: bool = False,
-                dcfg: DatapathConfig | None = None, layer: str = "FC") -> dict:
+                dcfg: DatapathConfig | None = None, layer: str = "FC", orders: int = 2) -> dict:
     """The hybrid-training step of one run, chosen on the data (the one rule every command uses).
 
     xb: the run's transferred board (not changed); feats(idx) -> FC inputs of images idx (e.g. a
@@ -451,35 +451,42 @@ def choose_step(xb, mapping: Mapping, q, feats, labels, train_idx, val_idx, iter
     train, val_idx: the validation images scored (a subset of at most VAL_SUBSET is enough).
     candidates: the etas tried; default STEP_GRID x `threshold_step` of the first (at most 10)
     batches, so the grid follows the data's scale (no dataset's eta built in).
-    Every candidate trains its own copy of xb, reseeded with seed + STEP_SEED (programming noise and
-    batch order disjoint from the run's), for `iterations` batches drawn from train_idx; lowest
-    validation error wins, ties to the smaller step. -> {"eta", "candidates", "validation_error"
-    (per candidate), "validation_error_before", "iterations", "validation_images", "seed"}."""
+    Every candidate trains `orders` copies of xb, copy k reseeded with seed + STEP_SEED + 7919 k
+    (programming noise and batch order disjoint from the run's and from each other), for
+    `iterations` batches drawn from train_idx; its score is the worst validation error of its
+    copies (a step at the edge of divergence loses: one bad trial is enough); lowest score wins,
+    ties to the smaller step. -> {"eta", "candidates", "validation_error" (per candidate: the
+    score), "validation_error_trials", "validation_error_before", "iterations", "validation_images",
+    "seed", "threshold_step"}."""
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     labels = np.asarray(labels).astype(np.int64)
     fcg = mapping.groups[layer]
     s = int(seed) + STEP_SEED
-    order = train_idx[batch_order(len(train_idx), batch, iterations, seed=s)]
+    seeds = [s + 7919 * k for k in range(orders)]
+    olist = [train_idx[batch_order(len(train_idx), batch, iterations, seed=sk)] for sk in seeds]
     before = error_pct(xb, fcg, feats(val_idx), labels[val_idx], dcfg)
     unit = None
     if candidates is None:
-        unit = threshold_step(xb, fcg, q, [(feats(ix), labels[ix]) for ix in order[:10]], dcfg=dcfg, layer=layer)
+        unit = threshold_step(xb, fcg, q, [(feats(ix), labels[ix]) for ix in olist[0][:10]], dcfg=dcfg, layer=layer)
         candidates = tuple(float(f"{unit * g:.3g}") for g in STEP_GRID)
-    scores = {}
+    trials = {e: [] for e in candidates}
     for e in candidates:
-        b = xb.copy()
-        b.reseed(s)
-        if hasattr(feats, "xb") and not getattr(feats, "cached", True):
-            feats.xb = b            # read noise: features are read through the board being trained
-        t = HybridTrainer(b, mapping, q, HybridConfig(eta=e, iterations=iterations, batch=batch, mode=mode,
-                                                      record_every=0, guard=guard), layer, dcfg)
-        t.run((feats(ix), labels[ix]) for ix in order)
-        scores[e] = error_pct(b, fcg, feats(val_idx), labels[val_idx], dcfg)
+        for sk, order in zip(seeds, olist):
+            b = xb.copy()
+            b.reseed(sk)
+            if hasattr(feats, "xb") and not getattr(feats, "cached", True):
+                feats.xb = b            # read noise: features are read through the board being trained
+            t = HybridTrainer(b, mapping, q, HybridConfig(eta=e, iterations=iterations, batch=batch, mode=mode,
+                                                          record_every=0, guard=guard), layer, dcfg)
+            t.run((feats(ix), labels[ix]) for ix in order)
+            trials[e].append(error_pct(b, fcg, feats(val_idx), labels[val_idx], dcfg))
     if hasattr(feats, "xb") and not getattr(feats, "cached", True):
         feats.xb = xb
+    scores = {e: max(v) for e, v in trials.items()}
     best = min(candidates, key=lambda e: (scores[e], e))
     return {"eta": float(best), "candidates": [float(e) for e in candidates],
-            "validation_error": {str(e): scores[e] for e in candidates}, "validation_error_before": before,
+            "validation_error": {str(e): scores[e] for e in candidates},
+            "validation_error_trials": {str(e): v for e, v in trials.items()}, "validation_error_before": before,
             "iterations": int(iterations), "validation_images": int(len(val_idx)), "seed": s, "guard": guard,
             "threshold_step": unit}
 

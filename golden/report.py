@@ -267,7 +267,8 @@ def format_table(basic: dict | None, st: dict) -> str:
     lines = [f"device {st['device']}, seeds {st['seeds']}, {o['mode']}-loop programming, Th 1.5 uS, batch 100; "
              f"main: eta {etas}" + (" (chosen on the validation split, per seed)" if o["eta"] is None else "")
              + f", {o['iterations']} iterations" + (", guard on" if o.get("guard") else "")
-             + f"; replicated: eta {o['rep_eta']:g}, {o['rep_iterations']} batches, one update per {o['rep_update']}"
+             + f"; replicated: eta {'the main step' if o['rep_eta'] is None else format(o['rep_eta'], 'g')}, "
+             f"{o['rep_iterations']} batches, one update per {o['rep_update']}"
              + (f", clip {o['rep_clip']} codes" if o.get("rep_clip") else "")]
     if st.get("guard_decays") and any(st["guard_decays"]):
         lines.append(f"guard: step halved {'/'.join(map(str, st['guard_decays']))} time(s) per seed")

@@ -119,11 +119,27 @@ def test_choose_step_picks_lowest_validation_error_ties_smaller(monkeypatch):
     mapping = type("M", (), {"groups": {"FC": None}})()
     board = _Board()
     r = hybrid.choose_step(board, mapping, None, lambda ix: np.zeros((len(ix), 1)), np.zeros(50), np.arange(30),
-                           np.arange(30, 50), iterations=4, seed=9, candidates=tuple(table), batch=10)
+                           np.arange(30, 50), iterations=4, seed=9, candidates=tuple(table), batch=10, orders=1)
     assert r["eta"] == 0.002 and r["validation_error_before"] == 6.0
     assert r["validation_error"] == {str(k): v for k, v in table.items()}
     assert board.trained is None and board.reseeded is None       # the run's board is never trained
     assert sorted(seen) == sorted(((e, 4), 9 + hybrid.STEP_SEED) for e in table)   # each on a reseeded copy
+
+
+def test_choose_step_scores_the_worst_trial(monkeypatch):
+    """Two trials per step (boards reseeded apart): 0.002 is best on one but diverged on the other, so
+    0.001 (worst 6.5) wins over it (worst 30) and over 0.004 (worst 7)."""
+    s0 = 5 + hybrid.STEP_SEED
+    table = {(0.001, s0): 6.0, (0.001, s0 + 7919): 6.5, (0.002, s0): 4.0, (0.002, s0 + 7919): 30.0,
+             (0.004, s0): 7.0, (0.004, s0 + 7919): 5.0}
+    monkeypatch.setattr(hybrid, "HybridTrainer", _FakeTrainer)
+    monkeypatch.setattr(hybrid, "error_pct",
+                        lambda b, *a, **k: 8.0 if b.trained is None else table[(b.trained[0], b.reseeded)])
+    mapping = type("M", (), {"groups": {"FC": None}})()
+    r = hybrid.choose_step(_Board(), mapping, None, lambda ix: np.zeros((len(ix), 1)), np.zeros(50), np.arange(30),
+                           np.arange(30, 50), iterations=3, seed=5, candidates=(0.001, 0.002, 0.004), batch=10)
+    assert r["eta"] == 0.001 and r["validation_error"] == {"0.001": 6.5, "0.002": 30.0, "0.004": 7.0}
+    assert r["validation_error_trials"]["0.002"] == [4.0, 30.0]
 
 
 def test_choose_step_grid_follows_threshold_step(monkeypatch):
