@@ -1,7 +1,7 @@
 """Hybrid training (Yao 2020, Fig. 3 and Methods, equations 1-2): after the transfer, only the FC
 layer is trained in situ, through the device model.
 
-One iteration, batch of 100 training images (from the first 55,000):
+One iteration, batch of 100 training images (from the training split, golden.idx.split_sizes; MNIST the first 55,000):
   V      FC inputs (u8, 192) of the batch: the S4 outputs of the golden integer datapath run through
          the transferred board (conv layers on the crossbar, ADC, integer blocks)
   logits FC layer through the crossbar + ADC + golden integer datapath (layer_accumulate)
