@@ -228,3 +228,32 @@ def test_noise_aware_training_records_and_differs(monkeypatch):
     assert m1["ex_situ"] == "noise-aware" and m1["noise_aware"]["device"] == "yao2020"
     np.testing.assert_array_equal(fw0["FC"], fw1["FC"])          # same float training
     assert m1["val_qat"] != m0["val_qat"] or not np.array_equal(iw0["FC"], iw1["FC"])
+
+
+# ------------------------------------------------------------------ reports name the dataset
+
+def _write_idx(path, a):
+    hdr = bytes([0, 0, 8, a.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in a.shape)
+    path.write_bytes(hdr + np.asarray(a, np.uint8).tobytes())
+
+
+def _small_set(d):
+    ds = load_dataset(default_data_dir())
+    d.mkdir()
+    for name, a in (("train-images-idx3-ubyte", ds.train_images[:40]),
+                    ("train-labels-idx1-ubyte", ds.train_labels[:40]),
+                    ("t10k-images-idx3-ubyte", ds.test_images[:20]), ("t10k-labels-idx1-ubyte", ds.test_labels[:20])):
+        _write_idx(d / name, a)
+    return d
+
+
+def test_eval_names_the_dataset(tmp_path, capsys):
+    from sw.cli import main
+    d = _small_set(tmp_path / "my_digits")
+    assert main(["eval", "--data", str(d), "--energy-iterations", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("my_digits test images: 20 ") and "MNIST" not in out
+    assert main(["eval", "--data", str(d), "--energy-iterations", "0", "--name", "Digits v2"]) == 0
+    assert capsys.readouterr().out.startswith("Digits v2 test images: 20 ")
+    assert main(["eval", "--n", "10", "--energy-iterations", "0"]) == 0
+    assert capsys.readouterr().out.startswith("mnist test images: 10 ")
