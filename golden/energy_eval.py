@@ -49,11 +49,12 @@ def measure_programming(w, ds, layers=cnn.YAO2020, mapping=None, device: str = "
     if hybrid_iterations > 0:
         n_train = ds.split[0]
         order = batch_order(n_train, 100, hybrid_iterations, seed=seed)
-        val = validation_subset(len(ds.train_images))
+        val = validation_subset(len(ds.train_images), 250)      # an estimate: a cheaper choice (250 images, 1 trial)
         src = FeatureSource(xb, w.int_w, w.q, mapping, ds.train_images, layers, cfg,
                             cache_idx=np.concatenate([order.ravel(), val]))
         y = ds.train_labels.astype(np.int64)
-        step = choose_step(xb, mapping, w.q, src, y, np.arange(n_train), val, hybrid_iterations, seed, dcfg=cfg)
+        step = choose_step(xb, mapping, w.q, src, y, np.arange(n_train), val, hybrid_iterations, seed, dcfg=cfg,
+                           orders=1)
         c1 = dict(xb.counters)      # the choice trains copies only
         tm = HybridTrainer(xb, mapping, w.q, HybridConfig(eta=step["eta"], iterations=hybrid_iterations,
                                                           record_every=0, guard=True), dcfg=cfg)

@@ -30,7 +30,7 @@ def test_inference_ideal(tmp_path):
 @pytest.mark.parametrize("eta", [0.3])
 def test_transfer_and_hybrid(tmp_path, eta):
     """A large learning rate so that a couple of batches already program cells."""
-    r = _run(tmp_path, n=4, device="yao2020", seed=3, iterations=3, eta=eta)
+    r = _run(tmp_path, n=4, device="yao2020", seed=3, iterations=2, eta=eta)
     assert "error" not in r, r.get("error")
     t = r["stages"]["transfer"]
     assert t["conductances_equal_golden"] and t["cells_differing_from_golden"] == 0 and t["cells"] == 5712
@@ -40,7 +40,7 @@ def test_transfer_and_hybrid(tmp_path, eta):
     assert r["mismatched_images"] == 0
     # programming activity (SET, RESET, verify reads) equal golden's for the transfer and each iteration
     ses = r["activity_programming"]
-    assert set(ses) == {"transfer", "hybrid iteration 1", "hybrid iteration 2", "hybrid iteration 3"}
+    assert set(ses) == {"transfer", "hybrid iteration 1", "hybrid iteration 2"}
     assert all(v["equal"] for v in ses.values())
     assert ses["transfer"]["rtl"]["reset_pulses"] > 0 and r["activity_equal_golden"]
     # the guard (golden.hybrid.Guard, host side): the RTL's eta_sh equals golden's after every iteration
@@ -58,5 +58,5 @@ def test_transfer_and_hybrid(tmp_path, eta):
             sh, best, since = sh + 1, None, i + 1
         expect.append(sh)
     assert [e["eta_sh"] for e in tr] == expect and h["step"] == {"eta": eta, "chosen": False}
-    assert h["validation_error_before"] >= 0 and len(h["trace"]) == 3
+    assert 0 <= h["validation_error_before"] <= 100 and len(h["trace"]) == 2
 
