@@ -68,8 +68,7 @@ from .write_verify import VERIFY_LSB_NA
 STEP_GRID = tuple(2 ** (k / 2) for k in range(-4, 4))   # choose_step's grid, x sqrt(2): 1/4 .. 2.83 x threshold_step
 ETA_REP_DEFAULT = 0.01      # replicated groups (round, clip 30), chosen by select_eta(replicated=True)
 REP_CLIP_CODE = 2 * update.TH_CODE   # replicated groups: update clipping at 30 codes (1.2 weight steps)
-N_TRAIN = 55_000            # MNIST: the first 55,000 training images train (golden.idx.split_sizes(60,000))
-N_VAL = 5_000               # the last 5,000 of the training file validate (choices only)
+N_TRAIN = 55_000            # MNIST's training split (golden.idx.split_sizes(60,000)): HybridConfig's default only
 VAL_SUBSET = 1000           # choose_step scores on at most this many validation images
 STEP_SEED = 1_000_033       # choose_step's batch order and programming noise: seed + this (disjoint)
 
