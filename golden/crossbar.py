@@ -126,6 +126,14 @@ class Crossbar:
         """An independent board with the same state and random streams."""
         return copy.deepcopy(self)
 
+    def reseed(self, seed: int):
+        """New programming and read-noise streams (same cells, same state): a copy that must not
+        share the original's future noise (golden.hybrid.choose_step)."""
+        _, s_prog, s_read = np.random.SeedSequence([int(seed), 0x5EED]).spawn(3)
+        self._prog_rng = np.random.default_rng(s_prog)
+        self._read_rng = np.random.default_rng(s_read)
+        self._buf, self._pos = [], 0
+
     # ------------------------------------------------------------------ inference read
     def read(self, pe: int, bl_bits: np.ndarray, rows) -> np.ndarray:
         """bl_bits (M, n) of 0/1 on BL 0..n-1 -> SL currents (M, len(rows)) in uA."""

@@ -38,7 +38,7 @@ def measure_programming(w, ds, layers=cnn.YAO2020, mapping=None, device: str = "
                         hybrid_iterations: int = 10, cfg: DatapathConfig | None = None) -> dict:
     """Programming activity of the weight transfer and of `hybrid_iterations` hybrid iterations."""
     from .crossbar import Crossbar
-    from .hybrid import N_TRAIN, FeatureSource, HybridConfig, HybridTrainer, batch_order
+    from .hybrid import FeatureSource, HybridConfig, HybridTrainer, batch_order, choose_step, validation_subset
     from .transfer import transfer
     mapping = mapping or build_mapping(layers)
     xb = Crossbar(device, seed=seed)
@@ -47,14 +47,20 @@ def measure_programming(w, ds, layers=cnn.YAO2020, mapping=None, device: str = "
     c1 = dict(xb.counters)
     out = {"device": device, "seed": seed, "transfer": programming_activity(c0, c1), "hybrid_iterations": 0}
     if hybrid_iterations > 0:
-        n_train = min(N_TRAIN, len(ds.train_images))
+        n_train = ds.split[0]
         order = batch_order(n_train, 100, hybrid_iterations, seed=seed)
-        src = FeatureSource(xb, w.int_w, w.q, mapping, ds.train_images[:n_train], layers, cfg, cache_idx=order.ravel())
-        y = ds.train_labels[:n_train].astype(np.int64)
-        tm = HybridTrainer(xb, mapping, w.q, HybridConfig(iterations=hybrid_iterations, record_every=0), dcfg=cfg)
+        val = validation_subset(len(ds.train_images), 250)      # an estimate: a cheaper choice (250 images, 1 trial)
+        src = FeatureSource(xb, w.int_w, w.q, mapping, ds.train_images, layers, cfg,
+                            cache_idx=np.concatenate([order.ravel(), val]))
+        y = ds.train_labels.astype(np.int64)
+        step = choose_step(xb, mapping, w.q, src, y, np.arange(n_train), val, hybrid_iterations, seed, dcfg=cfg,
+                           orders=1)
+        c1 = dict(xb.counters)      # the choice trains copies only
+        tm = HybridTrainer(xb, mapping, w.q, HybridConfig(eta=step["eta"], iterations=hybrid_iterations,
+                                                          record_every=0, guard=True), dcfg=cfg)
         tm.run((src(ix), y[ix]) for ix in order)
         out.update(hybrid=programming_activity(c1, dict(xb.counters)), hybrid_iterations=hybrid_iterations,
-                   n_train=n_train)
+                   n_train=n_train, eta=step["eta"])
     return out
 
 

@@ -1,7 +1,7 @@
 """Hybrid training (Yao 2020, Fig. 3 and Methods, equations 1-2): after the transfer, only the FC
 layer is trained in situ, through the device model.
 
-One iteration, batch of 100 training images (from the first 55,000):
+One iteration, batch of 100 training images (from the training split, golden.idx.split_sizes; MNIST the first 55,000):
   V      FC inputs (u8, 192) of the batch: the S4 outputs of the golden integer datapath run through
          the transferred board (conv layers on the crossbar, ADC, integer blocks)
   logits FC layer through the crossbar + ADC + golden integer datapath (layer_accumulate)
@@ -32,9 +32,18 @@ evaluated per iteration. With read noise (device option read_noise_rel > 0) a ca
 would hide the noise of the conv reads, so `FeatureSource` recomputes the conv layers through the
 crossbar every time features are asked for (slower, exact).
 
-eta: chosen by `select_eta` on the training/validation split (train on images 0..54,999, score the
-validation images 55,000..59,999 of the training file, device seeds disjoint from the evaluation
-seeds); never on the test set. The result is ETA_DEFAULT (docs/devices.md has the table).
+eta: chosen per run by `choose_step` on the training/validation split of the dataset
+(golden.idx.split_sizes; MNIST: train on images 0..54,999, score validation images 55,000..): every
+candidate of a grid trains a copy of the run's own transferred board, reseeded (programming noise
+and batch order disjoint from the run's), for the run's iterations; the lowest validation error
+wins. `mcnn eval`, `mcnn sim`, `mcnn board` and energy estimates all use it; never the test set.
+`select_eta` is the older, expensive study (3 seeds, one epoch each; docs/devices.md has its table).
+
+Guard (`Guard`, host side on the board): the running batch training error (the forward pass of each
+training batch, which the board reports anyway) is watched; when the mean of the last `window`
+batches exceeds the lowest such mean so far by `margin` points, the step is halved (eta_sh + 1:
+exact; the host rewrites the learning CSR before that batch's update, FINISH) and the window and
+the reference restart with the next batch. At most `max_decays` halvings.
 
 Replicated convolver groups (golden/replicate.py) share the FC: `replicated_batches` sends batch i
 to group i mod 3; by default equation 1 is summed over a round (one batch per group) before the
@@ -50,17 +59,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cnn, update
-from .datapath import Datapath, DatapathConfig, delta, layer_accumulate, softmax_fixed, softmax_params
+from .datapath import Datapath, DatapathConfig, argmax, delta, layer_accumulate, softmax_fixed, softmax_params
 from .devices import NA_PER_US, RESET, SET, step
 from .mapping import Mapping
 from .replicate import conv_layers
 from .write_verify import VERIFY_LSB_NA
 
-ETA_DEFAULT = 0.01          # main experiment, chosen by select_eta (docs/devices.md)
+STEP_GRID = tuple(2 ** (k / 2) for k in range(-4, 4))   # choose_step's grid, x sqrt(2): 1/4 .. 2.83 x threshold_step
 ETA_REP_DEFAULT = 0.01      # replicated groups (round, clip 30), chosen by select_eta(replicated=True)
 REP_CLIP_CODE = 2 * update.TH_CODE   # replicated groups: update clipping at 30 codes (1.2 weight steps)
-N_TRAIN = 55_000            # Yao 2020: the first 55,000 training images train
-N_VAL = 5_000               # the last 5,000 of the training file validate (choices only)
+N_TRAIN = 55_000            # MNIST's training split (golden.idx.split_sizes(60,000)): HybridConfig's default only
+VAL_SUBSET = 1000           # choose_step scores on at most this many validation images
+STEP_SEED = 1_000_033       # choose_step's batch order and programming noise: seed + this (disjoint)
 
 
 # ------------------------------------------------------------------ features and FC evaluation
@@ -91,12 +101,13 @@ def fc_logits(array, fc_groups, v, cfg: DatapathConfig | None = None, chunk: int
 
 
 def error_pct(array, fc_groups, v, labels, cfg=None) -> float:
-    from .datapath import argmax
     return float((argmax(fc_logits(array, fc_groups, v, cfg)) != np.asarray(labels)).mean() * 100)
 
 
 class FeatureSource:
-    """FC inputs of images for one conv group: cached (no read noise) or recomputed per request."""
+    """FC inputs of images for one conv group: cached (no read noise) or recomputed per request.
+    Cached: the images of cache_idx (default all) are computed at once, any other image when first
+    asked for (its features do not depend on when they are computed)."""
 
     def __init__(self, xb, int_w, q, mapping, images, layers=cnn.YAO2020, cfg=None, cache_idx=None):
         self.xb, self.int_w, self.q, self.mapping = xb, int_w, q, mapping
@@ -115,7 +126,11 @@ class FeatureSource:
         if self.cached:
             r = self._rows[idx]
             if (r < 0).any():
-                raise KeyError("FeatureSource: features of these images were not computed")
+                new = np.unique(idx[r < 0])
+                f = fc_inputs(self.xb, self.int_w, self.q, self.mapping, self.images[new], self.layers, self.cfg)
+                self._rows[new] = len(self._feat) + np.arange(len(new))
+                self._feat = np.concatenate([self._feat, f]) if len(self._feat) else f
+                r = self._rows[idx]
             return self._feat[r]
         return fc_inputs(self.xb, self.int_w, self.q, self.mapping, self.images[idx], self.layers, self.cfg)
 
@@ -249,14 +264,45 @@ def clip_update(d, clip_code: int):
 
 
 @dataclass
+class Guard:
+    """Divergence guard on the running batch error (module docstring). `observe(err)` is called with
+    each batch's training error (%), measured before that batch's update; returns True when the step
+    must be halved before that update."""
+    window: int = 2
+    margin: float = 5.0          # percentage points above the best running mean
+    max_decays: int = 4
+    errors: list = field(default_factory=list)
+    best: float | None = None
+    decays: list = field(default_factory=list)    # iterations (0-based) at which the step was halved
+
+    def observe(self, err: float) -> bool:
+        self.errors.append(float(err))
+        since = self.decays[-1] + 1 if self.decays else 0      # the window restarts after a halving
+        mean = float(np.mean(self.errors[max(since, len(self.errors) - self.window):]))
+        if self.best is None or mean < self.best:
+            self.best = mean
+            return False
+        if mean > self.best + self.margin and len(self.decays) < self.max_decays:
+            self.decays.append(len(self.errors) - 1)
+            self.best = None
+            return True
+        return False
+
+    def as_dict(self):
+        return {"window": self.window, "margin": self.margin, "max_decays": self.max_decays,
+                "decays_at": list(self.decays), "batch_errors": list(self.errors)}
+
+
+@dataclass
 class HybridConfig:
-    eta: float = ETA_DEFAULT
+    eta: float | None = None             # the step: choose_step (no default: it depends on the data)
     th_code: int = update.TH_CODE
     batch: int = 100
     iterations: int = N_TRAIN // 100     # one epoch: 550
     mode: str = "closed"
     record_every: int = 50
     clip_code: int | None = None         # update clipping (replicated groups: REP_CLIP_CODE)
+    guard: bool = False                  # Guard on the running batch error (single batches only)
 
 
 @dataclass
@@ -278,12 +324,15 @@ class HybridTrainer:
                  dcfg: DatapathConfig | None = None):
         self.xb, self.q = xb, q
         self.cfg = cfg or HybridConfig()
+        if self.cfg.eta is None:
+            raise ValueError("HybridConfig.eta: no step given (choose one with golden.hybrid.choose_step)")
         self.dcfg = dcfg or DatapathConfig()
         self.fc_groups = mapping.groups[layer]
         self.mapping, self.layer = mapping, layer
         self.m, self.sh = update.eta_params(self.cfg.eta, q, layer)
         self.sm_m, self.sm_sh = softmax_params(q.logit_scale)
         self.prog = PairProgrammer(xb, self.cfg.mode)
+        self.guard = Guard() if self.cfg.guard else None
         self.it = 0
 
     def step(self, v, labels=None):
@@ -295,6 +344,8 @@ class HybridTrainer:
         acc = None
         for vb, yb in parts:
             logits = fc_logits(self.xb, self.fc_groups, vb, self.dcfg)
+            if self.guard is not None and self.guard.observe(float((argmax(logits) != np.asarray(yb)).mean() * 100)):
+                self.sh += 1            # halve the step (the host: ctrl_eta_sh + 1 before FINISH)
             dl = delta(softmax_fixed(logits, self.sm_m, self.sm_sh), yb)
             a = update.accumulate(vb, dl)
             acc = a if acc is None else acc + a
@@ -379,10 +430,98 @@ def replicated_batches(sources: dict, labels, order, groups, update_mode: str = 
 
 # ------------------------------------------------------------------ eta selection
 
+def threshold_step(xb, fc_groups, q, batches, th_code: int = update.TH_CODE, dcfg=None, layer: str = "FC") -> float:
+    """The data's own scale of eta: the median over `batches` ((v, labels) on the transferred board)
+    of the eta at which the batch's largest update |dI| just reaches the threshold th_code, i.e.
+    th_code / (max|acc| * dI-per-acc-per-eta) (golden.update.eta_params is linear in eta)."""
+    m, sh = update.eta_params(1e-3, q, layer)
+    per_eta = m / 2.0 ** sh / 1e-3
+    sm_m, sm_sh = softmax_params(q.logit_scale)
+    mx = [np.abs(update.accumulate(v, delta(softmax_fixed(fc_logits(xb, fc_groups, v, dcfg), sm_m, sm_sh), y))).max()
+          for v, y in batches]
+    return float(th_code / (max(float(np.median(mx)), 1.0) * per_eta))
+
+
+def choose_step(xb, mapping: Mapping, q, feats, labels, train_idx, val_idx, iterations: int, seed: int,
+                candidates=None, batch: int = 100, mode: str = "closed", guard: bool = False,
+                dcfg: DatapathConfig | None = None, layer: str = "FC", orders: int = 2) -> dict:
+    """The hybrid-training step of one run, chosen on the data (the one rule every command uses).
+
+    xb: the run's transferred board (not changed); feats(idx) -> FC inputs of images idx (e.g. a
+    FeatureSource over the training file); labels over the same images; train_idx: the images that
+    train, val_idx: the validation images scored (a subset of at most VAL_SUBSET is enough).
+    candidates: the etas tried; default STEP_GRID x `threshold_step` of the first (at most 10)
+    batches, so the grid follows the data's scale (no dataset's eta built in).
+    Every candidate trains `orders` copies of xb, copy k reseeded with seed + STEP_SEED + 7919 k
+    (programming noise and batch order disjoint from the run's and from each other), for
+    `iterations` batches drawn from train_idx; its score is the worst validation error of its
+    copies (a step at the edge of divergence loses: one bad trial is enough); lowest score wins,
+    ties to the smaller step. -> {"eta", "candidates", "validation_error" (per candidate: the
+    score), "validation_error_trials", "validation_error_before", "iterations", "validation_images",
+    "seed", "threshold_step"}."""
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    labels = np.asarray(labels).astype(np.int64)
+    fcg = mapping.groups[layer]
+    s = int(seed) + STEP_SEED
+    seeds = [s + 7919 * k for k in range(orders)]
+    olist = [train_idx[batch_order(len(train_idx), batch, iterations, seed=sk)] for sk in seeds]
+    before = error_pct(xb, fcg, feats(val_idx), labels[val_idx], dcfg)
+    unit = None
+    if candidates is None:
+        unit = threshold_step(xb, fcg, q, [(feats(ix), labels[ix]) for ix in olist[0][:10]], dcfg=dcfg, layer=layer)
+        candidates = tuple(float(f"{unit * g:.3g}") for g in STEP_GRID)
+    trials = {e: [] for e in candidates}
+    for e in candidates:
+        for sk, order in zip(seeds, olist):
+            b = xb.copy()
+            b.reseed(sk)
+            if hasattr(feats, "xb") and not getattr(feats, "cached", True):
+                feats.xb = b            # read noise: features are read through the board being trained
+            t = HybridTrainer(b, mapping, q, HybridConfig(eta=e, iterations=iterations, batch=batch, mode=mode,
+                                                          record_every=0, guard=guard), layer, dcfg)
+            t.run((feats(ix), labels[ix]) for ix in order)
+            trials[e].append(error_pct(b, fcg, feats(val_idx), labels[val_idx], dcfg))
+    if hasattr(feats, "xb") and not getattr(feats, "cached", True):
+        feats.xb = xb
+    scores = {e: max(v) for e, v in trials.items()}
+    best = min(candidates, key=lambda e: (scores[e], e))
+    return {"eta": float(best), "candidates": [float(e) for e in candidates],
+            "validation_error": {str(e): scores[e] for e in candidates},
+            "validation_error_trials": {str(e): v for e, v in trials.items()}, "validation_error_before": before,
+            "iterations": int(iterations), "validation_images": int(len(val_idx)), "seed": s, "guard": guard,
+            "threshold_step": unit}
+
+
+def model_board_step(w, ds, device: str = "yao2020", board_seed: int = 0, iterations: int = 1,
+                     batch: int = 100, seed: int = 0) -> dict:
+    """choose_step for a board the host cannot copy (`mcnn board`): a golden model of it - a
+    Crossbar of its device preset and seed, the weights transferred by golden write-verify."""
+    from .crossbar import Crossbar
+    from .mapping import build_mapping
+    from .transfer import transfer
+    mapping = build_mapping()
+    xb = Crossbar(device, seed=board_seed)
+    transfer(xb, mapping, w.int_w)
+    val = validation_subset(len(ds.train_images))
+    src = FeatureSource(xb, w.int_w, w.q, mapping, ds.train_images, cache_idx=val)
+    r = choose_step(xb, mapping, w.q, src, ds.train_labels, np.arange(ds.split[0]), val, iterations, seed,
+                    batch=batch)
+    return {**r, "chosen": True, "board_model": {"device": device, "seed": board_seed}}
+
+
+def validation_subset(n_images: int, n: int = VAL_SUBSET) -> np.ndarray:
+    """Indices of the validation images choose_step scores: the first min(n, n_val) of the validation
+    split of a training file of n_images (golden.idx.split_sizes)."""
+    from .idx import split_sizes
+    n_fit, n_val = split_sizes(n_images)
+    return np.arange(n_fit, n_fit + min(n, n_val))
+
+
 def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001, 1002, 1003), device="yao2020",
                iterations: int | None = None, replicated: bool = False, update_mode: str = "round",
                orders: int = 1, clip_code: int | None = None, log=print) -> dict:
-    """Pick eta on the training/validation split. Per device seed (disjoint from the evaluation
+    """The expensive study behind the docs' table (choose_step is what runs use). Pick eta on the
+    training/validation split (ds.split). Per device seed (disjoint from the evaluation
     seeds 0..) one board is transferred; every candidate trains the FC layer from that same
     transferred state on images 0..54,999 and is scored by the error on the validation images
     55,000..59,999 (replicated: the mean over the groups). Lowest mean over seeds wins.
@@ -393,12 +532,13 @@ def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001,
     from .replicate import group_mappings
     from .transfer import transfer
 
-    iterations = iterations or (300 if replicated else N_TRAIN // 100)
+    n_fit, n_val = ds.split
+    iterations = iterations or (300 if replicated else max(1, n_fit // 100))
     maps = group_mappings() if replicated else {"G1": group_mappings(groups=("G1",))["G1"]}
     groups = list(maps)
     fcg = maps["G1"].groups["FC"]
-    x_all, y_all = ds.train_images[:N_TRAIN + N_VAL], ds.train_labels[:N_TRAIN + N_VAL].astype(np.int64)
-    val = np.arange(N_TRAIN, N_TRAIN + N_VAL)
+    x_all, y_all = ds.train_images[:n_fit + n_val], ds.train_labels[:n_fit + n_val].astype(np.int64)
+    val = np.arange(n_fit, n_fit + n_val)
     scores = {e: [] for e in candidates}
     detail = {e: [] for e in candidates}
     before = []
@@ -406,7 +546,7 @@ def select_eta(w, ds, candidates=(0.005, 0.007, 0.01, 0.014, 0.02), seeds=(1001,
         xb = Crossbar(device, seed=s)
         transfer(xb, maps, w.int_w)
         base = s + (1_000_003 if replicated else 0)
-        olist = [batch_order(N_TRAIN, 100, iterations, seed=base + 7919 * k) for k in range(orders)]
+        olist = [batch_order(n_fit, 100, iterations, seed=base + 7919 * k) for k in range(orders)]
         src = {}
         for g in groups:
             idx = [val]

@@ -107,6 +107,27 @@ class Dataset:
     def n_classes(self) -> int:
         return int(max(self.train_labels.max(), self.test_labels.max())) + 1
 
+    @property
+    def split(self) -> tuple[int, int]:
+        """(images that train, images that validate) of the training file: `split_sizes`."""
+        return split_sizes(len(self.train_images))
+
+    @property
+    def name(self) -> str:
+        """The dataset's name in reports: its directory's name (data/mnist -> "mnist")."""
+        return self.directory.resolve().name or str(self.directory)
+
+
+VAL_DIVISOR = 12    # the last 1/12 of the training file validates: MNIST 60,000 -> 55,000 + 5,000 (Yao 2020)
+VAL_MIN = 100       # ... but at least 100 images (at most half the file) on a small dataset
+
+
+def split_sizes(n: int) -> tuple[int, int]:
+    """Training file of n images -> (n_train, n_val): images [0, n_train) train, the rest validate
+    (every choice: scale search, best epoch, the hybrid step); the test set is never used to choose."""
+    n_val = max(n // VAL_DIVISOR, min(VAL_MIN, n // 2))
+    return n - n_val, n_val
+
 
 def load_dataset(directory: str | os.PathLike, image_shape: tuple | None = None,
                  n_classes: int | None = None) -> Dataset:

@@ -74,12 +74,21 @@ def init_params(layers=cnn.YAO2020, seed=0):
     return params
 
 
+def _noisy(wq, noise):
+    """noise = (sigma, rng): the integer weights plus N(0, sigma^2) per weight (programming error)."""
+    if noise is None or noise[0] <= 0:
+        return wq
+    return wq + (noise[1].standard_normal(wq.shape) * noise[0]).astype(wq.dtype)
+
+
 def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, train=False,
-            dtype=np.float32):
+            dtype=np.float32, noise=None):
     """x_u8 (N,28,28) uint8 codes -> logits (N, n_out) [float units], cache for backward.
 
     q=None: float model (input x/255). q given: quantised model, integer-valued tensors;
     logits are multiplied by q.logit_scale so the loss sees float-scale values.
+    noise=(sigma, rng) with q: every integer weight gets a fresh N(0, sigma^2) error per call (the
+    device's programming error, noise-aware training: golden/train.py); gradients go through.
     """
     x = x_u8.astype(dtype)
     x = x[..., None] if x.ndim == 3 else x
@@ -89,7 +98,7 @@ def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, trai
     for L in layers:
         if isinstance(L, Conv):
             w = params[L.name]
-            wq = quantize_weights(w, q.w_scale[L.name]).astype(dtype) if q else w
+            wq = _noisy(quantize_weights(w, q.w_scale[L.name]).astype(dtype), noise) if q else w
             z, cols = cnn.conv_forward(x, wq, L.pad)
             if q is None:
                 a = np.maximum(z, 0)
@@ -110,7 +119,7 @@ def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, trai
         else:
             v = cnn.flatten_chw(x)
             w = params[L.name]
-            wq = quantize_weights(w, q.w_scale[L.name]).astype(dtype) if q else w
+            wq = _noisy(quantize_weights(w, q.w_scale[L.name]).astype(dtype), noise) if q else w
             z = v @ wq
             if train:
                 cache.append(("dense", L, x.shape, v, wq))
@@ -152,14 +161,14 @@ def cross_entropy(logits, labels):
     return loss, (d / n).astype(logits.dtype)
 
 
-def predict(params, x_u8, layers=cnn.YAO2020, q=None, batch=2000):
+def predict(params, x_u8, layers=cnn.YAO2020, q=None, batch=2000, noise=None):
     out = []
     for i in range(0, len(x_u8), batch):
         logits, _ = forward(params, x_u8[i:i + batch], layers, q,
-                            dtype=np.float64 if q else np.float32)
+                            dtype=np.float64 if q else np.float32, noise=noise)
         out.append(logits)
     return np.concatenate(out)
 
 
-def accuracy(params, x_u8, labels, layers=cnn.YAO2020, q=None):
-    return float((predict(params, x_u8, layers, q).argmax(1) == labels).mean() * 100)
+def accuracy(params, x_u8, labels, layers=cnn.YAO2020, q=None, noise=None):
+    return float((predict(params, x_u8, layers, q, noise=noise).argmax(1) == labels).mean() * 100)

@@ -29,8 +29,8 @@ from .crossbar import Crossbar
 from .datapath import DatapathConfig
 from .devices import preset
 from .fileio import check_outputs, write_atomic
-from .hybrid import (ETA_DEFAULT, ETA_REP_DEFAULT, N_TRAIN, REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer,
-                     batch_order, error_pct, fc_inputs, replicated_batches, replicated_schedule)
+from .hybrid import (ETA_REP_DEFAULT, REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer, batch_order,
+                     choose_step, error_pct, fc_inputs, replicated_batches, replicated_schedule, validation_subset)
 from .replicate import group_mappings, split_forward
 from .transfer import format_failures, transfer
 from .yao2020 import YAO2020, YAO_GROUPS_AFTER, YAO_GROUPS_BEFORE, YAO_SPLIT, YAO_TRAIN_ERROR
@@ -39,15 +39,16 @@ from .yao2020 import YAO2020, YAO_GROUPS_AFTER, YAO_GROUPS_BEFORE, YAO_SPLIT, YA
 class StageOptions:
     device: str = "yao2020"
     overrides: dict = field(default_factory=dict)   # DeviceParams fields (e.g. read_noise_rel)
-    eta: float = ETA_DEFAULT
+    eta: float | None = None                       # main hybrid step; None: choose_step per board
+    guard: bool = True                             # golden.hybrid.Guard in the main hybrid training
     mode: str = "closed"
-    iterations: int = N_TRAIN // 100               # main hybrid training (one epoch)
+    iterations: int | None = None                  # main hybrid training; None: one epoch of n_train
     rep_iterations: int = 300                      # replicated training batches (Yao: 100 rounds x 3 batches)
     rep_eta: float = ETA_REP_DEFAULT
     rep_update: str = "round"                      # "round" (one step per 3 batches) or "batch" (per batch)
     rep_clip: int | None = REP_CLIP_CODE           # update clipping of the replicated training (codes)
     record_every: int = 50
-    n_train: int = N_TRAIN
+    n_train: int | None = None                     # None: the dataset's training split (ds.split)
     n_test: int | None = None
     groups: tuple = ("G1", "G2", "G3")
     adc_bits: int = 8
@@ -67,16 +68,20 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
     fcg = maps[g1].groups[cnn.weight_layers(layers)[-1].name]
     rep = transfer(xb, maps, w.int_w, layers)
 
-    xtr = ds.train_images[:opt.n_train]
-    ytr = ds.train_labels[:opt.n_train].astype(np.int64)
+    n_train = opt.n_train or ds.split[0]
+    iterations = opt.iterations or max(1, n_train // 100)
+    xtr = ds.train_images[:n_train]
+    ytr = ds.train_labels[:n_train].astype(np.int64)
     xte = ds.test_images[:opt.n_test]
     yte = ds.test_labels[:opt.n_test].astype(np.int64)
-    main_order = batch_order(len(xtr), 100, opt.iterations, seed=seed)
+    main_order = batch_order(len(xtr), 100, iterations, seed=seed)
     rep_order = batch_order(len(xtr), 100, opt.rep_iterations, seed=seed + 1_000_003)
     rep_group = replicated_schedule(rep_order, opt.groups)
 
     t0 = time.perf_counter()
-    train_src = {g1: FeatureSource(xb, w.int_w, w.q, maps[g1], xtr, layers, dcfg)}
+    val = validation_subset(len(ds.train_images))
+    train_src = {g1: FeatureSource(xb, w.int_w, w.q, maps[g1], ds.train_images, layers, dcfg,
+                                   cache_idx=np.concatenate([np.arange(n_train), val]))}
     for g in opt.groups[1:]:
         idx = rep_order[[i for i in range(opt.rep_iterations) if rep_group[i] == g]].ravel()
         train_src[g] = FeatureSource(xb, w.int_w, w.q, maps[g], xtr, layers, dcfg, cache_idx=idx)
@@ -91,9 +96,11 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
     groups_before = [error_pct(xb, fcg, test_src[g](all_te), yte, dcfg) for g in opt.groups]
     split_before = error_pct(xb, fcg, split_te, yte, dcfg) if split_te is not None else None
 
-    # main experiment: one epoch with G1, on a copy of the transferred board
+    # main experiment: one epoch with G1, on a copy of the transferred board, the step chosen on it
+    step = _step(xb, maps[g1], w, ds, train_src[g1], n_train, val, iterations, seed, opt, dcfg)
     xm = xb.copy()
-    hc = HybridConfig(eta=opt.eta, iterations=opt.iterations, mode=opt.mode, record_every=opt.record_every)
+    hc = HybridConfig(eta=step["eta"], iterations=iterations, mode=opt.mode, record_every=opt.record_every,
+                      guard=opt.guard)
     tm = HybridTrainer(xm, maps[g1], w.q, hc, dcfg=dcfg)
     src_te, src_tr = test_src[g1], train_src[g1]
     rec_tr = all_tr
@@ -133,6 +140,7 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
         "split_before": None if split_before is None else 100 - split_before,
         "split_after": None if split_after is None else 100 - split_after,
         "hybrid_aged": aged,
+        "n_train": n_train, "iterations": iterations, "step": step, "guard": tm.guard.as_dict() if tm.guard else None,
         "trace": {"iterations": trace.iterations, "test_error": trace.test_error, "train_error": trace.train_error},
         "hybrid_stats": {"main": tm.prog.stats.as_dict(), "replicated": tr_.prog.stats.as_dict(),
                          "replicated_steps": len(rep_trace.commands),
@@ -158,6 +166,16 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
             "pulses": rep.pulses.tolist(),
         }
     return out
+
+
+def _step(xb, mapping, w, ds, src, n_train, val, iterations, seed, opt, dcfg) -> dict:
+    """The main hybrid step of this board: opt.eta if given, else golden.hybrid.choose_step on the
+    validation subset `val` of the training file (the choice and its figures go in the report)."""
+    if opt.eta is not None:
+        return {"eta": float(opt.eta), "chosen": False}
+    r = choose_step(xb, mapping, w.q, src, ds.train_labels, np.arange(n_train), val, iterations, seed,
+                    mode=opt.mode, guard=opt.guard, dcfg=dcfg)
+    return {**r, "chosen": True}
 
 
 _SHARED = {}
@@ -190,7 +208,7 @@ def run_stages(w, ds, seeds, opt: StageOptions, jobs: int = 1, log=None) -> dict
             per.append(run_seed(s, w, ds, opt))
             if log:
                 log(_seed_line(per[-1]))
-    return aggregate(per, opt, time.perf_counter() - t0)
+    return {**aggregate(per, opt, time.perf_counter() - t0), "dataset": ds.name}
 
 
 def _seed_line(r):
@@ -221,7 +239,10 @@ def aggregate(per: list, opt: StageOptions, seconds: float) -> dict:
     return {
         "device": opt.device,
         "device_params": asdict(preset(opt.device, **opt.overrides)),
-        "options": {k: v for k, v in asdict(opt).items() if k != "keep_arrays"},
+        "options": {**{k: v for k, v in asdict(opt).items() if k != "keep_arrays"},
+                    "n_train": per[0]["n_train"], "iterations": per[0]["iterations"]},
+        "eta_chosen": [r["step"]["eta"] for r in per],
+        "guard_decays": [len(r["guard"]["decays_at"]) if r["guard"] else 0 for r in per],
         "seeds": [r["seed"] for r in per],
         "transferred": tm, "transferred_sd": ts,
         "hybrid": hm, "hybrid_sd": hs,
@@ -245,10 +266,15 @@ def aggregate(per: list, opt: StageOptions, seconds: float) -> dict:
 def format_table(basic: dict | None, st: dict) -> str:
     """The accuracy table beside Yao 2020's (REFERENCE.md section 1)."""
     o = st["options"]
+    etas = "/".join(f"{e:g}" for e in st["eta_chosen"])
     lines = [f"device {st['device']}, seeds {st['seeds']}, {o['mode']}-loop programming, Th 1.5 uS, batch 100; "
-             f"main: eta {o['eta']:g}, {o['iterations']} iterations; replicated: eta {o['rep_eta']:g}, "
+             f"main: eta {etas}" + (" (chosen on the validation split, per seed)" if o["eta"] is None else "")
+             + f", {o['iterations']} iterations" + (", guard on" if o.get("guard") else "")
+             + f"; replicated: eta {'the main step' if o['rep_eta'] is None else format(o['rep_eta'], 'g')}, "
              f"{o['rep_iterations']} batches, one update per {o['rep_update']}"
              + (f", clip {o['rep_clip']} codes" if o.get("rep_clip") else "")]
+    if st.get("guard_decays") and any(st["guard_decays"]):
+        lines.append(f"guard: step halved {'/'.join(map(str, st['guard_decays']))} time(s) per seed")
 
     def row(label, mine, yao):
         lines.append(f"{label:<40}{mine:>28}{yao:>18}")

@@ -1,24 +1,24 @@
 """Ex-situ training (NumPy only), calibration to 15 weight levels, quantisation-aware fine-tune.
 
 Reproducible: one seed drives initialisation, shuffling and augmentation. Training uses the
-first 55,000 training images; the last 5,000 are the validation set used for every choice
-(scale search, best epoch). The test set is only ever evaluated, never used to choose.
+first n_train training images, the rest are the validation set used for every choice (scale
+search, best epoch): golden.idx.split_sizes, MNIST's 55,000 + 5,000. The test set is only ever
+evaluated, never used to choose.
 """
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import cnn, model
 from .fileio import InputError
-from .idx import Dataset
+from .idx import Dataset, split_sizes
 from .model import QuantConfig
 
-N_TRAIN = 55_000  # Yao 2020: 55,000 training images; the last 5,000 validate
 
 
 @dataclass
@@ -31,8 +31,32 @@ class TrainConfig:
     qat_epochs: int = 3
     qat_lr: float = 2e-4
     act_percentile: float = 99.99
-    n_train: int = N_TRAIN    # images [0, n_train) train, [n_train, N) validate
+    n_train: int | None = None    # images [0, n_train) train, [n_train, N) validate (None: split_sizes)
     n_calib: int = 5000       # training images used to calibrate activation ranges
+    device: str | None = None # noise-aware QAT: this preset's programming error on every weight (None: plain)
+
+
+def programming_sigma(device: str, n_cells: int = 512, seed: int = 20_191) -> dict:
+    """The programming error of a device preset, measured on its model: closed-loop write-verify
+    (golden.crossbar) of n_cells cells of a fresh board to random levels 0..7, read back after
+    relaxation; cells that fail to verify (stuck) are left out. A weight is a pair (G+ - G-), both
+    devices programmed independently, so its error is sqrt(2) x the device's, in weight steps
+    (update.CODES_PER_STEP verify codes). -> {"device", "sd_na", "sigma_weight", "cells"}."""
+    from .crossbar import Crossbar
+    from .devices import NA_PER_US
+    from .update import CODES_PER_STEP
+    from .write_verify import VERIFY_LSB_NA, level_target_code
+    xb = Crossbar(device, seed=seed, n_pe=1, n_rows=32, n_bl=-(-n_cells // 32))
+    levels = np.random.default_rng(seed).integers(0, 8, xb.shape)
+    err = []
+    for (pe, row, bl), lv in np.ndenumerate(levels):
+        t = level_target_code(int(lv))
+        if xb.program_cell(pe, row, bl, t).ok:
+            err.append(xb.current_na(pe, row, bl) - t * VERIFY_LSB_NA)
+    sd = float(np.std(err)) if err else 0.0
+    assert NA_PER_US > 0
+    return {"device": device, "sd_na": sd, "sigma_weight": float(np.sqrt(2) * sd / (CODES_PER_STEP * VERIFY_LSB_NA)),
+            "cells": len(err)}
 
 
 class Adam:
@@ -69,8 +93,17 @@ def random_shift(x, rng, s):
     return win[np.arange(n), dy, dx]
 
 
-def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=None, xv=None, yv=None):
-    """Adam with a cosine learning rate; keeps the parameters of the best validation epoch."""
+def _val_accuracy(params, xv, yv, layers, q, sigma):
+    """Validation accuracy; noise-aware (sigma > 0): the mean over 3 fixed draws of the weight error."""
+    if not sigma:
+        return model.accuracy(params, xv, yv, layers, q)
+    rng = np.random.default_rng(4242)
+    return float(np.mean([model.accuracy(params, xv, yv, layers, q, noise=(sigma, rng)) for _ in range(3)]))
+
+
+def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=None, xv=None, yv=None, sigma=0.0):
+    """Adam with a cosine learning rate; keeps the parameters of the best validation epoch.
+    sigma > 0 (with q): every forward pass draws a programming error per weight (noise-aware)."""
     opt = Adam(params, lr)
     steps = epochs * (len(x) // batch)
     step = 0
@@ -81,13 +114,13 @@ def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=Non
         for i in range(len(x) // batch):
             idx = order[i * batch:(i + 1) * batch]
             xb = random_shift(x[idx], rng, shift)
-            logits, cache = model.forward(params, xb, layers, q, train=True)
+            logits, cache = model.forward(params, xb, layers, q, train=True, noise=(sigma, rng) if sigma else None)
             loss, d = model.cross_entropy(logits, y[idx])
             grads = model.backward(d, cache, q)
             opt.step(params, grads, lr * 0.5 * (1 + np.cos(np.pi * step / steps)))
             step += 1
             tot += loss
-        va = model.accuracy(params, xv, yv, layers, q)
+        va = _val_accuracy(params, xv, yv, layers, q, sigma)
         if log:
             log(f"  epoch {ep + 1}/{epochs}: loss {tot / (i + 1):.4f}, val {va:.2f} %, {time.time() - t0:.1f} s")
         if va >= best[0]:
@@ -153,28 +186,39 @@ def scale_search(params, x_cal, xv, yv, layers, percentile, log=None):
     return calibrate(params, x_cal, layers, fac, pct), fac, pct
 
 
-def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log=print):
-    """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta)."""
+def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log=print, init=None):
+    """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta).
+    init: float parameters to start from (cfg.epochs more float epochs, 0 allowed: only calibration
+    and QAT, e.g. a noise-aware fine-tune of trained weights). cfg.device: noise-aware QAT."""
     t_start = time.time()
     rng = np.random.default_rng(cfg.seed)
-    if not 0 < cfg.n_train < len(ds.train_images):
+    if cfg.n_train is None:
+        cfg = replace(cfg, n_train=split_sizes(len(ds.train_images))[0])
+    if not cfg.batch <= cfg.n_train < len(ds.train_images):
         raise InputError(f"{ds.directory}: {len(ds.train_images)} training images; training takes the first "
-                         f"n_train={cfg.n_train} and validates on the rest, so it needs more than {cfg.n_train}")
+                         f"n_train={cfg.n_train} (at least a batch of {cfg.batch}) and validates on the rest, "
+                         f"so it needs more than {max(cfg.n_train, cfg.batch)}")
     x, y = ds.train_images[:cfg.n_train], ds.train_labels[:cfg.n_train].astype(np.int64)
     xv, yv = ds.train_images[cfg.n_train:], ds.train_labels[cfg.n_train:].astype(np.int64)
-    params = model.init_params(layers, cfg.seed)
+    params = model.init_params(layers, cfg.seed) if init is None else {k: np.array(v, np.float32)
+                                                                        for k, v in init.items()}
+    noise = programming_sigma(cfg.device) if cfg.device else None
+    sigma = noise["sigma_weight"] if noise else 0.0
+    if noise:
+        log(f"noise-aware QAT: {cfg.device} programming error s.d. {noise['sd_na']:.0f} nA per device "
+            f"({noise['cells']} cells written on its model) = {sigma:.3f} weight steps per pair")
     log(f"float training: {cfg.epochs} epochs, batch {cfg.batch}, Adam lr {cfg.lr} (cosine), shift +/-{cfg.shift}")
-    val_float = _epochs(params, x, y, rng, cfg.epochs, cfg.batch, cfg.lr, cfg.shift, layers,
-                        log=log, xv=xv, yv=yv)
+    val_float = (_epochs(params, x, y, rng, cfg.epochs, cfg.batch, cfg.lr, cfg.shift, layers, log=log, xv=xv, yv=yv)
+                 if cfg.epochs else model.accuracy(params, xv, yv, layers))
     float_params = {k: v.copy() for k, v in params.items()}
     t_float = time.time() - t_start
 
     x_cal = x[rng.choice(len(x), min(cfg.n_calib, len(x)), replace=False)]
     q, fac, pct = scale_search(params, x_cal, xv, yv, layers, cfg.act_percentile, log)
-    val_ptq = model.accuracy(params, xv, yv, layers, q)
+    val_ptq = _val_accuracy(params, xv, yv, layers, q, sigma)
     log(f"quantisation-aware fine-tune: {cfg.qat_epochs} epochs, lr {cfg.qat_lr}")
     val_qat = _epochs(params, x, y, rng, cfg.qat_epochs, cfg.batch, cfg.qat_lr, cfg.shift, layers, q,
-                      log=log, xv=xv, yv=yv)
+                      log=log, xv=xv, yv=yv, sigma=sigma)
     if val_qat < val_ptq:  # fine-tune must not make it worse; fall back to the calibrated weights
         params = {k: v.copy() for k, v in float_params.items()}
     int_w = {L.name: model.quantize_weights(params[L.name], q.w_scale[L.name]).astype(np.int8)
@@ -186,5 +230,6 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
         "val_float": val_float, "val_ptq": val_ptq, "val_qat": val_qat,
         "seconds_float": round(t_float, 1), "seconds_total": round(time.time() - t_start, 1),
         "layers": [type(L).__name__ + ":" + L.name for L in layers],
+        "ex_situ": "noise-aware" if noise else "plain", "noise_aware": noise, "init": init is not None,
     }
     return float_params, int_w, q, meta

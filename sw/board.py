@@ -58,7 +58,8 @@ def add_arguments(p):
                         "Verilated link + controller + array models (controller)")
     p.add_argument("--cells", default="", help="program/read: cells 'pe,row,bl[,target];...' (target: verify code)")
     p.add_argument("--images", type=int_range(1, 10_000), default=2, help="infer/train: number of images")
-    p.add_argument("--eta", type=POSITIVE, default=None, help="train: learning rate (default 3.0 for one small batch)")
+    p.add_argument("--eta", type=POSITIVE, default=None,
+                   help="train: learning rate (default: chosen on the validation split on a golden model of the board)")
     p.add_argument("--board-seed", type=SEED, default=0, help="--device controller: device seed of the simulated board")
     p.add_argument("--baud", type=int_range(50, 12_000_000), default=115200)
     p.add_argument("--frames", type=int_range(1, 10_000_000), default=1000, help="commands in a fault session")
@@ -192,20 +193,30 @@ def host_session(c, cfg) -> dict:
     data = cfg.get("data") or default_data_dir()
     ds = load_dataset(data)
     n = int(cfg.get("n") or 2)
-    have, need = (len(ds.test_images), n) if s == "infer" else (len(ds.train_images), 55000)
-    if have < need:             # (train: a batch drawn from the first 55000 training images)
+    have = len(ds.test_images) if s == "infer" else ds.split[0]
+    if have < n:                # (train: a batch drawn from the training split, golden.idx.split_sizes)
         raise InputError(f"{data}: {have} {'test' if s == 'infer' else 'training'} images, the {s} session "
-                         f"takes {need}" + (" (--images)" if s == "infer" else ""))
+                         f"takes {n} (--images)")
     if s == "infer":
         r = c.infer(ds.test_images[:n], ds.test_labels[:n].astype(np.int64))
         return {"classes": r["classes"].tolist(), "labels": ds.test_labels[:n].tolist(),
                 "logits": r["logits"].tolist(), "p": r["p"].tolist(), "counters": c.read_counters()}
     if s == "train":
-        idx = np.random.default_rng(cfg.get("seed", 0)).permutation(55000)[:n]
-        r = c.train_fc([ds.train_images[idx]], [ds.train_labels[idx].astype(np.int64)], eta=cfg.get("eta") or 3.0,
+        idx = np.random.default_rng(cfg.get("seed", 0)).permutation(ds.split[0])[:n]
+        step = {"eta": cfg["eta"], "chosen": False} if cfg.get("eta") else _model_step(ds, n, cfg)
+        r = c.train_fc([ds.train_images[idx]], [ds.train_labels[idx].astype(np.int64)], eta=step["eta"],
                        journal=journal)
-        return {**r, "counters": c.read_counters()}
+        return {**r, "step": step, "counters": c.read_counters()}
     raise ValueError(f"unknown controller session {s!r}")
+
+
+def _model_step(ds, n, cfg) -> dict:
+    """The training step of a board session without --eta: golden.hybrid.choose_step on a golden model
+    of the board (its device preset and seed; a real board's own devices differ), one batch of n."""
+    from golden import weights
+    from golden.hybrid import model_board_step
+    return model_board_step(weights.load(), ds, cfg.get("device_model", "yao2020"), cfg.get("board_seed", 0),
+                            iterations=1, batch=n, seed=cfg.get("seed", 0))
 
 
 def _open_port(port: str, baud: int):

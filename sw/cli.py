@@ -20,26 +20,36 @@ def _dataset(args):
     from golden import cnn
     ds = load_dataset(args.data, image_shape=cnn.INPUT_SHAPE[:2], n_classes=cnn.weight_layers()[-1].n_out)
     n_train = getattr(args, "n_train", None) if getattr(args, "stages", "") == "all" else None
-    for opt, n, split, what in (("--n", getattr(args, "n", None), ds.test_images, "test"),
-                                ("--n-train", n_train, ds.train_images, "training")):
-        if n is not None and n > len(split):
-            raise InputError(f"{opt} {n}: the dataset in {args.data} has {len(split)} {what} images")
+    for opt, n, have, what in (("--n", getattr(args, "n", None), len(ds.test_images), "test images"),
+                               ("--n-train", n_train, ds.split[0], "training images before its validation split")):
+        if n is not None and n > have:
+            raise InputError(f"{opt} {n}: the dataset in {args.data} has {have} {what}")
     return ds
+
+
+def dataset_name(args, ds=None) -> str:
+    """The dataset's name in reports: --name, else the --data directory's name (never "MNIST" by default)."""
+    from golden.idx import Dataset
+    return getattr(args, "name", None) or (ds.name if isinstance(ds, Dataset) else Path(args.data).resolve().name)
 
 
 def cmd_train(args):
     import numpy as np
 
-    from golden import model, train
+    from golden import model, train, weights
     from golden.weights import Weights, dequantized, paths
 
+    if args.epochs == 0 and args.init is None:
+        raise InputError("--epochs 0: no float training to start from: give --init STEM")
     check_outputs(paths(args.out), args.force)          # before hours of training, not after
     ds = _dataset(args)
-    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs)
+    init = weights.load(args.init).float_w if args.init is not None else None
+    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, device=args.device)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    fw, iw, q, meta = train.train(ds, cfg, log=log)
+    fw, iw, q, meta = train.train(ds, cfg, log=log, init=init)
     w = Weights(fw, iw, q, meta)
     xt, yt = ds.test_images, ds.test_labels.astype(np.int64)
+    meta["init"] = str(args.init) if args.init is not None else None
     meta["test_float"] = model.accuracy(fw, xt, yt)
     meta["test_quantized"] = model.accuracy(dequantized(w), xt, yt, q=q)
     npz, js = w.save(args.out, force=args.force)
@@ -69,7 +79,7 @@ def cmd_eval(args):
         print(json.dumps({**r, **extra, "plots": files}))
         return
     yao = r["yao2020"]
-    print(f"MNIST test images: {r['images']} (weights {args.weights})")
+    print(f"{dataset_name(args, ds)} test images: {r['images']} (weights {args.weights})")
     print(f"{'stage':<34}{'mcnn':>9}{'Yao 2020':>10}")
     print(f"{'software, float':<34}{r['float']:>8.2f}%{yao['float']:>9.2f}%")
     print(f"{'quantised, 15 levels, 8-bit acts':<34}{r['quantized']:>8.2f}%{yao['quantized']:>9.2f}%")
@@ -98,9 +108,10 @@ def _eval_all(args, w, ds, cfg):
     if args.read_noise:
         overrides["read_noise_rel"] = args.read_noise
     preset(args.device, **overrides)
-    n_train = args.n_train
+    n_train = args.n_train or ds.split[0]
     opt = StageOptions(device=args.device, overrides=overrides, mode=args.mode, n_train=n_train,
                        iterations=args.iterations if args.iterations is not None else max(1, n_train // 100),
+                       guard=not args.no_guard,
                        rep_iterations=args.rep_iterations, record_every=args.record_every,
                        adc_bits=args.adc_bits, age_hours=args.age_hours, keep_arrays=args.plots is not None)
     if args.eta is not None:
@@ -121,7 +132,8 @@ def _eval_all(args, w, ds, cfg):
         d.update(extra, plots=files)
         print(json.dumps(d))
         return
-    print(f"MNIST test images: {basic['images']}, training images: {n_train} (weights {args.weights})")
+    print(f"{dataset_name(args, ds)} test images: {basic['images']}, training images: {n_train} "
+          f"(weights {args.weights})")
     print(format_table(basic, st))
     print(text)
     for f in files:
@@ -192,6 +204,7 @@ def _device_presets():
 def _common(p, weights=True):
     p.add_argument("--data", type=Path, default=default_data_dir(),
                    help="directory with the four standard IDX files (default: data/mnist)")
+    p.add_argument("--name", default=None, help="the dataset's name in reports (default: the --data directory's name)")
     if weights:
         p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                        help="weights stem (<stem>.npz + <stem>.json; dots kept; default weights/yao2020)")
@@ -217,8 +230,13 @@ def _train_parser(sub):
                    help="output stem: <out>.npz + <out>.json (default weights/yao2020, the committed weights)")
     _force(p, "existing <out>.npz / .json")
     p.add_argument("--seed", type=SEED, default=2020)
-    p.add_argument("--epochs", type=int_range(1, 1000), default=24)
+    p.add_argument("--epochs", type=int_range(0, 1000), default=24, help="float epochs (0 only with --init)")
     p.add_argument("--qat-epochs", type=int_range(0, 1000), default=3)
+    p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default=None,
+                   help="noise-aware QAT: inject this preset's programming error (measured on its model) into "
+                        "every weight of every QAT forward pass (default: plain training)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the float weights of this stem (e.g. weights/yao2020; not overwritten)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train)
 
@@ -240,7 +258,9 @@ def _eval_parser(sub):
     p.add_argument("--mode", choices=("closed", "open"), default="closed",
                    help="hybrid-training programming: closed-loop write-verify (default) or open-loop pulses")
     p.add_argument("--eta", type=POSITIVE, default=None,
-                   help="hybrid-training learning rate (default: the selected one)")
+                   help="hybrid-training learning rate (default: chosen per board on the validation split, "
+                        "golden.hybrid.choose_step)")
+    p.add_argument("--no-guard", action="store_true", help="hybrid training without the divergence guard")
     p.add_argument("--iterations", type=int_range(1), default=None,
                    help="hybrid-training iterations (default: one epoch of --n-train)")
     p.add_argument("--rep-iterations", type=int_range(1), default=300,
@@ -250,8 +270,8 @@ def _eval_parser(sub):
                    help="replicated groups: one programming step per round of 3 batches (default) or per batch")
     p.add_argument("--rep-clip", type=int_range(0, 255), default=None,
                    help="replicated groups: update clipping in 20 nA codes (default 30; 0 = off)")
-    p.add_argument("--n-train", type=int_range(1, 60_000), default=55000,
-                   help="training images (default the first 55,000)")
+    p.add_argument("--n-train", type=int_range(1, 60_000), default=None,
+                   help="training images (default: the training split, MNIST the first 55,000; golden.idx.split_sizes)")
     p.add_argument("--record-every", type=int_range(1), default=50,
                    help="record test/training error every N iterations")
     p.add_argument("--read-noise", type=float_range(0.0, 1.0), default=0.0,
@@ -278,6 +298,7 @@ def _sim_parser(sub):
     p.add_argument("--seed", type=SEED, default=0, help="device seed of the board")
     p.add_argument("--iterations", type=int_range(0, 10_000), default=10,
                    help="hybrid-training iterations (batches of 100; 0: none)")
+    p.add_argument("--no-guard", action="store_true", help="hybrid training without the divergence guard")
     p.add_argument("--report", type=Path, default=Path("build/sim_report.json"),
                    help="JSON report (default build/sim_report.json; an existing one needs --force)")
     _force(p, "an existing --report")

@@ -43,4 +43,20 @@ def test_transfer_and_hybrid(tmp_path, eta):
     assert set(ses) == {"transfer", "hybrid iteration 1", "hybrid iteration 2"}
     assert all(v["equal"] for v in ses.values())
     assert ses["transfer"]["rtl"]["reset_pulses"] > 0 and r["activity_equal_golden"]
+    # the guard (golden.hybrid.Guard, host side): the RTL's eta_sh equals golden's after every iteration
+    # (checked in the session); here its halvings against the rule written out from the batch errors
+    h = r["stages"]["hybrid"]
+    from golden import weights
+    from golden.update import eta_params
+    errs, best, since, expect = [e["train_error_batch"] for e in tr], None, 0, []
+    sh = eta_params(eta, weights.load().q)[1]
+    for i in range(len(errs)):
+        mean = sum(errs[max(since, i - 1):i + 1]) / len(errs[max(since, i - 1):i + 1])
+        if best is None or mean < best:
+            best = mean
+        elif mean > best + 5:
+            sh, best, since = sh + 1, None, i + 1
+        expect.append(sh)
+    assert [e["eta_sh"] for e in tr] == expect and h["step"] == {"eta": eta, "chosen": False}
+    assert 0 <= h["validation_error_before"] <= 100 and len(h["trace"]) == 2
 

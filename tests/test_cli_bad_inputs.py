@@ -106,7 +106,7 @@ CASES = [
     ("sim-seed-negative", lambda t: ["sim", "--seed", "-1"], "argument --seed"),
     ("bench-n-zero", lambda t: ["bench", "--n", "0"], "argument --n"),
     ("bench-cosim-negative", lambda t: ["bench", "--cosim-n", "-1"], "argument --cosim-n"),
-    ("train-epochs-zero", lambda t: ["train", "--epochs", "0"], "argument --epochs"),
+    ("train-epochs-zero", lambda t: ["train", "--epochs", "0"], "--epochs 0: no float training to start from"),
     ("board-frames-zero", lambda t: ["board", "--sim", "faults", "--frames", "0"], "argument --frames"),
     ("board-rate", lambda t: ["board", "--sim", "faults", "--rate", "1.5"], "argument --rate"),
     ("board-retries", lambda t: ["board", "--sim", "faults", "--retries", "-1"], "argument --retries"),
@@ -215,7 +215,7 @@ CASES = [
     ("n-train-beyond-dataset",
      lambda t: ["eval", "--stages", "all", "--n-train", "50", "--data", str(dataset(t / "d"))], "--n-train 50"),
     ("train-small-dataset", lambda t: ["train", "--out", str(t / "new"), "--data", str(dataset(t / "d"))],
-     "20 training images; training takes the first n_train=55000"),
+     "20 training images; training takes the first n_train=10 (at least a batch of 64)"),
     ("labels-count", lambda t: ["eval", "--data", str(dataset(t / "d", train_labels=np.zeros(19)))], "19 labels"),
     ("gzip-corrupt", lambda t: dataset(t / "d") and (t / "d" / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bxx")
      and ["eval", "--data", str(t / "d")], "corrupt gzip stream"),
@@ -347,7 +347,8 @@ def test_console_entry_no_traceback():
 
 
 @pytest.mark.parametrize("session,n,expected", [("infer", 11, "10 test images, the infer session takes 11 (--images)"),
-                                                ("train", 2, "20 training images, the train session takes 55000")])
+                                                ("train", 11, "10 training images, the train session takes 11 "
+                                                              "(--images)")])
 def test_board_session_dataset_too_small(tmp_path, session, n, expected):
     """A board's infer/train session on a dataset ($MCNN_DATA) too small for it: an InputError
     before anything is sent (mutation: no size check -> infer ran on 10 images, train an IndexError)."""

@@ -68,7 +68,8 @@ def sim(args):
     sharded = _check_sharded(args)
     w, tmp = _validated(args)
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
-                                    device=args.device, seed=args.seed, iterations=args.iterations)
+                                    device=args.device, seed=args.seed, iterations=args.iterations,
+                                    name=args.name or Path(args.data).resolve().name, guard=not args.no_guard)
     print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True,
           file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone
     r = _run_reported(args, tmp, (lambda: _sharded(w, args, tmp)) if sharded else
@@ -77,7 +78,7 @@ def sim(args):
         print(json.dumps(r))
         return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
     print(f"\n{'':=<76}\nmcnn sim: the controller RTL on 8 behavioural PEs, device {r['device']}, "
-          f"{r['images']} MNIST test images")
+          f"{r['images']} {r['dataset']} test images")
     st = r["stages"]
     if "transfer" in st:
         t = st["transfer"]
@@ -91,9 +92,16 @@ def sim(args):
     if "hybrid" in st:
         tr = st["hybrid"]["trace"]
         errs = " ".join(f"{e['train_error_batch']:.0f}" for e in tr)
+        h = st["hybrid"]
         print(f"  hybrid training (RTL)        {len(tr)} iterations, batch train error % {errs}; "
               f"{sum(e['cells_programmed'] for e in tr)} cells programmed, golden-equal "
               f"{all(e['conductances_equal_golden'] for e in tr)}")
+        print(f"  hybrid step                  eta {h['step']['eta']:g} "
+              + ("(chosen on the validation split)" if h["step"].get("chosen") else "(given)")
+              + (f", guard halved it at iteration(s) {[i + 1 for i in h['guard']['decays_at']]}"
+                 if h.get("guard") and h["guard"]["decays_at"] else "")
+              + f"; validation error {h['validation_error_before']:.2f} -> {h['validation_error_after']:.2f} % "
+              f"({h['validation_images']} images)")
     if "inference_after_hybrid" in st:
         i = st["inference_after_hybrid"]
         print(f"  accuracy after hybrid, RTL   {i['accuracy_rtl']:.2f} %   (golden {i['accuracy_golden']:.2f} %), "
@@ -179,7 +187,7 @@ def sim_replicated(args):
         return 0 if ok else 1
     st = r["stages"]
     print(f"\n{'':=<76}\nmcnn sim --replicated: 3 conv groups + shared FC on 8 behavioural PEs, device "
-          f"{r['device']} seed {r['seed']}, {r['images']} MNIST test images")
+          f"{r['device']} seed {r['seed']}, {r['images']} {args.name or Path(args.data).resolve().name} test images")
     if "inference" in st:
         i = st["inference"]
         acc = "  ".join(f"{g} {i['per_group_accuracy_rtl'][g]:.2f} % (golden {i['per_group_accuracy_golden'][g]:.2f})"

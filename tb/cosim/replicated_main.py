@@ -204,7 +204,7 @@ async def _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trai
     trace = []
     fc = cnn.weight_layers()[-1].name
     for it in range(rounds):
-        idx = rng.choice(55000, size=(G, B), replace=False)   # batch g of this round -> group g
+        idx = rng.choice(ds.split[0], size=(G, B), replace=False)   # batch g of this round -> group g
         order = idx.T.reshape(-1)                             # interleaved: image k -> group k mod 3
         xt, yt = ds.train_images[order], ds.train_labels[order].astype(np.int64)
         gg = _golden_groups(maps, w, gold_xb, xt, yt)
@@ -242,7 +242,7 @@ async def _training_batches(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, tra
     for it in range(p.get("batch_steps", 0)):
         gi = it % G
         g = groups[gi]
-        ix = rng.choice(55000, size=B, replace=False)
+        ix = rng.choice(ds.split[0], size=B, replace=False)
         xt, yt = ds.train_images[ix], ds.train_labels[ix].astype(np.int64)
         gg = _golden_groups({g: maps[g]}, w, gold_xb, xt, yt)
         v = fc_inputs(gold_xb, w.int_w, w.q, maps[g], xt)

@@ -12,6 +12,7 @@ Stages, each checked against the golden model run on an identical copy of the bo
 With --device ideal, cells hold their exact target levels and stages 1 and 3 are skipped.
 """
 import time
+from pathlib import Path
 
 import cocotb
 import cocotb.triggers
@@ -38,7 +39,8 @@ def _compare(res, g, d):
 @cocotb.test()
 async def session(dut):
     p = harness.params()
-    report = {"images": p["n"], "device": p.get("device", "ideal"), "stages": {}}
+    report = {"images": p["n"], "device": p.get("device", "ideal"), "stages": {},
+              "dataset": p.get("name") or Path(p["data"]).name}
     await sim_top.reported_session(_session, dut, p, report)
 
 
@@ -252,44 +254,75 @@ def _prog_session(report, name, dut, c0, g0, gold_xb):
     assert rtl == gold, f"{name}: RTL programming activity {rtl}, golden {gold}"
 
 
+def _choose_step(p, w, mapping, ds, gold_xb, n_fit, val, iters):
+    """The step of this run: --eta if given, else golden.hybrid.choose_step on a reseeded copy of
+    the golden board (the same iterations, a disjoint batch order, scored on the validation subset).
+    -> (the choice's report, the FeatureSource it used over the training file)."""
+    from golden.hybrid import FeatureSource, choose_step
+    src = FeatureSource(gold_xb, w.int_w, w.q, mapping, ds.train_images, cache_idx=val)
+    if p.get("eta"):
+        return {"eta": float(p["eta"]), "chosen": False}, src
+    r = choose_step(gold_xb, mapping, w.q, src, ds.train_labels, np.arange(n_fit), val, iters, p.get("seed", 0),
+                    guard=p.get("guard", True))
+    return {**r, "chosen": True}, src
+
+
 async def _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report):
     """Stage 3: `iters` hybrid-training batches in fabric (update engine, threshold rule, pair
-    programmer, write-verify) against golden.update + golden.hybrid.PairProgrammer on the copy."""
+    programmer, write-verify) against golden.update + golden.hybrid.PairProgrammer on the copy.
+    The step: `_choose_step`. The guard (golden.hybrid.Guard) runs on the host: it sees each batch's
+    RTL classes, and on divergence rewrites eta_sh (+1: the step halved) before that batch's FINISH;
+    golden runs its own Guard on its own classes, and the two steps must agree."""
     from golden import cnn
-    from golden.datapath import Datapath
-    from golden.hybrid import ETA_DEFAULT, PairProgrammer
+    from golden.hybrid import Guard, PairProgrammer, batch_order, error_pct, validation_subset
     from golden.update import accumulate, commands, eta_params, threshold, weight_update
-    eta_m, eta_sh = eta_params(p.get("eta") or ETA_DEFAULT, w.q)
+    n_fit = ds.split[0]
+    val = validation_subset(len(ds.train_images))
+    yall = ds.train_labels.astype(np.int64)
+    step, src = _choose_step(p, w, mapping, ds, gold_xb, n_fit, val, iters)
+    eta_m, eta_sh = eta_params(step["eta"], w.q)
     dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
+    fc = cnn.weight_layers()[-1].name
+    val_err = [error_pct(gold_xb, mapping.groups[fc], src(val), yall[val])]
+    host = Guard() if p.get("guard", True) else None        # the host's, on the RTL's batch classes
+    gold = Guard() if host else None                        # golden's, on golden's classes
     backend = sim_top.CrossbarBackend(xb, ctrl)
     pp_gold = PairProgrammer(gold_xb, "closed")
-    rng = np.random.default_rng(p.get("seed", 0) + 7)
-    order = rng.permutation(55000)
+    order = batch_order(n_fit, 100, iters, seed=p.get("seed", 0) + 7)   # MNIST: the first permutation(55000)
     trace = []
-    fc = cnn.weight_layers()[-1].name
     for it in range(iters):
-        idx = order[it * 100:(it + 1) * 100]
-        xt, yt = ds.train_images[idx], ds.train_labels[idx].astype(np.int64)
-        # golden on the copy: V, delta, update, threshold, pair programming
-        gdp = Datapath(w.int_w, w.q, array=gold_xb)
-        gg, ggd = _golden(gdp, xt, yt)
+        idx = order[it]
+        xt, yt = ds.train_images[idx], yall[idx]
+        gg, ggd = _golden(_datapath(w, gold_xb), xt, yt)     # golden on the copy
+        if gold and gold.observe(float((gg.classes != yt).mean() * 100)):
+            eta_sh += 1
         v = cnn.flatten_chw(gg.activations[cnn.YAO2020[-2].name])
         cmds = commands(threshold(weight_update(accumulate(v, ggd), eta_m, eta_sh)), mapping, fc)
         dut.train.value = 1
         c0, g0 = _prog_counters(dut), dict(gold_xb.counters)
         res, _ = await _infer(dut, ctrl, xt, yt, f"hybrid iteration {it + 1}/{iters}", False)
         bad_fw = _compare(res, gg, ggd)
+        err = float((np.array([r["cls"] for r in res]) != yt).mean() * 100)
+        if host and host.observe(err):
+            dut.eta_sh.value = int(dut.eta_sh.value) + 1      # host: ctrl_eta_sh + 1 before FINISH
         pres = await sim_top.finish_batch(dut, backend)
         for cmd in cmds:
             pp_gold.apply(cmd, it)
         _prog_session(report, f"hybrid iteration {it + 1}", dut, c0, g0, gold_xb)
-        same = bool(np.array_equal(xb.g, gold_xb.g))
-        trace.append({"iteration": it + 1, "train_error_batch": float((np.array([r["cls"] for r in res]) != yt)
-                                                                      .mean() * 100),
-                      "commands": len(cmds), "cells_programmed": len(pres),
+        same = bool(np.array_equal(xb.g, gold_xb.g)) and int(dut.eta_sh.value) == eta_sh
+        val_err.append(error_pct(gold_xb, mapping.groups[fc], src(val), yall[val]))
+        trace.append({"iteration": it + 1, "train_error_batch": err, "eta_sh": eta_sh, "commands": len(cmds),
+                      "cells_programmed": len(pres), "validation_error": val_err[-1],
                       "forward_mismatches": len(bad_fw), "conductances_equal_golden": same})
         assert not bad_fw and same, f"hybrid iteration {it + 1} differs from golden: {trace[-1]}"
-    report["stages"]["hybrid"] = {"iterations": iters, "trace": trace}
+    report["stages"]["hybrid"] = {"iterations": iters, "trace": trace, "step": step, "eta_m": eta_m,
+                                  "guard": host.as_dict() if host else None, "validation_images": len(val),
+                                  "validation_error_before": val_err[0], "validation_error_after": val_err[-1]}
+
+
+def _datapath(w, array):
+    from golden.datapath import Datapath
+    return Datapath(w.int_w, w.q, array=array)
 
 
 async def _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report):
