@@ -46,7 +46,7 @@ MAX_POINTS = 100_000
 class Param:
     name: str
     group: str                    # device | periphery | stage | run
-    kind: str                     # int | float | str | pair | path
+    kind: str                     # int | float | bool | str | pair | path
     default: object = None
     lo: float | None = None
     hi: float | None = None
@@ -59,6 +59,10 @@ class Param:
             if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_num(x) for x in v)):
                 raise ValueError(f"expected a pair of numbers [a, b], got {v!r}")
             return tuple(float(x) for x in v)
+        if self.kind == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"expected true or false, got {v!r}")
+            return v
         if self.kind in ("str", "path"):
             if not isinstance(v, str):
                 raise ValueError(f"expected a string, got {v!r}")
@@ -103,7 +107,8 @@ _STAGE_SKIP = {"overrides", "keep_arrays", "groups", "adc_bits", "input_bits", "
 
 def _kind(f) -> str:
     t = str(f.type)
-    return "pair" if t.startswith("tuple") else "float" if "float" in t else "int" if "int" in t else "str"
+    return ("pair" if t.startswith("tuple") else "bool" if t == "bool" else "float" if "float" in t
+            else "int" if "int" in t else "str")
 
 
 def _param(name, group, kind, default) -> Param:

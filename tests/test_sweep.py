@@ -47,6 +47,7 @@ def _spec(tmp_path, text, name="s.toml") -> Path:
     ("[sweep]\nworkers = 2", "'workers'", "unknown key"),
     ("[params\nlevels = [8]", "not valid TOML", ""),
     ("[plot]\nx = 'nosuch'", "'x'", "not a parameter"),
+    ("[params]\nguard = ['no']", "'guard'", "true or false"),
 ])
 def test_bad_spec_refused_naming_the_key(tmp_path, capsys, body, key, what):
     spec = _spec(tmp_path, body)
@@ -76,6 +77,7 @@ def test_points_ranges_zip_random():
     assert a == [p["relax_na"] for p in parse_spec(r).points] and len(set(a)) == 50     # seeded
     assert 10.0 <= min(a) and max(a) <= 1000.0 and min(a) < 50 and max(a) > 200       # spread over the decades
     assert parse_spec(r).hash != parse_spec({"params": {"relax_na": [1.0]}}).hash
+    assert [p["guard"] for p in parse_spec({"params": {"guard": [True, False]}}).points] == [True, False]
 
 
 # ------------------------------------------------------------------------------------- on Dask
