@@ -43,6 +43,15 @@ VERILATOR_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
 # nothing). Both are part of the build directory's tag, so changing them rebuilds.
 FAST_VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert"]
 MAKE_OPT = "OPT_FAST=-O2 OPT_GLOBAL=-O2"
+# GCC profile-guided optimisation of such a build (run_block(pgo_params=...)): compile with
+# PGO_MAKE["gen"], run a short training session, recompile with PGO_MAKE["use"] from the profile
+# (*.gcda beside the objects); branch layout and inlining follow the measured hot paths. With
+# link-time optimisation (-flto: the model, Verilator's run-time library and cocotb's main inlined
+# across files): measured +32 % images per CPU second for PGO, +7 % more for LTO on top.
+_PGO = {"gen": "-fprofile-generate -fprofile-update=single",
+        "use": "-fprofile-use -fprofile-correction -Wno-missing-profile"}
+PGO_MAKE = {k: [f"OPT_FAST=-O2 -flto=auto {f}", f"OPT_GLOBAL=-O2 -flto=auto {f}", f"USER_LDFLAGS=-O2 -flto=auto {f}"]
+            for k, f in _PGO.items()}
 
 
 def verilator_env():
@@ -92,27 +101,33 @@ def to_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-def _fast_runner(public_top=True):
+def _fast_runner(public_top=True, make_args=()):
     """cocotb's Verilator runner, but with only the top-level signals public.
 
     cocotb builds with --public-flat-rw, which keeps every internal signal visible and writable
     and so stops Verilator from optimising the model: the system co-simulation runs several times
     faster without it. Block tests keep the default (internal signals are handy in waveforms).
-    public_top=False: the top marks its own signals (clock_wrapper), nothing else is public."""
+    public_top=False: the top marks its own signals (clock_wrapper), nothing else is public.
+    make_args: extra variables on make's command line (PGO_MAKE)."""
     from cocotb_tools.runner import Verilator
 
     class PortsOnlyVerilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + (["--public-depth", "1"] if public_top else [])
+            cmds[1] = cmds[1] + list(self.make_args)
             return cmds
-    return PortsOnlyVerilator()
+    runner = PortsOnlyVerilator()
+    runner.make_args = list(make_args)
+    return runner
 
 
 def run_block(component, name: str, test_module: str, params: dict, testcase=None, waves=None, seed=None,
-              extra_sources=(), ports_only=False, hdl_clock_ns=None, log_to_terminal=False):
-    """Build `component` as Verilog top `name` and run cocotb `test_module` on it."""
-    from cocotb_tools.runner import get_results, get_runner
+              extra_sources=(), ports_only=False, hdl_clock_ns=None, log_to_terminal=False, pgo_params=None):
+    """Build `component` as Verilog top `name` and run cocotb `test_module` on it.
+    pgo_params (ports_only builds without waves): the parameters of a short training session of
+    `test_module`; the build is then profile-guided (`_pgo_build`), in its own directory."""
+    from cocotb_tools.runner import get_runner
 
     verilator_env()
     src = to_verilog(component, name)
@@ -121,13 +136,14 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
     if hdl_clock_ns:
         top, wrapper = clock_wrapper(src, name, hdl_clock_ns)
         extra += wrapper
-    fast = " ".join(FAST_VERILATOR_ARGS) + " " + MAKE_OPT if ports_only else ""
+    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
+    pgo = bool(pgo_params) and ports_only and not waves
+    fast = " ".join(FAST_VERILATOR_ARGS + (PGO_MAKE["use"] if pgo else [])) + " " + MAKE_OPT if ports_only else ""
     tag = hashlib.sha1((src + extra + fast).encode()).hexdigest()[:10]
     ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
     fmt = wave_format() if waves else ""
     # a build with tracing has its own directory, so switching WAVES on and off does not rebuild each time
-    bdir = SIM_BUILD / f"{name}-{tag}{'-ports' if ports_only else ''}{'-' + fmt if fmt else ''}"
+    bdir = SIM_BUILD / f"{name}-{tag}{'-ports' if ports_only else ''}{'-pgo' if pgo else ''}{'-' + fmt if fmt else ''}"
     bdir.mkdir(parents=True, exist_ok=True)
     vfile = bdir / f"{name}.v"
     sources = [vfile, *map(Path, extra_sources)]
@@ -147,8 +163,24 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
                   + (FAST_VERILATOR_ARGS if ports_only else []),
                   waves=waves, always=False, log_file=bdir / "build.log",
                   timescale=("1ns", "1ps") if hdl_clock_ns else None)
-        runner.build(**kw)
+        if pgo:
+            _pgo_build(runner, kw, test_module, pgo_params)
+        else:
+            runner.build(**kw)
     tdir = bdir / f"run-{ptag}-{os.getpid()}"
+    n, failed = _run_test(runner, test_module, top, bdir, tdir, params, testcase=testcase, waves=waves, seed=seed,
+                          log_to_terminal=log_to_terminal)
+    if waves:
+        print(f"waveform: {waves_file(tdir)}", file=sys.stderr, flush=True)
+    assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
+    assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
+    return n
+
+
+def _run_test(runner, test_module, top, bdir, tdir, params, testcase=None, waves=False, seed=None,
+              log_to_terminal=False):
+    """One cocotb session on the built model, in its own directory `tdir`: (tests run, tests failed)."""
+    from cocotb_tools.runner import get_results
     tdir.mkdir(exist_ok=True)
     results = runner.test(test_module=test_module, hdl_toplevel=top, build_dir=bdir, test_dir=tdir,
                           testcase=testcase, waves=waves, seed=seed,
@@ -156,12 +188,29 @@ def run_block(component, name: str, test_module: str, params: dict, testcase=Non
                                      **(QUIET_LOGS if log_to_terminal else {}),
                                      "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
                           log_file=None if log_to_terminal else tdir / "test.log")
-    n, failed = get_results(results)
-    if waves:
-        print(f"waveform: {waves_file(tdir)}", file=sys.stderr, flush=True)
-    assert n > 0, f"no cocotb test ran for {name} (see {tdir / 'test.log'})"
-    assert failed == 0, f"{failed} of {n} cocotb tests failed for {name}: see {tdir / 'test.log'}"
-    return n
+    return get_results(results)
+
+
+def _pgo_build(runner, kw, test_module, train_params):
+    """The profile-guided build in kw["build_dir"], done once per directory (marker `pgo.done`),
+    under the caller's lock: build with PGO_MAKE["gen"], run one `test_module` session with
+    `train_params` (the instrumented model writes its *.gcda beside its objects), delete the
+    objects, build again with PGO_MAKE["use"]. Later calls find make's targets current."""
+    bdir, top = Path(kw["build_dir"]), kw["hdl_toplevel"]
+    done = bdir / "pgo.done"
+    if not done.exists():
+        for f in [*bdir.glob("*.gcda"), *bdir.glob("*.o"), *bdir.glob("*.a"), *bdir.glob("*.gch"), bdir / top]:
+            f.unlink(missing_ok=True)
+        runner.make_args = PGO_MAKE["gen"]
+        runner.build(**kw)
+        tdir = bdir / "pgo-train"
+        n, failed = _run_test(runner, test_module, top, bdir, tdir, train_params)
+        assert n > 0 and failed == 0, f"the PGO training session of {top} failed: see {tdir / 'test.log'}"
+        for f in [*bdir.glob("*.o"), *bdir.glob("*.a"), *bdir.glob("*.gch"), bdir / top]:
+            f.unlink(missing_ok=True)
+    runner.make_args = PGO_MAKE["use"]
+    runner.build(**kw)
+    done.touch()
 
 
 # on the terminal only warnings: cocotb's Python loggers and the GPI's native start-up lines

@@ -70,10 +70,11 @@ def sim(args):
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations,
                                     name=args.name or Path(args.data).resolve().name, guard=not args.no_guard)
-    print("building the controller + 8 PE models for Verilator (cached after the first run) ...", flush=True,
+    print("building the controller + 8 PE models for Verilator, profile-guided (cached after the first run) ...",
+          flush=True,
           file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone
     r = _run_reported(args, tmp, (lambda: _sharded(w, args, tmp)) if sharded else
-                      lambda: sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves))
+                      lambda: sim_top.run(w, params, log_to_terminal=not args.json, waves=args.waves, pgo=True))
     if args.json:
         print(json.dumps(r))
         return 0 if r.get("mismatched_images", 1) == 0 and "error" not in r else 1
@@ -160,7 +161,7 @@ def _sharded(w, args, tmp: Path):
     single session's AssertionError would be (the report kept)."""
     from tb.cosim import shard
     r = shard.run(w, args.weights, args.data, args.n, workers=args.workers, scheduler=args.scheduler,
-                  device=args.device, seed=args.seed, progress=sys.stderr.isatty())
+                  device=args.device, seed=args.seed, progress=sys.stderr.isatty(), pgo=True)
     tmp.write_text(json.dumps(r, indent=2))
     if "error" in r or r.get("mismatched_images", 1) or not r.get("activity_equal_golden", False):
         raise AssertionError(r.get("error") or f"{r.get('mismatched_images')} images differ from golden")
@@ -234,7 +235,7 @@ def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str |
                                         **({"shard": [0, n]} if sharded else {}))
         t0 = time.perf_counter()
         try:
-            sim_top.run(w, params)
+            sim_top.run(w, params, pgo=True)
         except AssertionError:
             if not rep.exists():
                 raise
@@ -247,7 +248,7 @@ def bench(w, weights, data, n: int, workers: int | None = None, scheduler: str |
         from tb.cosim import shard
         out["cosim_wall_seconds"] = round(wall, 2)
         out["cosim_cpu_images_per_s"] = round(n / r["shard"]["cpu_seconds"], 2)
-        s = shard.run(w, weights, data, n, workers=workers, scheduler=scheduler)
+        s = shard.run(w, weights, data, n, workers=workers, scheduler=scheduler, pgo=True)
         out["sharded"] = {k: s.get(k) for k in ("workers", "cosim_images_per_s", "wall_seconds", "bitexact_images",
                                                 "mismatched_images", "cycles_per_image", "shards")}
         out["sharded"].update(

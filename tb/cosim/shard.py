@@ -40,9 +40,10 @@ def shards(n: int, k: int) -> list[tuple[int, int]]:
     return out
 
 
-def run_shard(weights: str, data: str, start: int, stop: int, device: str = "ideal", seed: int = 0) -> dict:
+def run_shard(weights: str, data: str, start: int, stop: int, device: str = "ideal", seed: int = 0,
+              pgo: bool = False) -> dict:
     """On a worker: one Verilator session on test images [start, stop); its report (with the
-    `shard` sums). A failed check still returns the report (with its "error")."""
+    `shard` sums). A failed check still returns the report (with its "error"). pgo: sim_top.run's."""
     from golden import weights as wfile
     from sw.cluster import pin_threads
     from tb.cosim import sim_top
@@ -53,7 +54,7 @@ def run_shard(weights: str, data: str, start: int, stop: int, device: str = "ide
         params = sim_top.session_params(weights, data, stop, rep, progress=False, device=device, seed=seed,
                                         shard=[start, stop])
         try:
-            sim_top.run(w, params)
+            sim_top.run(w, params, pgo=pgo)
         except AssertionError:
             if not rep.exists():
                 raise
@@ -61,7 +62,8 @@ def run_shard(weights: str, data: str, start: int, stop: int, device: str = "ide
 
 
 def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | None = None,
-        device: str = "ideal", seed: int = 0, keep_results: bool = False, progress: bool = False) -> dict:
+        device: str = "ideal", seed: int = 0, keep_results: bool = False, progress: bool = False,
+        pgo: bool = False) -> dict:
     """Co-simulate test images [0, n) in shards over the Dask workers (`workers` of a LocalCluster,
     or of the cluster at `scheduler`, where `workers` None means one shard per worker) -> the merged
     report, with "wall_seconds" from the first submission to the last shard's report."""
@@ -80,7 +82,7 @@ def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | N
         parts = shards(n, k)
         t0 = time.perf_counter()
         futs = [c.submit(run_shard, str(Path(weights).resolve()), str(Path(data).resolve()), lo, hi, device, seed,
-                         pure=False) for lo, hi in parts]
+                         pgo, pure=False) for lo, hi in parts]
         reps = []
         with tqdm(total=n, desc=f"inference (RTL, {len(parts)} shards)", unit="img", disable=not progress) as bar:
             for f in as_completed(futs):
@@ -118,7 +120,7 @@ def merge(reports: list[dict], w, keep_results: bool = False) -> dict:
             raise ValueError(f"shards not contiguous from 0: {[(s['start'], s['stop']) for s in sh]}")
         edge = s["stop"]
     n, first = edge, reps[0]
-    out = {"images": n, "device": first["device"], "stages": {}}
+    out = {"images": n, "device": first["device"], "dataset": first.get("dataset"), "stages": {}}
     errors = [f"images {s['start']}..{s['stop'] - 1}: {r['error']}" for r, s in zip(reps, sh) if "error" in r]
     if all("correct_rtl" in s for s in sh):
         _merge_inference(out, reps, sh, n, w)
