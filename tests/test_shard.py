@@ -2,6 +2,7 @@
 real dask.distributed LocalCluster (2 worker processes over TCP on localhost) whose merged report
 equals the single-process session's on the same images."""
 import json
+import os
 import random
 
 import numpy as np
@@ -114,6 +115,28 @@ def test_sharded_equals_single_process(tmp_path, w):
     g = Datapath(w.int_w, w.q).run(load_dataset(data).test_images[:n])
     assert r["results"]["classes"] == g.classes.tolist()
     assert np.array_equal(r["results"]["logits"], g.logits)
+
+
+@pytest.mark.skipif(not os.environ.get("MCNN_LONG_COSIM"), reason="about 4 min on 2 cores (two full transfers): "
+                    "set MCNN_LONG_COSIM=1")
+def test_sharded_device_equals_single_process(tmp_path, w):
+    """A device preset (yao2020: transfer, 1 hybrid iteration) on 3 images: the stage session and
+    2 inference shards on its boards (LocalCluster) = the single session, every key but the speeds."""
+    from golden.idx import default_data_dir
+    from golden.weights import DEFAULT_WEIGHTS
+    from tb.cosim import sim_top
+    n, data, kw = 3, default_data_dir(), dict(device="yao2020", seed=1, iterations=1, eta=0.05)
+    rep = tmp_path / "single.json"
+    sim_top.run(w, sim_top.session_params(DEFAULT_WEIGHTS, data, n, rep, progress=False, **kw))
+    single = json.loads(rep.read_text())
+    r = shard.run(w, DEFAULT_WEIGHTS, data, n, workers=2, **kw)
+    assert [(s["start"], s["stop"]) for s in r["shards"]] == [(0, 2), (2, 3)] and "error" not in r
+    assert r["bitexact_images"] == 2 * n and r["counters"]["counters_match_golden"]
+    for rr in (r, single):
+        rr["stages"]["transfer"].pop("seconds")
+    timing = ("cosim_images_per_s", "cosim_images_per_cpu_s", "golden_images_per_s")
+    assert {k: v for k, v in r.items() if k not in timing and k in single} == \
+           {k: v for k, v in single.items() if k not in timing}
 
 
 def test_cli_refuses(capsys, tmp_path):

@@ -90,11 +90,12 @@ def _session(weights, data, n, td: Path, **kw):
 
 def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | None = None,
         device: str = "ideal", seed: int = 0, keep_results: bool = False, progress: bool = False,
-        iterations: int = 0, guard: bool = True, name: str | None = None) -> dict:
+        iterations: int = 0, guard: bool = True, name: str | None = None, eta: float | None = None) -> dict:
     """Co-simulate test images [0, n) in shards over the Dask workers (`workers` of a LocalCluster,
     or of the cluster at `scheduler`, where `workers` None means one shard per worker) -> the merged
     report, with "wall_seconds" from the first submission to the last shard's report. A device
-    preset's ordered stages (transfer, `iterations` of hybrid training) run first in one task."""
+    preset's ordered stages (transfer, `iterations` of hybrid training at step `eta`, else the
+    chosen one) run first in one task."""
     from distributed import as_completed
     from tqdm import tqdm
 
@@ -110,7 +111,8 @@ def run(w, weights, data, n: int, workers: int | None = None, scheduler: str | N
         t0 = time.perf_counter()
         stages, boards = None, None
         if device != "ideal":
-            kw = {"iterations": iterations, "guard": guard} | ({"name": name} if name else {})
+            kw = {"iterations": iterations, "guard": guard} | ({"name": name} if name else {}) | (
+                {"eta": eta} if eta else {})
             stages, boards = c.submit(run_stages, weights, data, device, seed, pure=False, **kw).result()
             if "error" in stages:
                 return {**stages, "workers": len(parts), "wall_seconds": round(time.perf_counter() - t0, 2)}
