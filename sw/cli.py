@@ -214,7 +214,7 @@ def _workers(p):
     """--workers / --scheduler of `mcnn sim` and `mcnn bench` (sharded co-simulation on Dask)."""
     p.add_argument("--workers", type=int_range(1, 1024), default=None,
                    help="split the test images over K Dask worker processes, each with its own Verilator "
-                        "model (ideal cells only; default 1: one process; with --scheduler: its workers)")
+                        "model (not with read noise; default 1: one process; with --scheduler: its workers)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
                    help="run the shards on this running `dask scheduler` instead of a local cluster")
 

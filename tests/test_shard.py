@@ -2,6 +2,7 @@
 real dask.distributed LocalCluster (2 worker processes over TCP on localhost) whose merged report
 equals the single-process session's on the same images."""
 import json
+import os
 import random
 
 import numpy as np
@@ -116,11 +117,34 @@ def test_sharded_equals_single_process(tmp_path, w):
     assert np.array_equal(r["results"]["logits"], g.logits)
 
 
+@pytest.mark.skipif(not os.environ.get("MCNN_LONG_COSIM"), reason="about 4 min on 2 cores (two full transfers): "
+                    "set MCNN_LONG_COSIM=1")
+def test_sharded_device_equals_single_process(tmp_path, w):
+    """A device preset (yao2020: transfer, 1 hybrid iteration) on 3 images: the stage session and
+    2 inference shards on its boards (LocalCluster) = the single session, every key but the speeds."""
+    from golden.idx import default_data_dir
+    from golden.weights import DEFAULT_WEIGHTS
+    from tb.cosim import sim_top
+    n, data, kw = 3, default_data_dir(), dict(device="yao2020", seed=1, iterations=1, eta=0.05)
+    rep = tmp_path / "single.json"
+    sim_top.run(w, sim_top.session_params(DEFAULT_WEIGHTS, data, n, rep, progress=False, **kw))
+    single = json.loads(rep.read_text())
+    r = shard.run(w, DEFAULT_WEIGHTS, data, n, workers=2, **kw)
+    assert [(s["start"], s["stop"]) for s in r["shards"]] == [(0, 2), (2, 3)] and "error" not in r
+    assert r["bitexact_images"] == 2 * n and r["counters"]["counters_match_golden"]
+    for rr in (r, single):
+        rr["stages"]["transfer"].pop("seconds")
+    timing = ("cosim_images_per_s", "cosim_images_per_cpu_s", "golden_images_per_s")
+    assert {k: v for k, v in r.items() if k not in timing and k in single} == \
+           {k: v for k, v in single.items() if k not in timing}
+
+
 def test_cli_refuses(capsys, tmp_path):
     from sw.cli import main
     rep = tmp_path / "r.json"
-    assert main(["sim", "--n", "2", "--workers", "2", "--report", str(rep)]) == 2
-    assert "--device yao2020 needs --workers 1" in capsys.readouterr().err
+    for opt in ("--replicated", "--waves"):
+        assert main(["sim", "--n", "2", "--workers", "2", opt, "--report", str(rep)]) == 2
+        assert f"{opt} needs --workers 1" in capsys.readouterr().err
     assert main(["sim", "--n", "2", "--device", "ideal", "--scheduler", "localhost:1", "--report", str(rep)]) == 2
     assert "expected tcp://HOST:PORT" in capsys.readouterr().err
     assert not rep.exists() and not list(tmp_path.iterdir())
@@ -134,3 +158,62 @@ def test_scheduler_without_workers(w):
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as lc:
         with pytest.raises(InputError, match="no workers connected"):
             shard.run(w, "weights/yao2020", "data/mnist", 2, scheduler=lc.scheduler_address)
+
+
+def _stages(prog_equal=True):
+    """The stage session's report of a staged run (transfer + 2 hybrid iterations), chosen figures."""
+    p = {"set_pulses": 7, "reset_pulses": 11, "verify_reads": 40}
+    return {"images": 1, "device": "yao2020", "stages": {
+        "transfer": {"cells": 5712, "conductances_equal_golden": True},
+        "hybrid": {"iterations": 2, "trace": [{"iteration": 1}, {"iteration": 2}]}},
+        "activity_programming": {"transfer": {"rtl": p, "golden": p, "equal": True},
+                                 "hybrid iteration 1": {"rtl": dict(p, set_pulses=3), "golden": dict(p, set_pulses=3),
+                                                        "equal": prog_equal}},
+        "counters": {"slot_reads": 1000, "adc_conversion_rounds": 9, "adc_conversions": 288, "lane_idle_cycles": 3,
+                     "overrun": 0, "set_pulses": 10, "reset_pulses": 22, "verify_reads": 80, "golden_pulses": 32,
+                     "golden_verify_reads": 80, "counters_match_golden": True}}
+
+
+def test_merge_staged(w):
+    """A device preset's run: stages and programming from the stage session, the two inferences
+    (before and after the hybrid stage) from the shards, counters added over all sessions."""
+    from golden.crossbar import Crossbar
+    ca = {"slot_reads": 100, "adc_conversion_rounds": 7, "adc_conversions": 224, "lane_idle_cycles": 5, "overrun": 0,
+          "set_pulses": 0, "reset_pulses": 0, "verify_reads": 0}
+    a = _fake(0, 5, correct=4, mism=[], span=4 * 30000, req=[40, 8], bl=500.0, t=(10.0, 12.0), counters=ca)
+    b = _fake(5, 8, correct=3, mism=[], span=2 * 30300, req=[20, 4], bl=301.0, t=(10.5, 14.0),
+              counters=dict(ca, slot_reads=60, overrun=1))
+    a["shard"]["after_hybrid"] = {"correct_rtl": 5, "correct_golden": 4, "mismatched": []}
+    b["shard"]["after_hybrid"] = {"correct_rtl": 2, "correct_golden": 3, "mismatched": [1]}
+    board = Crossbar("yao2020", seed=3)
+    for order in ([a, b], [b, a]):
+        r = shard.merge(order, w, stages=_stages(), board=board)
+        assert list(r["stages"]) == ["transfer", "inference", "hybrid", "inference_after_hybrid"]
+        assert r["stages"]["transfer"]["cells"] == 5712 and r["stages"]["hybrid"]["iterations"] == 2
+        assert r["stages"]["inference_after_hybrid"] == {"accuracy_rtl": 7 / 8 * 100, "accuracy_golden": 7 / 8 * 100,
+                                                         "bitexact_images": 7, "mismatched_images": 1}
+        assert r["bitexact_images"] == 8 + 7 and r["mismatched_images"] == 1 and r["mismatched_indices"] == []
+        assert r["stages"]["inference"]["bitexact_images"] == 8
+        c = r["counters"]
+        assert c["slot_reads"] == 1160 and c["adc_conversions"] == 736 and c["overrun"] == 1
+        assert (c["set_pulses"], c["reset_pulses"], c["verify_reads"]) == (10, 22, 80)
+        assert c["golden_pulses"] == 32 and c["counters_match_golden"] is True
+        assert r["activity_equal_golden"] is True
+        assert r["energy"]["energy_hybrid_iterations_pj"]["iterations"] == 1
+        assert r["energy"]["energy_transfer_pj"]["total"] > 0
+    r = shard.merge([a, b], w, stages=_stages(prog_equal=False), board=board)
+    assert r["activity_equal_golden"] is False
+
+
+def test_check_device(monkeypatch):
+    """A preset with read noise is refused (one line); presets without it are sharded."""
+    import dataclasses
+
+    from golden import devices
+    from golden.fileio import InputError
+    for name in devices.PRESETS:
+        if devices.PRESETS[name].read_noise_rel == 0:
+            shard.check_device(name)
+    monkeypatch.setitem(devices.PRESETS, "noisy", dataclasses.replace(devices.PRESETS["yao2020"], read_noise_rel=0.01))
+    with pytest.raises(InputError, match="read noise .* needs --workers 1"):
+        shard.check_device("noisy")

@@ -62,10 +62,10 @@ def _print_energy(r: dict):
 
 
 def sim(args):
+    sharded = _check_sharded(args)
     if getattr(args, "replicated", False):
         return sim_replicated(args)
     from tb.cosim import sim_top
-    sharded = _check_sharded(args)
     w, tmp = _validated(args)
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations,
@@ -141,18 +141,18 @@ def sim(args):
 
 def _check_sharded(args) -> bool:
     """--workers K > 1 or --scheduler: a sharded co-simulation (tb/cosim/shard.py), checked before
-    any file is touched. Only ideal cells: a device preset's transfer and hybrid training program
-    the board in order, one session."""
+    any file is touched. Not with read noise (its draws depend on the order of the reads)."""
     from sw.cluster import check_scheduler
     workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
     if scheduler:
         check_scheduler(scheduler)
     if (workers or 1) == 1 and not scheduler:
         return False
-    for bad, what in ((getattr(args, "device", "ideal") != "ideal", f"--device {args.device}"),
-                      (getattr(args, "replicated", False), "--replicated"), (getattr(args, "waves", False), "--waves")):
+    for bad, what in ((getattr(args, "replicated", False), "--replicated"), (getattr(args, "waves", False), "--waves")):
         if bad:
-            raise InputError(f"{what} needs --workers 1 (sharded co-simulation runs on ideal cells: --device ideal)")
+            raise InputError(f"{what} needs --workers 1 (not sharded)")
+    from tb.cosim.shard import check_device
+    check_device(getattr(args, "device", "ideal"))
     return True
 
 
@@ -161,7 +161,8 @@ def _sharded(w, args, tmp: Path):
     single session's AssertionError would be (the report kept)."""
     from tb.cosim import shard
     r = shard.run(w, args.weights, args.data, args.n, workers=args.workers, scheduler=args.scheduler,
-                  device=args.device, seed=args.seed, progress=sys.stderr.isatty(), pgo=True)
+                  device=args.device, seed=args.seed, progress=sys.stderr.isatty(), iterations=args.iterations,
+                  guard=not args.no_guard, name=args.name or Path(args.data).resolve().name, pgo=True)
     tmp.write_text(json.dumps(r, indent=2))
     if "error" in r or r.get("mismatched_images", 1) or not r.get("activity_equal_golden", False):
         raise AssertionError(r.get("error") or f"{r.get('mismatched_images')} images differ from golden")

@@ -65,21 +65,54 @@ async def _session(dut, p, report):
     dut.train.value = 0
     dut.th_code.value = 15
 
+    if p.get("boards"):                     # an inference shard of a staged run (tb/cosim/shard.py)
+        await _shard_on_boards(dut, p, w, ctrl, x, y, progress, report)
+        return
     ideal = p.get("device", "ideal") == "ideal"
-    xb = gold_xb = None
+    staged = bool(p.get("stage_dir"))        # the ordered stages alone, their boards saved (shard.py)
+    xb = gold_xb = act = None
     if ideal:
         array = Datapath(w.int_w, w.q).array   # the golden model's ideal board: exact target levels
         await sim_top.load_cells(dut, array.i_units, dut.clk)
     else:
         xb, gold_xb = await _transfer(dut, p, w, ctrl, mapping, progress, report)
         array = xb
-    act = await _inference(dut, ctrl, w, array, x, y, progress, report)
+        _save_board(p, "transfer", gold_xb)
+    if not staged:
+        act = await _inference(dut, ctrl, w, array, x, y, progress, report)
     iters = p.get("iterations", 0) if not ideal else 0
     if iters:
         await _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report)
-        await _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report)
+        _save_board(p, "hybrid", gold_xb)
+        if not staged:
+            await _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report)
     _counters(dut, report, gold_xb)
-    _energy(report, w, xb, act)
+    if act is not None:
+        _energy(report, w, xb, act)
+
+
+def _save_board(p, stage, gold_xb):
+    """A staged run: golden's copy of the board after `stage` (checked equal to the RTL's
+    conductances), pickled for the inference shards (stage_dir/<stage>.pkl)."""
+    import pickle
+    if p.get("stage_dir"):
+        (Path(p["stage_dir"]) / f"{stage}.pkl").write_bytes(pickle.dumps(gold_xb))
+
+
+async def _shard_on_boards(dut, p, w, ctrl, x, y, progress, report):
+    """Inference shard of a staged run: its images on each saved board in turn (after transfer;
+    after hybrid training if given), each loaded into the PE arrays as the programming left them.
+    Without read noise inference does not change the board, so this equals the single session's
+    inference before and after the hybrid stage on these images."""
+    import pickle
+    boards = [pickle.loads(Path(f).read_bytes()) for f in p["boards"]]
+    await sim_top.load_cells(dut, boards[0].i_units(), dut.clk)
+    act = await _inference(dut, ctrl, w, boards[0], x, y, progress, report)
+    if len(boards) > 1:
+        await sim_top.load_cells(dut, boards[1].i_units(), dut.clk)
+        await _inference_after_hybrid(dut, ctrl, w, boards[1], x, y, progress, report)
+    _counters(dut, report, None)
+    _energy(report, w, boards[-1], act)
 
 
 async def _transfer(dut, p, w, ctrl, mapping, progress, report):
@@ -339,6 +372,9 @@ async def _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report):
         "bitexact_images": n - len(mism2), "mismatched_images": len(mism2)}
     report["bitexact_images"] += n - len(mism2)
     report["mismatched_images"] += len(mism2)
+    if "shard" in report:                   # raw figures for shard.merge
+        report["shard"]["after_hybrid"] = {"correct_rtl": int((cls == y).sum()),
+                                           "correct_golden": int((g.classes == y).sum()), "mismatched": mism2}
     assert not mism2, f"{len(mism2)} images differ from golden after training"
 
 
