@@ -380,11 +380,12 @@ async def _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report):
 
 def _counters(dut, report, gold_xb):
     """The RTL's activity counters; on a device board also against the golden crossbar's own counts."""
+    from golden.activity import N_ADC
     report["activity_equal_golden"] = bool(report.get("activity_equal_golden", True) and all(
         v["equal"] for v in report.get("activity_programming", {}).values()))
     report["counters"] = {
         "slot_reads": int(dut.slot_reads.value), "adc_conversion_rounds": int(dut.conv_rounds.value),
-        "adc_conversions": int(dut.conv_rounds.value) * 32, "lane_idle_cycles": int(dut.lane_idle.value),
+        "adc_conversions": int(dut.conv_rounds.value) * N_ADC, "lane_idle_cycles": int(dut.lane_idle.value),
         "overrun": int(dut.overrun.value), "set_pulses": int(dut.set_pulses.value),
         "reset_pulses": int(dut.reset_pulses.value), "verify_reads": int(dut.verify_reads.value)}
     if gold_xb is not None:
