@@ -1,12 +1,13 @@
-"""The CNN of Yao et al. 2020 (REFERENCE.md section 1) as data, and its NumPy forward/backward.
+"""Layer specs, the CNN of Yao et al. 2020 (REFERENCE.md section 1) as data, NumPy ops.
 
-The network is a list of layer specs. Everything downstream (training, quantisation, the
-mapping onto PEs, the integer datapath) walks this list, so another CNN made of the same
-layer kinds (valid/padded 3x3-style convolutions with ReLU, non-overlapping max-pools, one
-final dense layer) goes through the same code.
+A network is a list of layer specs (golden/networks.py names them). Everything downstream
+(training, quantisation, the mapping onto PEs, the integer datapath) walks this list, so any
+stack of the same layer kinds (valid/padded 3x3-style convolutions, non-overlapping max-pools,
+dense layers) goes through the same code: every weight layer but the last is followed by ReLU
+(+ 8-bit requantisation in the quantised model), the last weight layer, dense, gives the logits.
 
-Tensors are NHWC inside; the dense layer's input is flattened channel-major (c, h, w),
-the order the FC rows are grouped in (docs/datapath.md).
+Tensors are NHWC inside; a dense layer's input is flattened channel-major (c, h, w), the order
+its rows are grouped in (docs/datapath.md); a hidden dense layer's output is a 1x1 map.
 """
 from __future__ import annotations
 

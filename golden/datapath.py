@@ -5,7 +5,8 @@ Data flow per weight layer (docs/datapath.md has the diagram and every format):
   u8 input codes --bit-serial (LSB first)--> BL pulses --array read--> SL currents
   --ADC--> codes --shift-and-add over slots--> S (per SL) --G+ minus G- --> D (per output)
   --sum over read groups--> A --bounded ReLU + requant--> u8 --max-pool--> next layer
-  final dense layer: A = logits --> argmax, fixed-point softmax p, delta = p - onehot.
+  (conv and hidden dense layers alike: a hidden dense layer's u8 outputs are a 1x1 map)
+  last (dense) layer: A = logits --> argmax, fixed-point softmax p, delta = p - onehot.
 
 Everything after the ADC is integer arithmetic. The analog side (`array.read`) is pluggable:
 golden/analog.IdealArray here, the device/crossbar model of issue 3 later.
@@ -319,6 +320,7 @@ class Datapath:
     def __init__(self, int_w: dict, q: model.QuantConfig, layers=cnn.YAO2020, mapping: Mapping | None = None,
                  cfg: DatapathConfig | None = None, array=None):
         self.layers = layers
+        self.last = ([None] + [L.name for L in cnn.weight_layers(layers)])[-1]   # gives the logits
         self.int_w = int_w
         self.q = q
         self.mapping = mapping or build_mapping(layers)
@@ -359,6 +361,8 @@ class Datapath:
             else:
                 v = cnn.flatten_chw(x)
                 x = layer_accumulate(self.array, self.mapping.groups[L.name], v, bits, self.cfg.adc(L.name))
+                if L.name != self.last:        # a hidden dense layer: ReLU + requant, a 1x1 map
+                    x = relu_requant(x, *self.q.requant[L.name])[:, None, None, :]
             if keep:
                 acts[L.name] = x
         return x, acts

@@ -1,4 +1,4 @@
-"""Forward and backward of the CNN in two modes: float, and the 15-level quantised model.
+"""Forward and backward of a network (golden/cnn.py layers) in two modes: float, and the 15-level quantised model.
 
 Quantised mode works in integer units: inputs are the 8-bit pixel codes, weights the
 integers -7..7 (G+ - G- in units of one 2.5 uS conductance step), every ReLU output is
@@ -24,8 +24,8 @@ X_SCALE = 1.0 / 255.0  # float value of one input code
 class QuantConfig:
     """Per-layer quantisation: weight scale s_w (float per weight unit) and requant (M, shift)."""
     w_scale: dict[str, float]
-    requant: dict[str, tuple[int, int]] = field(default_factory=dict)  # conv layers only
-    logit_scale: float = 1.0  # float value of one unit of the integer FC output
+    requant: dict[str, tuple[int, int]] = field(default_factory=dict)  # every weight layer but the last
+    logit_scale: float = 1.0  # float value of one unit of the last layer's integer output (the logits)
 
     def ratio(self, name: str) -> float:
         m, sh = self.requant[name]
@@ -83,7 +83,10 @@ def _noisy(wq, noise):
 
 def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, train=False,
             dtype=np.float32, noise=None):
-    """x_u8 (N,28,28) uint8 codes -> logits (N, n_out) [float units], cache for backward.
+    """x_u8 (N,H,W) uint8 codes -> logits (N, n_out) [float units], cache for backward.
+
+    Every weight layer but the last (conv or dense) is followed by ReLU (float) or ReLU + 8-bit
+    requantisation (quantised); the last one gives the logits.
 
     q=None: float model (input x/255). q given: quantised model, integer-valued tensors;
     logits are multiplied by q.logit_scale so the loss sees float-scale values.
@@ -95,36 +98,42 @@ def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, trai
     if q is None:
         x = x * dtype(X_SCALE)
     cache = []
+    last = cnn.weight_layers(layers)[-1].name       # the logits layer: no ReLU, no requant
     for L in layers:
-        if isinstance(L, Conv):
-            w = params[L.name]
-            wq = _noisy(quantize_weights(w, q.w_scale[L.name]).astype(dtype), noise) if q else w
-            z, cols = cnn.conv_forward(x, wq, L.pad)
-            if q is None:
-                a = np.maximum(z, 0)
-                grad = (z > 0)
-            else:
-                m, sh = q.requant[L.name]
-                a = requantize(z.astype(np.float64), m, sh).astype(dtype)
-                u = z * dtype(m / 2.0 ** sh)
-                grad = ((u > 0) & (u < ACT_MAX + 0.5)) * dtype(m / 2.0 ** sh)
-            if train:
-                cache.append(("conv", L, x.shape, cols, wq, grad))
-            x = a
-        elif isinstance(L, Pool):
+        if isinstance(L, Pool):
             y, idx = cnn.maxpool_forward(x, L.size)
             if train:
                 cache.append(("pool", L, x.shape, idx))
             x = y
+            continue
+        w = params[L.name]
+        wq = _noisy(quantize_weights(w, q.w_scale[L.name]).astype(dtype), noise) if q else w
+        if isinstance(L, Conv):
+            z, cols = cnn.conv_forward(x, wq, L.pad)
         else:
-            v = cnn.flatten_chw(x)
-            w = params[L.name]
-            wq = _noisy(quantize_weights(w, q.w_scale[L.name]).astype(dtype), noise) if q else w
-            z = v @ wq
+            cols = cnn.flatten_chw(x)
+            z = cols @ wq
+        if L.name == last:
             if train:
-                cache.append(("dense", L, x.shape, v, wq))
+                cache.append(("dense", L, x.shape, cols, wq, None))
             x = z * dtype(q.logit_scale) if q else z
+            continue
+        a, grad = _activation(z, q.requant[L.name] if q else None, dtype)
+        if train:
+            cache.append(("conv" if isinstance(L, Conv) else "dense", L, x.shape, cols, wq, grad))
+        x = a if isinstance(L, Conv) else a[:, None, None, :]     # a hidden dense layer: a 1x1 map
     return x, cache
+
+
+def _activation(z, requant, dtype):
+    """ReLU (float) or ReLU + 8-bit requantisation (requant = (M, shift)), and its gradient
+    (straight-through inside the clipping range)."""
+    if requant is None:
+        return np.maximum(z, 0), (z > 0)
+    m, sh = requant
+    a = requantize(z.astype(np.float64), m, sh).astype(dtype)
+    u = z * dtype(m / 2.0 ** sh)
+    return a, ((u > 0) & (u < ACT_MAX + 0.5)) * dtype(m / 2.0 ** sh)
 
 
 def backward(dlogits, cache, q: QuantConfig | None = None):
@@ -133,12 +142,14 @@ def backward(dlogits, cache, q: QuantConfig | None = None):
     for i in range(len(cache) - 1, -1, -1):
         kind, L = cache[i][:2]
         if kind == "dense":
-            _, _, xshape, v, wq = cache[i]
-            if q:
-                d = d * q.logit_scale
-            gw = v.T @ d
-            d = cnn.unflatten_chw(d @ wq.T, xshape)
-            grads[L.name] = gw
+            _, _, xshape, v, wq, grad = cache[i]
+            d = d.reshape(len(v), -1)
+            if grad is None:
+                d = d * q.logit_scale if q else d
+            else:
+                d = d * grad
+            grads[L.name] = v.T @ d
+            d = cnn.unflatten_chw(d @ wq.T, xshape) if i > 0 else None
         elif kind == "pool":
             _, _, xshape, idx = cache[i]
             d = cnn.maxpool_backward(d, idx, L.size, xshape)

@@ -140,21 +140,26 @@ def calibrate(params, x_cal, layers, w_factor: dict[str, float], percentile: flo
                      for L in wl})
     in_scale = model.X_SCALE  # float value of one unit of the current layer's input code
     x = x_cal.astype(np.float64)[..., None]
+    last = wl[-1].name
     for L in layers:
-        if isinstance(L, cnn.Conv):
-            wq = model.quantize_weights(params[L.name], q.w_scale[L.name])
-            z, _ = cnn.conv_forward(x, wq, L.pad)
-            zf = z * in_scale * q.w_scale[L.name]  # float pre-activation
-            pos = zf[zf > 0]
-            act_scale = float(np.percentile(pos, percentile)) / model.ACT_MAX if pos.size else 1.0
-            m, sh = model.requant_params(in_scale * q.w_scale[L.name] / act_scale)
-            q.requant[L.name] = (m, sh)
-            x = model.requantize(z, m, sh)
-            in_scale = in_scale * q.w_scale[L.name] / (m / 2.0 ** sh)
-        elif isinstance(L, cnn.Pool):
+        if isinstance(L, cnn.Pool):
             x, _ = cnn.maxpool_forward(x, L.size)
-        else:
+            continue
+        if L.name == last:
             q.logit_scale = float(in_scale * q.w_scale[L.name])
+            break
+        wq = model.quantize_weights(params[L.name], q.w_scale[L.name])
+        if isinstance(L, cnn.Conv):
+            z, _ = cnn.conv_forward(x, wq, L.pad)
+        else:                      # a hidden dense layer: ReLU + requant as a conv layer
+            z = (cnn.flatten_chw(x) @ wq)[:, None, None, :]
+        zf = z * in_scale * q.w_scale[L.name]  # float pre-activation
+        pos = zf[zf > 0]
+        act_scale = float(np.percentile(pos, percentile)) / model.ACT_MAX if pos.size else 1.0
+        m, sh = model.requant_params(in_scale * q.w_scale[L.name] / act_scale)
+        q.requant[L.name] = (m, sh)
+        x = model.requantize(z, m, sh)
+        in_scale = in_scale * q.w_scale[L.name] / (m / 2.0 ** sh)
     return q
 
 

@@ -1,8 +1,9 @@
 """Weights file: an .npz (float and integer weights) plus a JSON sidecar of metadata.
 
 `<stem>.npz` holds `float/<layer>` (float32) and `int/<layer>` (int8, -7..7) arrays;
-`<stem>.json` holds the quantisation (scales, requant M/shift), training metadata
-(seed, epochs, data hash, accuracies) and the layer list. Loading checks every shape, range and
+`<stem>.json` holds the network's name (golden/networks.py; a file without one is yao2020's),
+the quantisation (scales, requant M/shift), training metadata (seed, epochs, data hash,
+accuracies) and the layer list. A file is loaded only for the network it names. Loading checks every shape, range and
 JSON type (scales finite and > 0) and names the file and field on any mismatch. A stem keeps its
 dots (runs/model.v2 -> runs/model.v2.npz); saving never replaces existing files without force and
 writes each file atomically (golden/fileio.py).
@@ -18,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cnn, model
+from . import cnn, model, networks
 from .fileio import InputError, check_outputs, with_suffix_kept, write_atomic
 from .model import QuantConfig
 
 FORMAT = "mcnn-weights/1"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "yao2020"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "yao2020"
+
+
+def default_weights(net="yao2020") -> Path:
+    """The committed weights stem of a network: weights/<name>."""
+    return WEIGHTS_DIR / networks.network(net).name
 
 
 class WeightsError(InputError):
@@ -44,6 +51,7 @@ class Weights:
     int_w: dict[str, np.ndarray]
     q: QuantConfig
     meta: dict
+    network: str = "yao2020"
 
     def save(self, stem, force: bool = False) -> tuple[Path, Path]:
         """Write <stem>.npz and <stem>.json (each atomically); existing files only with force."""
@@ -53,13 +61,16 @@ class Weights:
         arrs.update({f"int/{k}": v.astype(np.int8) for k, v in self.int_w.items()})
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrs)
-        doc = {"format": FORMAT, "quant": self.q.to_json(), "meta": self.meta}
+        doc = {"format": FORMAT, "network": self.network, "quant": self.q.to_json(), "meta": self.meta}
         write_atomic(npz, buf.getvalue(), force)
         write_atomic(js, json.dumps(doc, indent=2, sort_keys=True) + "\n", force)
         return npz, js
 
 
-def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
+def load(stem=DEFAULT_WEIGHTS, network="yao2020") -> Weights:
+    """The weights of `network` (a name or golden.networks.Network) from <stem>.npz + .json."""
+    net = networks.network(network)
+    layers = net.layers
     npz, js = paths(stem)
     for p in (npz, js):
         if not p.is_file():
@@ -74,6 +85,9 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
         raise WeightsError(f"{js}: a JSON {type(doc).__name__}, expected an object with format, quant, meta")
     if doc.get("format") != FORMAT:
         raise WeightsError(f"{js}: field 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
+    named = doc.get("network", "yao2020")
+    if named != net.name:
+        raise WeightsError(f"{js}: weights of network {named!r}, not {net.name!r} (--network {named}?)")
     q = _quant(js, doc.get("quant"))
     if not isinstance(doc.get("meta", {}), dict):
         raise WeightsError(f"{js}: field 'meta' is a {type(doc['meta']).__name__}, expected an object")
@@ -83,6 +97,7 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise WeightsError(f"{npz}: not a readable .npz file: {e}") from e
     fw, iw = {}, {}
+    last = cnn.weight_layers(layers)[-1].name
     for L in cnn.weight_layers(layers):
         shape = cnn.weight_shape(L)
         for kind, dst in (("float", fw), ("int", iw)):
@@ -103,14 +118,14 @@ def load(stem=DEFAULT_WEIGHTS, layers=cnn.YAO2020) -> Weights:
                                f"{model.W_LEVELS}], got {w.dtype} in [{w.min()}, {w.max()}]")
         if L.name not in q.w_scale:
             raise WeightsError(f"{js}: quant.w_scale has no entry for layer {L.name}")
-        if isinstance(L, cnn.Conv):
+        if L.name != last:                  # ReLU + requant after every weight layer but the last
             if L.name not in q.requant:
                 raise WeightsError(f"{js}: quant.requant has no entry for layer {L.name}")
             m, sh = q.requant[L.name]
             if not (0 < m < 1 << 16 and 1 <= sh <= 48):
                 raise WeightsError(f"{js}: quant.requant.{L.name} = [{m}, {sh}], expected M in 1..65535 "
                                    f"and shift in 1..48")
-    return Weights(fw, {k: v.astype(np.int8) for k, v in iw.items()}, q, doc.get("meta", {}))
+    return Weights(fw, {k: v.astype(np.int8) for k, v in iw.items()}, q, doc.get("meta", {}), net.name)
 
 
 def _number(js, field, v, positive=True) -> float:

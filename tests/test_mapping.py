@@ -355,13 +355,20 @@ def ref_network(layers, int_w, q, image, accumulators=None):
         else:
             f = (accumulators or {}).get(L.name) or ref_dot_dense(L, int_w[L.name])
             x = f(ref_flatten_chw(x))
+            if L.name in q.requant:       # a hidden dense layer: ReLU + requant, a 1x1 map
+                m, sh = q.requant[L.name]
+                x = [[[ref_requant(a, m, sh) for a in x]]]
         acts[L.name] = x
     return x, acts
 
 
 NET1 = (Conv("A", 1, 3, 3, 0), Pool("P", 2), Dense("D", 3 * 3 * 3, 4))
 NET2 = (Conv("A", 1, 4, 3, 1), Pool("P", 3), Conv("B", 4, 5, 3, 1), Pool("Q", 2), Dense("D", 5 * 2 * 2, 3))
+MLP = (Dense("H1", 36, 12), Dense("H2", 12, 7), Dense("O", 7, 4))          # hidden dense layers
+CONVMLP = (Conv("A", 1, 3, 3, 0), Pool("P", 2), Dense("H", 27, 8), Dense("D", 8, 3))
 NETS = {
+    "mlp": (MLP, (6, 6), {"H1": (2,), "H2": (2, 3), "O": (3,)}, {"H1": 0.03, "H2": 0.05}, 0.01),
+    "convmlp": (CONVMLP, (8, 8), {"A": (0,), "H": (1,), "D": (1,)}, {"A": 0.1, "H": 0.04}, 0.02),
     "net1": (NET1, (9, 9), {"A": (1,), "D": (3,)}, {"A": 0.1}, 0.02),
     "net2": (NET2, (12, 12), {"A": (0,), "B": (0, 1), "D": (7,)}, {"A": 0.08, "B": 0.03}, 0.005),
     "yao2020": (cnn.YAO2020, (28, 28), YAO2020_PLACEMENT, {"C1": 0.09, "C3": 0.02}, 0.01),
@@ -429,7 +436,7 @@ def test_datapath_batches_agree():
     assert d.run(imgs, batch=5).logits.tolist() == d.run(imgs).logits.tolist()
 
 
-@pytest.mark.parametrize("name", ["net1", "net2"])
+@pytest.mark.parametrize("name", ["net1", "net2", "mlp"])
 def test_datapath_reduced_adc_clipping(name):
     """5-bit ADC: conv A at 10 uA full scale (LSB 0.3125 uA, saturates above ~9.8 uA), other layers
     at the 5-bit default (16 uA, LSB 0.5 uA). Currents are multiples of 0.5 uA, never near a tie."""

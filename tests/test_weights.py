@@ -91,3 +91,34 @@ def test_corrupt_files(tmp_path):
         weights.load(tmp_path / "w")
     with pytest.raises(WeightsError, match="missing"):
         weights.load(tmp_path / "none")
+
+
+def _li2018(seed=0):
+    from golden import networks
+    net = networks.network("li2018")
+    rng = np.random.default_rng(seed)
+    fw = {L.name: rng.normal(0, 1, cnn.weight_shape(L)).astype(np.float32) for L in net.weight_layers}
+    iw = {k: rng.integers(-7, 8, v.shape).astype(np.int8) for k, v in fw.items()}
+    return Weights(fw, iw, QuantConfig({"H": 0.1, "O": 0.2}, {"H": (40000, 20)}, 0.005), {}, "li2018")
+
+
+def test_network_recorded_and_checked(tmp_path):
+    _li2018().save(tmp_path / "li", force=True)
+    assert json.loads((tmp_path / "li.json").read_text())["network"] == "li2018"
+    r = weights.load(tmp_path / "li", "li2018")
+    assert r.network == "li2018" and r.q.requant == {"H": (40000, 20)}
+    np.testing.assert_array_equal(r.int_w["H"], _li2018().int_w["H"])
+    with pytest.raises(WeightsError, match=r"li\.json: weights of network 'li2018', not 'yao2020'"):
+        weights.load(tmp_path / "li")
+    make().save(tmp_path / "y", force=True)             # yao2020, the default network
+    with pytest.raises(WeightsError, match=r"y\.json: weights of network 'yao2020', not 'li2018'"):
+        weights.load(tmp_path / "y", "li2018")
+    assert weights.default_weights("li2018").name == "li2018"
+
+
+def test_hidden_dense_layer_needs_its_requant(tmp_path):
+    w = _li2018()
+    w.q.requant = {}
+    w.save(tmp_path / "li", force=True)
+    with pytest.raises(WeightsError, match="quant.requant has no entry for layer H"):
+        weights.load(tmp_path / "li", "li2018")
