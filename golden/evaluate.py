@@ -12,12 +12,14 @@ from .weights import Weights, dequantized
 from .yao2020 import YAO2020
 
 def evaluate(w: Weights, ds: Dataset, n: int | None = None, layers=cnn.YAO2020,
-             cfg: DatapathConfig | None = None) -> dict:
+             cfg: DatapathConfig | None = None, mapping=None) -> dict:
+    """Float, 15-level and integer-datapath accuracy on the first n test images (ds already in the
+    network's input format); mapping: the network's placement (default: golden.mapping's Yao 2020)."""
     x, y = ds.test_images[:n], ds.test_labels[:n].astype(np.int64)
     pf = model.predict(w.float_w, x, layers).argmax(1)
     lq = model.predict(dequantized(w), x, layers, q=w.q)
     pq = lq.argmax(1)
-    dp = Datapath(w.int_w, w.q, layers, cfg=cfg)
+    dp = Datapath(w.int_w, w.q, layers, mapping, cfg=cfg)
     t0 = time.perf_counter()
     res = dp.run(x)
     t_int = time.perf_counter() - t0

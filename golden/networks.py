@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cnn
-from .mapping import YAO2020_PLACEMENT
+from .mapping import YAO2020_PLACEMENT, build_mapping
 
 TRANSFORMS = ("none", "crop-area8")
 
@@ -58,6 +58,10 @@ class Network:
     @property
     def weight_layers(self):
         return cnn.weight_layers(self.layers)
+
+    def mapping(self):
+        """Its read groups on the PEs (golden/mapping.py), by its placement."""
+        return build_mapping(self.layers, self.placement)
 
     @property
     def n_classes(self) -> int:

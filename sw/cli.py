@@ -8,23 +8,40 @@ from pathlib import Path
 
 from golden.fileio import InputError, check_outputs
 from golden.idx import default_data_dir, load_dataset
-from golden.weights import DEFAULT_WEIGHTS
 from sw.argtypes import NON_NEGATIVE, POSITIVE, SEED, Parser, float_range, int_range
 
 TEST_SET_MAX = 10_000      # upper bound of --n (checked against the dataset's size as well)
 
 
-def _dataset(args):
-    """The dataset of --data, checked against the network (image size, labels) and against --n and,
-    for --stages all, --n-train."""
-    from golden import cnn
-    ds = load_dataset(args.data, image_shape=cnn.INPUT_SHAPE[:2], n_classes=cnn.weight_layers()[-1].n_out)
+def _net_dataset(args):
+    """--network and --data -> (network, dataset): the one place a command's args become them.
+
+    The dataset is checked against the network's source images (size, labels), --n and, for
+    --stages all, --n-train; its images go through the network's input transform (li2018: 28x28 ->
+    8x8). A --weights / --out left unset becomes the network's committed weights (weights/<name>)."""
+    from dataclasses import replace
+
+    from golden import networks
+    from golden.weights import default_weights
+    net = networks.network(getattr(args, "network", "yao2020"))
+    for opt in ("weights", "out"):
+        if hasattr(args, opt) and getattr(args, opt) is None:
+            setattr(args, opt, default_weights(net))
+    ds = load_dataset(args.data, image_shape=net.source_shape, n_classes=net.n_classes)
     n_train = getattr(args, "n_train", None) if getattr(args, "stages", "") == "all" else None
     for opt, n, have, what in (("--n", getattr(args, "n", None), len(ds.test_images), "test images"),
                                ("--n-train", n_train, ds.split[0], "training images before its validation split")):
         if n is not None and n > have:
             raise InputError(f"{opt} {n}: the dataset in {args.data} has {have} {what}")
-    return ds
+    if net.transform != "none":
+        ds = replace(ds, train_images=net.prepare(ds.train_images), test_images=net.prepare(ds.test_images))
+    return net, ds
+
+
+def _cnn_only(args, net, what: str):
+    """One line refusing a stage that exists for the CNN (yao2020) only."""
+    if net.name != "yao2020":
+        raise InputError(f"{what}: not available for --network {net.name} (the CNN only, --network yao2020)")
 
 
 def dataset_name(args, ds=None) -> str:
@@ -41,19 +58,21 @@ def cmd_train(args):
 
     if args.epochs == 0 and args.init is None:
         raise InputError("--epochs 0: no float training to start from: give --init STEM")
+    net, ds = _net_dataset(args)
     check_outputs(paths(args.out), args.force)          # before hours of training, not after
-    ds = _dataset(args)
-    init = weights.load(args.init).float_w if args.init is not None else None
-    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, device=args.device)
+    init = weights.load(args.init, net).float_w if args.init is not None else None
+    shift = args.shift if args.shift is not None else (2 if net.input_shape[0] >= 28 else 0)
+    cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, device=args.device,
+                            shift=shift)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    fw, iw, q, meta = train.train(ds, cfg, log=log, init=init)
-    w = Weights(fw, iw, q, meta)
+    fw, iw, q, meta = train.train(ds, cfg, net.layers, log=log, init=init)
+    w = Weights(fw, iw, q, meta, net.name)
     xt, yt = ds.test_images, ds.test_labels.astype(np.int64)
     meta["init"] = str(args.init) if args.init is not None else None
-    meta["test_float"] = model.accuracy(fw, xt, yt)
-    meta["test_quantized"] = model.accuracy(dequantized(w), xt, yt, q=q)
+    meta["test_float"] = model.accuracy(fw, xt, yt, net.layers)
+    meta["test_quantized"] = model.accuracy(dequantized(w), xt, yt, net.layers, q=q)
     npz, js = w.save(args.out, force=args.force)
-    print(f"float {meta['test_float']:.2f} %, 15-level {meta['test_quantized']:.2f} % on the test set; "
+    print(f"{net.name}: float {meta['test_float']:.2f} %, 15-level {meta['test_quantized']:.2f} % on the test set; "
           f"{meta['seconds_total']:.0f} s; wrote {npz} and {js}")
 
 
@@ -68,26 +87,29 @@ def cmd_eval(args):
     if args.plots is not None:
         check_outputs([args.plots / f for f in PLOT_FILES + EVAL_PLOT_FILES], args.force)
     limit_blas_threads(1)        # small matrices: parallelism belongs to processes (Dask), BLAS pinned
-    w = weights.load(args.weights)
-    ds = _dataset(args)
+    net, ds = _net_dataset(args)
+    w = weights.load(args.weights, net)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
     if args.stages == "all":
+        _cnn_only(args, net, "--stages all")
         return _eval_all(args, w, ds, cfg)
-    r = evaluate(w, ds, args.n, cfg=cfg)
-    extra, text, files = _energy_section(args, w, ds, cfg)
+    r = evaluate(w, ds, args.n, net.layers, cfg=cfg, mapping=net.mapping())
+    extra, text, files = _energy_section(args, w, ds, cfg) if net.name == "yao2020" else ({}, "", [])
     if args.json:
-        print(json.dumps({**r, **extra, "plots": files}))
+        print(json.dumps({**r, "network": net.name, **extra, "plots": files}))
         return
-    yao = r["yao2020"]
-    print(f"{dataset_name(args, ds)} test images: {r['images']} (weights {args.weights})")
-    print(f"{'stage':<34}{'mcnn':>9}{'Yao 2020':>10}")
-    print(f"{'software, float':<34}{r['float']:>8.2f}%{yao['float']:>9.2f}%")
-    print(f"{'quantised, 15 levels, 8-bit acts':<34}{r['quantized']:>8.2f}%{yao['quantized']:>9.2f}%")
+    yao = r["yao2020"] if net.name == "yao2020" else {"float": None, "quantized": None}
+    fig = lambda v: f"{v:>9.2f}%" if v is not None else f"{'-':>10}"   # noqa: E731
+    print(f"{dataset_name(args, ds)} test images: {r['images']} (network {net.name}, weights {args.weights})")
+    print(f"{'stage':<34}{'mcnn':>9}{'Yao 2020' if net.name == 'yao2020' else '':>10}")
+    print(f"{'software, float':<34}{r['float']:>8.2f}%{fig(yao['float'])}")
+    print(f"{'quantised, 15 levels, 8-bit acts':<34}{r['quantized']:>8.2f}%{fig(yao['quantized'])}")
     print(f"{'integer datapath (ideal cells)':<34}{r['integer']:>8.2f}%{'-':>10}")
     print(f"integer vs quantised: {r['agreement_integer_quantized']:.2f} % same prediction, "
           f"{r['logits_equal_images']}/{r['images']} images with identical logits")
     print(f"integer datapath: {r['seconds_integer']:.2f} s ({r['seconds_integer_10k']:.2f} s per 10k images)")
-    print(text)
+    if text:
+        print(text)
     for f in files:
         print(f"wrote {f}")
 
@@ -148,10 +170,12 @@ def cmd_bench(args):
     from golden.datapath import Datapath
 
     pinned = limit_blas_threads(1)   # the golden figure is single-thread: parallelism belongs to processes
-    w = weights.load(args.weights)
-    ds = _dataset(args)
+    net, ds = _net_dataset(args)
+    if args.cosim_n:
+        _cnn_only(args, net, "--cosim-n (the co-simulation benchmark)")
+    w = weights.load(args.weights, net)
     x = ds.test_images[:args.n]
-    dp = Datapath(w.int_w, w.q)
+    dp = Datapath(w.int_w, w.q, net.layers, net.mapping())
     dp.run(x[:100])  # warm-up
     t0 = time.perf_counter()
     res = dp.run(x)
@@ -167,8 +191,8 @@ def cmd_bench(args):
 
 def cmd_sim(args):
     from golden import weights
-    _dataset(args)           # checked here, before the co-simulation (which loads it again) touches any file
-    weights.load(args.weights)                  # these two as well, before the waveform warning:
+    net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
+    weights.load(args.weights, net)             # these two as well, before the waveform warning:
     check_outputs([args.report], args.force)    # a refusal is the one line on stderr
     images = args.n if args.device == "ideal" else args.n * (2 if args.iterations else 1) + 100 * args.iterations
     if args.waves and images > 10:       # + the transfer's write-verify on a device preset
@@ -206,8 +230,16 @@ def _common(p, weights=True):
                    help="directory with the four standard IDX files (default: data/mnist)")
     p.add_argument("--name", default=None, help="the dataset's name in reports (default: the --data directory's name)")
     if weights:
-        p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                       help="weights stem (<stem>.npz + <stem>.json; dots kept; default weights/yao2020)")
+        _network(p)
+        p.add_argument("--weights", type=Path, default=None,
+                       help="weights stem (<stem>.npz + <stem>.json; dots kept; default weights/<network>)")
+
+
+def _network(p):
+    from golden.networks import NETWORKS
+    p.add_argument("--network", choices=sorted(NETWORKS), default="yao2020",
+                   help="the network (golden/networks.py): yao2020, the CNN on 28x28 images (default); li2018, "
+                        "the 64-54-10 MLP on 8x8 images (the dataset's 28x28 images cropped and area-averaged)")
 
 
 def _workers(p):
@@ -226,12 +258,15 @@ def _force(p, what):
 def _train_parser(sub):
     p = sub.add_parser("train", help="ex-situ training + 15-level quantisation (NumPy)")
     _common(p, weights=False)
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS,
-                   help="output stem: <out>.npz + <out>.json (default weights/yao2020, the committed weights)")
+    _network(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="output stem: <out>.npz + <out>.json (default weights/<network>, the committed weights)")
     _force(p, "existing <out>.npz / .json")
     p.add_argument("--seed", type=SEED, default=2020)
     p.add_argument("--epochs", type=int_range(0, 1000), default=24, help="float epochs (0 only with --init)")
     p.add_argument("--qat-epochs", type=int_range(0, 1000), default=3)
+    p.add_argument("--shift", type=int_range(0, 8), default=None,
+                   help="random-shift augmentation, pixels (default 2 on 28x28 inputs, 0 on smaller ones)")
     p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default=None,
                    help="noise-aware QAT: inject this preset's programming error (measured on its model) into "
                         "every weight of every QAT forward pass (default: plain training)")

@@ -43,3 +43,41 @@ def test_console_script_installed():
         pytest.skip("not an installed environment (mcnn console script absent)")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     assert "train" in out and "eval" in out
+
+
+def test_li2018_eval_on_8x8(capsys):
+    """--network li2018: the committed weights, the 28x28 test images cropped and averaged to 8x8;
+    the integer datapath equals the 15-level model image for image."""
+    import numpy as np
+
+    from golden import model, networks, weights
+    from golden.idx import default_data_dir, load_dataset
+    assert main(["eval", "--network", "li2018", "--n", "300", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["network"] == "li2018" and r["images"] == 300 and r["logits_equal_images"] == 300
+    net = networks.network("li2018")
+    w = weights.load(weights.default_weights(net), net)
+    ds = load_dataset(default_data_dir())
+    x8, y = networks.crop_area8(ds.test_images[:300]), ds.test_labels[:300].astype(np.int64)
+    assert r["float"] == model.accuracy(w.float_w, x8, y, net.layers) > 90
+    assert r["integer"] == r["quantized"] > 90
+
+
+def test_network_refusals(tmp_path, capsys):
+    assert main(["eval", "--network", "li2018", "--stages", "all"]) == 2
+    assert "--stages all: not available for --network li2018" in capsys.readouterr().err
+    assert main(["eval", "--network", "li2018", "--weights", "weights/yao2020"]) == 2
+    assert "weights of network 'yao2020', not 'li2018'" in capsys.readouterr().err
+    assert main(["eval", "--network", "lenet"]) == 2
+    assert main(["train", "--network", "li2018", "--epochs", "0", "--init", "weights/yao2020",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "weights of network 'yao2020', not 'li2018'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_li2018(tmp_path, capsys):
+    assert main(["train", "--network", "li2018", "--epochs", "1", "--qat-epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "li")]) == 0
+    assert "li2018: float" in capsys.readouterr().out
+    assert json.loads((tmp_path / "li.json").read_text())["network"] == "li2018"
+    assert main(["eval", "--network", "li2018", "--weights", str(tmp_path / "li"), "--n", "50"]) == 0
