@@ -1,8 +1,9 @@
 """Crossbar model of the board: 8 PEs of 128 SL x 16 BL 1T1R cells with per-device state.
 
-`Crossbar.read(pe, bl_bits, rows)` (and the transposed `read_t`) is the read interface of golden.analog.IdealArray: SL currents
-(uA) of one bit-serial slot, every driven cell contributing I = G * V_READ (SL clamped at 0 V, BLs
-without a pulse contribute nothing). golden.datapath.Datapath(..., array=crossbar) runs inference
+`Crossbar.read(pe, bl_bits, rows)` is the read interface of golden.analog.IdealArray (as is the
+transposed `read_t`, golden/transposed_read.py): SL currents (uA) of one bit-serial slot, every
+driven cell contributing I = G * V_READ (SL clamped at 0 V, BLs without a pulse contribute nothing).
+golden.datapath.Datapath(..., array=crossbar) runs inference
 through it unchanged; the ADC and everything after it stay the golden integer datapath.
 
 Programming goes through golden.write_verify.write_verify (the closed-loop algorithm the RTL
