@@ -2,6 +2,8 @@
 
 The interface `read(pe, bl_bits, rows) -> currents (uA)` is the one the device/crossbar model
 of issue 3 implements with real device states; the golden datapath only ever sees the ADC codes.
+`read_t(pe, sl_bits, rows, n_bl)` is the transposed read (golden/transposed_read.py): rows pulsed
+from the SL side, the BL currents sensed, the same quantised cell currents summed.
 """
 from __future__ import annotations
 
@@ -26,3 +28,9 @@ class IdealArray:
         """bl_bits (M, n_bl) of 0/1 -> SL currents (M, len(rows)) in uA (SL clamped at 0 V)."""
         i_cell = self._i_ua[pe, rows, :bl_bits.shape[-1]]
         return bl_bits.astype(np.float32) @ i_cell.T
+
+    def read_t(self, pe: int, sl_bits: np.ndarray, rows: slice | np.ndarray, n_bl: int) -> np.ndarray:
+        """sl_bits (M, len(rows)) of 0/1 on the SL rows `rows` -> BL currents (M, n_bl) in uA of
+        BLs 0..n_bl-1 (BLs clamped at 0 V): the pulsed cells' read currents summed per BL."""
+        i_cell = self._i_ua[pe, rows, :n_bl]
+        return sl_bits.astype(np.float32) @ i_cell

@@ -1,8 +1,9 @@
 """Crossbar model of the board: 8 PEs of 128 SL x 16 BL 1T1R cells with per-device state.
 
-`Crossbar.read(pe, bl_bits, rows)` is the read interface of golden.analog.IdealArray: SL currents
-(uA) of one bit-serial slot, every driven cell contributing I = G * V_READ (SL clamped at 0 V, BLs
-without a pulse contribute nothing). golden.datapath.Datapath(..., array=crossbar) runs inference
+`Crossbar.read(pe, bl_bits, rows)` is the read interface of golden.analog.IdealArray (as is the
+transposed `read_t`, golden/transposed_read.py): SL currents (uA) of one bit-serial slot, every
+driven cell contributing I = G * V_READ (SL clamped at 0 V, BLs without a pulse contribute nothing).
+golden.datapath.Datapath(..., array=crossbar) runs inference
 through it unchanged; the ADC and everything after it stay the golden integer datapath.
 
 Programming goes through golden.write_verify.write_verify (the closed-loop algorithm the RTL
@@ -143,6 +144,18 @@ class Crossbar:
         if self.p.read_noise_rel > 0:
             # independent N(0, (r I)^2) per driven cell: the SL current has variance sum_j b_j (r I_j)^2
             var = b @ (np.float32(self.p.read_noise_rel) * i_cell).T ** 2
+            cur = cur + np.sqrt(var) * self._read_rng.standard_normal(cur.shape, dtype=np.float32)
+        return cur
+
+    def read_t(self, pe: int, sl_bits: np.ndarray, rows, n_bl: int) -> np.ndarray:
+        """Transposed read (golden/transposed_read.py): sl_bits (M, len(rows)) of 0/1 pulse the SL
+        rows `rows` -> BL currents (M, n_bl) in uA of BLs 0..n_bl-1 (held at 0 V); read noise as
+        in `read`, independent per pulsed cell."""
+        i_cell = self.currents_ua()[pe, rows, :n_bl]
+        b = sl_bits.astype(np.float32)
+        cur = b @ i_cell
+        if self.p.read_noise_rel > 0:
+            var = b @ (np.float32(self.p.read_noise_rel) * i_cell) ** 2
             cur = cur + np.sqrt(var) * self._read_rng.standard_normal(cur.shape, dtype=np.float32)
         return cur
 
