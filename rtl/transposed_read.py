@@ -154,3 +154,7 @@ class TransposedRead(wiring.Component):
             m.d.sync += [self.res.valid.eq(0), busy.eq(0)]
         m.d.comb += [self.res.payload.t[j].eq(acc[j]) for j in range(NB)]
         m.d.comb += self.res.payload.tag.eq(tag)
+
+
+def default_instances():
+    return {"transposed_read": TransposedRead()}

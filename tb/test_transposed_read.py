@@ -124,3 +124,7 @@ def test_transposed_read(idle, bp):
     harness.run_block(TransposedTop(TransposedRead(), adc_shift_for(BL_ADC)), "transposed_top",
                       "tb.test_transposed_read", {"seed": 11, "groups": 60, "idle": idle, "bp": bp},
                       extra_sources=[PE_MODEL])
+
+
+def test_lint():
+    harness.lint_default_instances("rtl.transposed_read")
