@@ -25,7 +25,7 @@ uA, never saturates; LSB 0.25 uA = LSB_UA), so A = sum_j v_j (I+_j - I-_j) / LSB
 A layer whose input code v stands for v * s_v has float pre-activation a = A * s_v * LSB_UA; hidden
 outputs h = A >> HIDDEN_SHIFT (5) stand for h * s_v * LSB_UA * 32 (input 1/255 -> hidden 8/255: a
 hidden code saturates at a = 8, e.g. 8 full inputs through 1 uA weights); the logits are
-A * s_v * LSB_UA * 2**-SOFTMAX_SHIFT nats (li2018: 1/1020 nat per unit). The two shifts are the
+A * s_v * LSB_UA * 2**-SOFTMAX_SHIFT nats (li2018: 1/510 nat per unit). The two shifts are the
 only free scales; they were chosen once on the validation split (docs/insitu.md). The delta of
 the last layer is Q1.15 (2**-15, times the softmax gain by the chain rule); a hidden delta
 (T << shift) is the layer above's delta scale times BL_ADC's LSB (T sums err * (I+ - I-) / LSB in
