@@ -149,45 +149,49 @@ def _stats(v):
 
 
 def experiment(ds, net="li2018", device="li2018", modes=("open",), epochs=1, seeds=(0, 1, 2, 3, 4),
-               stuck_grid=STUCK_GRID, fig4b_epochs=None, log=print) -> dict:
-    """Fig. 4a per mode, the defect-free figure, the float MLP, Fig. 4b (first mode): one dict."""
+               stuck_grid=STUCK_GRID, fig4b_epochs=None, log=print, parts=("fig4a", "fig4b")) -> dict:
+    """Fig. 4a per mode (and the defect-free board), Fig. 4b (first mode) with the float MLP: one
+    dict. The step of each mode is chosen once (pick_eta on the preset's own board, seed seeds[0])
+    and serves every run of that mode, the defect-free one and every stuck fraction of Fig. 4b."""
     net = network(net)
     arr = _data(ds, net)
     t0 = time.perf_counter()
     out = {"network": net.name, "device": device, "seeds": list(seeds), "epochs": epochs,
            "sl_adc_full_scale_ua": insitu.SL_ADC.full_scale_ua, "hidden_shift": insitu.HIDDEN_SHIFT,
-           "softmax_shift": insitu.SOFTMAX_SHIFT, "fig4a": {}, "defect_free": {}, "fig4b": {}}
-    for mode in modes:
-        for key, stuck in (("fig4a", None), ("defect_free", 0.0)):
-            sel = pick_eta(arr, net, device, seeds[0], mode, stuck)
-            runs = [run_insitu(arr, net, device, s, mode, epochs, sel["eta"], stuck) for s in seeds]
-            out[key][mode] = {"eta": sel, "accuracy": _stats([r["accuracy"] for r in runs]), "runs": runs}
-            log(f"{key} {mode}: eta {sel['eta']}, accuracy {out[key][mode]['accuracy']['mean']:.2f} "
-                f"+/- {out[key][mode]['accuracy']['sd']:.2f} %")
-    x, y = arr[0], arr[1]
-    n_fit, _ = split_sizes(len(x))
-    t = insitu.InsituTrainer(Crossbar(device, seed=seeds[0]), net, insitu.InsituConfig(eta=1.0))
-    ws, val = float_mlp(t, x, y, n_fit)
-    facc = float((_float_forward(ws, arr[2], t)[1].argmax(1) == arr[3]).mean() * 100)
-    out["float_mlp"] = {"accuracy": facc, "validation_accuracy": val, "epochs": FLOAT_EPOCHS}
-    log(f"float MLP: {facc:.2f} %")
-    if stuck_grid:
-        out["fig4b"] = fig4b(arr, net, device, modes[0], fig4b_epochs or epochs, seeds, stuck_grid, ws, log)
+           "softmax_shift": insitu.SOFTMAX_SHIFT, "eta": {}, "fig4a": {}, "defect_free": {}, "fig4b": {}}
+    for mode in (modes if "fig4a" in parts else modes[:1]):
+        out["eta"][mode] = pick_eta(arr, net, device, seeds[0], mode)
+        log(f"{mode}: eta {out['eta'][mode]['eta']} (validation errors {out['eta'][mode]['validation_error']})")
+    if "fig4a" in parts:
+        for mode in modes:
+            eta = out["eta"][mode]["eta"]
+            for key, stuck in (("fig4a", None), ("defect_free", 0.0)):
+                runs = [run_insitu(arr, net, device, s, mode, epochs, eta, stuck) for s in seeds]
+                out[key][mode] = {"eta": eta, "accuracy": _stats([r["accuracy"] for r in runs]), "runs": runs}
+                log(f"{key} {mode}: accuracy {out[key][mode]['accuracy']['mean']:.2f} "
+                    f"+/- {out[key][mode]['accuracy']['sd']:.2f} %")
+    if "fig4b" in parts and stuck_grid:
+        x, y = arr[0], arr[1]
+        n_fit, _ = split_sizes(len(x))
+        t = insitu.InsituTrainer(Crossbar(device, seed=seeds[0]), net, insitu.InsituConfig(eta=1.0))
+        ws, val = float_mlp(t, x, y, n_fit)
+        facc = float((_float_forward(ws, arr[2], t)[1].argmax(1) == arr[3]).mean() * 100)
+        out["float_mlp"] = {"accuracy": facc, "validation_accuracy": val, "epochs": FLOAT_EPOCHS}
+        log(f"float MLP: {facc:.2f} %")
+        out["fig4b"] = fig4b(arr, net, device, modes[0], fig4b_epochs or epochs, seeds, stuck_grid, ws,
+                             out["eta"][modes[0]]["eta"], log)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
-def fig4b(arr, net, device, mode, epochs, seeds, grid, ws, log=print) -> dict:
-    res = {"mode": mode, "epochs": epochs, "stuck_off": list(grid), "insitu": [], "exsitu": [], "eta": []}
+def fig4b(arr, net, device, mode, epochs, seeds, grid, ws, eta, log=print) -> dict:
+    res = {"mode": mode, "epochs": epochs, "eta": eta, "stuck_off": list(grid), "insitu": [], "exsitu": []}
     for f in grid:
-        sel = pick_eta(arr, net, device, seeds[0], mode, f)
-        ins = [run_insitu(arr, net, device, s, mode, epochs, sel["eta"], f, record_every=0)["accuracy"]
-               for s in seeds]
+        ins = [run_insitu(arr, net, device, s, mode, epochs, eta, f, record_every=0)["accuracy"] for s in seeds]
         exs = [run_exsitu(arr, net, device, s, ws, f)["accuracy"] for s in seeds]
         res["insitu"].append(_stats(ins))
         res["exsitu"].append(_stats(exs))
-        res["eta"].append(sel["eta"])
-        log(f"fig4b stuck {f:.0%}: in situ {np.mean(ins):.2f} %, ex situ {np.mean(exs):.2f} % (eta {sel['eta']})")
+        log(f"fig4b stuck {f:.0%}: in situ {np.mean(ins):.2f} %, ex situ {np.mean(exs):.2f} %")
     return res
 
 
@@ -204,7 +208,7 @@ def plots(rep: dict, outdir, force: bool = False) -> list[str]:
 
     from .fileio import check_outputs, write_atomic
     out = Path(outdir)
-    names = [f for f in PLOT_FILES if f != "accuracy_vs_stuck.png" or rep.get("fig4b")]
+    names = [f for f, k in zip(PLOT_FILES, ("fig4a", "fig4b")) if rep.get(k)]
     check_outputs([out / f for f in names], force)
     files = []
 
@@ -212,6 +216,14 @@ def plots(rep: dict, outdir, force: bool = False) -> list[str]:
         files.append(str(write_atomic(out / name, lambda f: fig.savefig(f, format="png", dpi=120), force)))
         plt.close(fig)
 
+    if rep.get("fig4a"):
+        _plot4a(plt, rep, save)
+    if rep.get("fig4b"):
+        _plot4b(plt, rep, save)
+    return files
+
+
+def _plot4a(plt, rep, save):
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, style in (("fig4a", "-"), ("defect_free", "--")):
         for mode, r in rep[key].items():
@@ -228,21 +240,21 @@ def plots(rep: dict, outdir, force: bool = False) -> list[str]:
     ax.legend()
     fig.tight_layout()
     save(fig, "accuracy_vs_images.png")
-    if rep.get("fig4b"):
-        b = rep["fig4b"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        f = 100 * np.array(b["stuck_off"])
-        for key, lab in (("insitu", f"in situ ({b['mode']})"), ("exsitu", "ex situ (transfer)")):
-            ax.errorbar(f, [s["mean"] for s in b[key]], yerr=[s["sd"] for s in b[key]], marker="o", capsize=3,
-                        label=lab)
-        ax.set_xlabel("stuck-OFF devices (%)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title(f"defect tolerance, {len(rep['seeds'])} seeds (Li Fig. 4b)")
-        ax.legend()
-        fig.tight_layout()
-        save(fig, "accuracy_vs_stuck.png")
-    return files
+
+
+def _plot4b(plt, rep, save):
+    b = rep["fig4b"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    f = 100 * np.array(b["stuck_off"])
+    for key, lab in (("insitu", f"in situ ({b['mode']})"), ("exsitu", "ex situ (transfer)")):
+        ax.errorbar(f, [s["mean"] for s in b[key]], yerr=[s["sd"] for s in b[key]], marker="o", capsize=3, label=lab)
+    ax.set_xlabel("stuck-OFF devices (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"defect tolerance, {len(rep['seeds'])} seeds (Li Fig. 4b)")
+    ax.legend()
+    fig.tight_layout()
+    save(fig, "accuracy_vs_stuck.png")
 
 
 def run_cli(args) -> list[str]:
@@ -263,7 +275,7 @@ def run_cli(args) -> list[str]:
     ds = load_dataset(args.data, image_shape=net.source_shape, n_classes=net.n_classes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     rep = experiment(ds, net, args.device, tuple(dict.fromkeys(args.mode)), args.epochs, tuple(args.seeds),
-                     tuple(args.stuck_grid), args.fig4b_epochs, log)
+                     tuple(args.stuck_grid), args.fig4b_epochs, log, tuple(args.parts))
     rep["data"] = str(args.data)
     files = [str(write_atomic(rep_path, json.dumps(rep, indent=1), args.force))]
     return files + plots(rep, out, args.force)

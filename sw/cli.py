@@ -336,6 +336,8 @@ def _train_insitu_parser(sub):
     p.add_argument("--stuck-grid", type=PROBABILITY, nargs="*", default=list(STUCK_GRID),
                    help="stuck-OFF fractions of Fig. 4b (default 0 .. 0.5; none: skip Fig. 4b)")
     p.add_argument("--fig4b-epochs", type=int_range(1, 100), default=None, help="epochs of Fig. 4b (default --epochs)")
+    p.add_argument("--parts", choices=("fig4a", "fig4b"), nargs="+", default=["fig4a", "fig4b"],
+                   help="Fig. 4a (+ defect-free) per mode and/or Fig. 4b (first mode, + float MLP, ex situ)")
     p.add_argument("--out", type=Path, required=True, help="output directory: insitu.json + the two plots")
     _force(p, "the report and plots in --out")
     p.add_argument("--quiet", action="store_true")
