@@ -66,8 +66,9 @@ class DeviceParams:
     relax_rel: float = 0.0                  # relative s.d. of the relaxation (of I)
     # defects: stuck cells ignore pulses, relaxation and drift
     p_stuck_on: float = 0.0                 # stuck at G_hi
-    p_stuck_off: float = 0.0                # stuck at G_lo
-    p_stuck_mid: float = 0.0                # stuck near g_stuck_mid_us (Li 2018: ~10 uS)
+    p_stuck_off: float = 0.0                # stuck at G_lo (or at g_stuck_off_us)
+    g_stuck_off_us: float | None = None     # stuck-OFF conductance below the window (Li 2018); None: G_lo
+    p_stuck_mid: float = 0.0                # stuck near g_stuck_mid_us (inside the window)
     g_stuck_mid_us: tuple[float, float] = (10.0, 0.5)  # mean, s.d.
     # read
     read_noise_rel: float = 0.0             # s.d. of every cell current per read, relative
@@ -211,7 +212,7 @@ def draw_cells(p: DeviceParams, shape, rng: np.random.Generator) -> CellParams:
     g0 = p.init_us[0] + (p.init_us[1] - p.init_us[0]) * u[2]
     g0 = np.clip(g0, lo, hi)
     g0 = np.where(stuck == 1, hi, g0)
-    g0 = np.where(stuck == 2, lo, g0)
+    g0 = np.where(stuck == 2, lo if p.g_stuck_off_us is None else p.g_stuck_off_us, g0)
     mid = np.clip(p.g_stuck_mid_us[0] + p.g_stuck_mid_us[1] * z[4], lo, hi)
     g0 = np.where(stuck == 3, mid, g0)
     r = lambda a: a.reshape(shape)  # noqa: E731
@@ -219,6 +220,18 @@ def draw_cells(p: DeviceParams, shape, rng: np.random.Generator) -> CellParams:
 
 
 # ------------------------------------------------------------------------------------- presets
+
+# Li 2018 (REFERENCE.md section 2) mapped onto the PE's read range: every conductance x 20/900, so
+# Li's window top (900 uS) is the top of Yao's level range (20 uS, 4 uA at 0.2 V) and the forward and
+# transposed reads, the ADCs and the verify codes are those of the board (docs/insitu.md).
+LI_SCALE = 20.0 / 900.0
+LI_G_LO_US, LI_G_HI_US = 100.0 * LI_SCALE, 900.0 * LI_SCALE          # 2.22, 20.0 uS
+LI_STEP_US = (LI_G_HI_US - LI_G_LO_US) / 63                           # one nominal pulse: 0.28 uS
+# Fresh cells: "a single pulse from a low-conductance state" (Li, Methods), the pulse's effect
+# spread uniformly over 0-4 nominal steps (Li give no spread; with one as small as the 2 % update
+# variation every pair's G+ - G- stays below the SL ADC's LSB, and a defect-free board cannot
+# break the symmetry between hidden units: docs/insitu.md)
+LI_INIT_US = (LI_G_LO_US, LI_G_LO_US + 4 * LI_STEP_US)                  # 2.22-3.35 uS
 
 PRESETS: dict[str, DeviceParams] = {
     "yao2020": DeviceParams(
@@ -239,9 +252,14 @@ PRESETS: dict[str, DeviceParams] = {
         c2c_sigma=0.3, d2d_bounds_sigma=0.05, d2d_levels_sigma=0.1,
         notes="Bennett 2019 linear ('perfect') model (eq. 1), g = 64, c2c 30 %, d2d as bennett2019"),
     "li2018": DeviceParams(
-        "li2018", "linear", g_lo_us=0.5, g_hi_us=22.5, levels=64, c2c_sigma=0.3,
-        relax_rel=0.02, p_stuck_mid=0.11, g_stuck_mid_us=(10.0, 0.5),
-        notes="Li 2018: 11 % of the devices stuck near 10 uS, write s.d. 2 % of the conductance"),
+        "li2018", "linear", g_lo_us=LI_G_LO_US, g_hi_us=LI_G_HI_US, levels=64, c2c_sigma=0.0,
+        relax_rel=0.02, p_stuck_off=0.11, g_stuck_off_us=10.0 * LI_SCALE,
+        init_us=LI_INIT_US,
+        window_us=(LI_G_LO_US, LI_G_HI_US), margin_na=40,
+        notes="Li 2018 scaled by 20/900 onto the PE's read range: window 100-900 uS -> 2.22-20 uS, "
+              "11 % stuck OFF at 10 uS -> 0.22 uS (below the window), 2 % update variation (s.d. of "
+              "the conductance after every update), linear identical pulses of 1/63 of the window, "
+              "fresh cells one pulse from the window floor, uniform in 2.22-3.35 uS (0-4 nominal steps)"),
     "ideal": DeviceParams(
         "ideal", "linear", g_lo_us=2.5, g_hi_us=20.0, levels=8, init_us=(2.5, 2.5),
         notes="exact 2.5 uS per pulse from 2.5 uS, no noise, no defects: transfers land on the levels"),

@@ -97,19 +97,29 @@ def test_bennett_nonlinear_closed_form():
 
 def test_li2018_stuck_and_write_error():
     p = preset("li2018")
+    # Li's window 100-900 uS and stuck level 10 uS, x 20/900
+    assert (p.g_lo_us, p.g_hi_us) == pytest.approx((100 / 45, 20.0)) and p.window_us == (p.g_lo_us, p.g_hi_us)
     cp = devices.draw_cells(p, (20000,), np.random.default_rng(1))
-    frac = (cp.stuck == 3).mean()
-    assert abs(frac - 0.11) < 4 * math.sqrt(0.11 * 0.89 / 20000)
-    assert abs(np.median(cp.g0[cp.stuck == 3]) - 10.0) < 0.1
+    frac = (cp.stuck == 2).mean()
+    assert abs(frac - 0.11) < 4 * math.sqrt(0.11 * 0.89 / 20000) and not (cp.stuck % 2).any()
+    assert np.all(cp.g0[cp.stuck == 2] == pytest.approx(10 / 45))           # stuck OFF, below the window
+    # fresh cells: one pulse from the window floor, its effect uniform over 0-4 nominal steps
+    fresh = cp.g0[cp.stuck == 0]
+    step = p.mean_step_us(p.g_lo_us, devices.SET)
+    assert step == pytest.approx((20 - 100 / 45) / 63)
+    assert fresh.min() >= p.g_lo_us and fresh.max() <= p.g_lo_us + 4 * step
+    assert np.mean(fresh) == pytest.approx(p.g_lo_us + 2 * step, rel=2e-3)
     # write error: relaxation of s.d. 2 % of the read current
     assert devices.relax_sigma_na(p, 3000.0) == pytest.approx(60.0)
     xb = Crossbar("li2018", seed=2, n_pe=1)
     g = np.full(xb.shape, 12.0)
     xb.set_conductance(g)
     ok = xb.stuck == 0
-    out = np.array([xb._relax(12.0, 0.5, 22.5) for _ in range(4000)])
+    out = np.array([xb._relax(12.0, p.g_lo_us, p.g_hi_us) for _ in range(4000)])
     assert np.std(out) / 12.0 == pytest.approx(0.02, rel=0.08)
-    assert np.all(xb.g[ok] == 12.0)
+    assert np.all(xb.g[ok] == 12.0) and np.all(xb.g[~ok] == pytest.approx(10 / 45))
+    xb.open_loop(0, *np.argwhere(~ok[0])[0], devices.SET, 5)          # stuck cells ignore pulses
+    assert np.all(xb.g[~ok] == pytest.approx(10 / 45))
 
 
 def test_presets_and_overrides():
