@@ -226,7 +226,12 @@ def draw_cells(p: DeviceParams, shape, rng: np.random.Generator) -> CellParams:
 # transposed reads, the ADCs and the verify codes are those of the board (docs/insitu.md).
 LI_SCALE = 20.0 / 900.0
 LI_G_LO_US, LI_G_HI_US = 100.0 * LI_SCALE, 900.0 * LI_SCALE          # 2.22, 20.0 uS
-LI_INIT_US = LI_G_LO_US + (LI_G_HI_US - LI_G_LO_US) / 63             # one pulse up: 2.50 uS
+LI_STEP_US = (LI_G_HI_US - LI_G_LO_US) / 63                           # one nominal pulse: 0.28 uS
+# Fresh cells: "a single pulse from a low-conductance state" (Li, Methods), the pulse's effect
+# spread uniformly over 0-4 nominal steps (Li give no spread; with one as small as the 2 % update
+# variation every pair's G+ - G- stays below the SL ADC's LSB, and a defect-free board cannot
+# break the symmetry between hidden units: docs/insitu.md)
+LI_INIT_US = (LI_G_LO_US, LI_G_LO_US + 4 * LI_STEP_US)                  # 2.22-3.35 uS
 
 PRESETS: dict[str, DeviceParams] = {
     "yao2020": DeviceParams(
@@ -249,12 +254,12 @@ PRESETS: dict[str, DeviceParams] = {
     "li2018": DeviceParams(
         "li2018", "linear", g_lo_us=LI_G_LO_US, g_hi_us=LI_G_HI_US, levels=64, c2c_sigma=0.0,
         relax_rel=0.02, p_stuck_off=0.11, g_stuck_off_us=10.0 * LI_SCALE,
-        init_us=(LI_INIT_US * (1 - 0.02 * 3 ** 0.5), LI_INIT_US * (1 + 0.02 * 3 ** 0.5)),
+        init_us=LI_INIT_US,
         window_us=(LI_G_LO_US, LI_G_HI_US), margin_na=40,
         notes="Li 2018 scaled by 20/900 onto the PE's read range: window 100-900 uS -> 2.22-20 uS, "
               "11 % stuck OFF at 10 uS -> 0.22 uS (below the window), 2 % update variation (s.d. of "
               "the conductance after every update), linear identical pulses of 1/63 of the window, "
-              "fresh cells one pulse above the window floor (2.50 uS +/- 2 %)"),
+              "fresh cells one pulse from the window floor, uniform in 2.22-3.35 uS (0-4 nominal steps)"),
     "ideal": DeviceParams(
         "ideal", "linear", g_lo_us=2.5, g_hi_us=20.0, levels=8, init_us=(2.5, 2.5),
         notes="exact 2.5 uS per pulse from 2.5 uS, no noise, no defects: transfers land on the levels"),

@@ -347,12 +347,45 @@ def _sim_parser(sub):
     p.set_defaults(fn=cmd_sim)
 
 
+def cmd_train_insitu(args):
+    from golden.blas import limit_blas_threads
+    from golden.insitu_run import run_cli
+    limit_blas_threads(1)
+    for f in run_cli(args):
+        print(f"wrote {f}")
+
+
+def _train_insitu_parser(sub):
+    from golden.insitu_run import STUCK_GRID
+    from golden.networks import NETWORKS
+    from sw.argtypes import PROBABILITY
+    p = sub.add_parser("train-insitu", help="in-situ training of a dense network on the device model, backprop "
+                                            "included (Li 2018 Fig. 4a/4b; golden model)")
+    _common(p, weights=False)
+    p.add_argument("--network", choices=sorted(NETWORKS), default="li2018")
+    p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default="li2018")
+    p.add_argument("--mode", choices=("open", "closed"), nargs="+", default=["open"],
+                   help="programming: open-loop identical pulses (Li, default) and/or closed-loop write-verify (Yao)")
+    p.add_argument("--epochs", type=int_range(1, 100), default=1, help="training epochs of every run (default 1)")
+    p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2, 3, 4], help="device seeds (default 0..4)")
+    p.add_argument("--stuck-grid", type=PROBABILITY, nargs="*", default=list(STUCK_GRID),
+                   help="stuck-OFF fractions of Fig. 4b (default 0 .. 0.5; none: skip Fig. 4b)")
+    p.add_argument("--fig4b-epochs", type=int_range(1, 100), default=None, help="epochs of Fig. 4b (default --epochs)")
+    p.add_argument("--parts", choices=("fig4a", "fig4b"), nargs="+", default=["fig4a", "fig4b"],
+                   help="Fig. 4a (+ defect-free) per mode and/or Fig. 4b (first mode, + float MLP, ex situ)")
+    p.add_argument("--out", type=Path, required=True, help="output directory: insitu.json + the two plots")
+    _force(p, "the report and plots in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_train_insitu)
+
+
 def _parser():
     ap = Parser(prog="mcnn", description="Open digital periphery for memristor CNN accelerators")
     sub = ap.add_subparsers(dest="cmd", required=True)
     _train_parser(sub)
     _eval_parser(sub)
     _sim_parser(sub)
+    _train_insitu_parser(sub)
     p = sub.add_parser("bench", help="benchmarks, one JSON object")
     _common(p)
     p.add_argument("--n", type=int_range(1, TEST_SET_MAX), default=10000, help="images for the golden datapath")

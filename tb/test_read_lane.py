@@ -4,7 +4,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockSignal, Instance, Module
+from amaranth.hdl import ClockSignal, Instance, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -34,7 +34,8 @@ class LaneTop(wiring.Component):
                                    i_sh_bank=pe.sh_bank, i_adc_start=pe.adc_start, i_adc_bank=pe.adc_bank,
                                    i_adc_sel=pe.adc_sel, i_adc_shift=self.adc_shift, o_adc_valid=pe.adc_valid,
                                    o_adc_codes=pe.adc_codes, i_cfg_we=self.cfg_we, i_cfg_addr=self.cfg_addr,
-                                   i_cfg_data=self.cfg_data)
+                                   i_cfg_data=self.cfg_data, i_sl_drive=0, i_bl_sample=0, i_bl_shift=0,
+                                   o_bl_valid=Signal(), o_bl_codes=Signal(16 * 8))
         return m
 
 
