@@ -28,18 +28,12 @@ from dataclasses import replace
 import numpy as np
 
 from .devices import DeviceParams, draw_cells
-from .synapse import DiffArray
+from .synapse import DiffArray, encode  # noqa: F401  (encode: eq. 5, re-exported)
 
 RULES = ("swh", "l1", "l2")
 PROJ_SIGMA = 0.05       # relative device-to-device spread of G_off in the projection layer
 RIDGE_LAM = 1e-3        # ridge lam per training example (H entries are +-1); chosen on the 5k validation split
                         # from {1e-4, 1e-3, 1e-2, 1e-1} (1e-4 and 1e-3 equal within 0.02 %)
-
-
-def encode(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 -> (N, H*W + 1) float32: eq. 5 voltages in [-1, 1] and the bias input +1."""
-    x = images.reshape(len(images), -1).astype(np.float32) * np.float32(2 / 255) - np.float32(1)
-    return np.hstack([x, np.ones((len(x), 1), np.float32)])
 
 
 def projection(p: DeviceParams, n_in: int, m: int, rng: np.random.Generator,
@@ -171,3 +165,159 @@ def run_elm(data, p: DeviceParams, m: int = 3000, epochs: int = 3, seed: int = 0
         out["acc_ridge"] = accuracy(ht, w, data.test_labels)
         out["ridge_lam"] = ridge_lam
     return out
+
+
+# ------------------------------------------------------------------------------ command line
+
+def device_from_args(a) -> DeviceParams:
+    """The device of a run: a preset with the synapse-quality overrides given (None = preset's)."""
+    from .devices import preset
+    over = {k: v for k, v in (("levels", a.levels), ("zeta", a.zeta), ("c2c_sigma", a.c2c),
+                              ("d2d_bounds_sigma", a.d2d_bounds), ("d2d_levels_sigma", a.d2d_levels))
+            if v is not None}
+    return preset(a.device, **over)
+
+
+def parser():
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m golden.elm", description=(
+        "Bennett 2019 in-situ learners (golden model): NoProp/ELM with sign-WH (and ridge), "
+        "sign-backprop MLP (and its float SGD twin). Writes DIR/report.json and DIR/accuracy.png."))
+    ap.add_argument("--network", choices=("elm", "mlp-sign"), default="elm")
+    ap.add_argument("--device", default="bennett2019-linear", help="device preset (golden/devices.py)")
+    ap.add_argument("--levels", type=int, help="writable levels g (default: the preset's)")
+    ap.add_argument("--zeta", type=float, help="RESET asymmetry")
+    ap.add_argument("--c2c", type=float, help="cycle-to-cycle s.d. (relative)")
+    ap.add_argument("--d2d-bounds", type=float, help="device-to-device s.d. of G_min, G_max (relative)")
+    ap.add_argument("--d2d-levels", type=float, help="device-to-device s.d. of g (relative)")
+    ap.add_argument("--hidden", type=int, help="hidden units M (default: elm 3000, tanh 300, relu 800)")
+    ap.add_argument("--epochs", type=int, help="epochs (default: elm 3, mlp 8)")
+    ap.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1")
+    ap.add_argument("--batch", type=int, help="examples per programming cycle (default: elm 1, mlp 100)")
+    ap.add_argument("--rule", choices=RULES, default="swh", help="elm output rule (Fig. 3)")
+    ap.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="mlp hidden units")
+    ap.add_argument("--alpha", type=float, default=1.0, help="rectifier slope above 0")
+    ap.add_argument("--beta", type=float, default=0.0, help="rectifier slope below 0")
+    ap.add_argument("--float", action="store_true", help="mlp: also the float MLP trained by SGD")
+    ap.add_argument("--lr", type=float, default=0.1, help="float MLP learning rate")
+    ap.add_argument("--no-ridge", action="store_true", help="elm: skip the analytic ridge solution")
+    ap.add_argument("--n-train", type=int, help="first N training images only")
+    ap.add_argument("--n-test", type=int, help="first N test images only")
+    ap.add_argument("--data", help="dataset directory (default: data/mnist)")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--force", action="store_true", help="replace an existing report")
+    return ap
+
+
+def _check_args(a):
+    from .fileio import InputError
+    for name in ("levels", "hidden", "epochs", "batch", "n_train", "n_test"):
+        v = getattr(a, name)
+        if v is not None and v < (2 if name == "levels" else 1):
+            raise InputError(f"--{name.replace('_', '-')}: expected an integer >= "
+                             f"{2 if name == 'levels' else 1}, got {v}")
+    if a.seeds < 1:
+        raise InputError(f"--seeds: expected an integer >= 1, got {a.seeds}")
+    for name in ("zeta", "c2c", "d2d_bounds", "d2d_levels"):
+        v = getattr(a, name)
+        if v is not None and not (v >= 0 and np.isfinite(v)):
+            raise InputError(f"--{name.replace('_', '-')}: expected a number >= 0, got {v}")
+
+
+def _runs(a, data, p, log) -> dict:
+    """Every run of the command: {"runs": [...], "float": [...]}."""
+    from .signmlp import run_mlp
+    out = {"runs": [], "float": []}
+    for seed in range(a.seeds):
+        if a.network == "elm":
+            out["runs"].append(run_elm(data, p, a.hidden or 3000, a.epochs or 3, seed, a.rule,
+                                       batch=a.batch or 1, ridge_lam=None if a.no_ridge else RIDGE_LAM,
+                                       log=log))
+            continue
+        m = a.hidden or (300 if a.activation == "tanh" else 800)
+        kw = dict(m=m, kind=a.activation, epochs=a.epochs or 8, seed=seed, batch=a.batch or 100,
+                  alpha=a.alpha, beta=a.beta, log=log)
+        out["runs"].append(run_mlp(data, p, **kw))
+        if a.float:
+            out["float"].append(run_mlp(data, None, lr=a.lr, **kw))
+    return out
+
+
+def _stats(v) -> dict:
+    v = np.asarray(v, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def summarise(runs: dict) -> dict:
+    r = runs["runs"]
+    key = "acc_insitu" if r[0]["network"] == "elm" else "acc"
+    s = {"acc": _stats([x[key] for x in r]), "s_per_epoch": _stats([x["s_per_epoch"] for x in r])}
+    if "acc_ridge" in r[0]:
+        s["acc_ridge"] = _stats([x["acc_ridge"] for x in r])
+    if runs["float"]:
+        s["acc_float"] = _stats([x["acc"] for x in runs["float"]])
+    return s
+
+
+def plot(rep: dict, path, force: bool) -> str:
+    """Test accuracy against training epochs, one line per run (float twin dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import write_atomic
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n = rep["n_train"]
+    for kind, style in (("runs", "-"), ("float", "--")):
+        for r in rep[kind]:
+            e, acc = zip(*r["curve"])
+            ax.plot(np.array(e) / n, 100 * np.array(acc), style, label=f"{r['network']} seed {r['seed']}")
+    if "acc_ridge" in rep["summary"]:
+        ax.axhline(100 * rep["summary"]["acc_ridge"]["mean"], color="k", lw=0.8, label="ridge (analytic)")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(max(0, 100 * rep["summary"]["acc"]["mean"] - 15), 100)
+    ax.set_title(f"{rep['network']}, {rep['device']['name']}, g = {rep['device']['levels']}")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    try:
+        return str(write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110), force))
+    finally:
+        plt.close(fig)
+
+
+def main(argv=None) -> int:
+    import dataclasses
+    import json
+    import sys
+    from pathlib import Path
+
+    from . import idx
+    from .fileio import check_outputs, write_atomic
+    a = parser().parse_args(argv)
+    out = Path(a.out)
+    try:
+        _check_args(a)
+        p = device_from_args(a)
+        check_outputs([out / "report.json", out / "accuracy.png"], a.force)
+        data = idx.load_dataset(a.data or idx.default_data_dir())
+    except (ValueError, OSError) as e:         # InputError, IDXError, DeviceParams checks
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    data = dataclasses.replace(data, train_images=data.train_images[:a.n_train],
+                               train_labels=data.train_labels[:a.n_train],
+                               test_images=data.test_images[:a.n_test], test_labels=data.test_labels[:a.n_test])
+    runs = _runs(a, data, p, lambda s: print(s, file=sys.stderr, flush=True))
+    rep = {"network": a.network, "device": dataclasses.asdict(p), "args": vars(a), "n_train": len(data.train_images),
+           "n_test": len(data.test_images), **runs, "summary": summarise(runs)}
+    write_atomic(out / "report.json", json.dumps(rep, indent=1, default=str), a.force)
+    plot(rep, out / "accuracy.png", a.force)
+    s = rep["summary"]
+    print(f"{a.network}: test {100 * s['acc']['mean']:.2f} +- {100 * s['acc']['std']:.2f} % over {s['acc']['n']} "
+          f"seed(s)" + "".join(f", {k[4:]} {100 * s[k]['mean']:.2f} %" for k in ("acc_ridge", "acc_float") if k in s)
+          + f"; {s['s_per_epoch']['mean']:.1f} s/epoch; {out / 'report.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Sign-backprop MLP on NVM synapses and its float twin, Bennett et al. 2019 (issue 16, golden side).
 
-Network (paper section II.B.3, Fig. 2b): inputs of eq. 5 plus a bias input (golden.elm.encode); a
+Network (paper section II.B.3, Fig. 2b): inputs of eq. 5 plus a bias input (golden.synapse.encode); a
 hidden layer of M units, tanh or a rectifier (slope alpha above 0, beta below; ReLU = 1, 0); a
 softmax output with cross-entropy; a constant hidden unit +1 as the output bias. Both weight layers
 are differential pairs (golden/synapse.py); the effective weight is w = a W with W = G+ - G- (uS) and
@@ -19,8 +19,7 @@ import time
 import numpy as np
 
 from .devices import DeviceParams
-from .elm import encode
-from .synapse import DiffArray
+from .synapse import DiffArray, encode
 
 ACTS = ("tanh", "relu")
 
@@ -96,13 +95,15 @@ def run_mlp(data, p: DeviceParams | None, m: int = 300, kind: str = "tanh", epoc
     rng = np.random.default_rng(seed)
     x, xt = encode(data.train_images).astype(np.float64), encode(data.test_images).astype(np.float64)
     y = np.eye(data.n_classes)[data.train_labels]
-    if p is None:
+    net, w = None, None
+    if p is None:                                     # Glorot-uniform float weights
         s1, s2 = np.sqrt(6 / (x.shape[1] + m)), np.sqrt(6 / (m + 1 + data.n_classes))
         w = [rng.uniform(-s1, s1, (x.shape[1], m)), rng.uniform(-s2, s2, (m + 1, data.n_classes))]
-        net, accf = None, (lambda: test_acc(xt, data.test_labels, *w, kind, alpha, beta))
     else:
         net = SignMLP(p, x.shape[1], m, data.n_classes, rng, kind, gains, alpha, beta)
-        accf = (lambda: net.acc(xt, data.test_labels))
+
+    def accf():
+        return net.acc(xt, data.test_labels) if net else test_acc(xt, data.test_labels, *w, kind, alpha, beta)
     curve, pulses, t0 = [(0, accf())], 0, time.perf_counter()
     for ep in range(epochs):
         for idx in _batches(len(x), batch, rng):

@@ -20,6 +20,12 @@ import numpy as np
 from .devices import RESET, SET, DeviceParams, draw_cells
 
 
+def encode(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, H*W + 1) float32: eq. 5 voltages in [-1, 1] and the bias input +1."""
+    x = images.reshape(len(images), -1).astype(np.float32) * np.float32(2 / 255) - np.float32(1)
+    return np.hstack([x, np.ones((len(x), 1), np.float32)])
+
+
 def _libm(f, a: np.ndarray) -> np.ndarray:
     """f (a math function) of every element: the C library's result, as the scalar `step` gets it
     (NumPy's SIMD exp/pow differ from libm in the last bit for some inputs)."""
