@@ -141,3 +141,23 @@ def test_cli_small_run_and_bad_input(tmp_path, capsys):
     assert elm.main(["--zeta", "-1", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--device", "nope", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "z").exists()
+
+
+def test_sweep_stages_elm_and_mlp_sign():
+    """golden/sweep.py stages elm / mlp-sign: the point's device fields (levels) and the bennett
+    parameters (hidden, epochs, activation) reach the model; a bad activation is refused."""
+    from golden import sweep
+    from golden.fileio import InputError
+    from golden.idx import default_data_dir
+    spec = sweep.parse_spec({"sweep": {"stages": ["elm", "mlp-sign"]},
+                             "fixed": {"device": "bennett2019-linear", "hidden": 30, "epochs": 1,
+                                       "n_train": 200, "n_test": 100, "activation": "relu"},
+                             "params": {"levels": [16, 64]}})
+    assert [p["levels"] for p in spec.points] == [16, 64]
+    m = sweep.run_point(spec.points[0], 0, spec.stages, str(default_data_dir()))
+    assert {"acc_elm", "acc_elm_ridge", "elm_pulses", "acc_mlp_sign", "mlp_sign_pulses"} <= set(m)
+    assert 0 <= m["acc_elm"] <= 100 and m["elm_pulses"] > 0 and m["mlp_sign_pulses"] > 0
+    row = sweep.resolve(spec.points[0], spec.stages)
+    assert row["levels"] == 16 and row["hidden"] == 30 and row["activation"] == "relu"
+    with pytest.raises(InputError, match="activation"):
+        sweep.parse_spec({"sweep": {"stages": ["elm"]}, "fixed": {"activation": "sigmoid"}})
