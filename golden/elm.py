@@ -198,6 +198,8 @@ def parser():
     ap.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="mlp hidden units")
     ap.add_argument("--alpha", type=float, default=1.0, help="rectifier slope above 0")
     ap.add_argument("--beta", type=float, default=0.0, help="rectifier slope below 0")
+    ap.add_argument("--gains", type=float, nargs=2, metavar=("G1", "G2"),
+                    help="mlp layer gains: w = G (G+ - G-) / (w_max sqrt(fan_in)) (default 2.5 2.5)")
     ap.add_argument("--float", action="store_true", help="mlp: also the float MLP trained by SGD")
     ap.add_argument("--lr", type=float, default=0.1, help="float MLP learning rate")
     ap.add_argument("--no-ridge", action="store_true", help="elm: skip the analytic ridge solution")
@@ -216,6 +218,8 @@ def _check_args(a):
         if v is not None and v < (2 if name == "levels" else 1):
             raise InputError(f"--{name.replace('_', '-')}: expected an integer >= "
                              f"{2 if name == 'levels' else 1}, got {v}")
+    if a.gains is not None and not all(g > 0 and np.isfinite(g) for g in a.gains):
+        raise InputError(f"--gains: expected two numbers > 0, got {a.gains}")
     if a.seeds < 1:
         raise InputError(f"--seeds: expected an integer >= 1, got {a.seeds}")
     for name in ("zeta", "c2c", "d2d_bounds", "d2d_levels"):
@@ -226,7 +230,7 @@ def _check_args(a):
 
 def _runs(a, data, p, log) -> dict:
     """Every run of the command: {"runs": [...], "float": [...]}."""
-    from .signmlp import run_mlp
+    from .signmlp import GAINS, run_mlp
     out = {"runs": [], "float": []}
     for seed in range(a.seeds):
         if a.network == "elm":
@@ -237,7 +241,7 @@ def _runs(a, data, p, log) -> dict:
         m = a.hidden or (300 if a.activation == "tanh" else 800)
         kw = dict(m=m, kind=a.activation, epochs=a.epochs or 8, seed=seed, batch=a.batch or 100,
                   alpha=a.alpha, beta=a.beta, log=log)
-        out["runs"].append(run_mlp(data, p, **kw))
+        out["runs"].append(run_mlp(data, p, gains=tuple(a.gains or GAINS), **kw))
         if a.float:
             out["float"].append(run_mlp(data, None, lr=a.lr, **kw))
     return out

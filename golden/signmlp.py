@@ -22,7 +22,8 @@ from .devices import DeviceParams
 from .synapse import DiffArray, encode
 
 ACTS = ("tanh", "relu")
-GAINS = (1.0, 1.0)      # layer gains; best of (1, 1), (2.5, 2.5), (5, 5), (2.5, 10) on 10k images, 2 epochs (tanh 300)
+GAINS = (2.5, 2.5)      # layer gains: initial pre-activations of s.d. ~1; 94.73 % after 2 epochs (tanh 300, g 256)
+                        # against 92.26 % with (1, 1) (full MNIST; on a 10k subset (1, 1) looked better)
 
 
 def act(kind: str, z: np.ndarray, alpha: float = 1.0, beta: float = 0.0):
