@@ -140,6 +140,7 @@ def test_cli_small_run_and_bad_input(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert elm.main(["--zeta", "-1", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--device", "nope", "--out", str(tmp_path / "z")]) == 2
+    assert elm.main(["--network", "mlp-sign", "--gains", "0", "1", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "z").exists()
 
 
