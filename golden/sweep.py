@@ -37,7 +37,8 @@ from .devices import PRESETS, DeviceParams, preset
 from .fileio import InputError
 from .report import StageOptions
 
-STAGES = ("ideal", "transfer", "hybrid", "replicated")
+STAGES = ("ideal", "transfer", "hybrid", "replicated", "elm", "mlp-sign")
+BENNETT = ("elm", "mlp-sign")          # golden/elm.py, golden/signmlp.py: the device is the point's device
 LAYERS = tuple(L.name for L in cnn.weight_layers())
 MAX_POINTS = 100_000
 
@@ -137,6 +138,9 @@ def _registry() -> dict[str, Param]:
     for f in fields(StageOptions):
         if f.name not in _STAGE_SKIP:
             reg[f.name] = _param(f.name, "stage", _kind(f), getattr(so, f.name))
+    for name, kind, sp in (("hidden", "int", dict(lo=1)), ("epochs", "int", dict(lo=1)),
+                           ("activation", "str", dict(choices=("tanh", "relu")))):
+        reg[name] = Param(name, "bennett", kind, None, **sp)     # elm / mlp-sign; None: the network's default
     from .weights import DEFAULT_WEIGHTS
     reg["weights"] = Param("weights", "run", "path", str(DEFAULT_WEIGHTS))
     return reg
@@ -427,6 +431,35 @@ def run_point(point: dict, seed: int, stages=("transfer",), data: str = "data/mn
             raise InputError(f"n_train {opt.n_train} / n_test {n_test}: the dataset has {len(ds.train_images)} "
                              f"training and {len(ds.test_images)} test images")
         out.update(device_metrics(run_seed(seed, w, ds, opt), stages))
+    if set(stages) & set(BENNETT):
+        out.update(bennett_metrics(point, seed, stages, data))
+    return out
+
+
+def bennett_metrics(point: dict, seed: int, stages, data: str) -> dict:
+    """Bennett 2019 in-situ learners at this point's device (golden/elm.py, golden/signmlp.py)."""
+    import dataclasses
+
+    from .elm import run_elm
+    from .idx import load_dataset
+    from .signmlp import run_mlp
+    key = ("bennett", str(data))
+    if key not in _INPUTS:
+        _INPUTS[key] = load_dataset(data)
+    ds = _INPUTS[key]
+    n_train, n_test = point.get("n_train"), point.get("n_test")
+    ds = dataclasses.replace(ds, train_images=ds.train_images[:n_train], train_labels=ds.train_labels[:n_train],
+                             test_images=ds.test_images[:n_test], test_labels=ds.test_labels[:n_test])
+    p, out = device_of(point), {}
+    if "elm" in stages:
+        r = run_elm(ds, p, point.get("hidden") or 3000, point.get("epochs") or 3, seed)
+        out.update(acc_elm=100 * r["acc_insitu"], acc_elm_ridge=100 * r["acc_ridge"], elm_pulses=r["pulses"],
+                   seconds_elm_epoch=r["s_per_epoch"])
+    if "mlp-sign" in stages:
+        kind = point.get("activation") or "tanh"
+        m = point.get("hidden") or (300 if kind == "tanh" else 800)
+        r = run_mlp(ds, p, m, kind, point.get("epochs") or 8, seed)
+        out.update(acc_mlp_sign=100 * r["acc"], mlp_sign_pulses=r["pulses"], seconds_mlp_sign_epoch=r["s_per_epoch"])
     return out
 
 
