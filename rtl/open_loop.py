@@ -149,6 +149,27 @@ class OpenLoop(wiring.Component):
             goto("RES", "IDLE")
 
 
+def open_resolution(p, code_bits=8):
+    """(down, up) tables for rtl/pair_programmer.py's open mode: per read code, the largest integer
+    part a with a <= golden PairProgrammer("open")._resolution(code, RESET / SET) (half a nominal
+    pulse from that state, in codes; smaller near and outside the window edges)."""
+    import math
+
+    from golden.crossbar import Crossbar
+    from golden.devices import RESET, SET
+    from golden.hybrid import PairProgrammer
+    gp = PairProgrammer(Crossbar(p, n_pe=1), "open")
+    return tuple(tuple(max(0, math.floor(gp._resolution(c, d))) for c in range(1 << code_bits)) for d in (RESET, SET))
+
+
+def window_codes(p):
+    """(lo, hi) of the pair rule in verify codes, as golden PairProgrammer computes them."""
+    from golden.crossbar import Crossbar
+    from golden.hybrid import PairProgrammer
+    gp = PairProgrammer(Crossbar(p, n_pe=1), "open")
+    return gp.lo, gp.hi
+
+
 def default_instances():
     from golden.devices import preset
     from .write_verify import WriteVerify
