@@ -3,7 +3,9 @@ placed at their fan-in indices as layer_transposed does, hidden_error's T << shi
 mask of golden.insitu.InsituTrainer.backward: li2018's layer O groups (the unit the trainer needs)
 and overlapping random groups (inputs summed over up to 4 groups, inputs in no group); groups in
 random order, garbage on the BLs beyond a group's fan-in, edge cases (extreme sums, shift 0 and
-max, h at 0, 1, 254, 255), full rate then with idle gaps on both inputs and back-pressure."""
+max, h at 0, 1, 254, 255), full rate then with idle gaps on both inputs and back-pressure.
+
+Mutation seen caught: the mask without its h < 255 half (u0 phase 0, item 3 differs)."""
 import random
 
 import numpy as np

@@ -13,6 +13,8 @@ Part 2, board: golden PairProgrammer("open") applies random update commands (pai
 Crossbar.open_loop per write with the pulses counted between results). B's verify reads agree with
 the codes golden read, and at the end B's conductances and pulse count equal A's.
 Random idle on cmd, back-pressure on req (the PE's programming drivers) and res.
+
+Mutation seen caught: no window-top tie rule (198 -> 199: got 0 pulses, expected 1).
 """
 import random
 

@@ -10,6 +10,9 @@ both rooms), parts near the window edges as the pairs fill up, batches closed by
 (random overflow flag, which `done` repeats). Expected: B's verify reads in golden's order, the
 pulse count of every batch, done only after the batch's last pulse, and at the end B's
 conductances bit for bit A's. Random idle on cmd and rd_rsp, back-pressure on rd_req, req, done.
+
+Mutation seen caught: a constant resolution of 1 code instead of golden's per-code tables (batch 0:
+pulses RTL 695, golden 701).
 """
 import random
 
