@@ -11,10 +11,17 @@ there). Per command (pe, row_pos, bl, d_code):
 A cell whose write-verify fails is blocked for good (`wv_res` is watched; one bit per cell).
 The update engine's end-of-batch marker passes through on `done` once every command before it is
 finished, so the host knows when an iteration's programming is over.
+
+Open loop (Li 2018, golden mode "open"; `resolution` given): the "too small to program" tests use
+golden PairProgrammer._resolution per read code instead of the verify margin: `resolution` =
+(down, up), the largest integer part <= the resolution of a lowered (RESET) / raised (SET) device
+at each code 0..2**code_bits-1 (elaboration data, rtl/open_loop.py `open_resolution`), looked up
+from c_down / c_up; and the `wv_from` port carries the read code of the cell of each `wv_cmd` (the
+open-loop unit counts its pulses from it). rtl/open_programmer.py composes it with rtl/open_loop.py.
 """
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,9 +33,13 @@ def _bits(n: int) -> int:
 
 class PairProgrammer(wiring.Component):
     def __init__(self, cmd_layout, wv_cmd_layout, wv_res_layout, n_pe=8, n_rows=128, n_bl=16, code_bits=8,
-                 lo=25, hi=200, margin=5):
+                 lo=25, hi=200, margin=5, resolution=None):
         self.n_pe, self.n_rows, self.n_bl, self.code_bits = n_pe, n_rows, n_bl, code_bits
         self.lo, self.hi, self.margin = lo, hi, margin
+        self.resolution = None if resolution is None else tuple(tuple(int(v) for v in t) for t in resolution)
+        if self.resolution is not None and any(len(t) != 1 << code_bits for t in self.resolution):
+            raise ValueError(f"resolution: two tables of {1 << code_bits} codes (down, up)")
+        extra = {} if resolution is None else {"wv_from": Out(code_bits)}
         self.rd_layout = data.StructLayout({"pe": _bits(n_pe), "row": _bits(n_rows), "bl": _bits(n_bl)})
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout)),
@@ -39,6 +50,7 @@ class PairProgrammer(wiring.Component):
             "wv_res_fire": In(1),
             "done": Out(stream.Signature(data.StructLayout({"overflow": 1}))),
             "busy": Out(1),
+            **extra,
         })
 
     def elaborate(self, platform):
@@ -186,6 +198,13 @@ class PairProgrammer(wiring.Component):
         with m.If(st["BLOCK_DOWN"]):
             m.d.sync += blk_a.eq(self._cell_addr(c.pe, up_row, c.bl))
             goto("BLOCK_DOWN", "BLOCK_UP")
+        s.m_d = s.m_u = self.margin             # closed loop: the verify margin
+        if self.resolution is not None:         # open loop: per-code tables, registered (c_down, c_up set in ORIENT)
+            wb = max(1, max(max(t) for t in self.resolution).bit_length())
+            s.m_d, s.m_u = Signal(wb, name="res_down"), Signal(wb, name="res_up")
+            tab_d, tab_u = (Array(C(v, wb) for v in t) for t in self.resolution)
+            with m.If(st["BLOCK_DOWN"]):
+                m.d.sync += [s.m_d.eq(tab_d[c_down]), s.m_u.eq(tab_u[c_up])]
         with m.If(st["BLOCK_UP"]):
             m.d.sync += bd.eq(blk_r.data)
             goto("BLOCK_UP", "BLOCK_WAIT")
@@ -230,7 +249,7 @@ class PairProgrammer(wiring.Component):
             m.d.sync += b0.eq(Mux(rest < room_u, rest, room_u))
             goto("SPLIT_B", "SPLIT_S")
         with m.If(st["SPLIT_S"]):
-            m.d.sync += [ab.eq(a0 + b0), a_small.eq((a0 > 0) & (a0 <= self.margin))]
+            m.d.sync += [ab.eq(a0 + b0), a_small.eq((a0 > 0) & (a0 <= s.m_d))]
             goto("SPLIT_S", "SPLIT_K")
         ab_le_u = Signal()
         ab_le_d = Signal()
@@ -239,7 +258,7 @@ class PairProgrammer(wiring.Component):
         ab_le_m, a1_le_m, b1_le_m, a2_le_m, b2_le_m = (Signal(name=n) for n in
                                                        ("ab_le_m", "a1_le_m", "b1_le_m", "a2_le_m", "b2_le_m"))
         with m.If(st["SPLIT_K"]):
-            m.d.sync += [ab_le_u.eq(ab <= room_u), ab_le_d.eq(ab <= room_d), ab_le_m.eq(ab <= self.margin)]
+            m.d.sync += [ab_le_u.eq(ab <= room_u), ab_le_d.eq(ab <= room_d), ab_le_m.eq(ab <= s.m_d)]
             goto("SPLIT_K", "SPLIT_C")
         b_small = Signal()
         with m.If(st["SPLIT_C"]):
@@ -250,13 +269,13 @@ class PairProgrammer(wiring.Component):
                 m.d.sync += [a1.eq(a0), b1.eq(b0)]
             goto("SPLIT_C", "SPLIT_T")
         with m.If(st["SPLIT_T"]):
-            m.d.sync += [b_small.eq((b1 > 0) & (b1 <= self.margin)),
-                         a1_le_m.eq(a1 <= self.margin), b1_le_m.eq(b1 <= self.margin)]
+            m.d.sync += [b_small.eq((b1 > 0) & (b1 <= s.m_u)),
+                         a1_le_m.eq(a1 <= s.m_d), b1_le_m.eq(b1 <= s.m_u)]
             goto("SPLIT_T", "SPLIT_D")
         with m.If(st["SPLIT_D"]):
             # golden: if 0 < b <= res_u and a + b <= room_d: a, b = a + b, 0
             with m.If(b_small & ab_le_d):
-                m.d.sync += [a2.eq(ab), b2.eq(0), a2_le_m.eq(ab_le_m), b2_le_m.eq(0 <= self.margin)]
+                m.d.sync += [a2.eq(ab), b2.eq(0), a2_le_m.eq(ab_le_m), b2_le_m.eq(1)]   # golden: 0 <= res_u
             with m.Else():
                 m.d.sync += [a2.eq(a1), b2.eq(b1), a2_le_m.eq(a1_le_m), b2_le_m.eq(b1_le_m)]
             goto("SPLIT_D", "SPLIT_E")
@@ -276,9 +295,13 @@ class PairProgrammer(wiring.Component):
         with m.If(st["SPLIT_F"]):
             m.d.sync += [wv_v.eq(s.a != 0), wv_row.eq(s.down_row), wv_tgt.eq(s.c_down - s.a),
                          t_up.eq(s.c_up + s.b), b_nz.eq(s.b != 0)]
+            if self.resolution is not None:
+                m.d.sync += self.wv_from.eq(s.c_down)
             goto("SPLIT_F", "PROG_DOWN")
         with m.If(st["PROG_DOWN"] & (~wv_v | self.wv_cmd.ready)):
             m.d.sync += [wv_v.eq(b_nz), wv_row.eq(s.up_row), wv_tgt.eq(t_up)]
+            if self.resolution is not None:
+                m.d.sync += self.wv_from.eq(s.c_up)
             goto("PROG_DOWN", "PROG_UP")
         with m.If(st["PROG_UP"] & (~wv_v | self.wv_cmd.ready)):
             m.d.sync += wv_v.eq(0)

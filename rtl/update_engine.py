@@ -31,6 +31,12 @@ saturation logic is needed; beyond it the `overflow` flag of the end marker says
 dI is carried at full width: |acc * M| < 2**(acc_bits + 16 - 1), so d_code is s(acc_bits + 16)
 for any shift 0..63 (golden needs shift >= 1; shift 0 gives -acc*M here).
 
+Any dense layer of an in-situ network (issue 15) takes the same unit: groups, n_out =
+fc_groups(mapping, layer) and delta_bits the layer's delta width; the accumulator width follows
+from the formula above (li2018: layer O, s17 Q1.15 deltas, as the FC; layer H, deltas T << shift
+of rtl/hidden_error.py, s26 for T s17 and shifts up to 9: 41-bit accumulators for max_batch = 128,
+54 lanes). tb/test_update_engine.py runs both against golden.update.
+
 Update clipping (golden.hybrid.clip_update, the replicated groups' training): with `clip_code`
 c != 0 at FINISH, a first scan (no output) finds mx = max |dI| over the mapped cells; if mx > c the
 second scan replaces every dI by sign(dI) * ((|dI| * c) // mx) (a restoring division of clip_bits

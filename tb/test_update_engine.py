@@ -25,6 +25,11 @@ MAPPINGS = {
 def make_mapping(name):
     from golden import cnn
     from golden.mapping import build_mapping
+    if name == "li2018":              # the in-situ MLP (issue 15): its H and O layers
+        from golden.crossbar import N_PE
+        from golden.networks import network
+        net = network("li2018")
+        return build_mapping(net.layers, net.placement, n_pe=N_PE)
     spec = MAPPINGS[name]
     if not spec:
         return build_mapping()
@@ -36,7 +41,7 @@ def make_mapping(name):
 def make_block(p):
     from rtl.update_engine import UpdateEngine, fc_groups
     mp = make_mapping(p["mapping"])
-    groups, n_out = fc_groups(mp)
+    groups, n_out = fc_groups(mp, p.get("layer", "FC"))
     return UpdateEngine(groups, n_out, n_pe=mp.n_pe, n_rows=mp.n_rows, n_bl=mp.n_bl, **p["block"]), mp
 
 
@@ -144,7 +149,8 @@ if cocotb is not None:
                 items += v_items(v[b], b, rng, OP["v"])
             items.append({"op": OP["finish"], "index": 0, "value": 0})
             expected = [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
-                        for c in commands(threshold(clipped(weight_update(acc, mult, sh), clip), th), mp)]
+                        for c in commands(threshold(clipped(weight_update(acc, mult, sh), clip), th), mp,
+                                                    p.get("layer", "FC"))]
             expected.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
             start = len(sink.items)
             await src.send(items)
@@ -191,7 +197,7 @@ if cocotb is not None:
             got = sink.items[start:]
             assert got[-1]["overflow"] == flag, f"{size} images: overflow {got[-1]['overflow']}, expected {flag}"
             if not flag:
-                exp = commands(threshold(weight_update(accumulate(v, d), mult, sh), th), mp)
+                exp = commands(threshold(weight_update(accumulate(v, d), mult, sh), th), mp, p.get("layer", "FC"))
                 assert [(g["m"], g["n"], g["d_code"]) for g in got[:-1]] == [(c.m, c.n, c.d_code) for c in exp]
 
 
@@ -275,11 +281,16 @@ CONFIGS = [
     # the accumulator RAMs return the new data when an address is read as it is written (synthesis
     # leaves that case undefined: no_rw_check): the results must not depend on it
     dict(mapping="small", block=dict(max_batch=5, collision_new=True), batches=B_SMALL[:5], idle=0.2, bp=0.3),
+    # li2018 in situ (issue 15): the output layer O (Q1.15 deltas) and the hidden layer H, whose deltas
+    # (T << shift, rtl/hidden_error.py: s26 for T s17 and shifts up to 9) are wider
+    dict(mapping="li2018", layer="O", block=dict(max_batch=8), batches=B_SMALL[:6], idle=0.2, bp=0.3),
+    dict(mapping="li2018", layer="H", block=dict(max_batch=8, delta_bits=26), batches=B_SMALL[:6], idle=0.2, bp=0.3),
 ]
 
 
 def _cfg_id(c):
-    return c["mapping"] + ("-collision_new" if c["block"].get("collision_new") else "")
+    layer = "-" + c["layer"] if "layer" in c else ""
+    return c["mapping"] + layer + ("-collision_new" if c["block"].get("collision_new") else "")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
