@@ -287,6 +287,29 @@ def _noise(cfg: TrainConfig, log):
     return dn, info
 
 
+NOISE_SCALE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def noise_scale(params, x_cal, xv, yv, layers, fac, pct, noise, log=None, draws: int = 4):
+    """Noise-aware: every weight-scale factor times a common m from NOISE_SCALE_GRID, the m with the
+    best validation accuracy under the noise (mean of `draws` fixed draws) wins. A smaller scale puts
+    the weights on more of the 15 levels: the programming error, fixed in steps, costs less, at the
+    price of clipping the largest weights. -> (QuantConfig, factors, {m: accuracy})."""
+    scores = {}
+    for m in NOISE_SCALE_GRID:
+        f = {k: v * m for k, v in fac.items()}
+        q = calibrate(params, x_cal, layers, f, pct)
+        rng = np.random.default_rng(4243)
+        scores[m] = float(np.mean([model.accuracy(params, xv, yv, layers, q, noise=(noise, rng))
+                                   for _ in range(draws)]))
+    best = max(scores, key=lambda m: (scores[m], m))
+    if log:
+        log(f"  noise-aware scale: factors x {best} (validation under the noise: "
+            + ", ".join(f"x{m}: {a:.2f} %" for m, a in scores.items()) + ")")
+    f = {k: v * best for k, v in fac.items()}
+    return calibrate(params, x_cal, layers, f, pct), f, scores
+
+
 def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log=print, init=None):
     """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta).
     init: float parameters to start from (cfg.epochs more float epochs, 0 allowed: only calibration
@@ -312,6 +335,8 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
 
     x_cal = x[rng.choice(len(x), min(cfg.n_calib, len(x)), replace=False)]
     q, fac, pct = scale_search(params, x_cal, xv, yv, layers, cfg.act_percentile, log)
+    if noise:
+        q, fac, info["scale_scores"] = noise_scale(params, x_cal, xv, yv, layers, fac, pct, noise, log)
     val_ptq = _val_accuracy(params, xv, yv, layers, q, noise)
     log(f"quantisation-aware fine-tune: {cfg.qat_epochs} epochs, lr {cfg.qat_lr}")
     val_qat = _epochs(params, x, y, rng, cfg.qat_epochs, cfg.batch, cfg.qat_lr, cfg.shift, layers, q,

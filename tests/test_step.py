@@ -296,6 +296,18 @@ def test_plain_training_unchanged_and_noise_model_recorded(monkeypatch):
     assert len(m1["noise_aware"]["mean_na_per_level"]) == 8
 
 
+def test_committed_noise_aware_weights_say_so():
+    """weights/yao2020-na (docs/devices.md, issue 19): the noise-aware fine-tune of weights/yao2020,
+    its meta naming the noise model; its integer weights use more of the 15 levels (scale x 0.7)."""
+    from golden import weights
+    w, base = weights.load("weights/yao2020-na"), weights.load("weights/yao2020")
+    m = w.meta
+    assert m["ex_situ"] == "noise-aware" and m["init"] == "weights/yao2020" and m["noise_aware"]["model"] == "levels"
+    assert m["noise_aware"]["device"] == "yao2020" and m["weight_scale_factors"]["FC"] == pytest.approx(0.7)
+    assert np.abs(w.int_w["FC"]).mean() > 1.2 * np.abs(base.int_w["FC"]).mean()
+    np.testing.assert_array_equal(w.float_w["FC"], base.float_w["FC"])     # --epochs 0: the float weights kept
+
+
 # ------------------------------------------------------------------ reports name the dataset
 
 def _write_idx(path, a):
