@@ -296,6 +296,25 @@ def test_plain_training_unchanged_and_noise_model_recorded(monkeypatch):
     assert len(m1["noise_aware"]["mean_na_per_level"]) == 8
 
 
+def test_noise_scale_picks_the_best_common_factor(monkeypatch):
+    """noise_scale scores every m of the grid under the noise (the accuracy stubbed here: best at
+    m = 0.8 for the FC scale it is given) and calibrates with the factors times the winner."""
+    layers = (cnn.Pool("P", 4), cnn.Dense("FC", 49, 10))
+    params = {"FC": np.random.default_rng(0).normal(0, 1, (49, 10)).astype(np.float32)}
+    x = np.random.default_rng(1).integers(0, 256, (20, 28, 28)).astype(np.uint8)
+    base = float(np.abs(params["FC"]).max() / model.W_LEVELS)
+    seen = []
+
+    def acc(p, xv, yv, lay, q, noise=None):
+        seen.append(noise[0])
+        m = q.w_scale["FC"] / (0.9 * base)
+        return 90 - 100 * (m - 0.8) ** 2
+    monkeypatch.setattr(model, "accuracy", acc)
+    q, fac, scores = train.noise_scale(params, x, x, None, layers, {"FC": 0.9}, 99.99, "N", draws=2)
+    assert list(scores) == list(train.NOISE_SCALE_GRID) and len(seen) == 2 * len(scores) and set(seen) == {"N"}
+    assert fac["FC"] == pytest.approx(0.72) and q.w_scale["FC"] == pytest.approx(0.72 * base)
+
+
 def test_committed_noise_aware_weights_say_so():
     """weights/yao2020-na (docs/devices.md, issue 19): the noise-aware fine-tune of weights/yao2020,
     its meta naming the noise model; its integer weights use more of the 15 levels (scale x 0.7)."""
