@@ -75,8 +75,13 @@ def init_params(layers=cnn.YAO2020, seed=0):
 
 
 def _noisy(wq, noise):
-    """noise = (sigma, rng): the integer weights plus N(0, sigma^2) per weight (programming error)."""
-    if noise is None or noise[0] <= 0:
+    """noise = (sigma, rng): the integer weights plus N(0, sigma^2) per weight (programming error);
+    noise = (m, rng) with m.perturb(wq, rng) (golden.train.DeviceNoise): the weights m returns."""
+    if noise is None:
+        return wq
+    if hasattr(noise[0], "perturb"):
+        return noise[0].perturb(wq, noise[1]).astype(wq.dtype)
+    if noise[0] <= 0:
         return wq
     return wq + (noise[1].standard_normal(wq.shape) * noise[0]).astype(wq.dtype)
 
@@ -91,7 +96,8 @@ def forward(params, x_u8, layers=cnn.YAO2020, q: QuantConfig | None = None, trai
     q=None: float model (input x/255). q given: quantised model, integer-valued tensors;
     logits are multiplied by q.logit_scale so the loss sees float-scale values.
     noise=(sigma, rng) with q: every integer weight gets a fresh N(0, sigma^2) error per call (the
-    device's programming error, noise-aware training: golden/train.py); gradients go through.
+    device's programming error, noise-aware training: golden/train.py); noise=(DeviceNoise, rng): a
+    fresh draw of the preset's measured per-level error per call; gradients go through.
     """
     x = x_u8.astype(dtype)
     x = x[..., None] if x.ndim == 3 else x

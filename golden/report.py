@@ -296,6 +296,9 @@ def format_table(basic: dict | None, st: dict) -> str:
         row("quantised, 15 levels, 8-bit acts", f"{basic['quantized']:.2f} %", f"{YAO2020['quantized']:.2f} %")
         row("integer datapath (ideal cells)", f"{basic['integer']:.2f} %", "-")
     row("after weight transfer", pm(st["transferred"], st["transferred_sd"]), f"{YAO2020['transferred']:.2f} %")
+    if basic:
+        row("transfer loss (15-level - transferred)", f"{transfer_loss(basic, st):.2f} points",
+            f"{YAO2020['quantized'] - YAO2020['transferred']:.2f} points")
     ep = "1 epoch" if o["iterations"] * 100 == o["n_train"] else f"{o['iterations']} iterations"
     row(f"after hybrid training ({ep})", pm(st["hybrid"], st["hybrid_sd"]), f"{YAO2020['hybrid']:.2f} %")
     row("training error, transferred -> hybrid", arrow(st["train_error_before"], st["train_error_after"]),
@@ -401,10 +404,15 @@ def plots(st: dict, outdir, force: bool = False) -> list[str]:
     return files
 
 
+def transfer_loss(basic: dict, st: dict) -> float:
+    """15-level accuracy minus the mean accuracy after transfer, in points (issue 19's target)."""
+    return basic["quantized"] - st["transferred"]
+
+
 def to_json(st: dict, basic: dict | None = None) -> dict:
     d = {k: v for k, v in st.items() if not k.startswith("_")}
     if basic:
-        d = {**basic, **d}
+        d = {**basic, **d, "transfer_loss": transfer_loss(basic, st)}
     return json.loads(json.dumps(d, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     n_train: int | None = None    # images [0, n_train) train, [n_train, N) validate (None: split_sizes)
     n_calib: int = 5000       # training images used to calibrate activation ranges
     device: str | None = None # noise-aware QAT: this preset's programming error on every weight (None: plain)
+    noise_model: str = "levels"   # with device: "levels" (DeviceNoise, measured per level) | "gaussian"
 
 
 def programming_sigma(device: str, n_cells: int = 512, seed: int = 20_191) -> dict:
@@ -57,6 +58,85 @@ def programming_sigma(device: str, n_cells: int = 512, seed: int = 20_191) -> di
     assert NA_PER_US > 0
     return {"device": device, "sd_na": sd, "sigma_weight": float(np.sqrt(2) * sd / (CODES_PER_STEP * VERIFY_LSB_NA)),
             "cells": len(err)}
+
+
+class DeviceNoise:
+    """The programming error of a device preset, measured per target level on its model, as a
+    sampler of weight errors (noise-aware QAT: model.forward(noise=(DeviceNoise, rng))).
+
+    Measurement: `per_level` cells of a fresh board of the preset per level 0..7 written by golden
+    write-verify (Crossbar.program_cell, the transfer's path), read back after relaxation: the device
+    error (read current - target current) in weight steps (500 nA), per level; cells that failed to
+    verify stay in (their error is what the transfer leaves), stuck cells are left out of the pool
+    and drawn instead at the preset's rates (p_stuck_on/off/mid: the device then reads its stuck
+    conductance, nominal G_hi, G_lo or the mid value). A weight w is the pair (G+ at level max(w, 0),
+    G- at level max(-w, 0)) as golden.cell.weight_to_levels maps it, both devices drawn
+    independently: error = e(G+) - e(G-). What the transfer measurements showed matters (issue 19,
+    docs/devices.md): the device error by level, including its bias (level 0 reads ~+20 nA high on
+    yao2020), and the floor device's own error; the ADC rounding of noisy slot sums did not.
+    """
+
+    def __init__(self, device: str, per_level: int = 512, seed: int = 20_191, **overrides):
+        from .cell import I_UNIT_UA, N_LEVELS, level_conductance_us
+        from .crossbar import Crossbar
+        from .devices import NA_PER_US
+        from .write_verify import VERIFY_LSB_NA, level_target_code
+        xb = Crossbar(device, seed=seed, n_pe=1, n_rows=N_LEVELS * -(-per_level // 16), n_bl=16, **overrides)
+        unit_na = I_UNIT_UA * 1000.0
+        self.device, self.p = device, xb.p
+        self.pool = [np.empty(0)] * N_LEVELS
+        failed = 0
+        for lv in range(N_LEVELS):
+            t = level_target_code(lv)
+            err = []
+            for c in range(per_level):
+                row, bl = lv * -(-per_level // 16) + c // 16, c % 16
+                ok = xb.program_cell(0, row, bl, t).ok
+                failed += not ok
+                if not xb.stuck[0, row, bl]:
+                    err.append((xb.current_na(0, row, bl) - t * VERIFY_LSB_NA) / unit_na)
+            self.pool[lv] = np.array(err)
+        self.failed, self.cells = failed, N_LEVELS * per_level
+        n = max(len(e) for e in self.pool)
+        self._pool = np.array([np.pad(e, (0, n - len(e))) for e in self.pool])     # level k: [:_count[k]]
+        self._count = np.array([len(e) for e in self.pool])
+        # stuck devices: probability and read current (steps) of each kind; the error is I - target
+        tgt = level_conductance_us(np.arange(N_LEVELS)) * NA_PER_US / unit_na
+        p = self.p
+        mid = p.g_stuck_mid_us[0] * NA_PER_US / unit_na
+        self.stuck = [(p.p_stuck_on, p.g_hi_us * NA_PER_US / unit_na - tgt),
+                      (p.p_stuck_off, p.g_lo_us * NA_PER_US / unit_na - tgt),
+                      (p.p_stuck_mid, mid - tgt)]
+
+    def device_errors(self, levels: np.ndarray, rng) -> np.ndarray:
+        """One error (weight steps) per device at `levels` (ints 0..7): a draw from the level's
+        measured pool, replaced by the stuck error at the preset's rates."""
+        idx = (rng.random(levels.shape) * self._count[levels]).astype(np.int64)
+        e = self._pool[levels, np.minimum(idx, self._count[levels] - 1)]
+        u = rng.random(levels.shape)
+        lo = 0.0
+        for prob, err in self.stuck:
+            if prob > 0:
+                hit = (u >= lo) & (u < lo + prob)
+                e = np.where(hit, err[levels], e)
+            lo += prob
+        return e
+
+    def perturb(self, wq, rng):
+        """Integer-valued weights (any float array) -> the weights a board of the preset reads."""
+        w = np.rint(wq).astype(np.int64)
+        lp, ln = np.clip(w, 0, 7), np.clip(-w, 0, 7)
+        return wq + (self.device_errors(lp, rng) - self.device_errors(ln, rng))
+
+    def summary(self) -> dict:
+        """What the weights' meta records (meta.noise_aware)."""
+        allerr = np.concatenate(self.pool) * 500.0
+        return {"device": self.device, "model": "measured per-level device error + stuck cells",
+                "cells": self.cells, "failed": self.failed, "sd_na": round(float(allerr.std()), 1),
+                "sd_na_per_level": [round(float(e.std() * 500), 1) for e in self.pool],
+                "mean_na_per_level": [round(float(e.mean() * 500), 1) for e in self.pool],
+                "p_stuck": [s[0] for s in self.stuck],
+                "sigma_weight": float(np.sqrt(2) * allerr.std() / 500.0)}
 
 
 class Adam:
@@ -93,17 +173,19 @@ def random_shift(x, rng, s):
     return win[np.arange(n), dy, dx]
 
 
-def _val_accuracy(params, xv, yv, layers, q, sigma):
-    """Validation accuracy; noise-aware (sigma > 0): the mean over 3 fixed draws of the weight error."""
-    if not sigma:
+def _val_accuracy(params, xv, yv, layers, q, noise):
+    """Validation accuracy; noise-aware (noise: a sigma > 0 or a DeviceNoise): the mean over 3 fixed
+    draws of the weight error."""
+    if not noise:
         return model.accuracy(params, xv, yv, layers, q)
     rng = np.random.default_rng(4242)
-    return float(np.mean([model.accuracy(params, xv, yv, layers, q, noise=(sigma, rng)) for _ in range(3)]))
+    return float(np.mean([model.accuracy(params, xv, yv, layers, q, noise=(noise, rng)) for _ in range(3)]))
 
 
-def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=None, xv=None, yv=None, sigma=0.0):
+def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=None, xv=None, yv=None, noise=None):
     """Adam with a cosine learning rate; keeps the parameters of the best validation epoch.
-    sigma > 0 (with q): every forward pass draws a programming error per weight (noise-aware)."""
+    noise (with q; a sigma > 0 or a DeviceNoise): every forward pass draws a programming error per
+    weight (noise-aware)."""
     opt = Adam(params, lr)
     steps = epochs * (len(x) // batch)
     step = 0
@@ -114,13 +196,13 @@ def _epochs(params, x, y, rng, epochs, batch, lr, shift, layers, q=None, log=Non
         for i in range(len(x) // batch):
             idx = order[i * batch:(i + 1) * batch]
             xb = random_shift(x[idx], rng, shift)
-            logits, cache = model.forward(params, xb, layers, q, train=True, noise=(sigma, rng) if sigma else None)
+            logits, cache = model.forward(params, xb, layers, q, train=True, noise=(noise, rng) if noise else None)
             loss, d = model.cross_entropy(logits, y[idx])
             grads = model.backward(d, cache, q)
             opt.step(params, grads, lr * 0.5 * (1 + np.cos(np.pi * step / steps)))
             step += 1
             tot += loss
-        va = _val_accuracy(params, xv, yv, layers, q, sigma)
+        va = _val_accuracy(params, xv, yv, layers, q, noise)
         if log:
             log(f"  epoch {ep + 1}/{epochs}: loss {tot / (i + 1):.4f}, val {va:.2f} %, {time.time() - t0:.1f} s")
         if va >= best[0]:
@@ -191,6 +273,48 @@ def scale_search(params, x_cal, xv, yv, layers, percentile, log=None):
     return calibrate(params, x_cal, layers, fac, pct), fac, pct
 
 
+def _noise(cfg: TrainConfig, log):
+    """The noise of noise-aware QAT and what the meta records: (None, None) for plain training;
+    "levels": a DeviceNoise of cfg.device; "gaussian": sigma of programming_sigma (the first model)."""
+    if not cfg.device:
+        return None, None
+    if cfg.noise_model == "gaussian":
+        info = dict(programming_sigma(cfg.device), model="gaussian")
+        log(f"noise-aware QAT: {cfg.device} programming error s.d. {info['sd_na']:.0f} nA per device "
+            f"({info['cells']} cells written on its model) = {info['sigma_weight']:.3f} weight steps per pair")
+        return info["sigma_weight"], info
+    if cfg.noise_model != "levels":
+        raise InputError(f"noise model {cfg.noise_model!r}: expected 'levels' or 'gaussian'")
+    dn = DeviceNoise(cfg.device)
+    info = dict(dn.summary(), model="levels")
+    log(f"noise-aware QAT: {cfg.device} device error measured per level on {dn.cells} cells of its model: "
+        f"s.d. {info['sd_na_per_level']} nA, mean {info['mean_na_per_level']} nA; stuck at the preset's rates")
+    return dn, info
+
+
+NOISE_SCALE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def noise_scale(params, x_cal, xv, yv, layers, fac, pct, noise, log=None, draws: int = 4):
+    """Noise-aware: every weight-scale factor times a common m from NOISE_SCALE_GRID, the m with the
+    best validation accuracy under the noise (mean of `draws` fixed draws) wins. A smaller scale puts
+    the weights on more of the 15 levels: the programming error, fixed in steps, costs less, at the
+    price of clipping the largest weights. -> (QuantConfig, factors, {m: accuracy})."""
+    scores = {}
+    for m in NOISE_SCALE_GRID:
+        f = {k: v * m for k, v in fac.items()}
+        q = calibrate(params, x_cal, layers, f, pct)
+        rng = np.random.default_rng(4243)
+        scores[m] = float(np.mean([model.accuracy(params, xv, yv, layers, q, noise=(noise, rng))
+                                   for _ in range(draws)]))
+    best = max(scores, key=lambda m: (scores[m], m))
+    if log:
+        log(f"  noise-aware scale: factors x {best} (validation under the noise: "
+            + ", ".join(f"x{m}: {a:.2f} %" for m, a in scores.items()) + ")")
+    f = {k: v * best for k, v in fac.items()}
+    return calibrate(params, x_cal, layers, f, pct), f, scores
+
+
 def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log=print, init=None):
     """Float training, calibration, QAT. Returns (float_params, int_weights, QuantConfig, meta).
     init: float parameters to start from (cfg.epochs more float epochs, 0 allowed: only calibration
@@ -207,11 +331,7 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
     xv, yv = ds.train_images[cfg.n_train:], ds.train_labels[cfg.n_train:].astype(np.int64)
     params = model.init_params(layers, cfg.seed) if init is None else {k: np.array(v, np.float32)
                                                                         for k, v in init.items()}
-    noise = programming_sigma(cfg.device) if cfg.device else None
-    sigma = noise["sigma_weight"] if noise else 0.0
-    if noise:
-        log(f"noise-aware QAT: {cfg.device} programming error s.d. {noise['sd_na']:.0f} nA per device "
-            f"({noise['cells']} cells written on its model) = {sigma:.3f} weight steps per pair")
+    noise, info = _noise(cfg, log)
     log(f"float training: {cfg.epochs} epochs, batch {cfg.batch}, Adam lr {cfg.lr} (cosine), shift +/-{cfg.shift}")
     val_float = (_epochs(params, x, y, rng, cfg.epochs, cfg.batch, cfg.lr, cfg.shift, layers, log=log, xv=xv, yv=yv)
                  if cfg.epochs else model.accuracy(params, xv, yv, layers))
@@ -220,10 +340,12 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
 
     x_cal = x[rng.choice(len(x), min(cfg.n_calib, len(x)), replace=False)]
     q, fac, pct = scale_search(params, x_cal, xv, yv, layers, cfg.act_percentile, log)
-    val_ptq = _val_accuracy(params, xv, yv, layers, q, sigma)
+    if noise:
+        q, fac, info["scale_scores"] = noise_scale(params, x_cal, xv, yv, layers, fac, pct, noise, log)
+    val_ptq = _val_accuracy(params, xv, yv, layers, q, noise)
     log(f"quantisation-aware fine-tune: {cfg.qat_epochs} epochs, lr {cfg.qat_lr}")
     val_qat = _epochs(params, x, y, rng, cfg.qat_epochs, cfg.batch, cfg.qat_lr, cfg.shift, layers, q,
-                      log=log, xv=xv, yv=yv, sigma=sigma)
+                      log=log, xv=xv, yv=yv, noise=noise)
     if val_qat < val_ptq:  # fine-tune must not make it worse; fall back to the calibrated weights
         params = {k: v.copy() for k, v in float_params.items()}
     int_w = {L.name: model.quantize_weights(params[L.name], q.w_scale[L.name]).astype(np.int8)
@@ -235,6 +357,6 @@ def train(ds: Dataset, cfg: TrainConfig = TrainConfig(), layers=cnn.YAO2020, log
         "val_float": val_float, "val_ptq": val_ptq, "val_qat": val_qat,
         "seconds_float": round(t_float, 1), "seconds_total": round(time.time() - t_start, 1),
         "layers": [type(L).__name__ + ":" + L.name for L in layers],
-        "ex_situ": "noise-aware" if noise else "plain", "noise_aware": noise, "init": init is not None,
+        "ex_situ": "noise-aware" if info else "plain", "noise_aware": info, "init": init is not None,
     }
     return float_params, int_w, q, meta

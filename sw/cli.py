@@ -63,7 +63,7 @@ def cmd_train(args):
     init = weights.load(args.init, net).float_w if args.init is not None else None
     shift = args.shift if args.shift is not None else (2 if net.input_shape[0] >= 28 else 0)
     cfg = train.TrainConfig(seed=args.seed, epochs=args.epochs, qat_epochs=args.qat_epochs, device=args.device,
-                            shift=shift)
+                            shift=shift, noise_model=args.noise_model, qat_lr=args.qat_lr)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     fw, iw, q, meta = train.train(ds, cfg, net.layers, log=log, init=init)
     w = Weights(fw, iw, q, meta, net.name)
@@ -270,6 +270,10 @@ def _train_parser(sub):
     p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default=None,
                    help="noise-aware QAT: inject this preset's programming error (measured on its model) into "
                         "every weight of every QAT forward pass (default: plain training)")
+    p.add_argument("--noise-model", choices=["levels", "gaussian"], default="levels",
+                   help="with --device: 'levels' draws each device's error from the preset's error measured per "
+                        "level on its model, stuck cells at its rates (default); 'gaussian': N(0, sigma^2) per weight")
+    p.add_argument("--qat-lr", type=POSITIVE, default=2e-4, help="QAT learning rate (Adam, cosine; default 2e-4)")
     p.add_argument("--init", type=Path, default=None,
                    help="start from the float weights of this stem (e.g. weights/yao2020; not overwritten)")
     p.add_argument("--quiet", action="store_true")

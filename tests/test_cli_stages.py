@@ -16,6 +16,7 @@ def test_eval_stages_all_json(capsys, tmp_path):
     assert len(r["groups_before"]) == len(r["groups_after"]) == 3
     assert all(0 <= e <= 100 for e in r["groups_before"] + r["groups_after"])
     assert abs(r["transferred"] - (100 - r["groups_before"][0])) < 1e-9
+    assert abs(r["transfer_loss"] - (r["quantized"] - r["transferred"])) < 1e-9        # issue 19's figure
     assert r["per_seed"][0]["trace"]["iterations"] == [0, 2, 3]
     assert r["transfer_failed"] == len(r["transfer_failures"])
     assert sorted(p.split("/")[-1] for p in r["plots"]) == sorted(
@@ -31,5 +32,6 @@ def test_eval_stages_table_and_errors(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "after weight transfer" in out and "95.07 %" in out and "group G3" in out and "device bennett2019" in out
+    assert "transfer loss (15-level - transferred)" in out and "1.85 points" in out      # Yao: 96.92 - 95.07
     assert main(["eval", "--stages", "all", "--device", "nope", "--n", "10"]) == 2
     assert "argument --device: invalid choice: 'nope'" in capsys.readouterr().err

@@ -203,7 +203,8 @@ def test_forward_noise_statistics():
 
 
 def test_noise_aware_training_records_and_differs(monkeypatch):
-    """`device` makes QAT draw the preset's error (the weights' meta says which training was used)."""
+    """`device` with the Gaussian model makes QAT draw N(0, sigma^2) of the preset's error (the weights'
+    meta says which training was used)."""
     ds = load_dataset(default_data_dir())
     small = Dataset(ds.train_images[:700], ds.train_labels[:700], ds.test_images[:5], ds.test_labels[:5],
                     ds.directory)
@@ -219,7 +220,8 @@ def test_noise_aware_training_records_and_differs(monkeypatch):
             calls.append((a[3] is not None, k.get("noise") and k["noise"][0]))
         return fwd(*a, **k)
     monkeypatch.setattr(model, "forward", spy)
-    fw1, iw1, q1, m1 = train.train(small, dataclasses.replace(cfg, device="yao2020"), layers, log=lambda s: None)
+    fw1, iw1, q1, m1 = train.train(small, dataclasses.replace(cfg, device="yao2020", noise_model="gaussian"), layers,
+                                   log=lambda s: None)
     sigma = m1["noise_aware"]["sigma_weight"]
     assert 0.25 < sigma < 0.36
     # float epochs without noise, every QAT training step with the preset's sigma
@@ -228,6 +230,101 @@ def test_noise_aware_training_records_and_differs(monkeypatch):
     assert m1["ex_situ"] == "noise-aware" and m1["noise_aware"]["device"] == "yao2020"
     np.testing.assert_array_equal(fw0["FC"], fw1["FC"])          # same float training
     assert m1["val_qat"] != m0["val_qat"] or not np.array_equal(iw0["FC"], iw1["FC"])
+
+
+def test_device_noise_follows_the_measured_levels():
+    """DeviceNoise: a weight w reads e(G+ at level max(w, 0)) - e(G- at level max(-w, 0)), each device
+    drawn from its level's measured pool (yao2020: ~108 nA s.d., in 500 nA steps); w = 0 pairs two
+    level-0 devices (their bias cancels, their spread does not)."""
+    dn = train.DeviceNoise("yao2020", per_level=96)
+    assert dn.cells == 768 and 760 <= sum(len(e) for e in dn.pool) <= 768    # stuck cells (1e-4) left out
+    for e in dn.pool:                                          # the device model: N(0, 108 nA), in steps
+        assert 0.17 < e.std() < 0.25 and abs(e.mean()) < 0.08
+    rng = np.random.default_rng(5)
+    n = 40_000
+    for w in (-7, -3, 0, 2, 7):
+        wq = np.full(n, float(w))
+        err = dn.perturb(wq, rng) - wq
+        err = err[np.abs(err) < 3]                  # stuck devices (1e-4 each, ~8 steps off): next test
+        lp, ln = max(w, 0), max(-w, 0)
+        mean = dn.pool[lp].mean() - dn.pool[ln].mean()
+        var = dn.pool[lp].var() + dn.pool[ln].var()
+        assert abs(err.mean() - mean) < 4 * np.sqrt(var / n)
+        assert abs(err.var() / var - 1) < 0.04
+        # every error is a difference of two measured values of those levels
+        pairs = np.subtract.outer(dn.pool[lp], dn.pool[ln]).ravel()
+        assert len(err) > 0.999 * n and np.isin(np.round(err[:50], 9), np.round(pairs, 9)).all()
+    s = dn.summary()
+    assert s["device"] == "yao2020" and len(s["sd_na_per_level"]) == 8 and 0.25 < s["sigma_weight"] < 0.36
+
+
+def test_device_noise_stuck_cells_at_the_preset_rate():
+    """Stuck devices are left out of the measured pool and drawn at the preset's rates, reading the
+    stuck conductance: stuck-ON 24 uS = 4.8 uA = 9.6 steps, stuck-OFF 1 uS = 0.4 steps, whatever the target."""
+    dn = train.DeviceNoise("yao2020", per_level=64, p_stuck_on=0.02, p_stuck_off=0.05)
+    assert sum(len(e) for e in dn.pool) < 8 * 64 - 20               # ~36 stuck cells not in the pools
+    lv = np.random.default_rng(1).integers(0, 8, 200_000)
+    e = dn.device_errors(lv, np.random.default_rng(2))
+    target = lv + 1.0                                                 # level k reads (k + 1) x 500 nA
+    on, off = np.isclose(e + target, 9.6), np.isclose(e + target, 0.4)
+    assert abs(on.mean() - 0.02) < 0.002 and abs(off.mean() - 0.05) < 0.003
+    assert np.abs(e[~on & ~off]).max() < 1.5                          # the rest: programmed devices
+    plain = train.DeviceNoise("yao2020", per_level=64)
+    assert not np.isclose(plain.device_errors(lv[:20_000], np.random.default_rng(2)) + target[:20_000],
+                          9.6).mean() > 0.001                         # 5e-5: ~1 in 20,000
+
+
+def test_plain_training_unchanged_and_noise_model_recorded(monkeypatch):
+    """Plain training gives the weights it gave before noise-aware training existed (figures from the
+    code before issue 19's second noise model); --device trains with a DeviceNoise on every QAT step."""
+    import hashlib
+    ds = load_dataset(default_data_dir())
+    small = Dataset(ds.train_images[:700], ds.train_labels[:700], ds.test_images[:5], ds.test_labels[:5],
+                    ds.directory)
+    layers = (cnn.Pool("P", 4), cnn.Dense("FC", 49, 10))
+    cfg = train.TrainConfig(seed=1, epochs=1, batch=32, qat_epochs=1, n_calib=200, shift=0)
+    fw, iw, q, m = train.train(small, cfg, layers, log=lambda s: None)
+    assert (m["val_ptq"], m["val_qat"]) == (12.0, 16.0) and q.w_scale["FC"] == pytest.approx(0.0864142403)
+    assert hashlib.sha256(iw["FC"].tobytes()).hexdigest()[:16] == "aa1da973e1648b35"
+    seen = []
+    perturb = train.DeviceNoise.perturb
+    monkeypatch.setattr(train.DeviceNoise, "perturb", lambda self, wq, rng: seen.append(1) or perturb(self, wq, rng))
+    import dataclasses
+    _, _, _, m1 = train.train(small, dataclasses.replace(cfg, device="yao2020", qat_epochs=1), layers,
+                              log=lambda s: None)
+    assert len(seen) >= 600 // 32 and m1["ex_situ"] == "noise-aware" and m1["noise_aware"]["model"] == "levels"
+    assert len(m1["noise_aware"]["mean_na_per_level"]) == 8
+
+
+def test_noise_scale_picks_the_best_common_factor(monkeypatch):
+    """noise_scale scores every m of the grid under the noise (the accuracy stubbed here: best at
+    m = 0.8 for the FC scale it is given) and calibrates with the factors times the winner."""
+    layers = (cnn.Pool("P", 4), cnn.Dense("FC", 49, 10))
+    params = {"FC": np.random.default_rng(0).normal(0, 1, (49, 10)).astype(np.float32)}
+    x = np.random.default_rng(1).integers(0, 256, (20, 28, 28)).astype(np.uint8)
+    base = float(np.abs(params["FC"]).max() / model.W_LEVELS)
+    seen = []
+
+    def acc(p, xv, yv, lay, q, noise=None):
+        seen.append(noise[0])
+        m = q.w_scale["FC"] / (0.9 * base)
+        return 90 - 100 * (m - 0.8) ** 2
+    monkeypatch.setattr(model, "accuracy", acc)
+    q, fac, scores = train.noise_scale(params, x, x, None, layers, {"FC": 0.9}, 99.99, "N", draws=2)
+    assert list(scores) == list(train.NOISE_SCALE_GRID) and len(seen) == 2 * len(scores) and set(seen) == {"N"}
+    assert fac["FC"] == pytest.approx(0.72) and q.w_scale["FC"] == pytest.approx(0.72 * base)
+
+
+def test_committed_noise_aware_weights_say_so():
+    """weights/yao2020-na (docs/devices.md, issue 19): the noise-aware fine-tune of weights/yao2020,
+    its meta naming the noise model; its integer weights use more of the 15 levels (scale x 0.7)."""
+    from golden import weights
+    w, base = weights.load("weights/yao2020-na"), weights.load("weights/yao2020")
+    m = w.meta
+    assert m["ex_situ"] == "noise-aware" and m["init"] == "weights/yao2020" and m["noise_aware"]["model"] == "levels"
+    assert m["noise_aware"]["device"] == "yao2020" and m["weight_scale_factors"]["FC"] == pytest.approx(0.7)
+    assert np.abs(w.int_w["FC"]).mean() > 1.2 * np.abs(base.int_w["FC"]).mean()
+    np.testing.assert_array_equal(w.float_w["FC"], base.float_w["FC"])     # --epochs 0: the float weights kept
 
 
 # ------------------------------------------------------------------ reports name the dataset
