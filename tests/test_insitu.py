@@ -123,3 +123,17 @@ def test_cli_refusals(tmp_path, capsys):
     assert main(["train-insitu", "--out", str(tmp_path)]) == 2
     assert "exists" in capsys.readouterr().err and (tmp_path / "insitu.json").read_text() == "{}"
     assert main(["train-insitu", "--stuck-grid", "1.5", "--out", str(tmp_path)]) == 2
+
+
+def test_float_picture_is_the_integer_network(mnist):
+    """The ex-situ float MLP (golden/insitu_run.py) computes the function the in-situ integers stand
+    for: on a linear board its logits are the integer logits x 1/510 nat, up to the hidden rounding."""
+    from golden.insitu_run import _float_forward
+    x = mnist[0][:500]
+    xb, k = linear_board(4)
+    t = insitu.InsituTrainer(xb, NET, insitu.InsituConfig(eta=0.05))
+    ws = [weights(t, k * 0.25, i) for i in range(2)]                 # uA
+    z = _float_forward(ws, x, t)[1]
+    zi = t.forward(x)[1] / 510.0
+    assert np.abs(z - zi).max() < 0.02 * np.abs(zi).max()
+    assert np.mean(z.argmax(1) == zi.argmax(1)) > 0.97
