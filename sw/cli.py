@@ -366,7 +366,8 @@ def _train_insitu_parser(sub):
     p = sub.add_parser("train-insitu", help="in-situ training of a dense network on the device model, backprop "
                                             "included (Li 2018 Fig. 4a/4b; golden model)")
     _common(p, weights=False)
-    p.add_argument("--network", choices=sorted(NETWORKS), default="li2018")
+    p.add_argument("--network", choices=sorted(NETWORKS) + list(BENNETT), default="li2018",
+                   help="elm, mlp-sign: Bennett 2019's learners, with their own options (docs/bennett.md)")
     p.add_argument("--device", choices=[d for d in _device_presets() if d != "ideal"], default="li2018")
     p.add_argument("--mode", choices=("open", "closed"), nargs="+", default=["open"],
                    help="programming: open-loop identical pulses (Li, default) and/or closed-loop write-verify (Yao)")
@@ -433,7 +434,25 @@ def _message(e: BaseException, args) -> str:
     return msg if isinstance(e, InputError) else f"{msg} ({type(e).__name__})"
 
 
+BENNETT = ("elm", "mlp-sign")     # train-insitu networks of golden/elm.py (its own options)
+
+
+def _bennett(argv) -> bool:
+    """`mcnn train-insitu --network elm|mlp-sign ...`: Bennett 2019's NoProp/ELM and sign-backprop
+    MLPs, run by golden.elm.main with its own options."""
+    if not argv or argv[0] != "train-insitu":
+        return False
+    import argparse
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--network")
+    return ap.parse_known_args(argv[1:])[0].network in BENNETT
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _bennett(argv):
+        from golden import elm
+        return elm.main(argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:                # argparse: --help (0) or a bad argument (2, one line printed)

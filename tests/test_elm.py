@@ -162,3 +162,14 @@ def test_sweep_stages_elm_and_mlp_sign():
     assert row["levels"] == 16 and row["hidden"] == 30 and row["activation"] == "relu"
     with pytest.raises(InputError, match="activation"):
         sweep.parse_spec({"sweep": {"stages": ["elm"]}, "fixed": {"activation": "sigmoid"}})
+
+
+def test_mcnn_train_insitu_routes_bennett_networks(tmp_path):
+    """`mcnn train-insitu --network elm|mlp-sign` runs golden.elm with its own options; li2018 does not."""
+    from sw import cli
+    out = tmp_path / "r"
+    assert cli.main(["train-insitu", "--network", "elm", "--n-train", "300", "--n-test", "100", "--hidden", "40",
+                     "--epochs", "1", "--no-ridge", "--out", str(out)]) == 0
+    assert (out / "report.json").exists()
+    assert cli.main(["train-insitu", "--network", "mlp-sign", "--gains", "0", "1", "--out", str(tmp_path / "z")]) == 2
+    assert not cli._bennett(["train-insitu", "--network", "li2018"]) and not cli._bennett(["sim", "--network", "elm"])
