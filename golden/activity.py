@@ -94,8 +94,11 @@ def conversion_rounds(row_base: int, n_out: int, n_adc: int = N_ADC) -> int:
     return (row_base + 2 * n_out - 1) // n_adc - row_base // n_adc + 1
 
 
-def _fixed_layer(L, groups, out_hwc, pool: int, n_rows: int, n_adc: int, bits: int, n_classes: int) -> dict:
-    """The data-independent counts of one layer for one image (all keys but bl_pulses)."""
+def _fixed_layer(L, groups, out_hwc, pool: int, n_rows: int, n_adc: int, bits: int, n_classes: int,
+                 last: bool = False) -> dict:
+    """The data-independent counts of one layer for one image (all keys but bl_pulses); every
+    weight layer but the last (conv or hidden dense) is requantised into a map, the last gives
+    the softmax its logits."""
     real = [g for g in groups if g.n_out > 0]
     ho, wo = out_hwc[0], out_hwc[1]
     npos = ho * wo if isinstance(L, cnn.Conv) else 1
@@ -107,8 +110,8 @@ def _fixed_layer(L, groups, out_hwc, pool: int, n_rows: int, n_adc: int, bits: i
     c.update(read_slots=slots, wl_selections=slots * n_rows, sh_samples=slots * n_rows, sl_selections=sls,
              shift_adds=sls, mux_switches=rounds * n_adc, adc_conversions=rounds * n_adc, diff_subs=outs,
              acc_adds=outs, fm_reads=_gather_reads(L, real, ho, wo))
-    if isinstance(L, cnn.Conv):
-        nc = L.out_ch
+    if not last:
+        nc = out_hwc[2]
         inwin = (ho // pool * pool) * (wo // pool * pool) * nc
         pooled = (ho // pool) * (wo // pool) * nc
         c.update(requant_ops=ho * wo * nc, fm_writes=inwin, pool_ops=inwin - pooled)
@@ -185,7 +188,8 @@ def inference_activity(activations: dict, images, layers=cnn.YAO2020, mapping: M
             continue
         pool = layers[i + 1].size if i + 1 < len(layers) and isinstance(layers[i + 1], cnn.Pool) else 1
         groups = [g for g in mapping.groups[L.name] if g.n_out > 0]
-        fixed = _fixed_layer(L, groups, shapes[i], pool, mapping.n_rows, n_adc, input_bits, n_classes)
+        fixed = _fixed_layer(L, groups, shapes[i], pool, mapping.n_rows, n_adc, input_bits, n_classes,
+                             last=L is cnn.weight_layers(layers)[-1])
         layer = {k: np.full(n, v, dtype=np.int64) for k, v in fixed.items()}
         layer["bl_pulses"] = _bl_pulses(L, groups, x)
         out[L.name] = layer

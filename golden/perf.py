@@ -39,9 +39,10 @@ def positions(layers=cnn.YAO2020, input_shape=cnn.INPUT_SHAPE) -> dict[str, int]
     return out
 
 
-def bound_cycles_per_image(layers=cnn.YAO2020, mapping: Mapping | None = None, timing: Timing = Timing()) -> dict:
+def bound_cycles_per_image(layers=cnn.YAO2020, mapping: Mapping | None = None, timing: Timing = Timing(),
+                           input_shape=cnn.INPUT_SHAPE) -> dict:
     mapping = mapping or build_mapping(layers)
-    pos = positions(layers)
+    pos = positions(layers, input_shape)
     per_layer, reads = {}, {}
     for name, groups in mapping.groups.items():
         per_pe: dict[int, int] = {}

@@ -74,6 +74,7 @@ def plan(layers=cnn.YAO2020, mapping: Mapping | None = None, requant=None, input
     mapping = mapping or build_mapping(layers)
     steps, shape = [], input_shape
     shapes = cnn.shapes(layers, input_shape)
+    last = cnn.weight_layers(layers)[-1].name
     for i, L in enumerate(layers):
         if isinstance(L, cnn.Pool):
             st = steps[-1]
@@ -107,10 +108,10 @@ def plan(layers=cnn.YAO2020, mapping: Mapping | None = None, requant=None, input
                 lt.append(t)
             taps.append(lt)
         oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-        rq = None if isinstance(L, cnn.Dense) else tuple(requant[L.name])
+        rq = None if L.name == last else tuple(requant[L.name])     # hidden dense layers too
         steps.append(Step(L.name, shape, k, pad, (oh, ow), n_out, lanes, rq, 1, (oh, ow, n_out), taps))
         shape = shapes[i]
-    if steps[-1].requant is not None:
+    if not isinstance(cnn.weight_layers(layers)[-1], cnn.Dense):
         raise ValueError("the last weight layer must be dense (it produces the logits)")
     return steps
 
@@ -121,11 +122,11 @@ class Controller(wiring.Component):
 
     def __init__(self, requant: dict, softmax: tuple, layers=cnn.YAO2020, mapping: Mapping | None = None,
                  n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24,
-                 window_codes=(25, 200), replica: bool = False):
+                 window_codes=(25, 200), replica: bool = False, input_shape=cnn.INPUT_SHAPE):
         # replica=True: one of the convolver groups of rtl/replicated.py, which owns the shared
         # programming path and the FC arbitration (see the ports added at the end of __init__)
         self.replica = replica
-        self.steps = plan(layers, mapping, requant, n_bl=n_bl)
+        self.steps = plan(layers, mapping, requant, input_shape, n_bl=n_bl)
         self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
         self.n_lanes = max(len(s.lanes) for s in self.steps)
@@ -266,7 +267,14 @@ class Controller(wiring.Component):
         # ------------------------------------------------------------ step sequencing
         # a step ends when the post is done (the FC step: when the result stage holds its logits);
         # the image buffer is free once C1 is done
-        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(rs.held),
+        # the image's own logits handed to the result stage (a register, set with `held`): `held`
+        # alone may still be up for the previous image's logits when a short last step begins (li2018)
+        logits_in = Signal()
+        with m.If(rs.i.valid & rs.i.ready):
+            m.d.sync += logits_in.eq(1)
+        with m.If(seq.start):
+            m.d.sync += logits_in.eq(0)
+        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(logits_in),
                      ib.start.eq(seq.start), ib.free.eq(post.done & step_oh[0])]
         self._status(m, seq, ib, rs, fdr, ps, lanes)
         self._activity(m, seq, lanes, gat, post, rs)

@@ -82,7 +82,7 @@ class Gather(wiring.Component):
         # position counters and group slot, shared by the lanes (lockstep)
         s = SimpleNamespace()
         s.ho, s.wo = Signal(8), Signal(8)
-        s.gi = Signal(range(max(len(st.lanes[0][1]) for st in steps)))
+        s.gi = Signal(range(max(2, *(len(st.lanes[0][1]) for st in steps))))   # >= 1 bit: one group a lane
         s.patches = [Signal(data.ArrayLayout(unsigned(8), NBL), name=f"patch{li}") for li in range(NL)]
         s.fetch_done = Signal()
         s.jj = Signal(range(NBL + 2))   # tap being issued this cycle

@@ -9,7 +9,8 @@ Plain signals (the controller's control flow, not data streams):
 
   img_full   In  1      an image is in the input buffer: the sequencer starts it when idle
   step_done  In  1      pulse: the current step's last output has been written (the post)
-  logits_ready  In 1   the logits are ready (held until the softmax takes them)
+  logits_ready  In 1   this image's logits are in the result stage (from their hand-over until the
+                        next image starts)
   issue_end  In  1      pulse: the issuer has handed over the step's last group
   fc_gnt     In  1      (replica only) the shared FC PEs are granted
   start      Out 1      pulse (a register): an image starts
@@ -96,8 +97,8 @@ class Sequencer(wiring.Component):
             m.d.sync += [running.eq(1), step.eq(0), step_oh.eq(1), iss_active.eq(1), ncycles.eq(0)]
         with m.If(self.step_done):
             m.d.sync += [step.eq(step + 1), step_oh.eq(step_oh << 1), iss_active.eq(1)]
-        # the last step ends when the logits are taken (step check: `logits_ready` stays up until the
-        # softmax has read the logits, while the next image may already have started)
+        # the last step ends when its logits are taken (step check: `logits_ready` stays up until the
+        # next image starts)
         with m.If(running & self.logits_ready & step_oh[NS - 1]):
             m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0), step_oh.eq(1)]
         if self.replica:

@@ -192,6 +192,10 @@ def cmd_bench(args):
 def cmd_sim(args):
     from golden import weights
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
+    for bad, what in ((args.device != "ideal", f"--device {args.device}"), (args.replicated, "--replicated"),
+                      ((args.workers or 1) > 1 or args.scheduler, "a sharded co-simulation (--workers, --scheduler)")):
+        if bad:
+            _cnn_only(args, net, f"{what} (other networks: --device ideal)")
     weights.load(args.weights, net)             # these two as well, before the waveform warning:
     check_outputs([args.report], args.force)    # a refusal is the one line on stderr
     images = args.n if args.device == "ideal" else args.n * (2 if args.iterations else 1) + 100 * args.iterations

@@ -1,19 +1,21 @@
 """End-to-end co-simulation of the controller on 8 behavioural PEs (tb/cosim/sim_main.py), bit-exact
-against the golden model: inference on ideal cells; then, on a yao2020 board, the weight transfer
-through the RTL write-verify sequencer, inference, hybrid-training iterations in fabric (update
-engine, threshold rule, pair programmer) and inference again, every stage compared with golden."""
+against the golden model: inference on ideal cells (yao2020, and li2018's MLP); then, on a yao2020
+board, the weight transfer through the RTL write-verify sequencer, inference, hybrid-training
+iterations in fabric (update engine, threshold rule, pair programmer) and inference again, every
+stage compared with golden."""
 import json
 
 import pytest
 
 
-def _run(tmp_path, n, **params):
+def _run(tmp_path, n, network="yao2020", **params):
     from golden import weights
     from golden.idx import default_data_dir
-    from golden.weights import DEFAULT_WEIGHTS
     from tb.cosim.sim_top import run, session_params
     rep = tmp_path / "report.json"
-    run(weights.load(), session_params(DEFAULT_WEIGHTS, default_data_dir(), n, rep, progress=False, **params))
+    stem = weights.default_weights(network)
+    params = dict(params, network=network) if network != "yao2020" else params
+    run(weights.load(stem, network), session_params(stem, default_data_dir(), n, rep, progress=False, **params))
     return json.loads(rep.read_text())
 
 
@@ -25,6 +27,17 @@ def test_inference_ideal(tmp_path):
     # the RTL's activity counters equal golden.activity on every image (checked in the session too)
     assert r["activity_equal_golden"] and r["activity"]["images_equal_golden"] == 12
     assert r["activity"]["per_image_mean"]["read_slots"] == 9600 and r["latency_us_per_image_board"] > 0
+
+
+def test_inference_ideal_li2018(tmp_path):
+    """The controller generated for li2018 (64-54-10 MLP on 8x8 images: H a conv step whose 8x8
+    kernel covers the image, with requant; O the logits step) on ideal cells, bit-exact."""
+    r = _run(tmp_path, n=16, network="li2018", device="ideal")
+    assert r["network"] == "li2018" and r["mismatched_images"] == 0 and r["bitexact_images"] == 16
+    assert r["activity_equal_golden"] and r["counters"]["overrun"] == 0
+    a = r["activity"]["per_image_mean"]
+    assert a["read_slots"] == (4 + 4) * 8 and a["requant_ops"] == 54 and a["softmax_ops"] == 10
+    assert r["accuracy_rtl"] == r["accuracy_golden"] >= 80
 
 
 @pytest.mark.parametrize("eta", [0.3])

@@ -69,6 +69,9 @@ def test_network_refusals(tmp_path, capsys):
     assert main(["eval", "--network", "li2018", "--weights", "weights/yao2020"]) == 2
     assert "weights of network 'yao2020', not 'li2018'" in capsys.readouterr().err
     assert main(["eval", "--network", "lenet"]) == 2
+    assert main(["sim", "--network", "li2018", "--n", "2", "--report", str(tmp_path / "r.json")]) == 2
+    assert "--device yao2020 (other networks: --device ideal): not available for --network li2018" \
+        in capsys.readouterr().err
     assert main(["train", "--network", "li2018", "--epochs", "0", "--init", "weights/yao2020",
                  "--out", str(tmp_path / "x")]) == 2
     assert "weights of network 'yao2020', not 'li2018'" in capsys.readouterr().err

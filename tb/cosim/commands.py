@@ -24,7 +24,7 @@ def _validated(args):
     dataset against the network and --n): the weights, the report path (an existing report only
     with --force). -> (weights, the temporary report path the session writes, beside the report)."""
     from golden import weights
-    w = weights.load(args.weights)
+    w = weights.load(args.weights, getattr(args, "network", "yao2020"))
     check_outputs([args.report], args.force)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     return w, args.report.with_name(f".{args.report.name}.{os.getpid()}.partial")
@@ -69,7 +69,8 @@ def sim(args):
     w, tmp = _validated(args)
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, progress=sys.stderr.isatty(),
                                     device=args.device, seed=args.seed, iterations=args.iterations,
-                                    name=args.name or Path(args.data).resolve().name, guard=not args.no_guard)
+                                    name=args.name or Path(args.data).resolve().name, guard=not args.no_guard,
+                                    network=getattr(args, "network", "yao2020"))
     print("building the controller + 8 PE models for Verilator, profile-guided (cached after the first run) ...",
           flush=True,
           file=sys.stderr if args.json else sys.stdout)   # --json: stdout is the JSON object alone

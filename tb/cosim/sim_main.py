@@ -10,6 +10,8 @@ Stages, each checked against the golden model run on an identical copy of the bo
                + golden.hybrid.PairProgrammer on the copy; conductances compared after each;
   4. inference again, after training.
 With --device ideal, cells hold their exact target levels and stages 1 and 3 are skipped.
+The network (params "network", golden/networks.py; default yao2020) sets the controller, the
+mapping and the images' input transform; networks other than yao2020 run on ideal cells only.
 """
 import time
 from pathlib import Path
@@ -45,19 +47,21 @@ async def session(dut):
 
 
 async def _session(dut, p, report):
-    from golden import weights
+    from golden import networks, weights
     from golden.datapath import Datapath
     from golden.idx import load_dataset
-    from golden.mapping import build_mapping
 
     progress = p.get("progress", True)
-    w = weights.load(p["weights"])
+    net = networks.network(p.get("network", "yao2020"))
+    w = weights.load(p["weights"], net)
     ds = load_dataset(p["data"])
     n = min(p["n"], len(ds.test_images))
     lo, hi = p.get("shard") or (0, n)        # one shard's images (tb/cosim/shard.py): test[lo:hi]
-    x, y = ds.test_images[lo:hi], ds.test_labels[lo:hi].astype(np.int64)
-    ctrl = sim_top.build_controller(w)
-    mapping = build_mapping()
+    x, y = net.prepare(ds.test_images[lo:hi]), ds.test_labels[lo:hi].astype(np.int64)
+    ctrl = sim_top.build_controller(w, net)
+    mapping = net.mapping()
+    if net.name != "yao2020":
+        report["network"] = net.name
     report["images"] = len(x)
     if "shard" in p:
         report["shard"] = {"start": lo, "stop": hi}
@@ -69,17 +73,19 @@ async def _session(dut, p, report):
         await _shard_on_boards(dut, p, w, ctrl, x, y, progress, report)
         return
     ideal = p.get("device", "ideal") == "ideal"
+    if not ideal and net.name != "yao2020":
+        raise ValueError(f"network {net.name}: the co-simulation runs it on ideal cells only (device 'ideal')")
     staged = bool(p.get("stage_dir"))        # the ordered stages alone, their boards saved (shard.py)
     xb = gold_xb = act = None
     if ideal:
-        array = Datapath(w.int_w, w.q).array   # the golden model's ideal board: exact target levels
+        array = Datapath(w.int_w, w.q, net.layers, mapping).array   # golden's ideal board: exact target levels
         await sim_top.load_cells(dut, array.i_units, dut.clk)
     else:
         xb, gold_xb = await _transfer(dut, p, w, ctrl, mapping, progress, report)
         array = xb
         _save_board(p, "transfer", gold_xb)
     if not staged:
-        act = await _inference(dut, ctrl, w, array, x, y, progress, report)
+        act = await _inference(dut, ctrl, w, array, x, y, progress, report, net)
     iters = p.get("iterations", 0) if not ideal else 0
     if iters:
         await _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report)
@@ -88,7 +94,7 @@ async def _session(dut, p, report):
             await _inference_after_hybrid(dut, ctrl, w, xb, x, y, progress, report)
     _counters(dut, report, gold_xb)
     if act is not None:
-        _energy(report, w, xb, act)
+        _energy(report, w, xb, act, net)
 
 
 def _save_board(p, stage, gold_xb):
@@ -151,12 +157,13 @@ async def _transfer(dut, p, w, ctrl, mapping, progress, report):
     return xb, gold_xb
 
 
-async def _inference(dut, ctrl, w, array, x, y, progress, report):
+async def _inference(dut, ctrl, w, array, x, y, progress, report, net="yao2020"):
     """Stage 2: the test images through the RTL on the programmed cells, against golden; throughput."""
     from golden.datapath import Datapath
+    from golden.networks import network
     from golden.perf import bound_cycles_per_image
-    n = len(x)
-    dp = Datapath(w.int_w, w.q, array=array)
+    n, net = len(x), network(net)
+    dp = Datapath(w.int_w, w.q, net.layers, net.mapping(), array=array)
     t0 = time.perf_counter()
     g, gd = _golden(dp, x, y)
     t_golden = time.perf_counter() - t0
@@ -169,7 +176,7 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
     cls = np.array([r["cls"] for r in res])
     ts = np.array([r["timestamp"] for r in res])
     period = float(np.diff(ts).mean()) if n > 1 else float(res[0]["cycles"])
-    bound = bound_cycles_per_image()
+    bound = bound_cycles_per_image(net.layers, net.mapping(), input_shape=net.input_shape)
     report["stages"]["inference"] = {
         "accuracy_rtl": float((cls == y).mean() * 100), "accuracy_golden": float((g.classes == y).mean() * 100),
         "bitexact_images": n - len(mism), "mismatched_images": len(mism)}
@@ -182,7 +189,7 @@ async def _inference(dut, ctrl, w, array, x, y, progress, report):
         "measured_over_bound": round(period / bound["cycles"], 4),
         "cosim_images_per_s": round(n / t_inf, 2), "cosim_images_per_cpu_s": round(n / cpu, 2),
         "golden_images_per_s": round(n / t_golden, 1)})
-    act = _activity(report, res, g, x, ctrl)
+    act = _activity(report, res, g, x, ctrl, net)
     report.update(_latency(ctrl, period, [r / n for r in req]))
     if "shard" in report:
         _shard_sums(report["shard"], res, g.classes, y, mism, req, act, (t_inf, cpu), t_golden)
@@ -210,11 +217,11 @@ def _req_cycles(dut, ctrl):
     return [int(getattr(dut, f"req{k + 1}_cycles").value) for k in range(ctrl.n_lanes)]
 
 
-def _activity(report, res, g, x, ctrl):
+def _activity(report, res, g, x, ctrl, net):
     """Per image, the RTL's activity counters (their growth over the image) against golden.activity;
     report: the golden per-image means per layer and in total, mismatching images (first 10)."""
     from golden.activity import ACTIVITY_KEYS, from_counters, inference_activity
-    act = inference_activity(g.activations, x)
+    act = inference_activity(g.activations, x, net.layers, net.mapping())
     bad = []
     for i, r in enumerate(res):
         rtl = from_counters(r["activity"], ctrl.n_rows, ctrl.n_adc)
@@ -228,20 +235,22 @@ def _activity(report, res, g, x, ctrl):
     return act
 
 
-def _energy(report, w, xb, act):
+def _energy(report, w, xb, act, net="yao2020"):
     """Energy per image from the measured activity (the RTL's counters, equal to golden's per
     image; the per-layer split from golden.activity), the board's conductances (the ideal levels on
     ideal cells), GOP/s/mm^2 at the ZC706 board's latency; the transfer's and the measured hybrid
     iterations' programming energy from the RTL's counters (docs/energy.md)."""
-    from golden import cnn
     from golden.activity import PROGRAMMING_KEYS
     from golden.energy import energy_report, programming_energy
-    from golden.mapping import build_mapping, conductance_levels
-    mapping = build_mapping()
+    from golden.mapping import conductance_levels
+    from golden.networks import network
+    net = network(net)
+    mapping = net.mapping()
     per_layer = {lay: {k: float(v.mean()) for k, v in d.items()} for lay, d in act.items() if lay != "total"}
-    kw = dict(g_us=xb.g) if xb is not None else dict(levels=conductance_levels(cnn.YAO2020, w.int_w, mapping))
+    kw = dict(g_us=xb.g) if xb is not None else dict(levels=conductance_levels(net.layers, w.int_w, mapping))
     ses = report.get("activity_programming", {})
-    rep = energy_report(per_layer, mapping, cnn.YAO2020, transfer=ses.get("transfer", {}).get("rtl"),
+    rep = energy_report(per_layer, mapping, net.layers, input_shape=net.input_shape,
+                        transfer=ses.get("transfer", {}).get("rtl"),
                         seconds_per_image=report["latency_us_per_image_board"] * 1e-6, **kw)
     hyb = [v["rtl"] for k, v in ses.items() if k.startswith("hybrid iteration")]
     if hyb:

@@ -3,7 +3,8 @@
 The physics stays in golden/: the testbench loads every cell's read current (integer units of
 golden.cell.I_Q) into the HDL array models (tb/cosim/hdl/pe_model.v) through a backdoor port, and the
 models only add and digitise. Python is never awaited per clock during inference: it feeds one
-image (196 words), then sleeps until the image buffer is free again or a result appears.
+image (yao2020: 196 words of 4 pixels + a label word), then sleeps until the image buffer is free
+again or a result appears.
 """
 from __future__ import annotations
 
@@ -152,12 +153,16 @@ def adc_shift_for(adc) -> int:
 
 # ------------------------------------------------------------------ build and run (tests, `mcnn sim`, `mcnn bench`)
 
-def build_controller(w):
-    return Controller(w.q.requant, softmax_params(w.q.logit_scale))
+def build_controller(w, network="yao2020"):
+    """The controller the generator makes for a network (golden/networks.py) and its weights."""
+    from golden.networks import network as lookup
+    net = lookup(network)
+    return Controller(w.q.requant, softmax_params(w.q.logit_scale), net.layers, net.mapping(),
+                      input_shape=net.input_shape)
 
 
-def sim_top(w):
-    return SimTop(build_controller(w), adc_shift_for(ADC()))
+def sim_top(w, network="yao2020"):
+    return SimTop(build_controller(w, network), adc_shift_for(ADC()))
 
 
 def session_params(weights, data, n, report, **kw) -> dict:
@@ -179,9 +184,10 @@ def run(w, params, log_to_terminal=False, waves=False, pgo=False):
 
     from tb import harness
     with tempfile.TemporaryDirectory() as td:
+        net = params.get("network", "yao2020")
         train = session_params(params["weights"], params["data"], PGO_TRAIN_IMAGES, Path(td) / "train.json",
-                               progress=False, device="ideal") if pgo else None
-        return harness.run_block(sim_top(w), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=SIM_SOURCES,
+                               progress=False, device="ideal", network=net) if pgo else None
+        return harness.run_block(sim_top(w, net), "mcnn_sim", "tb.cosim.sim_main", params, extra_sources=SIM_SOURCES,
                                  ports_only=True, hdl_clock_ns=CLOCK_NS, log_to_terminal=log_to_terminal, waves=waves,
                                  pgo_params=train)
 
@@ -220,7 +226,8 @@ async def feed_images(dut, images, clk, labels=None):
         words = image_words(img, 0 if labels is None else labels[n])
         await ReadOnly()
         if dut.img_busy.value:
-            await FallingEdge(dut.img_busy)    # the loader is free again
+            await FallingEdge(dut.img_busy)    # the loader is free again; go is written mid-cycle: the
+            await FallingEdge(clk)             # falling busy and the rising clock share a time step
         else:
             await RisingEdge(clk)              # leave the read-only phase
         dut.img_burst.value = sum(w << (32 * i) for i, w in enumerate(words))
