@@ -49,7 +49,7 @@ Replicated convolver groups (golden/replicate.py) share the FC: `replicated_batc
 to group i mod 3; by default equation 1 is summed over a round (one batch per group) before the
 threshold and one programming pass, with update clipping (`clip_update`, 30 codes) - per-batch
 steps let the groups' conflicting needs drive the shared FC into oscillation (docs/devices.md).
-ETA_REP_DEFAULT was selected the same way for that schedule.
+Their step is the board's chosen main step (golden.report.StageOptions.rep_eta None) unless given.
 """
 from __future__ import annotations
 
@@ -66,7 +66,6 @@ from .replicate import conv_layers
 from .write_verify import VERIFY_LSB_NA
 
 STEP_GRID = tuple(2 ** (k / 2) for k in range(-4, 4))   # choose_step's grid, x sqrt(2): 1/4 .. 2.83 x threshold_step
-ETA_REP_DEFAULT = 0.01      # replicated groups (round, clip 30), chosen by select_eta(replicated=True)
 REP_CLIP_CODE = 2 * update.TH_CODE   # replicated groups: update clipping at 30 codes (1.2 weight steps)
 N_TRAIN = 55_000            # MNIST's training split (golden.idx.split_sizes(60,000)): HybridConfig's default only
 VAL_SUBSET = 1000           # choose_step scores on at most this many validation images

@@ -29,7 +29,7 @@ from .crossbar import Crossbar
 from .datapath import DatapathConfig
 from .devices import preset
 from .fileio import check_outputs, write_atomic
-from .hybrid import (ETA_REP_DEFAULT, REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer, batch_order,
+from .hybrid import (REP_CLIP_CODE, FeatureSource, HybridConfig, HybridTrainer, batch_order,
                      choose_step, error_pct, fc_inputs, replicated_batches, replicated_schedule, validation_subset)
 from .replicate import group_mappings, split_forward
 from .transfer import format_failures, transfer
@@ -44,7 +44,7 @@ class StageOptions:
     mode: str = "closed"
     iterations: int | None = None                  # main hybrid training; None: one epoch of n_train
     rep_iterations: int = 300                      # replicated training batches (Yao: 100 rounds x 3 batches)
-    rep_eta: float = ETA_REP_DEFAULT
+    rep_eta: float | None = None                   # replicated training; None: the board's chosen main step
     rep_update: str = "round"                      # "round" (one step per 3 batches) or "batch" (per batch)
     rep_clip: int | None = REP_CLIP_CODE           # update clipping of the replicated training (codes)
     record_every: int = 50
@@ -119,7 +119,8 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
         aged = 100 - error_pct(xm, fcg, fc_inputs(xm, w.int_w, w.q, maps[g1], xte, layers, dcfg), yte, dcfg)
 
     # replicated convolvers: batches to G1, G2, G3 in turn, shared FC, on the original board
-    tr_ = HybridTrainer(xb, maps[g1], w.q, HybridConfig(eta=opt.rep_eta, iterations=opt.rep_iterations,
+    tr_ = HybridTrainer(xb, maps[g1], w.q, HybridConfig(eta=step["eta"] if opt.rep_eta is None else opt.rep_eta,
+                                                        iterations=opt.rep_iterations,
                                                         mode=opt.mode, record_every=0, clip_code=opt.rep_clip),
                         dcfg=dcfg)
     rep_trace = tr_.run(replicated_batches(train_src, ytr, rep_order, opt.groups, opt.rep_update))
@@ -140,7 +141,7 @@ def run_seed(seed: int, w, ds, opt: StageOptions, layers=cnn.YAO2020) -> dict:
         "split_before": None if split_before is None else 100 - split_before,
         "split_after": None if split_after is None else 100 - split_after,
         "hybrid_aged": aged,
-        "n_train": n_train, "iterations": iterations, "step": step, "guard": tm.guard.as_dict() if tm.guard else None,
+        "n_train": n_train, "iterations": iterations, "step": step, "rep_eta": tr_.cfg.eta, "guard": tm.guard.as_dict() if tm.guard else None,
         "trace": {"iterations": trace.iterations, "test_error": trace.test_error, "train_error": trace.train_error},
         "hybrid_stats": {"main": tm.prog.stats.as_dict(), "replicated": tr_.prog.stats.as_dict(),
                          "replicated_steps": len(rep_trace.commands),

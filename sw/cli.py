@@ -308,7 +308,8 @@ def _eval_parser(sub):
                    help="hybrid-training iterations (default: one epoch of --n-train)")
     p.add_argument("--rep-iterations", type=int_range(1), default=300,
                    help="batches of the replicated-group training (default 300 = 100 rounds x 3 groups)")
-    p.add_argument("--rep-eta", type=POSITIVE, default=None, help="learning rate of the replicated-group training")
+    p.add_argument("--rep-eta", type=POSITIVE, default=None, help="learning rate of the replicated-group training "
+                                                               "(default: the board's chosen main step)")
     p.add_argument("--rep-update", choices=("round", "batch"), default="round",
                    help="replicated groups: one programming step per round of 3 batches (default) or per batch")
     p.add_argument("--rep-clip", type=int_range(0, 255), default=None,

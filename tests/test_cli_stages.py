@@ -18,6 +18,8 @@ def test_eval_stages_all_json(capsys, tmp_path):
     assert abs(r["transferred"] - (100 - r["groups_before"][0])) < 1e-9
     assert abs(r["transfer_loss"] - (r["quantized"] - r["transferred"])) < 1e-9        # issue 19's figure
     assert r["per_seed"][0]["trace"]["iterations"] == [0, 2, 3]
+    for s in r["per_seed"]:     # issue 19: no dataset's step built in; the replicated groups take the chosen one
+        assert s["step"]["chosen"] and s["rep_eta"] == s["step"]["eta"]
     assert r["transfer_failed"] == len(r["transfer_failures"])
     assert sorted(p.split("/")[-1] for p in r["plots"]) == sorted(
         ["error_vs_iteration.png", "transfer_error.png", "level_distributions.png", "pulses_per_level.png",

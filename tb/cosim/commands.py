@@ -171,7 +171,6 @@ def _sharded(w, args, tmp: Path):
 
 def sim_replicated(args):
     """`mcnn sim --replicated`: tb/cosim/replicated_main.py (three groups on a device board)."""
-    from golden.hybrid import ETA_REP_DEFAULT
     from tb.cosim import replicated_cosim, sim_top
     if args.device == "ideal":
         raise InputError("--replicated needs a device preset, not ideal (the groups' boards come from "
@@ -179,7 +178,7 @@ def sim_replicated(args):
     w, tmp = _validated(args)
     params = sim_top.session_params(args.weights, args.data, args.n, tmp, device=args.device,
                                     seed=args.seed, single=3, rounds=args.iterations // 3, batch=100,
-                                    eta=ETA_REP_DEFAULT)
+                                    eta=None)     # the board's step, chosen on the data
     print("building the replicated controller + 8 PE models for Verilator (cached after the first run) ...",
           flush=True, file=sys.stderr if args.json else sys.stdout)
     r = _run_reported(args, tmp, lambda: replicated_cosim.run(w, params, log_to_terminal=not args.json,

@@ -177,7 +177,8 @@ async def _training(dut, p, w, ctrl, maps, ds, xb, gold_xb, report):
     from golden.hybrid import REP_CLIP_CODE, HybridConfig, HybridTrainer
     from golden.update import eta_params
     groups = list(maps)
-    eta = p["eta"]
+    step = _step(p, w, maps[groups[0]], ds, gold_xb)
+    eta = step["eta"]
     eta_m, eta_sh = eta_params(eta, w.q)
     dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
     backend = sim_top.CrossbarBackend(xb, ctrl)
@@ -186,9 +187,19 @@ async def _training(dut, p, w, ctrl, maps, ds, xb, gold_xb, report):
     trainer = HybridTrainer(gold_xb, maps[groups[0]], w.q, HybridConfig(eta=eta, clip_code=clip or None))
     rng = np.random.default_rng(p["seed"] + 11)   # one stream for the rounds, then the batches
     await _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, clip, report)
+    report["stages"]["training"]["step"] = step
     dut.clip_code.value = 0
     trainer.cfg.clip_code = None
     await _training_batches(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, report)
+
+
+def _step(p, w, mapping, ds, gold_xb) -> dict:
+    """The shared FC's step: p["eta"] if given, else the board's, chosen on the data by
+    golden.hybrid.choose_step for the rounds' batches (tb.cosim.sim_main.run_step, as `mcnn sim`)."""
+    from golden.hybrid import validation_subset
+    from tb.cosim.sim_main import run_step
+    iters = max(1, p.get("rounds", 0) * 3)
+    return run_step(p, w, mapping, ds, gold_xb, ds.split[0], validation_subset(len(ds.train_images)), iters)[0]
 
 
 async def _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trainer, rng, clip, report):
@@ -228,7 +239,7 @@ async def _training_rounds(dut, p, w, ctrl, maps, ds, xb, gold_xb, backend, trai
                       "wrong_group_tags": len(wg), "conductances_equal_golden": same,
                       "programming_seconds": round(t_prog, 1)})
         assert not bad_fw and not wg and same, f"replicated training round {it + 1} differs: {trace[-1]}"
-    report["stages"]["training"] = {"rounds": rounds, "batch_per_group": B, "eta": p["eta"], "update": "round",
+    report["stages"]["training"] = {"rounds": rounds, "batch_per_group": B, "eta": trainer.cfg.eta, "update": "round",
                                     "clip": clip, "fc_layer": fc, "trace": trace}
 
 

@@ -296,7 +296,7 @@ def _prog_session(report, name, dut, c0, g0, gold_xb):
     assert rtl == gold, f"{name}: RTL programming activity {rtl}, golden {gold}"
 
 
-def _choose_step(p, w, mapping, ds, gold_xb, n_fit, val, iters):
+def run_step(p, w, mapping, ds, gold_xb, n_fit, val, iters):
     """The step of this run: --eta if given, else golden.hybrid.choose_step on a reseeded copy of
     the golden board (the same iterations, a disjoint batch order, scored on the validation subset).
     -> (the choice's report, the FeatureSource it used over the training file)."""
@@ -312,7 +312,7 @@ def _choose_step(p, w, mapping, ds, gold_xb, n_fit, val, iters):
 async def _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report):
     """Stage 3: `iters` hybrid-training batches in fabric (update engine, threshold rule, pair
     programmer, write-verify) against golden.update + golden.hybrid.PairProgrammer on the copy.
-    The step: `_choose_step`. The guard (golden.hybrid.Guard) runs on the host: it sees each batch's
+    The step: `run_step`. The guard (golden.hybrid.Guard) runs on the host: it sees each batch's
     RTL classes, and on divergence rewrites eta_sh (+1: the step halved) before that batch's FINISH;
     golden runs its own Guard on its own classes, and the two steps must agree."""
     from golden import cnn
@@ -321,7 +321,7 @@ async def _hybrid(dut, p, w, ctrl, mapping, ds, xb, gold_xb, iters, report):
     n_fit = ds.split[0]
     val = validation_subset(len(ds.train_images))
     yall = ds.train_labels.astype(np.int64)
-    step, src = _choose_step(p, w, mapping, ds, gold_xb, n_fit, val, iters)
+    step, src = run_step(p, w, mapping, ds, gold_xb, n_fit, val, iters)
     eta_m, eta_sh = eta_params(step["eta"], w.q)
     dut.eta_m.value, dut.eta_sh.value = eta_m, eta_sh
     fc = cnn.weight_layers()[-1].name
