@@ -1,10 +1,14 @@
-"""In-situ backward path (rtl/insitu_path.py: ErrorCode -> 4 TransposedReads on PEs 0-3 ->
-HiddenError) on 4 behavioural PEs (tb/cosim/hdl/pe_model.v, BL-side ADCs) against golden
-InsituTrainer.backward on a golden li2018 Crossbar: golden runs the forward of random u8 images
-(labels random) and its backward; the path gets each image's output deltas and hidden activations,
-its PEs hold the same board's cell currents; every hidden delta must equal golden's deltas[0].
-Two boards: the fresh one (Li's initial state), then the board after golden has trained it for 3
-batches (open loop), reloaded into the PEs. Random idle on the input, back-pressure on the output.
+"""In-situ training path (rtl/insitu_path.py: ErrorCode -> 4 TransposedReads on PEs 0-3 ->
+HiddenError; UpdateEngines of layers H and O) on 4 behavioural PEs (tb/cosim/hdl/pe_model.v, BL-side
+ADCs) against golden InsituTrainer on a golden li2018 Crossbar, over `batches` batches: golden runs
+the forward of random u8 images (labels random), backward, updates and commands (layer H, then O);
+the path gets each image's x, h and output deltas and a FINISH per batch, its PEs hold the golden
+board's cell currents (reloaded after golden has programmed each batch's commands, open loop: the
+RTL programming path is not in the path yet). Checked: every hidden delta (the tap of HiddenError's
+output) equals golden's deltas[0], and the command stream equals update.commands of layer H, its end
+marker, those of layer O, its end marker. Random idle on the input, back-pressure on the output.
+
+Mutations seen caught: tag = 0 on every group's transposed read (hidden deltas differ, image 0).
 """
 import random
 
@@ -26,14 +30,17 @@ class InsituTop(wiring.Component):
     def __init__(self, path, bl_shift):
         self.path, self.bl_shift = path, bl_shift
         sig = path.signature.members
-        super().__init__({"i": sig["i"], "o": sig["o"], "cfg_we": In(1), "cfg_pe": In(2),
-                          "cfg_addr": In(16), "cfg_data": In(18)})
+        super().__init__({k: sig[k] for k in ("i", "o", "dh_valid", "dh", "mult_h", "shift_h", "mult_o",
+                                               "shift_o", "th_code")} |
+                         {"cfg_we": In(1), "cfg_pe": In(2), "cfg_addr": In(16), "cfg_data": In(18)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.path = p = self.path
         wiring.connect(m, wiring.flipped(self.i), p.i)
         wiring.connect(m, p.o, wiring.flipped(self.o))
+        m.d.comb += [self.dh_valid.eq(p.dh_valid), self.dh.eq(p.dh)]
+        m.d.comb += [getattr(p, k).eq(getattr(self, k)) for k in ("mult_h", "shift_h", "mult_o", "shift_o", "th_code")]
         tr = p.trs[0]
         for k in range(len(p.trs)):
             pe = getattr(p, f"pe{k}")
@@ -54,9 +61,28 @@ def _images(rng, n):
     return x, rng.integers(0, 10, n)
 
 
+async def _taps(dut, out):
+    from cocotb.triggers import ReadOnly, RisingEdge
+    while True:
+        await ReadOnly()
+        if int(dut.dh_valid.value):
+            out.append(int(dut.dh.value))
+        await RisingEdge(dut.clk)
+
+
+def _expected(t, dis):
+    from golden.update import commands
+    out = []
+    for name, d in zip(("H", "O"), dis):
+        out += [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
+                for c in commands(d, t.mapping, name)]
+        out.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
+    return out
+
+
 if cocotb is not None:
     @cocotb.test()
-    async def hidden_deltas_against_golden(dut):
+    async def training_against_golden(dut):
         from golden.crossbar import Crossbar
         from golden.insitu import InsituConfig, InsituTrainer
         from rtl.insitu_path import InsituPath
@@ -64,35 +90,52 @@ if cocotb is not None:
         p = harness.params()
         path = InsituPath()
         rng = np.random.default_rng(p["seed"])
-        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", InsituConfig(eta=0.06, batch=8))
+        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", InsituConfig(eta=p["eta"], batch=p["batch"]))
         await harness.start_clock_and_reset(dut)
+        (dut.mult_h.value, dut.shift_h.value), (dut.mult_o.value, dut.shift_o.value) = t.upd
+        dut.th_code.value = t.th
         src = harness.StreamSource(dut, "i", dut.clk, path.in_layout, idle=p["idle"], rng=random.Random(3))
         sink = harness.StreamSink(dut, "o", dut.clk, backpressure=p["bp"], rng=random.Random(4))
+        taps = []
         cocotb.start_soon(sink.run())
-        n_done, masked, nz = 0, 0, 0
-        for board in range(2):
-            if board:
-                for _ in range(3):                       # golden trains the board: its state changes
-                    t.step(*_images(rng, 8))
+        cocotb.start_soon(_taps(dut, taps))
+        n_img, n_cmd, masked, nz = 0, 0, 0, 0
+        zero = {"d": [0] * path.n_out, "h": [0] * path.n_hid, "x": [0] * path.n_x}
+        for b in range(p["batches"]):
             await load_cells(dut, t.xb.i_units()[:len(path.trs)], dut.clk)
-            x, y = _images(rng, p["images"])
+            x, y = _images(rng, p["batch"])
             acts, logits = t.forward(x)
             deltas = t.backward(acts, logits, y)
-            items = [{"d": [int(v) for v in deltas[1][i]], "h": [int(v) for v in acts[1][i]]} for i in range(len(x))]
-            await src.send(items)
-            await sink.wait_for(n_done + len(x), timeout_cycles=400 * len(x) + 2000)
+            exp = _expected(t, t.updates(acts, deltas))
+            for c in exp[:-1]:
+                if not c["end"]:
+                    t.prog.apply(ProgramCommandOf(c), t.it)
+            t.it += 1
+            items = [{"d": [int(v) for v in deltas[1][i]], "h": [int(v) for v in acts[1][i]],
+                      "x": [int(v) for v in x[i]], "finish": 0} for i in range(len(x))]
+            await src.send(items + [dict(zero, finish=1)])
+            await sink.wait_for(n_cmd + len(exp), timeout_cycles=400 * len(x) + 20 * len(exp) + 20000)
             for i in range(len(x)):
-                r = path.he.out_layout.from_bits(sink.items[n_done + i])
-                got = [int(r.d[j]) for j in range(path.n_in)]
-                exp = [int(v) for v in deltas[0][i]]
-                assert got == exp, f"board {board} image {i}: got {got}, expected {exp}"
+                r = path.he.out_layout.from_bits(taps[n_img + i])
+                got = [int(r.d[j]) for j in range(path.n_hid)]
+                want = [int(v) for v in deltas[0][i]]
+                assert got == want, f"batch {b} image {i}: hidden delta {got}, expected {want}"
                 h = acts[1][i]
                 masked += int(((h == 0) | (h == 255)).sum())
                 nz += int(np.count_nonzero(deltas[0][i]))
-            n_done += len(x)
-        assert len(sink.items) == n_done
-        assert masked and nz, (masked, nz)                  # the cases were exercised
-        dut._log.info(f"{n_done} images: hidden deltas equal; masked {masked}, nonzero {nz}")
+            got = [harness.unpack(path.out_layout, v) for v in sink.items[n_cmd:n_cmd + len(exp)]]
+            for k, (g, e) in enumerate(zip(got, exp)):
+                assert {f: int(g[f]) for f in e} == e, f"batch {b} command {k}: got {g}, expected {e}"
+            dut._log.info(f"batch {b}: {len(exp) - 2} commands equal")
+            n_img, n_cmd = n_img + len(x), n_cmd + len(exp)
+        assert len(sink.items) == n_cmd and len(taps) == n_img
+        assert masked and nz and n_cmd > 2 * p["batches"], (masked, nz, n_cmd)   # the cases were exercised
+        dut._log.info(f"{n_img} images, {n_cmd} commands equal; masked {masked}, nonzero {nz}")
+
+
+def ProgramCommandOf(c):
+    from golden.update import ProgramCommand
+    return ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"])
 
 
 @pytest.mark.parametrize("idle,bp", [(0.3, 0.5)])
@@ -101,7 +144,7 @@ def test_insitu_path(idle, bp):
     from rtl.insitu_path import InsituPath
     from tb.cosim.sim_top import PE_MODEL, adc_shift_for
     harness.run_block(InsituTop(InsituPath(), adc_shift_for(BL_ADC)), "insitu_top",
-                      "tb.test_insitu_path", {"seed": 5, "images": 20, "idle": idle, "bp": bp},
+                      "tb.test_insitu_path", {"seed": 5, "batches": 5, "batch": 8, "eta": 0.06, "idle": idle, "bp": bp},
                       extra_sources=[PE_MODEL])
 
 
