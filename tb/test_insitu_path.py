@@ -90,7 +90,7 @@ if cocotb is not None:
         p = harness.params()
         path = InsituPath()
         rng = np.random.default_rng(p["seed"])
-        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", InsituConfig(eta=p["eta"], batch=p["batch"]))
+        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", InsituConfig(eta=p["eta"], batch=p["batch"], th_code=p["th"]))
         await harness.start_clock_and_reset(dut)
         (dut.mult_h.value, dut.shift_h.value), (dut.mult_o.value, dut.shift_o.value) = t.upd
         dut.th_code.value = t.th
@@ -126,7 +126,8 @@ if cocotb is not None:
             got = [harness.unpack(path.out_layout, v) for v in sink.items[n_cmd:n_cmd + len(exp)]]
             for k, (g, e) in enumerate(zip(got, exp)):
                 assert {f: int(g[f]) for f in e} == e, f"batch {b} command {k}: got {g}, expected {e}"
-            dut._log.info(f"batch {b}: {len(exp) - 2} commands equal")
+            n_h = next(k for k, e in enumerate(exp) if e["end"])
+            dut._log.info(f"batch {b}: {n_h} commands of H, {len(exp) - n_h - 2} of O equal")
             n_img, n_cmd = n_img + len(x), n_cmd + len(exp)
         assert len(sink.items) == n_cmd and len(taps) == n_img
         assert masked and nz and n_cmd > 2 * p["batches"], (masked, nz, n_cmd)   # the cases were exercised
@@ -144,7 +145,7 @@ def test_insitu_path(idle, bp):
     from rtl.insitu_path import InsituPath
     from tb.cosim.sim_top import PE_MODEL, adc_shift_for
     harness.run_block(InsituTop(InsituPath(), adc_shift_for(BL_ADC)), "insitu_top",
-                      "tb.test_insitu_path", {"seed": 5, "batches": 5, "batch": 8, "eta": 0.06, "idle": idle, "bp": bp},
+                      "tb.test_insitu_path", {"seed": 5, "batches": 5, "batch": 8, "eta": 0.5, "th": 1, "idle": idle, "bp": bp},
                       extra_sources=[PE_MODEL])
 
 
