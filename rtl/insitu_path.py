@@ -1,6 +1,7 @@
 """In-situ training path of a two-layer dense network (Li 2018's 64-54-10; issue 15): per image the
 output deltas -> error codes -> transposed reads of the output layer's read groups on the PEs ->
-hidden deltas, both layers' update accumulation, and on FINISH both layers' programming commands.
+hidden deltas, both layers' update accumulation, and on FINISH both layers' programming commands
+through Li's open-loop programming to the PE programming ports.
 
 Golden counterpart: golden/insitu.py InsituTrainer.backward (error_code, layer_transposed,
 hidden_error masked by relu'(h) = 0 < h < 255) and InsituTrainer.updates + update.commands, layer H
@@ -8,13 +9,18 @@ first then layer O (step's order). Units only, wired with wiring.connect: rtl/er
 (ErrorCode), one rtl/transposed_read.py (TransposedRead) per read group of the output layer (li2018:
 groups 0..3 on PEs 0..3, each on its own PE port, so the four reads run in parallel),
 rtl/hidden_error.py (HiddenError), two rtl/update_engine.py (UpdateEngine): `upd_h` (layer H: V = x,
-delta = HiddenError's d, delta_bits = HiddenError.d_bits) and `upd_o` (layer O: V = h, the s17 deltas).
+delta = HiddenError's d, delta_bits = HiddenError.d_bits) and `upd_o` (layer O: V = h, the s17 deltas),
+rtl/open_programmer.py (OpenPairProgrammer, golden PairProgrammer(xb, "open")) taking their commands.
 
   i   In  stream {d: n_out x s17 (Q1.15 deltas of the result stage), h: n_hid x u8 (hidden
           activations), x: n_x x u8 (the image's inputs), finish}: one image, or (finish=1) the end
           of the batch (d, h, x ignored).
-  o   Out stream UpdateEngine.out_layout of upd_h: the commands of layer H and its end marker, then
-          those of layer O (fields copied) and its end marker.
+  rd_req / rd_rsp, req, done, pulse_cycles, pulses  OpenPairProgrammer's ports (its docstring:
+          the verify reads, the SET / RESET pulses for the PEs' prog_req -- shared with a
+          WriteVerify through an arbiter on the board --, a `done` per end marker, so two a batch).
+  prog_busy  Out: OpenPairProgrammer.busy.
+  cmd_valid, cmd  Out: a tap of the programmer's cmd (UpdateEngine.out_layout of upd_h): the commands
+          of layer H and its end marker, then those of layer O (fields copied) and its end marker.
   dh_valid, dh  Out: a tap of HiddenError's o (dh_valid a cycle with a hidden delta vector taken).
   mult_h, shift_h, mult_o, shift_o, th_code  In: the engines' runtime ports (golden: InsituTrainer
           upd[0], upd[1], th).
@@ -28,13 +34,15 @@ the groups' results reach HiddenError.t through a fixed-priority pick (lowest k 
 valid only). Serialisers feed the engines their DELTA items then V items (upd_o: d then h, right
 away; upd_h: HiddenError's d, registered, then x). FINISH goes to both engines; the output takes
 upd_h's stream up to its end marker, then upd_o's.
-What is not here yet (issue 15): the programming path (OpenPairProgrammer / ProgrammingPath).
+Not here (issue 15): the closed-loop regime (ProgrammingPath / WriteVerify behind the same command
+stream), the arbiter on prog_req, the routing of the 8 PEs' ports and the forward pass (controller).
 """
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .error_code import ErrorCode
+from .open_programmer import OpenPairProgrammer
 from .hidden_error import HiddenError
 from .pe_board import PEBoardSignature
 from .transposed_read import TransposedRead
@@ -54,7 +62,7 @@ def _table(groups):
 
 
 class InsituPath(wiring.Component):
-    def __init__(self, mapping=None, hidden="H", out="O", d_bits=17, pulse_cycles=4, max_batch=16):
+    def __init__(self, mapping=None, hidden="H", out="O", d_bits=17, pulse_cycles=4, max_batch=16, device="li2018"):
         mp = li2018_mapping() if mapping is None else mapping
         self.groups, gh = list(mp.groups[out]), list(mp.groups[hidden])
         self.n_out = self.groups[0].n_out
@@ -69,9 +77,18 @@ class InsituPath(wiring.Component):
                                             "h": data.ArrayLayout(unsigned(8), self.n_hid),
                                             "x": data.ArrayLayout(unsigned(8), self.n_x), "finish": 1})
         self.out_layout = self.upd_h.out_layout
-        tr, uh, uo = self.trs[0], self.upd_h, self.upd_o
-        ports = {"i": In(stream.Signature(self.in_layout)), "o": Out(stream.Signature(self.out_layout)),
+        self.prog = OpenPairProgrammer(self.out_layout, device=device)
+        self.req_layout = self.prog.req_layout
+        tr, uh, uo, pg = self.trs[0], self.upd_h, self.upd_o, self.prog
+        ports = {"i": In(stream.Signature(self.in_layout)),
+                 "cmd_valid": Out(1), "cmd": Out(self.out_layout),
                  "dh_valid": Out(1), "dh": Out(self.he.out_layout),
+                 "rd_req": Out(pg.signature.members["rd_req"].signature),
+                 "rd_rsp": In(stream.Signature(pg.rd_rsp.payload.shape())),
+                 "req": Out(pg.signature.members["req"].signature),
+                 "done": Out(pg.signature.members["done"].signature),
+                 "pulse_cycles": In(pg.signature.members["pulse_cycles"].shape, init=1),
+                 "pulses": Out(32), "prog_busy": Out(1),
                  "mult_h": In(uh.mult_bits), "shift_h": In(uh.shift_bits),
                  "mult_o": In(uo.mult_bits), "shift_o": In(uo.shift_bits), "th_code": In(uh.th_bits)}
         for k in range(len(self.groups)):
@@ -83,6 +100,12 @@ class InsituPath(wiring.Component):
         m = Module()
         m.submodules.ec, m.submodules.he = self.ec, self.he
         m.submodules.upd_h, m.submodules.upd_o = self.upd_h, self.upd_o
+        m.submodules.prog = pg = self.prog
+        for port in ("rd_req", "req", "done"):
+            wiring.connect(m, getattr(pg, port), wiring.flipped(getattr(self, port)))
+        wiring.connect(m, wiring.flipped(self.rd_rsp), pg.rd_rsp)
+        m.d.comb += [pg.pulse_cycles.eq(self.pulse_cycles), self.pulses.eq(pg.pulses), self.prog_busy.eq(pg.busy),
+                     self.cmd_valid.eq(pg.cmd.valid & pg.cmd.ready), self.cmd.eq(pg.cmd.payload)]
         for k, tr in enumerate(self.trs):
             m.submodules[f"tr{k}"] = tr
             wiring.connect(m, tr.pe, wiring.flipped(getattr(self, f"pe{k}")))
@@ -181,14 +204,15 @@ class InsituPath(wiring.Component):
         """upd_h's commands up to its end marker, then upd_o's."""
         uo, uh = self.upd_o, self.upd_h
         sel_o = Signal()
-        p = self.o.payload
+        o = self.prog.cmd
+        p = o.payload
         with m.If(sel_o):
-            m.d.comb += [self.o.valid.eq(uo.o.valid), uo.o.ready.eq(self.o.ready)]
+            m.d.comb += [o.valid.eq(uo.o.valid), uo.o.ready.eq(o.ready)]
             m.d.comb += [getattr(p, f).eq(getattr(uo.o.payload, f))
                          for f in ("pe", "row_pos", "bl", "m", "n", "d_code", "end", "overflow")]
         with m.Else():
-            m.d.comb += [self.o.valid.eq(uh.o.valid), uh.o.ready.eq(self.o.ready), p.eq(uh.o.payload)]
-        with m.If(self.o.valid & self.o.ready & p.end):
+            m.d.comb += [o.valid.eq(uh.o.valid), uh.o.ready.eq(o.ready), p.eq(uh.o.payload)]
+        with m.If(o.valid & o.ready & p.end):
             m.d.sync += sel_o.eq(~sel_o)
 
 

@@ -2,11 +2,15 @@
 HiddenError; UpdateEngines of layers H and O) on 4 behavioural PEs (tb/cosim/hdl/pe_model.v, BL-side
 ADCs) against golden InsituTrainer on a golden li2018 Crossbar, over `batches` batches: golden runs
 the forward of random u8 images (labels random), backward, updates and commands (layer H, then O);
-the path gets each image's x, h and output deltas and a FINISH per batch, its PEs hold the golden
-board's cell currents (reloaded after golden has programmed each batch's commands, open loop: the
-RTL programming path is not in the path yet). Checked: every hidden delta (the tap of HiddenError's
-output) equals golden's deltas[0], and the command stream equals update.commands of layer H, its end
-marker, those of layer O, its end marker. Random idle on the input, back-pressure on the output.
+the path gets each image's x, h and output deltas and a FINISH per batch. Board A is golden's
+(programmed by golden PairProgrammer "open"); board B, a copy of the fresh A, is the RTL's: its cell
+currents are loaded into the PEs before each batch (transposed reads), its verify reads and pulses
+served / applied by tb/test_open_programmer.py's Board. Checked: every hidden delta (the tap of
+HiddenError's output) equals golden's deltas[0]; the command stream (tap of the programmer's cmd)
+equals update.commands of layer H, its end marker, those of layer O, its end marker; two `done` per
+batch; after each batch the pulse count and every conductance of B equal A's. eta 0.5 and
+threshold 1 code make ~1,900 H and ~400 O commands a batch. Random idle on the input, back-pressure
+on done, pulses and reads.
 
 Mutations seen caught: tag = 0 on every group's transposed read (hidden deltas differ, image 0).
 """
@@ -19,6 +23,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from tb import harness
+from tb.test_open_programmer import Board
 
 try:
     import cocotb
@@ -27,20 +32,28 @@ except ImportError:
 
 
 class InsituTop(wiring.Component):
+    """The path's ports (all but the PE ports) and 4 behavioural PEs with a cell backdoor."""
+
     def __init__(self, path, bl_shift):
         self.path, self.bl_shift = path, bl_shift
-        sig = path.signature.members
-        super().__init__({k: sig[k] for k in ("i", "o", "dh_valid", "dh", "mult_h", "shift_h", "mult_o",
-                                               "shift_o", "th_code")} |
+        self.names = [k for k in path.signature.members if not k.startswith("pe")]
+        super().__init__({k: path.signature.members[k] for k in self.names} |
                          {"cfg_we": In(1), "cfg_pe": In(2), "cfg_addr": In(16), "cfg_data": In(18)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.path = p = self.path
-        wiring.connect(m, wiring.flipped(self.i), p.i)
-        wiring.connect(m, p.o, wiring.flipped(self.o))
-        m.d.comb += [self.dh_valid.eq(p.dh_valid), self.dh.eq(p.dh)]
-        m.d.comb += [getattr(p, k).eq(getattr(self, k)) for k in ("mult_h", "shift_h", "mult_o", "shift_o", "th_code")]
+        for k in self.names:
+            mem = p.signature.members[k]
+            if mem.is_signature:
+                if mem.flow == In:
+                    wiring.connect(m, wiring.flipped(getattr(self, k)), getattr(p, k))
+                else:
+                    wiring.connect(m, getattr(p, k), wiring.flipped(getattr(self, k)))
+            elif mem.flow == In:
+                m.d.comb += getattr(p, k).eq(getattr(self, k))
+            else:
+                m.d.comb += getattr(self, k).eq(getattr(p, k))
         tr = p.trs[0]
         for k in range(len(p.trs)):
             pe = getattr(p, f"pe{k}")
@@ -61,12 +74,13 @@ def _images(rng, n):
     return x, rng.integers(0, 10, n)
 
 
-async def _taps(dut, out):
+async def _taps(dut, name, out):
     from cocotb.triggers import ReadOnly, RisingEdge
+    valid, payload = getattr(dut, f"{name}_valid"), getattr(dut, name)
     while True:
         await ReadOnly()
-        if int(dut.dh_valid.value):
-            out.append(int(dut.dh.value))
+        if int(valid.value):
+            out.append(int(payload.value))
         await RisingEdge(dut.clk)
 
 
@@ -90,19 +104,22 @@ if cocotb is not None:
         p = harness.params()
         path = InsituPath()
         rng = np.random.default_rng(p["seed"])
-        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", InsituConfig(eta=p["eta"], batch=p["batch"], th_code=p["th"]))
+        cfg = InsituConfig(eta=p["eta"], batch=p["batch"], th_code=p["th"])
+        t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", cfg)
+        board = Board(dut, path.prog, t.xb.copy(), random.Random(5))   # B: programmed by the RTL
         await harness.start_clock_and_reset(dut)
+        dut.pulse_cycles.value = 2
         (dut.mult_h.value, dut.shift_h.value), (dut.mult_o.value, dut.shift_o.value) = t.upd
         dut.th_code.value = t.th
         src = harness.StreamSource(dut, "i", dut.clk, path.in_layout, idle=p["idle"], rng=random.Random(3))
-        sink = harness.StreamSink(dut, "o", dut.clk, backpressure=p["bp"], rng=random.Random(4))
-        taps = []
-        cocotb.start_soon(sink.run())
-        cocotb.start_soon(_taps(dut, taps))
+        done = harness.StreamSink(dut, "done", dut.clk, None, backpressure=p["bp"], rng=random.Random(4))
+        taps, cmds = [], []
+        for c in (done.run(), board.pulses_port(), board.reads_port(), _taps(dut, "dh", taps), _taps(dut, "cmd", cmds)):
+            cocotb.start_soon(c)
         n_img, n_cmd, masked, nz = 0, 0, 0, 0
         zero = {"d": [0] * path.n_out, "h": [0] * path.n_hid, "x": [0] * path.n_x}
         for b in range(p["batches"]):
-            await load_cells(dut, t.xb.i_units()[:len(path.trs)], dut.clk)
+            await load_cells(dut, board.xb.i_units()[:len(path.trs)], dut.clk)
             x, y = _images(rng, p["batch"])
             acts, logits = t.forward(x)
             deltas = t.backward(acts, logits, y)
@@ -114,7 +131,8 @@ if cocotb is not None:
             items = [{"d": [int(v) for v in deltas[1][i]], "h": [int(v) for v in acts[1][i]],
                       "x": [int(v) for v in x[i]], "finish": 0} for i in range(len(x))]
             await src.send(items + [dict(zero, finish=1)])
-            await sink.wait_for(n_cmd + len(exp), timeout_cycles=400 * len(x) + 20 * len(exp) + 20000)
+            await done.wait_for(2 * b + 2, timeout_cycles=400 * len(x) + 400 * len(exp) + 20000)
+            board.flush()
             for i in range(len(x)):
                 r = path.he.out_layout.from_bits(taps[n_img + i])
                 got = [int(r.d[j]) for j in range(path.n_hid)]
@@ -123,13 +141,19 @@ if cocotb is not None:
                 h = acts[1][i]
                 masked += int(((h == 0) | (h == 255)).sum())
                 nz += int(np.count_nonzero(deltas[0][i]))
-            got = [harness.unpack(path.out_layout, v) for v in sink.items[n_cmd:n_cmd + len(exp)]]
+            got = [harness.unpack(path.out_layout, v) for v in cmds[n_cmd:n_cmd + len(exp)]]
+            assert len(got) == len(exp), (b, len(got), len(exp))
             for k, (g, e) in enumerate(zip(got, exp)):
                 assert {f: int(g[f]) for f in e} == e, f"batch {b} command {k}: got {g}, expected {e}"
+            assert board.pulses == int(dut.pulses.value) == t.prog.stats.pulses, \
+                f"batch {b}: pulses RTL {board.pulses} / port {int(dut.pulses.value)}, golden {t.prog.stats.pulses}"
+            assert np.array_equal(t.xb.g, board.xb.g), \
+                f"batch {b}: conductances differ at {np.argwhere(t.xb.g != board.xb.g)[:5].tolist()}"
             n_h = next(k for k, e in enumerate(exp) if e["end"])
-            dut._log.info(f"batch {b}: {n_h} commands of H, {len(exp) - n_h - 2} of O equal")
+            dut._log.info(f"batch {b}: {n_h} commands of H, {len(exp) - n_h - 2} of O equal, "
+                          f"{board.pulses} pulses, conductances equal")
             n_img, n_cmd = n_img + len(x), n_cmd + len(exp)
-        assert len(sink.items) == n_cmd and len(taps) == n_img
+        assert len(cmds) == n_cmd and len(taps) == n_img and len(done.items) == 2 * p["batches"]
         assert masked and nz and n_cmd > 2 * p["batches"], (masked, nz, n_cmd)   # the cases were exercised
         dut._log.info(f"{n_img} images, {n_cmd} commands equal; masked {masked}, nonzero {nz}")
 
@@ -145,7 +169,8 @@ def test_insitu_path(idle, bp):
     from rtl.insitu_path import InsituPath
     from tb.cosim.sim_top import PE_MODEL, adc_shift_for
     harness.run_block(InsituTop(InsituPath(), adc_shift_for(BL_ADC)), "insitu_top",
-                      "tb.test_insitu_path", {"seed": 5, "batches": 5, "batch": 8, "eta": 0.5, "th": 1, "idle": idle, "bp": bp},
+                      "tb.test_insitu_path",
+                      {"seed": 5, "batches": 5, "batch": 8, "eta": 0.5, "th": 1, "idle": idle, "bp": bp},
                       extra_sources=[PE_MODEL])
 
 
