@@ -171,34 +171,28 @@ class InsituPath(wiring.Component):
         m.d.comb += [he.o.ready.eq(~dh_held), self.dh_valid.eq(he.o.valid & he.o.ready), self.dh.eq(he.o.payload)]
         with m.If(he.o.valid & he.o.ready):
             m.d.sync += [dh_held.eq(1), dh.eq(he.o.payload)]
-        # upd_o: DELTA d[0..no-1], V h[0..nh-1]
-        dv = Signal(signed(uo.in_layout.members["value"].width))
-        with m.Switch(co):
-            for c in range(no + nh):
-                with m.Case(c):
-                    m.d.comb += dv.eq(img.d[c] if c < no else img.h[c - no])
-        m.d.comb += [uo.i.payload.op.eq(Mux(fin, Op.FINISH, Mux(co < no, Op.DELTA, Op.V))),
-                     uo.i.payload.index.eq(Mux(co < no, co, co - no)), uo.i.payload.value.eq(dv),
-                     uo.i.valid.eq(self._busy & ~fo & (act | fin))]
-        with m.If(uo.i.valid & uo.i.ready):
-            m.d.sync += co.eq(co + 1)
-            with m.If(fin | (co == no + nh - 1)):
-                m.d.sync += fo.eq(1)
-        # upd_h: DELTA dh[0..nh-1], V x[0..nx-1]
-        hv = Signal(signed(uh.in_layout.members["value"].width))
-        with m.Switch(ch):
-            for c in range(nh + nx):
-                with m.Case(c):
-                    m.d.comb += hv.eq(dh.d[c] if c < nh else img.x[c - nh])
-        m.d.comb += [uh.i.payload.op.eq(Mux(fin, Op.FINISH, Mux(ch < nh, Op.DELTA, Op.V))),
-                     uh.i.payload.index.eq(Mux(ch < nh, ch, ch - nh)), uh.i.payload.value.eq(hv),
-                     uh.i.valid.eq(self._busy & ~fh & (dh_held | fin))]
-        with m.If(uh.i.valid & uh.i.ready):
-            m.d.sync += ch.eq(ch + 1)
-            with m.If(fin | (ch == nh + nx - 1)):
-                m.d.sync += fh.eq(1)
+        # upd_o: DELTA d[0..no-1], V h[0..nh-1]; upd_h: DELTA dh[0..nh-1], V x[0..nx-1]
+        self._serialise(m, uo, co, fo, img.d, img.h, act | fin, fin)
+        self._serialise(m, uh, ch, fh, dh.d, img.x, dh_held | fin, fin)
         with m.If(self._busy & fo & fh):
             m.d.sync += [self._busy.eq(0), act.eq(0), fin.eq(0)]
+
+    def _serialise(self, m, eng, cnt, done, deltas, inputs, go, fin):
+        """One update engine's items of an image: DELTA deltas[0..], then V inputs[0..] (or FINISH),
+        counted by `cnt`; `done` once the last has been taken."""
+        nd, nv = len(deltas), len(inputs)
+        val = Signal(signed(eng.in_layout.members["value"].width))
+        with m.Switch(cnt):
+            for c in range(nd + nv):
+                with m.Case(c):
+                    m.d.comb += val.eq(deltas[c] if c < nd else inputs[c - nd])
+        m.d.comb += [eng.i.payload.op.eq(Mux(fin, Op.FINISH, Mux(cnt < nd, Op.DELTA, Op.V))),
+                     eng.i.payload.index.eq(Mux(cnt < nd, cnt, cnt - nd)), eng.i.payload.value.eq(val),
+                     eng.i.valid.eq(self._busy & ~done & go)]
+        with m.If(eng.i.valid & eng.i.ready):
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(fin | (cnt == nd + nv - 1)):
+                m.d.sync += done.eq(1)
 
     def _commands(self, m):
         """upd_h's commands up to its end marker, then upd_o's."""
