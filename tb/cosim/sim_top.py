@@ -35,7 +35,8 @@ CUR_BITS = 18
 class SimTop(wiring.Component):
     """Controller + n_pe instances of pe_model, with the models' backdoor cell-write port."""
 
-    def __init__(self, controller: Controller, adc_shift: int):
+    def __init__(self, controller: Controller, adc_shift: int, extra_ports: dict | None = None):
+        # extra_ports: a subclass's own ports (tb/cosim/insitu_main.py: a tap), driven in its elaborate
         self.ctrl = controller
         self.adc_shift = adc_shift
         sig = controller.signature.members
@@ -55,6 +56,7 @@ class SimTop(wiring.Component):
             # simulation-only image loader: a whole image (its controller words) in one wide
             # write, fed to the controller's image stream in HDL, so Python wakes once per image
             "img_burst": In(32 * controller.image_words), "img_go": In(1), "img_busy": Out(1),
+            **(extra_ports or {}),
         })
 
     @staticmethod
