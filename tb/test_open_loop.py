@@ -39,24 +39,6 @@ def _pairs(rng):
     return out
 
 
-class PE:
-    """The PE's programming drivers: takes pulse requests with back-pressure, logs them."""
-
-    def __init__(self, dut, blk, rng):
-        self.dut, self.blk, self.rng, self.log = dut, blk, rng, []
-
-    async def run(self):
-        from cocotb.triggers import ReadOnly, RisingEdge
-        d = self.dut
-        while True:
-            r = self.rng.random() >= 0.4
-            d.req__ready.value = int(r)
-            await ReadOnly()
-            if r and bool(d.req__valid.value):
-                self.log.append(harness.unpack(self.blk.req_layout, int(d.req__payload.value)))
-            await RisingEdge(d.clk)
-
-
 def _expected_pulses(cell, code, target, n):
     op = 0 if target > code else 1             # ReqOp.SET / RESET
     return [dict(op=op, pe=cell[0], row=cell[1], bl=cell[2], width=WIDTH)] * n
@@ -68,7 +50,7 @@ async def _counts(dut, blk, src, sink, pe, p, rng):
     dev = _device()
     pairs = _pairs(rng)
     cells = [(rng.randrange(8), rng.randrange(128), rng.randrange(16)) for _ in pairs]
-    n0, l0 = len(sink.items), len(pe.log)
+    n0, l0 = len(sink.items), len(pe.items)
     await src.send([dict(pe=c[0], row=c[1], bl=c[2], code=a, target=b) for c, (a, b) in zip(cells, pairs)])
     got = await harness.collect(sink, n0, len(pairs), timeout_cycles=2_000_000)
     want_res, want_req = [], []
@@ -77,7 +59,7 @@ async def _counts(dut, blk, src, sink, pe, p, rng):
         want_res.append(dict(pe=c[0], row=c[1], bl=c[2], ok=1, pulses=n, final_code=b))
         want_req += _expected_pulses(c, a, b, n)
     harness.check(got, want_res, "results")
-    harness.check(pe.log[l0:], want_req, "pulse requests")
+    harness.check(pe.items[l0:], want_req, "pulse requests")
     assert want_res[0]["pulses"] == 1, "the tie 198 -> 199 (golden: 1 pulse)"
     dut._log.info(f"{len(pairs)} pairs: counts and {len(want_req)} pulses equal golden's")
 
@@ -112,14 +94,14 @@ async def _board(dut, blk, src, sink, pe, p, rng):
     a = Crossbar("li2018", seed=p["seed"])
     b = a.copy()
     writes, pulses = _golden_writes(a, rng, p["cmds"])
-    n0, l0, total = len(sink.items), len(pe.log), 0
+    n0, l0, total = len(sink.items), len(pe.items), 0
     for cell, code, target in writes:
         assert b.verify_read(*cell) == code, f"board B reads {cell} differently from golden's plan"
         await src.send([dict(pe=cell[0], row=cell[1], bl=cell[2], code=code, target=target)])
         res = (await harness.collect(sink, n0, 1, timeout_cycles=100_000))[0]
         n0 += 1
-        reqs = pe.log[l0:]
-        l0 = len(pe.log)
+        reqs = pe.items[l0:]
+        l0 = len(pe.items)
         assert len(reqs) == res["pulses"] and all((r["pe"], r["row"], r["bl"]) == cell for r in reqs), (cell, res)
         if reqs:
             assert len({r["op"] for r in reqs}) == 1
@@ -141,9 +123,9 @@ if cocotb is not None:
         dut.pulse_cycles.value = WIDTH
         src = harness.StreamSource(dut, "cmd", dut.clk, blk.cmd_layout, idle=0.3, rng=random.Random(1))
         sink = harness.StreamSink(dut, "res", dut.clk, blk.res_layout, backpressure=0.5, rng=random.Random(2))
-        pe = PE(dut, blk, random.Random(3))
+        pe = harness.StreamSink(dut, "req", dut.clk, blk.req_layout, backpressure=0.4, rng=random.Random(3))
         cocotb.start_soon(sink.run())
-        cocotb.start_soon(pe.run())
+        cocotb.start_soon(pe.run())         # the PE's pulse drivers, back-pressured
         await _counts(dut, blk, src, sink, pe, p, rng)
         await _board(dut, blk, src, sink, pe, p, rng)
         await harness.idle_cycles(dut.clk, 20)
