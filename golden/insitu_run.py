@@ -109,20 +109,25 @@ def exsitu_transfer(t: insitu.InsituTrainer, ws) -> dict:
 
 # ------------------------------------------------------------------ runs
 
-def run_insitu(ds_arrays, net, device, seed, mode, epochs, eta, stuck=None, record_every=RECORD_EVERY, batch=100):
-    """One in-situ run from the fresh board of (device, seed[, stuck-OFF fraction]) -> dict."""
+def run_insitu(ds_arrays, net, device, seed, mode, epochs, eta, stuck=None, record_every=RECORD_EVERY, batch=100,
+               done=None):
+    """One in-situ run from the fresh board of (device, seed[, stuck-OFF fraction]) -> dict;
+    done(trainer, dict), if given, sees the trained board (`--save-board`)."""
     x, y, xt, yt = ds_arrays
     n_fit, _ = split_sizes(len(x))
     xb = Crossbar(device, seed=seed, **({} if stuck is None else {"p_stuck_off": stuck}))
     t = insitu.InsituTrainer(xb, net, insitu.InsituConfig(eta=eta, mode=mode, batch=batch, record_every=record_every))
     order = batch_order(n_fit, batch, epochs * (n_fit // batch), seed=seed)
     tr = insitu.train(t, x, y, order, record=lambda: 100.0 - t.error(xt, yt))
-    return {"seed": seed, "stuck_off": float((xb.stuck == 2).mean()), "accuracy": tr.test_error[-1],
+    out = {"seed": seed, "stuck_off": float((xb.stuck == 2).mean()), "accuracy": tr.test_error[-1],
             "trace": {"images": tr.images, "accuracy": tr.test_error},
             "seconds_train": round(tr.seconds_train, 2), "iterations": len(order),
             "seconds_per_epoch": round(tr.seconds_train / max(epochs, 1), 2),
             "commands": int(np.sum(tr.commands)), "pulses": int(np.sum(tr.pulses)),
             "programming": t.prog.stats.as_dict()}
+    if done is not None:
+        done(t, out)
+    return out
 
 
 def pick_eta(ds_arrays, net, device, seed, mode, stuck=None, batch=100) -> dict:
@@ -149,10 +154,11 @@ def _stats(v):
 
 
 def experiment(ds, net="li2018", device="li2018", modes=("open",), epochs=1, seeds=(0, 1, 2, 3, 4),
-               stuck_grid=STUCK_GRID, fig4b_epochs=None, log=print, parts=("fig4a", "fig4b")) -> dict:
+               stuck_grid=STUCK_GRID, fig4b_epochs=None, log=print, parts=("fig4a", "fig4b"), on_board=None) -> dict:
     """Fig. 4a per mode (and the defect-free board), Fig. 4b (first mode) with the float MLP: one
     dict. The step of each mode is chosen once (pick_eta on the preset's own board, seed seeds[0])
-    and serves every run of that mode, the defect-free one and every stuck fraction of Fig. 4b."""
+    and serves every run of that mode, the defect-free one and every stuck fraction of Fig. 4b.
+    on_board(trainer, run): called once, with Fig. 4a's first run (first mode, first seed)."""
     net = network(net)
     arr = _data(ds, net)
     t0 = time.perf_counter()
@@ -166,7 +172,9 @@ def experiment(ds, net="li2018", device="li2018", modes=("open",), epochs=1, see
         for mode in modes:
             eta = out["eta"][mode]["eta"]
             for key, stuck in (("fig4a", None), ("defect_free", 0.0)):
-                runs = [run_insitu(arr, net, device, s, mode, epochs, eta, stuck) for s in seeds]
+                cb = on_board if key == "fig4a" and mode == modes[0] else None
+                runs = [run_insitu(arr, net, device, s, mode, epochs, eta, stuck, done=cb if s == seeds[0] else None)
+                        for s in seeds]
                 out[key][mode] = {"eta": eta, "accuracy": _stats([r["accuracy"] for r in runs]), "runs": runs}
                 log(f"{key} {mode}: accuracy {out[key][mode]['accuracy']['mean']:.2f} "
                     f"+/- {out[key][mode]['accuracy']['sd']:.2f} %")
@@ -271,11 +279,23 @@ def run_cli(args) -> list[str]:
         raise InputError(f"--network {net.name}: in-situ training takes networks of dense layers only")
     out = Path(args.out)
     rep_path = out / "insitu.json"
-    check_outputs([rep_path] + [out / f for f in PLOT_FILES], args.force)
+    board = getattr(args, "save_board", None)
+    if board is not None and "fig4a" not in args.parts:
+        raise InputError("--save-board: the saved board is Fig. 4a's first run: give --parts fig4a")
+    check_outputs([rep_path] + [out / f for f in PLOT_FILES] + ([board] if board else []), args.force)
     ds = load_dataset(args.data, image_shape=net.source_shape, n_classes=net.n_classes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    saved = []
+
+    def save(t, run):      # as soon as that run ends: the board file is usable while the rest runs
+        from .insitu_board import save_board
+        info = {k: run[k] for k in ("seed", "accuracy", "iterations")}
+        saved.append(str(save_board(t, board, args.force, {**info, "epochs": args.epochs, "data": str(args.data)})))
+        log(f"board of seed {run['seed']} ({t.cfg.mode}, test accuracy {run['accuracy']:.2f} %) saved to {board}")
     rep = experiment(ds, net, args.device, tuple(dict.fromkeys(args.mode)), args.epochs, tuple(args.seeds),
-                     tuple(args.stuck_grid), args.fig4b_epochs, log, tuple(args.parts))
+                     tuple(args.stuck_grid), args.fig4b_epochs, log, tuple(args.parts), save if board else None)
     rep["data"] = str(args.data)
-    files = [str(write_atomic(rep_path, json.dumps(rep, indent=1), args.force))]
+    if saved:
+        rep["board_file"] = saved[0]
+    files = saved + [str(write_atomic(rep_path, json.dumps(rep, indent=1), args.force))]
     return files + plots(rep, out, args.force)

@@ -191,6 +191,10 @@ def cmd_bench(args):
 
 def cmd_sim(args):
     from golden import weights
+    if args.board is not None:      # the in-situ trained board's forward pass (tb/cosim/board_main.py)
+        _cosim()
+        from tb.cosim.board_main import sim_cli
+        return sim_cli(args)
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
     for bad, what in ((args.device != "ideal", f"--device {args.device}"), (args.replicated, "--replicated"),
                       ((args.workers or 1) > 1 or args.scheduler, "a sharded co-simulation (--workers, --scheduler)")):
@@ -349,6 +353,10 @@ def _sim_parser(sub):
     p.add_argument("--waves", action="store_true",
                    help="write a waveform (FST; VCD where the FST writer's lz4.h is missing; slow)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--board", type=Path, default=None, metavar="FILE",
+                   help="an in-situ trained board (`mcnn train-insitu --save-board FILE`): the forward pass of "
+                        "its --n test images on the RTL, bit-exact against golden (its device and network; "
+                        "--device, --seed, --iterations, --weights do not apply)")
     _workers(p)
     p.add_argument("--replicated", action="store_true",
                    help="the replicated-convolver controller (rtl/replicated.py): three groups, shared FC; "
@@ -384,7 +392,10 @@ def _train_insitu_parser(sub):
     p.add_argument("--parts", choices=("fig4a", "fig4b"), nargs="+", default=["fig4a", "fig4b"],
                    help="Fig. 4a (+ defect-free) per mode and/or Fig. 4b (first mode, + float MLP, ex situ)")
     p.add_argument("--out", type=Path, required=True, help="output directory: insitu.json + the two plots")
-    _force(p, "the report and plots in --out")
+    p.add_argument("--save-board", type=Path, default=None, metavar="FILE",
+                   help="write the trained board of Fig. 4a's first run (first mode, first seed) to FILE (.npz: "
+                        "conductances, device state, network, scales; for `mcnn sim --board FILE`)")
+    _force(p, "the report and plots in --out (and --save-board FILE)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_train_insitu)
 
