@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def _read(path: Path):
         raise InputError(f"{path}: no such board file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a board file (.npz)") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise InputError(f"{path}: not a board file of `mcnn train-insitu --save-board` ({e})") from None
     if "meta" not in data:
         raise InputError(f"{path}: not a board file of `mcnn train-insitu --save-board` (no meta)")
