@@ -178,3 +178,21 @@ def test_cli_refusals(board, tmp_path, capsys):
     assert main(["train-insitu", "--out", str(out), "--parts", "fig4b", "--save-board", str(tmp_path / "n.npz"),
                  *nodata]) == 2
     assert "--parts fig4a" in capsys.readouterr().err
+
+
+def test_shard_reports_merge():
+    """tb/cosim/board_main.merge: counts add up, indices stay global, rates come from the sums."""
+    from tb.cosim.board_main import merge
+
+    def shard(lo, hi, correct, bad, span, t0, t1):
+        return {"network": "li2018", "shard": {"start": lo, "stop": hi}, "images": hi - lo, "correct_rtl": correct,
+                "correct_golden": correct, "bitexact_images": hi - lo - len(bad), "mismatched_images": len(bad),
+                "mismatched_indices": bad, "span_cycles": span, "intervals": hi - lo - 1, "cycles_first_image": 190,
+                "seconds_golden": 0.5, "seconds_cosim": t1 - t0, "t_start": t0, "t_end": t1, "overrun": 0}
+    r = merge([shard(30, 100, 60, [41], 69 * 210, 5.0, 12.0), shard(0, 30, 27, [], 29 * 200, 2.0, 4.0)])
+    assert (r["images"], r["correct_rtl"], r["bitexact_images"], r["mismatched_indices"]) == (100, 87, 99, [41])
+    assert r["accuracy_rtl"] == 87.0 and r["cycles_per_image"] == round((69 * 210 + 29 * 200) / 98, 2)
+    assert r["cosim_images_per_s"] == 10.0 and r["golden_images_per_s"] == 100.0
+    assert [s["start"] for s in r["shards"]] == [0, 30] and "shard" not in r and "error" not in r
+    r = merge([shard(0, 10, 9, [], 9 * 200, 0.0, 1.0) | {"error": "boom"}, shard(10, 20, 9, [], 9 * 200, 0.0, 1.0)])
+    assert r["error"] == "images 0..9: boom"
