@@ -16,6 +16,7 @@ results do not depend on the split. The shards' counts add up (`merge`).
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -185,7 +186,7 @@ def sim_cli(args) -> int:
         raise InputError(f"--n {args.n}: the dataset in {args.data} has {len(ds.test_images)} test images")
     check_outputs([args.report], args.force)
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.report.with_name(f".{args.report.name}.partial")
+    tmp = args.report.with_name(f".{args.report.name}.{os.getpid()}.partial")
     params = {"board": str(Path(args.board).resolve()), "data": str(Path(args.data).resolve()), "n": args.n,
               "report": str(tmp.resolve()), "progress": sys.stderr.isatty()}
 
