@@ -13,10 +13,21 @@ B equal A's. eta 0.5 and
 threshold 1 code make ~1,900 H and ~400 O commands a batch. Random idle on the input, back-pressure
 on done, pulses and reads.
 
-Mutations seen caught: tag = 0 on every group's transposed read (an earlier version of this test,
-hidden deltas only: image 0 differs); layer O's serialiser one V item short (batch 0: 2281 commands,
-expected 2291); OpenPairProgrammer's open-loop resolution tables + 1 (batch 0: pulses RTL 991,
-golden 1766).
+Closed loop (InsituPath(mode="closed"), test_insitu_path_closed: Yao's threshold rule, 6 codes, and
+write-verify; golden InsituConfig mode "closed"): board B is tb/test_open_programmer.py's VerifyBoard
+(the write-verify READs on `req` answered on `rsp`, each cell's reads and pulses one golden
+CellSession). Checked besides the above: every write-verify request (pulse or verify read, cell, in
+order) equals golden's (Crossbar.cell_session traced), every result on the wv_res tap its session's
+(cell, pulses, final code), the failed results are golden's failures (the cells blocked), and
+commands later address blocked cells. Pulse limit 30 (RTL port max_pulses, golden
+Crossbar.max_pulses) so the stuck-OFF cells fail after few pulses: 3 batches of 6 images, ~120
+commands and ~450 pulses a batch, 20 cells blocked, 5 commands on blocked cells.
+
+Mutations seen caught: the pair programmer never told of a failed write-verify (ok forced to 1 on its
+wv_res, closed mode: no cell blocked; batch 2: pulses RTL 1441, golden 1381); tag = 0 on every group's
+transposed read (an earlier version of this test, hidden deltas only: image 0 differs); layer O's
+serialiser one V item short (batch 0: 2281 commands, expected 2291); OpenPairProgrammer's open-loop
+resolution tables + 1 (batch 0: pulses RTL 991, golden 1766).
 """
 import random
 
