@@ -34,19 +34,37 @@ the groups' results reach HiddenError.t through a fixed-priority pick (lowest k 
 valid only). Serialisers feed the engines their DELTA items then V items (upd_o: d then h, right
 away; upd_h: HiddenError's d, registered, then x). FINISH goes to both engines; the output takes
 upd_h's stream up to its end marker, then upd_o's.
-Not here (issue 15): the closed-loop regime (ProgrammingPath / WriteVerify behind the same command
-stream), the arbiter on prog_req, the routing of the 8 PEs' ports and the forward pass (controller).
+
+Regimes (`mode`, elaboration time; golden InsituConfig.mode, PairProgrammer(xb, mode)):
+  "open"    Li's blind identical pulses: rtl/open_programmer.py OpenPairProgrammer (above).
+  "closed"  Yao's threshold rule with closed-loop write-verify, composed as rtl/programming.py does:
+            rtl/pair_programmer.py PairProgrammer (closed: margin = the device's verify margin, window
+            from golden PairProgrammer) -> rtl/write_verify.py WriteVerify, its results back to the
+            pair programmer (failed cells blocked for good). Same ports as open mode, with these
+            differences: `req` carries WriteVerify's requests, op SET / RESET and READ (a verify read
+            of the cell being programmed, answered in order on `rsp`); `pulses` counts SET / RESET
+            only (golden PairProgrammer.stats.pulses); extra ports:
+    rsp         In stream {code}: the verify ADC code of every READ on `req` (rtl/programming.py prog_rsp)
+    wv_res_valid, wv_res  Out: a tap of WriteVerify's result per programmed cell (res_layout: pe, row,
+                bl, ok, pulses, final_code; ok = 0: the cell is blocked from now on)
+    max_pulses  In: WriteVerify's pulse limit per cell (init: the device preset's max_pulses)
+  The threshold (th_code) is the same engine port in both regimes (golden default_threshold differs).
+Not here (issue 15): the arbiter on prog_req, the routing of the 8 PEs' ports and the forward pass
+(controller).
 """
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .error_code import ErrorCode
-from .open_programmer import OpenPairProgrammer
 from .hidden_error import HiddenError
+from .open_loop import window_codes
+from .open_programmer import OpenPairProgrammer
+from .pair_programmer import PairProgrammer
 from .pe_board import PEBoardSignature
 from .transposed_read import TransposedRead
 from .update_engine import Op, UpdateEngine
+from .write_verify import ReqOp, WriteVerify
 
 
 def li2018_mapping():
@@ -62,7 +80,11 @@ def _table(groups):
 
 
 class InsituPath(wiring.Component):
-    def __init__(self, mapping=None, hidden="H", out="O", d_bits=17, pulse_cycles=4, max_batch=16, device="li2018"):
+    def __init__(self, mapping=None, hidden="H", out="O", d_bits=17, pulse_cycles=4, max_batch=16, device="li2018",
+                 mode="open"):
+        if mode not in ("open", "closed"):
+            raise ValueError(f"InsituPath mode must be 'open' or 'closed', got {mode!r}")
+        self.mode = mode
         mp = li2018_mapping() if mapping is None else mapping
         self.groups, gh = list(mp.groups[out]), list(mp.groups[hidden])
         self.n_out = self.groups[0].n_out
@@ -77,35 +99,57 @@ class InsituPath(wiring.Component):
                                             "h": data.ArrayLayout(unsigned(8), self.n_hid),
                                             "x": data.ArrayLayout(unsigned(8), self.n_x), "finish": 1})
         self.out_layout = self.upd_h.out_layout
-        self.prog = OpenPairProgrammer(self.out_layout, device=device)
-        self.req_layout = self.prog.req_layout
+        extra = self._programmer(device)
+        self.req_layout = self.wv.req_layout
         tr, uh, uo, pg = self.trs[0], self.upd_h, self.upd_o, self.prog
         ports = {"i": In(stream.Signature(self.in_layout)),
                  "cmd_valid": Out(1), "cmd": Out(self.out_layout),
                  "dh_valid": Out(1), "dh": Out(self.he.out_layout),
                  "rd_req": Out(pg.signature.members["rd_req"].signature),
                  "rd_rsp": In(stream.Signature(pg.rd_rsp.payload.shape())),
-                 "req": Out(pg.signature.members["req"].signature),
+                 "req": Out(stream.Signature(self.req_layout)),
                  "done": Out(pg.signature.members["done"].signature),
-                 "pulse_cycles": In(pg.signature.members["pulse_cycles"].shape, init=1),
+                 "pulse_cycles": In(self.req_layout["width"].shape, init=1),
                  "pulses": Out(32), "prog_busy": Out(1),
                  "mult_h": In(uh.mult_bits), "shift_h": In(uh.shift_bits),
-                 "mult_o": In(uo.mult_bits), "shift_o": In(uo.shift_bits), "th_code": In(uh.th_bits)}
+                 "mult_o": In(uo.mult_bits), "shift_o": In(uo.shift_bits), "th_code": In(uh.th_bits), **extra}
         for k in range(len(self.groups)):
             ports[f"pe{k}"] = Out(PEBoardSignature(tr.n_bl, 32, 8, tr.n_rows, transposed=True,
                                                    bl_code_bits=tr.bl_code_bits))
         super().__init__(ports)
+
+    def _programmer(self, device):
+        """self.prog (the programmer taking the commands) and self.wv (open: a WriteVerify built for
+        its layouts only; closed: the write-verify sequencer); -> the mode's extra ports."""
+        if self.mode == "open":
+            self.prog = OpenPairProgrammer(self.out_layout, device=device)
+            self.wv = WriteVerify()
+            self.wv._MustUse__silence = True                # layouts only (OpenPairProgrammer has its own)
+            return {}
+        from golden.crossbar import Crossbar
+        xb = Crossbar(device, n_pe=1)
+        self.margin = xb.margin_code
+        self.wv = WriteVerify(margin_init=self.margin, max_pulses_init=xb.max_pulses)
+        lo, hi = window_codes(xb.p)
+        self.prog = PairProgrammer(self.out_layout, self.wv.cmd_layout, self.wv.res_layout, lo=lo, hi=hi,
+                                   margin=self.margin)
+        return {"rsp": In(stream.Signature(self.wv.rsp_layout)),
+                "wv_res_valid": Out(1), "wv_res": Out(self.wv.res_layout),
+                "max_pulses": In(self.wv.max_pulses.shape(), init=xb.max_pulses)}
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.ec, m.submodules.he = self.ec, self.he
         m.submodules.upd_h, m.submodules.upd_o = self.upd_h, self.upd_o
         m.submodules.prog = pg = self.prog
-        for port in ("rd_req", "req", "done"):
+        for port in ("rd_req", "req", "done") if self.mode == "open" else ("rd_req", "done"):
             wiring.connect(m, getattr(pg, port), wiring.flipped(getattr(self, port)))
         wiring.connect(m, wiring.flipped(self.rd_rsp), pg.rd_rsp)
-        m.d.comb += [pg.pulse_cycles.eq(self.pulse_cycles), self.pulses.eq(pg.pulses), self.prog_busy.eq(pg.busy),
-                     self.cmd_valid.eq(pg.cmd.valid & pg.cmd.ready), self.cmd.eq(pg.cmd.payload)]
+        if self.mode == "open":
+            m.d.comb += [pg.pulse_cycles.eq(self.pulse_cycles), self.pulses.eq(pg.pulses), self.prog_busy.eq(pg.busy)]
+        else:
+            self._write_verify(m)
+        m.d.comb += [self.cmd_valid.eq(pg.cmd.valid & pg.cmd.ready), self.cmd.eq(pg.cmd.payload)]
         for k, tr in enumerate(self.trs):
             m.submodules[f"tr{k}"] = tr
             wiring.connect(m, tr.pe, wiring.flipped(getattr(self, f"pe{k}")))
@@ -116,6 +160,22 @@ class InsituPath(wiring.Component):
         self._feed(m, img)
         self._commands(m)
         return m
+
+    def _write_verify(self, m):
+        """Closed mode: the pair programmer's targets through WriteVerify (rtl/programming.py's wiring,
+        no host commands); its results go back to the pair programmer and out on the wv_res tap."""
+        pp = self.prog
+        m.submodules.write_verify = wv = self.wv
+        wiring.connect(m, pp.wv_cmd, wv.cmd)
+        wiring.connect(m, wv.req, wiring.flipped(self.req))
+        wiring.connect(m, wiring.flipped(self.rsp), wv.rsp)
+        m.d.comb += [wv.res.ready.eq(1), pp.wv_res.eq(wv.res.payload), pp.wv_res_fire.eq(wv.res.valid),
+                     self.wv_res_valid.eq(wv.res.valid), self.wv_res.eq(wv.res.payload),
+                     wv.pulse_cycles.eq(self.pulse_cycles), wv.max_pulses.eq(self.max_pulses),
+                     wv.margin.eq(self.margin),
+                     self.prog_busy.eq(pp.busy | ~pp.cmd.ready | ~wv.cmd.ready)]
+        with m.If(self.req.valid & self.req.ready & (self.req.payload.op != ReqOp.READ)):
+            m.d.sync += self.pulses.eq(self.pulses + 1)
 
     def _backward(self, m):
         """Input register, ErrorCode -> the groups' TransposedReads -> HiddenError (module docstring)."""
@@ -211,4 +271,4 @@ class InsituPath(wiring.Component):
 
 
 def default_instances():
-    return {"insitu_path": InsituPath()}
+    return {"insitu_path": InsituPath(), "insitu_path_closed": InsituPath(mode="closed")}

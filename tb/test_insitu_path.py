@@ -13,10 +13,21 @@ B equal A's. eta 0.5 and
 threshold 1 code make ~1,900 H and ~400 O commands a batch. Random idle on the input, back-pressure
 on done, pulses and reads.
 
-Mutations seen caught: tag = 0 on every group's transposed read (an earlier version of this test,
-hidden deltas only: image 0 differs); layer O's serialiser one V item short (batch 0: 2281 commands,
-expected 2291); OpenPairProgrammer's open-loop resolution tables + 1 (batch 0: pulses RTL 991,
-golden 1766).
+Closed loop (InsituPath(mode="closed"), test_insitu_path_closed: Yao's threshold rule, 6 codes, and
+write-verify; golden InsituConfig mode "closed"): board B is tb/test_open_programmer.py's VerifyBoard
+(the write-verify READs on `req` answered on `rsp`, each cell's reads and pulses one golden
+CellSession). Checked besides the above: every write-verify request (pulse or verify read, cell, in
+order) equals golden's (Crossbar.cell_session traced), every result on the wv_res tap its session's
+(cell, pulses, final code), the failed results are golden's failures (the cells blocked), and
+commands later address blocked cells. Pulse limit 30 (RTL port max_pulses, golden
+Crossbar.max_pulses) so the stuck-OFF cells fail after few pulses: 3 batches of 6 images, ~120
+commands and ~450 pulses a batch, 20 cells blocked, 5 commands on blocked cells.
+
+Mutations seen caught: the pair programmer never told of a failed write-verify (ok forced to 1 on its
+wv_res, closed mode: no cell blocked; batch 2: pulses RTL 1441, golden 1381); tag = 0 on every group's
+transposed read (an earlier version of this test, hidden deltas only: image 0 differs); layer O's
+serialiser one V item short (batch 0: 2281 commands, expected 2291); OpenPairProgrammer's open-loop
+resolution tables + 1 (batch 0: pulses RTL 991, golden 1766).
 """
 import random
 
@@ -98,6 +109,57 @@ def _expected(t, dis):
     return out
 
 
+def _trace_sessions(xb, log):
+    """Log golden's write-verify requests as the board sees them: (op, cell), op Pulse or READ = 2."""
+    orig = xb.cell_session
+
+    def session(pe, row, bl):
+        s, cell = orig(pe, row, bl), (pe, row, bl)
+        read, pulse = s.read, s.pulse
+        s.read = lambda: (log.append((2, cell)), read())[1]
+        s.pulse = lambda d: (log.append((int(d), cell)), pulse(d))[1]
+        return s
+    xb.cell_session = session
+
+
+async def _wv_results(dut, layout, out):
+    from cocotb.triggers import ReadOnly, RisingEdge
+    while True:
+        await ReadOnly()
+        if int(dut.wv_res_valid.value):
+            out.append(harness.unpack(layout, int(dut.wv_res.value)))
+        await RisingEdge(dut.clk)
+
+
+class _Closed:
+    """Closed mode's extra checks: every write-verify request and result, the blocked cells."""
+
+    def __init__(self, dut, path, t, rng, max_pulses):
+        from tb.test_open_programmer import VerifyBoard
+        self.results, self.gops, self.t = [], [], t
+        self.board = VerifyBoard(dut, path.req_layout, path.prog.rd_layout, t.xb.copy(), rng, self.results)
+        t.xb.max_pulses = max_pulses
+        _trace_sessions(t.xb, self.gops)
+        cocotb.start_soon(_wv_results(dut, path.wv.res_layout, self.results))
+        self.o0 = self.r0 = self.f0 = 0
+        self.hits = 0           # commands addressing a cell blocked before them
+
+    def command(self, c):
+        b = self.t.prog.blocked
+        self.hits += (c["pe"], c["row_pos"], c["bl"]) in b or (c["pe"], c["row_pos"] + 1, c["bl"]) in b
+
+    def check(self, b):
+        t, res = self.t, self.results
+        assert self.board.ops[self.o0:] == self.gops[self.o0:], \
+            f"batch {b}: write-verify requests differ from golden's (first of {len(self.gops) - self.o0})"
+        assert len(res) == len(t.prog.programmed) == self.board.ended, (b, len(res), len(t.prog.programmed))
+        fails = [((r["pe"], r["row"], r["bl"]), r["final_code"], r["pulses"]) for r in res[self.r0:] if not r["ok"]]
+        want = [((f["pe"], f["row"], f["bl"]), f["final_code"], f["pulses"]) for f in t.prog.failures[self.f0:]]
+        assert fails == want, f"batch {b}: failed (blocked) cells {fails}, expected {want}"
+        self.o0, self.r0, self.f0 = len(self.gops), len(res), len(t.prog.failures)
+        return f", {len(want)} cells blocked"
+
+
 if cocotb is not None:
     @cocotb.test()
     async def training_against_golden(dut):
@@ -106,15 +168,20 @@ if cocotb is not None:
         from rtl.insitu_path import InsituPath
         from tb.cosim.sim_top import load_cells
         p = harness.params()
-        path = InsituPath()
+        path = InsituPath(mode=p["mode"])
         rng = np.random.default_rng(p["seed"])
-        cfg = InsituConfig(eta=p["eta"], batch=p["batch"], th_code=p["th"])
+        cfg = InsituConfig(eta=p["eta"], batch=p["batch"], th_code=p["th"], mode=p["mode"])
         t = InsituTrainer(Crossbar("li2018", seed=p["seed"]), "li2018", cfg)
-        board = Board(dut, path.prog, t.xb.copy(), random.Random(5))   # B: programmed by the RTL
         await harness.start_clock_and_reset(dut)
         dut.pulse_cycles.value = 2
         (dut.mult_h.value, dut.shift_h.value), (dut.mult_o.value, dut.shift_o.value) = t.upd
         dut.th_code.value = t.th
+        if p["mode"] == "closed":
+            dut.max_pulses.value = p["max_pulses"]
+            closed = _Closed(dut, path, t, random.Random(5), p["max_pulses"])
+            board = closed.board
+        else:
+            closed, board = None, Board(dut, path.prog, t.xb.copy(), random.Random(5))   # B: programmed by the RTL
         src = harness.StreamSource(dut, "i", dut.clk, path.in_layout, idle=p["idle"], rng=random.Random(3))
         done = harness.StreamSink(dut, "done", dut.clk, None, backpressure=p["bp"], rng=random.Random(4))
         taps, cmds = [], []
@@ -131,6 +198,8 @@ if cocotb is not None:
             r0, greads = len(board.reads), []
             for c in exp[:-1]:
                 if not c["end"]:
+                    if closed:
+                        closed.command(c)
                     t.prog.apply(ProgramCommandOf(c), t.it)
                     greads += [(c["pe"], c["row_pos"], c["bl"]), (c["pe"], c["row_pos"] + 1, c["bl"])]
             t.it += 1
@@ -154,15 +223,19 @@ if cocotb is not None:
             assert board.pulses == int(dut.pulses.value) == t.prog.stats.pulses, \
                 f"batch {b}: pulses RTL {board.pulses} / port {int(dut.pulses.value)}, golden {t.prog.stats.pulses}"
             assert board.reads[r0:] == greads, f"batch {b}: verify reads differ from golden's"
+            extra = closed.check(b) if closed else ""
             assert np.array_equal(t.xb.g, board.xb.g), \
                 f"batch {b}: conductances differ at {np.argwhere(t.xb.g != board.xb.g)[:5].tolist()}"
             n_h = next(k for k, e in enumerate(exp) if e["end"])
             dut._log.info(f"batch {b}: {n_h} commands of H, {len(exp) - n_h - 2} of O equal, "
-                          f"{board.pulses} pulses, conductances equal")
+                          f"{board.pulses} pulses, conductances equal{extra}")
             n_img, n_cmd = n_img + len(x), n_cmd + len(exp)
         assert len(cmds) == n_cmd and len(taps) == n_img and len(done.items) == 2 * p["batches"]
         assert masked and nz and n_cmd > 2 * p["batches"], (masked, nz, n_cmd)   # the cases were exercised
-        dut._log.info(f"{n_img} images, {n_cmd} commands equal; masked {masked}, nonzero {nz}")
+        if closed:      # cells were blocked and later commands addressed them
+            assert t.prog.failures and closed.hits, (len(t.prog.failures), closed.hits)
+        dut._log.info(f"{n_img} images, {n_cmd} commands equal; masked {masked}, nonzero {nz}"
+                      + (f"; {len(t.prog.failures)} cells blocked, {closed.hits} commands on them" if closed else ""))
 
 
 def ProgramCommandOf(c):
@@ -170,15 +243,24 @@ def ProgramCommandOf(c):
     return ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"])
 
 
-@pytest.mark.parametrize("idle,bp", [(0.3, 0.5)])
-def test_insitu_path(idle, bp):
+def _run(mode, name, params):
     from golden.transposed_read import BL_ADC
     from rtl.insitu_path import InsituPath
     from tb.cosim.sim_top import PE_MODEL, adc_shift_for
-    harness.run_block(InsituTop(InsituPath(), adc_shift_for(BL_ADC)), "insitu_top",
-                      "tb.test_insitu_path",
-                      {"seed": 5, "batches": 5, "batch": 8, "eta": 0.5, "th": 1, "idle": idle, "bp": bp},
-                      extra_sources=[PE_MODEL])
+    harness.run_block(InsituTop(InsituPath(mode=mode), adc_shift_for(BL_ADC)), name, "tb.test_insitu_path",
+                      {"mode": mode, **params}, extra_sources=[PE_MODEL])
+
+
+@pytest.mark.parametrize("idle,bp", [(0.3, 0.5)])
+def test_insitu_path(idle, bp):
+    _run("open", "insitu_top", {"seed": 5, "batches": 5, "batch": 8, "eta": 0.5, "th": 1, "idle": idle, "bp": bp})
+
+
+def test_insitu_path_closed():
+    """Closed loop: threshold 6 codes (golden default_threshold for li2018), a pulse limit of 30 so
+    that the stuck-OFF cells fail (are blocked) quickly; ~120 commands, ~140 cells a batch."""
+    _run("closed", "insitu_closed_top", {"seed": 5, "batches": 3, "batch": 6, "eta": 0.5, "th": 6, "max_pulses": 30,
+                                         "idle": 0.3, "bp": 0.5})
 
 
 def test_lint():
