@@ -1,0 +1,110 @@
+"""The board ELM (golden): network elm-board, the sign rule of golden/update.py, golden/pair_pulser.py
+and InsituTrainer's per-layer rules, against references written out here."""
+import numpy as np
+import pytest
+
+from golden import cnn, devices, insitu, update
+from golden.crossbar import Crossbar
+from golden.devices import RESET, SET
+from golden.mapping import build_mapping
+from golden.networks import BIAS_PIXEL, Network, network
+from golden.pair_pulser import PairPulser, pulse_plan
+
+NET = network("elm-board")
+
+
+def test_elm_board_is_the_largest_that_maps():
+    m = NET.mapping()
+    assert [(g.pe, g.row_base, len(g.inputs), g.n_out) for g in m.groups["H"]] == [(p, 0, 16, 64) for p in range(4)]
+    assert [(g.pe, g.row_base) for g in m.groups["O"]] == [(4, 0), (4, 20), (4, 40), (4, 60)]
+    assert [m.rows_used(p) for p in range(8)] == [128] * 4 + [80, 0, 0, 0]
+    assert NET.devices == 9472
+    wider = (cnn.Dense("H", 64, 65), cnn.Dense("O", 65, 10))     # one more hidden unit: 130 rows per group
+    with pytest.raises(ValueError, match="130 rows"):
+        build_mapping(wider, {"H": tuple(range(8)), "O": tuple(range(8))})
+    with pytest.raises(ValueError, match="learning rules"):
+        Network("x", NET.layers, (8, 8, 1), NET.placement, rules={"O": "hebb"})
+
+
+def test_bias_pixel_is_constant():
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    y, ref = NET.prepare(x), network("li2018").prepare(x)
+    assert y[:, BIAS_PIXEL[0], BIAS_PIXEL[1]].tolist() == [255] * 3
+    y[:, BIAS_PIXEL[0], BIAS_PIXEL[1]] = ref[:, BIAS_PIXEL[0], BIAS_PIXEL[1]]
+    assert np.array_equal(y, ref)
+
+
+def test_sign_error_and_rule_against_a_loop():
+    rng = np.random.default_rng(1)
+    a = rng.integers(-3, 4, (50, 10))
+    a[0] = 0                                     # A = 0 counts as O = -1
+    lab = rng.integers(0, 10, 50)
+    e = update.sign_error(a, lab)
+    for n in range(50):
+        for k in range(10):
+            o, t = (1 if a[n, k] > 0 else -1), (1 if k == lab[n] else -1)
+            assert e[n, k] == (o - t) // 2
+    v = rng.integers(0, 2, (50, 64)) * 255
+    acc = update.accumulate(v, e)
+    d = update.sign_rule(acc)
+    for j in range(64):
+        for k in range(10):
+            s = sum(int(v[n, j]) * ((1 if k == lab[n] else -1) - (1 if a[n, k] > 0 else -1)) for n in range(50))
+            assert d[j, k] == (s > 0) - (s < 0)
+
+
+def test_pulse_plan_lowers_first():
+    c = update.ProgramCommand(2, 10, 3, 0, 0, 1)
+    assert pulse_plan(c) == [(2, 11, 3, RESET), (2, 10, 3, SET)]
+    assert pulse_plan(update.ProgramCommand(2, 10, 3, 0, 0, -1)) == [(2, 10, 3, RESET), (2, 11, 3, SET)]
+    with pytest.raises(ValueError, match="d_code 0"):
+        PairPulser(Crossbar("li2018", n_pe=1)).apply(update.ProgramCommand(0, 0, 0, 0, 0, 0))
+
+
+def test_a_sign_step_moves_only_the_output_pairs_it_should():
+    """Forward h = 255 [x W1 > 0] and logits from the cells' read currents; one step pulses each O pair
+    with sign(sum h (T - O)) != 0 once per device, in that direction, and nothing else."""
+    xb = Crossbar("li2018", seed=4, p_stuck_off=0.0, relax_rel=0.0)
+    k = np.random.default_rng(4).integers(2, 16, xb.shape)     # every cell k x 0.25 uA: exact reads
+    xb.set_conductance(k * 1.25)
+    t = insitu.InsituTrainer(xb, NET, insitu.InsituConfig(batch=8))
+    assert t.rules == ["frozen", "sign"] and t.hidden_rq == (510, 1)
+    w = [np.zeros((L.n_in, L.n_out), np.int64) for L in t.layers]
+    for i in range(2):
+        for g in t.groups(i):
+            for o in range(g.n_out):
+                for j, m in enumerate(g.inputs):
+                    w[i][m, o] += k[g.pe, g.row_base + 2 * o, j] - k[g.pe, g.row_base + 2 * o + 1, j]
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (8, 64)) * (rng.random((8, 64)) < 0.4)
+    x[:, 0] = 255
+    y = rng.integers(0, 10, 8)
+    acts, logits = t.forward(x)
+    h = np.where(x @ w[0] > 0, 255, 0)
+    assert np.array_equal(acts[1], h) and np.array_equal(logits, h @ w[1])
+    assert 0 < (h > 0).mean() < 1
+    tt = np.where(np.arange(10) == y[:, None], 1, -1)
+    d = np.sign(h.T @ (tt - np.where(logits > 0, 1, -1)))
+    g0 = xb.g.copy()
+    n, pulses, _ = t.step(x, y)
+    assert n == np.count_nonzero(d) > 0 and pulses == 2 * n
+    moved = xb.g != g0
+    assert not moved[:4].any() and not moved[5:].any()          # H (PEs 0-3) frozen, unused PEs untouched
+    for g in t.groups(1):
+        for o in range(g.n_out):
+            for j, m in enumerate(g.inputs):
+                for row, up in ((g.row_base + 2 * o, d[m, o] > 0), (g.row_base + 2 * o + 1, d[m, o] < 0)):
+                    c = (4, row, j)
+                    want = g0[c] if d[m, o] == 0 else devices.step(xb.p, g0[c], SET if up else RESET, xb.lo[c],
+                                                                 xb.hi[c], xb.k[c], 1.0)
+                    assert xb.g[c] == want, (m, o, row)
+
+
+def test_rules_are_checked():
+    xb = Crossbar("li2018", n_pe=8)
+    with pytest.raises(ValueError, match="output layer only"):
+        insitu.InsituTrainer(xb, NET, insitu.InsituConfig(rules={"H": "sign", "O": "sign"}))
+    with pytest.raises(ValueError, match="nothing to train"):
+        insitu.InsituTrainer(xb, NET, insitu.InsituConfig(rules={"H": "frozen", "O": "frozen"}))
+    with pytest.raises(ValueError, match="eta"):
+        insitu.InsituTrainer(xb, NET, insitu.InsituConfig(rules={"H": "frozen", "O": "threshold"}))
