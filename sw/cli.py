@@ -192,6 +192,8 @@ def cmd_bench(args):
 def cmd_sim(args):
     from golden import weights
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
+    if net.name == "elm-board":     # the board ELM: its own session (tb/cosim/elm_main.py)
+        return _cosim("elm_main").cli(args)
     for bad, what in ((args.device != "ideal", f"--device {args.device}"), (args.replicated, "--replicated"),
                       ((args.workers or 1) > 1 or args.scheduler, "a sharded co-simulation (--workers, --scheduler)")):
         if bad:
@@ -211,17 +213,17 @@ def cmd_board(args):
     print_result(run(args, cosim), args.json)
 
 
-def _cosim():
+def _cosim(name: str = "commands"):
     """tb/cosim/commands.py, the co-simulation behind `mcnn sim`, `bench` and `board --sim --device
-    cosim|controller`: the one place where sw/ reaches tb/."""
+    cosim|controller` (or another tb/cosim module, e.g. elm_main): the one place where sw/ reaches tb/."""
+    import importlib
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
-        from tb.cosim import commands
+        return importlib.import_module(f"tb.cosim.{name}")
     except ImportError as e:
         raise InputError(f"the co-simulation needs the repository's tb/ package: {e}") from e
-    return commands
 
 
 def _device_presets():

@@ -108,3 +108,26 @@ def test_rules_are_checked():
         insitu.InsituTrainer(xb, NET, insitu.InsituConfig(rules={"H": "frozen", "O": "frozen"}))
     with pytest.raises(ValueError, match="eta"):
         insitu.InsituTrainer(xb, NET, insitu.InsituConfig(rules={"H": "frozen", "O": "threshold"}))
+
+
+def test_sign_experiment_learns_on_a_small_split():
+    """train-insitu's path for elm-board (golden.insitu_run.sign_experiment) on 3,000 training images:
+    well above chance in situ, the ridge comparison beside it."""
+    from types import SimpleNamespace
+
+    from golden.idx import default_data_dir, load_dataset, split_sizes
+    from golden.insitu_run import sign_experiment
+    ds = load_dataset(default_data_dir())
+    small = SimpleNamespace(train_images=ds.train_images[:3000], train_labels=ds.train_labels[:3000],
+                            test_images=ds.test_images[:1000], test_labels=ds.test_labels[:1000])
+    r = sign_experiment(small, "elm-board", seeds=(0,), log=lambda s: None)
+    acc = r["fig4a"]["sign"]["accuracy"]["values"][0]
+    assert 30 < acc < 100 and 30 < r["ridge"]["values"][0] < 100
+    run = r["fig4a"]["sign"]["runs"][0]
+    assert run["pulses"] > 0 and run["iterations"] == split_sizes(3000)[0] // 10 and r["rules"] == ["frozen", "sign"]
+
+
+def test_sim_refuses_other_devices(capsys):
+    from sw.cli import main
+    assert main(["sim", "--network", "elm-board", "--device", "ideal", "--n", "5"]) == 2
+    assert "li2018 board" in capsys.readouterr().err
