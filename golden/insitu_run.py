@@ -271,7 +271,8 @@ def _plot4a(plt, rep, save):
     ax.set_xlabel("training images")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"in-situ training, {rep['network']} on {rep['device']}, {len(rep['seeds'])} seeds (Li Fig. 4a)")
+    fig_ref = "sign-WH, ridge {:.1f} %".format(rep["ridge"]["mean"]) if "ridge" in rep else "Li Fig. 4a"
+    ax.set_title(f"in-situ training, {rep['network']} on {rep['device']}, {len(rep['seeds'])} seeds ({fig_ref})")
     ax.legend()
     fig.tight_layout()
     save(fig, "accuracy_vs_images.png")

@@ -2,7 +2,8 @@
 (binary step requant), output layer after a few golden sign-WH batches, MNIST test images bit-exact
 with golden (logits, class, p, delta).
 
-Mutations seen caught: see the report of the session that added it (docs/bennett.md, "On the board").
+Mutation seen caught: the PEs loaded with the board before golden's training batches instead of after
+(the RTL reads the fresh output layer: 24 of 24 images differ).
 """
 import json
 
