@@ -43,8 +43,11 @@ Learning rules per layer (the network's `rules`, golden/networks.py, or InsituCo
 projection; no delta is computed for it, nor for the layers below it) and "sign" (the last layer
 only: Bennett 2019's sign Widrow-Hoff, eq. 7: delta = golden.update.sign_error of the logits,
 acc = V^T delta over the batch, d = golden.update.sign_rule(acc), one identical pulse per device
-of every pair with d != 0, golden/pair_pulser.py; no eta, no threshold, no verify). A network with
-no threshold layer needs no eta. Hidden layers take (M, sh) = the network's `hidden_requant`
+of every pair with d != 0, golden/pair_pulser.py; no eta, no threshold, no verify; the layers below
+it frozen) and "signbp" (any layer: Bennett's sign-backprop, sign(delta_k x_j): the deltas of the
+threshold rule - softmax at the output, transposed reads below - and acc = V^T delta, then
+d = sign_rule(acc) and one pulse per device as "sign"). A network with no threshold layer needs no
+eta. Hidden layers take (M, sh) = the network's `hidden_requant`
 (elm-board: a binary step) or (1, hidden_shift).
 """
 from __future__ import annotations
@@ -100,6 +103,9 @@ def layer_rules(net, rules=None) -> list[str]:
                          f"{[L.name for L in net.weight_layers]})")
     if "sign" in out[:-1]:
         raise ValueError(f"network {net.name}: the sign rule is for the output layer only (sign-WH, eq. 7)")
+    if out[-1] == "sign" and any(r != "frozen" for r in out[:-1]):
+        raise ValueError(f"network {net.name}: sign-WH trains the output layer alone (the layers below frozen); "
+                         "backprop through the sign error is not a rule here (use signbp)")
     if all(r == "frozen" for r in out):
         raise ValueError(f"network {net.name}: every layer frozen, nothing to train")
     return out
@@ -191,7 +197,7 @@ class InsituTrainer:
         for i, (v, d) in enumerate(zip(acts, deltas)):
             if self.rules[i] == "frozen":
                 out.append(None)
-            elif self.rules[i] == "sign":
+            elif self.rules[i] in ("sign", "signbp"):
                 out.append(update.sign_rule(update.accumulate(v, d)))
             else:
                 out.append(update.threshold(update.weight_update(update.accumulate(v, d), *self.upd[i]), self.th))
@@ -205,7 +211,7 @@ class InsituTrainer:
         p0, n = self.pulses, 0
         for L, d, r in zip(self.layers, dis, self.rules):
             for c in ([] if d is None else update.commands(d, self.mapping, L.name)):
-                if r == "sign":
+                if r in ("sign", "signbp"):
                     self.pulser.apply(c)
                 else:
                     self.prog.apply(c, self.it)

@@ -26,7 +26,7 @@ from .mapping import YAO2020_PLACEMENT, build_mapping
 
 TRANSFORMS = ("none", "crop-area8", "crop-area8-bias")
 BIAS_PIXEL = (0, 0)         # crop-area8-bias: this pixel of the 8x8 image is the constant bias input
-RULES = ("threshold", "sign", "frozen")   # in-situ learning rules of a weight layer (golden/insitu.py)
+RULES = ("threshold", "sign", "signbp", "frozen")   # in-situ learning rules of a weight layer (golden/insitu.py)
 
 
 def crop_area8(x_u8) -> np.ndarray:

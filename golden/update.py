@@ -13,7 +13,8 @@ Sign rule (Bennett 2019's sign Widrow-Hoff, eq. 7; a layer's rule "sign", golden
 same acc with delta = `sign_error` (e = (O - T) / 2 in {-1, 0, 1}: the descent convention of
 p - onehot), then d = -sign(acc) = sign(sum_i V_i (T - O) / 2) for every acc != 0 (`sign_rule`):
 one identical pulse per device of the pair in that direction (golden/pair_pulser.py), no
-threshold, no learning rate.
+threshold, no learning rate. Sign-backprop (rule "signbp"): the same sign_rule on the acc of the
+ordinary deltas (softmax at the output, transposed reads below).
 """
 from __future__ import annotations
 

@@ -131,3 +131,40 @@ def test_sim_refuses_other_devices(capsys):
     from sw.cli import main
     assert main(["sim", "--network", "elm-board", "--device", "ideal", "--n", "5"]) == 2
     assert "li2018 board" in capsys.readouterr().err
+
+
+def test_signbp_pulses_both_layers_by_the_sign_of_the_gradient():
+    """li2018 with rules signbp in both layers (Bennett's sign-backprop MLP on the board): every pair
+    of H and O moves one pulse per device in the direction -sign(V^T delta), the deltas those of the
+    threshold rule; nothing else moves."""
+    net = network("li2018")
+    xb = Crossbar("li2018", seed=6, p_stuck_off=0.0, relax_rel=0.0)
+    k = np.random.default_rng(6).integers(2, 16, xb.shape)
+    xb.set_conductance(k * 1.25)
+    t = insitu.InsituTrainer(xb, net, insitu.InsituConfig(batch=8, rules={"H": "signbp", "O": "signbp"}))
+    ref = insitu.InsituTrainer(xb.copy(), net, insitu.InsituConfig(eta=0.05, batch=8))    # threshold: its deltas
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (8, 64)) * (rng.random((8, 64)) < 0.5)
+    y = rng.integers(0, 10, 8)
+    acts, logits = ref.forward(x)
+    deltas = ref.backward(acts, logits, y)
+    want = [-np.sign(acts[i].T @ deltas[i]) for i in range(2)]
+    assert all(np.count_nonzero(w) for w in want)
+    g0 = xb.g.copy()
+    n, pulses, _ = t.step(x, y)
+    assert n == sum(np.count_nonzero(w) for w in want) and pulses == 2 * n
+    moved = np.zeros(xb.shape, bool)
+    for i, name in enumerate(("H", "O")):
+        for g in t.groups(i):
+            for o in range(g.n_out):
+                for j, m in enumerate(g.inputs):
+                    d = want[i][m, o]
+                    for row, up in ((g.row_base + 2 * o, d > 0), (g.row_base + 2 * o + 1, d < 0)):
+                        c = (g.pe, row, j)
+                        exp = g0[c] if d == 0 else devices.step(xb.p, g0[c], SET if up else RESET, xb.lo[c],
+                                                                xb.hi[c], xb.k[c], 1.0)
+                        assert xb.g[c] == exp, (name, m, o, row)
+                        moved[c] = d != 0
+    assert np.array_equal(xb.g != g0, moved & (xb.g != g0)) and not (xb.g != g0)[4:].any()
+    with pytest.raises(ValueError, match="output layer alone"):
+        insitu.InsituTrainer(xb, net, insitu.InsituConfig(rules={"H": "signbp", "O": "sign"}))
