@@ -168,3 +168,10 @@ def test_signbp_pulses_both_layers_by_the_sign_of_the_gradient():
     assert np.array_equal(xb.g != g0, moved & (xb.g != g0)) and not (xb.g != g0)[4:].any()
     with pytest.raises(ValueError, match="output layer alone"):
         insitu.InsituTrainer(xb, net, insitu.InsituConfig(rules={"H": "signbp", "O": "sign"}))
+
+
+@pytest.mark.parametrize("cmd", [["train", "--out", "/nonexistent/elm"], ["eval", "--n", "5"], ["bench", "--n", "5"]])
+def test_no_exsitu_commands(cmd, capsys):
+    from sw.cli import main
+    assert main([cmd[0], "--network", "elm-board", *cmd[1:]]) == 2
+    assert "no ex-situ weights" in capsys.readouterr().err
