@@ -37,6 +37,18 @@ of the fresh board, lowest validation error wins; never the test set). Threshold
 Yao's rule scaled to the device's verify margin (Yao: Th = 15 codes = 3 x the 5-code margin;
 li2018: 3 x 2 codes = 6); open loop half a nominal pulse (smaller parts are dropped by the pair
 rule anyway).
+
+Learning rules per layer (the network's `rules`, golden/networks.py, or InsituConfig.rules):
+"threshold" (all of the above, the default), "frozen" (never programmed: the ELM's fresh-cell
+projection; no delta is computed for it, nor for the layers below it) and "sign" (the last layer
+only: Bennett 2019's sign Widrow-Hoff, eq. 7: delta = golden.update.sign_error of the logits,
+acc = V^T delta over the batch, d = golden.update.sign_rule(acc), one identical pulse per device
+of every pair with d != 0, golden/pair_pulser.py; no eta, no threshold, no verify; the layers below
+it frozen) and "signbp" (any layer: Bennett's sign-backprop, sign(delta_k x_j): the deltas of the
+threshold rule - softmax at the output, transposed reads below - and acc = V^T delta, then
+d = sign_rule(acc) and one pulse per device as "sign"). A network with no threshold layer needs no
+eta. Hidden layers take (M, sh) = the network's `hidden_requant`
+(elm-board: a binary step) or (1, hidden_shift).
 """
 from __future__ import annotations
 
@@ -53,6 +65,7 @@ from .devices import NA_PER_US, SET
 from .hybrid import PairProgrammer, batch_order
 from .mapping import build_mapping
 from .networks import network
+from .pair_pulser import PairPulser
 from .transposed_read import BL_ADC, ERR_BITS, error_code, hidden_error, layer_transposed
 from .write_verify import MARGIN_NA, VERIFY_LSB_NA
 
@@ -76,6 +89,26 @@ class InsituConfig:
     hidden_shift: int = HIDDEN_SHIFT
     softmax_shift: int = SOFTMAX_SHIFT   # logits in nats: A * s_v * LSB_UA / 2**softmax_shift
     record_every: int = 0                # iterations between test-error records (0: start and end)
+    rules: dict | None = None            # weight layer -> rule (None: the network's rules)
+
+
+def layer_rules(net, rules=None) -> list[str]:
+    """The rule of every weight layer of net (module docstring); checked."""
+    from .networks import RULES
+    rules = net.rules if rules is None else rules
+    out = [rules.get(L.name, "threshold") for L in net.weight_layers]
+    bad = [r for r in out if r not in RULES] + [k for k in rules if k not in {L.name for L in net.weight_layers}]
+    if bad:
+        raise ValueError(f"network {net.name}: bad learning rules {bad} (rules {RULES}, layers "
+                         f"{[L.name for L in net.weight_layers]})")
+    if "sign" in out[:-1]:
+        raise ValueError(f"network {net.name}: the sign rule is for the output layer only (sign-WH, eq. 7)")
+    if out[-1] == "sign" and any(r != "frozen" for r in out[:-1]):
+        raise ValueError(f"network {net.name}: sign-WH trains the output layer alone (the layers below frozen); "
+                         "backprop through the sign error is not a rule here (use signbp)")
+    if all(r == "frozen" for r in out):
+        raise ValueError(f"network {net.name}: every layer frozen, nothing to train")
+    return out
 
 
 def flat_inputs(net, images) -> np.ndarray:
@@ -98,14 +131,17 @@ class InsituTrainer:
     def __init__(self, xb, net="li2018", cfg: InsituConfig | None = None):
         self.xb, self.net = xb, network(net)
         self.cfg = cfg or InsituConfig()
-        if self.cfg.eta is None:
-            raise ValueError("InsituConfig.eta: no step given (choose one with golden.insitu.choose_eta)")
         self.layers = self.net.weight_layers
         if not all(isinstance(L, cnn.Dense) for L in self.layers):
             raise ValueError(f"network {self.net.name}: in-situ training takes dense layers only")
+        self.rules = layer_rules(self.net, self.cfg.rules)
+        if self.cfg.eta is None and "threshold" in self.rules:
+            raise ValueError("InsituConfig.eta: no step given (choose one with golden.insitu.choose_eta)")
+        self.hidden_rq = tuple(self.net.hidden_requant or (1, self.cfg.hidden_shift))
         self.mapping = build_mapping(self.net.layers, self.net.placement, n_pe=xb.n_pe)
         self.th = default_threshold(xb, self.cfg.mode) if self.cfg.th_code is None else int(self.cfg.th_code)
         self.prog = PairProgrammer(xb, self.cfg.mode)
+        self.pulser = PairPulser(xb)
         self._scales()
         self.it = 0
 
@@ -123,7 +159,7 @@ class InsituTrainer:
             self.s_delta[i] = s_d
             s_d *= BL_ADC.lsb_ua
         self.upd = [model.requant_params(self.cfg.eta * self.s_in[i] * self.s_delta[i] * CODES_PER_UA)
-                    for i in range(len(self.layers))]
+                    if r == "threshold" else None for i, r in enumerate(self.rules)]
 
     def groups(self, i):
         return self.mapping.groups[self.layers[i].name]
@@ -136,14 +172,19 @@ class InsituTrainer:
             a = layer_accumulate(self.xb, self.groups(i), v, INPUT_BITS, SL_ADC)
             if i == len(self.layers) - 1:
                 return acts, a
-            v = relu_requant(a, 1, self.cfg.hidden_shift)
+            v = relu_requant(a, *self.hidden_rq)
 
     def backward(self, acts, logits, labels):
-        """Deltas of every layer (int64): Q1.15 at the output, transposed reads below."""
-        d = delta(softmax_fixed(logits, self.sm_m, self.sm_sh), labels)
+        """Deltas of every layer (int64): Q1.15 at the output (sign rule: sign_error), transposed
+        reads below, down to the lowest layer that is not frozen (None below it)."""
+        if self.rules[-1] == "sign":
+            d = update.sign_error(logits, labels)
+        else:
+            d = delta(softmax_fixed(logits, self.sm_m, self.sm_sh), labels)
         deltas = [None] * len(self.layers)
         deltas[-1] = d
-        for i in range(len(self.layers) - 1, 0, -1):
+        lowest = next(i for i, r in enumerate(self.rules) if r != "frozen")
+        for i in range(len(self.layers) - 1, lowest, -1):
             err, s = error_code(deltas[i], self.cfg.err_bits)
             t = layer_transposed(self.xb, self.groups(i), err, self.cfg.err_bits, self.layers[i].n_in, BL_ADC)
             h = acts[i]
@@ -151,10 +192,15 @@ class InsituTrainer:
         return deltas
 
     def updates(self, acts, deltas):
-        """Thresholded dI (fan_in, n_out) in verify codes, per layer."""
+        """Per layer: thresholded dI (fan_in, n_out) in verify codes, the sign rule's d, or None (frozen)."""
         out = []
         for i, (v, d) in enumerate(zip(acts, deltas)):
-            out.append(update.threshold(update.weight_update(update.accumulate(v, d), *self.upd[i]), self.th))
+            if self.rules[i] == "frozen":
+                out.append(None)
+            elif self.rules[i] in ("sign", "signbp"):
+                out.append(update.sign_rule(update.accumulate(v, d)))
+            else:
+                out.append(update.threshold(update.weight_update(update.accumulate(v, d), *self.upd[i]), self.th))
         return out
 
     def step(self, x, labels):
@@ -162,13 +208,20 @@ class InsituTrainer:
         acts, logits = self.forward(x)
         err = float((argmax(logits) != np.asarray(labels)).mean() * 100)
         dis = self.updates(acts, self.backward(acts, logits, labels))
-        p0, n = self.prog.stats.pulses, 0
-        for L, d in zip(self.layers, dis):
-            for c in update.commands(d, self.mapping, L.name):
-                self.prog.apply(c, self.it)
+        p0, n = self.pulses, 0
+        for L, d, r in zip(self.layers, dis, self.rules):
+            for c in ([] if d is None else update.commands(d, self.mapping, L.name)):
+                if r in ("sign", "signbp"):
+                    self.pulser.apply(c)
+                else:
+                    self.prog.apply(c, self.it)
                 n += 1
         self.it += 1
-        return n, self.prog.stats.pulses - p0, err
+        return n, self.pulses - p0, err
+
+    @property
+    def pulses(self) -> int:
+        return self.prog.stats.pulses + self.pulser.pulses
 
     def logits(self, x, chunk: int = 10000):
         return np.concatenate([self.forward(x[i:i + chunk])[1] for i in range(0, len(x), chunk)])

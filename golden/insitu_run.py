@@ -16,6 +16,11 @@ write-verify to floor + max(+-w, 0) uA (the pair's canonical form, one device at
 floor), the verify margin of the device.
 
 Every choice uses the training/validation split (golden.idx.split_sizes); the test set only scores.
+
+Networks without a threshold-rule layer (elm-board: frozen projection, sign-WH output; docs/bennett.md
+"On the board") take `sign_experiment` instead: no step to choose, no Fig. 4b; per seed the in-situ
+run (batch SIGN_BATCH) and, for comparison, the ridge solution (golden.elm.ridge) on the same
+board's hidden activations (h / 255 in {0, 1} plus a constant unit), software weights.
 """
 from __future__ import annotations
 
@@ -148,6 +153,36 @@ def run_exsitu(ds_arrays, net, device, seed, ws, stuck=None) -> dict:
     return {"seed": seed, "accuracy": 100.0 - t.error(xt, yt), **rep}
 
 
+SIGN_BATCH = 10                   # sign-WH examples per programming cycle on the board (docs/bennett.md)
+
+
+def sign_experiment(ds, net, device="li2018", epochs=1, seeds=(0, 1, 2, 3, 4), log=print, batch=SIGN_BATCH) -> dict:
+    """In-situ runs of a network trained by the sign rule alone (module docstring), reported in
+    Fig. 4a's layout (key "sign"), with the ridge comparison."""
+    from .elm import RIDGE_LAM, ridge, targets
+    net = network(net)
+    arr = _data(ds, net)
+    n_fit, _ = split_sizes(len(arr[0]))
+    t0 = time.perf_counter()
+    runs, ridge_acc = [], []
+    for s in seeds:
+        r = run_insitu(arr, net, device, s, "open", epochs, None, record_every=max(1, 5000 // batch), batch=batch)
+        t = insitu.InsituTrainer(Crossbar(device, seed=s), net, insitu.InsituConfig(batch=batch))
+        h, ht = (np.c_[t.forward(x)[0][-1] // 255, np.ones(len(x), np.int64)] for x in (arr[0][:n_fit], arr[2]))
+        w = ridge(h, targets(arr[1][:n_fit], net.n_classes), RIDGE_LAM * n_fit)
+        ridge_acc.append(float(((ht @ w).argmax(1) == arr[3]).mean() * 100))
+        runs.append(r)
+        log(f"seed {s}: in situ {r['accuracy']:.2f} %, ridge {ridge_acc[-1]:.2f} %, {r['pulses']} pulses, "
+            f"{r['seconds_train']} s")
+    out = {"network": net.name, "device": device, "seeds": list(seeds), "epochs": epochs, "batch": batch,
+           "rules": insitu.layer_rules(net), "hidden_requant": list(net.hidden_requant or ()),
+           "fig4a": {"sign": {"accuracy": _stats([r["accuracy"] for r in runs]), "runs": runs}},
+           "defect_free": {}, "fig4b": {}, "ridge": _stats(ridge_acc), "seconds": round(time.perf_counter() - t0, 1)}
+    log(f"in situ {out['fig4a']['sign']['accuracy']['mean']:.2f} +/- {out['fig4a']['sign']['accuracy']['sd']:.2f} %, "
+        f"ridge {out['ridge']['mean']:.2f} %")
+    return out
+
+
 def _stats(v):
     a = np.asarray(v, dtype=np.float64)
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
@@ -244,7 +279,8 @@ def _plot4a(plt, rep, save):
     ax.set_xlabel("training images")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"in-situ training, {rep['network']} on {rep['device']}, {len(rep['seeds'])} seeds (Li Fig. 4a)")
+    fig_ref = "sign-WH, ridge {:.1f} %".format(rep["ridge"]["mean"]) if "ridge" in rep else "Li Fig. 4a"
+    ax.set_title(f"in-situ training, {rep['network']} on {rep['device']}, {len(rep['seeds'])} seeds ({fig_ref})")
     ax.legend()
     fig.tight_layout()
     save(fig, "accuracy_vs_images.png")
@@ -282,6 +318,8 @@ def run_cli(args) -> list[str]:
     board = getattr(args, "save_board", None)
     if board is not None and "fig4a" not in args.parts:
         raise InputError("--save-board: the saved board is Fig. 4a's first run: give --parts fig4a")
+    if board is not None and "threshold" not in insitu.layer_rules(net):
+        raise InputError(f"--save-board: --network {net.name} trains by the sign rule, which saves no board")
     check_outputs([rep_path] + [out / f for f in PLOT_FILES] + ([board] if board else []), args.force)
     ds = load_dataset(args.data, image_shape=net.source_shape, n_classes=net.n_classes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -292,8 +330,11 @@ def run_cli(args) -> list[str]:
         info = {k: run[k] for k in ("seed", "accuracy", "iterations")}
         saved.append(str(save_board(t, board, args.force, {**info, "epochs": args.epochs, "data": str(args.data)})))
         log(f"board of seed {run['seed']} ({t.cfg.mode}, test accuracy {run['accuracy']:.2f} %) saved to {board}")
-    rep = experiment(ds, net, args.device, tuple(dict.fromkeys(args.mode)), args.epochs, tuple(args.seeds),
-                     tuple(args.stuck_grid), args.fig4b_epochs, log, tuple(args.parts), save if board else None)
+    if "threshold" not in insitu.layer_rules(net):
+        rep = sign_experiment(ds, net, args.device, args.epochs, tuple(args.seeds), log)
+    else:
+        rep = experiment(ds, net, args.device, tuple(dict.fromkeys(args.mode)), args.epochs, tuple(args.seeds),
+                         tuple(args.stuck_grid), args.fig4b_epochs, log, tuple(args.parts), save if board else None)
     rep["data"] = str(args.data)
     if saved:
         rep["board_file"] = saved[0]

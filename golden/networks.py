@@ -24,7 +24,9 @@ import numpy as np
 from . import cnn
 from .mapping import YAO2020_PLACEMENT, build_mapping
 
-TRANSFORMS = ("none", "crop-area8")
+TRANSFORMS = ("none", "crop-area8", "crop-area8-bias")
+BIAS_PIXEL = (0, 0)         # crop-area8-bias: this pixel of the 8x8 image is the constant bias input
+RULES = ("threshold", "sign", "signbp", "frozen")   # in-situ learning rules of a weight layer (golden/insitu.py)
 
 
 def crop_area8(x_u8) -> np.ndarray:
@@ -36,6 +38,13 @@ def crop_area8(x_u8) -> np.ndarray:
     return ((2 * s + 9) // 18).astype(np.uint8)       # floor(s / 9 + 1/2)
 
 
+def crop_area8_bias(x_u8) -> np.ndarray:
+    """crop_area8 with pixel BIAS_PIXEL set to 255: the constant bias input of a dense layer."""
+    y = crop_area8(x_u8)
+    y[:, BIAS_PIXEL[0], BIAS_PIXEL[1]] = 255
+    return y
+
+
 @dataclass(frozen=True)
 class Network:
     name: str
@@ -45,15 +54,25 @@ class Network:
     transform: str = "none"                 # applied to the dataset's images (TRANSFORMS)
     source_shape: tuple = (28, 28)          # image size the transform takes
     notes: str = field(default="", compare=False)
+    rules: dict = field(default_factory=dict, hash=False)   # weight layer -> in-situ rule (RULES; default threshold)
+    hidden_requant: tuple | None = None     # (M, sh) of every hidden dense layer in situ (None: golden.insitu's)
 
     def __post_init__(self):
         if self.transform not in TRANSFORMS:
             raise ValueError(f"network {self.name}: unknown input transform {self.transform!r}")
         cnn.shapes(self.layers, self.input_shape)      # the chain must be consistent
+        bad = {k: v for k, v in self.rules.items() if v not in RULES}
+        if bad:
+            raise ValueError(f"network {self.name}: unknown learning rules {bad} (known: {', '.join(RULES)})")
+
+    def rule(self, layer: str) -> str:
+        return self.rules.get(layer, "threshold")
 
     def prepare(self, x_u8) -> np.ndarray:
         """Dataset images -> the images the board is given."""
-        return crop_area8(x_u8) if self.transform == "crop-area8" else np.asarray(x_u8)
+        if self.transform == "crop-area8":
+            return crop_area8(x_u8)
+        return crop_area8_bias(x_u8) if self.transform == "crop-area8-bias" else np.asarray(x_u8)
 
     @property
     def weight_layers(self):
@@ -78,11 +97,22 @@ LI2018 = (
     cnn.Dense("O", 54, 10),
 )
 
+ELM_BOARD_M = 64      # the largest hidden layer the mapping fits on 8 PEs (module docstring)
+ELM_BOARD = (
+    cnn.Dense("H", 64, ELM_BOARD_M),
+    cnn.Dense("O", ELM_BOARD_M, 10),
+)
+ELM_STEP_REQUANT = (510, 1)   # h = clip((A * 510 + 1) >> 1, 0, 255) = 255 [A >= 1]: a binary step
+
 NETWORKS: dict[str, Network] = {
     "yao2020": Network("yao2020", cnn.YAO2020, cnn.INPUT_SHAPE, YAO2020_PLACEMENT,
                        notes="Yao 2020 five-layer CNN, 28x28 inputs"),
     "li2018": Network("li2018", LI2018, (8, 8, 1), {"H": (0, 1, 2, 3), "O": (0, 1, 2, 3)},
                       transform="crop-area8", notes="Li 2018 64-54-10 MLP, 8x8 inputs"),
+    "elm-board": Network("elm-board", ELM_BOARD, (8, 8, 1), {"H": (0, 1, 2, 3), "O": (4,)},
+                         transform="crop-area8-bias", rules={"H": "frozen", "O": "sign"},
+                         hidden_requant=ELM_STEP_REQUANT,
+                         notes="Bennett 2019 NoProp/ELM 64-64-10 on the board: fresh-cell projection, sign-WH output"),
 }
 
 

@@ -8,6 +8,13 @@
 (M, sh) encodes the learning rate: one unit of acc is eta * s_v / 2**15 of float weight, one float
 weight unit is 1 / s_w conductance steps of 2.5 uS, i.e. 2.5 * 0.2 * 1000 / 20 = 25 verify LSBs.
 Commands come out row by row in the order the cells sit on the PEs (PE, SL row, BL).
+
+Sign rule (Bennett 2019's sign Widrow-Hoff, eq. 7; a layer's rule "sign", golden/insitu.py): the
+same acc with delta = `sign_error` (e = (O - T) / 2 in {-1, 0, 1}: the descent convention of
+p - onehot), then d = -sign(acc) = sign(sum_i V_i (T - O) / 2) for every acc != 0 (`sign_rule`):
+one identical pulse per device of the pair in that direction (golden/pair_pulser.py), no
+threshold, no learning rate. Sign-backprop (rule "signbp"): the same sign_rule on the acc of the
+ordinary deltas (softmax at the output, transposed reads below).
 """
 from __future__ import annotations
 
@@ -50,6 +57,21 @@ def threshold(d_i, th_code: int = TH_CODE):
     """Threshold rule: updates with |dI| < Th become 0 (those cells are not programmed)."""
     d = np.asarray(d_i, dtype=np.int64)
     return np.where(np.abs(d) >= th_code, d, 0)
+
+
+def sign_error(logits, labels):
+    """Sign-WH error of the output layer (eq. 7): O_k = sign(A_k) (A_k <= 0 counts as -1), T_k = +1
+    for the label else -1; -> e = (O - T) / 2 (B, n_out) int64 in {-1, 0, 1}."""
+    a = np.asarray(logits, dtype=np.int64)
+    o = a > 0
+    t = np.zeros(a.shape, dtype=bool)
+    t[np.arange(len(a)), np.asarray(labels)] = True
+    return o.astype(np.int64) - t.astype(np.int64)
+
+
+def sign_rule(acc):
+    """Sign rule: d = -sign(acc) in {-1, 0, 1} (one pulse per device of the pair where d != 0)."""
+    return -np.sign(np.asarray(acc, dtype=np.int64))
 
 
 @dataclass(frozen=True)

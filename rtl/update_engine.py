@@ -1,6 +1,13 @@
 """Threshold update engine of hybrid training: FC gradient accumulation and programming commands.
 
-Golden counterpart: golden.update (accumulate, weight_update, threshold, commands).
+Golden counterpart: golden.update (accumulate, weight_update, threshold, commands; sign_rule).
+
+Learning rule (elaboration parameter `rule`, one engine per layer): "threshold" (below, the
+default) or "sign" (Bennett 2019's sign Widrow-Hoff, eq. 7; golden.update.sign_rule): the same
+accumulation (deltas are golden.update.sign_error's e in {-1, 0, 1}: delta_bits = 2 suffices),
+then d_code = -sign(acc) for every cell with acc != 0 - one identical pulse per device of the pair
+(rtl/pair_pulser.py) - with no rounding, no threshold and no clipping: `mult`, `shift`, `th_code`
+and `clip_code` are ignored. Same pipeline, same timing, same stream formats.
 
     acc[m, n] += V[m] * delta[n]                   over a batch of images
     dI[m, n]   = -((acc * M + 2**(sh-1)) >> sh)    on FINISH (M = `mult`, sh = `shift`: runtime ports)
@@ -94,7 +101,10 @@ class UpdateEngine(wiring.Component):
     def __init__(self, groups=None, n_out: int | None = None, n_pe: int = 8, n_rows: int = 128,
                  n_bl: int = 16, max_batch: int = 128, v_bits: int = 8, delta_bits: int = 17,
                  mult_bits: int = 16, shift_bits: int = 6, th_bits: int = 16, th_init: int = 15,
-                 clip_bits: int = 8, lane_groups: int = 5, collision_new: bool = False):
+                 clip_bits: int = 8, lane_groups: int = 5, collision_new: bool = False, rule: str = "threshold"):
+        if rule not in ("threshold", "sign"):
+            raise ValueError(f"update engine: rule must be 'threshold' or 'sign', got {rule!r}")
+        self.rule = rule
         if groups is None:
             groups, n_out = fc_groups()
         groups = [(int(p), int(r), tuple(int(x) for x in ins)) for p, r, ins in groups]
@@ -205,7 +215,7 @@ class UpdateEngine(wiring.Component):
         m.d.comb += one_sh.eq(Const(1, 1) << self.shift)
         m.d.sync += [mult_r.eq(self.mult), mult_rh.eq(self.mult), sh_r.eq(self.shift),
                      rc_r.eq(Mux(self.shift == 0, 1, one_sh[1:])),
-                     th1_r.eq(Mux(self.th_code == 0, 1, self.th_code))]
+                     th1_r.eq(1 if self.rule == "sign" else Mux(self.th_code == 0, 1, self.th_code))]
 
         # ---- input register: the stream item is taken into `ir` and processed in the next cycle
         p = self.i.payload
@@ -426,8 +436,9 @@ class UpdateEngine(wiring.Component):
         with m.If(s.ir_isv):
             m.d.sync += [s.vb.eq(1), s.addr_b.eq(ir.index), s.fresh.eq(1)]
         with m.If(s.ir_fin):
-            m.d.sync += [s.ovf.eq(s.images > self.max_batch), s.clip_r.eq(self.clip_code),
-                         s.pass1.eq(self.clip_code != 0), s.mx.eq(0), st_accum.eq(0), st_drain.eq(1)]
+            clip = 0 if self.rule == "sign" else self.clip_code
+            m.d.sync += [s.ovf.eq(s.images > self.max_batch), s.clip_r.eq(clip),
+                         s.pass1.eq(clip != 0), s.mx.eq(0), st_accum.eq(0), st_drain.eq(1)]
 
         # DRAIN: the last items' writes land before the scan reads; (re)start the scan
         with m.If(st_drain):
@@ -499,17 +510,27 @@ class UpdateEngine(wiring.Component):
             # S1 -> S1a: the RAM word into `rdat` (_scan)
             # S1a -> S1b: lane select
             m.d.sync += lane_r.eq(Mux(MT["1a"].end, 0, rdat[MT["1a"].n]))
-            # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
-            m.d.sync += [p_lo.eq(lane_r[:16] * s.mult_r), p_hi.eq(lane_r[16:].as_signed() * s.mult_rh)]
-            # S1c -> S2: product
-            m.d.sync += prod2.eq((p_hi << 16) + p_lo)
+            if self.rule == "sign":
+                # S1b -> S1c: acc > 0, acc < 0; S1c -> S2: prod2 = sign(acc)
+                pos_c, neg_c = Signal(), Signal()
+                m.d.sync += [pos_c.eq(lane_r > 0), neg_c.eq(lane_r < 0), prod2.eq(Mux(pos_c, 1, Mux(neg_c, -1, 0)))]
+            else:
+                # S1b -> S1c: two 16-bit partial products (one DSP each, registered)
+                m.d.sync += [p_lo.eq(lane_r[:16] * s.mult_r), p_hi.eq(lane_r[16:].as_signed() * s.mult_rh)]
+                # S1c -> S2: product
+                m.d.sync += prod2.eq((p_hi << 16) + p_lo)
+        if self.rule == "sign":
+            # S2 -> S2a -> S2b -> S3: d = -sign(acc), carried through the stages of the rounding shift
+            with m.If(s.adv_dup[3]):
+                m.d.sync += [x2a.eq(-prod2), x2b.eq(x2a), d3.eq(x2b)]
         with m.If(s.adv_dup[3]):
             # S2 -> S2a -> S2b -> S3: dI = -((prod + 2**(sh-1)) >> sh) = (~prod + rc) >> sh with
             # rc = 2**sh - 2**(sh-1) (-floor(y / 2**sh) = floor((-y + 2**sh - 1) / 2**sh)); the
             # shift in two steps of 3 bits (by 8 * sh[3:], then by sh[:3])
-            m.d.sync += x2a.eq(~prod2 + s.rc_r)
-            m.d.sync += x2b.eq(x2a >> Cat(Const(0, 3), sh_r[3:]))
-            m.d.sync += d3.eq(x2b >> sh_r[:3])
+            if self.rule != "sign":
+                m.d.sync += x2a.eq(~prod2 + s.rc_r)
+                m.d.sync += x2b.eq(x2a >> Cat(Const(0, 3), sh_r[3:]))
+                m.d.sync += d3.eq(x2b >> sh_r[:3])
             # S3 -> S4: |dI|
             m.d.sync += [d4.eq(d3), a4.eq(Mux(d3 < 0, -d3, d3))]
             # S4 -> S5: |dI| * clip partial products

@@ -44,6 +44,13 @@ def _cnn_only(args, net, what: str):
         raise InputError(f"{what}: not available for --network {net.name} (the CNN only, --network yao2020)")
 
 
+def _insitu_only(net, what: str):
+    """One line refusing ex-situ weights for a network that has none (elm-board: fresh-cell hidden layer)."""
+    if net.name == "elm-board":
+        raise InputError(f"{what}: --network elm-board has no ex-situ weights (its hidden layer is the fresh "
+                         "cells): mcnn train-insitu / mcnn sim --network elm-board")
+
+
 def dataset_name(args, ds=None) -> str:
     """The dataset's name in reports: --name, else the --data directory's name (never "MNIST" by default)."""
     from golden.idx import Dataset
@@ -59,6 +66,7 @@ def cmd_train(args):
     if args.epochs == 0 and args.init is None:
         raise InputError("--epochs 0: no float training to start from: give --init STEM")
     net, ds = _net_dataset(args)
+    _insitu_only(net, f"mcnn {args.cmd}")
     check_outputs(paths(args.out), args.force)          # before hours of training, not after
     init = weights.load(args.init, net).float_w if args.init is not None else None
     shift = args.shift if args.shift is not None else (2 if net.input_shape[0] >= 28 else 0)
@@ -88,6 +96,7 @@ def cmd_eval(args):
         check_outputs([args.plots / f for f in PLOT_FILES + EVAL_PLOT_FILES], args.force)
     limit_blas_threads(1)        # small matrices: parallelism belongs to processes (Dask), BLAS pinned
     net, ds = _net_dataset(args)
+    _insitu_only(net, f"mcnn {args.cmd}")
     w = weights.load(args.weights, net)
     cfg = DatapathConfig(input_bits=8, adc_bits=args.adc_bits)
     if args.stages == "all":
@@ -171,6 +180,7 @@ def cmd_bench(args):
 
     pinned = limit_blas_threads(1)   # the golden figure is single-thread: parallelism belongs to processes
     net, ds = _net_dataset(args)
+    _insitu_only(net, f"mcnn {args.cmd}")
     if args.cosim_n:
         _cnn_only(args, net, "--cosim-n (the co-simulation benchmark)")
     w = weights.load(args.weights, net)
@@ -196,6 +206,8 @@ def cmd_sim(args):
         from tb.cosim.board_main import sim_cli
         return sim_cli(args)
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
+    if net.name == "elm-board":     # the board ELM: its own session (tb/cosim/elm_main.py)
+        return _cosim("elm_main").cli(args)
     for bad, what in ((args.device != "ideal", f"--device {args.device}"), (args.replicated, "--replicated"),
                       ((args.workers or 1) > 1 or args.scheduler, "a sharded co-simulation (--workers, --scheduler)")):
         if bad:
@@ -215,17 +227,17 @@ def cmd_board(args):
     print_result(run(args, cosim), args.json)
 
 
-def _cosim():
+def _cosim(name: str = "commands"):
     """tb/cosim/commands.py, the co-simulation behind `mcnn sim`, `bench` and `board --sim --device
-    cosim|controller`: the one place where sw/ reaches tb/."""
+    cosim|controller` (or another tb/cosim module, e.g. elm_main): the one place where sw/ reaches tb/."""
+    import importlib
     root = Path(__file__).resolve().parent.parent
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
-        from tb.cosim import commands
+        return importlib.import_module(f"tb.cosim.{name}")
     except ImportError as e:
         raise InputError(f"the co-simulation needs the repository's tb/ package: {e}") from e
-    return commands
 
 
 def _device_presets():
@@ -247,7 +259,8 @@ def _network(p):
     from golden.networks import NETWORKS
     p.add_argument("--network", choices=sorted(NETWORKS), default="yao2020",
                    help="the network (golden/networks.py): yao2020, the CNN on 28x28 images (default); li2018, "
-                        "the 64-54-10 MLP on 8x8 images (the dataset's 28x28 images cropped and area-averaged)")
+                        "the 64-54-10 MLP on 8x8 images (the dataset's 28x28 images cropped and area-averaged); "
+                        "elm-board, Bennett's ELM on the board (train-insitu and sim only)")
 
 
 def _workers(p):

@@ -5,6 +5,12 @@ is the expected command list, followed by the engine's end-of-batch marker. Batc
 (sizes 1, 7, 100 and the maximum), extreme (all V = 255 with delta at the most negative s17 /
 Q1.15 value, or the most positive, for max_batch images: the accumulator bound), all-zero inputs,
 extreme (M, sh, th) settings; deltas and V in random order within each image.
+
+The sign rule (rule="sign", elm-board's output layer O): expected golden.update.sign_rule(acc)
+through commands; sign-error deltas in {-1, 0, 1} with h in {0, 255} ("sign"), all V zero, the
+accumulator bound (max_batch images of V = 255 with delta -2 / +1, the s2 extremes), one non-zero
+cell ("single"), and (M, sh, th, clip) settings that must all be ignored. Mutation seen caught:
+d = +sign(acc) instead of -sign(acc) (batch 0, item 0).
 """
 import random
 
@@ -25,10 +31,10 @@ MAPPINGS = {
 def make_mapping(name):
     from golden import cnn
     from golden.mapping import build_mapping
-    if name == "li2018":              # the in-situ MLP (issue 15): its H and O layers
+    if name in ("li2018", "elm-board"):    # the in-situ networks (issues 15, 16)
         from golden.crossbar import N_PE
         from golden.networks import network
-        net = network("li2018")
+        net = network(name)
         return build_mapping(net.layers, net.placement, n_pe=N_PE)
     spec = MAPPINGS[name]
     if not spec:
@@ -68,6 +74,13 @@ if cocotb is not None:
             wild = nrng.random((size, n_out)) < 0.05
             pr[wild] = nrng.integers(dmin, dmax + 1, int(wild.sum()))
             return v, pr
+        if kind in ("sign", "single"):      # sign-WH: h in {0, 255}, e in {-1, 0, 1} (golden.update.sign_error)
+            v = nrng.integers(0, 2, (size, n_in)) * vmax
+            e = nrng.choice([-1, 0, 0, 0, 1], (size, n_out))
+            if kind == "single":              # one image, one non-zero input, one non-zero error
+                v[:], e[:] = 0, 0
+                v[0, nrng.integers(n_in)], e[0, nrng.integers(n_out)] = vmax, nrng.choice([-1, 1])
+            return v, e
         if kind == "zeros":
             return np.zeros((size, n_in), np.int64), nrng.integers(dmin, dmax + 1, (size, n_out))
         d = {"ext_neg": dmin, "ext_pos": dmax, "q115_neg": -32768}[kind]
@@ -148,9 +161,13 @@ if cocotb is not None:
                           for n in rng.sample(range(n_out), n_out)]
                 items += v_items(v[b], b, rng, OP["v"])
             items.append({"op": OP["finish"], "index": 0, "value": 0})
+            if blk.rule == "sign":
+                from golden.update import sign_rule
+                d_i = sign_rule(acc)
+            else:
+                d_i = threshold(clipped(weight_update(acc, mult, sh), clip), th)
             expected = [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
-                        for c in commands(threshold(clipped(weight_update(acc, mult, sh), clip), th), mp,
-                                                    p.get("layer", "FC"))]
+                        for c in commands(d_i, mp, p.get("layer", "FC"))]
             expected.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
             start = len(sink.items)
             await src.send(items)
@@ -274,6 +291,12 @@ B_SMALL = [[1, "random", "auto", 15, 0.2, 0.3], [4, "random", "auto", 15, 0.2, 0
            [3, "random", "max", 15, 0.2, 0.3], [2, "random", "sh_max", 0, 0, 0.5],
            [4, "random", "auto", 3, 0.2, 0.3, 5], ["max", "random", "max", 15, 0, 0, 30]]
 
+# sign rule: (M, sh, th, clip) vary and must not matter
+B_SIGN = [[1, "sign", "auto", 15, 0, 0], [10, "sign", "m0", 0, 0.3, 0.5], [16, "sign", "sh_max", 15, 0.2, 0.6, 1],
+          [3, "zeros", "auto", 0, 0, 0.3], ["max", "ext_neg", "max", (1 << 16) - 1, 0, 0],
+          ["max", "ext_pos", "auto", 15, 0.2, 0.5, 30], [1, "single", "m0", 15, 0, 0.5],
+          [7, "sign", "max", 3, 0.5, 0.8]]
+
 CONFIGS = [
     # latency: cycles from the FINISH transfer (the docstring's figures)
     dict(mapping="yao2020", block=dict(), batches=B_YAO, latency=dict(first_cmd=16, end=1936, ready=2129)),
@@ -285,12 +308,15 @@ CONFIGS = [
     # (T << shift, rtl/hidden_error.py: s26 for T s17 and shifts up to 9) are wider
     dict(mapping="li2018", layer="O", block=dict(max_batch=8), batches=B_SMALL[:6], idle=0.2, bp=0.3),
     dict(mapping="li2018", layer="H", block=dict(max_batch=8, delta_bits=26), batches=B_SMALL[:6], idle=0.2, bp=0.3),
+    # elm-board's output layer O by the sign rule (issue 16): sign errors need 2 bits
+    dict(mapping="elm-board", layer="O", block=dict(max_batch=16, delta_bits=2, rule="sign"), batches=B_SIGN),
 ]
 
 
 def _cfg_id(c):
     layer = "-" + c["layer"] if "layer" in c else ""
-    return c["mapping"] + layer + ("-collision_new" if c["block"].get("collision_new") else "")
+    rule = "-" + c["block"]["rule"] if "rule" in c["block"] else ""
+    return c["mapping"] + layer + rule + ("-collision_new" if c["block"].get("collision_new") else "")
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
