@@ -5,7 +5,7 @@ the forward of random u8 images (labels random), backward, updates and commands 
 the path gets each image's x, h and output deltas and a FINISH per batch. Board A is golden's
 (programmed by golden PairProgrammer "open"); board B, a copy of the fresh A, is the RTL's: its cell
 currents are loaded into the PEs before each batch (transposed reads), its verify reads and pulses
-served / applied by tb/test_open_programmer.py's Board. Checked: every hidden delta (the tap of
+served / applied by tb/cosim/open_board.py's Board. Checked: every hidden delta (the tap of
 HiddenError's output) equals golden's deltas[0]; the command stream (tap of the programmer's cmd)
 equals update.commands of layer H, its end marker, those of layer O, its end marker; two `done` per
 batch; after each batch the verify reads (cells, in order), the pulse count and every conductance of
@@ -27,7 +27,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from tb import harness
-from tb.test_open_programmer import Board
+from tb.cosim.open_board import Board
 
 try:
     import cocotb

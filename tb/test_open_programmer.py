@@ -19,68 +19,12 @@ import random
 import numpy as np
 
 from tb import harness
+from tb.cosim.open_board import Board
 
 try:
     import cocotb
 except ImportError:
     cocotb = None
-
-
-class Board:
-    """Board B behind the RTL's ports: verify reads and pulses (cocotb coroutines)."""
-
-    def __init__(self, dut, blk, xb, rng):
-        self.dut, self.blk, self.xb, self.rng = dut, blk, xb, rng
-        self.reads, self.pending, self.pulses = [], None, 0     # pending: [cell, op, count]
-
-    def flush(self):
-        from golden.devices import RESET, SET
-        if self.pending:
-            cell, op, n = self.pending
-            self.xb.open_loop(*cell, SET if op == 0 else RESET, n)
-            self.pending = None
-
-    async def pulses_port(self):
-        from cocotb.triggers import ReadOnly, RisingEdge
-        d = self.dut
-        while True:
-            r = self.rng.random() >= 0.4
-            d.req__ready.value = int(r)
-            await ReadOnly()
-            if r and bool(d.req__valid.value):
-                q = harness.unpack(self.blk.req_layout, int(d.req__payload.value))
-                cell = (q["pe"], q["row"], q["bl"])
-                if self.pending and self.pending[:2] == [cell, q["op"]]:
-                    self.pending[2] += 1
-                else:
-                    self.flush()
-                    self.pending = [cell, q["op"], 1]
-                self.pulses += 1
-            await RisingEdge(d.clk)
-
-    async def reads_port(self):
-        from cocotb.triggers import ReadOnly, RisingEdge
-        d = self.dut
-        rsp = harness.StreamSource(d, "rd_rsp", d.clk, data_layout(), idle=0.3, rng=random.Random(5))
-        while True:
-            r = self.rng.random() >= 0.3
-            d.rd_req__ready.value = int(r)
-            await ReadOnly()
-            got = harness.unpack(self.blk.pp.rd_layout, int(d.rd_req__payload.value)) \
-                if r and bool(d.rd_req__valid.value) else None
-            await RisingEdge(d.clk)
-            if got is None:
-                continue
-            d.rd_req__ready.value = 0
-            self.flush()                        # the previous write is over
-            cell = (got["pe"], got["row"], got["bl"])
-            self.reads.append(cell)
-            await rsp.send([{"code": self.xb.verify_read(*cell)}])
-
-
-def data_layout():
-    from amaranth.lib import data
-    return data.StructLayout({"code": 8})
 
 
 def _commands(rng, n):
