@@ -6,7 +6,9 @@ move), InsituPath's programming served by tb/cosim/open_board.py on the RTL's ow
 every logit, class, p, delta and training feed, every hidden delta vector, command, verify read,
 pulse count and conductance after each batch, every test image's result.
 
-Mutations seen caught: (listed in the report of the session that wrote this test)
+Mutations seen caught: group k's transposed reads wired to PE k+1 (batch 0 image 0: hidden delta
+differs); x's bytes reversed within each image word (batch 0 command 0 of layer H: bl 8, golden 10);
+the 6th pulse dropped between InsituPath and the board (batch 0: pulses RTL 618, port 619, golden 619).
 """
 import json
 
