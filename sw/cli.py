@@ -208,6 +208,10 @@ def cmd_sim(args):
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
     if net.name == "elm-board":     # the board ELM: its own session (tb/cosim/elm_main.py)
         return _cosim("elm_main").cli(args)
+    if net.name == "li2018" and args.device == "li2018":       # in-situ training in fabric
+        if args.replicated or (args.workers or 1) > 1 or args.scheduler or args.waves:
+            raise InputError("--network li2018 --device li2018: no --replicated, sharding or --waves")
+        return _cosim().sim_insitu(args)
     for bad, what in ((args.device != "ideal", f"--device {args.device}"), (args.replicated, "--replicated"),
                       ((args.workers or 1) > 1 or args.scheduler, "a sharded co-simulation (--workers, --scheduler)")):
         if bad:
@@ -358,8 +362,12 @@ def _sim_parser(sub):
                    help="device preset of the PEs (golden/devices.py), or 'ideal' (exact target levels)")
     p.add_argument("--seed", type=SEED, default=0, help="device seed of the board")
     p.add_argument("--iterations", type=int_range(0, 10_000), default=10,
-                   help="hybrid-training iterations (batches of 100; 0: none)")
+                   help="hybrid-training iterations (batches of 100; 0: none); li2018 in situ: batches of --batch")
     p.add_argument("--no-guard", action="store_true", help="hybrid training without the divergence guard")
+    p.add_argument("--batch", type=int_range(1, 128), default=100,
+                   help="--network li2018 --device li2018 (in-situ training in fabric): images per batch (default 100)")
+    p.add_argument("--eta", type=float_range(0.0, 10.0, lo_open=True), default=0.08,
+                   help="its step (default 0.08: golden's validation choice, open loop, seed 0; docs/insitu.md)")
     p.add_argument("--report", type=Path, default=Path("build/sim_report.json"),
                    help="JSON report (default build/sim_report.json; an existing one needs --force)")
     _force(p, "an existing --report")

@@ -5,7 +5,7 @@ the forward of random u8 images (labels random), backward, updates and commands 
 the path gets each image's x, h and output deltas and a FINISH per batch. Board A is golden's
 (programmed by golden PairProgrammer "open"); board B, a copy of the fresh A, is the RTL's: its cell
 currents are loaded into the PEs before each batch (transposed reads), its verify reads and pulses
-served / applied by tb/test_open_programmer.py's Board. Checked: every hidden delta (the tap of
+served / applied by tb/cosim/open_board.py's Board. Checked: every hidden delta (the tap of
 HiddenError's output) equals golden's deltas[0]; the command stream (tap of the programmer's cmd)
 equals update.commands of layer H, its end marker, those of layer O, its end marker; two `done` per
 batch; after each batch the verify reads (cells, in order), the pulse count and every conductance of
@@ -14,7 +14,7 @@ threshold 1 code make ~1,900 H and ~400 O commands a batch. Random idle on the i
 on done, pulses and reads.
 
 Closed loop (InsituPath(mode="closed"), test_insitu_path_closed: Yao's threshold rule, 6 codes, and
-write-verify; golden InsituConfig mode "closed"): board B is tb/test_open_programmer.py's VerifyBoard
+write-verify; golden InsituConfig mode "closed"): board B is tb/cosim/open_board.py's VerifyBoard
 (the write-verify READs on `req` answered on `rsp`, each cell's reads and pulses one golden
 CellSession). Checked besides the above: every write-verify request (pulse or verify read, cell, in
 order) equals golden's (Crossbar.cell_session traced), every result on the wv_res tap its session's
@@ -38,7 +38,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from tb import harness
-from tb.test_open_programmer import Board
+from tb.cosim.open_board import Board, VerifyBoard
 
 try:
     import cocotb
@@ -135,7 +135,6 @@ class _Closed:
     """Closed mode's extra checks: every write-verify request and result, the blocked cells."""
 
     def __init__(self, dut, path, t, rng, max_pulses):
-        from tb.test_open_programmer import VerifyBoard
         self.results, self.gops, self.t = [], [], t
         self.board = VerifyBoard(dut, path.req_layout, path.prog.rd_layout, t.xb.copy(), rng, self.results)
         t.xb.max_pulses = max_pulses

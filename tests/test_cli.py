@@ -78,6 +78,18 @@ def test_network_refusals(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_sim_insitu_refusals(tmp_path, capsys):
+    """mcnn sim --network li2018 --device li2018 (the in-situ loop): refusals before any build."""
+    rep = tmp_path / "r.json"
+    base = ["sim", "--network", "li2018", "--device", "li2018", "--report", str(rep)]
+    assert main(base + ["--replicated"]) == 2
+    assert "no --replicated, sharding or --waves" in capsys.readouterr().err
+    assert main(base + ["--batch", "129"]) == 2 and main(base + ["--eta", "0"]) == 2
+    rep.write_text("keep")
+    assert main(base) == 2
+    assert "exists, not overwritten" in capsys.readouterr().err and rep.read_text() == "keep"
+
+
 def test_train_li2018(tmp_path, capsys):
     assert main(["train", "--network", "li2018", "--epochs", "1", "--qat-epochs", "1", "--quiet",
                  "--out", str(tmp_path / "li")]) == 0

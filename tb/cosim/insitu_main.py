@@ -19,12 +19,9 @@ Images go one at a time (`_paced`): back to back with `train` on, li2018's next 
 training feed (params paced=False shows it: the delta carries the next image's label, the V fed is
 the next image's h; the logits stay right).
 
-Left (the training loop in fabric): a top holding the controller and rtl/insitu_path.py on the same
-8 pe_model instances (PEs 0-3: the controller's SL-side reads and InsituPath's transposed reads,
-sl_drive / bl_sample / bl_codes, which SimTop ties off), the tapped items turned into InsituPath's
-per-image {d, h, x} input (x from the host, or from the image buffer), its programming served by
-tb/test_open_programmer.py's Board on the RTL's own copy of the board, compared after each batch
-with golden's (as tb/test_insitu_path.py does) and reloaded into the PEs.
+The training loop in fabric (the controller and rtl/insitu_path.py on the same PEs, InsituPath's
+input assembled from this tap, its programming on the RTL's own copy of the board) is
+tb/cosim/insitu_top.py + tb/cosim/insitu_loop_main.py (`mcnn sim --network li2018 --device li2018`).
 """
 from __future__ import annotations
 

@@ -128,11 +128,15 @@ class SimTop(wiring.Component):
                 i_adc_start=pe.adc_start, i_adc_bank=pe.adc_bank, i_adc_sel=pe.adc_sel,
                 i_adc_shift=self.adc_shift, o_adc_valid=pe.adc_valid, o_adc_codes=pe.adc_codes,
                 i_cfg_we=cfg_we[p], i_cfg_addr=cfg_addr, i_cfg_data=cfg_data,
-                # the transposed read: not in the controller yet
-                i_sl_drive=0, i_bl_sample=0, i_bl_shift=0, o_bl_valid=Signal(name=f"pe{p}_bl_valid"),
-                o_bl_codes=Signal(c.n_bl * 8, name=f"pe{p}_bl_codes"),
+                **self._transposed_pins(m, p),
             )
         return m
+
+    def _transposed_pins(self, m, p) -> dict:
+        """PE p's transposed-read pins (not in the controller: tied off; tb/cosim/insitu_top.py
+        drives them from rtl/insitu_path.py)."""
+        return dict(i_sl_drive=0, i_bl_sample=0, i_bl_shift=0, o_bl_valid=Signal(name=f"pe{p}_bl_valid"),
+                    o_bl_codes=Signal(self.ctrl.n_bl * 8, name=f"pe{p}_bl_codes"))
 
     def _activity(self, m, c):
         m.d.comb += [getattr(self, k).eq(getattr(c, k)) for k in ACT_PORTS[2:] + ("img_start",)]

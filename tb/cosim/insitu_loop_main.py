@@ -1,0 +1,258 @@
+"""In-situ training of li2018 in fabric, co-simulated against golden InsituTrainer (issue 15):
+tb/cosim/insitu_top.py (the li2018 controller + rtl/insitu_path.py InsituPath on 8 behavioural
+PEs) trains a board over `batches` batches, then infers `n_test` test images on it.
+
+Two boards: A is golden's (InsituTrainer: forward, backward, updates, commands, PairProgrammer
+"open"); B, a copy of the fresh A, is the RTL's, programmed only by InsituPath's pulses through
+tb/cosim/open_board.py Board (golden physics). The PEs hold B's cell currents (backdoor load before
+every batch). Per batch: the images one at a time (`train` on; the next image once the path has
+taken the previous one, so the controller's SL-side reads and InsituPath's transposed reads never
+overlap), the result stream and the feeder's deltas and h (tapped) against golden, then a FINISH on
+`fin`: InsituPath's commands (tap) against update.commands of layers H then O, its hidden delta
+vectors (tap) against golden's, its verify reads, pulse count and, once programmed, every
+conductance of B against A. Then, `train` off, n_test images back to back on B: every logit, class,
+p, delta against golden on A, accuracy. Images: with `data`, MNIST (the li2018 transform; training
+batches seeded permutations of the training split, the first n_test test images), else random
+(insitu_main.random_images). The first mismatch ends the session (the report says where).
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import cocotb
+import numpy as np
+
+from tb import harness
+from tb.cosim import sim_top
+from tb.cosim.insitu_main import _tap, batch_report, compare_forward, random_images, trainer
+from tb.cosim.open_board import Board
+
+
+def expected_commands(t, dis):
+    """InsituPath's command stream for the thresholded updates dis: layer H's commands, its end
+    marker, layer O's, its end marker (dicts of the cmd layout's fields)."""
+    from golden.update import commands
+    out = []
+    for name, d in zip(("H", "O"), dis):
+        out += [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
+                for c in commands(d, t.mapping, name)]
+        out.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
+    return out
+
+
+def images(p, net):
+    """-> (training batches [(x (B, 8, 8, 1), y)], test x, test y): MNIST with p['data'], else random."""
+    b, n, nt = p["batch"], p["batches"], p["n_test"]
+    if not p.get("data"):
+        rng = np.random.default_rng(p["seed"])
+        tr = [random_images(rng, b) for _ in range(n)]
+        return tr, *random_images(rng, nt)
+    from golden.hybrid import batch_order
+    from golden.idx import load_dataset
+    ds = load_dataset(p["data"], image_shape=net.source_shape, n_classes=net.n_classes)
+    shape = (-1,) + tuple(net.input_shape)
+    xtr = np.asarray(net.prepare(ds.train_images[:ds.split[0]])).reshape(shape)
+    order = batch_order(ds.split[0], b, n, seed=p["seed"])
+    xt = np.asarray(net.prepare(ds.test_images[:nt])).reshape(shape)
+    return [(xtr[ix], ds.train_labels[ix]) for ix in order], xt, ds.test_labels[:nt]
+
+
+async def _tap_raw(dut, name, out):
+    """Every cycle with {name}_valid: the raw payload -> out (wakes on valid only)."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    valid, payload = getattr(dut, f"{name}_valid"), getattr(dut, name)
+    while True:
+        await ReadOnly()
+        if int(valid.value):
+            out.append(int(payload.value))
+            await RisingEdge(dut.clk)
+        else:
+            await RisingEdge(valid)
+
+
+async def _until(dut, cond, what, limit=2_000_000):
+    from cocotb.triggers import RisingEdge
+    for _ in range(limit):
+        if cond():
+            return
+        await RisingEdge(dut.clk)
+    raise TimeoutError(f"{what}: not after {limit} cycles")
+
+
+def _cycle():
+    from cocotb.utils import get_sim_time
+    return int(get_sim_time("ns")) // sim_top.CLOCK_NS
+
+
+class Loop:
+    """One session's state: golden trainer t (board A), the RTL's board B, the taps."""
+
+    def __init__(self, dut, p):
+        from rtl.insitu_path import InsituPath
+        from tb.cosim.insitu_top import MAX_BATCH
+        self.dut, self.p = dut, p
+        self.t = trainer(p)
+        self.path = InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"))
+        stalls = dict(req_stall=0.4, rd_stall=0.3, rsp_idle=0.3) if p.get("stalls") else \
+            dict(req_stall=0.0, rd_stall=0.0, rsp_idle=0.0)
+        self.board = Board(dut, self.path.prog, self.t.xb.copy(), random.Random(p["seed"]), **stalls)
+        self.n_pe = 1 + max(g.pe for gs in self.t.mapping.groups.values() for g in gs)
+        self.feed, self.dh, self.cmds = [], [], []
+        self.n_img = self.n_cmd = 0
+
+    async def start(self):
+        from tb.cosim.insitu_main import insitu_controller
+        d, t = self.dut, self.t
+        self.ctrl = insitu_controller(t)
+        await harness.start_clock_and_reset(d, start_clock=False)
+        d.pulse_cycles.value = self.p.get("pulse_cycles", 2)
+        (d.mult_h.value, d.shift_h.value), (d.mult_o.value, d.shift_o.value) = t.upd
+        d.ip_th_code.value = t.th
+        d.fin__valid.value = 0
+        cocotb.start_soon(_tap(d, self.ctrl.upd.in_layout, self.feed))
+        cocotb.start_soon(_tap_raw(d, "dh", self.dh))
+        cocotb.start_soon(_tap_raw(d, "cmd", self.cmds))
+
+    async def train_batch(self, b, x, y) -> dict:
+        """One batch through the loop in fabric, checked against golden (module docstring)."""
+        d, t = self.dut, self.t
+        xf = x.reshape(len(x), -1)
+        acts, logits = t.forward(xf)                      # golden on A, before its programming
+        deltas = t.backward(acts, logits, y)
+        exp = expected_commands(t, t.updates(acts, deltas))
+        await sim_top.load_cells(d, self.board.xb.i_units()[:self.n_pe], d.clk)   # B's currents
+        c0, f0, fed0 = _cycle(), len(self.feed), int(d.fed.value)
+        d.train.value = 1
+        res = []
+        for i in range(len(x)):
+            r, _ = await sim_top.infer(d, self.ctrl.result_layout, x[i:i + 1], y[i:i + 1])
+            res += r
+            await _until(d, lambda n=fed0 + i + 1: int(d.fed.value) == n and int(d.bw_idle.value), f"image {i}'s feed")
+        d.train.value = 0
+        e = {"batch": b, **batch_report(t, res, self.feed[f0:], x, y)}
+        if e["mismatched_images"] or e["mismatched_feed"]:
+            raise AssertionError(f"batch {b}: forward / feed differ from golden: {e}")
+        c1 = _cycle()
+        e.update(await self._program(b, exp))
+        self._check_taps(b, deltas, exp)
+        self._program_golden(b, exp)
+        e.update(cycles_forward=c1 - c0, cycles_programming=_cycle() - c1, train_error=e.pop("error"))
+        self.n_img, self.n_cmd = self.n_img + len(x), self.n_cmd + len(exp)
+        return e
+
+    async def _program(self, b, exp) -> dict:
+        """FINISH: InsituPath programs B (Board serves its ports) until its two `done`."""
+        d, bd = self.dut, self.board
+        tasks = [cocotb.start_soon(bd.pulses_port()), cocotb.start_soon(bd.reads_port())]
+        p0, r0 = bd.pulses, len(bd.reads)
+        d.fin__valid.value = 1
+        await _until(d, lambda: int(d.fin__ready.value), "fin taken")
+        from cocotb.triggers import RisingEdge
+        await RisingEdge(d.clk)
+        d.fin__valid.value = 0
+        await _until(d, lambda: int(d.done_count.value) >= 2 * (b + 1), f"batch {b}'s programming",
+                     limit=200 * len(exp) + 100_000)
+        for k in tasks:
+            k.cancel()
+        d.req__ready.value = d.rd_req__ready.value = d.rd_rsp__valid.value = 0
+        bd.flush()
+        self.reads = bd.reads[r0:]
+        n_h = next(k for k, c in enumerate(exp) if c["end"])
+        return {"commands_h": n_h, "commands_o": len(exp) - n_h - 2, "pulses": bd.pulses - p0}
+
+    def _check_taps(self, b, deltas, exp):
+        """The hidden delta vectors and the command stream against golden."""
+        path = self.path
+        for i in range(len(deltas[0])):
+            r = path.he.out_layout.from_bits(self.dh[self.n_img + i])
+            got = [int(r.d[j]) for j in range(path.n_hid)]
+            if got != [int(v) for v in deltas[0][i]]:
+                raise AssertionError(f"batch {b} image {i}: hidden delta {got}, golden {deltas[0][i].tolist()}")
+        got = [harness.unpack(path.out_layout, v) for v in self.cmds[self.n_cmd:self.n_cmd + len(exp)]]
+        if len(got) != len(exp):
+            raise AssertionError(f"batch {b}: {len(got)} commands, golden {len(exp)}")
+        for k, (g, e) in enumerate(zip(got, exp)):
+            if {f: int(g[f]) for f in e} != e:
+                raise AssertionError(f"batch {b} command {k}: {g}, golden {e}")
+
+    def _program_golden(self, b, exp):
+        """Golden programs A (InsituTrainer.step's order); B's reads, pulses, conductances must match."""
+        from golden.update import ProgramCommand
+        t, bd = self.t, self.board
+        p0, greads = t.prog.stats.pulses, []
+        for c in exp:
+            if not c["end"]:
+                t.prog.apply(ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"]), t.it)
+                greads += [(c["pe"], c["row_pos"], c["bl"]), (c["pe"], c["row_pos"] + 1, c["bl"])]
+        t.it += 1
+        if self.reads != greads:
+            raise AssertionError(f"batch {b}: verify reads differ from golden's")
+        if bd.pulses != int(self.dut.pulses.value) or bd.pulses != t.prog.stats.pulses:
+            raise AssertionError(f"batch {b}: pulses RTL {bd.pulses} (port {int(self.dut.pulses.value)}), "
+                                 f"golden {t.prog.stats.pulses} (batch: {t.prog.stats.pulses - p0})")
+        if not np.array_equal(t.xb.g, bd.xb.g):
+            raise AssertionError(f"batch {b}: conductances differ at {np.argwhere(t.xb.g != bd.xb.g)[:5].tolist()}")
+
+    async def test(self, x, y) -> dict:
+        """`train` off: x back to back on B's currents, against golden on A."""
+        d, t = self.dut, self.t
+        await sim_top.load_cells(d, self.board.xb.i_units()[:self.n_pe], d.clk)
+        c0 = _cycle()
+        res, secs = await sim_top.infer(d, self.ctrl.result_layout, x, y, desc="test", progress=self.p.get("progress"))
+        bad, _, _ = compare_forward(t, res, x, y)
+        cls = np.array([r["cls"] for r in res])
+        golden = t.error(x.reshape(len(x), -1), y)
+        return {"images": len(x), "bitexact_images": len(x) - len(bad), "mismatched": bad[:10],
+                "accuracy_rtl": float((cls == y).mean() * 100), "accuracy_golden": 100.0 - golden,
+                "cycles": _cycle() - c0, "cycles_per_image": (_cycle() - c0) / max(1, len(x)),
+                "seconds": round(secs, 2)}
+
+
+@cocotb.test()
+async def session(dut):
+    p = harness.params()
+    report = {"network": "li2018", "device": p.get("device", "li2018"), "seed": p["seed"], "batches": p["batches"],
+              "batch": p["batch"], "n_test": p["n_test"], "data": p.get("data"), "trace": []}
+    await sim_top.reported_session(_session, dut, p, report)
+
+
+async def _session(dut, p, report):
+    t0 = time.perf_counter()
+    lp = Loop(dut, p)
+    report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
+    train, xt, yt = images(p, lp.t.net)
+    await lp.start()
+    for b, (x, y) in enumerate(train):
+        report["trace"].append(await lp.train_batch(b, x, y))
+        if p.get("progress"):
+            e = report["trace"][-1]
+            dut._log.info(f"batch {b}: {e['commands_h']} + {e['commands_o']} commands, {e['pulses']} pulses, "
+                          "all equal golden")
+    tr = report["trace"]
+    ts = time.perf_counter()
+    report["train"] = {"images": lp.n_img, "bitexact_images": lp.n_img, "commands": lp.n_cmd - 2 * len(tr),
+                       "pulses": sum(e["pulses"] for e in tr), "conductances_equal_golden": True,
+                       "cycles_per_image": sum(e["cycles_forward"] + e["cycles_programming"] for e in tr) / lp.n_img,
+                       "cycles_per_image_forward": sum(e["cycles_forward"] for e in tr) / lp.n_img,
+                       "seconds": round(ts - t0, 2)}
+    report["test"] = await lp.test(xt, yt) if len(xt) else {"images": 0}
+    report["mismatched_images"] = report["test"]["images"] - report["test"].get("bitexact_images", 0)
+    report["overrun"] = int(dut.overrun.value)
+    report["err"] = int(dut.err.value)
+    report["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if report["mismatched_images"] or report["err"]:
+        raise AssertionError(f"test images differ from golden: {report['test'].get('mismatched')}, err {report['err']}")
+
+
+def run(params, log_to_terminal=False):
+    """One session (params: seed, batches, batch, n_test, report; optional data, device, eta, th,
+    stalls, progress)."""
+    from pathlib import Path
+
+    from tb.cosim.insitu_top import loop_top
+    if params.get("data"):
+        params = {**params, "data": str(Path(params["data"]).resolve())}
+    return harness.run_block(loop_top(trainer(params), params.get("device", "li2018")), "mcnn_insitu_loop",
+                             "tb.cosim.insitu_loop_main", params, extra_sources=sim_top.SIM_SOURCES,
+                             ports_only=True, hdl_clock_ns=sim_top.CLOCK_NS, log_to_terminal=log_to_terminal)

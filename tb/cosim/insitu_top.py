@@ -1,0 +1,156 @@
+"""The in-situ training loop in fabric (issue 15, Li 2018's 64-54-10): one co-simulation top with
+the li2018 controller (forward, softmax, output deltas, training feeder) and rtl/insitu_path.py
+InsituPath (transposed reads, hidden deltas, both layers' updates, open-loop programming) on the
+same 8 behavioural PEs (tb/cosim/hdl/pe_model.v).
+
+PEs: the controller drives every PE's SL-side read pins (SimTop); InsituPath's transposed-read
+pins (sl_drive, bl_sample -> bl_valid, bl_codes: the BL-side ADCs, BL_ADC) go to the PE of each of
+its read groups (li2018: groups 0-3 on PEs 0-3). Both read the same cell currents (one backdoor
+load). The session keeps the two apart in time (tb/cosim/insitu_loop_main.py: the next image is
+fed once the path has done the previous image's transposed reads).
+
+InsituPath's `i` ({d, h, x, finish}) is assembled here, in fabric:
+  d, h  the controller's training feeder stream (rtl/feeder.py, the tap of InsituSimTop): DELTA
+        items write d[index], V items h[index]; the n_hid-th V item completes the image.
+  x     the image's 64 u8 inputs as the controller takes them: a tap of the controller's image
+        stream (16 words of 4 pixels, first pixel low, then the label word), captured while
+        `train` is on and queued (x FIFO, 4 deep) until the image's feed completes. Chosen over a
+        host-side x: the bytes the controller computed on, no second copy from the host, and no
+        port into the controller's image buffer (rtl/ is not touched).
+  finish  the `fin` stream (the host's end of a batch), queued behind the batch's images.
+The completed items go through a 4-deep FIFO into InsituPath (it takes one image at a time).
+`err` (sticky): bit 0 an item found that FIFO full, bit 1 a feed completed with no x queued,
+bit 2 an x found the x FIFO full.
+
+Programming: InsituPath's pulses (req) and verify reads (rd_req / rd_rsp) are top ports, served by
+tb/cosim/open_board.py Board (the RTL's copy of the board, golden physics). The controller's own
+programming path (write-verify, pair programmer) stays idle in this top: no host write-verify
+commands, and its update engine never gets a FINISH, so no arbiter is needed (its ports stay
+SimTop's, unused). `done` is counted (done_count), its overflow flag kept (upd_overflow).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from tb.cosim.insitu_main import insitu_controller
+from tb.cosim.sim_top import SimTop, adc_shift_for
+
+FIFO_DEPTH = 4
+MAX_BATCH = 128          # InsituPath's update engines: exact sums for batches up to 128 (Li: 100)
+# InsituPath's ports on the top (its runtime inputs registered); th_code renamed (SimTop has the
+# controller's)
+PATH_IN = ("pulse_cycles", "mult_h", "shift_h", "mult_o", "shift_o")
+
+
+class InsituLoopTop(SimTop):
+    """li2018 controller + InsituPath on SimTop's 8 pe_model instances (module docstring); the
+    feeder tap of tb/cosim/insitu_main.py InsituSimTop (feed_valid, feed) as well."""
+
+    def __init__(self, controller, path, adc_shift, bl_shift):
+        self.path, self.bl_shift = path, bl_shift
+        self.pe_group = {g.pe: k for k, g in enumerate(path.groups)}
+        ps = path.signature.members
+        ports = {k: ps[k] for k in ("rd_req", "rd_rsp", "req", "pulses", "prog_busy", "cmd_valid", "cmd",
+                                    "dh_valid", "dh") + PATH_IN}
+        ports |= {"ip_th_code": ps["th_code"], "fin": In(stream.Signature(1)), "fed": Out(32),
+                  "done_count": Out(32), "upd_overflow": Out(1), "bw_idle": Out(1), "err": Out(3),
+                  "feed_valid": Out(1), "feed": Out(controller.upd.in_layout)}
+        super().__init__(controller, adc_shift, extra_ports=ports)
+
+    def _transposed_pins(self, m, p) -> dict:
+        k = self.pe_group.get(p)
+        if k is None:
+            return super()._transposed_pins(m, p)
+        pe = getattr(self.path, f"pe{k}")
+        return dict(i_sl_drive=pe.sl_drive, i_bl_sample=pe.bl_sample, i_bl_shift=self.bl_shift,
+                    o_bl_valid=pe.bl_valid, o_bl_codes=pe.bl_codes, p_BL_CODE_BITS=self.path.trs[0].bl_code_bits)
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.path = p = self.path
+        u = self.ctrl.programming.upd_i
+        m.d.comb += [self.feed_valid.eq(u.valid & u.ready), self.feed.eq(u.payload)]
+        for k in ("rd_req", "req"):
+            wiring.connect(m, getattr(p, k), wiring.flipped(getattr(self, k)))
+        wiring.connect(m, wiring.flipped(self.rd_rsp), p.rd_rsp)
+        m.d.sync += [getattr(p, k).eq(getattr(self, k)) for k in PATH_IN] + [p.th_code.eq(self.ip_th_code)]
+        m.d.comb += [self.pulses.eq(p.pulses), self.prog_busy.eq(p.prog_busy), self.cmd_valid.eq(p.cmd_valid),
+                     self.cmd.eq(p.cmd), self.dh_valid.eq(p.dh_valid), self.dh.eq(p.dh), p.done.ready.eq(1)]
+        with m.If(p.done.valid):
+            m.d.sync += self.done_count.eq(self.done_count + 1)
+            with m.If(p.done.payload):
+                m.d.sync += self.upd_overflow.eq(1)
+        x = self._x_queue(m)
+        self._assemble(m, x)
+        return m
+
+    def _x_queue(self, m):
+        """The controller's image stream tapped: each image's pixels -> the x FIFO (train on)."""
+        c, n_x = self.ctrl, self.path.n_x
+        n_pw = -(-n_x // 4)
+        if c.image_words != n_pw + 1:
+            raise ValueError(f"image of {c.image_words} words, expected {n_pw} pixel words + a label")
+        m.submodules.x_fifo = xf = SyncFIFO(width=8 * n_x, depth=FIFO_DEPTH)
+        xr = Signal(8 * n_x)
+        wc = Signal(range(c.image_words))
+        with m.If(c.image.valid & c.image.ready):
+            m.d.sync += wc.eq(Mux(wc == c.image_words - 1, 0, wc + 1))
+            with m.Switch(wc):
+                for w in range(n_pw):
+                    with m.Case(w):
+                        m.d.sync += [xr[8 * i:8 * i + 8].eq(c.image.payload[8 * (i - 4 * w):8 * (i - 4 * w) + 8])
+                                     for i in range(4 * w, min(4 * w + 4, n_x))]
+        m.d.comb += [xf.w_data.eq(xr), xf.w_en.eq(c.image.valid & c.image.ready & (wc == c.image_words - 1)
+                                                  & self.train)]
+        with m.If(xf.w_en & ~xf.w_rdy):
+            m.d.sync += self.err[2].eq(1)
+        return xf
+
+    def _assemble(self, m, xf):
+        """Feeder items (d, h) + the x FIFO -> InsituPath's `i` items, through the item FIFO;
+        `fin` queued behind them as a finish item."""
+        from rtl.update_engine import Op
+        p = self.path
+        u = self.ctrl.programming.upd_i
+        item = Signal(p.in_layout)
+        vcnt = Signal(range(p.n_hid))
+        push = Signal()
+        m.d.sync += push.eq(0)
+        with m.If(u.valid & u.ready):
+            with m.If(u.payload.op == Op.DELTA):
+                with m.Switch(u.payload.index):
+                    for o in range(p.n_out):
+                        with m.Case(o):
+                            m.d.sync += item.d[o].eq(u.payload.value)
+            with m.Elif(u.payload.op == Op.V):
+                with m.Switch(u.payload.index):
+                    for j in range(p.n_hid):
+                        with m.Case(j):
+                            m.d.sync += item.h[j].eq(u.payload.value[:8])
+                m.d.sync += vcnt.eq(Mux(vcnt == p.n_hid - 1, 0, vcnt + 1))
+                with m.If(vcnt == p.n_hid - 1):
+                    m.d.sync += push.eq(1)
+        m.submodules.i_fifo = f = SyncFIFO(width=len(Value.cast(item)), depth=FIFO_DEPTH)
+        w = Signal(p.in_layout)
+        m.d.comb += [w.d.eq(item.d), w.h.eq(item.h), w.x.eq(xf.r_data), w.finish.eq(~push),
+                     f.w_data.eq(w), f.w_en.eq(push | self.fin.valid), self.fin.ready.eq(f.w_rdy & ~push),
+                     xf.r_en.eq(push),
+                     p.i.payload.eq(f.r_data), p.i.valid.eq(f.r_rdy), f.r_en.eq(p.i.ready),
+                     self.bw_idle.eq(~f.r_rdy & p.i.ready & ~push & (vcnt == 0))]
+        m.d.sync += self.fed.eq(self.fed + push)
+        with m.If(push & ~f.w_rdy):
+            m.d.sync += self.err[0].eq(1)
+        with m.If(push & ~xf.r_rdy):
+            m.d.sync += self.err[1].eq(1)
+
+
+def loop_top(t, device="li2018"):
+    """The top for InsituTrainer t (li2018, its in-situ scales) on device preset `device`."""
+    from golden.insitu import SL_ADC
+    from golden.transposed_read import BL_ADC
+    from rtl.insitu_path import InsituPath
+    path = InsituPath(t.mapping, max_batch=MAX_BATCH, device=device)
+    return InsituLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC), adc_shift_for(BL_ADC))
