@@ -9,6 +9,13 @@ Mutations seen caught: the PE board's cells loaded only before batch 0 (batch 1:
 feeds differ); images back to back instead of paced (params paced=False: images 2-6 get the next
 image's label in their delta, every feed but the last carries the next image's h); the PEs built
 with SimTop's default ADC full scale instead of SL_ADC (batch 0: all 8 images and feeds differ).
+
+Back to back (test_back_to_back: params paced=False, images fed as fast as the controller takes them,
+train on): the controller itself must keep each image's label and hidden map for its delta and feed
+(the result stage latches the label with the logits; li2018's first step, which writes the map the
+training feeder reads, waits for it). Mutation seen caught: the controller before that fix (the
+softmax on the image buffer's label, no map_hold): batch 0 images 1-6 with the next image's label
+in their delta, feeds 0-6 with the next image's h.
 """
 import json
 
@@ -24,3 +31,14 @@ def test_forward_and_feed_over_batches(tmp_path):
     assert all(not e["mismatched_images"] and not e["mismatched_feed"] for e in b)
     # the case mix was exercised: the board was programmed between batches, ReLU zeros seen
     assert all(e["commands"] > 0 and e["pulses"] > 0 for e in b[:-1]) and all(e["hidden_zero"] for e in b)
+
+
+def test_back_to_back(tmp_path):
+    from tb.cosim.insitu_main import run
+    rep = tmp_path / "report.json"
+    run({"seed": 4, "batches": 2, "batch": 8, "eta": 0.5, "th": 1, "paced": False, "report": str(rep)})
+    r = json.loads(rep.read_text())
+    assert "error" not in r, r.get("error")
+    assert r["mismatched_images"] == 0 and r["overrun"] == 0 and len(r["batches"]) == 2
+    assert all(not e["mismatched_images"] and not e["mismatched_feed"] for e in r["batches"])
+    assert r["batches"][0]["commands"] > 0

@@ -11,9 +11,9 @@ back-pressure on `result`, `feed_busy` toggled at random (a run must wait for it
 The label is sampled with the vector's transfer: right after it the port changes to another class.
 
 Mutations seen caught: the label read by the softmax from the `label` port instead of the register
-taken with the logits (the deltas of the label given after the transfer); the result registers enabled on the class one-hot rotated once too far
-(`sm_oh` loaded with 2 instead of 1 at the run's start) fails at the first vector (its deltas one
-class off).
+taken with the logits (the deltas of the label given after the transfer); the result registers
+enabled on the class one-hot rotated once too far (`sm_oh` loaded with 2 instead of 1 at the run's
+start) fails at the first vector (its deltas one class off).
 """
 import random
 
@@ -80,7 +80,6 @@ async def _feed_busy(dut, u, rng):
 
 
 async def _unit(dut, prefix, p, seed):
-    from cocotb.triggers import RisingEdge
     from golden.datapath import argmax, delta, softmax_fixed
     from rtl.result import ResultStage
     blk = ResultStage(**p["block"])

@@ -1,8 +1,9 @@
 """Step sequencer (rtl/sequencer.py) against the layer sequence of the golden model.
 
 The expected steps are the weight layers of a network of golden/networks.py in order (yao2020: three
-steps; li2018: two), with their constants from golden/ alone: input map (H, W, C) from golden.cnn.shapes, the output positions of the convolution
-(a dense layer as a convolution whose kernel covers its input: 1 x 1), the output channels, the
+steps; li2018: two), with their constants from golden/ alone: input map (H, W, C) from
+golden.cnn.shapes, the output positions of the convolution (a dense layer as a convolution whose
+kernel covers its input: 1 x 1), the output channels, the
 groups per position (the most read groups golden.mapping.build_mapping puts on one PE) and the
 requant multiplier of a (made-up) requant table. The test plays the rest of the controller: an
 image arrives (`img_full`) at random times, possibly while the previous one is still running; each
