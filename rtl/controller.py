@@ -13,7 +13,8 @@ controller. Per weight layer ("step"):
   step sequencer (rtl/sequencer.py): start of an image, step advance, its end
   (last step: the logits go to the result stage, rtl/result.py: softmax, argmax, delta -> `result` stream;
    training: the feeder, rtl/feeder.py, hands deltas and FC inputs V to the programming path,
-   rtl/programming.py: update engine -> pair programmer -> write-verify -> PE programming ports)
+   rtl/programming.py: update engine -> pair programmer -> write-verify -> PE programming ports;
+   the step writing the FC input map waits until the feeder has read the previous image's V)
 
 A dense layer is run as a convolution whose kernel covers its whole input map (k = H = W, one
 output position): its unrolled fan-in c*H*W + h*W + w is then exactly the channel-major flatten
@@ -258,9 +259,11 @@ class Controller(wiring.Component):
         # update engine; FINISH items for `upd_finish`
         m.submodules.feeder = fdr = Feeder(K, steps[-1].in_shape, self.upd.in_layout,
                                            delta_bits=len(self.result.payload.delta[0]))
+        # an image is fed if `train` is on when its logits go to the result stage (the claim); the
+        # feeder then holds its map (map_busy) until its V are read: the sequencer's map_hold
         m.d.comb += [fms.v_addr.eq(fdr.fm_addr), fms.v_en.eq(fdr.fm_en), fdr.fm_data.eq(fms.v_data),
-                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done & self.train),
-                     rs.feed_busy.eq(fdr.busy)]
+                     fdr.delta.eq(rs.delta), fdr.d_load.eq(rs.delta_load), fdr.start.eq(rs.done),
+                     fdr.claim.eq(rs.i.valid & rs.i.ready & self.train), rs.feed_busy.eq(fdr.busy)]
         wiring.connect(m, wiring.flipped(self.upd_finish), fdr.finish)
         wiring.connect(m, fdr.o, upd_i)
 
@@ -274,7 +277,7 @@ class Controller(wiring.Component):
             m.d.sync += logits_in.eq(1)
         with m.If(seq.start):
             m.d.sync += logits_in.eq(0)
-        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(logits_in),
+        m.d.comb += [seq.step_done.eq(post.done), seq.logits_ready.eq(logits_in), seq.map_hold.eq(fdr.map_busy),
                      ib.start.eq(seq.start), ib.free.eq(post.done & step_oh[0])]
         self._status(m, seq, ib, rs, fdr, ps, lanes)
         self._activity(m, seq, lanes, gat, post, rs)

@@ -1,6 +1,7 @@
 """Training feeder: an image's deltas and FC inputs V into the update engine (rtl/update_engine.py).
 
-After an image's softmax (a `start` pulse): its K deltas (op DELTA, index o, value delta[o]), then
+An image is claimed when its logits reach the result stage with training on (`claim`); after its
+softmax (a `start` pulse) a claimed image's feed runs: its K deltas (op DELTA, index o, value delta[o]), then
 its n_in FC inputs V (op V, index mm, the last feature map's value at the HWC address of the
 channel-major index mm, golden.cnn.flatten_chw), on the `o` stream. A `finish` transfer (end of a
 batch) is answered with one FINISH item once no feed is in flight; `finish.ready` stays low until
@@ -9,7 +10,11 @@ that item has left.
 Signature:
   o          Out stream {op, index, value} (rtl/update_engine.py in_layout): registered payload/valid.
   finish     In stream (1 bit, payload unused).
-  start      In(1): pulse, the image's softmax is done (deltas loaded) and training is on.
+  claim      In(1): pulse, training is on and an image's logits went to the result stage: its feed
+             follows its softmax, and its V are read from the last feature map, which must hold
+             until then (`map_busy`).
+  start      In(1): pulse, the image's softmax is done (deltas loaded): a claimed image's feed begins
+             (an unclaimed image has none).
   d_load     In(K): bit o loads `delta` into class o's delta register (the softmax's outputs as
              they come, one class per cycle); the feed shifts them out one per DELTA item.
   delta      In(signed(17)).
@@ -18,6 +23,10 @@ Signature:
   busy       Out(1): a feed is in flight (until its last item has left `o`).
   v_phase    Out(1): the feed is at its V items.
   fin_pending Out(1): a finish was taken, its FINISH item has not left yet.
+  map_busy   Out(1): a register, from a claim until the feed's last V value has been read from the
+             map (it is then in stage D): the step writing that map for the next image waits
+             (rtl/sequencer.py `map_hold`). A claim finds it low (the writer step of the claimed
+             image issued only once it was low).
 
 One item per cycle through a pipeline with one stall (`fadv`): B item (V address from the ROM into a
 register), C feature-map read, D RAM output register, then the registered `o` with a one-entry skid
@@ -42,6 +51,7 @@ class Feeder(wiring.Component):
         super().__init__({
             "o": Out(stream.Signature(in_layout)),
             "finish": In(stream.Signature(1)),
+            "claim": In(1),
             "start": In(1),
             "d_load": In(n_classes),
             "delta": In(signed(delta_bits)),
@@ -51,6 +61,7 @@ class Feeder(wiring.Component):
             "busy": Out(1),
             "v_phase": Out(1),
             "fin_pending": Out(1),
+            "map_busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -122,7 +133,12 @@ class Feeder(wiring.Component):
                 m.d.sync += feed_busy.eq(0)
             with m.If(o.payload.op == UpdOp.FINISH):
                 m.d.sync += [fin_pending.eq(0), fin_sent.eq(0)]
-        with m.If(self.start):
+        # the claimed image's map is read once its last V item enters stage D (fd_dat holds it)
+        with m.If(fadv & fc_v & fc_last):
+            m.d.sync += self.map_busy.eq(0)
+        with m.If(self.claim):
+            m.d.sync += self.map_busy.eq(1)
+        with m.If(self.start & self.map_busy):
             m.d.sync += [feed_busy.eq(1), fgen.eq(1), vph.eq(0)]
         return m
 

@@ -10,7 +10,9 @@ registers, rtl/feeder.py).
 
 Signature:
   i           In stream: the logit vector (K x s(logit_bits)); ready = ~held.
-  label       In(8): the image's label, sampled with the softmax's first logit.
+  label       In(8): the image's label, sampled with the logits (at the `i` transfer: the next
+              image may start, and its label replace this one at the source, before the softmax
+              runs).
   feed_busy   In(1): the training feeder is busy (a new run waits: it reloads the deltas).
   result      Out stream (result_layout): cls, logits, p (Q1.15), delta (Q1.15, s17).
   held        Out(1): the logits are held (not yet read by the softmax).
@@ -66,11 +68,12 @@ class ResultStage(wiring.Component):
         # the logits, registered on their own step bit outside any priority chain (the registers'
         # clock enable is then one LUT of flip-flops: timing)
         logits = [Signal(signed(self.logit_bits), name=f"logit{o}") for o in range(K)]
+        label = Signal.like(self.label, name="label_held")
         final_ready = self.held
         m.d.comb += self.i.ready.eq(~final_ready)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [lg.eq(self.i.payload[o]) for o, lg in enumerate(logits)]
-            m.d.sync += final_ready.eq(1)
+            m.d.sync += [final_ready.eq(1), label.eq(self.label)]
 
         m.submodules.softmax = sm = Softmax(K, self.logit_bits)
         m.d.comb += [sm.m.eq(self.softmax_m), sm.sh.eq(self.softmax_sh), self.softmax_ops.eq(sm.ops)]
@@ -80,7 +83,7 @@ class ResultStage(wiring.Component):
         sm_more = Signal()      # sm_i < K, a register
         # (sm_more is set with am_busy and clears after the K-th logit, before the softmax's last
         # output clears am_busy: it is the valid by itself, a flip-flop)
-        m.d.comb += [sm.i.valid.eq(sm_more), sm.i.payload.z.eq(sm_z[0]), sm.i.payload.label.eq(self.label)]
+        m.d.comb += [sm.i.valid.eq(sm_more), sm.i.payload.z.eq(sm_z[0]), sm.i.payload.label.eq(label)]
         # the load decided a cycle ahead (sm_go), so the logit shift register's clock enable is one
         # LUT of flip-flops (timing). Nothing that sm_go reads can change in between: with am_busy
         # low the softmax is idle, so final_ready, result.valid and feed_busy hold, and so do the

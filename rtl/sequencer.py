@@ -12,11 +12,15 @@ Plain signals (the controller's control flow, not data streams):
   logits_ready  In 1   this image's logits are in the result stage (from their hand-over until the
                         next image starts)
   issue_end  In  1      pulse: the issuer has handed over the step's last group
+  map_hold   In  1      the last step's input map is still to be read for the previous image (the
+                        training feeder's V, rtl/feeder.py `map_busy`, a register): the step that
+                        writes it (n_steps - 2) does not issue until it is low
   fc_gnt     In  1      (replica only) the shared FC PEs are granted
   start      Out 1      pulse (a register): an image starts
   restart    Out 1      the issuer restarts its position counters (start, or a step advance)
-  issue      Out 1      the issuer runs (set with `restart`, cleared by `issue_end`; in a replica
-                        the last step's issuer waits for `fc_gnt`)
+  issue      Out 1      the issuer runs (set with `restart`, cleared by `issue_end`; the step
+                        writing the last map waits for `map_hold` low; in a replica the last
+                        step's issuer waits for `fc_gnt`)
   fc_req     Out 1      (replica only) the last step runs or waits for the FC PEs
   step       Out        the step (0 .. n_steps - 1)
   step_oh    Out        the step, one-hot (set with `step`: a case of a step is one flip-flop)
@@ -28,7 +32,9 @@ Plain signals (the controller's control flow, not data streams):
   timestamp  Out 32     free-running cycle counter
 
 The image ends when its logits are ready in the last step (`logits_ready`); the next image can start
-then, while the softmax of the previous one still runs.
+then, while the softmax of the previous one still runs. In training its last map must not change
+before the training feeder has read the previous image's V from it: with yao2020 the step writing it
+comes long after that; with li2018 (two steps) it is the first step, which then waits (`map_hold`).
 """
 from __future__ import annotations
 
@@ -59,7 +65,7 @@ class Sequencer(wiring.Component):
         self.steps, self.replica = steps, replica
         ns = len(steps)
         ports = {
-            "img_full": In(1), "step_done": In(1), "logits_ready": In(1), "issue_end": In(1),
+            "img_full": In(1), "step_done": In(1), "logits_ready": In(1), "issue_end": In(1), "map_hold": In(1),
             "start": Out(1), "restart": Out(1), "issue": Out(1),
             "step": Out(range(ns + 1)), "step_oh": Out(ns, init=1), "sc": Out(self.const_layout),
             "running": Out(1), "cycles": Out(32), "timestamp": Out(32),
@@ -101,6 +107,15 @@ class Sequencer(wiring.Component):
         # next image starts)
         with m.If(running & self.logits_ready & step_oh[NS - 1]):
             m.d.sync += [running.eq(0), self.cycles.eq(ncycles), step.eq(0), step_oh.eq(1)]
+        if NS >= 2:
+            # the step writing the last map (NS - 2) is entered (its restart) but waits to issue
+            # while `map_hold` (the previous image's V are still read from that map)
+            map_wait = Signal()
+            enter = start_go if NS == 2 else self.step_done & step_oh[NS - 3]
+            with m.If(enter & self.map_hold):
+                m.d.sync += [iss_active.eq(0), map_wait.eq(1)]
+            with m.If(map_wait & ~self.map_hold):
+                m.d.sync += [iss_active.eq(1), map_wait.eq(0)]
         if self.replica:
             # shared FC PEs (rtl/replicated.py): the last step's issuer starts once `fc_gnt` is given;
             # `fc_req` is held from the end of the step before it until the logits are taken

@@ -2,9 +2,15 @@
 the last feature map: the update engine's V vector, golden.update.accumulate), a FINISH item per finish
 transfer once the feed in flight has left; random deltas (with the s17 extremes), random, all-zero
 and all-255 feature maps, a finish during a feed and between feeds, random back-pressure on the
-output and idle on the finish stream; at full rate one item per cycle.
+output and idle on the finish stream; at full rate one item per cycle. Each image is claimed a few
+cycles before its softmax outputs (`claim`, as at the controller's logits hand-over): `map_busy` must
+be up from then on, and once it falls the feature map reads return other data (the next image's
+map may be written): the V fed must still be the claimed image's. Every fourth image (after the
+edge cases) is not claimed: its `start` must feed nothing.
 
-Mutation seen caught: the V address ROM in HWC order (init `mm` instead of the channel-major
+Mutations seen caught: map_busy cleared when the last V item enters stage B instead of D (its map
+read comes after: a wrong last V); a start feeding without a claim (items of an unclaimed image);
+the V address ROM in HWC order (init `mm` instead of the channel-major
 mapping) fails at the first random image (the uniform edge-case maps cannot tell the orders apart).
 """
 import random
@@ -20,14 +26,27 @@ except ImportError:  # collected by pytest without cocotb's simulator context
 
 
 async def _fm_port(dut, u, fm):
-    """The feature-map copy: a synchronous read port (data one cycle after an enabled address)."""
+    """The feature-map copy: a synchronous read port (data one cycle after an enabled address);
+    while `map_busy` is low the map is another image's (each value's bits flipped)."""
     from cocotb.triggers import ReadOnly, RisingEdge
     while True:
         await ReadOnly()
-        en, addr = int(u.fm_en.value), int(u.fm_addr.value)
+        en, addr, other = int(u.fm_en.value), int(u.fm_addr.value), not int(u.map_busy.value)
         await RisingEdge(dut.clk)
         if en:
-            u.fm_data.value = int(fm[0][addr]) if addr < len(fm[0]) else 0
+            u.fm_data.value = (int(fm[0][addr]) ^ (0xA5 if other else 0)) if addr < len(fm[0]) else 0
+
+
+async def _claim(dut, u, rng):
+    """The image's claim (a pulse), then a few cycles to its softmax outputs; map_busy up throughout."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    u.claim.value = 1
+    await RisingEdge(dut.clk)
+    u.claim.value = 0
+    for _ in range(rng.randint(1, 4)):
+        await ReadOnly()
+        assert int(u.map_busy.value), "map_busy low after a claim"
+        await RisingEdge(dut.clk)
 
 
 def _images(blk, nrng, n):
@@ -55,7 +74,8 @@ async def _unit(dut, prefix, p, seed):
     fin = harness.StreamSource(dut, f"{prefix}__finish", dut.clk, rng=random.Random(seed + 2))
     sink = harness.StreamSink(dut, f"{prefix}__o", dut.clk, blk.in_layout, rng=random.Random(seed + 1))
     cocotb.start_soon(sink.run())
-    u.start.value, u.d_load.value = 0, 0
+    u.start.value, u.d_load.value, u.claim.value = 0, 0, 0
+    rng = random.Random(seed + 3)
 
     def item(op, index, value):
         return {"op": op.value, "index": index, "value": value}
@@ -67,11 +87,18 @@ async def _unit(dut, prefix, p, seed):
             # the feature map holds during the feed (the next image's post cannot reach it before)
             fm[0] = x.reshape(-1)
             n0 = len(sink.items)
+            claimed = n < 3 or n % 4 != 3
+            if claimed:
+                await _claim(dut, u, rng)
             for o in range(K):   # the softmax's outputs, one class per cycle; the last starts the feed
                 u.d_load.value, u.delta.value = 1 << o, int(deltas[o])
                 u.start.value = int(o == K - 1)
                 await RisingEdge(dut.clk)
             u.d_load.value, u.start.value = 0, 0
+            if not claimed:       # nothing fed
+                await harness.idle_cycles(dut.clk, 10)
+                assert len(sink.items) == n0 and not int(u.busy.value), f"{prefix}: an unclaimed image fed"
+                continue
             v = cnn.flatten_chw(x[None])[0]
             expected += [item(Op.DELTA, o, int(deltas[o])) for o in range(K)]
             expected += [item(Op.V, mm, int(v[mm])) for mm in range(blk.n_in)]

@@ -8,9 +8,12 @@ tied maxima at random positions (argmax: the lowest index), one-hot extremes, de
 increasing, random at a realistic scale; labels random. Random idle on the input, random
 back-pressure on `result`, `feed_busy` toggled at random (a run must wait for it).
 
-Mutation seen caught: the result registers enabled on the class one-hot rotated once too far
-(`sm_oh` loaded with 2 instead of 1 at the run's start) fails at the first vector (its deltas one
-class off).
+The label is sampled with the vector's transfer: right after it the port changes to another class.
+
+Mutations seen caught: the label read by the softmax from the `label` port instead of the register
+taken with the logits (the deltas of the label given after the transfer); the result registers
+enabled on the class one-hot rotated once too far (`sm_oh` loaded with 2 instead of 1 at the run's
+start) fails at the first vector (its deltas one class off).
 """
 import random
 
@@ -77,7 +80,6 @@ async def _feed_busy(dut, u, rng):
 
 
 async def _unit(dut, prefix, p, seed):
-    from cocotb.triggers import ReadOnly, RisingEdge
     from golden.datapath import argmax, delta, softmax_fixed
     from rtl.result import ResultStage
     blk = ResultStage(**p["block"])
@@ -99,16 +101,11 @@ async def _unit(dut, prefix, p, seed):
         expected.append({"cls": int(argmax(z)), "logits": [int(x) for x in z], "p": [int(x) for x in pe[0]],
                          "delta": [int(x) for x in de]})
         exp_deltas += [(o, int(de[o])) for o in range(k)]
-        # the label changes once the previous vector has been read (as the controller's, which
-        # changes at the next image's start)
-        while True:
-            await ReadOnly()
-            held = int(u.held.value)
-            await RisingEdge(dut.clk)
-            if not held:
-                break
+        # the label is given with the vector and changes to another class right after its transfer
+        # (as the controller's, where the next image may start before the softmax runs)
         u.label.value = label
         await src.send([sum((int(x) & ((1 << lb) - 1)) << (o * lb) for o, x in enumerate(z))])
+        u.label.value = (label + rng.randrange(1, k)) % k if k > 1 else label
     await sink.wait_for(len(vecs))
     await harness.idle_cycles(dut.clk, 50)
     got = [_decode(blk.result_layout, x) for x in sink.items]

@@ -15,9 +15,9 @@ update engine only accumulates: no FINISH is ever sent). Per image, the result s
 class, p, delta) and the tapped deltas and h must equal InsituTrainer.forward / backward
 (deltas[-1], acts[-1]); then InsituTrainer.step (golden) programs the board.
 
-Images go one at a time (`_paced`): back to back with `train` on, li2018's next image overruns the
-training feed (params paced=False shows it: the delta carries the next image's label, the V fed is
-the next image's h; the logits stay right).
+Images go back to back (the controller keeps each image's label with its logits and holds the step
+writing the map the training feeder reads until it has read it); params paced=True feeds them one
+at a time (`_paced`). Per batch `cycles_per_image`: the spacing of its results (clock cycles).
 
 The training loop in fabric (the controller and rtl/insitu_path.py on the same PEs, InsituPath's
 input assembled from this tap, its programming on the RTL's own copy of the board) is
@@ -91,10 +91,7 @@ def compare_forward(t, res, x, y):
 
 
 async def _paced(dut, ctrl, x, y):
-    """The images one at a time: each fed once the previous result is out. (Back to back, with
-    `train` on, li2018's next image starts while the result stage still holds the previous logits
-    behind the feeder, and the softmax samples the image buffer's label of the image started last:
-    the delta gets the next image's label - a controller issue found here, see the report.)"""
+    """The images one at a time: each fed once the previous result is out (params paced=True)."""
     res = []
     for i in range(len(x)):
         r, _ = await sim_top.infer(dut, ctrl.result_layout, x[i:i + 1], y[i:i + 1])
@@ -188,15 +185,16 @@ async def _session(dut, p, report):
         await sim_top.load_cells(dut, t.xb.i_units(), dut.clk)
         x, y = random_images(rng, p["batch"])
         f0 = len(feed)
-        if p.get("paced", True):
+        if p.get("paced", False):
             res = await _paced(dut, ctrl, x, y)
-        else:                                     # back to back (shows the issue in _paced)
+        else:                                     # back to back
             res, _ = await sim_top.infer(dut, ctrl.result_layout, x, y)
         for _ in range(20000):                    # the last image's feed follows its result
             if len(feed) - f0 >= len(x) * (n_o + n_h):
                 break
             await RisingEdge(dut.clk)
-        e = {"batch": b, **batch_report(t, res, feed[f0:], x, y)}
+        e = {"batch": b, **batch_report(t, res, feed[f0:], x, y),
+             "cycles_per_image": (res[-1]["timestamp"] - res[0]["timestamp"]) / max(1, len(res) - 1)}
         report["batches"].append(e)
         assert not e["mismatched_images"] and not e["mismatched_feed"], f"batch {b} differs from golden: {e}"
         e["commands"], e["pulses"], _ = t.step(x.reshape(len(x), -1), y)   # golden programs the board
