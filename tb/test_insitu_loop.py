@@ -9,6 +9,9 @@ pulse count and conductance after each batch, every test image's result.
 Mutations seen caught: group k's transposed reads wired to PE k+1 (batch 0 image 0: hidden delta
 differs); x's bytes reversed within each image word (batch 0 command 0 of layer H: bl 8, golden 10);
 the 6th pulse dropped between InsituPath and the board (batch 0: pulses RTL 618, port 619, golden 619).
+Closed loop (test_insitu_loop_closed): the top's max_pulses port not passed on to InsituPath (its
+preset's 500 stays; batch 0: pulses RTL 19413, golden 2493); golden trained in open mode at the same
+threshold (batch 0: pulses RTL 2493, golden 1829).
 """
 import json
 
