@@ -208,6 +208,8 @@ def cmd_sim(args):
     net, _ = _net_dataset(args)     # checked here, before the co-simulation (which loads it again) touches any file
     if net.name == "elm-board":     # the board ELM: its own session (tb/cosim/elm_main.py)
         return _cosim("elm_main").cli(args)
+    if args.mode is not None and not (net.name == "li2018" and args.device == "li2018"):
+        raise InputError("--mode: only with --network li2018 --device li2018 (in-situ training in fabric)")
     if net.name == "li2018" and args.device == "li2018":       # in-situ training in fabric
         if args.replicated or (args.workers or 1) > 1 or args.scheduler or args.waves:
             raise InputError("--network li2018 --device li2018: no --replicated, sharding or --waves")
@@ -367,7 +369,10 @@ def _sim_parser(sub):
     p.add_argument("--batch", type=int_range(1, 128), default=100,
                    help="--network li2018 --device li2018 (in-situ training in fabric): images per batch (default 100)")
     p.add_argument("--eta", type=float_range(0.0, 10.0, lo_open=True), default=0.08,
-                   help="its step (default 0.08: golden's validation choice, open loop, seed 0; docs/insitu.md)")
+                   help="its step (default 0.08: golden's validation choice in both regimes, seed 0; docs/insitu.md)")
+    p.add_argument("--mode", choices=("open", "closed"), default=None,
+                   help="its programming regime, as `mcnn train-insitu --mode`: open (Li's blind pulses, the default) "
+                        "or closed (Yao's threshold rule + write-verify)")
     p.add_argument("--report", type=Path, default=Path("build/sim_report.json"),
                    help="JSON report (default build/sim_report.json; an existing one needs --force)")
     _force(p, "an existing --report")

@@ -85,7 +85,11 @@ def test_sim_insitu_refusals(tmp_path, capsys):
     assert main(base + ["--replicated"]) == 2
     assert "no --replicated, sharding or --waves" in capsys.readouterr().err
     assert main(base + ["--batch", "129"]) == 2 and main(base + ["--eta", "0"]) == 2
-    rep.write_text("keep")
+    assert main(base + ["--mode", "verify"]) == 2       # the regime: open or closed
+    capsys.readouterr()
+    rep.write_text("keep")      # (without the --mode check: refused later, for the existing report)
+    assert main(["sim", "--network", "yao2020", "--mode", "closed", "--report", str(rep)]) == 2
+    assert "--mode: only with --network li2018 --device li2018" in capsys.readouterr().err
     assert main(base) == 2
     assert "exists, not overwritten" in capsys.readouterr().err and rep.read_text() == "keep"
 

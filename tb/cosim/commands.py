@@ -310,17 +310,18 @@ def _controller(args) -> dict:
 
 def sim_insitu(args):
     """`mcnn sim --network li2018 --device li2018`: in-situ training in fabric (tb/cosim/insitu_loop_main.py),
-    --iterations batches of --batch MNIST training images, then --n test images on the trained board."""
+    --iterations batches of --batch MNIST training images (--mode open / closed), then --n test images
+    on the trained board."""
     from tb.cosim import insitu_loop_main
     check_outputs([args.report], args.force)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.report.with_name(f".{args.report.name}.{os.getpid()}.partial")
     params = {"seed": args.seed, "batches": args.iterations, "batch": args.batch, "n_test": args.n, "eta": args.eta,
-              "device": args.device, "data": str(Path(args.data).resolve()), "report": str(tmp.resolve()),
-              "progress": not args.json}
+              "mode": args.mode or "open", "device": args.device, "data": str(Path(args.data).resolve()),
+              "report": str(tmp.resolve()), "progress": not args.json}
     out = sys.stderr if args.json else sys.stdout
-    print("building the li2018 controller + InsituPath + 8 PE models for Verilator (cached after the first run) ...",
-          flush=True, file=out)
+    print(f"building the li2018 controller + InsituPath ({params['mode']} loop) + 8 PE models for Verilator "
+          "(cached after the first run) ...", flush=True, file=out)
     r = _run_reported(args, tmp, lambda: insitu_loop_main.run(params, log_to_terminal=not args.json))
     ok = "error" not in r and r.get("mismatched_images", 1) == 0
     if args.json:
@@ -328,11 +329,15 @@ def sim_insitu(args):
     else:
         tr, te = r.get("train", {}), r.get("test", {})
         print(f"\n{'':=<76}\nmcnn sim: li2018 trained in situ in fabric (controller + InsituPath), "
-              f"device {r['device']}, seed {r['seed']}, eta {r['eta']:g}")
+              f"device {r['device']}, {r.get('mode', 'open')} loop, seed {r['seed']}, eta {r['eta']:g}")
         print(f"  training   {len(r['trace'])} batches of {r['batch']}: {tr.get('bitexact_images', 0)} images, "
               f"{tr.get('commands', 0)} commands, {tr.get('pulses', 0)} pulses, all equal golden: {'train' in r}; "
               f"{tr.get('cycles_per_image', 0):.0f} cycles/image ({tr.get('cycles_per_image_forward', 0):.0f} "
               "forward + backward)")
+        if "blocked" in tr:
+            print(f"  write-verify {tr['cells_written']} cells written, {tr['wv_requests']} requests (pulses and "
+                  f"verify reads, max {r['max_pulses']} pulses a cell), {tr['blocked']} cells blocked, "
+                  f"{tr['commands_on_blocked']} later commands on them: all equal golden")
         if te.get("images"):
             print(f"  test       {te['images']} images, bit-exact {te['bitexact_images']}, accuracy RTL "
                   f"{te['accuracy_rtl']:.2f} % (golden {te['accuracy_golden']:.2f} %), "

@@ -14,6 +14,14 @@ conductance of B against A. Then, `train` off, n_test images back to back on B: 
 p, delta against golden on A, accuracy. Images: with `data`, MNIST (the li2018 transform; training
 batches seeded permutations of the training split, the first n_test test images), else random
 (insitu_main.random_images). The first mismatch ends the session (the report says where).
+
+Regime `mode` (p['mode'], default "open"): the top's InsituPath mode and golden's InsituConfig mode
+(PairProgrammer "open" / "closed"). Closed: B is served by open_board.py VerifyBoard (each cell's
+write-verify READs and pulses one golden CellSession); per batch besides the above every
+write-verify request (pulse or READ, cell, in order) equals golden's (traced Crossbar.cell_session),
+every result on the wv_res tap is its board session's (cell, pulses, final code), the failed ones
+are golden's failures (the cells blocked for good); pulse limit p['max_pulses'] (default the preset's)
+on the RTL port and golden Crossbar.max_pulses.
 """
 from __future__ import annotations
 
@@ -25,8 +33,17 @@ import numpy as np
 
 from tb import harness
 from tb.cosim import sim_top
-from tb.cosim.insitu_main import _tap, batch_report, compare_forward, random_images, trainer
-from tb.cosim.open_board import Board
+from tb.cosim.insitu_main import _tap, batch_report, compare_forward, random_images
+from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
+
+
+def trainer(p):
+    """The golden side: InsituTrainer on a fresh board (device p['device'], seed p['seed']) in
+    regime p['mode'] (threshold p['th'], None: the regime's default)."""
+    from golden.crossbar import Crossbar
+    from golden.insitu import InsituConfig, InsituTrainer
+    cfg = InsituConfig(eta=p.get("eta", 0.5), batch=p.get("batch", 8), th_code=p.get("th"), mode=p.get("mode", "open"))
+    return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), "li2018", cfg)
 
 
 def expected_commands(t, dis):
@@ -71,6 +88,18 @@ async def _tap_raw(dut, name, out):
             await RisingEdge(valid)
 
 
+async def _wv_results(dut, layout, out):
+    """The wv_res tap: every write-verify result (dict of res_layout's fields) -> out."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    while True:
+        await ReadOnly()
+        if int(dut.wv_res_valid.value):
+            out.append(harness.unpack(layout, int(dut.wv_res.value)))
+            await RisingEdge(dut.clk)
+        else:
+            await RisingEdge(dut.wv_res_valid)
+
+
 async def _until(dut, cond, what, limit=2_000_000):
     from cocotb.triggers import RisingEdge
     for _ in range(limit):
@@ -93,10 +122,21 @@ class Loop:
         from tb.cosim.insitu_top import MAX_BATCH
         self.dut, self.p = dut, p
         self.t = trainer(p)
-        self.path = InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"))
+        self.mode = p.get("mode", "open")
+        self.path = InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"), mode=self.mode)
         stalls = dict(req_stall=0.4, rd_stall=0.3, rsp_idle=0.3) if p.get("stalls") else \
             dict(req_stall=0.0, rd_stall=0.0, rsp_idle=0.0)
-        self.board = Board(dut, self.path.prog, self.t.xb.copy(), random.Random(p["seed"]), **stalls)
+        rng = random.Random(p["seed"])
+        if self.mode == "closed":
+            self.results, self.gops = [], []       # the wv_res tap; golden's write-verify requests
+            self.board = VerifyBoard(dut, self.path.req_layout, self.path.prog.rd_layout, self.t.xb.copy(), rng,
+                                     self.results, **stalls)
+            self.max_pulses = p.get("max_pulses") or self.t.xb.max_pulses
+            self.t.xb.max_pulses = self.max_pulses
+            trace_sessions(self.t.xb, self.gops)
+            self.o0 = self.r0 = self.f0 = self.hits = 0
+        else:
+            self.board = Board(dut, self.path.prog, self.t.xb.copy(), rng, **stalls)
         self.n_pe = 1 + max(g.pe for gs in self.t.mapping.groups.values() for g in gs)
         self.feed, self.dh, self.cmds = [], [], []
         self.n_img = self.n_cmd = 0
@@ -110,6 +150,9 @@ class Loop:
         (d.mult_h.value, d.shift_h.value), (d.mult_o.value, d.shift_o.value) = t.upd
         d.ip_th_code.value = t.th
         d.fin__valid.value = 0
+        if self.mode == "closed":
+            d.max_pulses.value, d.rsp__valid.value = self.max_pulses, 0
+            cocotb.start_soon(_wv_results(d, self.path.wv.res_layout, self.results))
         cocotb.start_soon(_tap(d, self.ctrl.upd.in_layout, self.feed))
         cocotb.start_soon(_tap_raw(d, "dh", self.dh))
         cocotb.start_soon(_tap_raw(d, "cmd", self.cmds))
@@ -136,7 +179,7 @@ class Loop:
         c1 = _cycle()
         e.update(await self._program(b, exp))
         self._check_taps(b, deltas, exp)
-        self._program_golden(b, exp)
+        e.update(self._program_golden(b, exp))
         e.update(cycles_forward=c1 - c0, cycles_programming=_cycle() - c1, train_error=e.pop("error"))
         self.n_img, self.n_cmd = self.n_img + len(x), self.n_cmd + len(exp)
         return e
@@ -156,6 +199,8 @@ class Loop:
         for k in tasks:
             k.cancel()
         d.req__ready.value = d.rd_req__ready.value = d.rd_rsp__valid.value = 0
+        if self.mode == "closed":
+            d.rsp__valid.value = 0
         bd.flush()
         self.reads = bd.reads[r0:]
         n_h = next(k for k, c in enumerate(exp) if c["end"])
@@ -183,6 +228,9 @@ class Loop:
         p0, greads = t.prog.stats.pulses, []
         for c in exp:
             if not c["end"]:
+                if self.mode == "closed":       # a command on a cell blocked before it
+                    bl = t.prog.blocked
+                    self.hits += (c["pe"], c["row_pos"], c["bl"]) in bl or (c["pe"], c["row_pos"] + 1, c["bl"]) in bl
                 t.prog.apply(ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"]), t.it)
                 greads += [(c["pe"], c["row_pos"], c["bl"]), (c["pe"], c["row_pos"] + 1, c["bl"])]
         t.it += 1
@@ -191,8 +239,29 @@ class Loop:
         if bd.pulses != int(self.dut.pulses.value) or bd.pulses != t.prog.stats.pulses:
             raise AssertionError(f"batch {b}: pulses RTL {bd.pulses} (port {int(self.dut.pulses.value)}), "
                                  f"golden {t.prog.stats.pulses} (batch: {t.prog.stats.pulses - p0})")
+        closed = self._check_closed(b) if self.mode == "closed" else {}
         if not np.array_equal(t.xb.g, bd.xb.g):
             raise AssertionError(f"batch {b}: conductances differ at {np.argwhere(t.xb.g != bd.xb.g)[:5].tolist()}")
+        return closed
+
+    def _check_closed(self, b) -> dict:
+        """Closed mode: every write-verify request and result of the batch, the blocked cells."""
+        t, res, bd = self.t, self.results, self.board
+        if bd.ops[self.o0:] != self.gops[self.o0:]:
+            k = next((i for i, (g, e) in enumerate(zip(bd.ops[self.o0:], self.gops[self.o0:])) if g != e),
+                     min(len(bd.ops), len(self.gops)) - self.o0)
+            raise AssertionError(f"batch {b}: write-verify request {k} differs from golden's "
+                                 f"({len(bd.ops) - self.o0} RTL, {len(self.gops) - self.o0} golden)")
+        if not len(res) == len(t.prog.programmed) == bd.ended:
+            raise AssertionError(f"batch {b}: {len(res)} write-verify results (board sessions {bd.ended}), "
+                                 f"golden {len(t.prog.programmed)} cells programmed")
+        fails = [((r["pe"], r["row"], r["bl"]), r["final_code"], r["pulses"]) for r in res[self.r0:] if not r["ok"]]
+        want = [((f["pe"], f["row"], f["bl"]), f["final_code"], f["pulses"]) for f in t.prog.failures[self.f0:]]
+        if fails != want:
+            raise AssertionError(f"batch {b}: failed (blocked) cells {fails[:5]}, golden {want[:5]}")
+        out = {"wv_requests": len(bd.ops) - self.o0, "cells_written": len(res) - self.r0, "blocked": len(want)}
+        self.o0, self.r0, self.f0 = len(self.gops), len(res), len(t.prog.failures)
+        return out
 
     async def test(self, x, y) -> dict:
         """`train` off: x back to back on B's currents, against golden on A."""
@@ -212,7 +281,8 @@ class Loop:
 @cocotb.test()
 async def session(dut):
     p = harness.params()
-    report = {"network": "li2018", "device": p.get("device", "li2018"), "seed": p["seed"], "batches": p["batches"],
+    report = {"network": "li2018", "device": p.get("device", "li2018"), "mode": p.get("mode", "open"),
+              "seed": p["seed"], "batches": p["batches"],
               "batch": p["batch"], "n_test": p["n_test"], "data": p.get("data"), "trace": []}
     await sim_top.reported_session(_session, dut, p, report)
 
@@ -221,13 +291,16 @@ async def _session(dut, p, report):
     t0 = time.perf_counter()
     lp = Loop(dut, p)
     report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
+    if lp.mode == "closed":
+        report["max_pulses"] = lp.max_pulses
     train, xt, yt = images(p, lp.t.net)
     await lp.start()
     for b, (x, y) in enumerate(train):
         report["trace"].append(await lp.train_batch(b, x, y))
         if p.get("progress"):
             e = report["trace"][-1]
-            dut._log.info(f"batch {b}: {e['commands_h']} + {e['commands_o']} commands, {e['pulses']} pulses, "
+            wv = f", {e['wv_requests']} write-verify requests, {e['blocked']} cells blocked" if "blocked" in e else ""
+            dut._log.info(f"batch {b}: {e['commands_h']} + {e['commands_o']} commands, {e['pulses']} pulses{wv}, "
                           "all equal golden")
     tr = report["trace"]
     ts = time.perf_counter()
@@ -236,6 +309,10 @@ async def _session(dut, p, report):
                        "cycles_per_image": sum(e["cycles_forward"] + e["cycles_programming"] for e in tr) / lp.n_img,
                        "cycles_per_image_forward": sum(e["cycles_forward"] for e in tr) / lp.n_img,
                        "seconds": round(ts - t0, 2)}
+    if lp.mode == "closed":
+        report["train"].update(blocked=len(lp.t.prog.failures), commands_on_blocked=lp.hits,
+                               wv_requests=sum(e["wv_requests"] for e in tr),
+                               cells_written=sum(e["cells_written"] for e in tr))
     report["test"] = await lp.test(xt, yt) if len(xt) else {"images": 0}
     report["mismatched_images"] = report["test"]["images"] - report["test"].get("bitexact_images", 0)
     report["overrun"] = int(dut.overrun.value)
@@ -246,13 +323,14 @@ async def _session(dut, p, report):
 
 
 def run(params, log_to_terminal=False):
-    """One session (params: seed, batches, batch, n_test, report; optional data, device, eta, th,
-    stalls, progress)."""
+    """One session (params: seed, batches, batch, n_test, report; optional data, device, mode, eta,
+    th, max_pulses, stalls, progress)."""
     from pathlib import Path
 
     from tb.cosim.insitu_top import loop_top
     if params.get("data"):
         params = {**params, "data": str(Path(params["data"]).resolve())}
-    return harness.run_block(loop_top(trainer(params), params.get("device", "li2018")), "mcnn_insitu_loop",
+    top = loop_top(trainer(params), params.get("device", "li2018"), params.get("mode", "open"))
+    return harness.run_block(top, "mcnn_insitu_loop",
                              "tb.cosim.insitu_loop_main", params, extra_sources=sim_top.SIM_SOURCES,
                              ports_only=True, hdl_clock_ns=sim_top.CLOCK_NS, log_to_terminal=log_to_terminal)

@@ -23,7 +23,11 @@ The completed items go through a 4-deep FIFO into InsituPath (it takes one image
 bit 2 an x found the x FIFO full.
 
 Programming: InsituPath's pulses (req) and verify reads (rd_req / rd_rsp) are top ports, served by
-tb/cosim/open_board.py Board (the RTL's copy of the board, golden physics). The controller's own
+tb/cosim/open_board.py Board (the RTL's copy of the board, golden physics). InsituPath's `mode`
+(the top's build): "open" (Li's blind pulses) or "closed" (Yao's threshold rule + write-verify:
+`req` also carries the write-verify READs, answered on the top port `rsp`; `wv_res_valid` / `wv_res`
+tap each cell's result; `max_pulses` registered like the other runtime inputs; served by
+open_board.py VerifyBoard). The controller's own
 programming path (write-verify, pair programmer) stays idle in this top: no host write-verify
 commands, and its update engine never gets a FINISH, so no arbiter is needed (its ports stay
 SimTop's, unused). `done` is counted (done_count), its overflow flag kept (upd_overflow).
@@ -58,6 +62,8 @@ class InsituLoopTop(SimTop):
         ports |= {"ip_th_code": ps["th_code"], "fin": In(stream.Signature(1)), "fed": Out(32),
                   "done_count": Out(32), "upd_overflow": Out(1), "bw_idle": Out(1), "err": Out(3),
                   "feed_valid": Out(1), "feed": Out(controller.upd.in_layout)}
+        if path.mode == "closed":
+            ports |= {k: ps[k] for k in ("rsp", "wv_res_valid", "wv_res", "max_pulses")}
         super().__init__(controller, adc_shift, extra_ports=ports)
 
     def _transposed_pins(self, m, p) -> dict:
@@ -77,6 +83,10 @@ class InsituLoopTop(SimTop):
             wiring.connect(m, getattr(p, k), wiring.flipped(getattr(self, k)))
         wiring.connect(m, wiring.flipped(self.rd_rsp), p.rd_rsp)
         m.d.sync += [getattr(p, k).eq(getattr(self, k)) for k in PATH_IN] + [p.th_code.eq(self.ip_th_code)]
+        if p.mode == "closed":
+            wiring.connect(m, wiring.flipped(self.rsp), p.rsp)
+            m.d.comb += [self.wv_res_valid.eq(p.wv_res_valid), self.wv_res.eq(p.wv_res)]
+            m.d.sync += p.max_pulses.eq(self.max_pulses)
         m.d.comb += [self.pulses.eq(p.pulses), self.prog_busy.eq(p.prog_busy), self.cmd_valid.eq(p.cmd_valid),
                      self.cmd.eq(p.cmd), self.dh_valid.eq(p.dh_valid), self.dh.eq(p.dh), p.done.ready.eq(1)]
         with m.If(p.done.valid):
@@ -147,10 +157,11 @@ class InsituLoopTop(SimTop):
             m.d.sync += self.err[1].eq(1)
 
 
-def loop_top(t, device="li2018"):
-    """The top for InsituTrainer t (li2018, its in-situ scales) on device preset `device`."""
+def loop_top(t, device="li2018", mode="open"):
+    """The top for InsituTrainer t (li2018, its in-situ scales) on device preset `device`, InsituPath
+    in `mode` ("open" / "closed", t's cfg.mode)."""
     from golden.insitu import SL_ADC
     from golden.transposed_read import BL_ADC
     from rtl.insitu_path import InsituPath
-    path = InsituPath(t.mapping, max_batch=MAX_BATCH, device=device)
+    path = InsituPath(t.mapping, max_batch=MAX_BATCH, device=device, mode=mode)
     return InsituLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC), adc_shift_for(BL_ADC))

@@ -74,11 +74,13 @@ class VerifyBoard(Board):
     are one golden CellSession (Crossbar.program_cell's physics), ended when another cell is
     addressed, a read comes on rd_req, or on flush(). `results`: the test's tap of the write-verify
     results, one per session (its ok ends the session; cell, pulses and final code are checked).
-    `ops`: every request, (op, cell), golden.write_verify.Pulse / READ = 2."""
+    `ops`: every request, (op, cell), golden.write_verify.Pulse / READ = 2. Stalls as Board's
+    (req_stall also on `req`'s READs and pulses, rsp_idle also on `rsp`)."""
 
-    def __init__(self, dut, req_layout, rd_layout, xb, rng, results):
+    def __init__(self, dut, req_layout, rd_layout, xb, rng, results, req_stall=0.4, rd_stall=0.3, rsp_idle=0.3):
         from types import SimpleNamespace
-        super().__init__(dut, SimpleNamespace(req_layout=req_layout, pp=SimpleNamespace(rd_layout=rd_layout)), xb, rng)
+        super().__init__(dut, SimpleNamespace(req_layout=req_layout, pp=SimpleNamespace(rd_layout=rd_layout)), xb, rng,
+                         req_stall=req_stall, rd_stall=rd_stall, rsp_idle=rsp_idle)
         self.results, self.session, self.ops, self.ended, self.n, self.last = results, None, [], 0, 0, None
 
     def flush(self):
@@ -97,9 +99,9 @@ class VerifyBoard(Board):
         from cocotb.triggers import ReadOnly, RisingEdge
         from golden.write_verify import Pulse
         d = self.dut
-        rsp = harness.StreamSource(d, "rsp", d.clk, data_layout(), idle=0.3, rng=random.Random(6))
+        rsp = harness.StreamSource(d, "rsp", d.clk, data_layout(), idle=self.rsp_idle, rng=random.Random(6))
         while True:
-            r = self.rng.random() >= 0.4
+            r = self.rng.random() >= self.req_stall
             d.req__ready.value = int(r)
             await ReadOnly()
             q = harness.unpack(self.blk.req_layout, int(d.req__payload.value)) \
@@ -120,6 +122,20 @@ class VerifyBoard(Board):
                 self.session.pulse(Pulse(q["op"]))
                 self.n += 1
                 self.pulses += 1
+
+
+def trace_sessions(xb, log):
+    """Log golden's write-verify requests on xb as VerifyBoard.ops logs the RTL's: (op, cell), op
+    golden.write_verify.Pulse or READ = 2 (wraps xb.cell_session)."""
+    orig = xb.cell_session
+
+    def session(pe, row, bl):
+        s, cell = orig(pe, row, bl), (pe, row, bl)
+        read, pulse = s.read, s.pulse
+        s.read = lambda: (log.append((2, cell)), read())[1]
+        s.pulse = lambda d: (log.append((int(d), cell)), pulse(d))[1]
+        return s
+    xb.cell_session = session
 
 
 def data_layout():
