@@ -38,7 +38,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from tb import harness
-from tb.cosim.open_board import Board, VerifyBoard
+from tb.cosim.insitu_loop_main import expected_commands
+from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
 
 try:
     import cocotb
@@ -99,29 +100,6 @@ async def _taps(dut, name, out):
         await RisingEdge(dut.clk)
 
 
-def _expected(t, dis):
-    from golden.update import commands
-    out = []
-    for name, d in zip(("H", "O"), dis):
-        out += [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
-                for c in commands(d, t.mapping, name)]
-        out.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
-    return out
-
-
-def _trace_sessions(xb, log):
-    """Log golden's write-verify requests as the board sees them: (op, cell), op Pulse or READ = 2."""
-    orig = xb.cell_session
-
-    def session(pe, row, bl):
-        s, cell = orig(pe, row, bl), (pe, row, bl)
-        read, pulse = s.read, s.pulse
-        s.read = lambda: (log.append((2, cell)), read())[1]
-        s.pulse = lambda d: (log.append((int(d), cell)), pulse(d))[1]
-        return s
-    xb.cell_session = session
-
-
 async def _wv_results(dut, layout, out):
     from cocotb.triggers import ReadOnly, RisingEdge
     while True:
@@ -138,7 +116,7 @@ class _Closed:
         self.results, self.gops, self.t = [], [], t
         self.board = VerifyBoard(dut, path.req_layout, path.prog.rd_layout, t.xb.copy(), rng, self.results)
         t.xb.max_pulses = max_pulses
-        _trace_sessions(t.xb, self.gops)
+        trace_sessions(t.xb, self.gops)
         cocotb.start_soon(_wv_results(dut, path.wv.res_layout, self.results))
         self.o0 = self.r0 = self.f0 = 0
         self.hits = 0           # commands addressing a cell blocked before them
@@ -193,7 +171,7 @@ if cocotb is not None:
             x, y = _images(rng, p["batch"])
             acts, logits = t.forward(x)
             deltas = t.backward(acts, logits, y)
-            exp = _expected(t, t.updates(acts, deltas))
+            exp = expected_commands(t, t.updates(acts, deltas))
             r0, greads = len(board.reads), []
             for c in exp[:-1]:
                 if not c["end"]:
