@@ -35,7 +35,7 @@ from .synapse import DiffArray, encode  # noqa: F401  (encode: eq. 5, re-exporte
 
 RULES = ("swh", "l1", "l2")
 PROJ_SIGMA = 0.05       # relative device-to-device spread of G_off in the projection layer
-SWH_MARGIN = 0.4       # sign-WH output amplifier's linear range / s; chosen on the 5k validation split from
+SWH_MARGIN = 0.4        # sign-WH output amplifier's linear range / s; chosen on the 5k validation split from
                         # {0.2, 0.4, 0.6} (95.24, 95.60, 95.40 %; 1 seed); 0 = ideal sign comparator
 RIDGE_LAM = 1e-3        # ridge lam per training example (H entries are +-1); chosen on the 5k validation split
                         # from {1e-4, 1e-3, 1e-2, 1e-1} (1e-4 and 1e-3 equal within 0.02 %)
