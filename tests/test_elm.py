@@ -34,6 +34,35 @@ def test_sign_wh_hand_made():
     assert elm.train_example(arr, h, np.array([1, -1, -1], np.int8)) == 0   # now all signs right
 
 
+def _margin_array():
+    """4 x 3 pairs, G- = 10, h = (+1, -1, +1, +1): Y = (5, -11, -8); s = w_max sqrt(4) = 44."""
+    arr = DiffArray(_dev(), (4, 3), np.random.default_rng(0))
+    arr.g[0] = [[15.0, 7.25, 8.0], [10.0, 12.75, 12.0], [10.0, 7.25, 8.0], [10.0, 7.25, 8.0]]
+    arr.g[1] = 10.0
+    return arr
+
+
+def test_sign_wh_margin_hand_made():
+    """Margin 0.25: O_k = clip(Y_k / 11, -1, 1), T = (+1, -1, -1). Column 0 (Y = 5, right sign, inside
+    the amplifier's linear range: O = 5/11 != T) moves by +sign(h); column 1 (Y = -11: O = -1 = T)
+    is not touched; column 2 (Y = -8) moves by -sign(h). With margin 0 (sign comparator) every sign
+    is right and nothing moves. train_batch on this one example programs the same. Caught: the
+    margin ignored (0 pulses), T Y <= margin s (column 1 moved), the direction -O_k instead of T_k
+    (column 0 moved down)."""
+    h = np.array([1, -1, 1, 1], np.int8)
+    t = np.array([1, -1, -1], np.int8)
+    arr = _margin_array()
+    assert (h @ arr.w).tolist() == [5.0, -11.0, -8.0] and elm.out_norm(arr) == 44.0
+    assert elm.train_example(arr, h, t) == 0 and elm.train_example(arr, h, t, margin=0.0) == 0
+    assert elm.train_example(arr, h, t, margin=0.25) == 16
+    assert arr.g[0].tolist() == [[17.0, 7.25, 5.0], [7.0, 12.75, 14.0], [12.0, 7.25, 5.0], [12.0, 7.25, 5.0]]
+    assert arr.g[1].tolist() == [[7.0, 10.0, 12.0], [12.0, 10.0, 7.0], [7.0, 10.0, 12.0], [7.0, 10.0, 12.0]]
+    arr2 = _margin_array()
+    assert elm.train_batch(arr2, h[None], t[None], margin=0.25) == 16 and np.array_equal(arr2.g, arr.g)
+    with pytest.raises(ValueError, match="margin"):
+        elm.train_insitu(arr, h[None], t[None], np.random.default_rng(0), 1, "l1", margin=0.25)
+
+
 def test_l1_l2_scale_by_error():
     """L1 scales each pulse by |T - O|, L2 by (T - O)^2 with O = Y / (w_max sqrt(rows)).
     Caught: L1 and L2 swapped, the scale ignored."""
@@ -141,6 +170,8 @@ def test_cli_small_run_and_bad_input(tmp_path, capsys):
     assert elm.main(["--zeta", "-1", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--device", "nope", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--network", "mlp-sign", "--gains", "0", "1", "--out", str(tmp_path / "z")]) == 2
+    assert elm.main(["--margin", "-1", "--out", str(tmp_path / "z")]) == 2
+    assert elm.main(["--margin", "0.4", "--rule", "l1", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "z").exists()
 
 
