@@ -5,8 +5,8 @@ step requant (510, 1), output layer O, InsituTrainer's softmax) on 8 behavioural
 digitising with golden.insitu.SL_ADC) holding the cell currents of a golden li2018 board
 (Crossbar.i_units, backdoor): the hidden layer's cells as fabricated (never programmed), the output
 layer's as the golden in-situ training left them - `train_iterations` sign-WH batches of `batch`
-MNIST training images (golden InsituTrainer on the board, seed `seed`; the RTL training path is
-tb/test_elm_insitu.py's business). Then `n` MNIST test images (elm-board's input transform)
+MNIST training images (golden InsituTrainer on the board, seed `seed`; the RTL training path,
+rtl/sign_path.py, is checked alone by tb/test_sign_path.py). Then `n` MNIST test images (elm-board's input transform)
 through the RTL; per image logits, class, softmax p and delta (p - onehot) against golden
 InsituTrainer.forward on the same board. Report: bit-exact images, accuracy RTL and golden.
 """
