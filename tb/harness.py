@@ -368,6 +368,20 @@ class StreamMonitor:
             await RisingEdge(self.clk)
 
 
+async def tap(dut, name, out, decode=int):
+    """A tap port pair (`{name}_valid`, `{name}`): decode(payload) of every cycle with valid high ->
+    out. Idle, it sleeps until valid rises (no Python per idle cycle)."""
+    from cocotb.triggers import ReadOnly, RisingEdge
+    valid, payload = getattr(dut, f"{name}_valid"), getattr(dut, name)
+    while True:
+        await ReadOnly()
+        if int(valid.value):
+            out.append(decode(int(payload.value)))
+            await RisingEdge(dut.clk)
+        else:
+            await RisingEdge(valid)
+
+
 async def start_clock_and_reset(dut, period_ns=10, start_clock=True):
     import cocotb
     from cocotb.clock import Clock

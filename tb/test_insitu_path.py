@@ -30,6 +30,7 @@ serialiser one V item short (batch 0: 2281 commands, expected 2291); OpenPairPro
 resolution tables + 1 (batch 0: pulses RTL 991, golden 1766).
 """
 import random
+from functools import partial
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ from amaranth.lib.wiring import In
 
 from tb import harness
 from tb.cosim.insitu_loop_main import expected_commands
+from tb.cosim.insitu_main import random_images
 from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
 
 try:
@@ -83,32 +85,6 @@ class InsituTop(wiring.Component):
         return m
 
 
-def _images(rng, n):
-    x = rng.integers(0, 256, (n, 64))
-    x[rng.random((n, 64)) < 0.4] = 0                     # sparse, as MNIST digits
-    x[rng.random((n, 64)) < 0.1] = 255
-    return x, rng.integers(0, 10, n)
-
-
-async def _taps(dut, name, out):
-    from cocotb.triggers import ReadOnly, RisingEdge
-    valid, payload = getattr(dut, f"{name}_valid"), getattr(dut, name)
-    while True:
-        await ReadOnly()
-        if int(valid.value):
-            out.append(int(payload.value))
-        await RisingEdge(dut.clk)
-
-
-async def _wv_results(dut, layout, out):
-    from cocotb.triggers import ReadOnly, RisingEdge
-    while True:
-        await ReadOnly()
-        if int(dut.wv_res_valid.value):
-            out.append(harness.unpack(layout, int(dut.wv_res.value)))
-        await RisingEdge(dut.clk)
-
-
 class _Closed:
     """Closed mode's extra checks: every write-verify request and result, the blocked cells."""
 
@@ -117,7 +93,7 @@ class _Closed:
         self.board = VerifyBoard(dut, path.req_layout, path.prog.rd_layout, t.xb.copy(), rng, self.results)
         t.xb.max_pulses = max_pulses
         trace_sessions(t.xb, self.gops)
-        cocotb.start_soon(_wv_results(dut, path.wv.res_layout, self.results))
+        cocotb.start_soon(harness.tap(dut, "wv_res", self.results, partial(harness.unpack, path.wv.res_layout)))
         self.o0 = self.r0 = self.f0 = 0
         self.hits = 0           # commands addressing a cell blocked before them
 
@@ -162,13 +138,15 @@ if cocotb is not None:
         src = harness.StreamSource(dut, "i", dut.clk, path.in_layout, idle=p["idle"], rng=random.Random(3))
         done = harness.StreamSink(dut, "done", dut.clk, None, backpressure=p["bp"], rng=random.Random(4))
         taps, cmds = [], []
-        for c in (done.run(), board.pulses_port(), board.reads_port(), _taps(dut, "dh", taps), _taps(dut, "cmd", cmds)):
+        for c in (done.run(), board.pulses_port(), board.reads_port(),
+                  harness.tap(dut, "dh", taps), harness.tap(dut, "cmd", cmds)):
             cocotb.start_soon(c)
         n_img, n_cmd, masked, nz = 0, 0, 0, 0
         zero = {"d": [0] * path.n_out, "h": [0] * path.n_hid, "x": [0] * path.n_x}
         for b in range(p["batches"]):
             await load_cells(dut, board.xb.i_units()[:len(path.trs)], dut.clk)
-            x, y = _images(rng, p["batch"])
+            x, y = random_images(rng, p["batch"])
+            x = x.reshape(len(x), -1)
             acts, logits = t.forward(x)
             deltas = t.backward(acts, logits, y)
             exp = expected_commands(t, t.updates(acts, deltas))

@@ -23,15 +23,6 @@ except ImportError:
     cocotb = None
 
 
-async def _tap(dut, out):
-    from cocotb.triggers import ReadOnly, RisingEdge
-    while True:
-        await ReadOnly()
-        if int(dut.cmd_valid.value):
-            out.append(int(dut.cmd.value))
-        await RisingEdge(dut.clk)
-
-
 def _items(rng, e, h):
     """One image's engine items: its errors (DELTA) and inputs (V), each in random order."""
     out = [{"op": 0, "index": k, "value": int(e[k])} for k in rng.sample(range(len(e)), len(e))]
@@ -60,7 +51,7 @@ if cocotb is not None:
         req = harness.StreamSink(dut, "req", dut.clk, path.req_layout, backpressure=p["bp"], rng=random.Random(4))
         done = harness.StreamSink(dut, "done", dut.clk, None, backpressure=p["bp"], rng=random.Random(5))
         cmds = []
-        for c in (req.run(), done.run(), _tap(dut, cmds)):
+        for c in (req.run(), done.run(), harness.tap(dut, "cmd", cmds)):
             cocotb.start_soon(c)
         n_cmd = n_req = 0
         for b in range(p["batches"]):

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 
 import cocotb
 import numpy as np
 
 from tb import harness
 from tb.cosim import sim_top
-from tb.cosim.insitu_main import _tap, batch_report, compare_forward, random_images
+from tb.cosim.insitu_main import batch_report, compare_forward, feed_item, random_images
 from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
 
 
@@ -73,31 +74,6 @@ def images(p, net):
     order = batch_order(ds.split[0], b, n, seed=p["seed"])
     xt = np.asarray(net.prepare(ds.test_images[:nt])).reshape(shape)
     return [(xtr[ix], ds.train_labels[ix]) for ix in order], xt, ds.test_labels[:nt]
-
-
-async def _tap_raw(dut, name, out):
-    """Every cycle with {name}_valid: the raw payload -> out (wakes on valid only)."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-    valid, payload = getattr(dut, f"{name}_valid"), getattr(dut, name)
-    while True:
-        await ReadOnly()
-        if int(valid.value):
-            out.append(int(payload.value))
-            await RisingEdge(dut.clk)
-        else:
-            await RisingEdge(valid)
-
-
-async def _wv_results(dut, layout, out):
-    """The wv_res tap: every write-verify result (dict of res_layout's fields) -> out."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-    while True:
-        await ReadOnly()
-        if int(dut.wv_res_valid.value):
-            out.append(harness.unpack(layout, int(dut.wv_res.value)))
-            await RisingEdge(dut.clk)
-        else:
-            await RisingEdge(dut.wv_res_valid)
 
 
 async def _until(dut, cond, what, limit=2_000_000):
@@ -152,10 +128,10 @@ class Loop:
         d.fin__valid.value = 0
         if self.mode == "closed":
             d.max_pulses.value, d.rsp__valid.value = self.max_pulses, 0
-            cocotb.start_soon(_wv_results(d, self.path.wv.res_layout, self.results))
-        cocotb.start_soon(_tap(d, self.ctrl.upd.in_layout, self.feed))
-        cocotb.start_soon(_tap_raw(d, "dh", self.dh))
-        cocotb.start_soon(_tap_raw(d, "cmd", self.cmds))
+            cocotb.start_soon(harness.tap(d, "wv_res", self.results, partial(harness.unpack, self.path.wv.res_layout)))
+        cocotb.start_soon(harness.tap(d, "feed", self.feed, feed_item(self.ctrl.upd.in_layout)))
+        cocotb.start_soon(harness.tap(d, "dh", self.dh))
+        cocotb.start_soon(harness.tap(d, "cmd", self.cmds))
 
     async def train_batch(self, b, x, y) -> dict:
         """One batch through the loop in fabric, checked against golden (module docstring)."""

@@ -107,17 +107,9 @@ def _field(raw, layout, name):
     return v - (1 << sh.width) if sh.signed and v >> (sh.width - 1) else v
 
 
-async def _tap(dut, layout, out):
-    """Every transfer of the feeder's stream -> out: (op, index, value)."""
-    from cocotb.triggers import ReadOnly, RisingEdge
-    while True:
-        await ReadOnly()
-        if int(dut.feed_valid.value):
-            raw = int(dut.feed.value)
-            out.append(tuple(_field(raw, layout, k) for k in ("op", "index", "value")))
-            await RisingEdge(dut.clk)
-        else:
-            await RisingEdge(dut.feed_valid)
+def feed_item(layout):
+    """Decoder of the feeder tap's payload (harness.tap "feed"): raw -> (op, index, value)."""
+    return lambda raw: tuple(_field(raw, layout, k) for k in ("op", "index", "value"))
 
 
 def split_feed(items, n_out, n_in):
@@ -180,7 +172,7 @@ async def _session(dut, p, report):
     await harness.start_clock_and_reset(dut, start_clock=False)
     dut.train.value = 1
     feed, n_h, n_o = [], t.layers[-1].n_in, t.layers[-1].n_out
-    cocotb.start_soon(_tap(dut, ctrl.upd.in_layout, feed))
+    cocotb.start_soon(harness.tap(dut, "feed", feed, feed_item(ctrl.upd.in_layout)))
     for b in range(p["batches"]):
         await sim_top.load_cells(dut, t.xb.i_units(), dut.clk)
         x, y = random_images(rng, p["batch"])
