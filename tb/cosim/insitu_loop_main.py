@@ -34,17 +34,8 @@ import numpy as np
 
 from tb import harness
 from tb.cosim import sim_top
-from tb.cosim.insitu_main import batch_report, compare_forward, feed_item, random_images
+from tb.cosim.insitu_main import batch_report, compare_forward, feed_item, random_images, trainer
 from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
-
-
-def trainer(p):
-    """The golden side: InsituTrainer on a fresh board (device p['device'], seed p['seed']) in
-    regime p['mode'] (threshold p['th'], None: the regime's default)."""
-    from golden.crossbar import Crossbar
-    from golden.insitu import InsituConfig, InsituTrainer
-    cfg = InsituConfig(eta=p.get("eta", 0.5), batch=p.get("batch", 8), th_code=p.get("th"), mode=p.get("mode", "open"))
-    return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), "li2018", cfg)
 
 
 def expected_commands(t, dis):

@@ -63,10 +63,11 @@ def insitu_top(t):
 
 
 def trainer(p):
-    """The golden side of a session: InsituTrainer on a fresh li2018 board (seed p['seed'])."""
+    """The golden side of a session: InsituTrainer on a fresh board (device p['device'], seed
+    p['seed']) in regime p['mode'] (threshold p['th'], None: the regime's default)."""
     from golden.crossbar import Crossbar
     from golden.insitu import InsituConfig, InsituTrainer
-    cfg = InsituConfig(eta=p.get("eta", 0.5), batch=p.get("batch", 8), th_code=p.get("th"))
+    cfg = InsituConfig(eta=p.get("eta", 0.5), batch=p.get("batch", 8), th_code=p.get("th"), mode=p.get("mode", "open"))
     return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), "li2018", cfg)
 
 
