@@ -19,6 +19,7 @@ import numpy as np
 
 from tb import harness
 from tb.cosim import sim_top
+from tb.cosim.insitu_main import insitu_controller
 
 NETWORK = "elm-board"
 
@@ -30,16 +31,9 @@ def trainer(p):
                          InsituConfig(batch=p.get("batch", 10)))
 
 
-def elm_controller(t):
-    """The generated controller for trainer t's network: hidden layers with t's requant."""
-    from rtl.controller import Controller
-    requant = {L.name: t.hidden_rq for L in t.layers[:-1]}
-    return Controller(requant, (t.sm_m, t.sm_sh), t.net.layers, t.mapping, input_shape=t.net.input_shape)
-
-
 def elm_top(t):
     from golden.insitu import SL_ADC
-    return sim_top.SimTop(elm_controller(t), sim_top.adc_shift_for(SL_ADC))
+    return sim_top.SimTop(insitu_controller(t), sim_top.adc_shift_for(SL_ADC))
 
 
 def golden_results(t, x, y):
@@ -76,7 +70,7 @@ async def session(dut):
 async def _session(dut, p, report):
     from golden.idx import load_dataset
     t = trainer(p)
-    ctrl = elm_controller(t)
+    ctrl = insitu_controller(t)
     ds = load_dataset(p["data"])
     report["training"] = train_golden(t, ds, p.get("train_iterations", 0), p["seed"])
     n = min(p["n"], len(ds.test_images))

@@ -33,10 +33,11 @@ from tb.cosim import sim_top
 
 
 def insitu_controller(t):
-    """The generated controller for InsituTrainer t's network with t's in-situ scales."""
+    """The generated controller for InsituTrainer t's network with t's in-situ scales (hidden
+    requant t.hidden_rq: (1, cfg.hidden_shift), or the network's own, e.g. elm-board's step)."""
     from rtl.controller import Controller
     net = t.net
-    requant = {L.name: (1, t.cfg.hidden_shift) for L in t.layers[:-1]}
+    requant = {L.name: t.hidden_rq for L in t.layers[:-1]}
     return Controller(requant, (t.sm_m, t.sm_sh), net.layers, t.mapping, input_shape=net.input_shape)
 
 
