@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -66,6 +67,8 @@ def verilator_env():
         # and MAKE_OPT: the co-simulation is bound by the model's speed
         os.environ["MAKEFLAGS"] = (mf + " CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
                                    + MAKE_OPT).strip()
+    # Verilator's run-time library, compiled once per flag set and shared by every build (tb/objcache.py)
+    os.environ.setdefault("OBJCACHE", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tb' / 'objcache.py'))}")
     b = str(root / "bin")
     if b not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = b + os.pathsep + os.environ.get("PATH", "")
