@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 
 from .devices import DeviceParams, draw_cells
-from .synapse import DiffArray, encode  # noqa: F401  (encode: eq. 5, re-exported)
+from .synapse import PULSES, DiffArray, encode  # noqa: F401  (encode: eq. 5, re-exported)
 
 RULES = ("swh", "l1", "l2")
 PROJ_SIGMA = 0.05       # relative device-to-device spread of G_off in the projection layer
@@ -157,10 +157,11 @@ def train_insitu(arr: DiffArray, h: np.ndarray, t: np.ndarray, rng: np.random.Ge
 
 def run_elm(data, p: DeviceParams, m: int = 3000, epochs: int = 3, seed: int = 0, rule: str = "swh",
             every: int = 20000, batch: int = 1, ridge_lam: float | None = RIDGE_LAM, proj_sigma: float = PROJ_SIGMA,
-            log=None, margin: float | None = None) -> dict:
+            log=None, margin: float | None = None, pulse: str = "push-pull") -> dict:
     """One NoProp/ELM system on a dataset (golden.idx.Dataset): train on the whole training file
     (as the paper: 3 epochs = 180,000 examples), test on the test file. margin (sign-WH only):
-    None = SWH_MARGIN for sign-WH, 0 for L1/L2. Returns the report dict."""
+    None = SWH_MARGIN for sign-WH, 0 for L1/L2; pulse: the output pairs' scheme (synapse.PULSES).
+    Returns the report dict."""
     import time
     if margin is None:
         margin = SWH_MARGIN if rule == "swh" else 0.0
@@ -169,7 +170,7 @@ def run_elm(data, p: DeviceParams, m: int = 3000, epochs: int = 3, seed: int = 0
     w_in = projection(p, x.shape[1], m, rng, proj_sigma)
     h, ht = hidden(x, w_in), hidden(xt, w_in)
     t = targets(data.train_labels, data.n_classes)
-    arr = DiffArray(p, (m + 1, data.n_classes), rng)
+    arr = DiffArray(p, (m + 1, data.n_classes), rng, pulse)
     curve = [(0, accuracy(ht, arr.w, data.test_labels))]
 
     def point(seen):
@@ -180,8 +181,8 @@ def run_elm(data, p: DeviceParams, m: int = 3000, epochs: int = 3, seed: int = 0
     t0 = time.perf_counter()
     pulses = train_insitu(arr, h, t, rng, epochs, rule, point, every, batch, margin)
     dt = time.perf_counter() - t0
-    out = {"network": "elm", "seed": seed, "hidden": m, "rule": rule, "margin": margin, "epochs": epochs,
-           "batch": batch, "acc_insitu": curve[-1][1], "curve": curve, "pulses": pulses,
+    out = {"network": "elm", "seed": seed, "hidden": m, "rule": rule, "margin": margin, "pulse": pulse,
+           "epochs": epochs, "batch": batch, "acc_insitu": curve[-1][1], "curve": curve, "pulses": pulses,
            "train_s": dt, "s_per_epoch": dt / max(epochs, 1), "n_train": len(h), "n_test": len(ht)}
     if ridge_lam is not None:
         w = ridge(h, t, ridge_lam * len(h))
@@ -215,11 +216,15 @@ def parser():
     ap.add_argument("--d2d-levels", type=float, help="device-to-device s.d. of g (relative)")
     ap.add_argument("--hidden", type=int, help="hidden units M (default: elm 3000, tanh 300, relu 800)")
     ap.add_argument("--epochs", type=int, help="epochs (default: elm 3, mlp 8)")
-    ap.add_argument("--seeds", type=int, default=1, help="runs with seeds 0..N-1")
+    ap.add_argument("--seeds", type=int, default=1, help="runs with seeds S..S+N-1 (S: --first-seed)")
+    ap.add_argument("--first-seed", type=int, default=0, help="first seed S (default 0)")
     ap.add_argument("--batch", type=int, help="examples per programming cycle (default: elm 1, mlp 100)")
     ap.add_argument("--rule", choices=RULES, default="swh", help="elm output rule (Fig. 3)")
     ap.add_argument("--margin", type=float, help=f"elm sign-WH: the output amplifier's linear range / "
                     f"(w_max sqrt(M + 1)); 0 = sign comparator (default {SWH_MARGIN})")
+    ap.add_argument("--pulse", choices=PULSES, default="push-pull",
+                    help="elm output pairs: both devices per update (push-pull) or one, alternating "
+                         "SET / RESET phases between cycles (alternate)")
     ap.add_argument("--activation", choices=("tanh", "relu"), default="tanh", help="mlp hidden units")
     ap.add_argument("--alpha", type=float, default=1.0, help="rectifier slope above 0")
     ap.add_argument("--beta", type=float, default=0.0, help="rectifier slope below 0")
@@ -249,6 +254,8 @@ def _check_args(a):
         raise InputError(f"--margin: expected a number >= 0, got {a.margin}")
     if a.margin and a.rule != "swh":
         raise InputError(f"--margin: the sign-WH rule only, not --rule {a.rule}")
+    if a.first_seed < 0:
+        raise InputError(f"--first-seed: expected an integer >= 0, got {a.first_seed}")
     if a.seeds < 1:
         raise InputError(f"--seeds: expected an integer >= 1, got {a.seeds}")
     for name in ("zeta", "c2c", "d2d_bounds", "d2d_levels"):
@@ -261,11 +268,11 @@ def _runs(a, data, p, log) -> dict:
     """Every run of the command: {"runs": [...], "float": [...]}."""
     from .signmlp import GAINS, run_mlp
     out = {"runs": [], "float": []}
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         if a.network == "elm":
             out["runs"].append(run_elm(data, p, a.hidden or 3000, a.epochs or 3, seed, a.rule,
                                        batch=a.batch or 1, ridge_lam=None if a.no_ridge else RIDGE_LAM,
-                                       log=log, margin=a.margin))
+                                       log=log, margin=a.margin, pulse=a.pulse))
             continue
         m = a.hidden or (300 if a.activation == "tanh" else 800)
         kw = dict(m=m, kind=a.activation, epochs=a.epochs or 8, seed=seed, batch=a.batch or 100,

@@ -9,7 +9,11 @@ its own step (the device is the learning rate), multiplied by cycle-to-cycle noi
 
 Pair scheme (the paper leaves it open; chosen here, stated in reports): dW > 0 SETs G+ and RESETs
 G- of the pair, dW < 0 RESETs G+ and SETs G- (push-pull, both programming phases of a bipolar
-crossbar), so the asymmetry zeta of RESET acts on every update.
+crossbar), so the asymmetry zeta of RESET acts on every update. Option `pulse="alternate"`: one
+device per pair and cycle (dW = one device step, the literal dW = c dG of eqs. 7 and 13), the
+cycles alternating between the crossbar's two programming phases: odd cycles (the 1st, 3rd, ...)
+the RESET phase (dW > 0: RESET G-, dW < 0: RESET G+), even cycles the SET phase (dW > 0: SET G+,
+dW < 0: SET G-).
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ import math
 import numpy as np
 
 from .devices import RESET, SET, DeviceParams, draw_cells
+
+
+PULSES = ("push-pull", "alternate")     # pair schemes of DiffArray.program
 
 
 def encode(images: np.ndarray) -> np.ndarray:
@@ -70,8 +77,11 @@ class DiffArray:
     rules of Fig. 3; 1 for sign-WH). Returns the number of device pulses applied.
     """
 
-    def __init__(self, p: DeviceParams, shape, rng: np.random.Generator):
-        self.p, self.shape, self.rng = p, tuple(shape), rng
+    def __init__(self, p: DeviceParams, shape, rng: np.random.Generator, pulse: str = "push-pull"):
+        if pulse not in PULSES:
+            raise ValueError(f"unknown pair pulse scheme {pulse!r} (known: {', '.join(PULSES)})")
+        self.p, self.shape, self.rng, self.pulse = p, tuple(shape), rng, pulse
+        self.cycles = 0                                 # programming cycles applied
         cells = draw_cells(p, (2,) + self.shape, rng)
         self.lo, self.hi, self.k = cells.lo, cells.hi, cells.k
         self.g = self.lo + (self.hi - self.lo) * rng.random(self.lo.shape)
@@ -102,7 +112,12 @@ class DiffArray:
         up = sign > 0
         dirn = np.stack([np.where(up, SET, RESET), np.where(up, RESET, SET)])
         new = step_array(self.p, g, dirn, lo, hi, k, c)
-        self.g[sel] = np.where(sign != 0, new, g)
-        n = 2 * int(np.count_nonzero(sign))
+        self.cycles += 1
+        hit = np.broadcast_to(sign != 0, g.shape)
+        if self.pulse == "alternate":                  # one device: SET phase (even cycles) or RESET (odd)
+            plus = up if self.cycles % 2 == 0 else ~up
+            hit = hit & np.stack([plus, ~plus])
+        self.g[sel] = np.where(hit, new, g)
+        n = int(np.count_nonzero(hit))
         self.pulses += n
         return n

@@ -164,6 +164,16 @@ def test_cli_small_run_and_bad_input(tmp_path, capsys):
                      "--seeds", "2", "--levels", "32", "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["device"]["levels"] == 32 and len(rep["runs"]) == 2 and rep["summary"]["acc"]["n"] == 2
+    assert [r["pulse"] for r in rep["runs"]] == ["push-pull"] * 2 and [r["seed"] for r in rep["runs"]] == [0, 1]
+    one = tmp_path / "one"                      # --first-seed 1 repeats seed 1 exactly; --pulse reaches the array
+    assert elm.main(["--n-train", "300", "--n-test", "100", "--hidden", "40", "--epochs", "1", "--seeds", "1",
+                     "--first-seed", "1", "--levels", "32", "--out", str(one)]) == 0
+    assert json.loads((one / "report.json").read_text())["runs"][0]["curve"] == rep["runs"][1]["curve"]
+    alt = tmp_path / "alt"
+    assert elm.main(["--n-train", "300", "--n-test", "100", "--hidden", "40", "--epochs", "1", "--pulse", "alternate",
+                     "--levels", "32", "--out", str(alt)]) == 0
+    r0, ra = rep["runs"][0], json.loads((alt / "report.json").read_text())["runs"][0]
+    assert ra["pulse"] == "alternate" and ra["pulses"] < r0["pulses"]
     assert (out / "accuracy.png").stat().st_size > 0
     assert elm.main(["--n-train", "300", "--out", str(out)]) == 2            # exists, no --force
     assert "exists" in capsys.readouterr().err
@@ -172,6 +182,7 @@ def test_cli_small_run_and_bad_input(tmp_path, capsys):
     assert elm.main(["--network", "mlp-sign", "--gains", "0", "1", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--margin", "-1", "--out", str(tmp_path / "z")]) == 2
     assert elm.main(["--margin", "0.4", "--rule", "l1", "--out", str(tmp_path / "z")]) == 2
+    assert elm.main(["--first-seed", "-1", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "z").exists()
 
 

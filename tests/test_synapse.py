@@ -51,6 +51,23 @@ def test_program_push_pull_hand_made():
     assert arr.pulses == 14
 
 
+def test_program_alternate_one_device_per_pair_hand_made():
+    """pulse="alternate": one device per pair and cycle; the 1st cycle is the RESET phase (dW > 0:
+    RESET G- by 3, dW < 0: RESET G+ by 3), the 2nd the SET phase (dW > 0: SET G+ by 2, dW < 0: SET
+    G- by 2); one pulse per nonzero sign. Caught: SET phase first, both devices pulsed (push-pull),
+    two pulses counted per pair, the phase's device swapped (dW of the wrong sign)."""
+    arr = DiffArray(_pair_device(), (1, 3), np.random.default_rng(0), pulse="alternate")
+    arr.g[:] = 10.0
+    assert arr.program(np.array([[1, -1, 0]])) == 2
+    assert arr.g[0].tolist() == [[10.0, 7.0, 10.0]] and arr.g[1].tolist() == [[7.0, 10.0, 10.0]]
+    assert arr.program(np.array([[1, -1, 1]])) == 3
+    assert arr.g[0].tolist() == [[12.0, 7.0, 12.0]] and arr.g[1].tolist() == [[7.0, 12.0, 10.0]]
+    assert arr.program(np.array([[-1]]), cols=[2]) == 1                  # 3rd cycle: RESET G+
+    assert arr.g[0].tolist() == [[12.0, 7.0, 9.0]] and arr.pulses == 6 and arr.cycles == 3
+    with pytest.raises(ValueError, match="pulse scheme"):
+        DiffArray(_pair_device(), (1, 1), np.random.default_rng(0), pulse="both")
+
+
 def test_program_scale_multiplies_step():
     """The L1/L2 scale multiplies each pulse (c): 0.5 x SET 2.0 = 1.0, 0.5 x RESET 3.0 = 1.5."""
     arr = DiffArray(_pair_device(), (1, 2), np.random.default_rng(0))
