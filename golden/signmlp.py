@@ -84,6 +84,21 @@ class SignMLP:
         return test_acc(x, labels, *self.weights(), self.kind, self.alpha, self.beta)
 
 
+CODINGS = ("eq5", "unipolar")
+
+
+def inputs(images: np.ndarray, coding: str = "eq5") -> np.ndarray:
+    """(N, H, W) uint8 -> (N, H*W + 1) float64 with the bias input +1: eq. 5's voltages in [-1, 1]
+    ("eq5", the paper's), or x / 255 in [0, 1] ("unipolar": a blank pixel applies no voltage; a
+    diagnostic outside the paper, not the default)."""
+    if coding == "eq5":
+        return encode(images).astype(np.float64)
+    if coding != "unipolar":
+        raise ValueError(f"unknown input coding {coding!r} (known: {', '.join(CODINGS)})")
+    x = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return np.hstack([x, np.ones((len(x), 1))])
+
+
 def _batches(n, b, rng):
     order = rng.permutation(n)
     return [order[a:a + b] for a in range(0, n, b)]
@@ -91,11 +106,11 @@ def _batches(n, b, rng):
 
 def run_mlp(data, p: DeviceParams | None, m: int = 300, kind: str = "tanh", epochs: int = 8, seed: int = 0,
             batch: int = 100, lr: float = 0.1, gains=GAINS, alpha: float = 1.0, beta: float = 0.0,
-            log=None) -> dict:
+            log=None, coding: str = "eq5") -> dict:
     """One MLP on a dataset: in situ with sign backprop on device p, or (p None) float SGD with a
     constant learning rate lr (on the batch-mean gradient). Test accuracy after every epoch."""
     rng = np.random.default_rng(seed)
-    x, xt = encode(data.train_images).astype(np.float64), encode(data.test_images).astype(np.float64)
+    x, xt = inputs(data.train_images, coding), inputs(data.test_images, coding)
     y = np.eye(data.n_classes)[data.train_labels]
     net, w = None, None
     if p is None:                                     # Glorot-uniform float weights
@@ -122,4 +137,5 @@ def run_mlp(data, p: DeviceParams | None, m: int = 300, kind: str = "tanh", epoc
     return {"network": "mlp-sign" if net else "mlp-float", "activation": kind, "seed": seed, "hidden": m,
             "epochs": epochs, "batch": batch, "acc": curve[-1][1], "curve": curve, "pulses": pulses,
             "train_s": dt, "s_per_epoch": dt / max(epochs, 1), "alpha": alpha, "beta": beta,
+            "coding": coding,
             **({"lr": lr} if net is None else {"gains": list(gains)})}

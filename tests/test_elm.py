@@ -158,6 +158,16 @@ def test_sign_mlp_one_batch_moves_against_gradient():
     assert np.all(np.sign(dw[moved]) == -np.sign(g1[moved])) and np.all(dw[~moved] == 0)
 
 
+def test_mlp_input_codings_hand_made():
+    """eq. 5 maps 0 / 51 / 255 to -1 / -0.6 / +1, the unipolar diagnostic to 0 / 0.2 / 1; both end
+    with the bias input +1."""
+    img = np.array([[[0, 51], [255, 0]]], np.uint8)
+    assert np.allclose(signmlp.inputs(img), [[-1, -0.6, 1, -1, 1]], rtol=0, atol=1e-6)
+    assert np.allclose(signmlp.inputs(img, "unipolar"), [[0, 0.2, 1, 0, 1]], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="coding"):
+        signmlp.inputs(img, "bipolar")
+
+
 def test_cli_small_run_and_bad_input(tmp_path, capsys):
     out = tmp_path / "r"
     assert elm.main(["--n-train", "300", "--n-test", "100", "--hidden", "40", "--epochs", "1",
