@@ -8,9 +8,10 @@ marked). Random idle cycles before a load and between the `next` pulses (the con
 ports changed to garbage right after the load (they must have been sampled), a `next` asserted
 with some loads (the load must win).
 
-Mutations seen caught: `>= 0` for `> 0` (K=10, the all-zero vector: class 1 got 1, expected 0);
-`next` winning over `load` (K=3, a vector loaded with next high: the previous vector's errors);
-the shift register shifted the wrong way (K=10, first vector: class 1 got class 9's error).
+Mutations seen caught: `>= 0` for `> 0` (K=3, the all-zero vector, label 0: e [0, 1, 1], golden
+[-1, 0, 0]); `next` winning over `load` (K=3, vector 3 loaded with next high: e [-1, -1, 1], golden
+[0, 1, 1]); the shift register shifted the wrong way (K=3, the all-zero vector: e [-1, -1, -1],
+golden [-1, 0, 0]).
 """
 import random
 
