@@ -338,7 +338,7 @@ def sim_insitu(args, network="li2018"):
         print(f"  training   {len(r['trace'])} batches of {r['batch']}: {tr.get('bitexact_images', 0)} images, "
               f"{tr.get('commands', 0)} commands, {tr.get('pulses', 0)} pulses, all equal golden: {'train' in r}; "
               f"{tr.get('cycles_per_image', 0):.0f} cycles/image ({tr.get('cycles_per_image_forward', 0):.0f} "
-              "forward + backward)")
+              f"forward + {'feed' if sign else 'backward'})")
         if "blocked" in tr:
             print(f"  write-verify {tr['cells_written']} cells written, {tr['wv_requests']} requests (pulses and "
                   f"verify reads, max {r['max_pulses']} pulses a cell), {tr['blocked']} cells blocked, "

@@ -301,7 +301,8 @@ async def session(dut):
 async def _session(dut, p, report):
     t0 = time.perf_counter()
     lp = Loop(dut, p)
-    report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
+    if not lp.sign:                 # (sign-WH has no step and no threshold)
+        report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
     if lp.mode == "closed":
         report["max_pulses"] = lp.max_pulses
     train, xt, yt = images(p, lp.t.net)
