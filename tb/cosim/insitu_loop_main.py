@@ -183,7 +183,7 @@ class Loop:
         for i in range(len(x)):
             r, _ = await sim_top.infer(d, self.ctrl.result_layout, x[i:i + 1], y[i:i + 1])
             res += r
-            await _until(d, fed(fed0 + i + 1), f"image {i}'s feed")
+            await _until(d, fed(fed0 + i + 1), f"image {i}'s feed", edge=d.bw_idle)
         return res
 
     async def _program(self, b, exp) -> dict:
