@@ -7,8 +7,9 @@ tb/cosim/open_board.py Board on the RTL's own copy of the board (random stalls o
 training feed (e, h), every command, pulse count and conductance after each batch, every test
 image's result.
 
-Mutations seen caught: see the report of the branch (tb/test_sign_error.py, tb/test_result.py
-catch the error unit's own).
+Mutation seen caught: the session not waiting for the batch's last feed before its FINISH (batch
+0: "9 images fed", the FINISH ahead of the last image's items). The error unit's own mutations:
+tb/test_sign_error.py.
 """
 import json
 
