@@ -1,7 +1,9 @@
 """The in-situ training loop in fabric (issue 15, Li 2018's 64-54-10): one co-simulation top with
 the li2018 controller (forward, softmax, output deltas, training feeder) and rtl/insitu_path.py
 InsituPath (transposed reads, hidden deltas, both layers' updates, open-loop programming) on the
-same 8 behavioural PEs (tb/cosim/hdl/pe_model.v).
+same 8 behavioural PEs (tb/cosim/hdl/pe_model.v). The board ELM's loop (issue 16, elm-board:
+sign-WH on the output layer alone) is `SignLoopTop` below; `loop_top` picks the top by the
+output layer's rule.
 
 PEs: the controller drives every PE's SL-side read pins (SimTop); InsituPath's transposed-read
 pins (sl_drive, bl_sample -> bl_valid, bl_codes: the BL-side ADCs, BL_ADC) go to the PE of each of
