@@ -14,7 +14,9 @@ The label is sampled with the vector's transfer: right after it the port changes
 Mutations seen caught: the label read by the softmax from the `label` port instead of the register
 taken with the logits (the deltas of the label given after the transfer); the result registers
 enabled on the class one-hot rotated once too far (`sm_oh` loaded with 2 instead of 1 at the run's
-start) fails at the first vector (its deltas one class off).
+start) fails at the first vector (its deltas one class off). The sign unit (u2): the sign-error
+unit's label wired from the `label` port instead of the held label (item 1, all logits positive:
+the label's 0 at class 5, golden's at class 7).
 """
 import random
 
