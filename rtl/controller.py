@@ -123,10 +123,13 @@ class Controller(wiring.Component):
 
     def __init__(self, requant: dict, softmax: tuple, layers=cnn.YAO2020, mapping: Mapping | None = None,
                  n_pe=8, n_bl=16, n_rows=128, n_adc=32, input_bits=8, code_bits=8, pulse_cycles=4, logit_bits=24,
-                 window_codes=(25, 200), replica: bool = False, input_shape=cnn.INPUT_SHAPE):
+                 window_codes=(25, 200), replica: bool = False, input_shape=cnn.INPUT_SHAPE, error: str = "softmax"):
         # replica=True: one of the convolver groups of rtl/replicated.py, which owns the shared
         # programming path and the FC arbitration (see the ports added at the end of __init__)
         self.replica = replica
+        # the output layer's training error (rtl/result.py ERRORS): "softmax" (p - onehot), or "sign"
+        # for a sign-WH output layer (the network's rule: tb/cosim/insitu_main.py insitu_controller)
+        self.error = error
         self.steps = plan(layers, mapping, requant, input_shape, n_bl=n_bl)
         self.n_pe, self.n_bl, self.n_rows, self.n_adc = n_pe, n_bl, n_rows, n_adc
         self.input_bits, self.code_bits, self.pulse_cycles = input_bits, code_bits, pulse_cycles
@@ -248,7 +251,7 @@ class Controller(wiring.Component):
             wiring.connect(m, post.wr[f], fms.wr[f])
             wiring.connect(m, post.rd[f], fms.rmw[f])
         # the FC step's logits to the result stage (rtl/result.py: softmax, argmax, delta, result)
-        m.submodules.result = rs = ResultStage(K, self.logit_bits, (self.softmax_m, self.softmax_sh))
+        m.submodules.result = rs = ResultStage(K, self.logit_bits, (self.softmax_m, self.softmax_sh), self.error)
         m.d.comb += [rs.i.payload[o].eq(acc.h[o]) for o in range(K)]
         self._hand_over(m, acc, post, rs, step_oh)
         m.d.comb += rs.label.eq(ib.label)

@@ -8,13 +8,19 @@ in class order into the result registers; the run's last output (its argmax: the
 `result.valid`. The deltas leave on `delta` / `delta_load` as they come (the training feeder's
 registers, rtl/feeder.py).
 
+Training error `error` (elaboration parameter, from the output layer's learning rule): "softmax"
+(the default) - delta = p - onehot(label), golden.datapath.delta; "sign" (sign-WH, Bennett 2019) -
+delta = golden.update.sign_error's e in {-1, 0, 1} of the held logits and label (rtl/sign_error.py,
+loaded with the softmax run's start, shifted on by each softmax output): the same `delta` /
+`delta_load` / `done` timing and the result's `delta` field, p and cls still the softmax's.
+
 Signature:
   i           In stream: the logit vector (K x s(logit_bits)); ready = ~held.
   label       In(8): the image's label, sampled with the logits (at the `i` transfer: the next
               image may start, and its label replace this one at the source, before the softmax
               runs).
   feed_busy   In(1): the training feeder is busy (a new run waits: it reloads the deltas).
-  result      Out stream (result_layout): cls, logits, p (Q1.15), delta (Q1.15, s17).
+  result      Out stream (result_layout): cls, logits, p (Q1.15), delta (Q1.15, s17; or the sign error).
   held        Out(1): the logits are held (not yet read by the softmax).
   busy        Out(1): a softmax run is in flight (logits being fed / outputs being collected).
   delta, delta_load  Out: the softmax's delta, and per class its load enable (one-hot, in order).
@@ -30,7 +36,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .replica import replicas, slices
+from .sign_error import SignError
 from .softmax import Softmax
+
+ERRORS = ("softmax", "sign")      # training error of the output layer (module docstring)
 
 
 def _bits(n: int) -> int:
@@ -47,8 +56,10 @@ def result_layout(n_classes: int, logit_bits: int) -> data.StructLayout:
 
 
 class ResultStage(wiring.Component):
-    def __init__(self, n_classes: int, logit_bits: int, softmax: tuple):
-        self.n_classes, self.logit_bits = n_classes, logit_bits
+    def __init__(self, n_classes: int, logit_bits: int, softmax: tuple, error: str = "softmax"):
+        if error not in ERRORS:
+            raise ValueError(f"result stage: error must be one of {ERRORS}, got {error!r}")
+        self.n_classes, self.logit_bits, self.error = n_classes, logit_bits, error
         self.softmax_m, self.softmax_sh = softmax
         self.result_layout = result_layout(n_classes, logit_bits)
         super().__init__({
@@ -122,10 +133,18 @@ class ResultStage(wiring.Component):
         # (~result.valid) is 1 (sm_go waits for result.valid low, and only the run's last output
         # sets it), and sm.o.valid is low outside runs (timing: the handshake's LUT was shared by
         # all K enables, a net to K * 33 flip-flops spread over the die)
+        err = sm.o.payload.delta
+        if self.error == "sign":
+            # the sign errors, computed from the held logits and label at the run's start (registered),
+            # shifted on with the softmax's outputs: the class order and timing of its deltas
+            m.submodules.sign_error = se = SignError(K, self.logit_bits)
+            m.d.comb += [se.label.eq(label), se.load.eq(sm_go), se.next.eq(sm.o.valid & sm.o.ready)]
+            m.d.comb += [se.logits[o].eq(logits[o]) for o in range(K)]
+            err = se.e
         for o in range(K):
             with m.If(sm.o.valid & sm_oh[o]):
-                m.d.sync += [res.payload.p[o].eq(sm.o.payload.p), res.payload.delta[o].eq(sm.o.payload.delta)]
-        m.d.comb += [self.delta.eq(sm.o.payload.delta),
+                m.d.sync += [res.payload.p[o].eq(sm.o.payload.p), res.payload.delta[o].eq(err)]
+        m.d.comb += [self.delta.eq(err),
                      self.delta_load.eq(Cat(sm.o.valid & sm_oh[o] for o in range(K))),   # (as p, delta above)
                      self.done.eq(sm.o.valid & sm.o.ready & sm.o.payload.last)]
         with m.If(sm.o.valid & sm.o.ready):

@@ -366,8 +366,12 @@ def _sim_parser(sub):
     p.add_argument("--iterations", type=int_range(0, 10_000), default=10,
                    help="hybrid-training iterations (batches of 100; 0: none); li2018 in situ: batches of --batch")
     p.add_argument("--no-guard", action="store_true", help="hybrid training without the divergence guard")
-    p.add_argument("--batch", type=int_range(1, 128), default=100,
-                   help="--network li2018 --device li2018 (in-situ training in fabric): images per batch (default 100)")
+    p.add_argument("--batch", type=int_range(1, 128), default=None,
+                   help="in-situ training in fabric (--network li2018 --device li2018, --network elm-board): images "
+                        "per batch (default 100; elm-board 10)")
+    p.add_argument("--golden-train", action="store_true",
+                   help="--network elm-board: golden trains the output layer (--iterations sign-WH batches), "
+                        "then the RTL runs only the test images (fast: e.g. an epoch, 5500)")
     p.add_argument("--eta", type=float_range(0.0, 10.0, lo_open=True), default=0.08,
                    help="its step (default 0.08: golden's validation choice in both regimes, seed 0; docs/insitu.md)")
     p.add_argument("--mode", choices=("open", "closed"), default=None,

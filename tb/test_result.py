@@ -2,9 +2,10 @@
 golden.datapath.argmax, .softmax_fixed and .delta; the deltas on `delta` / `delta_load` (for the
 training feeder) in class order and one `done` per vector.
 
-Units: the system's (K = 10, s24 logits, golden's softmax M and shift from the default weights) and
-a small one (K = 3, s10, random M and shift). Vectors: all zero, all equal (every class tied),
-tied maxima at random positions (argmax: the lowest index), one-hot extremes, decreasing,
+Units: the system's (K = 10, s24 logits, golden's softmax M and shift from the default weights), a
+small one (K = 3, s10, random M and shift) and the system's with error="sign" (the deltas are
+golden.update.sign_error's, rtl/sign_error.py; p and cls the softmax's). Vectors: all zero, all
+equal (every class tied), tied maxima at random positions (argmax: the lowest index), one-hot extremes, decreasing,
 increasing, random at a realistic scale; labels random. Random idle on the input, random
 back-pressure on `result`, `feed_busy` toggled at random (a run must wait for it).
 
@@ -13,7 +14,9 @@ The label is sampled with the vector's transfer: right after it the port changes
 Mutations seen caught: the label read by the softmax from the `label` port instead of the register
 taken with the logits (the deltas of the label given after the transfer); the result registers
 enabled on the class one-hot rotated once too far (`sm_oh` loaded with 2 instead of 1 at the run's
-start) fails at the first vector (its deltas one class off).
+start) fails at the first vector (its deltas one class off). The sign unit (u2): the sign-error
+unit's label wired from the `label` port instead of the held label (item 1, all logits positive:
+the label's 0 at class 5, golden's at class 7).
 """
 import random
 
@@ -81,6 +84,7 @@ async def _feed_busy(dut, u, rng):
 
 async def _unit(dut, prefix, p, seed):
     from golden.datapath import argmax, delta, softmax_fixed
+    from golden.update import sign_error
     from rtl.result import ResultStage
     blk = ResultStage(**p["block"])
     k, lb, (m, sh) = blk.n_classes, blk.logit_bits, (blk.softmax_m, blk.softmax_sh)
@@ -97,7 +101,7 @@ async def _unit(dut, prefix, p, seed):
     for z in vecs:
         label = rng.randrange(k)
         pe = softmax_fixed(z[None], m, sh)
-        de = delta(pe, [label])[0]
+        de = sign_error(z[None], [label])[0] if blk.error == "sign" else delta(pe, [label])[0]
         expected.append({"cls": int(argmax(z)), "logits": [int(x) for x in z], "p": [int(x) for x in pe[0]],
                          "delta": [int(x) for x in de]})
         exp_deltas += [(o, int(de[o])) for o in range(k)]
@@ -130,6 +134,7 @@ def test_result():
     cfgs = [dict(block=dict(n_classes=10, logit_bits=24, softmax=sm),
                  idle=0.3, bp=0.5, random=40),
             dict(block=dict(n_classes=3, logit_bits=10, softmax=[r.randint(1, 255), r.randint(1, 15)]),
-                 idle=0.5, bp=0.3, random=60)]
+                 idle=0.5, bp=0.3, random=60),
+            dict(block=dict(n_classes=10, logit_bits=24, softmax=sm, error="sign"), idle=0.3, bp=0.5, random=40)]
     units = {f"u{i}": ResultStage(**c["block"]) for i, c in enumerate(cfgs)}
     harness.run_block(harness.Bundle(units), "result_tb", "tb.test_result", {"configs": cfgs, "seed": 5})

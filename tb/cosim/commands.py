@@ -308,19 +308,23 @@ def _controller(args) -> dict:
     return r if args.sim == "faults" else {"source": "controller", **r}
 
 
-def sim_insitu(args):
-    """`mcnn sim --network li2018 --device li2018`: in-situ training in fabric (tb/cosim/insitu_loop_main.py),
-    --iterations batches of --batch MNIST training images (--mode open / closed), then --n test images
-    on the trained board."""
+def sim_insitu(args, network="li2018"):
+    """`mcnn sim --network li2018 --device li2018` / `--network elm-board`: in-situ training in fabric
+    (tb/cosim/insitu_loop_main.py), --iterations batches of --batch MNIST training images (li2018:
+    --mode open / closed; elm-board: sign-WH through SignPath), then --n test images on the trained
+    board."""
     from tb.cosim import insitu_loop_main
     check_outputs([args.report], args.force)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.report.with_name(f".{args.report.name}.{os.getpid()}.partial")
-    params = {"seed": args.seed, "batches": args.iterations, "batch": args.batch, "n_test": args.n, "eta": args.eta,
+    sign = network == "elm-board"
+    params = {"network": network, "seed": args.seed, "batches": args.iterations,
+              "batch": args.batch or (10 if sign else 100), "n_test": args.n, "eta": args.eta,
               "mode": args.mode or "open", "device": args.device, "data": str(Path(args.data).resolve()),
               "report": str(tmp.resolve()), "progress": not args.json}
     out = sys.stderr if args.json else sys.stdout
-    print(f"building the li2018 controller + InsituPath ({params['mode']} loop) + 8 PE models for Verilator "
+    path = "SignPath (sign-WH)" if sign else f"InsituPath ({params['mode']} loop)"
+    print(f"building the {network} controller + {path} + 8 PE models for Verilator "
           "(cached after the first run) ...", flush=True, file=out)
     r = _run_reported(args, tmp, lambda: insitu_loop_main.run(params, log_to_terminal=not args.json))
     ok = "error" not in r and r.get("mismatched_images", 1) == 0
@@ -328,12 +332,13 @@ def sim_insitu(args):
         print(json.dumps(r))
     else:
         tr, te = r.get("train", {}), r.get("test", {})
-        print(f"\n{'':=<76}\nmcnn sim: li2018 trained in situ in fabric (controller + InsituPath), "
-              f"device {r['device']}, {r.get('mode', 'open')} loop, seed {r['seed']}, eta {r['eta']:g}")
+        how = "SignPath, sign-WH" if sign else f"InsituPath, {r.get('mode', 'open')} loop, eta {r['eta']:g}"
+        print(f"\n{'':=<76}\nmcnn sim: {network} trained in situ in fabric (controller + {how}), "
+              f"device {r['device']}, seed {r['seed']}")
         print(f"  training   {len(r['trace'])} batches of {r['batch']}: {tr.get('bitexact_images', 0)} images, "
               f"{tr.get('commands', 0)} commands, {tr.get('pulses', 0)} pulses, all equal golden: {'train' in r}; "
               f"{tr.get('cycles_per_image', 0):.0f} cycles/image ({tr.get('cycles_per_image_forward', 0):.0f} "
-              "forward + backward)")
+              f"forward + {'feed' if sign else 'backward'})")
         if "blocked" in tr:
             print(f"  write-verify {tr['cells_written']} cells written, {tr['wv_requests']} requests (pulses and "
                   f"verify reads, max {r['max_pulses']} pulses a cell), {tr['blocked']} cells blocked, "

@@ -1,14 +1,18 @@
 """Co-simulation of the board ELM (network elm-board, issue 16): `mcnn sim --network elm-board`.
 
-The controller the generator makes for elm-board (rtl/controller.py: hidden layer H with the binary
-step requant (510, 1), output layer O, InsituTrainer's softmax) on 8 behavioural PEs (SimTop,
+By default the ELM trains in fabric: tb/cosim/insitu_loop_main.py with tb/cosim/insitu_top.py
+SignLoopTop (the controller with the sign-WH error + rtl/sign_path.py SignPath), --iterations
+batches of --batch (default 10) checked against golden per batch, then --n test images on the
+RTL-trained board (`cli`). With --golden-train, this module's session (`run`): the controller the
+generator makes for elm-board (rtl/controller.py: hidden layer H with the binary step requant
+(510, 1), output layer O, InsituTrainer's softmax, error "sign") on 8 behavioural PEs (SimTop,
 digitising with golden.insitu.SL_ADC) holding the cell currents of a golden li2018 board
 (Crossbar.i_units, backdoor): the hidden layer's cells as fabricated (never programmed), the output
 layer's as the golden in-situ training left them - `train_iterations` sign-WH batches of `batch`
-MNIST training images (golden InsituTrainer on the board, seed `seed`; the RTL training path,
-rtl/sign_path.py, is checked alone by tb/test_sign_path.py). Then `n` MNIST test images (elm-board's input transform)
-through the RTL; per image logits, class, softmax p and delta (p - onehot) against golden
-InsituTrainer.forward on the same board. Report: bit-exact images, accuracy RTL and golden.
+MNIST training images (golden InsituTrainer on the board, seed `seed`). Then `n` MNIST test images
+(elm-board's input transform) through the RTL; per image logits, class, softmax p and delta (the
+sign error, golden.update.sign_error) against golden on the same board. Report: bit-exact images,
+accuracy RTL and golden. Fast: a golden epoch (5500 batches) and 10k test images in minutes.
 """
 from __future__ import annotations
 
@@ -25,10 +29,8 @@ NETWORK = "elm-board"
 
 
 def trainer(p):
-    from golden.crossbar import Crossbar
-    from golden.insitu import InsituConfig, InsituTrainer
-    return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), NETWORK,
-                         InsituConfig(batch=p.get("batch", 10)))
+    from tb.cosim.insitu_main import trainer
+    return trainer({**p, "network": NETWORK, "batch": p.get("batch", 10)})
 
 
 def elm_top(t):
@@ -37,11 +39,13 @@ def elm_top(t):
 
 
 def golden_results(t, x, y):
-    """(logits, class, p, delta) of images x (board images, (N, 8, 8)) on t's board."""
-    from golden.datapath import argmax, delta, softmax_fixed
+    """(logits, class, p, delta) of images x (board images, (N, 8, 8)) on t's board: delta the
+    sign-WH error (the controller's error "sign")."""
+    from golden.datapath import argmax, softmax_fixed
+    from golden.update import sign_error
     logits = t.logits(x.reshape(len(x), -1).astype(np.int64))
     p = softmax_fixed(logits, t.sm_m, t.sm_sh)
-    return logits, argmax(logits), p, delta(p, y)
+    return logits, argmax(logits), p, sign_error(logits, y)
 
 
 def train_golden(t, ds, iterations: int, seed: int) -> dict:
@@ -101,8 +105,9 @@ def run(params, log_to_terminal=False):
 
 def cli(args) -> int:
     """`mcnn sim --network elm-board` (sw/cli.py checked the dataset and --n): the board is li2018
-    (its fresh cells are the projection; --device left at its default or li2018), --iterations
-    golden sign-WH batches of 10 train the output layer first (one epoch: 5500), --seed the board."""
+    (its fresh cells are the projection; --device left at its default or li2018), --seed the board;
+    --iterations sign-WH batches of --batch (default 10) trained in fabric (commands.sim_insitu),
+    or with --golden-train by golden (one epoch: 5500), then the test images."""
     import json
     import sys
     import tempfile
@@ -114,10 +119,15 @@ def cli(args) -> int:
                       (args.waves, "--waves")):
         if bad:
             raise InputError(f"{what}: not available for --network {NETWORK} (the li2018 board, one session)")
+    args.device = "li2018"
+    if not args.golden_train:
+        from tb.cosim.commands import sim_insitu
+        return sim_insitu(args, NETWORK)
     check_outputs([args.report], args.force)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td) / "report.json"
-        params = {"seed": args.seed, "n": args.n, "train_iterations": args.iterations, "data": str(Path(args.data)
+        params = {"seed": args.seed, "n": args.n, "train_iterations": args.iterations, "batch": args.batch or 10,
+                  "data": str(Path(args.data)
                   .resolve()), "report": str(tmp), "progress": sys.stderr.isatty() and not args.json}
         print(f"mcnn sim: {NETWORK}, {args.iterations} golden sign-WH batches, then {args.n} test images through "
               "the controller RTL (building it for Verilator: minutes the first time) ...",

@@ -37,15 +37,20 @@ from tb.cosim import sim_top
 from tb.cosim.insitu_main import batch_report, compare_forward, feed_item, random_images, trainer
 from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
 
+POLL = 4096         # _until with an edge: cycles between checks without one
+
 
 def expected_commands(t, dis):
-    """InsituPath's command stream for the thresholded updates dis: layer H's commands, its end
-    marker, layer O's, its end marker (dicts of the cmd layout's fields)."""
+    """The path's command stream for the updates dis (InsituTrainer.updates): per trained layer,
+    lowest first, its commands and its end marker (dicts of the cmd layout's fields). li2018
+    (InsituPath): H's, then O's; elm-board (SignPath): O's (H frozen, dis[0] None)."""
     from golden.update import commands
     out = []
-    for name, d in zip(("H", "O"), dis):
+    for L, d in zip(t.layers, dis):
+        if d is None:
+            continue
         out += [dict(pe=c.pe, row_pos=c.row_pos, bl=c.bl, m=c.m, n=c.n, d_code=c.d_code, end=0, overflow=0)
-                for c in commands(d, t.mapping, name)]
+                for c in commands(d, t.mapping, L.name)]
         out.append(dict(pe=0, row_pos=0, bl=0, m=0, n=0, d_code=0, end=1, overflow=0))
     return out
 
@@ -67,13 +72,22 @@ def images(p, net):
     return [(xtr[ix], ds.train_labels[ix]) for ix in order], xt, ds.test_labels[:nt]
 
 
-async def _until(dut, cond, what, limit=2_000_000):
-    from cocotb.triggers import RisingEdge
-    for _ in range(limit):
-        if cond():
-            return
-        await RisingEdge(dut.clk)
-    raise TimeoutError(f"{what}: not after {limit} cycles")
+async def _until(dut, cond, what, limit=2_000_000, edge=None):
+    """Until cond() holds: checked at every clock, or, with `edge` (a 1-bit signal that rises whenever
+    cond may have become true), at its rising edges only (and every POLL cycles, a safety net): no
+    Python per cycle."""
+    from cocotb.triggers import First, RisingEdge, Timer
+    if edge is None:
+        for _ in range(limit):
+            if cond():
+                return
+            await RisingEdge(dut.clk)
+        raise TimeoutError(f"{what}: not after {limit} cycles")
+    c0 = _cycle()
+    while not cond():
+        if _cycle() - c0 > limit:
+            raise TimeoutError(f"{what}: not after {limit} cycles")
+        await First(RisingEdge(edge), Timer(POLL * sim_top.CLOCK_NS, "ns"))
 
 
 def _cycle():
@@ -82,19 +96,27 @@ def _cycle():
 
 
 class Loop:
-    """One session's state: golden trainer t (board A), the RTL's board B, the taps."""
+    """One session's state: golden trainer t (board A), the RTL's board B, the taps. The path is the
+    top's (tb/cosim/insitu_top.py loop_top): InsituPath (li2018), or SignPath for a sign-WH output
+    layer (elm-board: `sign`; images back to back, as no transposed read shares the PEs)."""
 
     def __init__(self, dut, p):
         from rtl.insitu_path import InsituPath
+        from rtl.sign_path import SignPath
         from tb.cosim.insitu_top import MAX_BATCH
         self.dut, self.p = dut, p
         self.t = trainer(p)
         self.mode = p.get("mode", "open")
-        self.path = InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"), mode=self.mode)
+        self.sign = self.t.rules[-1] == "sign"
+        self.trained = [L.name for L, r in zip(self.t.layers, self.t.rules) if r != "frozen"]
+        self.path = SignPath.for_layer(self.t.mapping, self.t.layers[-1].name, max_batch=MAX_BATCH) if self.sign \
+            else InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"), mode=self.mode)
         stalls = dict(req_stall=0.4, rd_stall=0.3, rsp_idle=0.3) if p.get("stalls") else \
             dict(req_stall=0.0, rd_stall=0.0, rsp_idle=0.0)
         rng = random.Random(p["seed"])
-        if self.mode == "closed":
+        if self.sign:                   # SignPath: pulses only, no verify reads
+            self.board = Board(dut, self.path, self.t.xb.copy(), rng, **stalls)
+        elif self.mode == "closed":
             self.results, self.gops = [], []       # the wv_res tap; golden's write-verify requests
             self.board = VerifyBoard(dut, self.path.req_layout, self.path.prog.rd_layout, self.t.xb.copy(), rng,
                                      self.results, **stalls)
@@ -114,14 +136,15 @@ class Loop:
         self.ctrl = insitu_controller(t)
         await harness.start_clock_and_reset(d, start_clock=False)
         d.pulse_cycles.value = self.p.get("pulse_cycles", 2)
-        (d.mult_h.value, d.shift_h.value), (d.mult_o.value, d.shift_o.value) = t.upd
-        d.ip_th_code.value = t.th
         d.fin__valid.value = 0
+        if not self.sign:
+            (d.mult_h.value, d.shift_h.value), (d.mult_o.value, d.shift_o.value) = t.upd
+            d.ip_th_code.value = t.th
+            cocotb.start_soon(harness.tap(d, "dh", self.dh))
         if self.mode == "closed":
             d.max_pulses.value, d.rsp__valid.value = self.max_pulses, 0
             cocotb.start_soon(harness.tap(d, "wv_res", self.results, partial(harness.unpack, self.path.wv.res_layout)))
         cocotb.start_soon(harness.tap(d, "feed", self.feed, feed_item(self.ctrl.upd.in_layout)))
-        cocotb.start_soon(harness.tap(d, "dh", self.dh))
         cocotb.start_soon(harness.tap(d, "cmd", self.cmds))
 
     async def train_batch(self, b, x, y) -> dict:
@@ -134,11 +157,7 @@ class Loop:
         await sim_top.load_cells(d, self.board.xb.i_units()[:self.n_pe], d.clk)   # B's currents
         c0, f0, fed0 = _cycle(), len(self.feed), int(d.fed.value)
         d.train.value = 1
-        res = []
-        for i in range(len(x)):
-            r, _ = await sim_top.infer(d, self.ctrl.result_layout, x[i:i + 1], y[i:i + 1])
-            res += r
-            await _until(d, lambda n=fed0 + i + 1: int(d.fed.value) == n and int(d.bw_idle.value), f"image {i}'s feed")
+        res = await self._images(x, y, fed0)
         d.train.value = 0
         e = {"batch": b, **batch_report(t, res, self.feed[f0:], x, y)}
         if e["mismatched_images"] or e["mismatched_feed"]:
@@ -151,37 +170,57 @@ class Loop:
         self.n_img, self.n_cmd = self.n_img + len(x), self.n_cmd + len(exp)
         return e
 
+    async def _images(self, x, y, fed0):
+        """The batch through the controller (train on) until the path has taken its last feed:
+        SignPath back to back; InsituPath one image at a time (its transposed reads and the
+        controller's reads apart)."""
+        d, fed = self.dut, lambda n: lambda: int(self.dut.fed.value) == n and int(self.dut.bw_idle.value)
+        if self.sign:
+            res, _ = await sim_top.infer(d, self.ctrl.result_layout, x, y)
+            await _until(d, fed(fed0 + len(x)), "the batch's feed", edge=d.bw_idle)
+            return res
+        res = []
+        for i in range(len(x)):
+            r, _ = await sim_top.infer(d, self.ctrl.result_layout, x[i:i + 1], y[i:i + 1])
+            res += r
+            await _until(d, fed(fed0 + i + 1), f"image {i}'s feed", edge=d.bw_idle)
+        return res
+
     async def _program(self, b, exp) -> dict:
-        """FINISH: InsituPath programs B (Board serves its ports) until its two `done`."""
+        """FINISH: the path programs B (Board serves its ports) until its `done` (InsituPath: two)."""
         d, bd = self.dut, self.board
-        tasks = [cocotb.start_soon(bd.pulses_port()), cocotb.start_soon(bd.reads_port())]
+        tasks = [cocotb.start_soon(bd.pulses_port())] + ([] if self.sign else [cocotb.start_soon(bd.reads_port())])
         p0, r0 = bd.pulses, len(bd.reads)
         d.fin__valid.value = 1
         await _until(d, lambda: int(d.fin__ready.value), "fin taken")
         from cocotb.triggers import RisingEdge
         await RisingEdge(d.clk)
         d.fin__valid.value = 0
-        await _until(d, lambda: int(d.done_count.value) >= 2 * (b + 1), f"batch {b}'s programming",
-                     limit=200 * len(exp) + 100_000)
+        await _until(d, lambda: int(d.done_count.value) >= len(self.trained) * (b + 1), f"batch {b}'s programming",
+                     limit=200 * len(exp) + 100_000, edge=d.done_valid if self.sign else None)
         for k in tasks:
             k.cancel()
-        d.req__ready.value = d.rd_req__ready.value = d.rd_rsp__valid.value = 0
+        d.req__ready.value = 0
+        if not self.sign:
+            d.rd_req__ready.value = d.rd_rsp__valid.value = 0
         if self.mode == "closed":
             d.rsp__valid.value = 0
         bd.flush()
         self.reads = bd.reads[r0:]
-        n_h = next(k for k, c in enumerate(exp) if c["end"])
-        return {"commands_h": n_h, "commands_o": len(exp) - n_h - 2, "pulses": bd.pulses - p0}
+        ends = [k for k, c in enumerate(exp) if c["end"]]
+        n = {f"commands_{name.lower()}": e - s for name, s, e in zip(self.trained, [0] + [k + 1 for k in ends], ends)}
+        return {**n, "pulses": bd.pulses - p0}
 
     def _check_taps(self, b, deltas, exp):
         """The hidden delta vectors and the command stream against golden."""
         path = self.path
-        for i in range(len(deltas[0])):
+        for i in range(0 if self.sign else len(deltas[0])):
             r = path.he.out_layout.from_bits(self.dh[self.n_img + i])
             got = [int(r.d[j]) for j in range(path.n_hid)]
             if got != [int(v) for v in deltas[0][i]]:
                 raise AssertionError(f"batch {b} image {i}: hidden delta {got}, golden {deltas[0][i].tolist()}")
-        got = [harness.unpack(path.out_layout, v) for v in self.cmds[self.n_cmd:self.n_cmd + len(exp)]]
+        layout = path.cmd_layout if self.sign else path.out_layout
+        got = [harness.unpack(layout, v) for v in self.cmds[self.n_cmd:self.n_cmd + len(exp)]]
         if len(got) != len(exp):
             raise AssertionError(f"batch {b}: {len(got)} commands, golden {len(exp)}")
         for k, (g, e) in enumerate(zip(got, exp)):
@@ -192,20 +231,25 @@ class Loop:
         """Golden programs A (InsituTrainer.step's order); B's reads, pulses, conductances must match."""
         from golden.update import ProgramCommand
         t, bd = self.t, self.board
-        p0, greads = t.prog.stats.pulses, []
+        p0, greads = t.pulses, []
         for c in exp:
-            if not c["end"]:
-                if self.mode == "closed":       # a command on a cell blocked before it
-                    bl = t.prog.blocked
-                    self.hits += (c["pe"], c["row_pos"], c["bl"]) in bl or (c["pe"], c["row_pos"] + 1, c["bl"]) in bl
-                t.prog.apply(ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"]), t.it)
-                greads += [(c["pe"], c["row_pos"], c["bl"]), (c["pe"], c["row_pos"] + 1, c["bl"])]
+            if c["end"]:
+                continue
+            cmd = ProgramCommand(c["pe"], c["row_pos"], c["bl"], c["m"], c["n"], c["d_code"])
+            if self.sign:                       # one pulse per device (golden/pair_pulser.py), no reads
+                t.pulser.apply(cmd)
+                continue
+            if self.mode == "closed":           # a command on a cell blocked before it
+                bl = t.prog.blocked
+                self.hits += (c["pe"], c["row_pos"], c["bl"]) in bl or (c["pe"], c["row_pos"] + 1, c["bl"]) in bl
+            t.prog.apply(cmd, t.it)
+            greads += [(c["pe"], c["row_pos"], c["bl"]), (c["pe"], c["row_pos"] + 1, c["bl"])]
         t.it += 1
         if self.reads != greads:
             raise AssertionError(f"batch {b}: verify reads differ from golden's")
-        if bd.pulses != int(self.dut.pulses.value) or bd.pulses != t.prog.stats.pulses:
+        if bd.pulses != int(self.dut.pulses.value) or bd.pulses != t.pulses:
             raise AssertionError(f"batch {b}: pulses RTL {bd.pulses} (port {int(self.dut.pulses.value)}), "
-                                 f"golden {t.prog.stats.pulses} (batch: {t.prog.stats.pulses - p0})")
+                                 f"golden {t.pulses} (batch: {t.pulses - p0})")
         closed = self._check_closed(b) if self.mode == "closed" else {}
         if not np.array_equal(t.xb.g, bd.xb.g):
             raise AssertionError(f"batch {b}: conductances differ at {np.argwhere(t.xb.g != bd.xb.g)[:5].tolist()}")
@@ -248,7 +292,7 @@ class Loop:
 @cocotb.test()
 async def session(dut):
     p = harness.params()
-    report = {"network": "li2018", "device": p.get("device", "li2018"), "mode": p.get("mode", "open"),
+    report = {"network": p.get("network", "li2018"), "device": p.get("device", "li2018"), "mode": p.get("mode", "open"),
               "seed": p["seed"], "batches": p["batches"],
               "batch": p["batch"], "n_test": p["n_test"], "data": p.get("data"), "trace": []}
     await sim_top.reported_session(_session, dut, p, report)
@@ -257,7 +301,8 @@ async def session(dut):
 async def _session(dut, p, report):
     t0 = time.perf_counter()
     lp = Loop(dut, p)
-    report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
+    if not lp.sign:                 # (sign-WH has no step and no threshold)
+        report.update(eta=lp.t.cfg.eta, th_code=lp.t.th)
     if lp.mode == "closed":
         report["max_pulses"] = lp.max_pulses
     train, xt, yt = images(p, lp.t.net)
@@ -267,11 +312,12 @@ async def _session(dut, p, report):
         if p.get("progress"):
             e = report["trace"][-1]
             wv = f", {e['wv_requests']} write-verify requests, {e['blocked']} cells blocked" if "blocked" in e else ""
-            dut._log.info(f"batch {b}: {e['commands_h']} + {e['commands_o']} commands, {e['pulses']} pulses{wv}, "
-                          "all equal golden")
+            cmds = " + ".join(str(e[f"commands_{n.lower()}"]) for n in lp.trained)
+            dut._log.info(f"batch {b}: {cmds} commands, {e['pulses']} pulses{wv}, all equal golden")
     tr = report["trace"]
     ts = time.perf_counter()
-    report["train"] = {"images": lp.n_img, "bitexact_images": lp.n_img, "commands": lp.n_cmd - 2 * len(tr),
+    report["train"] = {"images": lp.n_img, "bitexact_images": lp.n_img,
+                       "commands": lp.n_cmd - len(lp.trained) * len(tr),
                        "pulses": sum(e["pulses"] for e in tr), "conductances_equal_golden": True,
                        "cycles_per_image": sum(e["cycles_forward"] + e["cycles_programming"] for e in tr) / lp.n_img,
                        "cycles_per_image_forward": sum(e["cycles_forward"] for e in tr) / lp.n_img,
@@ -290,8 +336,8 @@ async def _session(dut, p, report):
 
 
 def run(params, log_to_terminal=False):
-    """One session (params: seed, batches, batch, n_test, report; optional data, device, mode, eta,
-    th, max_pulses, stalls, progress)."""
+    """One session (params: seed, batches, batch, n_test, report; optional network (li2018, elm-board),
+    data, device, mode, eta, th, max_pulses, stalls, progress)."""
     from pathlib import Path
 
     from tb.cosim.insitu_top import loop_top

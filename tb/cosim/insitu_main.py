@@ -34,11 +34,13 @@ from tb.cosim import sim_top
 
 def insitu_controller(t):
     """The generated controller for InsituTrainer t's network with t's in-situ scales (hidden
-    requant t.hidden_rq: (1, cfg.hidden_shift), or the network's own, e.g. elm-board's step)."""
+    requant t.hidden_rq: (1, cfg.hidden_shift), or the network's own, e.g. elm-board's step) and
+    its output layer's training error (rule "sign": the sign-WH error, else the softmax delta)."""
     from rtl.controller import Controller
     net = t.net
     requant = {L.name: t.hidden_rq for L in t.layers[:-1]}
-    return Controller(requant, (t.sm_m, t.sm_sh), net.layers, t.mapping, input_shape=net.input_shape)
+    return Controller(requant, (t.sm_m, t.sm_sh), net.layers, t.mapping, input_shape=net.input_shape,
+                      error="sign" if t.rules[-1] == "sign" else "softmax")
 
 
 class InsituSimTop(sim_top.SimTop):
@@ -64,12 +66,13 @@ def insitu_top(t):
 
 
 def trainer(p):
-    """The golden side of a session: InsituTrainer on a fresh board (device p['device'], seed
-    p['seed']) in regime p['mode'] (threshold p['th'], None: the regime's default)."""
+    """The golden side of a session: InsituTrainer of network p['network'] (default li2018) on a fresh
+    board (device p['device'], seed p['seed']) in regime p['mode'] (threshold p['th'], None: the
+    regime's default)."""
     from golden.crossbar import Crossbar
     from golden.insitu import InsituConfig, InsituTrainer
     cfg = InsituConfig(eta=p.get("eta", 0.5), batch=p.get("batch", 8), th_code=p.get("th"), mode=p.get("mode", "open"))
-    return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), "li2018", cfg)
+    return InsituTrainer(Crossbar(p.get("device", "li2018"), seed=p["seed"]), p.get("network", "li2018"), cfg)
 
 
 def random_images(rng, n):

@@ -1,7 +1,9 @@
 """The in-situ training loop in fabric (issue 15, Li 2018's 64-54-10): one co-simulation top with
 the li2018 controller (forward, softmax, output deltas, training feeder) and rtl/insitu_path.py
 InsituPath (transposed reads, hidden deltas, both layers' updates, open-loop programming) on the
-same 8 behavioural PEs (tb/cosim/hdl/pe_model.v).
+same 8 behavioural PEs (tb/cosim/hdl/pe_model.v). The board ELM's loop (issue 16, elm-board:
+sign-WH on the output layer alone) is `SignLoopTop` below; `loop_top` picks the top by the
+output layer's rule.
 
 PEs: the controller drives every PE's SL-side read pins (SimTop); InsituPath's transposed-read
 pins (sl_drive, bl_sample -> bl_valid, bl_codes: the BL-side ADCs, BL_ADC) go to the PE of each of
@@ -43,6 +45,7 @@ from tb.cosim.insitu_main import insitu_controller
 from tb.cosim.sim_top import SimTop, adc_shift_for
 
 FIFO_DEPTH = 4
+FIFO_SIGN = 16           # SignLoopTop's item FIFO (the feeder's items back to back, SignPath at its own pace)
 MAX_BATCH = 128          # InsituPath's update engines: exact sums for batches up to 128 (Li: 100)
 # InsituPath's ports on the top (its runtime inputs registered); th_code renamed (SimTop has the
 # controller's)
@@ -89,10 +92,7 @@ class InsituLoopTop(SimTop):
             m.d.sync += p.max_pulses.eq(self.max_pulses)
         m.d.comb += [self.pulses.eq(p.pulses), self.prog_busy.eq(p.prog_busy), self.cmd_valid.eq(p.cmd_valid),
                      self.cmd.eq(p.cmd), self.dh_valid.eq(p.dh_valid), self.dh.eq(p.dh), p.done.ready.eq(1)]
-        with m.If(p.done.valid):
-            m.d.sync += self.done_count.eq(self.done_count + 1)
-            with m.If(p.done.payload):
-                m.d.sync += self.upd_overflow.eq(1)
+        count_done(m, self, p)
         x = self._x_queue(m)
         self._assemble(m, x)
         return m
@@ -157,11 +157,76 @@ class InsituLoopTop(SimTop):
             m.d.sync += self.err[1].eq(1)
 
 
+def count_done(m, top, p):
+    """The path's `done` stream taken at once: counted on `done_count`, its overflow kept."""
+    with m.If(p.done.valid):
+        m.d.sync += top.done_count.eq(top.done_count + 1)
+        with m.If(p.done.payload):
+            m.d.sync += top.upd_overflow.eq(1)
+
+
+class SignLoopTop(SimTop):
+    """The sign-WH training loop in fabric (issue 16, elm-board): the controller built with
+    error="sign" (rtl/result.py: the feeder's DELTA items are the sign errors e) and rtl/sign_path.py
+    SignPath (update engine rule "sign" + pair pulser) for the output layer, on SimTop's 8 PE models.
+    The hidden layer is frozen: no transposed reads, no x; SignPath's pulses program the output
+    layer's PE (elm-board: PE 4) through the top port `req` (tb/cosim/open_board.py Board).
+
+    SignPath's `i` is the controller's training feeder stream (the tap, as InsituLoopTop's) as it
+    is: each transfer registered, then a FIFO (FIFO_SIGN deep) into SignPath; `fin` (the end of a
+    batch) queued behind as its FINISH item. `fed` counts images (their last V item), `bw_idle`:
+    nothing queued for SignPath; `done_valid`: SignPath's `done` (the batch's pulses all taken).
+    `err` (sticky): an item found the FIFO full."""
+
+    def __init__(self, controller, path, adc_shift):
+        self.path = path
+        ps = path.signature.members
+        ports = {k: ps[k] for k in ("req", "pulses", "cmd_valid", "cmd", "pulse_cycles")}
+        ports |= {"fin": In(stream.Signature(1)), "fed": Out(32), "done_count": Out(32), "done_valid": Out(1),
+                  "upd_overflow": Out(1), "bw_idle": Out(1), "err": Out(1),
+                  "feed_valid": Out(1), "feed": Out(controller.upd.in_layout)}
+        super().__init__(controller, adc_shift, extra_ports=ports)
+
+    def elaborate(self, platform):
+        from rtl.update_engine import Op
+        m = super().elaborate(platform)
+        m.submodules.path = p = self.path
+        u = self.ctrl.programming.upd_i
+        m.d.comb += [self.feed_valid.eq(u.valid & u.ready), self.feed.eq(u.payload)]
+        wiring.connect(m, p.req, wiring.flipped(self.req))
+        m.d.sync += p.pulse_cycles.eq(self.pulse_cycles)
+        m.d.comb += [self.pulses.eq(p.pulses), self.cmd_valid.eq(p.cmd_valid), self.cmd.eq(p.cmd),
+                     p.done.ready.eq(1), self.done_valid.eq(p.done.valid)]
+        count_done(m, self, p)
+        it, it_v = Signal(p.in_layout), Signal()           # the feeder's transfer, registered
+        m.d.sync += it_v.eq(u.valid & u.ready)
+        with m.If(u.valid & u.ready):      # (value: e in {-1, 0, 1} or h in 0..255, both fit SignPath's)
+            m.d.sync += [it.op.eq(u.payload.op), it.index.eq(u.payload.index), it.value.eq(u.payload.value)]
+        m.submodules.i_fifo = f = SyncFIFO(width=len(Value.cast(it)), depth=FIFO_SIGN)
+        w = Signal(p.in_layout)
+        with m.If(it_v):
+            m.d.comb += w.eq(it)
+        with m.Else():
+            m.d.comb += w.op.eq(Op.FINISH)
+        m.d.comb += [f.w_data.eq(w), f.w_en.eq(it_v | self.fin.valid), self.fin.ready.eq(f.w_rdy & ~it_v),
+                     p.i.payload.eq(f.r_data), p.i.valid.eq(f.r_rdy), f.r_en.eq(p.i.ready),
+                     self.bw_idle.eq(~f.r_rdy & ~it_v)]
+        m.d.sync += self.fed.eq(self.fed + (it_v & (it.op == Op.V) & (it.index == p.upd.n_in - 1)))
+        with m.If(it_v & ~f.w_rdy):
+            m.d.sync += self.err.eq(1)
+        return m
+
+
 def loop_top(t, device="li2018", mode="open"):
-    """The top for InsituTrainer t (li2018, its in-situ scales) on device preset `device`, InsituPath
-    in `mode` ("open" / "closed", t's cfg.mode)."""
+    """The top for InsituTrainer t (its network's in-situ scales) on device preset `device`: a
+    sign-WH output layer (elm-board) SignLoopTop, else (li2018) InsituLoopTop with InsituPath in
+    `mode` ("open" / "closed", t's cfg.mode)."""
     from golden.insitu import SL_ADC
     from golden.transposed_read import BL_ADC
     from rtl.insitu_path import InsituPath
+    if t.rules[-1] == "sign":
+        from rtl.sign_path import SignPath
+        path = SignPath.for_layer(t.mapping, t.layers[-1].name, max_batch=MAX_BATCH)
+        return SignLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC))
     path = InsituPath(t.mapping, max_batch=MAX_BATCH, device=device, mode=mode)
     return InsituLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC), adc_shift_for(BL_ADC))

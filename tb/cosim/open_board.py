@@ -46,6 +46,9 @@ class Board:
                     self.flush()
                     self.pending = [cell, q["op"], 1]
                 self.pulses += 1
+            elif not self.req_stall and not bool(d.req__valid.value):
+                await RisingEdge(d.req__valid)      # idle at full speed: no Python per cycle
+                continue
             await RisingEdge(d.clk)
 
     async def reads_port(self):
