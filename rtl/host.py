@@ -49,6 +49,8 @@ cycles): 5 cycles per answer word and 2 more per header, against thousands per w
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
@@ -58,6 +60,7 @@ from amaranth.lib.wiring import In, Out
 from rtl import csr
 from rtl.protocol import BRIDGE, HOST_VERSION, REFUSED, BridgeOp, HostStatus, result_offsets
 from rtl.onehot import OneHotFSM
+from rtl.replica import replicas
 from rtl.link import WORD, from_ns
 
 def default_params() -> dict:
@@ -591,15 +594,18 @@ class HostBridge(wiring.Component):
         trailer_due = Signal()
         m.d.comb += trailer_due.eq(in_done & ~owed_nz & ~inc_r & ~dec_r &
                                    (~f[BridgeOp.FINISH] | ~fin_sent | (fin_idx == 4)))
-        # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles
+        # rword in two registered stages (8 words by ridx[:3], then by ridx[3:]), so SETTLE is 2 cycles.
+        # The first stage selects by `rsel[j]`, ridx[:3] one-hot, a copy per group j (rtl/replica.py,
+        # assigned with ridx in _out_fsm): ridx's low bits into all groups' 8:1 multiplexers (a fan-out
+        # of ~500 LUTs, 3 LUT levels) were the critical path of the ECP5 proxy (10.4 ns); now each copy
+        # drives its group's 32 bits through an AND-OR of 2 LUT levels.
         nq = (RW + 7) // 8
         rword_q = Array(Signal(32, name=f"rword_q{j}") for j in range(nq))
+        rsel = replicas(Signal(8, init=1), nq, "rsel")
         for j in range(nq):
-            with m.Switch(ridx[:3]):
-                for i in range(8):
-                    if 8 * j + i < RW:
-                        with m.Case(i):
-                            m.d.sync += rword_q[j].eq(word_at(8 * j + i))
+            wq = [Signal(32, name=f"rword_w{8 * j + i}") for i in range(min(8, RW - 8 * j))]
+            m.d.comb += [w.eq(word_at(8 * j + i)) for i, w in enumerate(wq)]
+            m.d.sync += rword_q[j].eq(reduce(operator.or_, (Mux(rsel[j][i], w, 0) for i, w in enumerate(wq))))
         # trailer_due a cycle late: it only turns false when the trailer is sent, and PICK comes 3
         # cycles after that (SEND, 2 x SETTLE)
         trailer_due_r = Signal()
@@ -631,7 +637,7 @@ class HostBridge(wiring.Component):
         with m.If(self.upd_done.valid & self.upd_done.ready):
             m.d.sync += [fin_got.eq(1), fflags.eq(self.upd_done.payload)]
         vars(ns).update(busy_in=busy_in, counting=counting, fin_words=fin_words, olast=olast, oword=oword,
-            pword=pword, res_seen=res_seen, ridx=ridx, ridx_last=ridx_last, rword_r=rword_r, sending=sending,
+            pword=pword, res_seen=res_seen, ridx=ridx, ridx_last=ridx_last, rsel=rsel, rword_r=rword_r, sending=sending,
             settle=settle, src=src, trailer=trailer, trailer_due_r=trailer_due_r)
 
     def _out_fsm(self, m, ns):
@@ -639,10 +645,10 @@ class HostBridge(wiring.Component):
         cycles."""
         (RW, busy_in, counting, dec, f, fin_got, fin_idx, fin_word, fin_words, hv_rsp_ready, hv_rsp_valid,
          in_done, is_img, item, olast, owed_nz, oword, prog_res, pword, refused, res_seen, ridx, ridx_last,
-         rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = from_ns(ns, """
+         rsel, rsp, rword_r, sending, settle, src, trailer, trailer_due_r, trailer_fire) = from_ns(ns, """
             RW busy_in counting dec f fin_got fin_idx fin_word fin_words hv_rsp_ready hv_rsp_valid in_done
-            is_img item olast owed_nz oword prog_res pword refused res_seen ridx ridx_last rsp rword_r sending
-            settle src trailer trailer_due_r trailer_fire""")
+            is_img item olast owed_nz oword prog_res pword refused res_seen ridx ridx_last rsel rsp rword_r
+            sending settle src trailer trailer_due_r trailer_fire""")
         # PICK chooses the answer's source from registered flags (they cannot change before LOAD:
         # only SEND answers, and the in side issues only while nothing is owed or into `owed`);
         # LOAD takes the word once the source is valid, else goes back to PICK
@@ -664,8 +670,10 @@ class HostBridge(wiring.Component):
                     with m.If(ridx_last):
                         m.d.comb += [self.result.ready.eq(1), dec.eq(1)]
                         m.d.sync += [ridx.eq(0), ridx_last.eq(0), res_seen.eq(0)]
+                        m.d.sync += [r.eq(1) for r in rsel]
                     with m.Else():
                         m.d.sync += [ridx.eq(ridx + 1), ridx_last.eq(ridx == RW - 2)]
+                        m.d.sync += [r.eq(r.rotate_left(1)) for r in rsel]
                 with m.If(src["ref"]):
                     m.d.comb += dec.eq(1)
                     m.d.sync += refused.eq(0)
