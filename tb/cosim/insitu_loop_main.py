@@ -37,7 +37,7 @@ from tb.cosim import sim_top
 from tb.cosim.insitu_main import batch_report, compare_forward, feed_item, random_images, trainer
 from tb.cosim.open_board import Board, VerifyBoard, trace_sessions
 
-POLL = 4096         # _until with an edge: cycles between checks without one
+POLL = 4096         # _until: cycles between checks when none of its signals changes
 
 
 def expected_commands(t, dis):
@@ -72,22 +72,15 @@ def images(p, net):
     return [(xtr[ix], ds.train_labels[ix]) for ix in order], xt, ds.test_labels[:nt]
 
 
-async def _until(dut, cond, what, limit=2_000_000, edge=None):
-    """Until cond() holds: checked at every clock, or, with `edge` (a 1-bit signal that rises whenever
-    cond may have become true), at its rising edges only (and every POLL cycles, a safety net): no
-    Python per cycle."""
-    from cocotb.triggers import First, RisingEdge, Timer
-    if edge is None:
-        for _ in range(limit):
-            if cond():
-                return
-            await RisingEdge(dut.clk)
-        raise TimeoutError(f"{what}: not after {limit} cycles")
+async def _until(dut, cond, what, on, limit=2_000_000):
+    """Until cond() holds, checked whenever one of the signals `on` (every signal cond reads)
+    changes value, and every POLL cycles as a safety net: no Python per cycle."""
+    from cocotb.triggers import First, Timer, ValueChange
     c0 = _cycle()
     while not cond():
         if _cycle() - c0 > limit:
             raise TimeoutError(f"{what}: not after {limit} cycles")
-        await First(RisingEdge(edge), Timer(POLL * sim_top.CLOCK_NS, "ns"))
+        await First(*(ValueChange(s) for s in on), Timer(POLL * sim_top.CLOCK_NS, "ns"))
 
 
 def _cycle():
@@ -177,13 +170,13 @@ class Loop:
         d, fed = self.dut, lambda n: lambda: int(self.dut.fed.value) == n and int(self.dut.bw_idle.value)
         if self.sign:
             res, _ = await sim_top.infer(d, self.ctrl.result_layout, x, y)
-            await _until(d, fed(fed0 + len(x)), "the batch's feed", edge=d.bw_idle)
+            await _until(d, fed(fed0 + len(x)), "the batch's feed", (d.fed, d.bw_idle))
             return res
         res = []
         for i in range(len(x)):
             r, _ = await sim_top.infer(d, self.ctrl.result_layout, x[i:i + 1], y[i:i + 1])
             res += r
-            await _until(d, fed(fed0 + i + 1), f"image {i}'s feed", edge=d.bw_idle)
+            await _until(d, fed(fed0 + i + 1), f"image {i}'s feed", (d.fed, d.bw_idle))
         return res
 
     async def _program(self, b, exp) -> dict:
@@ -192,12 +185,12 @@ class Loop:
         tasks = [cocotb.start_soon(bd.pulses_port())] + ([] if self.sign else [cocotb.start_soon(bd.reads_port())])
         p0, r0 = bd.pulses, len(bd.reads)
         d.fin__valid.value = 1
-        await _until(d, lambda: int(d.fin__ready.value), "fin taken")
+        await _until(d, lambda: int(d.fin__ready.value), "fin taken", (d.fin__ready,))
         from cocotb.triggers import RisingEdge
         await RisingEdge(d.clk)
         d.fin__valid.value = 0
         await _until(d, lambda: int(d.done_count.value) >= len(self.trained) * (b + 1), f"batch {b}'s programming",
-                     limit=200 * len(exp) + 100_000, edge=d.done_valid if self.sign else None)
+                     (d.done_count,), limit=200 * len(exp) + 100_000)
         for k in tasks:
             k.cancel()
         d.req__ready.value = 0
