@@ -94,16 +94,13 @@ class Loop:
     layer (elm-board: `sign`; images back to back, as no transposed read shares the PEs)."""
 
     def __init__(self, dut, p):
-        from rtl.insitu_path import InsituPath
-        from rtl.sign_path import SignPath
-        from tb.cosim.insitu_top import MAX_BATCH
+        from tb.cosim.insitu_top import loop_path
         self.dut, self.p = dut, p
         self.t = trainer(p)
         self.mode = p.get("mode", "open")
         self.sign = self.t.rules[-1] == "sign"
         self.trained = [L.name for L, r in zip(self.t.layers, self.t.rules) if r != "frozen"]
-        self.path = SignPath.for_layer(self.t.mapping, self.t.layers[-1].name, max_batch=MAX_BATCH) if self.sign \
-            else InsituPath(self.t.mapping, max_batch=MAX_BATCH, device=p.get("device", "li2018"), mode=self.mode)
+        self.path = loop_path(self.t, p.get("device", "li2018"), self.mode)   # (its layouts: the top's own copy)
         stalls = dict(req_stall=0.4, rd_stall=0.3, rsp_idle=0.3) if p.get("stalls") else \
             dict(req_stall=0.0, rd_stall=0.0, rsp_idle=0.0)
         rng = random.Random(p["seed"])

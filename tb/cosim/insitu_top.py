@@ -217,16 +217,22 @@ class SignLoopTop(SimTop):
         return m
 
 
-def loop_top(t, device="li2018", mode="open"):
-    """The top for InsituTrainer t (its network's in-situ scales) on device preset `device`: a
-    sign-WH output layer (elm-board) SignLoopTop, else (li2018) InsituLoopTop with InsituPath in
-    `mode` ("open" / "closed", t's cfg.mode)."""
-    from golden.insitu import SL_ADC
-    from golden.transposed_read import BL_ADC
-    from rtl.insitu_path import InsituPath
+def loop_path(t, device="li2018", mode="open"):
+    """The training path of InsituTrainer t's loop: SignPath for a sign-WH output layer (elm-board),
+    else (li2018) InsituPath on device preset `device` in `mode` ("open" / "closed", t's cfg.mode)."""
     if t.rules[-1] == "sign":
         from rtl.sign_path import SignPath
-        path = SignPath.for_layer(t.mapping, t.layers[-1].name, max_batch=MAX_BATCH)
+        return SignPath.for_layer(t.mapping, t.layers[-1].name, max_batch=MAX_BATCH)
+    from rtl.insitu_path import InsituPath
+    return InsituPath(t.mapping, max_batch=MAX_BATCH, device=device, mode=mode)
+
+
+def loop_top(t, device="li2018", mode="open"):
+    """The top for InsituTrainer t (its network's in-situ scales) with `loop_path(t, device, mode)`:
+    SignLoopTop for SignPath, InsituLoopTop for InsituPath."""
+    from golden.insitu import SL_ADC
+    from golden.transposed_read import BL_ADC
+    path = loop_path(t, device, mode)
+    if t.rules[-1] == "sign":
         return SignLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC))
-    path = InsituPath(t.mapping, max_batch=MAX_BATCH, device=device, mode=mode)
     return InsituLoopTop(insitu_controller(t), path, adc_shift_for(SL_ADC), adc_shift_for(BL_ADC))
